@@ -1,0 +1,13 @@
+"""glmm_sm: generalized linear mixed models by Monte Carlo likelihood approximation.
+
+The likelihood of a GLMM is an integral over the random effects.  glmm_sm approximates it by
+importance sampling (Geyer 1994; Sung and Geyer 2007; the R package glmm), block by block,
+and maximizes the approximation, reporting Monte Carlo standard errors beside the usual ones.
+"""
+
+from . import datasets
+from .model import MonteCarloGLMM
+
+__version__ = "0.1.0"
+
+__all__ = ["MonteCarloGLMM", "datasets", "__version__"]

@@ -1,0 +1,179 @@
+"""The MCLA hot loop: per-block partial sums over one chunk of draws.
+
+For block ``b`` and draw ``k`` the log importance weight is
+
+    b_k = sum_i w_i (y_i eta_ik - c(eta_ik)) + log f(u_k | nu) - log f~(u_k),
+    eta_ik = (X beta + offset)_i + (Z u_k)_i.
+
+Per block and chunk the kernel returns, with ``a = max_k b_k`` and ``e_k = exp(b_k - a)``:
+``a``, ``sum e``, ``sum e^2``, ``sum e G``, ``sum e^2 G``, ``sum e G G'``, ``sum e^2 G G'``,
+``sum e S`` (sums of squares per component) and, per observation, ``sum e w c''(eta)``.
+``G_k`` is the complete-data score ``(X_b' w (y - c'(eta_k)), -q_bt/(2 nu_t) + S_bt/(2 nu_t^2))``.
+These partial sums combine exactly across chunks (:mod:`glmm_sm.engine`).
+
+``eta``, the cumulant and the reductions are fused over tiles of 64 draws; ``Z u`` is a gather
+through the CSR arrays of ``Z``; the n x m matrix of linear predictors is never formed.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+from ._fastmath import fexp, flog1p_unit
+
+TILE = 64
+HALF_LOG2PI = 0.5 * math.log(2.0 * math.pi)
+POISSON_ETA_MAX = 690.0
+
+_FLAGS = dict(cache=True, nogil=True, error_model="numpy",
+              fastmath={"nsz", "arcp", "contract", "afn"})
+
+
+@numba.njit(**_FLAGS)
+def chunk_sums(fam, derivs, obs_ptr, col_ptr, xb, wy, wn, X, zptr, zidx, zval,
+               U, logf, S, k0, k1, lognu, nu, qbt,
+               out_a, out_s0, out_s0sq, out_s1, out_s1sq, out_s2, out_s2sq, out_sS, out_hc):
+    """Partial sums of every block over draws ``k0:k1`` of ``U``, written into ``out_*``."""
+    n_blocks = obs_ptr.shape[0] - 1
+    p = X.shape[1]
+    T = nu.shape[0]
+    d = p + T
+    max_nb = 0
+    for b in range(n_blocks):
+        max_nb = max(max_nb, obs_ptr[b + 1] - obs_ptr[b])
+    eta = np.empty(TILE)
+    lfy = np.empty(TILE)
+    rr = np.empty(TILE)
+    base = np.empty(TILE)
+    ew = np.empty(TILE)
+    G = np.empty((p, TILE))
+    cpp = np.empty((max_nb, TILE))
+    gk = np.empty(d)
+    for b in range(n_blocks):
+        o0 = obs_ptr[b]
+        o1 = obs_ptr[b + 1]
+        qb = col_ptr[b + 1] - col_ptr[b]
+        const = -HALF_LOG2PI * qb
+        for t in range(T):
+            const -= 0.5 * qbt[b, t] * lognu[t]
+        a = -np.inf
+        s0 = 0.0
+        s0sq = 0.0
+        for j in range(d):
+            out_s1[b, j] = 0.0
+            out_s1sq[b, j] = 0.0
+            for l in range(d):
+                out_s2[b, j, l] = 0.0
+                out_s2sq[b, j, l] = 0.0
+        for t in range(T):
+            out_sS[b, t] = 0.0
+        for i in range(o0, o1):
+            out_hc[i] = 0.0
+        for kt in range(k0, k1, TILE):
+            nt = min(TILE, k1 - kt)
+            for kk in range(nt):
+                lfy[kk] = 0.0
+                for j in range(p):
+                    G[j, kk] = 0.0
+            for i in range(o0, o1):
+                x0 = xb[i]
+                for kk in range(nt):
+                    eta[kk] = x0
+                for nz in range(zptr[i], zptr[i + 1]):
+                    c = zidx[nz]
+                    v = zval[nz]
+                    for kk in range(nt):
+                        eta[kk] += v * U[c, kt + kk]
+                wyi = wy[i]
+                wni = wn[i]
+                ci = i - o0
+                if fam == 0:
+                    for kk in range(nt):
+                        e = eta[kk]
+                        tt = fexp(-abs(e))
+                        inv = 1.0 / (1.0 + tt)
+                        cum = max(e, 0.0) + flog1p_unit(tt)
+                        mu = inv if e >= 0.0 else tt * inv
+                        lfy[kk] += wyi * e - wni * cum
+                        rr[kk] = wyi - wni * mu
+                        cpp[ci, kk] = wni * tt * inv * inv
+                else:
+                    for kk in range(nt):
+                        e = eta[kk]
+                        mu = fexp(min(e, POISSON_ETA_MAX))
+                        lfy[kk] += wyi * e - wni * mu
+                        rr[kk] = wyi - wni * mu
+                        cpp[ci, kk] = wni * mu
+                if derivs:
+                    for j in range(p):
+                        xij = X[i, j]
+                        for kk in range(nt):
+                            G[j, kk] += rr[kk] * xij
+            # Log weights of the tile and the running maximum.
+            tmax = -np.inf
+            for kk in range(nt):
+                k = kt + kk
+                lfu = const
+                for t in range(T):
+                    lfu -= 0.5 * S[b, t, k] / nu[t]
+                base[kk] = lfy[kk] + lfu - logf[b, k]
+                if base[kk] > tmax:
+                    tmax = base[kk]
+            if not tmax > -np.inf:
+                continue
+            if tmax > a:
+                if a > -np.inf:
+                    sc = math.exp(a - tmax)
+                    sc2 = sc * sc
+                    s0 *= sc
+                    s0sq *= sc2
+                    for j in range(d):
+                        out_s1[b, j] *= sc
+                        out_s1sq[b, j] *= sc2
+                        for l in range(d):
+                            out_s2[b, j, l] *= sc
+                            out_s2sq[b, j, l] *= sc2
+                    for t in range(T):
+                        out_sS[b, t] *= sc
+                    for i in range(o0, o1):
+                        out_hc[i] *= sc
+                a = tmax
+            for kk in range(nt):
+                w = math.exp(base[kk] - a)
+                ew[kk] = w
+                s0 += w
+                s0sq += w * w
+            if not derivs:
+                continue
+            for kk in range(nt):
+                w = ew[kk]
+                if w == 0.0:
+                    continue
+                k = kt + kk
+                w2 = w * w
+                for j in range(p):
+                    gk[j] = G[j, kk]
+                for t in range(T):
+                    sk = S[b, t, k]
+                    gk[p + t] = (sk / nu[t] - qbt[b, t]) / (2.0 * nu[t])
+                    out_sS[b, t] += w * sk
+                for j in range(d):
+                    out_s1[b, j] += w * gk[j]
+                    out_s1sq[b, j] += w2 * gk[j]
+                    wj = w * gk[j]
+                    w2j = w2 * gk[j]
+                    for l in range(d):
+                        out_s2[b, j, l] += wj * gk[l]
+                        out_s2sq[b, j, l] += w2j * gk[l]
+            for i in range(o0, o1):
+                acc = 0.0
+                ci = i - o0
+                for kk in range(nt):
+                    acc += ew[kk] * cpp[ci, kk]
+                out_hc[i] += acc
+        out_a[b] = a
+        out_s0[b] = s0
+        out_s0sq[b] = s0sq

@@ -1,0 +1,80 @@
+"""numpy reference implementation of :func:`glmm_sm._kernels.chunk_sums`.
+
+Same arguments and outputs; written for clarity, vectorised over (observation, draw) per
+block.  Used to check the numba kernel and as a fallback.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.special import expit
+from threadpoolctl import threadpool_limits
+
+from .families import POISSON_ETA_MAX
+
+HALF_LOG2PI = 0.5 * np.log(2.0 * np.pi)
+
+
+def chunk_sums(fam, derivs, obs_ptr, col_ptr, xb, wy, wn, X, zptr, zidx, zval,
+               U, logf, S, k0, k1, lognu, nu, qbt,
+               out_a, out_s0, out_s0sq, out_s1, out_s1sq, out_s2, out_s2sq, out_sS, out_hc):
+    """Partial sums of every block over draws ``k0:k1`` (see the numba kernel)."""
+    with threadpool_limits(1):
+        _chunk_sums(fam, derivs, obs_ptr, col_ptr, xb, wy, wn, X, zptr, zidx, zval, U, logf,
+                    S, k0, k1, lognu, nu, qbt, out_a, out_s0, out_s0sq, out_s1, out_s1sq,
+                    out_s2, out_s2sq, out_sS, out_hc)
+
+
+def _chunk_sums(fam, derivs, obs_ptr, col_ptr, xb, wy, wn, X, zptr, zidx, zval,
+                U, logf, S, k0, k1, lognu, nu, qbt,
+                out_a, out_s0, out_s0sq, out_s1, out_s1sq, out_s2, out_s2sq, out_sS, out_hc):
+    n_blocks = len(obs_ptr) - 1
+    p = X.shape[1]
+    Uc = U[:, k0:k1]
+    for b in range(n_blocks):
+        o0, o1 = obs_ptr[b], obs_ptr[b + 1]
+        qb = col_ptr[b + 1] - col_ptr[b]
+        rows = np.arange(o0, o1)
+        nnz = zptr[o0 + 1 : o1 + 1] - zptr[o0:o1]
+        # eta (n_b, m_c) by gather: sum over each row's non-zeros of z * U[col].
+        eta = np.repeat(xb[o0:o1, None], Uc.shape[1], axis=1)
+        pos = zptr[o0:o1]
+        for r in range(int(nnz.max(initial=0))):
+            has = nnz > r
+            idx = pos[has] + r
+            eta[has] += zval[idx, None] * Uc[zidx[idx]]
+        wyb, wnb = wy[rows, None], wn[rows, None]
+        if fam == 0:
+            cum = np.logaddexp(0.0, eta)
+            mu = expit(eta)
+            t = np.exp(-np.abs(eta))
+            var = t / (1.0 + t) ** 2
+        else:
+            mu = np.exp(np.minimum(eta, POISSON_ETA_MAX))
+            cum = var = mu
+        Sb = S[b, :, k0:k1]
+        lfu = (-HALF_LOG2PI * qb - 0.5 * qbt[b] @ lognu) - 0.5 * (Sb / nu[:, None]).sum(axis=0)
+        bk = (wyb * eta - wnb * cum).sum(axis=0) + lfu - logf[b, k0:k1]
+        a = bk.max() if bk.size else -np.inf
+        if not a > -np.inf:
+            out_a[b], out_s0[b], out_s0sq[b] = -np.inf, 0.0, 0.0
+            out_s1[b] = out_s1sq[b] = out_sS[b] = 0.0
+            out_s2[b] = out_s2sq[b] = 0.0
+            out_hc[o0:o1] = 0.0
+            continue
+        e = np.exp(bk - a)
+        out_a[b], out_s0[b], out_s0sq[b] = a, e.sum(), (e * e).sum()
+        if not derivs:
+            continue
+        live = e > 0
+        e, e2 = e[live], e[live] ** 2
+        R = (wyb - wnb * mu)[:, live]
+        Gk = np.empty((live.sum(), p + len(nu)))
+        Gk[:, :p] = R.T @ X[o0:o1]
+        Gk[:, p:] = ((Sb[:, live] / nu[:, None] - qbt[b][:, None]) / (2.0 * nu[:, None])).T
+        out_s1[b] = e @ Gk
+        out_s1sq[b] = e2 @ Gk
+        out_s2[b] = (Gk * e[:, None]).T @ Gk
+        out_s2sq[b] = (Gk * e2[:, None]).T @ Gk
+        out_sS[b] = Sb[:, live] @ e
+        out_hc[o0:o1] = (wnb * var)[:, live] @ e

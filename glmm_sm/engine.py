@@ -1,0 +1,204 @@
+"""The MCLA engine: value, gradient and Hessian of ``l_m`` at ``theta = (beta, nu)``.
+
+For each block ``b`` with draws ``u_k`` and log weights ``b_k(theta)`` (see
+:mod:`glmm_sm._kernels`), ``l_b = log((1/m) sum_k e^{b_k})``, and ``l_m = sum_b l_b``.  With
+normalized weights ``v_k``:
+
+* gradient ``sum_b sum_k v_k G_k``;
+* Hessian ``sum_b [sum_k v_k H_k + sum_k v_k G_k G_k' - g_b g_b']`` (Louis' identity);
+* Monte Carlo variance of the gradient ``sum_b sum_k v_k^2 (G_k - g_b)(G_k - g_b)'`` (the
+  Sung-Geyer sandwich middle), and the effective sample size ``1 / sum_k v_k^2`` per block.
+
+The per-chunk partial sums are combined exactly (rescaled to a common maximum) in a fixed
+order, so the result does not depend on the chunking or on which thread computed what.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import _kernels, _kernels_numpy
+from .draws import DrawSet
+
+__all__ = ["Evaluation", "MCLAEngine", "PartialSums"]
+
+KERNELS = {"numba": _kernels.chunk_sums, "numpy": _kernels_numpy.chunk_sums}
+
+
+@dataclass
+class Evaluation:
+    """The Monte Carlo log-likelihood and its derivatives at one ``theta``.
+
+    Attributes
+    ----------
+    value : float
+        ``l_m(theta)`` (without the family's normalizing constants).
+    gradient : ndarray (d,) or None
+    hessian : ndarray (d, d) or None
+    score_var : ndarray (d, d) or None
+        Estimated Monte Carlo variance of the gradient (the MCSE sandwich's middle).
+    ess : ndarray (n_blocks,)
+        Effective sample size ``1 / sum v_k^2`` per block.
+    block_values : ndarray (n_blocks,)
+        ``l_b(theta)`` per block.
+    """
+
+    value: float
+    gradient: np.ndarray | None
+    hessian: np.ndarray | None
+    score_var: np.ndarray | None
+    ess: np.ndarray
+    block_values: np.ndarray
+
+
+@dataclass
+class PartialSums:
+    """Partial sums of one or more chunks, one row per chunk (see :mod:`glmm_sm._kernels`)."""
+
+    a: np.ndarray
+    s0: np.ndarray
+    s0sq: np.ndarray
+    s1: np.ndarray
+    s1sq: np.ndarray
+    s2: np.ndarray
+    s2sq: np.ndarray
+    sS: np.ndarray
+    hc: np.ndarray
+
+    @classmethod
+    def empty(cls, n_chunks, n_blocks, d, T, n):
+        z = np.zeros
+        return cls(np.full((n_chunks, n_blocks), -np.inf), z((n_chunks, n_blocks)),
+                   z((n_chunks, n_blocks)), z((n_chunks, n_blocks, d)),
+                   z((n_chunks, n_blocks, d)), z((n_chunks, n_blocks, d, d)),
+                   z((n_chunks, n_blocks, d, d)), z((n_chunks, n_blocks, T)), z((n_chunks, n)))
+
+    def row(self, c):
+        """Views of chunk ``c``'s output slots, in the kernels' argument order."""
+        return (self.a[c], self.s0[c], self.s0sq[c], self.s1[c], self.s1sq[c], self.s2[c],
+                self.s2sq[c], self.sS[c], self.hc[c])
+
+    def combine(self, block_of_obs):
+        """Sum the chunks into one row, rescaling each to the common maximum per block."""
+        A = self.a.max(axis=0)
+        finite = np.isfinite(A)
+        with np.errstate(invalid="ignore", over="ignore"):
+            sc = np.where(np.isfinite(self.a), np.exp(self.a - np.where(finite, A, 0.0)), 0.0)
+        sc2 = sc * sc
+        return PartialSums(
+            A[None], (sc * self.s0).sum(0)[None], (sc2 * self.s0sq).sum(0)[None],
+            (sc[..., None] * self.s1).sum(0)[None], (sc2[..., None] * self.s1sq).sum(0)[None],
+            (sc[..., None, None] * self.s2).sum(0)[None],
+            (sc2[..., None, None] * self.s2sq).sum(0)[None],
+            (sc[..., None] * self.sS).sum(0)[None],
+            (sc[:, block_of_obs] * self.hc).sum(0)[None])
+
+
+class MCLAEngine:
+    """Evaluate ``l_m`` and its derivatives on a frozen :class:`~glmm_sm.draws.DrawSet`.
+
+    Parameters
+    ----------
+    draws : DrawSet
+    kernel : {"numba", "numpy"}
+        The fused numba kernel (default) or the numpy reference.
+    chunk_size : int, optional
+        Draws per chunk for stored draws (default 4096); regenerated draws use their
+        generation chunks.
+    n_jobs : int
+        Threads evaluating chunks in parallel.  Results are identical for any value.
+    """
+
+    def __init__(self, draws: DrawSet, kernel="numba", chunk_size=None, n_jobs=1):
+        if kernel not in KERNELS:
+            raise ValueError(f"kernel must be one of {sorted(KERNELS)}; got {kernel!r}")
+        if int(n_jobs) < 1:
+            raise ValueError(f"n_jobs must be at least 1; got {n_jobs}")
+        self.draws = draws
+        self.data = draws.data
+        self.kernel = kernel
+        self._fn = KERNELS[kernel]
+        self.ranges = draws.chunk_ranges(chunk_size)
+        self.n_jobs = int(n_jobs)
+
+    @property
+    def m(self) -> int:
+        return self.draws.m
+
+    @property
+    def k_params(self) -> int:
+        return self.data.k_fe + self.data.k_vc
+
+    def partial_sums(self, params, derivs=True):
+        """Per-chunk partial sums at ``params = (beta, nu)`` (one row per chunk)."""
+        data = self.data
+        p, T = data.k_fe, data.k_vc
+        params = np.asarray(params, dtype=np.float64)
+        beta, nu = params[:p], np.ascontiguousarray(params[p:])
+        xb = np.ascontiguousarray(data.linear_fixed(beta))
+        lognu = np.log(nu)
+        out = PartialSums.empty(len(self.ranges), data.n_blocks, p + T, T, len(xb))
+
+        def run(c):
+            k0, k1 = self.ranges[c]
+            U, logf, S, j0, j1 = self.draws.chunk_arrays(k0, k1)
+            self._fn(data.family.code, derivs, data.obs_ptr, data.col_ptr, xb, data.wy,
+                     data.wn, data.X, data.zptr, data.zidx, data.zval, U, logf, S, j0, j1,
+                     lognu, nu, data.qbt, *out.row(c))
+
+        if self.n_jobs == 1 or len(self.ranges) == 1:
+            for c in range(len(self.ranges)):
+                run(c)
+        else:
+            with ThreadPoolExecutor(self.n_jobs) as pool:
+                list(pool.map(run, range(len(self.ranges))))
+        return out
+
+    def evaluate(self, params, derivs=True):
+        """:class:`Evaluation` of ``l_m`` at ``params = (beta, nu)``.
+
+        Any ``nu <= 0`` gives ``value = -inf`` (and no derivatives), as in glmm.
+        """
+        data = self.data
+        p = data.k_fe
+        params = np.asarray(params, dtype=np.float64)
+        if params.shape != (self.k_params,):
+            raise ValueError(f"params must have length {self.k_params}; got {params.shape}")
+        nb = data.n_blocks
+        if not np.all(np.isfinite(params)) or np.any(params[p:] <= 0):
+            return Evaluation(-np.inf, None, None, None, np.zeros(nb), np.full(nb, -np.inf))
+        tot = self.partial_sums(params, derivs).combine(data.block_of_obs)
+        return finish(tot, params, data, self.m, derivs)
+
+
+def finish(tot: PartialSums, params, data, m, derivs=True):
+    """Form the value, derivatives, MCSE middle and ESS from combined partial sums."""
+    p, T = data.k_fe, data.k_vc
+    nu = params[p:]
+    S0 = tot.s0[0]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        block_values = tot.a[0] + np.log(S0) - np.log(m)
+        ess = np.where(S0 > 0, S0**2 / tot.s0sq[0], 0.0)
+    value = float(block_values.sum())
+    if not derivs or not np.isfinite(value):
+        return Evaluation(value, None, None, None, ess, block_values)
+    gb = tot.s1[0] / S0[:, None]  # (B, d)
+    grad = gb.sum(axis=0)
+    h = tot.hc[0] / S0[data.block_of_obs]
+    H = np.zeros((p + T, p + T))
+    H[:p, :p] = -(data.X.T * h) @ data.X
+    SSv = (tot.sS[0] / S0[:, None]).sum(axis=0)
+    qt = data.qbt.sum(axis=0)
+    H[p:, p:] = np.diag(qt / (2.0 * nu**2) - SSv / nu**3)
+    outer = np.einsum("bj,bl->bjl", gb, gb)
+    H += (tot.s2[0] / S0[:, None, None] - outer).sum(axis=0)
+    H = 0.5 * (H + H.T)
+    cross = np.einsum("bj,bl->bjl", gb, tot.s1sq[0])
+    V = (tot.s2sq[0] - cross - np.swapaxes(cross, 1, 2)
+         + tot.s0sq[0][:, None, None] * outer) / (S0**2)[:, None, None]
+    V = V.sum(axis=0)
+    V = 0.5 * (V + V.T)
+    return Evaluation(value, grad, H, V, ess, block_values)

@@ -1,0 +1,259 @@
+"""The Laplace step: conditional modes per block, the Laplace log-likelihood and its maximizer.
+
+For fixed ``theta = (beta, nu)`` the conditional mode ``u(theta)`` maximizes, block by block,
+
+    h_b(u) = sum_{i in b} w_i (y_i eta_i - c_i(eta_i)) - 1/2 sum_{j in b} u_j^2 / nu_t(j)
+
+and the Laplace approximation of the block's log-likelihood is
+``h_b(u) - 1/2 sum_j log nu_t(j) - 1/2 log det P_b`` with the precision
+``P_b = Z_b' diag(w c''(eta)) Z_b + D_b^{-1}``.  The Laplace MLE supplies start values and
+the centre of the importance sampler.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.optimize import minimize
+
+from ._data import LayoutData
+
+__all__ = ["BlockSystem", "ModeResult", "conditional_mode", "laplace_loglike", "laplace_fit",
+           "glm_start"]
+
+LOGNU_BOUNDS = (np.log(1e-8), np.log(1e8))
+
+
+class BlockSystem:
+    """Block-diagonal linear algebra for one layout, batched over blocks of equal size.
+
+    Blocks are grouped by their number of random effects ``qs``; each group's precision
+    matrices are one stacked array of shape ``(n_g, qs, qs)``.
+    """
+
+    def __init__(self, data: LayoutData):
+        self.data = data
+        col_ptr = data.col_ptr
+        qb = np.diff(col_ptr)
+        self.groups = []  # (qs, block ids, layout column index array (n_g, qs))
+        sizes = sorted(set(qb[qb > 0].tolist()))
+        group_of_block = np.full(len(qb), -1)
+        pos_of_block = np.zeros(len(qb), dtype=np.int64)
+        offsets = [0]
+        for g, qs in enumerate(sizes):
+            ids = np.flatnonzero(qb == qs)
+            group_of_block[ids] = g
+            pos_of_block[ids] = np.arange(len(ids))
+            cols = col_ptr[ids][:, None] + np.arange(qs)[None, :]
+            self.groups.append((qs, ids, cols))
+            offsets.append(offsets[-1] + len(ids) * qs * qs)
+        self.offsets = offsets
+        # Pairs of non-zeros in one row give the entries of Z' W Z.
+        Z = data.Z
+        tgt, obs, val = [], [], []
+        group_qs = np.array([qs for qs, _, _ in self.groups] or [0])
+        nnz_row = np.diff(Z.indptr)
+        for k in np.unique(nnz_row[nnz_row > 0]):
+            rsel = np.flatnonzero(nnz_row == k)
+            starts = Z.indptr[rsel]
+            idx = starts[:, None] + np.arange(k)[None, :]  # (r, k) positions into data
+            cols = Z.indices[idx]
+            vals = Z.data[idx]
+            b = data.block_of_obs[rsel]
+            g = group_of_block[b]
+            qs = group_qs[g]
+            base = np.array(offsets)[g] + pos_of_block[b] * qs * qs
+            local = cols - col_ptr[b][:, None]
+            t = base[:, None, None] + local[:, :, None] * qs[:, None, None] + local[:, None, :]
+            v = vals[:, :, None] * vals[:, None, :]
+            tgt.append(t.ravel())
+            val.append(v.ravel())
+            obs.append(np.repeat(rsel, k * k))
+        self.pair_target = np.concatenate(tgt) if tgt else np.zeros(0, np.int64)
+        self.pair_val = np.concatenate(val) if val else np.zeros(0)
+        self.pair_obs = np.concatenate(obs) if obs else np.zeros(0, np.int64)
+        self.total = offsets[-1]
+
+    def ztwz(self, h):
+        """Stacked ``Z_b' diag(h) Z_b`` per group."""
+        flat = np.bincount(self.pair_target, weights=h[self.pair_obs] * self.pair_val,
+                           minlength=self.total)
+        out = []
+        for g, (qs, ids, _) in enumerate(self.groups):
+            out.append(flat[self.offsets[g] : self.offsets[g + 1]].reshape(len(ids), qs, qs))
+        return out
+
+    def precision(self, h, dinv):
+        """Stacked ``Z_b' diag(h) Z_b + diag(dinv)`` per group."""
+        mats = self.ztwz(h)
+        for (qs, _, cols), M in zip(self.groups, mats, strict=True):
+            idx = np.arange(qs)
+            M[:, idx, idx] += dinv[cols]
+        return mats
+
+
+@dataclass
+class ModeResult:
+    """Conditional modes and the Laplace pieces at one ``theta``.
+
+    Attributes
+    ----------
+    u : ndarray (q,)
+        Conditional modes in layout column order.
+    chol : list of ndarray
+        Per group, lower Cholesky factors of the precision, shape ``(n_g, qs, qs)``.
+    h_block : ndarray (n_blocks,)
+        ``h_b(u)`` per block.
+    logdet_block : ndarray (n_blocks,)
+        ``log det P_b`` per block.
+    converged : bool
+    """
+
+    u: np.ndarray
+    chol: list
+    h_block: np.ndarray
+    logdet_block: np.ndarray
+    converged: bool
+
+
+def _block_objective(data, xb, u, dinv):
+    eta = xb + data.Z @ u
+    ll, r, h = data.loglik_terms(eta)
+    nb = data.n_blocks
+    obj = np.bincount(data.block_of_obs, weights=ll, minlength=nb)
+    obj -= 0.5 * np.bincount(data.block_of_col, weights=u * u * dinv, minlength=nb)
+    return obj, r, h
+
+
+def conditional_mode(system: BlockSystem, beta, nu, u0=None, maxiter=100, tol=1e-18):
+    """Maximize ``h_b`` in every block by damped Newton.
+
+    Parameters
+    ----------
+    system : BlockSystem
+    beta : ndarray (p,)
+    nu : ndarray (T,)
+        Variances, all positive.
+    u0 : ndarray (q,), optional
+        Start (layout order); zeros by default.
+    maxiter : int
+    tol : float
+        Stop when every block's Newton decrement is below ``tol``.
+
+    Returns
+    -------
+    ModeResult
+    """
+    data = system.data
+    xb = data.linear_fixed(beta)
+    dinv = 1.0 / np.asarray(nu, dtype=float)[data.ident]
+    u = np.zeros(data.q) if u0 is None else np.array(u0, dtype=float)
+    obj, r, h = _block_objective(data, xb, u, dinv)
+    converged = data.q == 0
+    for _ in range(maxiter if data.q else 0):
+        grad = data.Z.T @ r - u * dinv
+        P = system.precision(h, dinv)
+        step = np.zeros_like(u)
+        for (_, _, cols), M in zip(system.groups, P, strict=True):
+            step[cols] = np.linalg.solve(M, grad[cols][..., None])[..., 0]
+        dec = np.bincount(data.block_of_col, weights=grad * step, minlength=data.n_blocks)
+        if dec.max() < tol:
+            converged = True
+            break
+        alpha = np.ones(data.n_blocks)
+        todo = dec >= tol
+        for _ in range(60):
+            u_try = u + (alpha * todo)[data.block_of_col] * step
+            obj_try, r_try, h_try = _block_objective(data, xb, u_try, dinv)
+            worse = todo & ~(obj_try >= obj - 1e-13 * np.abs(obj))
+            if not worse.any():
+                break
+            alpha[worse] *= 0.5
+        u, obj, r, h = u_try, obj_try, r_try, h_try
+    P = system.precision(h, dinv)
+    chol = [np.linalg.cholesky(M) for M in P]
+    logdet = np.zeros(data.n_blocks)
+    for (_, ids, _), L in zip(system.groups, chol, strict=True):
+        logdet[ids] = 2.0 * np.log(np.diagonal(L, axis1=1, axis2=2)).sum(axis=1)
+    return ModeResult(u, chol, obj, logdet, converged)
+
+
+def laplace_loglike(system: BlockSystem, beta, nu, u0=None):
+    """Laplace log-likelihood (without the family's constants) and the mode result."""
+    data = system.data
+    nu = np.asarray(nu, dtype=float)
+    mode = conditional_mode(system, beta, nu, u0=u0)
+    value = mode.h_block.sum() - 0.5 * mode.logdet_block.sum()
+    value -= 0.5 * float(data.qbt.sum(axis=0) @ np.log(nu))
+    return value, mode
+
+
+def glm_start(data: LayoutData, maxiter=50):
+    """Fixed-effects-only MLE by damped Newton (random effects set to zero)."""
+    X = data.X
+    beta = np.zeros(X.shape[1])
+    fam = data.family
+
+    def objective(b):
+        eta = X @ b + data.offset
+        return np.sum(data.wy * eta - data.wn * fam.cumulant(eta)), eta
+
+    val, eta = objective(beta)
+    for _ in range(maxiter):
+        r = data.wy - data.wn * fam.mean(eta)
+        h = data.wn * fam.variance(eta)
+        H = X.T @ (h[:, None] * X) + 1e-8 * np.eye(X.shape[1])
+        g = X.T @ r
+        step = np.linalg.solve(H, g)
+        a = 1.0
+        for _ in range(40):
+            new, eta_new = objective(beta + a * step)
+            if new >= val:
+                break
+            a *= 0.5
+        beta, val, eta = beta + a * step, new, eta_new
+        if g @ step < 1e-12:
+            break
+    return beta
+
+
+def laplace_fit(system: BlockSystem, start=None):
+    """Maximize the Laplace log-likelihood over ``(beta, log nu)``.
+
+    Parameters
+    ----------
+    system : BlockSystem
+    start : ndarray, optional
+        ``(beta, nu)``; by default the fixed-effects GLM estimate and ``nu = 1``.
+
+    Returns
+    -------
+    params : ndarray
+        ``(beta, nu)`` at the Laplace MLE.
+    value : float
+        The Laplace log-likelihood there.
+    mode : ModeResult
+        Conditional modes at the estimate.
+    info : scipy.optimize.OptimizeResult
+    """
+    data = system.data
+    p, T = data.k_fe, data.k_vc
+    if start is None:
+        start = np.concatenate([glm_start(data), np.ones(T)])
+    start = np.asarray(start, dtype=float)
+    x0 = np.concatenate([start[:p], np.log(np.clip(start[p:], 1e-8, 1e8))])
+    state = {"u": None}
+
+    def f(x):
+        val, mode = laplace_loglike(system, x[:p], np.exp(x[p:]), u0=state["u"])
+        if mode.converged:
+            state["u"] = mode.u
+        return -val if np.isfinite(val) else 1e300
+
+    bounds = [(None, None)] * p + [LOGNU_BOUNDS] * T
+    info = minimize(f, x0, method="L-BFGS-B", bounds=bounds,
+                    options={"maxiter": 500, "ftol": 1e-13, "gtol": 1e-7})
+    beta, nu = info.x[:p], np.exp(info.x[p:])
+    value, mode = laplace_loglike(system, beta, nu, u0=state["u"])
+    return np.concatenate([beta, nu]), value, mode, info

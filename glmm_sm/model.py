@@ -1,0 +1,405 @@
+"""``MonteCarloGLMM``: the statsmodels model class, thin glue over the MCLA pipeline."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from statsmodels.base.model import LikelihoodModel
+
+from ._data import LayoutData, ModelArrays
+from .design import RandomEffectsDesign, vc_design_from_formulas
+from .draws import DEFAULT_MEMORY_BUDGET, DrawSet
+from .engine import MCLAEngine
+from .families import resolve_family
+from .laplace import BlockSystem, laplace_fit
+from .sampler import GlmmSampler, LaplaceSampler
+
+__all__ = ["MonteCarloGLMM"]
+
+SAMPLERS = {"laplace": LaplaceSampler, "glmm": GlmmSampler}
+
+
+class MonteCarloGLMM(LikelihoodModel):
+    """Generalized linear mixed model fitted by Monte Carlo likelihood approximation.
+
+    ``y | u`` follows a Bernoulli, binomial or Poisson distribution with canonical link and
+    linear predictor ``eta = X beta + offset + Z u``; the random effects are independent,
+    ``u_j ~ N(0, nu[ident[j]])``.  Parameters are ``params = (beta..., nu...)`` with ``nu`` the
+    variances, named by the columns of ``exog`` and by ``vcp_names``.
+
+    Parameters
+    ----------
+    endog : array_like
+        Response: 0/1, counts, or a two-column (successes, failures) array for binomial data.
+    exog : array_like (n, p)
+        Fixed-effects design.
+    exog_vc : array_like or scipy.sparse matrix (n, q)
+        Random-effects design, as ``BinomialBayesMixedGLM`` takes it.
+    ident : array_like of int (q,)
+        Variance component (0-based) of each column of ``exog_vc``.
+    vcp_names : sequence of str, optional
+        Names of the variance components (default ``vc1, vc2, ...``).
+    family : statsmodels family, str or None
+        ``sm.families.Binomial()`` (default) or ``sm.families.Poisson()``, canonical links.
+    weights : array_like, optional
+        Observation weights (non-negative); the log-density of observation ``i`` is multiplied
+        by ``weights[i]``.
+    offset : array_like, optional
+        Added to the linear predictor.
+    vc_names : sequence of str, optional
+        Names of the random effects (the columns of ``exog_vc``).
+    factorize : bool
+        Split the integral into independent blocks (default).  ``False`` treats it as one
+        block, which is glmm's estimator.
+    **kwargs
+        Passed to statsmodels' ``LikelihoodModel`` (``missing``, ``hasconst``, ...).
+    """
+
+    _formula_max_endog = 2
+
+    def __init__(self, endog, exog, exog_vc, ident, vcp_names=None, family=None, weights=None,
+                 offset=None, vc_names=None, factorize=True, **kwargs):
+        kwargs.setdefault("missing", "raise")
+        super().__init__(endog, exog, **kwargs)
+        n = self.endog.shape[0]
+        X = np.asarray(self.exog, dtype=np.float64)
+        if X.ndim != 2:
+            raise ValueError(f"exog must be two-dimensional; got shape {X.shape}")
+        if not np.all(np.isfinite(X)):
+            bad = [self.exog_names[j] for j in np.flatnonzero(~np.isfinite(X).all(axis=0))]
+            raise ValueError(f"exog contains NaN or infinite values in column(s) {bad}")
+        fam, y, ntrials = resolve_family(family, self.endog)
+        ident = np.asarray(ident)
+        if vcp_names is None:
+            vcp_names = [f"vc{t + 1}" for t in range(int(ident.max()) + 1 if ident.size else 0)]
+        Z = exog_vc if sp.issparse(exog_vc) else np.asarray(exog_vc, dtype=np.float64)
+        if Z.shape[0] != n:
+            raise ValueError(f"exog_vc has {Z.shape[0]} rows but endog has {n}")
+        self.design = RandomEffectsDesign(Z, ident, vcp_names, vc_names)
+        weights = _vector(weights, n, "weights", default=1.0)
+        if np.any(weights < 0):
+            raise ValueError("weights must be non-negative")
+        offset = _vector(offset, n, "offset", default=0.0)
+        self.arrays = ModelArrays(fam, y, ntrials, weights, offset,
+                                  np.ascontiguousarray(X), self.design.Z, self.design.ident,
+                                  self.design.k_vc)
+        self.family_kind = fam
+        self.family = _sm_family(fam)
+        self.exog_vc = self.design.Z
+        self.ident = self.design.ident
+        self.vcp_names = list(self.design.vcp_names)
+        self.vc_names = list(self.design.col_names)
+        self.weights = weights
+        self.offset = offset
+        self.factorize = bool(factorize)
+        self.k_fe = X.shape[1]
+        self.k_vc = self.design.k_vc
+        self.k_extra = self.k_vc
+        self.nobs = float(n)
+        self.data.param_names = list(self.exog_names) + self.vcp_names
+        self.data.fe_names = list(self.exog_names)
+        self.data.vcp_names = list(self.vcp_names)
+        rank = np.linalg.matrix_rank(X) if X.size else 0
+        self.df_model = rank - self.k_constant
+        self.df_resid = n - rank - self.k_extra
+        self._init_keys.extend(["exog_vc", "ident", "vcp_names", "family", "weights", "offset",
+                                "vc_names", "factorize"])
+        self._layout_data = {}
+        self._draws = None
+        self._engine = None
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_formula(cls, formula, vc_formulas=None, data=None, family=None, *,
+                     varcomps_equal=None, varcomps_names=None, subset=None, drop_cols=None,
+                     weights=None, offset=None, missing="drop", **kwargs):
+        """Build the model from a fixed-effects formula and variance-component formulas.
+
+        Parameters
+        ----------
+        formula : str
+            Fixed effects, e.g. ``"Mate ~ 0 + Cross"``; a binomial response with trials is
+            written ``"successes + failures ~ ..."`` is not supported by formula engines, so
+            use ``"cbind"``-free two columns via ``"I(s) + I(f)"``... see Notes.
+        vc_formulas : dict or list of str
+            ``{"F": "0 + C(Female)", "M": "0 + C(Male)"}`` as for ``BinomialBayesMixedGLM``;
+            or a list of formulas with ``varcomps_equal`` / ``varcomps_names`` (glmm style).
+        data : pandas.DataFrame
+        family : statsmodels family or str
+        varcomps_equal : sequence of int, optional
+            glmm's ``varcomps.equal`` for the list form.
+        varcomps_names : sequence of str, optional
+            glmm's ``varcomps.names`` for the list form.
+        weights, offset : array_like or str, optional
+            Arrays of the data's length, or column names of ``data``.
+        missing : {"drop", "raise"}
+            Rows with missing values in any variable used are dropped (and counted in a
+            warning), or raise an error.
+
+        Notes
+        -----
+        For binomial data with trials pass a two-column response through the formula's left
+        side, e.g. ``"incidence + I(size - incidence) ~ period"`` is not valid formula syntax;
+        instead build the columns and use ``MonteCarloGLMM(endog=np.column_stack(...), ...)``
+        or the formula ``"np.column_stack([incidence, size - incidence]) ~ period"``.
+        """
+        from statsmodels.formula._manager import FormulaManager
+        from statsmodels.formula.formulatools import advance_eval_env
+
+        if isinstance(vc_formulas, pd.DataFrame) and (data is None or isinstance(data, dict)):
+            vc_formulas, data = data, vc_formulas
+        if not isinstance(data, pd.DataFrame):
+            raise TypeError(f"data must be a pandas DataFrame; got {type(data).__name__}")
+        if vc_formulas is None:
+            raise ValueError("vc_formulas is required: MonteCarloGLMM needs random effects")
+        if subset is not None:
+            data = data.loc[subset]
+        if missing not in ("drop", "raise"):
+            raise ValueError(f"missing must be 'drop' or 'raise'; got {missing!r}")
+        weights = _column(weights, data, "weights")
+        offset = _column(offset, data, "offset")
+        advance_eval_env(kwargs)
+        eval_env = kwargs.get("eval_env")
+        # Depth counted from the formula helpers: from here the user's frame is one less.
+        env_here = eval_env - 1 if isinstance(eval_env, int) else eval_env
+        keep = np.ones(len(data), dtype=bool)
+        if missing == "drop":
+            mgr = FormulaManager()
+            pos = data.reset_index(drop=True)
+            specs = [formula]
+            specs += list(_all_vc_formulas(vc_formulas))
+            for f in specs:
+                try:
+                    out = mgr.get_matrices(f, pos, eval_env=env_here, pandas=True,
+                                           na_action="drop")
+                except Exception:  # let the real build below report the error
+                    continue
+                rows = out[1].index if isinstance(out, tuple) else out.index
+                keep &= np.isin(np.arange(len(pos)), np.asarray(rows))
+            for name, arr in (("weights", weights), ("offset", offset)):
+                if arr is not None:
+                    keep &= np.isfinite(np.asarray(arr, dtype=float))
+            n_drop = int((~keep).sum())
+            if n_drop:
+                warnings.warn(f"{n_drop} of {len(data)} rows have missing values and were "
+                              "dropped", UserWarning, stacklevel=2)
+            data = data.iloc[np.flatnonzero(keep)]
+        Z, ident, vcp_names, col_names = vc_design_from_formulas(
+            vc_formulas, data, eval_env=eval_env, vcp_names=varcomps_names, equal=varcomps_equal)
+        kwargs["missing"] = "raise"
+        if weights is not None:
+            weights = np.asarray(weights, dtype=float)[keep]
+        if offset is not None:
+            offset = np.asarray(offset, dtype=float)[keep]
+        mod = super().from_formula(formula, data, None, drop_cols, exog_vc=Z, ident=ident,
+                                   vcp_names=vcp_names, family=family, weights=weights,
+                                   offset=offset, vc_names=col_names, **kwargs)
+        mod.vc_formulas = vc_formulas
+        mod.n_dropped = int((~keep).sum())
+        return mod
+
+    # ------------------------------------------------------------------ structure
+    @property
+    def blocks(self):
+        """The independent blocks of the integral (list of :class:`~glmm_sm.design.Block`)."""
+        return self.design.blocks(self.factorize)
+
+    def layout_data(self, factorize=None):
+        """The model's arrays in block-layout order (cached per layout)."""
+        factorize = self.factorize if factorize is None else bool(factorize)
+        if factorize not in self._layout_data:
+            self._layout_data[factorize] = LayoutData(self.arrays,
+                                                      self.design.layout(factorize))
+        return self._layout_data[factorize]
+
+    def block_system(self, factorize=None):
+        """The batched block linear algebra used by the Laplace step and samplers."""
+        data = self.layout_data(factorize)
+        if not hasattr(data, "_system"):
+            data._system = BlockSystem(data)
+        return data._system
+
+    # ------------------------------------------------------------------ Laplace
+    def fit_laplace(self, start_params=None, factorize=None):
+        """Laplace MLE: ``(params, laplace_loglike, mode)``; start values and sampler centre."""
+        system = self.block_system(factorize)
+        params, value, mode, _ = laplace_fit(system, start_params)
+        return params, value, mode
+
+    # ------------------------------------------------------------------ draws
+    def make_sampler(self, params=None, sampler="laplace", factorize=None, **options):
+        """Build an importance sampler at ``params`` (default: the Laplace MLE).
+
+        Parameters
+        ----------
+        params : array_like, optional
+            ``(beta, nu)`` at which the sampler is centred.
+        sampler : {"laplace", "glmm"}
+        factorize : bool, optional
+            Per-block sampler (default: the model's ``factorize``).
+        **options
+            Sampler options (``t_weight``, ``df`` for "laplace"; ``probs``, ``df`` for "glmm").
+        """
+        if sampler not in SAMPLERS:
+            raise ValueError(f"sampler must be one of {sorted(SAMPLERS)}; got {sampler!r}")
+        system = self.block_system(factorize)
+        if params is None:
+            params, _, mode = self.fit_laplace(factorize=factorize)
+        else:
+            params = self._check_params(params)
+            from .laplace import conditional_mode
+
+            mode = conditional_mode(system, params[: self.k_fe], params[self.k_fe :])
+        return SAMPLERS[sampler](system, params, mode, **options)
+
+    def sample_draws(self, m, random_state=None, params=None, sampler="laplace",
+                     factorize=None, memory_budget=DEFAULT_MEMORY_BUDGET, kernel="numba",
+                     chunk_size=None, n_jobs=1, **options):
+        """Draw ``m`` importance-sampling draws and make them the model's current draws.
+
+        ``loglike``, ``score`` and ``hessian`` then evaluate ``l_m`` on these draws.
+
+        Returns
+        -------
+        DrawSet
+        """
+        from ._random import as_seed_sequence
+
+        smp = self.make_sampler(params, sampler, factorize, **options)
+        draws = DrawSet.from_sampler(smp, m, as_seed_sequence(random_state), memory_budget)
+        self._use_draws(draws, kernel, chunk_size, n_jobs)
+        return draws
+
+    def set_draws(self, u, log_density, kernel="numba", chunk_size=None):
+        """Use user-supplied draws of all random effects jointly (one block).
+
+        Parameters
+        ----------
+        u : array_like (m, q)
+            Draws of the random effects, columns in the model's order (``exog_vc``).
+        log_density : array_like (m,)
+            Log importance density of each draw.
+        """
+        u = np.asarray(u, dtype=np.float64)
+        q = self.design.q
+        if u.ndim != 2 or u.shape[1] != q or u.shape[0] < 1:
+            raise ValueError(f"u must have shape (m, {q}) with m >= 1; got {u.shape}")
+        logf = np.asarray(log_density, dtype=np.float64)
+        if logf.shape != (u.shape[0],):
+            raise ValueError(f"log_density must have shape ({u.shape[0]},); got {logf.shape}")
+        if not (np.all(np.isfinite(u)) and np.all(np.isfinite(logf))):
+            raise ValueError("u and log_density must be finite")
+        data = self.layout_data(False)
+        S = np.zeros((1, self.k_vc, u.shape[0]))
+        np.add.at(S[0], self.ident, (u * u).T)
+        draws = DrawSet.from_arrays(data, u.T, logf[None, :], S)
+        self._use_draws(draws, kernel, chunk_size, 1)
+        return draws
+
+    def _use_draws(self, draws, kernel, chunk_size, n_jobs):
+        self._draws = draws
+        self._engine = MCLAEngine(draws, kernel=kernel, chunk_size=chunk_size, n_jobs=n_jobs)
+
+    @property
+    def engine(self):
+        """The :class:`~glmm_sm.engine.MCLAEngine` on the current draws."""
+        if self._engine is None:
+            raise RuntimeError("no draws yet: call sample_draws(m, ...) or set_draws(u, "
+                               "log_density) first, or use fit()")
+        return self._engine
+
+    # ------------------------------------------------------------------ likelihood
+    def _check_params(self, params):
+        params = np.asarray(params, dtype=np.float64)
+        k = self.k_fe + self.k_vc
+        if params.shape != (k,):
+            raise ValueError(f"params must have length {k} (beta then nu); got {params.shape}")
+        return params
+
+    def loglike(self, params):
+        """Monte Carlo log-likelihood ``l_m`` at ``params = (beta, nu)`` on the current draws.
+
+        Excludes the family's normalizing constants, as glmm does; ``nu <= 0`` gives ``-inf``.
+        """
+        return self.engine.evaluate(self._check_params(params), derivs=False).value
+
+    def score(self, params):
+        """Gradient of ``l_m`` with respect to ``(beta, nu)``."""
+        return self._evaluate_derivs(params).gradient
+
+    def hessian(self, params):
+        """Hessian of ``l_m`` with respect to ``(beta, nu)``."""
+        return self._evaluate_derivs(params).hessian
+
+    def evaluate(self, params, derivs=True):
+        """The full :class:`~glmm_sm.engine.Evaluation` (value, derivatives, MCSE, ESS)."""
+        return self.engine.evaluate(self._check_params(params), derivs=derivs)
+
+    def _evaluate_derivs(self, params):
+        ev = self.evaluate(params)
+        if ev.gradient is None:
+            raise ValueError("the log-likelihood is not finite at these params (every "
+                             "variance must be positive)")
+        return ev
+
+    def predict(self, params, exog=None, which="mean", offset=None):
+        """Fixed-effects prediction: ``which="linear"`` gives ``X beta + offset``."""
+        params = np.asarray(params)
+        if exog is None:
+            exog = self.exog
+            offset = self.offset if offset is None else offset
+        eta = np.asarray(exog, dtype=float) @ params[: self.k_fe]
+        if offset is not None:
+            eta = eta + offset
+        if which == "linear":
+            return eta
+        if which == "mean":
+            return self.family.link.inverse(eta)
+        raise ValueError(f"which must be 'mean' or 'linear'; got {which!r}")
+
+
+def _sm_family(fam):
+    from statsmodels.genmod import families as smf
+
+    return smf.Poisson() if fam.code == 1 else smf.Binomial()
+
+
+def _vector(value, n, name, default):
+    if value is None:
+        return np.full(n, default)
+    arr = np.asarray(value, dtype=np.float64)
+    if arr.ndim == 0:
+        arr = np.full(n, float(arr))
+    if arr.shape != (n,):
+        raise ValueError(f"{name} must have length {n} (one per observation); got "
+                         f"shape {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return arr
+
+
+def _column(value, data, name):
+    if isinstance(value, str):
+        if value not in data.columns:
+            raise ValueError(f"{name}: column {value!r} is not in data")
+        return data[value].to_numpy(dtype=float)
+    if value is None:
+        return None
+    arr = np.asarray(value, dtype=float)
+    if arr.shape != (len(data),):
+        raise ValueError(f"{name} must have length {len(data)} (the rows of data); got "
+                         f"shape {arr.shape}")
+    return arr
+
+
+def _all_vc_formulas(vc_formulas):
+    if isinstance(vc_formulas, dict):
+        for spec in vc_formulas.values():
+            yield from ([spec] if isinstance(spec, str) else spec)
+    elif isinstance(vc_formulas, str):
+        yield vc_formulas
+    else:
+        yield from vc_formulas
