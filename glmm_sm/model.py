@@ -179,7 +179,7 @@ class MonteCarloGLMM(LikelihoodModel):
                     continue
                 rows = out[1].index if isinstance(out, tuple) else out.index
                 keep &= np.isin(np.arange(len(pos)), np.asarray(rows))
-            for name, arr in (("weights", weights), ("offset", offset)):
+            for arr in (weights, offset):
                 if arr is not None:
                     keep &= np.isfinite(np.asarray(arr, dtype=float))
             n_drop = int((~keep).sum())
