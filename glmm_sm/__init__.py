@@ -6,8 +6,18 @@ and maximizes the approximation, reporting Monte Carlo standard errors beside th
 """
 
 from . import datasets
+from .compare import compare
+from .fitting import FitOptions
 from .model import MonteCarloGLMM
+from .results import MonteCarloGLMMResults
 
 __version__ = "0.1.0"
 
-__all__ = ["MonteCarloGLMM", "datasets", "__version__"]
+__all__ = [
+    "FitOptions",
+    "MonteCarloGLMM",
+    "MonteCarloGLMMResults",
+    "compare",
+    "datasets",
+    "__version__",
+]

@@ -260,12 +260,17 @@ def vc_design_from_formulas(vc_formulas, data, eval_env=0, vcp_names=None, equal
             raise ValueError(f"vc_formulas[{label!r}]: formula {f!r} gives an all-zero design")
         mats.append(sp.csr_matrix(values))
         idents.append(np.full(mat.shape[1], t))
-        cols.extend(f"{label}:{c}" for c in mat.columns)
+        cols.extend((label, str(c)) for c in mat.columns)
     # Columns ordered by component, then formula order within a component (glmm's order).
     ident = np.concatenate(idents)
     order = np.argsort(ident, kind="stable")
     Z = sp.hstack(mats, format="csc")[:, order].tocsr()
-    return Z, ident[order], names, [cols[j] for j in order]
+    # Effect names as the formula engine gives them, prefixed by the component only when
+    # two components would otherwise share a name.
+    plain = [c for _, c in cols]
+    dup = {c for c in plain if plain.count(c) > 1}
+    col_names = [f"{lab}:{c}" if c in dup else c for lab, c in cols]
+    return Z, ident[order], names, [col_names[j] for j in order]
 
 
 def _normalize_vc_spec(vc_formulas, vcp_names, equal):

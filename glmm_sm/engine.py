@@ -173,6 +173,58 @@ class MCLAEngine:
         tot = self.partial_sums(params, derivs).combine(data.block_of_obs)
         return finish(tot, params, data, self.m, derivs)
 
+    def log_weights(self, params, U, logf, S, j0, j1):
+        """Log importance weights ``b_k`` (n_blocks, j1 - j0) of draws ``j0:j1`` (numpy)."""
+        data = self.data
+        p = data.k_fe
+        beta, nu = params[:p], params[p:]
+        eta = data.linear_fixed(beta)[:, None] + data.Z @ U[:, j0:j1]
+        ll = data.wy[:, None] * eta - data.wn[:, None] * data.family.cumulant(eta)
+        starts = data.obs_ptr[:-1]
+        lfy = np.add.reduceat(ll, starts, axis=0)
+        qb = np.diff(data.col_ptr)
+        lfu = (-0.5 * np.log(2 * np.pi) * qb - 0.5 * data.qbt @ np.log(nu))[:, None]
+        lfu = lfu - 0.5 * np.einsum("btk,t->bk", S[:, :, j0:j1], 1.0 / nu)
+        return lfy + lfu - logf[:, j0:j1]
+
+    def random_effect_moments(self, params, chunk_size=512):
+        """Conditional means and SDs of every random effect given the data at ``params``.
+
+        Self-normalised importance-sampling estimates ``sum_k v_k u_k`` per block, returned
+        in the model's column order; effects outside every block keep their prior
+        (mean 0, SD ``sqrt(nu)``).
+        """
+        data = self.data
+        params = np.asarray(params, dtype=np.float64)
+        nu = params[data.k_fe:]
+        A = np.full(data.n_blocks, -np.inf)
+        s0 = np.zeros(data.n_blocks)
+        s1 = np.zeros(data.q)
+        s2 = np.zeros(data.q)
+        boc = data.block_of_col
+        for k0, k1 in self.ranges:
+            U, logf, S, j0, j1 = self.draws.chunk_arrays(k0, k1)
+            for a0 in range(j0, j1, chunk_size):
+                a1 = min(a0 + chunk_size, j1)
+                b = self.log_weights(params, U, logf, S, a0, a1)
+                newA = np.maximum(A, b.max(axis=1))
+                with np.errstate(invalid="ignore"):
+                    sc = np.where(np.isfinite(A), np.exp(A - newA), 0.0)
+                w = np.exp(b - newA[:, None])
+                s0 = s0 * sc + w.sum(axis=1)
+                Ub = U[:, a0:a1]
+                s1 = s1 * sc[boc] + np.einsum("jk,jk->j", w[boc], Ub)
+                s2 = s2 * sc[boc] + np.einsum("jk,jk->j", w[boc], Ub * Ub)
+                A = newA
+        q_model = data.arrays.Z.shape[1]
+        prior_sd = np.sqrt(nu[data.arrays.ident])
+        mean = np.zeros(q_model)
+        sd = prior_sd.copy()
+        cp = data.layout.col_perm
+        mean[cp] = s1 / s0[boc]
+        sd[cp] = np.sqrt(np.clip(s2 / s0[boc] - mean[cp] ** 2, 0, None))
+        return mean, sd
+
 
 def finish(tot: PartialSums, params, data, m, derivs=True):
     """Form the value, derivatives, MCSE middle and ESS from combined partial sums."""

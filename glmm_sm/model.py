@@ -14,7 +14,7 @@ from .design import RandomEffectsDesign, vc_design_from_formulas
 from .draws import DEFAULT_MEMORY_BUDGET, DrawSet
 from .engine import MCLAEngine
 from .families import resolve_family
-from .laplace import BlockSystem, laplace_fit
+from .laplace import BlockSystem, conditional_mode, laplace_fit
 from .sampler import GlmmSampler, LaplaceSampler
 
 __all__ = ["MonteCarloGLMM"]
@@ -230,7 +230,8 @@ class MonteCarloGLMM(LikelihoodModel):
         return params, value, mode
 
     # ------------------------------------------------------------------ draws
-    def make_sampler(self, params=None, sampler="laplace", factorize=None, **options):
+    def make_sampler(self, params=None, sampler="laplace", factorize=None, mode=None,
+                     **options):
         """Build an importance sampler at ``params`` (default: the Laplace MLE).
 
         Parameters
@@ -240,6 +241,8 @@ class MonteCarloGLMM(LikelihoodModel):
         sampler : {"laplace", "glmm"}
         factorize : bool, optional
             Per-block sampler (default: the model's ``factorize``).
+        mode : ModeResult, optional
+            Conditional modes at ``params`` if already computed.
         **options
             Sampler options (``t_weight``, ``df`` for "laplace"; ``probs``, ``df`` for "glmm").
         """
@@ -248,10 +251,8 @@ class MonteCarloGLMM(LikelihoodModel):
         system = self.block_system(factorize)
         if params is None:
             params, _, mode = self.fit_laplace(factorize=factorize)
-        else:
+        elif mode is None:
             params = self._check_params(params)
-            from .laplace import conditional_mode
-
             mode = conditional_mode(system, params[: self.k_fe], params[self.k_fe :])
         return SAMPLERS[sampler](system, params, mode, **options)
 
@@ -310,6 +311,71 @@ class MonteCarloGLMM(LikelihoodModel):
             raise RuntimeError("no draws yet: call sample_draws(m, ...) or set_draws(u, "
                                "log_density) first, or use fit()")
         return self._engine
+
+    # ------------------------------------------------------------------ fitting
+    def fit(self, m="auto", random_state=None, sampler="laplace", target_ratio=0.1,
+            max_m=10**6, start_params=None, disp=True, callback=None, *, options=None,
+            **kwargs):
+        """Monte Carlo maximum likelihood.
+
+        The Laplace MLE gives start values and the first sampler centre; each round then
+        draws ``m`` draws, freezes them and maximizes ``l_m`` by a trust region with the
+        exact Hessian; the sampler is re-centred at the estimate with fresh draws until the
+        estimate is stable within its Monte Carlo error (:mod:`glmm_sm.fitting`).
+
+        Parameters
+        ----------
+        m : int or "auto"
+            Draws per round; ``"auto"`` grows m until every MCSE is at most
+            ``target_ratio`` times its standard error.
+        random_state : None, int, SeedSequence or Generator
+            The only source of randomness; the same value gives the same fit.  With
+            ``None`` fresh entropy is drawn and recorded in ``results.fit_log.seed_entropy``.
+        sampler : {"laplace", "glmm"}
+            Importance sampler: normal at the conditional mode with a defensive t
+            (default), or glmm's three-part mixture.
+        target_ratio : float
+            Largest acceptable MCSE/SE with ``m="auto"``.
+        max_m : int
+            Upper limit for m with ``m="auto"``.
+        start_params : array_like, optional
+            ``(beta, nu)`` to start the Laplace step from.
+        disp : bool
+            Show a progress bar (only on a terminal).
+        callback : callable, optional
+            Called with a dict describing each finished round; returning True stops the fit.
+        options : FitOptions, optional
+            All settings as one object; keyword arguments override its fields.
+        **kwargs
+            Other :class:`~glmm_sm.fitting.FitOptions` fields: ``max_rounds``, ``min_ess``,
+            ``time_budget``, ``m_start``, ``kernel``, ``chunk_size``, ``n_jobs``,
+            ``memory_budget``, ``factorize``, ``sampler_options``, ``gtol``, ``maxiter``.
+
+        Returns
+        -------
+        MonteCarloGLMMResultsWrapper
+        """
+        import dataclasses
+
+        from .fitting import FitOptions, mcmle
+        from .results import MonteCarloGLMMResults, MonteCarloGLMMResultsWrapper
+
+        if sampler not in SAMPLERS:
+            raise ValueError(f"sampler must be one of {sorted(SAMPLERS)}; got {sampler!r}")
+        fields = {f.name for f in dataclasses.fields(FitOptions)}
+        unknown = set(kwargs) - fields
+        if unknown:
+            raise TypeError(f"fit() got unknown argument(s) {sorted(unknown)}")
+        base = options if options is not None else FitOptions()
+        opts = dataclasses.replace(base, m=m, sampler=sampler, target_ratio=target_ratio,
+                                   max_m=max_m, **kwargs)
+        if start_params is not None:
+            start_params = self._check_params(start_params)
+        outcome = mcmle(self, opts, random_state=random_state, start_params=start_params,
+                        callback=callback, disp=disp)
+        res = MonteCarloGLMMResults(self, outcome)
+        res.fit_options = opts
+        return MonteCarloGLMMResultsWrapper(res)
 
     # ------------------------------------------------------------------ likelihood
     def _check_params(self, params):

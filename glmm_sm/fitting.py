@@ -1,0 +1,286 @@
+"""Monte Carlo maximum likelihood: trust-region maximization of ``l_m``, re-centring, choice of m.
+
+One *round* draws ``m`` importance-sampling draws from a sampler centred at the current
+estimate, freezes them, and maximizes ``l_m`` over ``(beta, log nu)`` with scipy's
+``trust-exact`` (exact Hessian).  The next round re-centres the sampler at the new estimate
+with fresh draws.  Rounds stop when
+
+* the estimate moved by less than 3 combined Monte Carlo standard errors since the sampler's
+  centre (so the sampler sits at the estimate, up to Monte Carlo error),
+* with ``m="auto"``, the largest MCSE/SE ratio is at most ``target_ratio`` (else m grows by
+  ``(ratio / target_ratio)^2``, as MCSE shrinks like ``m^(-1/2)``), and
+* every block's effective sample size is at least ``min_ess`` (an MCSE estimated from a
+  handful of effective draws is not to be trusted).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.optimize import minimize
+from statsmodels.tools.sm_exceptions import ConvergenceWarning
+
+from ._random import as_seed_sequence, child_seed
+from .draws import DEFAULT_MEMORY_BUDGET, DrawSet
+from .engine import MCLAEngine
+
+__all__ = ["FitOptions", "FitLog", "FitOutcome", "mcmle"]
+
+
+@dataclass(frozen=True)
+class FitOptions:
+    """Settings of a Monte Carlo MLE fit (see :meth:`MonteCarloGLMM.fit`)."""
+
+    m: int | str = "auto"
+    sampler: str = "laplace"
+    target_ratio: float = 0.1
+    max_m: int = 10**6
+    m_start: int = 4000
+    max_rounds: int = 8
+    min_ess: float = 200.0
+    time_budget: float | None = 600.0
+    gtol: float = 1e-8
+    maxiter: int = 200
+    kernel: str = "numba"
+    chunk_size: int | None = None
+    n_jobs: int = 1
+    memory_budget: int = DEFAULT_MEMORY_BUDGET
+    factorize: bool | None = None
+    sampler_options: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        m = self.m
+        if isinstance(m, str):
+            if m != "auto":
+                raise ValueError(f"m must be 'auto' or a positive integer; got {m!r}")
+        elif isinstance(m, (bool, np.bool_)) or not float(m).is_integer() or m < 1:
+            raise ValueError(f"m must be 'auto' or an integer >= 1; got {m!r}")
+        if not (isinstance(self.max_m, (int, np.integer)) and self.max_m >= 1):
+            raise ValueError(f"max_m must be an integer >= 1; got {self.max_m!r}")
+        if not 0 < self.target_ratio < 10:
+            raise ValueError(f"target_ratio must be in (0, 10); got {self.target_ratio!r}")
+        if self.max_rounds < 1:
+            raise ValueError(f"max_rounds must be at least 1; got {self.max_rounds!r}")
+        if self.time_budget is not None and not self.time_budget > 0:
+            raise ValueError(f"time_budget must be positive or None; got {self.time_budget!r}")
+
+
+@dataclass
+class FitLog:
+    """Record of a fit: every evaluation and every round.
+
+    Attributes
+    ----------
+    evaluations : list of dict
+        ``round``, ``theta`` (beta, nu), ``value``, ``grad_norm`` for every objective call.
+    rounds : list of dict
+        ``round``, ``m``, ``params``, ``value``, ``min_ess``, ``max_ratio`` (largest
+        MCSE/SE), ``moved`` (largest move since the sampler centre, in combined MCSEs),
+        ``iterations``, ``seconds``.
+    laplace : dict
+        The Laplace start: ``params``, ``value``, ``seconds``.
+    seed_entropy : int
+        Entropy of the root ``SeedSequence`` (repeat the fit with ``random_state`` set to a
+        ``SeedSequence(entropy)``).
+    message : str
+    """
+
+    evaluations: list = field(default_factory=list)
+    rounds: list = field(default_factory=list)
+    laplace: dict = field(default_factory=dict)
+    seed_entropy: int | None = None
+    message: str = ""
+
+    def to_frame(self):
+        """The rounds as a pandas DataFrame."""
+        import pandas as pd
+
+        return pd.DataFrame(self.rounds)
+
+
+@dataclass
+class FitOutcome:
+    """What :func:`mcmle` returns to the model."""
+
+    params: np.ndarray
+    evaluation: object
+    engine: MCLAEngine
+    log: FitLog
+    converged: bool
+    seed: np.random.SeedSequence
+
+
+class _Objective:
+    """``-l_m`` on ``x = (beta, log nu)`` with cached evaluations and chain-rule derivatives."""
+
+    def __init__(self, engine, p, log, rnd):
+        self.engine, self.p, self.log, self.rnd = engine, p, log, rnd
+        self._x = None
+        self._out = None
+
+    def _eval(self, x):
+        if self._x is None or not np.array_equal(x, self._x):
+            p = self.p
+            theta = np.concatenate([x[:p], np.exp(x[p:])])
+            ev = self.engine.evaluate(theta)
+            if ev.gradient is None or not (np.all(np.isfinite(ev.gradient))
+                                           and np.all(np.isfinite(ev.hessian))):
+                out = (np.inf, np.zeros_like(x), np.eye(len(x)))
+            else:
+                nu = theta[p:]
+                g = ev.gradient.copy()
+                H = ev.hessian.copy()
+                J = np.concatenate([np.ones(p), nu])
+                gx = g * J
+                Hx = H * np.outer(J, J)
+                Hx[p:, p:] += np.diag(gx[p:])
+                out = (-ev.value, -gx, -Hx)
+            self.log.evaluations.append({"round": self.rnd, "theta": theta,
+                                         "value": -out[0],
+                                         "grad_norm": float(np.linalg.norm(out[1]))})
+            self._x, self._out = np.array(x), out
+        return self._out
+
+    def fun(self, x):
+        return self._eval(x)[0]
+
+    def jac(self, x):
+        return self._eval(x)[1]
+
+    def hess(self, x):
+        return self._eval(x)[2]
+
+
+def _maximize(engine, start, p, opts, log, rnd):
+    obj = _Objective(engine, p, log, rnd)
+    x0 = np.concatenate([start[:p], np.log(start[p:])])
+    res = minimize(obj.fun, x0, jac=obj.jac, hess=obj.hess, method="trust-exact",
+                   options={"gtol": opts.gtol, "maxiter": opts.maxiter})
+    theta = np.concatenate([res.x[:p], np.exp(res.x[p:])])
+    return theta, res
+
+
+def monte_carlo_errors(ev):
+    """``(cov, mcse_cov)``: inverse observed information and the MCSE sandwich at ``ev``."""
+    H = ev.hessian
+    try:
+        Hinv = np.linalg.inv(H)
+    except np.linalg.LinAlgError:
+        Hinv = np.linalg.pinv(H)
+    cov = -Hinv
+    mc = Hinv @ ev.score_var @ Hinv
+    return 0.5 * (cov + cov.T), 0.5 * (mc + mc.T)
+
+
+def mcmle(model, opts: FitOptions, random_state=None, start_params=None, callback=None,
+          disp=True):
+    """Monte Carlo MLE of ``model``; see the module docstring for the rounds."""
+    t_start = time.perf_counter()
+    seed = as_seed_sequence(random_state)
+    log = FitLog(seed_entropy=seed.entropy)
+    p = model.k_fe
+    factorize = model.factorize if opts.factorize is None else bool(opts.factorize)
+    t0 = time.perf_counter()
+    lap, lap_value, mode = model.fit_laplace(start_params, factorize=factorize)
+    log.laplace = {"params": lap, "value": lap_value, "seconds": time.perf_counter() - t0}
+    centre, centre_mode = lap, mode
+    m = opts.m_start if opts.m == "auto" else int(opts.m)
+    m = min(m, opts.max_m) if opts.m == "auto" else m
+    prev_mcse = None
+    outcome = None
+    bar = _progress(disp, opts.max_rounds)
+    try:
+        for rnd in range(opts.max_rounds):
+            t_round = time.perf_counter()
+            smp = model.make_sampler(centre, opts.sampler, factorize, mode=centre_mode,
+                                     **opts.sampler_options)
+            draws = DrawSet.from_sampler(smp, m, child_seed(seed, rnd), opts.memory_budget)
+            engine = MCLAEngine(draws, opts.kernel, opts.chunk_size, opts.n_jobs)
+            theta, res = _maximize(engine, centre, p, opts, log, rnd)
+            ev = engine.evaluate(theta)
+            cov, mc = monte_carlo_errors(ev)
+            se = np.sqrt(np.clip(np.diag(cov), 0, None))
+            mcse = np.sqrt(np.clip(np.diag(mc), 0, None))
+            with np.errstate(divide="ignore", invalid="ignore"):
+                ratio = float(np.nanmax(np.where(se > 0, mcse / se, np.inf)))
+                ref = mcse if prev_mcse is None else np.sqrt(mcse**2 + prev_mcse**2)
+                moved = float(np.max(np.abs(theta - centre) / np.maximum(ref, 1e-300)))
+            if prev_mcse is None:
+                moved = math.inf  # the first centre is the Laplace fit, not an MCMLE
+            min_ess = float(ev.ess.min())
+            info = {"round": rnd, "m": m, "params": theta, "value": ev.value,
+                    "min_ess": min_ess, "max_ratio": ratio, "moved": moved,
+                    "iterations": int(res.nit), "optimizer_success": bool(res.success),
+                    "seconds": time.perf_counter() - t_round}
+            log.rounds.append(info)
+            outcome = FitOutcome(theta, ev, engine, log, False, seed)
+            bar.update(1)
+            bar.set_postfix(m=m, ess=f"{min_ess:.0f}", ratio=f"{ratio:.3f}")
+            ok_m = opts.m != "auto" or ratio <= opts.target_ratio
+            ok_ess = min_ess >= opts.min_ess
+            if moved <= 3.0 and ok_m and ok_ess and res.success:
+                outcome.converged = True
+                log.message = f"converged after {rnd + 1} rounds"
+                break
+            if callback is not None and callback(info):
+                log.message = f"stopped by callback after round {rnd}"
+                break
+            elapsed = time.perf_counter() - t_start
+            if opts.time_budget is not None and elapsed > opts.time_budget:
+                log.message = f"time budget of {opts.time_budget:g} s used up"
+                break
+            if opts.m == "auto":
+                m = _next_m(m, ratio, min_ess, opts)
+            centre, centre_mode, prev_mcse = theta, None, mcse
+        else:
+            log.message = f"no convergence in max_rounds={opts.max_rounds} rounds"
+    except KeyboardInterrupt:
+        if outcome is None:
+            raise
+        log.message = f"interrupted during round {len(log.rounds)}; returning round " \
+                      f"{len(log.rounds) - 1}"
+        warnings.warn(log.message, UserWarning, stacklevel=3)
+    finally:
+        bar.close()
+    if not outcome.converged:
+        _warn_unconverged(log, opts)
+    return outcome
+
+
+def _next_m(m, ratio, min_ess, opts):
+    grow = 1.0
+    if math.isfinite(ratio) and ratio > opts.target_ratio:
+        grow = max(grow, 1.2 * (ratio / opts.target_ratio) ** 2)
+    if min_ess < opts.min_ess:
+        grow = max(grow, 1.5 * opts.min_ess / max(min_ess, 1.0))
+    return int(min(opts.max_m, math.ceil(m * min(grow, 100.0))))
+
+
+def _warn_unconverged(log, opts):
+    last = log.rounds[-1]
+    advice = []
+    if last["max_ratio"] > opts.target_ratio:
+        advice.append(f"MCSE/SE is {last['max_ratio']:.3g} (> {opts.target_ratio}): allow a "
+                      "larger max_m or time_budget")
+    if last["min_ess"] < opts.min_ess:
+        advice.append(f"the smallest block ESS is {last['min_ess']:.0f}: increase m, or check "
+                      "for variance components at zero")
+    if not last["optimizer_success"]:
+        advice.append("the trust-region optimizer did not converge: try start_params or "
+                      "more maxiter")
+    if last["moved"] > 3:
+        advice.append("the estimate still moves between rounds: allow more max_rounds")
+    warnings.warn(f"Monte Carlo MLE did not converge ({log.message}). " + "; ".join(advice),
+                  ConvergenceWarning, stacklevel=3)
+
+
+def _progress(disp, total):
+    from tqdm.auto import tqdm
+
+    enabled = bool(disp) and sys.stderr.isatty()
+    return tqdm(total=total, desc="MCLA rounds", disable=not enabled, leave=False)

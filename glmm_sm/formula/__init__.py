@@ -1,0 +1,1 @@
+"""Formula interface (``glmm_sm.formula.api``)."""
