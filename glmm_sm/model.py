@@ -7,6 +7,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
+from statsmodels.base.data import ModelData, PandasData
 from statsmodels.base.model import LikelihoodModel
 
 from ._data import LayoutData, ModelArrays
@@ -64,6 +65,7 @@ class MonteCarloGLMM(LikelihoodModel):
                  offset=None, vc_names=None, factorize=True, **kwargs):
         kwargs.setdefault("missing", "raise")
         super().__init__(endog, exog, **kwargs)
+        self.data.__class__ = _SAFE_DATA.get(type(self.data), type(self.data))
         n = self.endog.shape[0]
         X = np.asarray(self.exog, dtype=np.float64)
         if X.ndim != 2:
@@ -425,6 +427,39 @@ class MonteCarloGLMM(LikelihoodModel):
         if which == "mean":
             return self.family.link.inverse(eta)
         raise ValueError(f"which must be 'mean' or 'linear'; got {which!r}")
+
+
+class _SafeUnpickle:
+    """Model data whose unpickling survives a shallow call stack (statsmodels P13).
+
+    statsmodels rebuilds the formula's model spec on unpickling by looking up the caller's
+    frames, which fails at module level; this falls back to an empty environment.
+    """
+
+    def __setstate__(self, d):
+        try:
+            super().__setstate__(dict(d))
+        except Exception:
+            d = dict(d)
+            if d.pop("restore_model_spec", None) is not None or "formula" in d:
+                from statsmodels.formula._manager import FormulaManager
+
+                mgr = FormulaManager()
+                frame = d.get("frame")
+                mgr.get_matrices(d["formula"], frame, eval_env={}, pandas=True)
+                self.model_spec = mgr.spec
+            self.__dict__.update(d)
+
+
+class _SafePandasData(_SafeUnpickle, PandasData):
+    pass
+
+
+class _SafeModelData(_SafeUnpickle, ModelData):
+    pass
+
+
+_SAFE_DATA = {PandasData: _SafePandasData, ModelData: _SafeModelData}
 
 
 def _sm_family(fam):
