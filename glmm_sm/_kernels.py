@@ -83,13 +83,15 @@ def chunk_sums(fam, derivs, obs_ptr, col_ptr, xb, wy, wn, X, zptr, zidx, zval,
                 for kk in range(nt):
                     eta[kk] = x0
                 for nz in range(zptr[i], zptr[i + 1]):
-                    c = zidx[nz]
+                    # A row slice: indexing it with the loop counter vectorises, while
+                    # U[c, kt + kk] pays for numba's negative-index handling.
+                    urow = U[zidx[nz], kt : kt + nt]
                     v = zval[nz]
                     for kk in range(nt):
-                        eta[kk] += v * U[c, kt + kk]
+                        eta[kk] += v * urow[kk]
                 wyi = wy[i]
                 wni = wn[i]
-                ci = i - o0
+                crow = cpp[i - o0]
                 if fam == 0:
                     for kk in range(nt):
                         e = eta[kk]
@@ -99,19 +101,20 @@ def chunk_sums(fam, derivs, obs_ptr, col_ptr, xb, wy, wn, X, zptr, zidx, zval,
                         mu = inv if e >= 0.0 else tt * inv
                         lfy[kk] += wyi * e - wni * cum
                         rr[kk] = wyi - wni * mu
-                        cpp[ci, kk] = wni * tt * inv * inv
+                        crow[kk] = wni * tt * inv * inv
                 else:
                     for kk in range(nt):
                         e = eta[kk]
                         mu = fexp(min(e, POISSON_ETA_MAX))
                         lfy[kk] += wyi * e - wni * mu
                         rr[kk] = wyi - wni * mu
-                        cpp[ci, kk] = wni * mu
+                        crow[kk] = wni * mu
                 if derivs:
                     for j in range(p):
                         xij = X[i, j]
+                        grow = G[j]
                         for kk in range(nt):
-                            G[j, kk] += rr[kk] * xij
+                            grow[kk] += rr[kk] * xij
             # Log weights of the tile and the running maximum.
             tmax = -np.inf
             for kk in range(nt):
@@ -170,9 +173,9 @@ def chunk_sums(fam, derivs, obs_ptr, col_ptr, xb, wy, wn, X, zptr, zidx, zval,
                         out_s2sq[b, j, l] += w2j * gk[l]
             for i in range(o0, o1):
                 acc = 0.0
-                ci = i - o0
+                crow = cpp[i - o0]
                 for kk in range(nt):
-                    acc += ew[kk] * cpp[ci, kk]
+                    acc += ew[kk] * crow[kk]
                 out_hc[i] += acc
         out_a[b] = a
         out_s0[b] = s0

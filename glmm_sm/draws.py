@@ -92,7 +92,7 @@ class DrawSet:
         if not self.stored:
             return [(j * GEN_SIZE, min((j + 1) * GEN_SIZE, self.m))
                     for j in range(self.n_gen_chunks)]
-        size = int(chunk_size or 4 * GEN_SIZE)
+        size = 4 * GEN_SIZE if chunk_size is None else int(chunk_size)
         if size < 1:
             raise ValueError(f"chunk_size must be at least 1; got {chunk_size}")
         return [(k, min(k + size, self.m)) for k in range(0, self.m, size)]

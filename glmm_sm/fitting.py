@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.optimize import minimize
 from statsmodels.tools.sm_exceptions import ConvergenceWarning
+from threadpoolctl import threadpool_limits
 
 from ._random import as_seed_sequence, child_seed
 from .draws import DEFAULT_MEMORY_BUDGET, DrawSet
@@ -180,6 +181,12 @@ def monte_carlo_errors(ev):
 def mcmle(model, opts: FitOptions, random_state=None, start_params=None, callback=None,
           disp=True):
     """Monte Carlo MLE of ``model``; see the module docstring for the rounds."""
+    # Small dense algebra only: BLAS threads cost far more than they gain here.
+    with threadpool_limits(1, user_api="blas"):
+        return _mcmle(model, opts, random_state, start_params, callback, disp)
+
+
+def _mcmle(model, opts, random_state, start_params, callback, disp):
     t_start = time.perf_counter()
     seed = as_seed_sequence(random_state)
     log = FitLog(seed_entropy=seed.entropy)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.optimize import minimize
+from threadpoolctl import threadpool_limits
 
 from ._data import LayoutData
 
@@ -237,6 +238,11 @@ def laplace_fit(system: BlockSystem, start=None):
         Conditional modes at the estimate.
     info : scipy.optimize.OptimizeResult
     """
+    with threadpool_limits(1, user_api="blas"):
+        return _laplace_fit(system, start)
+
+
+def _laplace_fit(system, start):
     data = system.data
     p, T = data.k_fe, data.k_vc
     if start is None:

@@ -64,6 +64,9 @@ class MonteCarloGLMM(LikelihoodModel):
     def __init__(self, endog, exog, exog_vc, ident, vcp_names=None, family=None, weights=None,
                  offset=None, vc_names=None, factorize=True, **kwargs):
         kwargs.setdefault("missing", "raise")
+        if kwargs["missing"] != "drop":
+            _check_finite(endog, "endog")
+            _check_finite(exog, "exog")
         super().__init__(endog, exog, **kwargs)
         self.data.__class__ = _SAFE_DATA.get(type(self.data), type(self.data))
         n = self.endog.shape[0]
@@ -109,6 +112,8 @@ class MonteCarloGLMM(LikelihoodModel):
         self.df_resid = n - rank - self.k_extra
         self._init_keys.extend(["exog_vc", "ident", "vcp_names", "family", "weights", "offset",
                                 "vc_names", "factorize"])
+        self._data_attr.extend(["exog_vc", "weights", "offset", "arrays", "design",
+                                "_layout_data"])
         self._layout_data = {}
         self._draws = None
         self._engine = None
@@ -123,9 +128,9 @@ class MonteCarloGLMM(LikelihoodModel):
         Parameters
         ----------
         formula : str
-            Fixed effects, e.g. ``"Mate ~ 0 + Cross"``; a binomial response with trials is
-            written ``"successes + failures ~ ..."`` is not supported by formula engines, so
-            use ``"cbind"``-free two columns via ``"I(s) + I(f)"``... see Notes.
+            Fixed effects, e.g. ``"Mate ~ 0 + Cross"``.  A binomial response with trials is
+            written with two columns on the left, ``"incidence + healthy ~ period"``
+            (successes, failures), as R's ``cbind(incidence, healthy)``.
         vc_formulas : dict or list of str
             ``{"F": "0 + C(Female)", "M": "0 + C(Male)"}`` as for ``BinomialBayesMixedGLM``;
             or a list of formulas with ``varcomps_equal`` / ``varcomps_names`` (glmm style).
@@ -140,13 +145,6 @@ class MonteCarloGLMM(LikelihoodModel):
         missing : {"drop", "raise"}
             Rows with missing values in any variable used are dropped (and counted in a
             warning), or raise an error.
-
-        Notes
-        -----
-        For binomial data with trials pass a two-column response through the formula's left
-        side, e.g. ``"incidence + I(size - incidence) ~ period"`` is not valid formula syntax;
-        instead build the columns and use ``MonteCarloGLMM(endog=np.column_stack(...), ...)``
-        or the formula ``"np.column_stack([incidence, size - incidence]) ~ period"``.
         """
         from statsmodels.formula._manager import FormulaManager
         from statsmodels.formula.formulatools import advance_eval_env
@@ -196,9 +194,15 @@ class MonteCarloGLMM(LikelihoodModel):
             weights = np.asarray(weights, dtype=float)[keep]
         if offset is not None:
             offset = np.asarray(offset, dtype=float)[keep]
-        mod = super().from_formula(formula, data, None, drop_cols, exog_vc=Z, ident=ident,
-                                   vcp_names=vcp_names, family=family, weights=weights,
-                                   offset=offset, vc_names=col_names, **kwargs)
+        try:
+            mod = super().from_formula(formula, data, None, drop_cols, exog_vc=Z, ident=ident,
+                                       vcp_names=vcp_names, family=family, weights=weights,
+                                       offset=offset, vc_names=col_names, **kwargs)
+        except Exception as exc:
+            if type(exc).__name__ not in ("PatsyError", "FactorEvaluationError",
+                                          "MissingDataError", "FormulaMaterializationError"):
+                raise
+            raise ValueError(f"formula {formula!r}: {exc}") from exc
         mod.vc_formulas = vc_formulas
         mod.n_dropped = int((~keep).sum())
         return mod
@@ -466,6 +470,30 @@ def _sm_family(fam):
     from statsmodels.genmod import families as smf
 
     return smf.Poisson() if fam.code == 1 else smf.Binomial()
+
+
+def _check_finite(values, name):
+    """Raise ``ValueError`` naming the columns of ``values`` that hold NaN or inf."""
+    if values is None:
+        return
+    frame = values if isinstance(values, (pd.DataFrame, pd.Series)) else None
+    try:
+        arr = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name} must be numeric: {exc}") from None
+    bad = ~np.isfinite(arr)
+    if not bad.any():
+        return
+    if arr.ndim == 2:
+        cols = np.flatnonzero(bad.any(axis=0))
+        names = (list(frame.columns) if isinstance(frame, pd.DataFrame)
+                 else [f"column {j}" for j in range(arr.shape[1])])
+        where = f" in column(s) {[names[j] for j in cols]}"
+    else:
+        where = f" ({getattr(frame, 'name', None) or name})" if frame is not None else ""
+    raise ValueError(f"{name} contains {int(bad.sum())} NaN or infinite value(s){where}; "
+                     "drop or impute them (from_formula drops rows with missing values by "
+                     "default)")
 
 
 def _vector(value, n, name, default):

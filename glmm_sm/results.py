@@ -52,6 +52,8 @@ class MonteCarloGLMMResults(LikelihoodModelResults, ResultMixin):
         super().__init__(model, outcome.params, normalized_cov_params=cov, scale=1.0,
                          use_t=False, cov_type="nonrobust")
         ev = outcome.evaluation
+        if not hasattr(self, "_cache"):
+            self._cache = {}
         self.nobs = model.nobs
         self.df_model = model.df_model
         self.df_resid = model.df_resid
@@ -192,7 +194,8 @@ class MonteCarloGLMMResults(LikelihoodModelResults, ResultMixin):
             return r_matrix
         aliases = {}
         for name in self.param_names:
-            alias = re.sub(r"\[(T\.)?(.*?)\]", r"\2", name)
+            alias = re.sub(r"\[T\.(True|False)\]", lambda mt: mt.group(1).upper(), name)
+            alias = re.sub(r"\[(T\.)?(.*?)\]", r"\2", alias)
             if alias != name and alias not in self.param_names:
                 aliases[alias] = name
         out = r_matrix
