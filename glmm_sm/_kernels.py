@@ -30,6 +30,113 @@ POISSON_ETA_MAX = 690.0
 
 _FLAGS = dict(cache=True, nogil=True, error_model="numpy",
               fastmath={"nsz", "arcp", "contract", "afn"})
+# The accumulation step has no exp/log whose range reduction reassociation could break, and
+# its per-observation sums only vectorise when reassociation is allowed.  The order is still
+# fixed by the compiled code, so results stay bit-identical for any number of threads.
+_ACC_FLAGS = dict(_FLAGS, fastmath={"nsz", "arcp", "contract", "afn", "reassoc"})
+
+
+@numba.njit(**_FLAGS)
+def _tile_loglik(fam, derivs, o0, o1, kt, nt, xb, wy, wn, X, zptr, zidx, zval, U,
+                 eta, lfy, rr, G, cpp):
+    """For draws ``kt:kt+nt`` of one block: ``lfy`` (log f(y|u)), score ``G``, ``w c''``."""
+    p = X.shape[1]
+    for kk in range(nt):
+        lfy[kk] = 0.0
+        for j in range(p):
+            G[j, kk] = 0.0
+    for i in range(o0, o1):
+        x0 = xb[i]
+        for kk in range(nt):
+            eta[kk] = x0
+        for nz in range(zptr[i], zptr[i + 1]):
+            # A row slice: indexing it with the loop counter vectorises, while
+            # U[c, kt + kk] pays for numba's negative-index handling.
+            urow = U[zidx[nz], kt : kt + nt]
+            v = zval[nz]
+            for kk in range(nt):
+                eta[kk] += v * urow[kk]
+        wyi = wy[i]
+        wni = wn[i]
+        crow = cpp[i - o0]
+        if fam == 0:
+            for kk in range(nt):
+                e = eta[kk]
+                tt = fexp(-abs(e))
+                inv = 1.0 / (1.0 + tt)
+                cum = max(e, 0.0) + flog1p_unit(tt)
+                mu = inv if e >= 0.0 else tt * inv
+                lfy[kk] += wyi * e - wni * cum
+                rr[kk] = wyi - wni * mu
+                crow[kk] = wni * tt * inv * inv
+        else:
+            for kk in range(nt):
+                e = eta[kk]
+                mu = fexp(min(e, POISSON_ETA_MAX))
+                lfy[kk] += wyi * e - wni * mu
+                rr[kk] = wyi - wni * mu
+                crow[kk] = wni * mu
+        if derivs:
+            for j in range(p):
+                xij = X[i, j]
+                grow = G[j]
+                for kk in range(nt):
+                    grow[kk] += rr[kk] * xij
+
+
+@numba.njit(**_FLAGS)
+def _rescale(b, o0, o1, sc, out_s1, out_s1sq, out_s2, out_s2sq, out_sS, out_hc):
+    """Multiply block ``b``'s running sums by ``sc`` (``sc**2`` for the squared ones).
+
+    ``sc = 0`` sets them to zero whatever they held.
+    """
+    sc2 = sc * sc
+    d = out_s1.shape[1]
+    for j in range(d):
+        out_s1[b, j] = out_s1[b, j] * sc if sc != 0.0 else 0.0
+        out_s1sq[b, j] = out_s1sq[b, j] * sc2 if sc != 0.0 else 0.0
+        for l in range(d):
+            out_s2[b, j, l] = out_s2[b, j, l] * sc if sc != 0.0 else 0.0
+            out_s2sq[b, j, l] = out_s2sq[b, j, l] * sc2 if sc != 0.0 else 0.0
+    for t in range(out_sS.shape[1]):
+        out_sS[b, t] = out_sS[b, t] * sc if sc != 0.0 else 0.0
+    for i in range(o0, o1):
+        out_hc[i] = out_hc[i] * sc if sc != 0.0 else 0.0
+
+
+@numba.njit(**_ACC_FLAGS)
+def _accumulate(b, o0, o1, kt, nt, ew, G, cpp, S, nu, qbt, gk,
+                out_s1, out_s1sq, out_s2, out_s2sq, out_sS, out_hc):
+    """Add the tile's weighted scores, outer products, ``S`` and ``c''`` sums to block ``b``."""
+    p = G.shape[0]
+    T = nu.shape[0]
+    d = p + T
+    for kk in range(nt):
+        w = ew[kk]
+        if w == 0.0:
+            continue
+        k = kt + kk
+        w2 = w * w
+        for j in range(p):
+            gk[j] = G[j, kk]
+        for t in range(T):
+            sk = S[b, t, k]
+            gk[p + t] = (sk / nu[t] - qbt[b, t]) / (2.0 * nu[t])
+            out_sS[b, t] += w * sk
+        for j in range(d):
+            out_s1[b, j] += w * gk[j]
+            out_s1sq[b, j] += w2 * gk[j]
+            wj = w * gk[j]
+            w2j = w2 * gk[j]
+            for l in range(d):
+                out_s2[b, j, l] += wj * gk[l]
+                out_s2sq[b, j, l] += w2j * gk[l]
+    for i in range(o0, o1):
+        acc = 0.0
+        crow = cpp[i - o0]
+        for kk in range(nt):
+            acc += ew[kk] * crow[kk]
+        out_hc[i] += acc
 
 
 @numba.njit(**_FLAGS)
@@ -40,7 +147,6 @@ def chunk_sums(fam, derivs, obs_ptr, col_ptr, xb, wy, wn, X, zptr, zidx, zval,
     n_blocks = obs_ptr.shape[0] - 1
     p = X.shape[1]
     T = nu.shape[0]
-    d = p + T
     max_nb = 0
     for b in range(n_blocks):
         max_nb = max(max_nb, obs_ptr[b + 1] - obs_ptr[b])
@@ -51,70 +157,21 @@ def chunk_sums(fam, derivs, obs_ptr, col_ptr, xb, wy, wn, X, zptr, zidx, zval,
     ew = np.empty(TILE)
     G = np.empty((p, TILE))
     cpp = np.empty((max_nb, TILE))
-    gk = np.empty(d)
+    gk = np.empty(p + T)
     for b in range(n_blocks):
         o0 = obs_ptr[b]
         o1 = obs_ptr[b + 1]
-        qb = col_ptr[b + 1] - col_ptr[b]
-        const = -HALF_LOG2PI * qb
+        const = -HALF_LOG2PI * (col_ptr[b + 1] - col_ptr[b])
         for t in range(T):
             const -= 0.5 * qbt[b, t] * lognu[t]
         a = -np.inf
         s0 = 0.0
         s0sq = 0.0
-        for j in range(d):
-            out_s1[b, j] = 0.0
-            out_s1sq[b, j] = 0.0
-            for l in range(d):
-                out_s2[b, j, l] = 0.0
-                out_s2sq[b, j, l] = 0.0
-        for t in range(T):
-            out_sS[b, t] = 0.0
-        for i in range(o0, o1):
-            out_hc[i] = 0.0
+        _rescale(b, o0, o1, 0.0, out_s1, out_s1sq, out_s2, out_s2sq, out_sS, out_hc)
         for kt in range(k0, k1, TILE):
             nt = min(TILE, k1 - kt)
-            for kk in range(nt):
-                lfy[kk] = 0.0
-                for j in range(p):
-                    G[j, kk] = 0.0
-            for i in range(o0, o1):
-                x0 = xb[i]
-                for kk in range(nt):
-                    eta[kk] = x0
-                for nz in range(zptr[i], zptr[i + 1]):
-                    # A row slice: indexing it with the loop counter vectorises, while
-                    # U[c, kt + kk] pays for numba's negative-index handling.
-                    urow = U[zidx[nz], kt : kt + nt]
-                    v = zval[nz]
-                    for kk in range(nt):
-                        eta[kk] += v * urow[kk]
-                wyi = wy[i]
-                wni = wn[i]
-                crow = cpp[i - o0]
-                if fam == 0:
-                    for kk in range(nt):
-                        e = eta[kk]
-                        tt = fexp(-abs(e))
-                        inv = 1.0 / (1.0 + tt)
-                        cum = max(e, 0.0) + flog1p_unit(tt)
-                        mu = inv if e >= 0.0 else tt * inv
-                        lfy[kk] += wyi * e - wni * cum
-                        rr[kk] = wyi - wni * mu
-                        crow[kk] = wni * tt * inv * inv
-                else:
-                    for kk in range(nt):
-                        e = eta[kk]
-                        mu = fexp(min(e, POISSON_ETA_MAX))
-                        lfy[kk] += wyi * e - wni * mu
-                        rr[kk] = wyi - wni * mu
-                        crow[kk] = wni * mu
-                if derivs:
-                    for j in range(p):
-                        xij = X[i, j]
-                        grow = G[j]
-                        for kk in range(nt):
-                            grow[kk] += rr[kk] * xij
+            _tile_loglik(fam, derivs, o0, o1, kt, nt, xb, wy, wn, X, zptr, zidx, zval, U,
+                         eta, lfy, rr, G, cpp)
             # Log weights of the tile and the running maximum.
             tmax = -np.inf
             for kk in range(nt):
@@ -123,60 +180,24 @@ def chunk_sums(fam, derivs, obs_ptr, col_ptr, xb, wy, wn, X, zptr, zidx, zval,
                 for t in range(T):
                     lfu -= 0.5 * S[b, t, k] / nu[t]
                 base[kk] = lfy[kk] + lfu - logf[b, k]
-                if base[kk] > tmax:
-                    tmax = base[kk]
+                tmax = max(tmax, base[kk])
             if not tmax > -np.inf:
                 continue
             if tmax > a:
                 if a > -np.inf:
                     sc = math.exp(a - tmax)
-                    sc2 = sc * sc
                     s0 *= sc
-                    s0sq *= sc2
-                    for j in range(d):
-                        out_s1[b, j] *= sc
-                        out_s1sq[b, j] *= sc2
-                        for l in range(d):
-                            out_s2[b, j, l] *= sc
-                            out_s2sq[b, j, l] *= sc2
-                    for t in range(T):
-                        out_sS[b, t] *= sc
-                    for i in range(o0, o1):
-                        out_hc[i] *= sc
+                    s0sq *= sc * sc
+                    _rescale(b, o0, o1, sc, out_s1, out_s1sq, out_s2, out_s2sq, out_sS, out_hc)
                 a = tmax
             for kk in range(nt):
                 w = math.exp(base[kk] - a)
                 ew[kk] = w
                 s0 += w
                 s0sq += w * w
-            if not derivs:
-                continue
-            for kk in range(nt):
-                w = ew[kk]
-                if w == 0.0:
-                    continue
-                k = kt + kk
-                w2 = w * w
-                for j in range(p):
-                    gk[j] = G[j, kk]
-                for t in range(T):
-                    sk = S[b, t, k]
-                    gk[p + t] = (sk / nu[t] - qbt[b, t]) / (2.0 * nu[t])
-                    out_sS[b, t] += w * sk
-                for j in range(d):
-                    out_s1[b, j] += w * gk[j]
-                    out_s1sq[b, j] += w2 * gk[j]
-                    wj = w * gk[j]
-                    w2j = w2 * gk[j]
-                    for l in range(d):
-                        out_s2[b, j, l] += wj * gk[l]
-                        out_s2sq[b, j, l] += w2j * gk[l]
-            for i in range(o0, o1):
-                acc = 0.0
-                crow = cpp[i - o0]
-                for kk in range(nt):
-                    acc += ew[kk] * crow[kk]
-                out_hc[i] += acc
+            if derivs:
+                _accumulate(b, o0, o1, kt, nt, ew, G, cpp, S, nu, qbt, gk,
+                            out_s1, out_s1sq, out_s2, out_s2sq, out_sS, out_hc)
         out_a[b] = a
         out_s0[b] = s0
         out_s0sq[b] = s0sq

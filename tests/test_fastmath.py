@@ -1,0 +1,29 @@
+"""The kernel's vectorisable exp and log1p against numpy."""
+
+import numpy as np
+
+from glmm_sm._fastmath import _fexp_array, _flog1p_array
+
+
+def test_fexp_matches_numpy_over_kernel_range():
+    x = np.concatenate([np.linspace(-708, 709, 400_001),
+                        np.random.default_rng(0).uniform(-40, 40, 100_000)])
+    out = np.empty_like(x)
+    _fexp_array(x, out)
+    assert np.max(np.abs(out / np.exp(x) - 1)) < 1e-15
+
+
+def test_fexp_clamps_below_range():
+    out = np.empty(2)
+    _fexp_array(np.array([-800.0, -np.inf]), out)
+    assert np.all(out >= 0) and np.all(out < 1e-300)
+
+
+def test_flog1p_unit_matches_numpy():
+    t = np.concatenate([np.linspace(0, 1, 200_001), np.geomspace(1e-300, 1, 5000)])
+    out = np.empty_like(t)
+    _flog1p_array(t, out)
+    ref = np.log1p(t)
+    pos = t > 0
+    assert out[0] == 0.0
+    assert np.max(np.abs(out[pos] / ref[pos] - 1)) < 1e-15
