@@ -62,10 +62,7 @@ class DrawSet:
         data = sampler.data
         out = cls(data, m, sampler=sampler, seed=seed)
         if bytes_needed(data, m) <= memory_budget:
-            parts = [out.generate(j) for j in range(out.n_gen_chunks)]
-            out._chunk = DrawChunk(np.concatenate([c.U for c in parts], axis=1),
-                                   np.concatenate([c.logf for c in parts], axis=1),
-                                   np.concatenate([c.S for c in parts], axis=2))
+            out._chunk = out.all_draws()
         return out
 
     @classmethod

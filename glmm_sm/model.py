@@ -11,7 +11,7 @@ from statsmodels.base.data import ModelData, PandasData
 from statsmodels.base.model import LikelihoodModel
 
 from ._data import LayoutData, ModelArrays
-from .design import RandomEffectsDesign, vc_design_from_formulas
+from .design import RandomEffectsDesign, _normalize_vc_spec, vc_design_from_formulas
 from .draws import DEFAULT_MEMORY_BUDGET, DrawSet
 from .engine import MCLAEngine
 from .families import resolve_family
@@ -146,7 +146,6 @@ class MonteCarloGLMM(LikelihoodModel):
             Rows with missing values in any variable used are dropped (and counted in a
             warning), or raise an error.
         """
-        from statsmodels.formula._manager import FormulaManager
         from statsmodels.formula.formulatools import advance_eval_env
 
         if isinstance(vc_formulas, pd.DataFrame) and (data is None or isinstance(data, dict)):
@@ -167,21 +166,8 @@ class MonteCarloGLMM(LikelihoodModel):
         env_here = eval_env - 1 if isinstance(eval_env, int) else eval_env
         keep = np.ones(len(data), dtype=bool)
         if missing == "drop":
-            mgr = FormulaManager()
-            pos = data.reset_index(drop=True)
-            specs = [formula]
-            specs += list(_all_vc_formulas(vc_formulas))
-            for f in specs:
-                try:
-                    out = mgr.get_matrices(f, pos, eval_env=env_here, pandas=True,
-                                           na_action="drop")
-                except Exception:  # let the real build below report the error
-                    continue
-                rows = out[1].index if isinstance(out, tuple) else out.index
-                keep &= np.isin(np.arange(len(pos)), np.asarray(rows))
-            for arr in (weights, offset):
-                if arr is not None:
-                    keep &= np.isfinite(np.asarray(arr, dtype=float))
+            vc_list = _normalize_vc_spec(vc_formulas, varcomps_names, varcomps_equal)[0]
+            keep = _complete_rows([formula, *vc_list], data, env_here, (weights, offset))
             n_drop = int((~keep).sum())
             if n_drop:
                 warnings.warn(f"{n_drop} of {len(data)} rows have missing values and were "
@@ -204,6 +190,7 @@ class MonteCarloGLMM(LikelihoodModel):
                 raise
             raise ValueError(f"formula {formula!r}: {exc}") from exc
         mod.vc_formulas = vc_formulas
+        mod.vc_spec = {"vcp_names": varcomps_names, "equal": varcomps_equal}
         mod.n_dropped = int((~keep).sum())
         return mod
 
@@ -524,11 +511,21 @@ def _column(value, data, name):
     return arr
 
 
-def _all_vc_formulas(vc_formulas):
-    if isinstance(vc_formulas, dict):
-        for spec in vc_formulas.values():
-            yield from ([spec] if isinstance(spec, str) else spec)
-    elif isinstance(vc_formulas, str):
-        yield vc_formulas
-    else:
-        yield from vc_formulas
+def _complete_rows(formulas, data, eval_env, arrays):
+    """Mask of the rows of ``data`` where every formula and array is free of missing values."""
+    from statsmodels.formula._manager import FormulaManager
+
+    mgr = FormulaManager()
+    pos = data.reset_index(drop=True)
+    keep = np.ones(len(data), dtype=bool)
+    for f in formulas:
+        try:
+            out = mgr.get_matrices(f, pos, eval_env=eval_env, pandas=True, na_action="drop")
+        except Exception:  # the real build afterwards reports the error
+            continue
+        rows = out[1].index if isinstance(out, tuple) else out.index
+        keep &= np.isin(np.arange(len(pos)), np.asarray(rows))
+    for arr in arrays:
+        if arr is not None:
+            keep &= np.isfinite(np.asarray(arr, dtype=float))
+    return keep

@@ -6,7 +6,6 @@ import re
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 from statsmodels.base import wrapper as wrap
 from statsmodels.base.model import LikelihoodModelResults, LikelihoodResultsWrapper, ResultMixin
 
@@ -173,8 +172,7 @@ class MonteCarloGLMMResults(LikelihoodModelResults, ResultMixin):
             raise ValueError("conditional predictions for new data need a DataFrame and a "
                              "model built with from_formula")
         Z, _, _, names = vc_design_from_formulas(mod.vc_formulas, exog, eval_env={},
-                                                 vcp_names=getattr(mod, "_vcp_list", None),
-                                                 equal=getattr(mod, "_vc_equal", None))
+                                                 **mod.vc_spec)
         pos = {n: j for j, n in enumerate(mod.vc_names)}
         cols = np.array([pos.get(n, -1) for n in names])
         Zc = Z.tocsc()
@@ -226,9 +224,6 @@ class MonteCarloGLMMResults(LikelihoodModelResults, ResultMixin):
 
         return build_summary(self, alpha=alpha, title=title)
 
-    def __getstate__(self):
-        return dict(self.__dict__)
-
 
 class MonteCarloGLMMResultsWrapper(LikelihoodResultsWrapper):
     _attrs = {}
@@ -239,7 +234,3 @@ class MonteCarloGLMMResultsWrapper(LikelihoodResultsWrapper):
 
 wrap.populate_wrapper(MonteCarloGLMMResultsWrapper, MonteCarloGLMMResults)
 
-
-def one_sided_pvalues(z):
-    """``P(Z > z)``: the one-sided Wald p-value for H1: nu > 0."""
-    return stats.norm.sf(np.asarray(z))
