@@ -163,7 +163,7 @@ def run_child(problem, kernel, m, repeats, budget_s):
     out["params"] = params.tolist()
     out["laplace_value"] = float(lap_value)
     t0 = time.perf_counter()
-    draws = model.sample_draws(m, random_state=1, params=params, kernel=kernel)
+    draws = model.sample_draws(m, random_state=1, params=params, kernel=kernel, n_jobs=1)
     out["t_draws"] = time.perf_counter() - t0
     data = draws.data
     out.update(n=int(data.X.shape[0]), q=int(data.q), blocks=int(data.n_blocks),

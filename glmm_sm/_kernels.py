@@ -201,3 +201,16 @@ def chunk_sums(fam, derivs, obs_ptr, col_ptr, xb, wy, wn, X, zptr, zidx, zval,
         out_a[b] = a
         out_s0[b] = s0
         out_s0sq[b] = s0sq
+
+
+@numba.njit(**_FLAGS)
+def block_xhx(obs_ptr, X, h, out):
+    """``out[b] += X_b' diag(h_b) X_b`` for the observations ``obs_ptr[b]:obs_ptr[b+1]``."""
+    p = X.shape[1]
+    for b in range(obs_ptr.shape[0] - 1):
+        for i in range(obs_ptr[b], obs_ptr[b + 1]):
+            hi = h[i]
+            for j in range(p):
+                xij = hi * X[i, j]
+                for k in range(p):
+                    out[b, j, k] += xij * X[i, k]

@@ -9,12 +9,14 @@ normalized weights ``v_k``:
 * Monte Carlo variance of the gradient ``sum_b sum_k v_k^2 (G_k - g_b)(G_k - g_b)'`` (the
   Sung-Geyer sandwich middle), and the effective sample size ``1 / sum_k v_k^2`` per block.
 
-The per-chunk partial sums are combined exactly (rescaled to a common maximum) in a fixed
-order, so the result does not depend on the chunking or on which thread computed what.
+The per-chunk partial sums are combined exactly (rescaled to a common maximum), first within
+each partition of chunks, then across partitions, always in the same order, so the result does
+not depend on which thread or worker computed what.
 """
 
 from __future__ import annotations
 
+import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -23,7 +25,7 @@ import numpy as np
 from . import _kernels, _kernels_numpy
 from .draws import DrawSet
 
-__all__ = ["Evaluation", "MCLAEngine", "PartialSums"]
+__all__ = ["Evaluation", "MCLAEngine", "PartialSums", "partition_sums", "effective_n_jobs"]
 
 KERNELS = {"numba": _kernels.chunk_sums, "numpy": _kernels_numpy.chunk_sums}
 
@@ -56,7 +58,12 @@ class Evaluation:
 
 @dataclass
 class PartialSums:
-    """Partial sums of one or more chunks, one row per chunk (see :mod:`glmm_sm._kernels`)."""
+    """Partial sums over some draws, one row per chunk or partition (see :mod:`._kernels`).
+
+    ``hxx[b]`` is ``X_b' diag(h_b) X_b`` for the observations of block ``b``, where ``h``
+    sums the weighted ``c''(eta)``: the fixed-effects part of the Hessian, reduced to
+    ``p x p`` per block so that a partition's sums do not grow with ``n``.
+    """
 
     a: np.ndarray
     s0: np.ndarray
@@ -66,39 +73,141 @@ class PartialSums:
     s2: np.ndarray
     s2sq: np.ndarray
     sS: np.ndarray
-    hc: np.ndarray
+    hxx: np.ndarray
 
     @classmethod
-    def empty(cls, n_chunks, n_blocks, d, T, n):
+    def empty(cls, n_rows, n_blocks, d, T, p):
         z = np.zeros
-        return cls(np.full((n_chunks, n_blocks), -np.inf), z((n_chunks, n_blocks)),
-                   z((n_chunks, n_blocks)), z((n_chunks, n_blocks, d)),
-                   z((n_chunks, n_blocks, d)), z((n_chunks, n_blocks, d, d)),
-                   z((n_chunks, n_blocks, d, d)), z((n_chunks, n_blocks, T)), z((n_chunks, n)))
+        return cls(np.full((n_rows, n_blocks), -np.inf), z((n_rows, n_blocks)),
+                   z((n_rows, n_blocks)), z((n_rows, n_blocks, d)),
+                   z((n_rows, n_blocks, d)), z((n_rows, n_blocks, d, d)),
+                   z((n_rows, n_blocks, d, d)), z((n_rows, n_blocks, T)),
+                   z((n_rows, n_blocks, p, p)))
 
-    def row(self, c):
-        """Views of chunk ``c``'s output slots, in the kernels' argument order."""
-        return (self.a[c], self.s0[c], self.s0sq[c], self.s1[c], self.s1sq[c], self.s2[c],
-                self.s2sq[c], self.sS[c], self.hc[c])
+    @classmethod
+    def stack(cls, rows):
+        """Stack single-row partial sums, in the given order."""
+        return cls(*(np.concatenate([getattr(r, f) for r in rows]) for f in _FIELDS))
 
-    def combine(self, block_of_obs):
-        """Sum the chunks into one row, rescaling each to the common maximum per block."""
-        A = self.a.max(axis=0)
-        finite = np.isfinite(A)
-        with np.errstate(invalid="ignore", over="ignore"):
-            sc = np.where(np.isfinite(self.a), np.exp(self.a - np.where(finite, A, 0.0)), 0.0)
+    @property
+    def nbytes(self) -> int:
+        return sum(getattr(self, f).nbytes for f in _FIELDS)
+
+    def combine(self):
+        """Sum the rows into one, rescaling each to the common maximum per block."""
+        sc = _scales(self.a)
         sc2 = sc * sc
         return PartialSums(
-            A[None], (sc * self.s0).sum(0)[None], (sc2 * self.s0sq).sum(0)[None],
+            self.a.max(axis=0)[None], (sc * self.s0).sum(0)[None],
+            (sc2 * self.s0sq).sum(0)[None],
             (sc[..., None] * self.s1).sum(0)[None], (sc2[..., None] * self.s1sq).sum(0)[None],
             (sc[..., None, None] * self.s2).sum(0)[None],
             (sc2[..., None, None] * self.s2sq).sum(0)[None],
             (sc[..., None] * self.sS).sum(0)[None],
-            (sc[:, block_of_obs] * self.hc).sum(0)[None])
+            (sc[..., None, None] * self.hxx).sum(0)[None])
+
+
+_FIELDS = ("a", "s0", "s0sq", "s1", "s1sq", "s2", "s2sq", "sS", "hxx")
+
+#: Most partitions an evaluation is split into.  The partitions of a draw set do not depend
+#: on threads or workers, so neither does the order of the final sum.
+N_PARTITIONS = 16
+
+
+def _scales(a):
+    """``exp(a_row - max_row a)`` per row and block (0 where a row has no weight)."""
+    A = a.max(axis=0)
+    finite = np.isfinite(A)
+    with np.errstate(invalid="ignore", over="ignore"):
+        return np.where(np.isfinite(a), np.exp(a - np.where(finite, A, 0.0)), 0.0)
+
+
+def partition_bounds(n_chunks, n_partitions=N_PARTITIONS):
+    """Contiguous ``(c0, c1)`` chunk-index ranges: ``min(n_chunks, n_partitions)`` of them."""
+    P = max(1, min(n_chunks, n_partitions))
+    base, extra = divmod(n_chunks, P)
+    sizes = [base + (i < extra) for i in range(P)]
+    edges = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
+    return [(int(edges[i]), int(edges[i + 1])) for i in range(P)]
+
+
+def partition_sums(kernel, data, draws, ranges, params, derivs=True):
+    """One partition's partial sums (a single row) over the draw ranges ``ranges``.
+
+    Parameters
+    ----------
+    kernel : {"numba", "numpy"}
+    data : LayoutData
+    draws : object with ``chunk_arrays(k0, k1)``
+        A :class:`DrawSet`, or a worker's view of its share of one.
+    ranges : list of (k0, k1)
+    params : ndarray
+        ``(beta, nu)`` with every ``nu > 0``.
+    """
+    fn = KERNELS[kernel]
+    p, T = data.k_fe, data.k_vc
+    params = np.asarray(params, dtype=np.float64)
+    beta, nu = params[:p], np.ascontiguousarray(params[p:])
+    xb = np.ascontiguousarray(data.linear_fixed(beta))
+    lognu = np.log(nu)
+    n, B, d = len(xb), data.n_blocks, p + T
+    rows = PartialSums.empty(len(ranges), B, d, T, p)
+    hc = np.zeros((len(ranges), n))
+    for c, (k0, k1) in enumerate(ranges):
+        U, logf, S, j0, j1 = draws.chunk_arrays(k0, k1)
+        fn(data.family.code, derivs, data.obs_ptr, data.col_ptr, xb, data.wy, data.wn,
+           data.X, data.zptr, data.zidx, data.zval, U, logf, S, j0, j1, lognu, nu, data.qbt,
+           rows.a[c], rows.s0[c], rows.s0sq[c], rows.s1[c], rows.s1sq[c], rows.s2[c],
+           rows.s2sq[c], rows.sS[c], hc[c])
+    sc = _scales(rows.a)
+    h = (sc[:, data.block_of_obs] * hc).sum(axis=0)
+    out = rows.combine()
+    if derivs:
+        _kernels.block_xhx(data.obs_ptr, data.X, h, out.hxx[0])
+    return out
+
+
+def effective_n_jobs(n_jobs):
+    """Threads to use: ``None`` or ``-1`` means every core this process may run on."""
+    if n_jobs is None or (not isinstance(n_jobs, (bool, np.bool_))
+                          and isinstance(n_jobs, (int, np.integer)) and n_jobs == -1):
+        try:
+            return max(1, len(os.sched_getaffinity(0)))
+        except AttributeError:  # pragma: no cover - not Linux
+            return max(1, os.cpu_count() or 1)
+    if isinstance(n_jobs, (bool, np.bool_)) or not isinstance(n_jobs, (int, np.integer)):
+        raise TypeError(f"n_jobs must be an integer or None; got {n_jobs!r}")
+    if n_jobs < 1:
+        raise ValueError(f"n_jobs must be at least 1 (or -1 / None for all cores); "
+                         f"got {n_jobs}")
+    return int(n_jobs)
+
+
+class ThreadBackend:
+    """Evaluate the partitions on a pool of ``n_jobs`` threads (the kernels release the GIL)."""
+
+    def __init__(self, n_jobs=None):
+        self.n_jobs = effective_n_jobs(n_jobs)
+
+    def run(self, engine, params, derivs):
+        def one(bounds):
+            c0, c1 = bounds
+            return partition_sums(engine.kernel, engine.data, engine.draws,
+                                  engine.ranges[c0:c1], params, derivs)
+
+        if self.n_jobs == 1 or len(engine.parts) == 1:
+            return [one(b) for b in engine.parts]
+        with ThreadPoolExecutor(min(self.n_jobs, len(engine.parts))) as pool:
+            return list(pool.map(one, engine.parts))
 
 
 class MCLAEngine:
     """Evaluate ``l_m`` and its derivatives on a frozen :class:`~glmm_sm.draws.DrawSet`.
+
+    The draws are cut into chunks (``chunk_size`` draws) and the chunks into at most
+    ``N_PARTITIONS`` contiguous partitions.  Each partition's sums are computed on one thread
+    or Dask worker; the partitions are then combined in their fixed order, so the result is
+    the same, bit for bit, for any ``n_jobs`` or cluster.
 
     Parameters
     ----------
@@ -106,23 +215,39 @@ class MCLAEngine:
     kernel : {"numba", "numpy"}
         The fused numba kernel (default) or the numpy reference.
     chunk_size : int, optional
-        Draws per chunk for stored draws (default 4096); regenerated draws use their
+        Draws per chunk for resident draws (default 4096); regenerated draws use their
         generation chunks.
-    n_jobs : int
-        Threads evaluating chunks in parallel.  Results are identical for any value.
+    n_jobs : int or None
+        Threads evaluating partitions in parallel; ``None`` or ``-1``: all cores.
+    client : dask.distributed.Client, optional
+        Evaluate on a Dask cluster instead; the workers generate and keep the draws
+        (see :mod:`glmm_sm.distributed`).
     """
 
-    def __init__(self, draws: DrawSet, kernel="numba", chunk_size=None, n_jobs=1):
+    def __init__(self, draws: DrawSet, kernel="numba", chunk_size=None, n_jobs=None,
+                 client=None):
         if kernel not in KERNELS:
             raise ValueError(f"kernel must be one of {sorted(KERNELS)}; got {kernel!r}")
-        if int(n_jobs) < 1:
-            raise ValueError(f"n_jobs must be at least 1; got {n_jobs}")
         self.draws = draws
         self.data = draws.data
         self.kernel = kernel
-        self._fn = KERNELS[kernel]
         self.ranges = draws.chunk_ranges(chunk_size)
-        self.n_jobs = int(n_jobs)
+        self.parts = partition_bounds(len(self.ranges))
+        self.n_jobs = effective_n_jobs(n_jobs)
+        self.backend = ThreadBackend(self.n_jobs)
+        if client is not None:
+            from .distributed import DaskBackend
+
+            self.backend = DaskBackend(client, self)
+
+    def detach(self):
+        """Drop a Dask client: later evaluations run on local threads (same results)."""
+        self.backend = ThreadBackend(self.n_jobs)
+
+    def __getstate__(self):
+        d = self.__dict__.copy()
+        d["backend"] = ThreadBackend(self.n_jobs)
+        return d
 
     @property
     def m(self) -> int:
@@ -133,29 +258,8 @@ class MCLAEngine:
         return self.data.k_fe + self.data.k_vc
 
     def partial_sums(self, params, derivs=True):
-        """Per-chunk partial sums at ``params = (beta, nu)`` (one row per chunk)."""
-        data = self.data
-        p, T = data.k_fe, data.k_vc
-        params = np.asarray(params, dtype=np.float64)
-        beta, nu = params[:p], np.ascontiguousarray(params[p:])
-        xb = np.ascontiguousarray(data.linear_fixed(beta))
-        lognu = np.log(nu)
-        out = PartialSums.empty(len(self.ranges), data.n_blocks, p + T, T, len(xb))
-
-        def run(c):
-            k0, k1 = self.ranges[c]
-            U, logf, S, j0, j1 = self.draws.chunk_arrays(k0, k1)
-            self._fn(data.family.code, derivs, data.obs_ptr, data.col_ptr, xb, data.wy,
-                     data.wn, data.X, data.zptr, data.zidx, data.zval, U, logf, S, j0, j1,
-                     lognu, nu, data.qbt, *out.row(c))
-
-        if self.n_jobs == 1 or len(self.ranges) == 1:
-            for c in range(len(self.ranges)):
-                run(c)
-        else:
-            with ThreadPoolExecutor(self.n_jobs) as pool:
-                list(pool.map(run, range(len(self.ranges))))
-        return out
+        """Partial sums at ``params = (beta, nu)``, one row per partition, in order."""
+        return PartialSums.stack(self.backend.run(self, params, derivs))
 
     def evaluate(self, params, derivs=True):
         """:class:`Evaluation` of ``l_m`` at ``params = (beta, nu)``.
@@ -170,7 +274,7 @@ class MCLAEngine:
         nb = data.n_blocks
         if not np.all(np.isfinite(params)) or np.any(params[p:] <= 0):
             return Evaluation(-np.inf, None, None, None, np.zeros(nb), np.full(nb, -np.inf))
-        tot = self.partial_sums(params, derivs).combine(data.block_of_obs)
+        tot = self.partial_sums(params, derivs).combine()
         return finish(tot, params, data, self.m, derivs)
 
     def log_weights(self, params, U, logf, S, j0, j1):
@@ -239,9 +343,8 @@ def finish(tot: PartialSums, params, data, m, derivs=True):
         return Evaluation(value, None, None, None, ess, block_values)
     gb = tot.s1[0] / S0[:, None]  # (B, d)
     grad = gb.sum(axis=0)
-    h = tot.hc[0] / S0[data.block_of_obs]
     H = np.zeros((p + T, p + T))
-    H[:p, :p] = -(data.X.T * h) @ data.X
+    H[:p, :p] = -(tot.hxx[0] / S0[:, None, None]).sum(axis=0)
     SSv = (tot.sS[0] / S0[:, None]).sum(axis=0)
     qt = data.qbt.sum(axis=0)
     H[p:, p:] = np.diag(qt / (2.0 * nu**2) - SSv / nu**3)

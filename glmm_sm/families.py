@@ -88,12 +88,18 @@ class Family:
                     f"{name}: a Bernoulli response must be 0 or 1; found {_show(y[bad])}"
                 )
         elif self.name == "binomial":
-            if np.any(y < 0) or np.any(y != np.round(y)):
-                raise ValueError(f"{name}: successes must be non-negative integers")
-            if np.any(ntrials < 0) or np.any(ntrials != np.round(ntrials)):
-                raise ValueError(f"{name}: failures must be non-negative integers")
-            if np.any(y > ntrials):
-                raise ValueError(f"{name}: successes exceed the number of trials")
+            bad = (y < 0) | (y != np.round(y))
+            if bad.any():
+                raise ValueError(f"{name}: successes must be non-negative integers; found "
+                                 f"{_show(y[bad])}")
+            failures = ntrials - y
+            if np.any(failures < 0):
+                raise ValueError(f"{name}: successes exceed the number of trials (failures "
+                                 f"{_show(failures[failures < 0])})")
+            bad = failures != np.round(failures)
+            if bad.any():
+                raise ValueError(f"{name}: failures must be non-negative integers; found "
+                                 f"{_show(failures[bad])}")
         else:
             if np.any(y < 0):
                 raise ValueError(f"{name}: Poisson counts must be non-negative; found "
@@ -148,7 +154,8 @@ def resolve_family(family, endog):
         if not np.all(np.isfinite(y)):
             raise ValueError("endog contains NaN or infinite values")
         if np.any(y[:, 1] < 0):
-            raise ValueError("endog: failures (second column) must be non-negative")
+            raise ValueError("endog: failures (second column) must be non-negative; found "
+                             f"{_show(y[:, 1][y[:, 1] < 0])}")
         ntrials = y[:, 0] + y[:, 1]
         y = y[:, 0].copy()
         fam = BINOMIAL

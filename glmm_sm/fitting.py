@@ -27,8 +27,9 @@ from statsmodels.tools.sm_exceptions import ConvergenceWarning
 from threadpoolctl import threadpool_limits
 
 from ._random import as_seed_sequence, child_seed
+from .boundary import BOUNDARY_NU, at_boundary
 from .draws import DEFAULT_MEMORY_BUDGET, DrawSet
-from .engine import MCLAEngine
+from .engine import MCLAEngine, effective_n_jobs
 
 __all__ = ["FitOptions", "FitLog", "FitOutcome", "mcmle"]
 
@@ -49,10 +50,11 @@ class FitOptions:
     maxiter: int = 200
     kernel: str = "numba"
     chunk_size: int | None = None
-    n_jobs: int = 1
+    n_jobs: int | None = None
     memory_budget: int = DEFAULT_MEMORY_BUDGET
     factorize: bool | None = None
     sampler_options: dict = field(default_factory=dict)
+    boundary_tol: float = BOUNDARY_NU
 
     def __post_init__(self):
         m = self.m
@@ -65,8 +67,11 @@ class FitOptions:
             raise ValueError(f"max_m must be an integer >= 1; got {self.max_m!r}")
         if not 0 < self.target_ratio < 10:
             raise ValueError(f"target_ratio must be in (0, 10); got {self.target_ratio!r}")
+        effective_n_jobs(self.n_jobs)
         if self.max_rounds < 1:
             raise ValueError(f"max_rounds must be at least 1; got {self.max_rounds!r}")
+        if not self.boundary_tol >= 0:
+            raise ValueError(f"boundary_tol must be >= 0; got {self.boundary_tol!r}")
         if self.time_budget is not None and not self.time_budget > 0:
             raise ValueError(f"time_budget must be positive or None; got {self.time_budget!r}")
 
@@ -89,6 +94,10 @@ class FitLog:
         Entropy of the root ``SeedSequence`` (repeat the fit with ``random_state`` set to a
         ``SeedSequence(entropy)``).
     message : str
+    boundary : dict
+        Variance components estimated at 0, each with the one-sided derivative of the
+        log-likelihood at 0 (negative: the boundary is a maximum); see
+        :mod:`glmm_sm.boundary`.
     """
 
     evaluations: list = field(default_factory=list)
@@ -96,6 +105,7 @@ class FitLog:
     laplace: dict = field(default_factory=dict)
     seed_entropy: int | None = None
     message: str = ""
+    boundary: dict = field(default_factory=dict)
 
     def to_frame(self):
         """The rounds as a pandas DataFrame."""
@@ -106,14 +116,40 @@ class FitLog:
 
 @dataclass
 class FitOutcome:
-    """What :func:`mcmle` returns to the model."""
+    """What :func:`mcmle` returns to the model.
+
+    ``boundary`` lists variance components at 0; ``cov``, ``mcse_cov``, ``m`` and
+    ``re_moments`` are set when they do not follow from ``evaluation`` and ``engine`` (a fit
+    with components at the boundary).
+    """
 
     params: np.ndarray
     evaluation: object
-    engine: MCLAEngine
+    engine: MCLAEngine | None
     log: FitLog
     converged: bool
     seed: np.random.SeedSequence
+    boundary: list = field(default_factory=list)
+    cov: np.ndarray | None = None
+    mcse_cov: np.ndarray | None = None
+    m: int | None = None
+    re_moments: tuple | None = None
+
+    def errors(self):
+        """``(cov, mcse_cov)`` of the estimate."""
+        if self.cov is not None:
+            return self.cov, self.mcse_cov
+        return monte_carlo_errors(self.evaluation)
+
+    def random_effect_moments(self):
+        """Conditional means and SDs of the random effects at the estimate."""
+        if self.re_moments is not None:
+            return self.re_moments
+        return self.engine.random_effect_moments(self.params)
+
+    @property
+    def n_draws(self) -> int:
+        return self.m if self.m is not None else self.engine.m
 
 
 class _Objective:
@@ -179,22 +215,41 @@ def monte_carlo_errors(ev):
 
 
 def mcmle(model, opts: FitOptions, random_state=None, start_params=None, callback=None,
-          disp=True):
-    """Monte Carlo MLE of ``model``; see the module docstring for the rounds."""
+          disp=True, client=None):
+    """Monte Carlo MLE of ``model``; see the module docstring for the rounds.
+
+    ``client`` (a ``dask.distributed.Client``) evaluates the Monte Carlo sums on its workers;
+    the estimates are the same as without it.
+    """
+    seed = as_seed_sequence(random_state)
     # Small dense algebra only: BLAS threads cost far more than they gain here.
     with threadpool_limits(1, user_api="blas"):
-        return _mcmle(model, opts, random_state, start_params, callback, disp)
+        outcome = _mcmle(model, opts, seed, start_params, callback, disp, client)
+        if outcome.boundary:
+            from .boundary import fit_with_boundary
+
+            outcome = fit_with_boundary(model, outcome, opts, callback, disp, client)
+    if outcome.engine is not None:
+        outcome.engine.detach()
+    if not outcome.converged:
+        _warn_unconverged(outcome.log, opts)
+    return outcome
 
 
-def _mcmle(model, opts, random_state, start_params, callback, disp):
+def _mcmle(model, opts, seed, start_params, callback, disp, client):
+    """The rounds; stops early (``outcome.boundary``) when a variance goes to 0."""
     t_start = time.perf_counter()
-    seed = as_seed_sequence(random_state)
+    n_jobs = effective_n_jobs(opts.n_jobs)
     log = FitLog(seed_entropy=seed.entropy)
     p = model.k_fe
     factorize = model.factorize if opts.factorize is None else bool(opts.factorize)
     t0 = time.perf_counter()
     lap, lap_value, mode = model.fit_laplace(start_params, factorize=factorize)
     log.laplace = {"params": lap, "value": lap_value, "seconds": time.perf_counter() - t0}
+    zero = at_boundary(lap[p:], opts.boundary_tol)
+    if zero:
+        log.message = "Laplace estimate at the boundary"
+        return FitOutcome(lap, None, None, log, False, seed, boundary=zero)
     centre, centre_mode = lap, mode
     m = opts.m_start if opts.m == "auto" else int(opts.m)
     m = min(m, opts.max_m) if opts.m == "auto" else m
@@ -206,8 +261,9 @@ def _mcmle(model, opts, random_state, start_params, callback, disp):
             t_round = time.perf_counter()
             smp = model.make_sampler(centre, opts.sampler, factorize, mode=centre_mode,
                                      **opts.sampler_options)
-            draws = DrawSet.from_sampler(smp, m, child_seed(seed, rnd), opts.memory_budget)
-            engine = MCLAEngine(draws, opts.kernel, opts.chunk_size, opts.n_jobs)
+            draws = DrawSet.from_sampler(smp, m, child_seed(seed, rnd), opts.memory_budget,
+                                         materialize=client is None, n_jobs=n_jobs)
+            engine = MCLAEngine(draws, opts.kernel, opts.chunk_size, n_jobs, client)
             theta, res = _maximize(engine, centre, p, opts, log, rnd)
             ev = engine.evaluate(theta)
             cov, mc = monte_carlo_errors(ev)
@@ -228,6 +284,11 @@ def _mcmle(model, opts, random_state, start_params, callback, disp):
             outcome = FitOutcome(theta, ev, engine, log, False, seed)
             bar.update(1)
             bar.set_postfix(m=m, ess=f"{min_ess:.0f}", ratio=f"{ratio:.3f}")
+            zero = at_boundary(theta[p:], opts.boundary_tol)
+            if zero:
+                outcome.boundary = zero
+                log.message = f"variance went to 0 in round {rnd}"
+                break
             ok_m = opts.m != "auto" or ratio <= opts.target_ratio
             ok_ess = min_ess >= opts.min_ess
             if moved <= 3.0 and ok_m and ok_ess and res.success:
@@ -254,8 +315,6 @@ def _mcmle(model, opts, random_state, start_params, callback, disp):
         warnings.warn(log.message, UserWarning, stacklevel=3)
     finally:
         bar.close()
-    if not outcome.converged:
-        _warn_unconverged(log, opts)
     return outcome
 
 
@@ -269,6 +328,10 @@ def _next_m(m, ratio, min_ess, opts):
 
 
 def _warn_unconverged(log, opts):
+    if not log.rounds:
+        warnings.warn(f"The fit did not converge ({log.message}).", ConvergenceWarning,
+                      stacklevel=3)
+        return
     last = log.rounds[-1]
     advice = []
     if last["max_ratio"] > opts.target_ratio:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 
 import numpy as np
@@ -13,7 +14,7 @@ from statsmodels.base.model import LikelihoodModel
 from ._data import LayoutData, ModelArrays
 from .design import RandomEffectsDesign, _normalize_vc_spec, vc_design_from_formulas
 from .draws import DEFAULT_MEMORY_BUDGET, DrawSet
-from .engine import MCLAEngine
+from .engine import MCLAEngine, effective_n_jobs
 from .families import resolve_family
 from .laplace import BlockSystem, conditional_mode, laplace_fit
 from .sampler import GlmmSampler, LaplaceSampler
@@ -64,10 +65,21 @@ class MonteCarloGLMM(LikelihoodModel):
     def __init__(self, endog, exog, exog_vc, ident, vcp_names=None, family=None, weights=None,
                  offset=None, vc_names=None, factorize=True, **kwargs):
         kwargs.setdefault("missing", "raise")
-        if kwargs["missing"] != "drop":
-            _check_finite(endog, "endog")
-            _check_finite(exog, "exog")
+        if kwargs["missing"] not in ("none", "drop", "raise"):
+            raise ValueError("missing must be 'none', 'drop' or 'raise'; got "
+                             f"{kwargs['missing']!r}")
+        n_dropped = 0
+        if kwargs["missing"] == "drop":
+            endog, exog, exog_vc, weights, offset, n_dropped = _drop_missing_rows(
+                endog, exog, exog_vc, weights, offset)
+            if n_dropped:
+                warnings.warn(f"{n_dropped} of {n_dropped + np.shape(endog)[0]} rows have missing "
+                              "values and were dropped", UserWarning, stacklevel=2)
+            kwargs["missing"] = "none"
+        _check_finite(endog, "endog")
+        _check_finite(exog, "exog")
         super().__init__(endog, exog, **kwargs)
+        self.n_dropped = n_dropped
         self.data.__class__ = _SAFE_DATA.get(type(self.data), type(self.data))
         n = self.endog.shape[0]
         X = np.asarray(self.exog, dtype=np.float64)
@@ -76,6 +88,7 @@ class MonteCarloGLMM(LikelihoodModel):
         if not np.all(np.isfinite(X)):
             bad = [self.exog_names[j] for j in np.flatnonzero(~np.isfinite(X).all(axis=0))]
             raise ValueError(f"exog contains NaN or infinite values in column(s) {bad}")
+        _check_full_rank(X, list(self.exog_names))
         fam, y, ntrials = resolve_family(family, self.endog)
         ident = np.asarray(ident)
         if vcp_names is None:
@@ -84,9 +97,21 @@ class MonteCarloGLMM(LikelihoodModel):
         if Z.shape[0] != n:
             raise ValueError(f"exog_vc has {Z.shape[0]} rows but endog has {n}")
         self.design = RandomEffectsDesign(Z, ident, vcp_names, vc_names)
+        clash = sorted(set(self.design.vcp_names) & {str(c) for c in self.exog_names})
+        if clash:
+            raise ValueError(f"vcp_names: variance component name(s) {clash} are also names of "
+                             "fixed-effect columns of exog; give the components other names")
+        single = _single_effect_components(self.design.Z, self.design.ident)
+        if single:
+            t = single[0]
+            raise ValueError(f"variance component {self.design.vcp_names[t]!r} has a single "
+                             "random effect, the same for every observation (a factor with a "
+                             "single level?); its variance cannot be estimated from the data")
         weights = _vector(weights, n, "weights", default=1.0)
         if np.any(weights < 0):
-            raise ValueError("weights must be non-negative")
+            neg = weights[weights < 0]
+            raise ValueError(f"weights must be non-negative; found {neg.size} negative "
+                             f"value(s): {_show_values(neg)}")
         offset = _vector(offset, n, "offset", default=0.0)
         self.arrays = ModelArrays(fam, y, ntrials, weights, offset,
                                   np.ascontiguousarray(X), self.design.Z, self.design.ident,
@@ -107,7 +132,7 @@ class MonteCarloGLMM(LikelihoodModel):
         self.data.param_names = list(self.exog_names) + self.vcp_names
         self.data.fe_names = list(self.exog_names)
         self.data.vcp_names = list(self.vcp_names)
-        rank = np.linalg.matrix_rank(X) if X.size else 0
+        rank = X.shape[1]  # _check_full_rank passed
         self.df_model = rank - self.k_constant
         self.df_resid = n - rank - self.k_extra
         self._init_keys.extend(["exog_vc", "ident", "vcp_names", "family", "weights", "offset",
@@ -165,8 +190,13 @@ class MonteCarloGLMM(LikelihoodModel):
         # Depth counted from the formula helpers: from here the user's frame is one less.
         env_here = eval_env - 1 if isinstance(eval_env, int) else eval_env
         keep = np.ones(len(data), dtype=bool)
+        vc_list, vc_labels, vc_comp = _normalize_vc_spec(vc_formulas, varcomps_names,
+                                                         varcomps_equal)
+        if missing == "raise":
+            _raise_on_missing([(f"formula {formula!r}", formula)]
+                              + [(f"vc_formulas[{vc_labels[t]!r}]: {f!r}", f)
+                                 for f, t in zip(vc_list, vc_comp, strict=True)], data)
         if missing == "drop":
-            vc_list = _normalize_vc_spec(vc_formulas, varcomps_names, varcomps_equal)[0]
             keep = _complete_rows([formula, *vc_list], data, env_here, (weights, offset))
             n_drop = int((~keep).sum())
             if n_drop:
@@ -175,6 +205,14 @@ class MonteCarloGLMM(LikelihoodModel):
             data = data.iloc[np.flatnonzero(keep)]
         Z, ident, vcp_names, col_names = vc_design_from_formulas(
             vc_formulas, data, eval_env=eval_env, vcp_names=varcomps_names, equal=varcomps_equal)
+        single = _single_effect_components(Z, ident)
+        if single:
+            t = single[0]
+            which = [f for f, c in zip(vc_list, vc_comp, strict=True) if c == t]
+            raise ValueError(f"vc_formulas[{vcp_names[t]!r}]: {' + '.join(map(repr, which))} "
+                             "gives a single random effect shared by every observation (a "
+                             "factor with a single level?); its variance cannot be estimated "
+                             "from the data, so drop this component")
         kwargs["missing"] = "raise"
         if weights is not None:
             weights = np.asarray(weights, dtype=float)[keep]
@@ -189,6 +227,13 @@ class MonteCarloGLMM(LikelihoodModel):
                                           "MissingDataError", "FormulaMaterializationError"):
                 raise
             raise ValueError(f"formula {formula!r}: {exc}") from exc
+        categorical = _categorical_response(mod.data.ynames)
+        if categorical is not None:
+            base, levels = categorical
+            raise ValueError(f"endog: the response {base!r} is categorical (levels {levels}) "
+                             "and the formula turned it into indicator columns; give it as a "
+                             "0/1 number (1 for a success) or as two columns 'successes + "
+                             "failures'")
         mod.vc_formulas = vc_formulas
         mod.vc_spec = {"vcp_names": varcomps_names, "equal": varcomps_equal}
         mod.n_dropped = int((~keep).sum())
@@ -251,7 +296,7 @@ class MonteCarloGLMM(LikelihoodModel):
 
     def sample_draws(self, m, random_state=None, params=None, sampler="laplace",
                      factorize=None, memory_budget=DEFAULT_MEMORY_BUDGET, kernel="numba",
-                     chunk_size=None, n_jobs=1, **options):
+                     chunk_size=None, n_jobs=None, **options):
         """Draw ``m`` importance-sampling draws and make them the model's current draws.
 
         ``loglike``, ``score`` and ``hessian`` then evaluate ``l_m`` on these draws.
@@ -263,7 +308,8 @@ class MonteCarloGLMM(LikelihoodModel):
         from ._random import as_seed_sequence
 
         smp = self.make_sampler(params, sampler, factorize, **options)
-        draws = DrawSet.from_sampler(smp, m, as_seed_sequence(random_state), memory_budget)
+        draws = DrawSet.from_sampler(smp, m, as_seed_sequence(random_state), memory_budget,
+                                     n_jobs=effective_n_jobs(n_jobs))
         self._use_draws(draws, kernel, chunk_size, n_jobs)
         return draws
 
@@ -308,7 +354,7 @@ class MonteCarloGLMM(LikelihoodModel):
     # ------------------------------------------------------------------ fitting
     def fit(self, m="auto", random_state=None, sampler="laplace", target_ratio=0.1,
             max_m=10**6, start_params=None, disp=True, callback=None, *, options=None,
-            **kwargs):
+            client=None, **kwargs):
         """Monte Carlo maximum likelihood.
 
         The Laplace MLE gives start values and the first sampler centre; each round then
@@ -339,9 +385,15 @@ class MonteCarloGLMM(LikelihoodModel):
             Called with a dict describing each finished round; returning True stops the fit.
         options : FitOptions, optional
             All settings as one object; keyword arguments override its fields.
+        client : dask.distributed.Client, optional
+            Evaluate the Monte Carlo sums on this Dask cluster: each worker generates its
+            share of the draws from their seeds and keeps them; only ``theta`` and partial
+            sums travel.  The estimates equal those without ``client`` (needs
+            ``pip install "glmm_sm[distributed]"``).
         **kwargs
             Other :class:`~glmm_sm.fitting.FitOptions` fields: ``max_rounds``, ``min_ess``,
-            ``time_budget``, ``m_start``, ``kernel``, ``chunk_size``, ``n_jobs``,
+            ``time_budget``, ``m_start``, ``kernel``, ``chunk_size``, ``n_jobs`` (threads;
+            default all cores; results do not depend on it),
             ``memory_budget``, ``factorize``, ``sampler_options``, ``gtol``, ``maxiter``.
 
         Returns
@@ -364,8 +416,10 @@ class MonteCarloGLMM(LikelihoodModel):
                                    max_m=max_m, **kwargs)
         if start_params is not None:
             start_params = self._check_params(start_params)
+        if client is not None:
+            _check_client(client)
         outcome = mcmle(self, opts, random_state=random_state, start_params=start_params,
-                        callback=callback, disp=disp)
+                        callback=callback, disp=disp, client=client)
         res = MonteCarloGLMMResults(self, outcome)
         res.fit_options = opts
         return MonteCarloGLMMResultsWrapper(res)
@@ -453,6 +507,17 @@ class _SafeModelData(_SafeUnpickle, ModelData):
 _SAFE_DATA = {PandasData: _SafePandasData, ModelData: _SafeModelData}
 
 
+def _check_client(client):
+    try:
+        import distributed
+    except ImportError:
+        from .distributed import INSTALL_HINT
+
+        raise ImportError(INSTALL_HINT) from None
+    if not isinstance(client, distributed.Client):
+        raise TypeError(f"client must be a dask.distributed.Client; got {type(client).__name__}")
+
+
 def _sm_family(fam):
     from statsmodels.genmod import families as smf
 
@@ -486,25 +551,34 @@ def _check_finite(values, name):
 def _vector(value, n, name, default):
     if value is None:
         return np.full(n, default)
-    arr = np.asarray(value, dtype=np.float64)
+    arr = _as_float(value, name)
     if arr.ndim == 0:
         arr = np.full(n, float(arr))
     if arr.shape != (n,):
         raise ValueError(f"{name} must have length {n} (one per observation); got "
                          f"shape {arr.shape}")
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name} contains NaN or infinite values")
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        raise ValueError(f"{name} contains {int(bad.sum())} NaN or infinite value(s)")
     return arr
+
+
+def _as_float(value, name):
+    """``value`` as a float64 array, or ``ValueError`` naming ``name`` if it is not numeric."""
+    try:
+        return np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name} must be numeric: {exc}") from None
 
 
 def _column(value, data, name):
     if isinstance(value, str):
         if value not in data.columns:
             raise ValueError(f"{name}: column {value!r} is not in data")
-        return data[value].to_numpy(dtype=float)
+        return _as_float(data[value], f"{name} (column {value!r})")
     if value is None:
         return None
-    arr = np.asarray(value, dtype=float)
+    arr = _as_float(value, name)
     if arr.shape != (len(data),):
         raise ValueError(f"{name} must have length {len(data)} (the rows of data); got "
                          f"shape {arr.shape}")
@@ -526,6 +600,155 @@ def _complete_rows(formulas, data, eval_env, arrays):
         rows = out[1].index if isinstance(out, tuple) else out.index
         keep &= np.isin(np.arange(len(pos)), np.asarray(rows))
     for arr in arrays:
-        if arr is not None:
-            keep &= np.isfinite(np.asarray(arr, dtype=float))
+        if arr is not None:  # only NaN is missing; inf is an error reported by the build
+            keep &= ~np.isnan(np.asarray(arr, dtype=float))
     return keep
+
+
+def _raise_on_missing(labelled_formulas, data):
+    """``missing="raise"``: name the columns of ``data`` used in a formula that hold NaN.
+
+    A column counts as used when its name appears in the formula as a whole word; anything
+    this misses is still refused by the formula engine, in its own words.
+    """
+    for label, f in labelled_formulas:
+        bad = {}
+        for col in data.columns:
+            if (isinstance(col, str)
+                    and re.search(rf"(?<![\w.]){re.escape(col)}(?!\w)", f)):
+                k = int(data[col].isna().sum())
+                if k:
+                    bad[col] = k
+        if bad:
+            where = ", ".join(f"{c!r} ({k} row{'s' * (k > 1)})" for c, k in bad.items())
+            raise ValueError(f"{label}: missing values (NaN) in column(s) {where}; use "
+                             "missing='drop' to drop those rows")
+
+
+def _drop_missing_rows(endog, exog, exog_vc, weights, offset):
+    """``missing="drop"`` for the array constructor: drop rows with NaN in any input.
+
+    Returns the five inputs without those rows (pandas objects keep their index) and the
+    number of rows dropped.  Inputs whose length is not that of ``endog`` are returned
+    unchanged, for the constructor's checks to report.
+    """
+    parts = (endog, exog, exog_vc, weights, offset)
+    n = np.shape(endog)[0] if np.ndim(endog) else 0
+    keep = np.ones(n, dtype=bool)
+    for value in parts:
+        keep &= ~_nan_rows(value, n)
+    if keep.all():
+        return (*parts, 0)
+    rows = np.flatnonzero(keep)
+    return (*(_take_rows(value, rows, n) for value in parts), n - rows.size)
+
+
+def _nan_rows(value, n):
+    """Rows of ``value`` (n rows) holding a NaN; all False if it is not an n-row array."""
+    out = np.zeros(n, dtype=bool)
+    if value is None:
+        return out
+    if sp.issparse(value):
+        if value.shape[0] == n:
+            csr = sp.csr_matrix(value)
+            rows = np.repeat(np.arange(n), np.diff(csr.indptr))
+            out[rows[np.isnan(csr.data)]] = True
+        return out
+    try:
+        arr = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        return out  # non-numeric: reported by the constructor's checks
+    if arr.ndim == 0 or arr.shape[0] != n:
+        return out
+    return np.isnan(arr.reshape(n, -1)).any(axis=1)
+
+
+def _take_rows(value, rows, n):
+    if value is None or (not sp.issparse(value) and np.ndim(value) == 0):
+        return value
+    if np.shape(value)[0] != n:
+        return value
+    if isinstance(value, (pd.Series, pd.DataFrame)):
+        return value.iloc[rows]
+    if sp.issparse(value):
+        return sp.csr_matrix(value)[rows]
+    return np.asarray(value)[rows]
+
+
+def _check_full_rank(X, names):
+    """Raise ``ValueError`` naming the columns of ``X`` that are linear combinations of others.
+
+    Columns are scaled to unit length (rank does not depend on units) and taken in order; a
+    column is aliased when its least-squares residual on the columns kept before it is below
+    the tolerance ``numpy.linalg.matrix_rank`` uses.
+    """
+    n, p = X.shape
+    if p == 0:
+        return
+    if p > n:
+        raise ValueError(f"exog is rank deficient: {p} fixed-effect columns but only {n} "
+                         "observations")
+    norms = np.linalg.norm(X, axis=0)
+    zero = norms == 0
+    R = np.linalg.qr(X / np.where(zero, 1.0, norms), mode="r")  # same column relations as X
+    tol = np.linalg.norm(R, 2) * max(n, p) * np.finfo(np.float64).eps
+    kept, problems = [], []
+    for j in range(p):
+        if zero[j]:
+            problems.append(f"column {names[j]!r} is zero for every observation")
+            continue
+        coef = np.zeros(0)
+        if kept:
+            coef = np.linalg.lstsq(R[:, kept], R[:, j], rcond=None)[0]
+        if np.linalg.norm(R[:, j] - R[:, kept] @ coef) > tol:
+            kept.append(j)
+            continue
+        coef = coef * norms[j] / norms[kept]  # back to the units of X
+        big = np.abs(coef) > 1e-8 * np.abs(coef).max()
+        terms = [f"{c:.4g} * {names[k]}" for c, k, b in zip(coef, kept, big, strict=True) if b]
+        others = ", ".join(repr(names[k]) for k, b in zip(kept, big, strict=True) if b)
+        problems.append(f"column {names[j]!r} is a linear combination of {others} "
+                        f"({names[j]} = {' + '.join(terms)})")
+    if problems:
+        more = f"; and {len(problems) - 3} more" if len(problems) > 3 else ""
+        raise ValueError("exog is rank deficient: " + "; ".join(problems[:3]) + more
+                         + ". The fixed effects are not identifiable: drop or recode the "
+                         "aliased column(s)")
+
+
+def _single_effect_components(Z, ident):
+    """Components with one random effect that loads equally on every observation.
+
+    That is what a factor with a single level gives; its variance has a single realization
+    to learn from and cannot be estimated.
+    """
+    Zc = sp.csc_matrix(Z)
+    n = Zc.shape[0]
+    ident = np.asarray(ident)
+    out = []
+    for t in np.flatnonzero(np.bincount(ident) == 1) if ident.size else []:
+        j = int(np.flatnonzero(ident == t)[0])
+        col = Zc.data[Zc.indptr[j] : Zc.indptr[j + 1]]
+        if n > 1 and col.size == n and np.all(col == col[0]):
+            out.append(int(t))
+    return out
+
+
+def _categorical_response(ynames):
+    """``(name, levels)`` when the response columns are the indicators of one categorical.
+
+    The formula engines code a string or boolean response as one indicator column per level,
+    named ``name[level]`` (``name[T.level]``); fitted as (successes, failures) these would
+    silently count the first level as the success.
+    """
+    names = [ynames] if isinstance(ynames, str) else list(ynames)
+    parts = [re.fullmatch(r"(.+)\[(?:T\.)?(.*)\]", str(name)) for name in names]
+    if not names or not all(parts) or len({m.group(1) for m in parts}) != 1:
+        return None
+    return parts[0].group(1), [m.group(2) for m in parts]
+
+
+def _show_values(values, k=3):
+    """A few distinct values for an error message: ``-1, -0.5`` (and ``...`` if more)."""
+    vals = np.unique(values)
+    return ", ".join(f"{v:g}" for v in vals[:k]) + (", ..." if vals.size > k else "")

@@ -14,8 +14,6 @@ try:  # statsmodels >= 0.15 moved the decorators
 except ImportError:  # pragma: no cover
     from statsmodels.tools.decorators import cache_readonly
 
-from .fitting import monte_carlo_errors
-
 __all__ = ["MonteCarloGLMMResults", "MonteCarloGLMMResultsWrapper"]
 
 
@@ -44,10 +42,13 @@ class MonteCarloGLMMResults(LikelihoodModelResults, ResultMixin):
         Every evaluation and round of the fit.
     laplace_params : ndarray
         The Laplace MLE the fit started from.
+    boundary : list of str
+        Variance components estimated at 0.  Their standard errors are NaN (undefined at
+        the boundary) and their rows of ``cov_params`` zero; see :mod:`glmm_sm.boundary`.
     """
 
     def __init__(self, model, outcome):
-        cov, mc = monte_carlo_errors(outcome.evaluation)
+        cov, mc = outcome.errors()
         super().__init__(model, outcome.params, normalized_cov_params=cov, scale=1.0,
                          use_t=False, cov_type="nonrobust")
         ev = outcome.evaluation
@@ -59,9 +60,10 @@ class MonteCarloGLMMResults(LikelihoodModelResults, ResultMixin):
         self.k_extra = model.k_extra
         self.mcse_cov = mc
         self.ess = ev.ess
-        self.m = outcome.engine.m
+        self.m = outcome.n_draws
         self.llf_mc = ev.value
-        self.llf_mcse = float(np.sqrt(np.sum(np.clip(1.0 / ev.ess - 1.0 / self.m, 0, None))))
+        self.llf_mcse = (float(np.sqrt(np.sum(np.clip(1.0 / ev.ess - 1.0 / self.m, 0, None))))
+                         if self.m else 0.0)
         self.converged = outcome.converged
         self.fit_log = outcome.log
         self.laplace_params = outcome.log.laplace.get("params")
@@ -69,10 +71,19 @@ class MonteCarloGLMMResults(LikelihoodModelResults, ResultMixin):
         self.hessian = ev.hessian
         self.seed = outcome.seed
         self.n_blocks = len(ev.ess)
-        self._re_mean, self._re_sd = outcome.engine.random_effect_moments(outcome.params)
+        self._re_mean, self._re_sd = outcome.random_effect_moments()
+        self.boundary = [model.vcp_names[t] for t in outcome.boundary]
+        self._boundary_idx = [model.k_fe + t for t in outcome.boundary]
         self.mle_retvals = {"converged": outcome.converged, "message": outcome.log.message,
                             "rounds": len(outcome.log.rounds)}
         self.mle_settings = {"optimizer": "trust-exact (MCLA rounds)"}
+
+    @cache_readonly
+    def bse(self):
+        """Standard errors; NaN for variance components estimated at 0 (undefined there)."""
+        b = np.sqrt(np.clip(np.diag(self.cov_params()), 0, None))
+        b[self._boundary_idx] = np.nan
+        return b
 
     # --------------------------------------------------------------- names and pieces
     @property

@@ -26,7 +26,7 @@ import numpy as np
 from scipy.special import gammaln
 
 from ._random import generator
-from .laplace import BlockSystem, ModeResult
+from .laplace import BlockSystem, ModeResult, mode_derivatives
 
 __all__ = ["DrawChunk", "LaplaceSampler", "GlmmSampler", "stratified_counts"]
 
@@ -79,6 +79,15 @@ class _BlockSampler:
         p = data.k_fe
         self.nu = self.params[p:]
         self.u_hat = mode.u.copy()
+        # How the conditional modes move with the fixed effects, d u_hat / d beta (q, p),
+        # at the centre beta0.  Translating the draws by du_dbeta (beta - beta0) keeps them
+        # on the moving posterior (the proposal translated along with it has the same
+        # density at the translated draws); without it, data whose fixed effects are
+        # confounded with random effects (radish2) give l_m a Hessian that is Monte Carlo
+        # noise.  The engine does not use it yet.
+        self.beta0 = self.params[:p].copy()
+        self.du_dbeta = mode_derivatives(system, self.beta0, self.nu, mode,
+                                         nu_derivs=False)[0]
         self.chol = [L.copy() for L in mode.chol]
         # x = L'^{-1} z has covariance P^{-1}.
         self.root = [np.swapaxes(np.linalg.inv(L), 1, 2) for L in self.chol]

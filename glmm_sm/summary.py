@@ -22,6 +22,11 @@ def _pfmt(p):
     return f"{p:.2e}" if p < 1e-3 else f"{p:.4f}"
 
 
+def _max_ratio(mcse, bse):
+    ok = np.isfinite(bse) & (bse > 0)
+    return float(np.max(mcse[ok] / bse[ok])) if ok.any() else np.nan
+
+
 def build_summary(res, alpha=0.05, title=None):
     """A statsmodels ``Summary`` with the MCSE column and a variance-component table."""
     mod = res.model
@@ -45,11 +50,11 @@ def build_summary(res, alpha=0.05, title=None):
         ("Independent blocks:", [f"{res.n_blocks}"]),
     ]
     gright = [
-        ("Monte Carlo draws m:", [f"{res.m}"]),
-        ("Smallest block ESS:", [f"{np.min(res.ess):.0f}"]),
+        ("Monte Carlo draws m:", [f"{res.m}" if res.m else "none (exact GLM)"]),
+        ("Smallest block ESS:", [f"{np.min(res.ess):.0f}" if len(res.ess) else "n/a"]),
         ("Log-Likelihood:", [f"{res.llf:.4f}"]),
         ("  its MCSE:", [f"{res.llf_mcse:.4f}"]),
-        ("Max MCSE/SE:", [f"{np.nanmax(mcse / bse):.3f}"]),
+        ("Max MCSE/SE:", [_fmt(_max_ratio(mcse, bse), 3)]),
         ("Converged:", [str(bool(res.converged))]),
     ]
     smry.add_table_2cols(res, gleft=gleft, gright=gright,
@@ -81,9 +86,16 @@ def build_summary(res, alpha=0.05, title=None):
     ]
     if not res.converged:
         notes.append("WARNING: the Monte Carlo MLE did not converge: " + res.fit_log.message)
-    small = [n for n, v in zip(mod.vcp_names, params[k:], strict=True) if v < 1e-6]
-    if small:
-        notes.append(f"Variance component(s) {small} are at the zero boundary.")
+    boundary = getattr(res, "boundary", [])
+    if boundary:
+        scores = ", ".join(f"{n}: {res.fit_log.boundary.get(n, np.nan):.4g}" for n in boundary)
+        notes.append(
+            f"BOUNDARY: variance component(s) {boundary} are estimated at 0, the edge of the "
+            "parameter space; their effects are dropped and the estimates above are those of "
+            "the model without them. A standard error is undefined there (nan). One-sided "
+            f"derivative of the log-likelihood at 0 ({scores}): negative means 0 is a "
+            "maximum. Test variance = 0 by a likelihood-ratio test against the 50:50 "
+            "mixture of chi2(0) and chi2(1).")
     smry.add_extra_txt(notes)
     return smry
 

@@ -9,7 +9,9 @@ patsy's ``PatsyError``) may reach the user.
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
+import scipy.sparse as sp
 import statsmodels.api as sm
 
 import glmm_sm
@@ -355,3 +357,266 @@ def test_params_length(model):
     model.sample_draws(10, random_state=1)
     with pytest.raises(ValueError, match=r"params.*length"):
         model.loglike(np.zeros(3))
+
+
+# ---------------------------------------------------------------- missing="drop"
+
+@pytest.mark.parametrize("column", ["Mate", "x"])
+def test_formula_nan_missing_raise_names_the_column(sal, column):
+    df = with_value(sal, column, 5, np.nan)
+    df.loc[9, column] = np.nan
+    with pytest.raises(ValueError, match=rf"formula 'Mate ~ 0 \+ Cross \+ x': missing values "
+                                         rf"\(NaN\) in column\(s\) '{column}' \(2 rows\); use "
+                                         r"missing='drop'"):
+        from_formula(df, missing="raise")
+
+
+def test_formula_nan_in_covariate_missing_drop_drops_the_row(sal):
+    with pytest.warns(UserWarning, match="1 of 360 rows have missing values"):
+        model = from_formula(with_value(sal, "x", 5, np.nan), missing="drop")
+    assert model.nobs == 359 and model.n_dropped == 1
+
+
+@pytest.mark.parametrize("name", ["weights", "offset"])
+def test_formula_nan_in_weights_offset_missing_drop(sal, name):
+    df = sal.copy()
+    df["vec"] = 1.0
+    df.loc[[11, 12], "vec"] = np.nan
+    for value in ("vec", df["vec"].to_numpy()):
+        with pytest.warns(UserWarning, match="2 of 360 rows have missing values"):
+            model = from_formula(df, missing="drop", **{name: value})
+        assert model.nobs == 358 and np.all(np.isfinite(getattr(model, name)))
+
+
+@pytest.mark.parametrize("name", ["weights", "offset"])
+def test_formula_inf_in_weights_offset_missing_drop_raises(sal, name):
+    """inf is not a missing value: it is reported, as for the response and covariates."""
+    df = sal.copy()
+    df["vec"] = 1.0
+    df.loc[11, "vec"] = np.inf
+    with pytest.raises(ValueError, match=rf"{name}.*1 NaN or infinite"):
+        from_formula(df, missing="drop", **{name: "vec"})
+
+
+@pytest.mark.parametrize("where", ["endog", "exog", "exog_vc", "exog_vc_sparse", "weights",
+                                   "offset"])
+def test_array_missing_drop_drops_the_rows(arrays, where):
+    y, X, Z, ident = (a.copy() for a in arrays)
+    kw = {"weights": np.ones(360), "offset": np.zeros(360)}
+    Zd = Z.toarray()
+    if where == "endog":
+        y[[2, 7]] = np.nan
+    elif where == "exog":
+        X[2, 4] = X[7, 0] = np.nan
+    elif where.startswith("exog_vc"):
+        col = Zd[2].nonzero()[0][0], Zd[7].nonzero()[0][0]
+        Zd[2, col[0]] = Zd[7, col[1]] = np.nan
+    else:
+        kw[where][[2, 7]] = np.nan
+    Zin = sp.csr_matrix(Zd) if where == "exog_vc_sparse" else Zd
+    with pytest.warns(UserWarning, match="2 of 360 rows have missing values"):
+        model = build(arrays, y=y, X=X, Z=Zin, missing="drop", **kw)
+    assert model.nobs == 358 and model.n_dropped == 2
+    assert model.exog_vc.shape[0] == model.weights.shape[0] == model.offset.shape[0] == 358
+    np.testing.assert_array_equal(model.exog, np.delete(arrays[1], [2, 7], axis=0))
+
+
+def test_array_missing_drop_keeps_pandas_row_labels(arrays, model):
+    y = pd.Series(arrays[0], name="Mate")
+    y[4] = np.nan
+    X = pd.DataFrame(arrays[1], columns=model.exog_names)
+    with pytest.warns(UserWarning, match="1 of 360"):
+        dropped = build(arrays, y=y, X=X, missing="drop")
+    assert 4 not in dropped.data.row_labels and dropped.exog_names == model.exog_names
+
+
+def test_array_missing_drop_inf_still_raises(arrays):
+    y = arrays[0].copy()
+    y[4] = np.inf
+    with pytest.raises(ValueError, match=r"endog.*NaN or infinite"):
+        build(arrays, y=y, missing="drop")
+
+
+def test_unknown_missing_option(arrays, sal):
+    with pytest.raises(ValueError, match=r"missing.*'skip'"):
+        build(arrays, missing="skip")
+    with pytest.raises(ValueError, match=r"missing.*'skip'"):
+        from_formula(sal, missing="skip")
+
+
+# ---------------------------------------------------------------- more response checks
+
+def test_negative_weights_message_shows_count_and_values(sal):
+    df = sal.copy()
+    df["w"] = 1.0
+    df.loc[[0, 1], "w"] = [-2.0, -0.5]
+    with pytest.raises(ValueError, match=r"weights must be non-negative; found 2 negative "
+                                         r"value\(s\): -2, -0.5"):
+        from_formula(df, weights="w")
+
+
+def test_binomial_formula_two_column_response(sal):
+    df = sal.copy()
+    df["s"] = 2.0 * df["Mate"]
+    df["f"] = 3.0 - df["Mate"]
+    fml = "s + f ~ 0 + Cross"
+    assert from_formula(df, fml, family="binomial").family_kind.name == "binomial"
+    with pytest.raises(ValueError, match=r"endog: failures.*non-negative; found -1"):
+        from_formula(with_value(df, "f", 0, -1.0), fml, family="binomial")
+    with pytest.raises(ValueError, match=r"endog: successes.*integers; found 1.5"):
+        from_formula(with_value(df, "s", 0, 1.5), fml, family="binomial")
+    with pytest.raises(ValueError, match=r"endog: failures.*integers; found 0.25"):
+        from_formula(with_value(df, "f", 0, 0.25), fml, family="binomial")
+
+
+@pytest.mark.parametrize("lhs, levels", [("yn", r"\['no', 'yes'\]"),
+                                         ("I(Mate > 0)", r"\['False', 'True'\]"),
+                                         ("C(Mate)", r"\['0.0', '1.0'\]")])
+def test_categorical_response_is_refused(sal, lhs, levels):
+    """A str/bool response becomes indicator columns; fitted as (successes, failures) the
+    first level would silently be the success."""
+    df = sal.copy()
+    df["yn"] = np.where(df["Mate"] > 0, "yes", "no")
+    with pytest.raises(ValueError, match=rf"endog: the response .* is categorical \(levels "
+                                         rf"{levels}\).*0/1"):
+        from_formula(df, f"{lhs} ~ 0 + Cross")
+
+
+def test_non_numeric_inputs(sal, arrays):
+    df = sal.copy()
+    df["w"] = "a"
+    with pytest.raises(ValueError, match=r"weights \(column 'w'\) must be numeric"):
+        from_formula(df, weights="w")
+    with pytest.raises(ValueError, match=r"offset must be numeric"):
+        build(arrays, offset=np.array(["a"] * 360))
+    with pytest.raises(ValueError, match=r"endog must be numeric"):
+        build(arrays, y=np.array(["a"] * 360))
+
+
+# ---------------------------------------------------------------- rank-deficient exog
+
+def test_rank_deficient_exog_names_the_aliased_column(sal):
+    df = sal.copy()
+    df["x2"] = 2.0 * df["x"]
+    with pytest.raises(ValueError, match=r"exog is rank deficient: column 'x2' is a linear "
+                                         r"combination of 'x' \(x2 = 2 \* x\)"):
+        from_formula(df, "Mate ~ 0 + Cross + x + x2")
+    df["x3"] = df["x"] + 1.0
+    with pytest.raises(ValueError, match=r"column 'x3' is a linear combination of "
+                                         r"'Intercept', 'x' \(x3 = 1 \* Intercept \+ 1 \* x\)"):
+        from_formula(df, "Mate ~ 1 + x + x3")
+
+
+def test_rank_deficient_exog_several_columns_and_zero_column(arrays):
+    X = arrays[1]
+    X2 = np.column_stack([X, X[:, 0] + 3.0 * X[:, 4], X[:, 1]])
+    with pytest.raises(ValueError, match=r"column 'x6' is a linear combination of 'x1', "
+                                         r"'x5' \(x6 = 1 \* x1 \+ 3 \* x5\); column 'x7' is "
+                                         r"a linear combination of 'x2'"):
+        build(arrays, X=X2)
+    X3 = pd.DataFrame(np.column_stack([X, np.zeros(360)]), columns=list("abcdez"))
+    with pytest.raises(ValueError, match=r"column 'z' is zero for every observation"):
+        build(arrays, X=X3)
+
+
+def test_more_columns_than_observations(arrays):
+    y, X, Z, ident = arrays
+    with pytest.raises(ValueError, match=r"exog is rank deficient: 5 fixed-effect columns but "
+                                         r"only 4 observations"):
+        build(arrays, y=y[:4], X=X[:4], Z=Z[:4])
+
+
+def test_full_rank_check_ignores_units(arrays):
+    """Columns in wildly different units are not aliased (the check is scale free)."""
+    X = arrays[1].copy()
+    X[:, 4] *= 1e-9
+    X[:, 0] *= 1e9
+    assert build(arrays, X=X).df_model == 4  # 5 columns, none a constant (k_constant = 1)
+
+
+# ---------------------------------------------------------------- single-level factors
+
+def test_single_level_factor_in_vc_formula(sal):
+    df = sal.copy()
+    df["g"] = "only"
+    with pytest.raises(ValueError, match=r"vc_formulas\['G'\]: '0 \+ C\(g\)' gives a single "
+                                         r"random effect.*single level"):
+        from_formula(df, vc={"F": "0 + C(Female)", "G": "0 + C(g)"})
+    with pytest.raises(ValueError, match=r"vc_formulas\['G'\].*single level"):
+        from_formula(df, vc=["0 + C(Female)", "0 + C(g)"], varcomps_names=["F", "G"])
+
+
+def test_single_level_factor_after_dropping_rows(sal):
+    """The factor has two levels, but one only on a row dropped for a missing response."""
+    df = with_value(sal, "Mate", 0, np.nan)
+    df["g"] = np.where(np.arange(len(df)) == 0, "b", "a")
+    with pytest.warns(UserWarning, match="1 of 360"), \
+            pytest.raises(ValueError, match=r"vc_formulas\['G'\].*single level"):
+        from_formula(df, vc={"F": "0 + C(Female)", "G": "0 + C(g)"})
+
+
+def test_single_effect_component_in_arrays(arrays):
+    y, X, Z, ident = arrays
+    Z1 = sp.hstack([Z, sp.csr_matrix(np.ones((360, 1)))]).tocsr()
+    with pytest.raises(ValueError, match=r"variance component 'G' has a single random "
+                                         r"effect.*single level"):
+        build(arrays, Z=Z1, ident=np.r_[ident, 2], vcp_names=["F", "M", "G"])
+
+
+def test_component_name_clashes_with_fixed_effect(sal):
+    with pytest.raises(ValueError, match=r"vcp_names.*\['x'\].*fixed-effect"):
+        from_formula(sal, vc={"x": "0 + C(Female)", "M": "0 + C(Male)"})
+
+
+# ---------------------------------------------------------------- fit arguments
+
+@pytest.mark.parametrize("kw, pattern", [
+    ({"m": 0}, r"\bm\b.*integer >= 1; got 0"),
+    ({"m": -10}, r"\bm\b.*integer >= 1; got -10"),
+    ({"m": 2.5}, r"\bm\b.*integer >= 1; got 2.5"),
+    ({"m": True}, r"\bm\b.*integer >= 1; got True"),
+    ({"m": "many"}, r"\bm\b.*'auto' or a positive integer; got 'many'"),
+    ({"max_m": 0}, r"max_m.*integer >= 1; got 0"),
+    ({"max_m": -1}, r"max_m.*integer >= 1; got -1"),
+    ({"max_m": 2.5}, r"max_m.*integer >= 1; got 2.5"),
+    ({"target_ratio": 0}, r"target_ratio.*\(0, 10\); got 0"),
+    ({"target_ratio": -0.1}, r"target_ratio.*\(0, 10\); got -0.1"),
+    ({"target_ratio": 10}, r"target_ratio.*\(0, 10\); got 10"),
+    ({"target_ratio": np.nan}, r"target_ratio.*\(0, 10\); got nan"),
+    ({"sampler": "metropolis"}, r"sampler.*'metropolis'"),
+    ({"random_state": -1}, r"random_state.*non-negative"),
+    ({"max_rounds": 0}, r"max_rounds.*at least 1"),
+    ({"time_budget": 0}, r"time_budget.*positive"),
+])
+def test_fit_argument_out_of_range(model, kw, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        model.fit(disp=False, **({"random_state": 1} | kw))
+
+
+@pytest.mark.parametrize("state", ["seed", 1.5, np.float64(2.0), [1, 2], True])
+def test_fit_random_state_wrong_type(model, state):
+    with pytest.raises(TypeError, match=r"random_state must be None, an int, a SeedSequence "
+                                        r"or a Generator; got"):
+        model.fit(m=10, random_state=state, disp=False)
+
+
+def test_fit_unknown_keyword(model):
+    with pytest.raises(TypeError, match=r"fit\(\) got unknown argument\(s\) \['nsim'\]"):
+        model.fit(nsim=10, disp=False)
+
+
+@pytest.mark.xfail(reason="FitOptions.__post_init__ (fitting.py) lets a raw TypeError from "
+                          "float()/'<' through for None or a string", strict=False)
+@pytest.mark.parametrize("kw", [{"m": None}, {"target_ratio": "0.1"}, {"target_ratio": None}])
+def test_fit_argument_wrong_type_names_it(model, kw):
+    name = next(iter(kw))
+    with pytest.raises((TypeError, ValueError), match=rf"\b{name}\b"):
+        model.fit(disp=False, random_state=1, **kw)
+
+
+@pytest.mark.xfail(reason="FitOptions accepts an integer-valued float for m but not for "
+                          "max_m (fitting.py)", strict=False)
+def test_fit_integer_valued_float_max_m_is_accepted(model):
+    from glmm_sm.fitting import FitOptions
+
+    assert FitOptions(max_m=1e6).max_m == 10**6

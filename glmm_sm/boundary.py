@@ -1,0 +1,232 @@
+"""Variance components estimated at zero.
+
+When the likelihood keeps increasing as ``nu_t`` decreases, the MLE sits on the boundary
+``nu_t = 0``.  No optimizer on ``log nu`` gets there, and importance sampling degenerates as
+``nu_t -> 0`` (the prior of component ``t``'s effects collapses onto 0).  But the model with
+``nu_t = 0`` is simply the model without component ``t``: its effects are exactly zero.  So a
+component whose estimate falls below ``BOUNDARY_NU`` is removed and the smaller model is
+fitted instead (a plain GLM, fitted exactly, when no component is left).  Its estimate, with
+``nu_t = 0``, is the estimate of the full model.
+
+The boundary is then checked: the one-sided derivative of the log-likelihood in ``nu_t`` at
+``nu_t = 0`` is (differentiating under the integral, with ``u_j ~ N(0, nu_t)``)
+
+    d l / d nu_t = 1/2 sum_{j in t} E[ s_j(u)^2 + h_j(u) | y ],
+
+where ``s_j = sum_i z_ij w_i (y_i - n_i mu_i)`` and ``h_j = -sum_i z_ij^2 w_i n_i var_i`` are
+the score and curvature in the effect ``u_j`` at ``u_j = 0``, and the expectation is over the
+remaining effects given the data (none in the GLM case, else estimated with the final round's
+importance weights).  A negative derivative confirms the boundary maximum; a positive one is
+reported with a warning.
+
+The standard error of a boundary estimate is not defined (the estimator's distribution is a
+mixture with an atom at 0): it is reported as NaN, with the covariance row set to zero so that
+Wald tests and contrasts of the other parameters are unaffected.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from ._random import child_seed
+from .engine import Evaluation
+
+__all__ = ["BOUNDARY_NU", "at_boundary", "reduced_model", "fit_with_boundary"]
+
+#: A variance below this (an SD below 1e-3 on the linear-predictor scale) is taken as 0.
+BOUNDARY_NU = 1e-6
+
+
+def at_boundary(nu, tol=BOUNDARY_NU):
+    """Indices of the variance components below ``tol``."""
+    return [int(t) for t in np.flatnonzero(np.asarray(nu) < tol)]
+
+
+def reduced_model(model, drop):
+    """``model`` without the variance components ``drop`` (None when none would be left)."""
+    keep = [t for t in range(model.k_vc) if t not in set(drop)]
+    if not keep:
+        return None
+    cols = np.flatnonzero(np.isin(model.ident, keep))
+    new_t = {t: i for i, t in enumerate(keep)}
+    ident = np.array([new_t[t] for t in model.ident[cols]], dtype=int)
+    cls = type(model)
+    return cls(model.endog, model.exog, model.exog_vc[:, cols], ident,
+               vcp_names=[model.vcp_names[t] for t in keep], family=model.family,
+               weights=model.weights, offset=model.arrays.offset,
+               vc_names=[model.vc_names[j] for j in cols], factorize=model.factorize)
+
+
+def _glm_fit(model):
+    """Exact ML fit of the model with every variance component at 0: ``(beta, cov, value)``."""
+    import statsmodels.api as sm
+
+    a = model.arrays
+    w = a.weights
+    if a.family.code == 0:
+        n = a.ntrials
+        ok = n > 0
+        endog = np.where(ok, a.y / np.where(ok, n, 1.0), 0.0)
+        glm = sm.GLM(endog, a.X, family=sm.families.Binomial(), offset=a.offset,
+                     var_weights=w * n)
+    else:
+        glm = sm.GLM(a.y, a.X, family=sm.families.Poisson(), offset=a.offset, var_weights=w)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit = glm.fit(maxiter=200, tol=1e-13)
+    beta = np.asarray(fit.params, dtype=float)
+    eta = a.X @ beta + a.offset
+    wn = w * a.ntrials
+    info = (a.X.T * (wn * a.family.variance(eta))) @ a.X
+    cov = np.linalg.pinv(info)
+    value = float(np.sum(w * a.y * eta - wn * a.family.cumulant(eta)))
+    return beta, 0.5 * (cov + cov.T), value, bool(fit.converged)
+
+
+def boundary_scores(model, beta, drop, engine=None, red_params=None, chunk=512):
+    """One-sided derivatives ``d l / d nu_t`` at ``nu_t = 0`` for ``t`` in ``drop``.
+
+    ``engine`` and ``red_params`` are the reduced model's final engine and estimate (omit
+    both when no variance component is left).
+    """
+    a = model.arrays
+    fam = a.family
+    w = a.weights
+    if engine is None:
+        eta = a.X @ beta + a.offset
+        r = w * (a.y - a.ntrials * fam.mean(eta))
+        c = w * a.ntrials * fam.variance(eta)
+        out = []
+        for t in drop:
+            Zt = model.exog_vc[:, np.flatnonzero(model.ident == t)]
+            s = Zt.T @ r
+            h = -(Zt.multiply(Zt)).T @ c
+            out.append(0.5 * float(np.sum(s * s + h)))
+        return np.array(out)
+
+    data = engine.data
+    op = data.layout.obs_perm
+    wy, wn = data.wy, data.wn
+    xb = data.linear_fixed(red_params[: data.k_fe])
+    drop_cols = np.flatnonzero(np.isin(model.ident, drop))
+    Zd = model.exog_vc[op][:, drop_cols].tocsr()
+    Zd2 = Zd.multiply(Zd).tocsr()
+    comp = model.ident[drop_cols]
+    B, qd = data.n_blocks, len(drop_cols)
+    A = np.full(B, -np.inf)
+    s0 = np.zeros(B)
+    m1 = np.zeros((B, qd))  # sum_k w_k s_jb(k)
+    m2 = np.zeros((B, qd))  # sum_k w_k s_jb(k)^2
+    mh = np.zeros((B, qd))  # sum_k w_k h_jb(k)
+    blocks = [slice(data.obs_ptr[b], data.obs_ptr[b + 1]) for b in range(B)]
+    for k0, k1 in engine.ranges:
+        U, logf, S, j0, j1 = engine.draws.chunk_arrays(k0, k1)
+        for a0 in range(j0, j1, chunk):
+            a1 = min(a0 + chunk, j1)
+            lw = engine.log_weights(red_params, U, logf, S, a0, a1)
+            eta = xb[:, None] + data.Z @ U[:, a0:a1]
+            R = wy[:, None] - wn[:, None] * fam.mean(eta)
+            C = wn[:, None] * fam.variance(eta)
+            newA = np.maximum(A, lw.max(axis=1))
+            with np.errstate(invalid="ignore"):
+                sc = np.where(np.isfinite(A), np.exp(A - newA), 0.0)
+            v = np.exp(lw - newA[:, None])
+            s0 = s0 * sc + v.sum(axis=1)
+            m1 *= sc[:, None]
+            m2 *= sc[:, None]
+            mh *= sc[:, None]
+            for b, rows in enumerate(blocks):
+                Sb = Zd[rows].T @ R[rows]  # (qd, K)
+                Hb = -(Zd2[rows].T @ C[rows])
+                m1[b] += Sb @ v[b]
+                m2[b] += (Sb * Sb) @ v[b]
+                mh[b] += Hb @ v[b]
+            A = newA
+    e1, e2, eh = m1 / s0[:, None], m2 / s0[:, None], mh / s0[:, None]
+    # Blocks are independent given the data: E[(sum_b s_b)^2] = (sum_b E s_b)^2 + sum_b Var s_b
+    es2 = e1.sum(0) ** 2 + (e2 - e1**2).sum(0)
+    per_col = 0.5 * (es2 + eh.sum(0))
+    return np.array([float(per_col[comp == t].sum()) for t in drop])
+
+
+def fit_with_boundary(model, first, opts, callback, disp, client):
+    """Refit ``model`` with the components ``first.boundary`` at 0; a full-size outcome."""
+    from .fitting import FitLog, FitOutcome, _mcmle
+
+    seed = first.seed
+    drop = sorted(first.boundary)
+    p, T = model.k_fe, model.k_vc
+    start = np.asarray(first.params, dtype=float)
+    red, outcome, attempt = None, None, 0
+    while True:
+        attempt += 1
+        red = reduced_model(model, drop)
+        if red is None:
+            break
+        keep = [t for t in range(T) if t not in drop]
+        red_start = np.concatenate([start[:p], np.maximum(start[p:][keep], 1e-4)])
+        outcome = _mcmle(red, opts, child_seed(seed, 1000 + attempt), red_start, callback,
+                         disp, client)
+        if not outcome.boundary:
+            break
+        drop = sorted(set(drop) | {keep[t] for t in outcome.boundary})
+        start = np.zeros(p + T)
+        start[:p] = outcome.params[:p]
+        start[p:][keep] = outcome.params[p:]
+
+    keep = [t for t in range(T) if t not in drop]
+    idx_keep = np.concatenate([np.arange(p), p + np.array(keep, dtype=int)]).astype(int)
+    params = np.zeros(p + T)
+    cov = np.zeros((p + T, p + T))
+    mcse_cov = np.zeros((p + T, p + T))
+    if red is None:
+        beta, cov_b, value, converged = _glm_fit(model)
+        params[:p] = beta
+        cov[:p, :p] = cov_b
+        scores = boundary_scores(model, beta, drop)
+        log = FitLog(seed_entropy=seed.entropy)
+        log.laplace = first.log.laplace
+        ev = Evaluation(value, None, None, None, np.zeros(0), np.zeros(0))
+        q = model.exog_vc.shape[1]
+        m, moments, engine = 0, (np.zeros(q), np.zeros(q)), None
+        message = "no variance component left: fitted exactly as a GLM"
+    else:
+        from .fitting import monte_carlo_errors
+
+        params[idx_keep] = outcome.params
+        c_red, mc_red = monte_carlo_errors(outcome.evaluation)
+        cov[np.ix_(idx_keep, idx_keep)] = c_red
+        mcse_cov[np.ix_(idx_keep, idx_keep)] = mc_red
+        scores = boundary_scores(model, outcome.params[:p], drop, outcome.engine,
+                                 outcome.params)
+        log = outcome.log
+        ev = outcome.evaluation
+        converged = outcome.converged
+        m, engine = outcome.engine.m, outcome.engine
+        mean_r, sd_r = engine.random_effect_moments(outcome.params)
+        mean, sd = np.zeros(model.exog_vc.shape[1]), np.zeros(model.exog_vc.shape[1])
+        cols = np.flatnonzero(np.isin(model.ident, keep))
+        mean[cols], sd[cols] = mean_r, sd_r
+        moments = (mean, sd)
+        message = log.message
+    names = [model.vcp_names[t] for t in drop]
+    log.boundary = dict(zip(names, (float(s) for s in scores), strict=True))
+    log.message = (f"variance component(s) {names} estimated at 0 (boundary); the model "
+                   f"without them: {message}")
+    log.evaluations = first.log.evaluations + log.evaluations
+    log.rounds = first.log.rounds + log.rounds
+    bad = [n for n, s in log.boundary.items() if s > 0]
+    if bad:
+        warnings.warn(f"variance component(s) {bad} were estimated at 0, but the one-sided "
+                      "derivative of the log-likelihood there is positive "
+                      f"({[round(log.boundary[n], 4) for n in bad]}): the maximum may be "
+                      "inside; try start_params with a larger variance", UserWarning,
+                      stacklevel=3)
+    out = FitOutcome(params, ev, engine, log, converged, seed)
+    out.cov, out.mcse_cov = cov, mcse_cov
+    out.boundary = drop
+    out.m = m
+    out.re_moments = moments
+    return out

@@ -1,0 +1,95 @@
+"""Stopping a fit: Ctrl-C (a real SIGINT) and the callback; and reproducibility of seeds."""
+
+import signal
+import warnings
+
+import numpy as np
+import pytest
+from statsmodels.tools.sm_exceptions import ConvergenceWarning
+
+import glmm_sm.formula.api as smf
+from glmm_sm.datasets import load
+from glmm_sm.engine import MCLAEngine
+
+VC = {"F": "0 + C(Female)", "M": "0 + C(Male)"}
+
+
+@pytest.fixture(scope="module")
+def model():
+    return smf.mcglmm("Mate ~ 0 + Cross", VC, load("salamander"), family="bernoulli")
+
+
+@pytest.fixture(scope="module")
+def reference(model):
+    return model.fit(random_state=3, disp=False, n_jobs=1)
+
+
+def _sigint_at(monkeypatch, call):
+    """Send this process a real SIGINT during the ``call``-th objective evaluation."""
+    original = MCLAEngine.evaluate
+    seen = {"n": 0}
+
+    def evaluate(self, params, derivs=True):
+        seen["n"] += 1
+        if seen["n"] == call:
+            signal.raise_signal(signal.SIGINT)
+        return original(self, params, derivs)
+
+    monkeypatch.setattr(MCLAEngine, "evaluate", evaluate)
+    return seen
+
+
+@pytest.mark.parametrize("n_jobs", [1, 2])
+def test_ctrl_c_returns_the_last_finished_round(model, reference, monkeypatch, n_jobs):
+    first_round_evals = sum(e["round"] == 0 for e in reference.fit_log.evaluations) + 1
+    _sigint_at(monkeypatch, first_round_evals + 2)  # inside round 1
+    with pytest.warns(UserWarning, match="interrupted during round 1; returning round 0"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            res = model.fit(random_state=3, disp=False, n_jobs=n_jobs)
+    assert not res.converged and len(res.fit_log.rounds) == 1
+    # Round 0 as the uninterrupted fit computed it; the log keeps what round 1 did so far.
+    np.testing.assert_array_equal(res.params, reference.fit_log.rounds[0]["params"])
+    assert any(e["round"] == 1 for e in res.fit_log.evaluations)
+    assert np.all(np.isfinite(res.params)) and np.all(np.isfinite(res.bse))
+    monkeypatch.undo()
+    # Nothing is left behind: the model fits again exactly as before.
+    again = model.fit(random_state=3, disp=False, n_jobs=n_jobs)
+    np.testing.assert_array_equal(again.params, reference.params)
+
+
+def test_ctrl_c_before_any_round_propagates(model, monkeypatch):
+    _sigint_at(monkeypatch, 1)
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(random_state=3, disp=False)
+
+
+def test_callback_stops_the_fit_and_sees_each_round(model, reference):
+    seen = []
+
+    def stop_after_first(info):
+        seen.append(info)
+        return True
+
+    with pytest.warns(ConvergenceWarning, match="stopped by callback after round 0"):
+        res = model.fit(random_state=3, disp=False, callback=stop_after_first)
+    assert len(seen) == 1 and seen[0]["round"] == 0
+    assert set(seen[0]) >= {"m", "params", "value", "min_ess", "max_ratio", "moved"}
+    np.testing.assert_array_equal(res.params, reference.fit_log.rounds[0]["params"])
+    assert res.fit_log.message == "stopped by callback after round 0"
+    assert len(res.fit_log.to_frame()) == 1
+
+
+def test_random_state_none_records_a_seed_that_repeats_the_fit(model):
+    res = model.fit(random_state=None, disp=False)
+    entropy = res.fit_log.seed_entropy
+    assert isinstance(entropy, int)
+    again = model.fit(random_state=np.random.SeedSequence(entropy), disp=False)
+    np.testing.assert_array_equal(again.params, res.params)
+    np.testing.assert_array_equal(again.mcse_cov, res.mcse_cov)
+
+
+def test_same_seed_same_fit_for_any_chunk_size(model, reference):
+    for chunk_size in (1000, 2048, 10**6):
+        res = model.fit(random_state=3, disp=False, chunk_size=chunk_size)
+        np.testing.assert_allclose(res.params, reference.params, rtol=1e-12, atol=0)
