@@ -27,6 +27,7 @@ Wald tests and contrasts of the other parameters are unaffected.
 from __future__ import annotations
 
 import warnings
+from dataclasses import replace
 
 import numpy as np
 
@@ -53,10 +54,12 @@ def reduced_model(model, drop):
     new_t = {t: i for i, t in enumerate(keep)}
     ident = np.array([new_t[t] for t in model.ident[cols]], dtype=int)
     cls = type(model)
-    return cls(model.endog, model.exog, model.exog_vc[:, cols], ident,
-               vcp_names=[model.vcp_names[t] for t in keep], family=model.family,
-               weights=model.weights, offset=model.arrays.offset,
-               vc_names=[model.vc_names[j] for j in cols], factorize=model.factorize)
+    with warnings.catch_warnings():  # the user saw the full model's design warnings
+        warnings.simplefilter("ignore", UserWarning)
+        return cls(model.endog, model.exog, model.exog_vc[:, cols], ident,
+                   vcp_names=[model.vcp_names[t] for t in keep], family=model.family,
+                   weights=model.weights, offset=model.arrays.offset,
+                   vc_names=[model.vc_names[j] for j in cols], factorize=model.factorize)
 
 
 def _glm_fit(model):
@@ -151,30 +154,74 @@ def boundary_scores(model, beta, drop, engine=None, red_params=None, chunk=512):
     return np.array([float(per_col[comp == t].sum()) for t in drop])
 
 
-def fit_with_boundary(model, first, opts, callback, disp, client):
-    """Refit ``model`` with the components ``first.boundary`` at 0; a full-size outcome."""
-    from .fitting import FitLog, FitOutcome, _mcmle
+def _fit_without(model, drop, start, opts, seed, attempt, callback, disp, client):
+    """Fit ``model`` without components ``drop``, dropping more if they also go to 0.
 
-    seed = first.seed
-    drop = sorted(first.boundary)
+    Returns ``(reduced model or None, its outcome or None, drop, attempt)``.
+    """
+    from .fitting import _mcmle
+
     p, T = model.k_fe, model.k_vc
-    start = np.asarray(first.params, dtype=float)
-    red, outcome, attempt = None, None, 0
     while True:
         attempt += 1
         red = reduced_model(model, drop)
         if red is None:
-            break
+            return None, None, drop, attempt
         keep = [t for t in range(T) if t not in drop]
         red_start = np.concatenate([start[:p], np.maximum(start[p:][keep], 1e-4)])
         outcome = _mcmle(red, opts, child_seed(seed, 1000 + attempt), red_start, callback,
                          disp, client)
         if not outcome.boundary:
-            break
+            return red, outcome, drop, attempt
         drop = sorted(set(drop) | {keep[t] for t in outcome.boundary})
-        start = np.zeros(p + T)
+        start = start.copy()
         start[:p] = outcome.params[:p]
         start[p:][keep] = outcome.params[p:]
+
+
+def fit_with_boundary(model, first, opts, callback, disp, client):
+    """Refit ``model`` with the components ``first.boundary`` at 0; a full-size outcome.
+
+    A dropped component whose one-sided derivative at 0 is positive (the likelihood rises
+    away from 0: Monte Carlo noise took the optimizer to the boundary) is put back once,
+    starting from its Laplace estimate or 0.01, and the fit repeated.
+    """
+    from .fitting import FitLog, FitOutcome, monte_carlo_errors
+
+    seed = first.seed
+    drop = sorted(first.boundary)
+    p, T = model.k_fe, model.k_vc
+    start = np.asarray(first.params, dtype=float).copy()
+    lap_nu = np.asarray(first.log.laplace["params"], dtype=float)[p:]
+    readded, attempt = set(), 0
+    while True:
+        red, outcome, drop, attempt = _fit_without(model, drop, start, opts, seed, attempt,
+                                                   callback, disp, client)
+        if red is None:
+            beta, cov_b, value, converged = _glm_fit(model)
+            scores = boundary_scores(model, beta, drop)
+            start[:p] = beta
+        else:
+            scores = boundary_scores(model, outcome.params[:p], drop, outcome.engine,
+                                     outcome.params)
+            keep = [t for t in range(T) if t not in drop]
+            start[:p] = outcome.params[:p]
+            start[p:][keep] = outcome.params[p:]
+        back = [t for t, sc in zip(drop, scores, strict=True) if sc > 0 and t not in readded]
+        if not back:
+            break
+        readded |= set(back)
+        drop = [t for t in drop if t not in back]
+        for t in back:
+            start[p + t] = max(lap_nu[t], 1e-2)
+        if not drop:  # every component is back: an ordinary fit from here
+            from .fitting import _mcmle
+
+            full = _mcmle(model, replace(opts, boundary_tol=0.0), child_seed(seed, 2000),
+                          start, callback, disp, client)
+            full.log.evaluations = first.log.evaluations + full.log.evaluations
+            full.log.rounds = first.log.rounds + full.log.rounds
+            return full
 
     keep = [t for t in range(T) if t not in drop]
     idx_keep = np.concatenate([np.arange(p), p + np.array(keep, dtype=int)]).astype(int)
@@ -182,10 +229,8 @@ def fit_with_boundary(model, first, opts, callback, disp, client):
     cov = np.zeros((p + T, p + T))
     mcse_cov = np.zeros((p + T, p + T))
     if red is None:
-        beta, cov_b, value, converged = _glm_fit(model)
         params[:p] = beta
         cov[:p, :p] = cov_b
-        scores = boundary_scores(model, beta, drop)
         log = FitLog(seed_entropy=seed.entropy)
         log.laplace = first.log.laplace
         ev = Evaluation(value, None, None, None, np.zeros(0), np.zeros(0))
@@ -193,14 +238,10 @@ def fit_with_boundary(model, first, opts, callback, disp, client):
         m, moments, engine = 0, (np.zeros(q), np.zeros(q)), None
         message = "no variance component left: fitted exactly as a GLM"
     else:
-        from .fitting import monte_carlo_errors
-
         params[idx_keep] = outcome.params
         c_red, mc_red = monte_carlo_errors(outcome.evaluation)
         cov[np.ix_(idx_keep, idx_keep)] = c_red
         mcse_cov[np.ix_(idx_keep, idx_keep)] = mc_red
-        scores = boundary_scores(model, outcome.params[:p], drop, outcome.engine,
-                                 outcome.params)
         log = outcome.log
         ev = outcome.evaluation
         converged = outcome.converged
@@ -221,9 +262,9 @@ def fit_with_boundary(model, first, opts, callback, disp, client):
     if bad:
         warnings.warn(f"variance component(s) {bad} were estimated at 0, but the one-sided "
                       "derivative of the log-likelihood there is positive "
-                      f"({[round(log.boundary[n], 4) for n in bad]}): the maximum may be "
-                      "inside; try start_params with a larger variance", UserWarning,
-                      stacklevel=3)
+                      f"({[round(log.boundary[n], 4) for n in bad]}) even after refitting "
+                      "with them: the likelihood is flat there, or Monte Carlo error is "
+                      "large (increase m)", UserWarning, stacklevel=3)
     out = FitOutcome(params, ev, engine, log, converged, seed)
     out.cov, out.mcse_cov = cov, mcse_cov
     out.boundary = drop

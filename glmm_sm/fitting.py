@@ -16,6 +16,7 @@ with fresh draws.  Rounds stop when
 from __future__ import annotations
 
 import math
+import numbers
 import sys
 import time
 import warnings
@@ -57,23 +58,49 @@ class FitOptions:
     boundary_tol: float = BOUNDARY_NU
 
     def __post_init__(self):
-        m = self.m
-        if isinstance(m, str):
-            if m != "auto":
-                raise ValueError(f"m must be 'auto' or a positive integer; got {m!r}")
-        elif isinstance(m, (bool, np.bool_)) or not float(m).is_integer() or m < 1:
-            raise ValueError(f"m must be 'auto' or an integer >= 1; got {m!r}")
-        if not (isinstance(self.max_m, (int, np.integer)) and self.max_m >= 1):
-            raise ValueError(f"max_m must be an integer >= 1; got {self.max_m!r}")
-        if not 0 < self.target_ratio < 10:
-            raise ValueError(f"target_ratio must be in (0, 10); got {self.target_ratio!r}")
+        if isinstance(self.m, str):
+            if self.m != "auto":
+                raise ValueError(f"m must be 'auto' or a positive integer; got {self.m!r}")
+        else:
+            object.__setattr__(self, "m", _count(self.m, "m", "'auto' or an integer >= 1"))
+        for name in ("max_m", "m_start", "max_rounds", "maxiter"):
+            object.__setattr__(self, name, _count(getattr(self, name), name, "an integer >= 1"))
+        for name, lo, hi in (("target_ratio", 0, 10), ("min_ess", 0, np.inf),
+                             ("gtol", 0, np.inf)):
+            v = getattr(self, name)
+            if not _real(v) or not (lo < v < hi or (name == "min_ess" and v == 0)):
+                raise ValueError(f"{name} must be a number in ({lo}, {hi}); got {v!r}")
         effective_n_jobs(self.n_jobs)
-        if self.max_rounds < 1:
-            raise ValueError(f"max_rounds must be at least 1; got {self.max_rounds!r}")
-        if not self.boundary_tol >= 0:
-            raise ValueError(f"boundary_tol must be >= 0; got {self.boundary_tol!r}")
-        if self.time_budget is not None and not self.time_budget > 0:
-            raise ValueError(f"time_budget must be positive or None; got {self.time_budget!r}")
+        if not _real(self.boundary_tol) or not self.boundary_tol >= 0:
+            raise ValueError(f"boundary_tol must be a number >= 0; got {self.boundary_tol!r}")
+        if self.time_budget is not None and not (_real(self.time_budget)
+                                                 and self.time_budget > 0):
+            raise ValueError("time_budget must be a positive number of seconds or None; got "
+                             f"{self.time_budget!r}")
+        if self.kernel not in ("numba", "numpy"):
+            raise ValueError(f"kernel must be 'numba' or 'numpy'; got {self.kernel!r}")
+        if self.chunk_size is not None:
+            object.__setattr__(self, "chunk_size",
+                               _count(self.chunk_size, "chunk_size", "None or an integer >= 1"))
+        if not _real(self.memory_budget) or self.memory_budget < 0:
+            raise ValueError("memory_budget must be a number of bytes >= 0; got "
+                             f"{self.memory_budget!r}")
+        if self.factorize is not None and not isinstance(self.factorize, (bool, np.bool_)):
+            raise TypeError(f"factorize must be True, False or None; got {self.factorize!r}")
+        if not isinstance(self.sampler_options, dict):
+            raise TypeError("sampler_options must be a dict; got "
+                            f"{type(self.sampler_options).__name__}")
+
+
+def _real(v):
+    return isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_)) and v == v
+
+
+def _count(v, name, what):
+    """``v`` as an int >= 1 (integer-valued floats such as 1e6 accepted)."""
+    if not _real(v) or not float(v).is_integer() or v < 1:
+        raise ValueError(f"{name} must be {what}; got {v!r}")
+    return int(v)
 
 
 @dataclass

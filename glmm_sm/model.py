@@ -107,6 +107,16 @@ class MonteCarloGLMM(LikelihoodModel):
             raise ValueError(f"variance component {self.design.vcp_names[t]!r} has a single "
                              "random effect, the same for every observation (a factor with a "
                              "single level?); its variance cannot be estimated from the data")
+        same = _same_design_components(self.design.Z, self.design.ident)
+        if same:
+            a, b = (self.design.vcp_names[t] for t in same)
+            # A warning, not an error: glmm's murder example (0 + C(black), 0 + C(white)) is
+            # such a design, fitted at the boundary.
+            warnings.warn(f"variance components {a!r} and {b!r} have the same random-effects "
+                          "design (e.g. a factor nested in another with one sub-level per "
+                          "level, or the two levels of one factor coded twice), so only the "
+                          "sum of their variances is identified; consider dropping one",
+                          UserWarning, stacklevel=2)
         weights = _vector(weights, n, "weights", default=1.0)
         if np.any(weights < 0):
             neg = weights[weights < 0]
@@ -291,6 +301,9 @@ class MonteCarloGLMM(LikelihoodModel):
             params, _, mode = self.fit_laplace(factorize=factorize)
         elif mode is None:
             params = self._check_params(params)
+            if not (np.all(np.isfinite(params)) and np.all(params[self.k_fe:] > 0)):
+                raise ValueError("params: a sampler needs finite beta and every variance nu > 0; "
+                                 f"got {params.tolist()}")
             mode = conditional_mode(system, params[: self.k_fe], params[self.k_fe :])
         return SAMPLERS[sampler](system, params, mode, **options)
 
@@ -746,6 +759,23 @@ def _categorical_response(ynames):
     if not names or not all(parts) or len({m.group(1) for m in parts}) != 1:
         return None
     return parts[0].group(1), [m.group(2) for m in parts]
+
+
+def _same_design_components(Z, ident):
+    """The first pair ``(s, t)`` of components whose columns of ``Z`` are the same set."""
+    Zc = sp.csc_matrix(Z)
+    Zc.sort_indices()
+    ident = np.asarray(ident)
+    seen = {}
+    for t in np.unique(ident):
+        cols = frozenset(
+            (Zc.indices[Zc.indptr[j] : Zc.indptr[j + 1]].tobytes(),
+             Zc.data[Zc.indptr[j] : Zc.indptr[j + 1]].tobytes())
+            for j in np.flatnonzero(ident == t))
+        if cols in seen:
+            return seen[cols], int(t)
+        seen[cols] = int(t)
+    return None
 
 
 def _show_values(values, k=3):

@@ -276,7 +276,9 @@ def test_random_small_design_fits_or_is_refused_clearly(design):
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(design=small_designs())
 def test_random_small_design_blocks_partition_the_data(design):
-    """The independent blocks split observations and used random effects exactly once."""
+    """The blocks split the rows and the used random effects, and no row loads outside its
+    block; every block holds a level of every component, and a purely nested design has one
+    block per level of its top factor."""
     formula, vc, df, family, _ = design
     try:
         model = MonteCarloGLMM.from_formula(formula, vc, df, family=family)
@@ -291,6 +293,16 @@ def test_random_small_design_blocks_partition_the_data(design):
     np.testing.assert_array_equal(np.sort(cols), used)
     counts = sum(b.q_per_component for b in blocks)
     np.testing.assert_array_equal(counts, np.bincount(model.ident[used], minlength=len(vc)))
+    row_block = np.empty(len(df), dtype=int)
+    col_block = np.full(model.exog_vc.shape[1], -1)
+    for k, b in enumerate(blocks):
+        row_block[b.obs], col_block[b.columns] = k, k
+        assert np.all(b.q_per_component >= 1)
+    rows, cols = model.exog_vc.nonzero()
+    np.testing.assert_array_equal(row_block[rows], col_block[cols])
+    nested = all("/" in str(df[f"g{t}"].iloc[0]) for t in range(1, len(vc)))
+    if nested:
+        assert len(blocks) == df["g0"].nunique()
 
 
 @settings(max_examples=6, deadline=None, derandomize=True, database=None,
