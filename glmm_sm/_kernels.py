@@ -9,7 +9,10 @@ Per block and chunk the kernel returns, with ``a = max_k b_k`` and ``e_k = exp(b
 ``a``, ``sum e``, ``sum e^2``, ``sum e G``, ``sum e^2 G``, ``sum e G G'``, ``sum e^2 G G'``,
 ``sum e S`` (sums of squares per component) and, per observation, ``sum e w c''(eta)``.
 ``G_k`` is the complete-data score ``(X_b' w (y - c'(eta_k)), -q_bt/(2 nu_t) + S_bt/(2 nu_t^2))``.
-These partial sums combine exactly across chunks (:mod:`glmm_sm.engine`).
+These partial sums combine exactly across chunks (:mod:`glmm_sm.engine`).  With draws that
+move with the fixed effects (``engine.DrawShift``) the caller passes the moved draws, the
+shifted design ``X + Z M`` as ``X`` and the prior's beta scores ``Gp``, and gets the weighted
+sums of the draws in ``out_sU``.
 
 ``eta``, the cumulant and the reductions are fused over tiles of 64 draws; ``Z u`` is a gather
 through the CSR arrays of ``Z``; the n x m matrix of linear predictors is never formed.
@@ -85,7 +88,8 @@ def _tile_loglik(fam, derivs, o0, o1, kt, nt, xb, wy, wn, X, zptr, zidx, zval, U
 
 
 @numba.njit(**_FLAGS)
-def _rescale(b, o0, o1, sc, out_s1, out_s1sq, out_s2, out_s2sq, out_sS, out_hc):
+def _rescale(b, o0, o1, c0, c1, sc, out_s1, out_s1sq, out_s2, out_s2sq, out_sS, out_hc,
+             out_sU):
     """Multiply block ``b``'s running sums by ``sc`` (``sc**2`` for the squared ones).
 
     ``sc = 0`` sets them to zero whatever they held.
@@ -102,12 +106,18 @@ def _rescale(b, o0, o1, sc, out_s1, out_s1sq, out_s2, out_s2sq, out_sS, out_hc):
         out_sS[b, t] = out_sS[b, t] * sc if sc != 0.0 else 0.0
     for i in range(o0, o1):
         out_hc[i] = out_hc[i] * sc if sc != 0.0 else 0.0
+    for j in range(c0, c1):
+        out_sU[j] = out_sU[j] * sc if sc != 0.0 else 0.0
 
 
 @numba.njit(**_ACC_FLAGS)
-def _accumulate(b, o0, o1, kt, nt, ew, G, cpp, S, nu, qbt, gk,
-                out_s1, out_s1sq, out_s2, out_s2sq, out_sS, out_hc):
-    """Add the tile's weighted scores, outer products, ``S`` and ``c''`` sums to block ``b``."""
+def _accumulate(b, o0, o1, c0, c1, kt, nt, k0, ew, G, cpp, S, nu, qbt, gk, shifted, U, Gp,
+                out_s1, out_s1sq, out_s2, out_s2sq, out_sS, out_hc, out_sU):
+    """Add the tile's weighted scores, outer products, ``S`` and ``c''`` sums to block ``b``.
+
+    With ``shifted`` draws, ``Gp[b, :, k - k0]`` (the prior's part of the beta score) is added
+    to each draw's beta score, and ``out_sU`` gets the weighted sums of the block's effects.
+    """
     p = G.shape[0]
     T = nu.shape[0]
     d = p + T
@@ -119,6 +129,9 @@ def _accumulate(b, o0, o1, kt, nt, ew, G, cpp, S, nu, qbt, gk,
         w2 = w * w
         for j in range(p):
             gk[j] = G[j, kk]
+        if shifted:
+            for j in range(p):
+                gk[j] += Gp[b, j, k - k0]
         for t in range(T):
             sk = S[b, t, k]
             gk[p + t] = (sk / nu[t] - qbt[b, t]) / (2.0 * nu[t])
@@ -137,13 +150,27 @@ def _accumulate(b, o0, o1, kt, nt, ew, G, cpp, S, nu, qbt, gk,
         for kk in range(nt):
             acc += ew[kk] * crow[kk]
         out_hc[i] += acc
+    if shifted:
+        for j in range(c0, c1):
+            acc = 0.0
+            urow = U[j, kt : kt + nt]
+            for kk in range(nt):
+                acc += ew[kk] * urow[kk]
+            out_sU[j] += acc
 
 
 @numba.njit(**_FLAGS)
 def chunk_sums(fam, derivs, obs_ptr, col_ptr, xb, wy, wn, X, zptr, zidx, zval,
-               U, logf, S, k0, k1, lognu, nu, qbt,
-               out_a, out_s0, out_s0sq, out_s1, out_s1sq, out_s2, out_s2sq, out_sS, out_hc):
-    """Partial sums of every block over draws ``k0:k1`` of ``U``, written into ``out_*``."""
+               U, logf, S, k0, k1, lognu, nu, qbt, shifted, Gp,
+               out_a, out_s0, out_s0sq, out_s1, out_s1sq, out_s2, out_s2sq, out_sS, out_hc,
+               out_sU):
+    """Partial sums of every block over draws ``k0:k1`` of ``U``, written into ``out_*``.
+
+    ``shifted``: the draws move with the fixed effects (see :mod:`glmm_sm.engine`); ``X`` is
+    then the shifted design ``X + Z M``, ``Gp[b, :, k - k0]`` is added to draw ``k``'s beta
+    score in block ``b``, and ``out_sU[j]`` sums the weighted draws of effect ``j``.
+    Otherwise ``Gp`` and ``out_sU`` are not used.
+    """
     n_blocks = obs_ptr.shape[0] - 1
     p = X.shape[1]
     T = nu.shape[0]
@@ -161,13 +188,16 @@ def chunk_sums(fam, derivs, obs_ptr, col_ptr, xb, wy, wn, X, zptr, zidx, zval,
     for b in range(n_blocks):
         o0 = obs_ptr[b]
         o1 = obs_ptr[b + 1]
+        c0 = col_ptr[b]
+        c1 = col_ptr[b + 1]
         const = -HALF_LOG2PI * (col_ptr[b + 1] - col_ptr[b])
         for t in range(T):
             const -= 0.5 * qbt[b, t] * lognu[t]
         a = -np.inf
         s0 = 0.0
         s0sq = 0.0
-        _rescale(b, o0, o1, 0.0, out_s1, out_s1sq, out_s2, out_s2sq, out_sS, out_hc)
+        _rescale(b, o0, o1, c0, c1, 0.0, out_s1, out_s1sq, out_s2, out_s2sq, out_sS, out_hc,
+                 out_sU)
         for kt in range(k0, k1, TILE):
             nt = min(TILE, k1 - kt)
             _tile_loglik(fam, derivs, o0, o1, kt, nt, xb, wy, wn, X, zptr, zidx, zval, U,
@@ -188,7 +218,8 @@ def chunk_sums(fam, derivs, obs_ptr, col_ptr, xb, wy, wn, X, zptr, zidx, zval,
                     sc = math.exp(a - tmax)
                     s0 *= sc
                     s0sq *= sc * sc
-                    _rescale(b, o0, o1, sc, out_s1, out_s1sq, out_s2, out_s2sq, out_sS, out_hc)
+                    _rescale(b, o0, o1, c0, c1, sc, out_s1, out_s1sq, out_s2, out_s2sq,
+                             out_sS, out_hc, out_sU)
                 a = tmax
             for kk in range(nt):
                 w = math.exp(base[kk] - a)
@@ -196,8 +227,8 @@ def chunk_sums(fam, derivs, obs_ptr, col_ptr, xb, wy, wn, X, zptr, zidx, zval,
                 s0 += w
                 s0sq += w * w
             if derivs:
-                _accumulate(b, o0, o1, kt, nt, ew, G, cpp, S, nu, qbt, gk,
-                            out_s1, out_s1sq, out_s2, out_s2sq, out_sS, out_hc)
+                _accumulate(b, o0, o1, c0, c1, kt, nt, k0, ew, G, cpp, S, nu, qbt, gk, shifted,
+                            U, Gp, out_s1, out_s1sq, out_s2, out_s2sq, out_sS, out_hc, out_sU)
         out_a[b] = a
         out_s0[b] = s0
         out_s0sq[b] = s0sq

@@ -16,23 +16,26 @@ HALF_LOG2PI = 0.5 * np.log(2.0 * np.pi)
 
 
 def chunk_sums(fam, derivs, obs_ptr, col_ptr, xb, wy, wn, X, zptr, zidx, zval,
-               U, logf, S, k0, k1, lognu, nu, qbt,
-               out_a, out_s0, out_s0sq, out_s1, out_s1sq, out_s2, out_s2sq, out_sS, out_hc):
+               U, logf, S, k0, k1, lognu, nu, qbt, shifted, Gp,
+               out_a, out_s0, out_s0sq, out_s1, out_s1sq, out_s2, out_s2sq, out_sS, out_hc,
+               out_sU):
     """Partial sums of every block over draws ``k0:k1`` (see the numba kernel)."""
     with threadpool_limits(1):
         _chunk_sums(fam, derivs, obs_ptr, col_ptr, xb, wy, wn, X, zptr, zidx, zval, U, logf,
-                    S, k0, k1, lognu, nu, qbt, out_a, out_s0, out_s0sq, out_s1, out_s1sq,
-                    out_s2, out_s2sq, out_sS, out_hc)
+                    S, k0, k1, lognu, nu, qbt, shifted, Gp, out_a, out_s0, out_s0sq, out_s1,
+                    out_s1sq, out_s2, out_s2sq, out_sS, out_hc, out_sU)
 
 
 def _chunk_sums(fam, derivs, obs_ptr, col_ptr, xb, wy, wn, X, zptr, zidx, zval,
-                U, logf, S, k0, k1, lognu, nu, qbt,
-                out_a, out_s0, out_s0sq, out_s1, out_s1sq, out_s2, out_s2sq, out_sS, out_hc):
+                U, logf, S, k0, k1, lognu, nu, qbt, shifted, Gp,
+                out_a, out_s0, out_s0sq, out_s1, out_s1sq, out_s2, out_s2sq, out_sS, out_hc,
+                out_sU):
     n_blocks = len(obs_ptr) - 1
     p = X.shape[1]
     Uc = U[:, k0:k1]
     for b in range(n_blocks):
         o0, o1 = obs_ptr[b], obs_ptr[b + 1]
+        c0, c1 = col_ptr[b], col_ptr[b + 1]
         qb = col_ptr[b + 1] - col_ptr[b]
         rows = np.arange(o0, o1)
         nnz = zptr[o0 + 1 : o1 + 1] - zptr[o0:o1]
@@ -61,6 +64,7 @@ def _chunk_sums(fam, derivs, obs_ptr, col_ptr, xb, wy, wn, X, zptr, zidx, zval,
             out_s1[b] = out_s1sq[b] = out_sS[b] = 0.0
             out_s2[b] = out_s2sq[b] = 0.0
             out_hc[o0:o1] = 0.0
+            out_sU[c0:c1] = 0.0
             continue
         e = np.exp(bk - a)
         out_a[b], out_s0[b], out_s0sq[b] = a, e.sum(), (e * e).sum()
@@ -71,6 +75,8 @@ def _chunk_sums(fam, derivs, obs_ptr, col_ptr, xb, wy, wn, X, zptr, zidx, zval,
         R = (wyb - wnb * mu)[:, live]
         Gk = np.empty((live.sum(), p + len(nu)))
         Gk[:, :p] = R.T @ X[o0:o1]
+        if shifted:
+            Gk[:, :p] += Gp[b][:, live].T
         Gk[:, p:] = ((Sb[:, live] / nu[:, None] - qbt[b][:, None]) / (2.0 * nu[:, None])).T
         out_s1[b] = e @ Gk
         out_s1sq[b] = e2 @ Gk
@@ -78,3 +84,5 @@ def _chunk_sums(fam, derivs, obs_ptr, col_ptr, xb, wy, wn, X, zptr, zidx, zval,
         out_s2sq[b] = (Gk * e2[:, None]).T @ Gk
         out_sS[b] = Sb[:, live] @ e
         out_hc[o0:o1] = (wnb * var)[:, live] @ e
+        if shifted:
+            out_sU[c0:c1] = Uc[c0:c1][:, live] @ e

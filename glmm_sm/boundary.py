@@ -129,7 +129,7 @@ def boundary_scores(model, beta, drop, engine=None, red_params=None, chunk=512):
         for a0 in range(j0, j1, chunk):
             a1 = min(a0 + chunk, j1)
             lw = engine.log_weights(red_params, U, logf, S, a0, a1)
-            eta = xb[:, None] + data.Z @ U[:, a0:a1]
+            eta = xb[:, None] + data.Z @ engine.moved_draws(red_params, U, S, a0, a1)[0]
             R = wy[:, None] - wn[:, None] * fam.mean(eta)
             C = wn[:, None] * fam.variance(eta)
             newA = np.maximum(A, lw.max(axis=1))

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .draws import DrawSet, bytes_needed
-from .engine import partition_sums
+from .engine import draw_shift, partition_sums
 
 __all__ = ["DaskBackend", "DrawSpec"]
 
@@ -96,7 +96,7 @@ def worker_partitions(token, spec, part_ids, params, derivs):
             c0, c1 = spec.parts[i]
             view = _partition_draws(token, spec, draws, i)
             out.append(partition_sums(spec.kernel, data, view, spec.ranges[c0:c1], params,
-                                      derivs))
+                                      derivs, draw_shift(spec.sampler)))
         return out
 
 

@@ -229,6 +229,22 @@ def _maximize(engine, start, p, opts, log, rnd):
     return theta, res
 
 
+def _at_maximum(ev, mcse, tol=1e-2):
+    """Whether ``ev`` is at a maximum to far below Monte Carlo error, though the optimizer
+    stopped short of ``gtol`` (badly scaled designs leave a roundoff floor in the gradient):
+    the Hessian is negative definite and the remaining Newton step is below ``tol`` MCSEs.
+    """
+    H, g = ev.hessian, ev.gradient
+    if H is None or not (np.all(np.isfinite(H)) and np.all(np.isfinite(g))):
+        return False
+    try:
+        np.linalg.cholesky(-H)
+    except np.linalg.LinAlgError:
+        return False
+    step = np.linalg.solve(H, g)
+    return bool(np.all(np.abs(step) <= tol * mcse))
+
+
 def monte_carlo_errors(ev):
     """``(cov, mcse_cov)``: inverse observed information and the MCSE sandwich at ``ev``."""
     H = ev.hessian
@@ -318,7 +334,9 @@ def _mcmle(model, opts, seed, start_params, callback, disp, client):
                 break
             ok_m = opts.m != "auto" or ratio <= opts.target_ratio
             ok_ess = min_ess >= opts.min_ess
-            if moved <= 3.0 and ok_m and ok_ess and res.success:
+            opt_ok = res.success or _at_maximum(ev, mcse)
+            info["optimizer_success"] = bool(opt_ok)
+            if moved <= 3.0 and ok_m and ok_ess and opt_ok:
                 outcome.converged = True
                 log.message = f"converged after {rnd + 1} rounds"
                 break

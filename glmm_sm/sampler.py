@@ -72,8 +72,9 @@ class _BlockSampler:
 
     name = "base"
 
-    def __init__(self, system: BlockSystem, params, mode: ModeResult):
+    def __init__(self, system: BlockSystem, params, mode: ModeResult, shift=True):
         data = system.data
+        self.shift = bool(shift)
         self.system = system
         self.params = np.asarray(params, dtype=float).copy()
         p = data.k_fe
@@ -84,7 +85,7 @@ class _BlockSampler:
         # on the moving posterior (the proposal translated along with it has the same
         # density at the translated draws); without it, data whose fixed effects are
         # confounded with random effects (radish2) give l_m a Hessian that is Monte Carlo
-        # noise.  The engine does not use it yet.
+        # noise.  The engine moves the draws when ``shift`` is true (engine.DrawShift).
         self.beta0 = self.params[:p].copy()
         self.du_dbeta = mode_derivatives(system, self.beta0, self.nu, mode,
                                          nu_derivs=False)[0]
@@ -135,12 +136,19 @@ class LaplaceSampler(_BlockSampler):
         Mixture weight of the multivariate t component, in [0, 1).
     df : float
         Degrees of freedom of the t component.
+    shift : bool
+        Draws move with the fixed effects (default): at ``beta`` the engine uses
+        ``u_k + du_dbeta (beta - beta0)``, the draws translated as the conditional modes
+        move, with the proposal translated along (same density at the moved draws).  The
+        estimate stays an importance-sampling estimate of the likelihood at every
+        ``theta``, and its beta Hessian is no longer Monte Carlo noise where fixed effects
+        are confounded with random effects.  ``False``: frozen draws, as in glmm.
     """
 
     name = "laplace"
 
-    def __init__(self, system, params, mode, t_weight=0.1, df=5.0):
-        super().__init__(system, params, mode)
+    def __init__(self, system, params, mode, t_weight=0.1, df=5.0, shift=True):
+        super().__init__(system, params, mode, shift)
         if not 0.0 <= t_weight < 1.0:
             raise ValueError(f"t_weight must be in [0, 1); got {t_weight}")
         if not df > 0:
@@ -177,12 +185,17 @@ class GlmmSampler(_BlockSampler):
         Mixture weights ``(p1, p2, p3)``; ``p1 > 0`` (the t component bounds the weights).
     df : float
         Degrees of freedom of the t component (glmm's ``zeta``).
+    shift : bool
+        Draws move with the fixed effects (default), as for :class:`LaplaceSampler`: the
+        whole mixture, its t component at 0 included, is translated by
+        ``du_dbeta (beta - beta0)``.  ``False`` keeps the draws frozen, as glmm does.
     """
 
     name = "glmm"
 
-    def __init__(self, system, params, mode, probs=(1 / 3, 1 / 3, 1 / 3), df=5.0):
-        super().__init__(system, params, mode)
+    def __init__(self, system, params, mode, probs=(1 / 3, 1 / 3, 1 / 3), df=5.0,
+                 shift=True):
+        super().__init__(system, params, mode, shift)
         probs = np.asarray(probs, dtype=float)
         if probs.shape != (3,) or np.any(probs < 0) or abs(probs.sum() - 1.0) > 1e-10:
             raise ValueError(f"probs must be three non-negative weights summing to 1; "

@@ -33,7 +33,8 @@ def glmm_mixture_logdensity(u, dstar, ustar, prec, p=(1 / 3, 1 / 3, 1 / 3), zeta
     return np.logaddexp.reduce(terms, axis=0)
 
 
-def block_reference(family, y, ntrials, X, Z, ident, T, U, logf, theta, offset=None):
+def block_reference(family, y, ntrials, X, Z, ident, T, U, logf, theta, offset=None, M=None,
+                    beta0=None):
     """Value, gradient, Hessian, MCSE middle and ESS of one block, straight from the spec.
 
     Parameters
@@ -44,6 +45,12 @@ def block_reference(family, y, ntrials, X, Z, ident, T, U, logf, theta, offset=N
     ident : (q,) 0-based variance component of each column;  T : number of components
     U : (m, q) draws;  logf : (m,) log importance density of each draw
     theta : (p + T,) = (beta, nu)
+    M, beta0 : (q, p) and (p,), optional
+        Moving draws: at ``theta`` the draws are ``U + M (beta - beta0)`` (``logf``
+        unchanged).  Each draw's log weight ``b_k(theta)`` then depends on beta through the
+        draw too: its beta score gains ``M' Z' (y - mu) - M' D^{-1} u_k``, its beta Hessian
+        ``-M' Z' W Z M - 2 sym(M' Z' W X) - M' D^{-1} M`` and its beta-nu_t derivative
+        ``sum_{j in t} M_j u_kj / nu_t^2``.
 
     Returns
     -------
@@ -55,6 +62,8 @@ def block_reference(family, y, ntrials, X, Z, ident, T, U, logf, theta, offset=N
     p = X.shape[1]
     beta, nu = np.asarray(theta[:p], float), np.asarray(theta[p:], float)
     m, q = U.shape
+    if M is not None:
+        U = U + (M @ (beta - beta0))[None, :]
     eta = X @ beta + (0.0 if offset is None else offset)
     eta = eta[None, :] + U @ Z.T  # (m, n)
     if family == "poisson":
@@ -78,10 +87,22 @@ def block_reference(family, y, ntrials, X, Z, ident, T, U, logf, theta, offset=N
     G = np.empty((m, p + T))
     G[:, :p] = (y - mean) @ X
     G[:, p:] = -qt / (2 * nu) + S / (2 * nu**2)
+    Xd = X
+    if M is not None:
+        Dinv = 1.0 / nu[ident]
+        G[:, :p] += (y - mean) @ Z @ M - (U * Dinv) @ M
+        Xd = X + Z @ M
     g = v @ G
     H = np.zeros((p + T, p + T))
-    H[:p, :p] = -(X.T * (v @ var)) @ X
+    H[:p, :p] = -(Xd.T * (v @ var)) @ Xd
     H[p:, p:] = np.diag(v @ (qt / (2 * nu**2) - S / nu**3))
+    if M is not None:
+        H[:p, :p] -= (M.T * Dinv) @ M
+        ubar = v @ U
+        for t in range(T):
+            c = M[ident == t].T @ ubar[ident == t] / nu[t] ** 2
+            H[:p, p + t] += c
+            H[p + t, :p] += c
     Gc = G - g
     H += (Gc * v[:, None]).T @ Gc
     V = (Gc * (v**2)[:, None]).T @ Gc
@@ -119,12 +140,16 @@ def model_reference(model, theta, draws):
     out = {"value": 0.0, "gradient": 0.0, "hessian": 0.0, "score_var": 0.0,
            "abs_score": 0.0, "score_cov": 0.0, "block_values": [], "ess": []}
     start = 0
+    smp = draws.sampler
+    moving = smp is not None and getattr(smp, "shift", False)
     for b, (obs, cols) in enumerate(spans):
         Ub = chunk.U[start : start + len(cols)].T
+        Mb = smp.du_dbeta[start : start + len(cols)] if moving else None
         start += len(cols)
         r = block_reference(fam, y[obs], ntrials[obs], X[obs], Z[np.ix_(obs, cols)],
                             np.asarray(model.ident)[cols], T, Ub, chunk.logf[b], theta,
-                            offset=np.asarray(model.offset)[obs])
+                            offset=np.asarray(model.offset)[obs], M=Mb,
+                            beta0=smp.beta0 if moving else None)
         for key in ("value", "gradient", "hessian", "score_var"):
             out[key] = out[key] + r[key]
         Gc = r["G"] - r["gradient"]

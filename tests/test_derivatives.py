@@ -4,7 +4,11 @@ On a frozen sample ``l_m(theta)`` is a smooth deterministic function, so ``score
 ``hessian`` must be its exact derivatives (up to roundoff) whatever the Monte Carlo error of
 ``l_m`` itself.  Each model gets the default ("laplace") sampler built at the Laplace
 estimate, ``m = 2000`` draws from a fixed seed, and is differentiated at a point near but not
-at the Laplace estimate (``beta + delta * linspace(-1, 1, p)``, ``nu * (1 + delta)``).
+at the Laplace estimate (``beta + delta * linspace(-1, 1, p)``, ``nu * (1 + delta)``).  By
+default the draws move with the fixed effects (``u_k + du/dbeta (beta - beta0)``, the
+engine's ``DrawShift``): ``l_m`` on those draws is again a fixed smooth function of theta,
+whose derivatives carry the extra terms of the moving draws; the ``*_frozen`` cases check
+the frozen draws (``shift=False``) as well.
 
 Tolerance: ``max |fd - analytic| <= 1e-6 * ||analytic||_F``.  The error of a difference
 quotient is absolute -- truncation ``~h^2 |f'''|`` and roundoff ``~eps |f| / h`` -- and sits
@@ -22,9 +26,11 @@ derivative and not a poor reference.
 radish2 (Poisson, counts up to 4685) is badly conditioned for plain differences: ``l_m``
 is ~7e5 (``-log y!`` is left out) and its gradient is a ~1e4-fold cancellation of the
 per-draw scores, so ``eps |f| / h`` limits one-step centred differences to ~5e-6 of the
-Hessian's norm -- above the tolerance -- while the curvature scale in beta is ~3e-3 (the
-posterior sd of the effects), which rules out large steps.  Ridders' extrapolation from
-``h0 = 1e-3 max(|x|, 0.1)`` reaches ~2e-8 and is the only check used there.
+Hessian's norm -- above the tolerance.  On frozen draws the curvature scale in beta is ~3e-3
+(the posterior sd of the effects), which rules out large steps: Ridders' extrapolation from
+``h0 = 1e-3 max(|x|, 0.1)`` reaches ~2e-8 and is the only check used there.  On moving
+draws ``l_m`` varies in beta on the scale of the likelihood itself, and its gradient near the
+estimate is small (~1): Ridders from ``h0 = 1e-2 max(|x|, 0.1)`` (error ~5e-8).
 """
 
 from __future__ import annotations
@@ -114,22 +120,28 @@ def _radish():
                                        family=sm.families.Poisson())
 
 
-# name: (builder, shift delta, Ridders' first step relative to max(|x|, 0.1))
+FROZEN = {"shift": False}
+
+# name: (builder, shift delta, Ridders' first step relative to max(|x|, 0.1), sampler options)
 CASES = {
-    "salamander": (_salamander, 0.05, 1e-2),
-    "cbpp_binomial": (_cbpp, 0.05, 1e-2),
-    "radish2_poisson": (_radish, 0.01, 1e-3),
+    "salamander": (_salamander, 0.05, 1e-2, {}),
+    "cbpp_binomial": (_cbpp, 0.05, 1e-2, {}),
+    "radish2_poisson": (_radish, 0.01, 1e-2, {}),
+    "salamander_frozen": (_salamander, 0.05, 1e-2, FROZEN),
+    "cbpp_binomial_frozen": (_cbpp, 0.05, 1e-2, FROZEN),
+    "radish2_poisson_frozen": (_radish, 0.01, 1e-3, FROZEN),
 }
 
 
 @functools.cache
 def prepared(name):
     """The model with its draws, the evaluation point and the Evaluation there."""
-    build, delta, h_rel = CASES[name]
+    build, delta, h_rel, options = CASES[name]
     model = build()
     params, value, _ = model.fit_laplace()
     assert np.all(np.isfinite(params)) and np.isfinite(value)
-    model.sample_draws(M_DRAWS, random_state=SEED)
+    draws = model.sample_draws(M_DRAWS, random_state=SEED, **options)
+    assert draws.sampler.shift == options.get("shift", True)
     theta = params.copy()
     p = model.k_fe
     theta[:p] += delta * np.linspace(-1.0, 1.0, p)
@@ -172,7 +184,8 @@ def test_hessian_ridders(case):
     np.testing.assert_array_equal(model.hessian(theta), ev.hessian)
 
 
-@pytest.mark.parametrize("name", ["salamander", "cbpp_binomial"])
+@pytest.mark.parametrize("name", ["salamander", "cbpp_binomial", "salamander_frozen",
+                                  "cbpp_binomial_frozen"])
 def test_gradient_and_hessian_statsmodels_numdiff(name):
     """One-step centred differences (not for radish2: roundoff-limited, module docstring)."""
     case = prepared(name)
