@@ -112,41 +112,29 @@ def boundary_scores(model, beta, drop, engine=None, red_params=None, chunk=512):
     data = engine.data
     op = data.layout.obs_perm
     wy, wn = data.wy, data.wn
-    xb = data.linear_fixed(red_params[: data.k_fe])
     drop_cols = np.flatnonzero(np.isin(model.ident, drop))
     Zd = model.exog_vc[op][:, drop_cols].tocsr()
     Zd2 = Zd.multiply(Zd).tocsr()
     comp = model.ident[drop_cols]
     B, qd = data.n_blocks, len(drop_cols)
-    A = np.full(B, -np.inf)
     s0 = np.zeros(B)
     m1 = np.zeros((B, qd))  # sum_k w_k s_jb(k)
     m2 = np.zeros((B, qd))  # sum_k w_k s_jb(k)^2
     mh = np.zeros((B, qd))  # sum_k w_k h_jb(k)
     blocks = [slice(data.obs_ptr[b], data.obs_ptr[b + 1]) for b in range(B)]
-    for k0, k1 in engine.ranges:
-        U, logf, S, j0, j1 = engine.draws.chunk_arrays(k0, k1)
-        for a0 in range(j0, j1, chunk):
-            a1 = min(a0 + chunk, j1)
-            lw = engine.log_weights(red_params, U, logf, S, a0, a1)
-            eta = xb[:, None] + data.Z @ engine.moved_draws(red_params, U, S, a0, a1)[0]
-            R = wy[:, None] - wn[:, None] * fam.mean(eta)
-            C = wn[:, None] * fam.variance(eta)
-            newA = np.maximum(A, lw.max(axis=1))
-            with np.errstate(invalid="ignore"):
-                sc = np.where(np.isfinite(A), np.exp(A - newA), 0.0)
-            v = np.exp(lw - newA[:, None])
-            s0 = s0 * sc + v.sum(axis=1)
-            m1 *= sc[:, None]
-            m2 *= sc[:, None]
-            mh *= sc[:, None]
-            for b, rows in enumerate(blocks):
-                Sb = Zd[rows].T @ R[rows]  # (qd, K)
-                Hb = -(Zd2[rows].T @ C[rows])
-                m1[b] += Sb @ v[b]
-                m2[b] += (Sb * Sb) @ v[b]
-                mh[b] += Hb @ v[b]
-            A = newA
+    for _, eta, v, sc in engine.weighted_draws(red_params, chunk):
+        R = wy[:, None] - wn[:, None] * fam.mean(eta)
+        C = wn[:, None] * fam.variance(eta)
+        s0 = s0 * sc + v.sum(axis=1)
+        m1 *= sc[:, None]
+        m2 *= sc[:, None]
+        mh *= sc[:, None]
+        for b, rows in enumerate(blocks):
+            Sb = Zd[rows].T @ R[rows]  # (qd, K)
+            Hb = -(Zd2[rows].T @ C[rows])
+            m1[b] += Sb @ v[b]
+            m2[b] += (Sb * Sb) @ v[b]
+            mh[b] += Hb @ v[b]
     e1, e2, eh = m1 / s0[:, None], m2 / s0[:, None], mh / s0[:, None]
     # Blocks are independent given the data: E[(sum_b s_b)^2] = (sum_b E s_b)^2 + sum_b Var s_b
     es2 = e1.sum(0) ** 2 + (e2 - e1**2).sum(0)
@@ -186,7 +174,7 @@ def fit_with_boundary(model, first, opts, callback, disp, client):
     away from 0: Monte Carlo noise took the optimizer to the boundary) is put back once,
     starting from its Laplace estimate or 0.01, and the fit repeated.
     """
-    from .fitting import FitLog, FitOutcome, monte_carlo_errors
+    from .fitting import _mcmle
 
     seed = first.seed
     drop = sorted(first.boundary)
@@ -198,10 +186,11 @@ def fit_with_boundary(model, first, opts, callback, disp, client):
         red, outcome, drop, attempt = _fit_without(model, drop, start, opts, seed, attempt,
                                                    callback, disp, client)
         if red is None:
-            beta, cov_b, value, converged = _glm_fit(model)
-            scores = boundary_scores(model, beta, drop)
-            start[:p] = beta
+            glm = _glm_fit(model)
+            scores = boundary_scores(model, glm[0], drop)
+            start[:p] = glm[0]
         else:
+            glm = None
             scores = boundary_scores(model, outcome.params[:p], drop, outcome.engine,
                                      outcome.params)
             keep = [t for t in range(T) if t not in drop]
@@ -209,65 +198,67 @@ def fit_with_boundary(model, first, opts, callback, disp, client):
             start[p:][keep] = outcome.params[p:]
         back = [t for t, sc in zip(drop, scores, strict=True) if sc > 0 and t not in readded]
         if not back:
-            break
+            return _boundary_outcome(model, first, drop, scores, outcome, glm)
         readded |= set(back)
         drop = [t for t in drop if t not in back]
         for t in back:
             start[p + t] = max(lap_nu[t], 1e-2)
         if not drop:  # every component is back: an ordinary fit from here
-            from .fitting import _mcmle
-
             full = _mcmle(model, replace(opts, boundary_tol=0.0), child_seed(seed, 2000),
                           start, callback, disp, client)
-            full.log.evaluations = first.log.evaluations + full.log.evaluations
-            full.log.rounds = first.log.rounds + full.log.rounds
+            _prepend_log(first.log, full.log)
             return full
 
-    keep = [t for t in range(T) if t not in drop]
-    idx_keep = np.concatenate([np.arange(p), p + np.array(keep, dtype=int)]).astype(int)
+
+def _prepend_log(first, log):
+    """Put the full model's evaluations and rounds before those of the refit."""
+    log.evaluations = first.evaluations + log.evaluations
+    log.rounds = first.rounds + log.rounds
+
+
+def _boundary_outcome(model, first, drop, scores, outcome, glm):
+    """The full model's outcome from the fit without ``drop`` (``outcome``, or the exact
+    ``glm = (beta, cov, value, converged)`` when no component is left)."""
+    from .fitting import FitLog, FitOutcome
+
+    p, T = model.k_fe, model.k_vc
+    q = model.exog_vc.shape[1]
     params = np.zeros(p + T)
     cov = np.zeros((p + T, p + T))
     mcse_cov = np.zeros((p + T, p + T))
-    if red is None:
+    mean, sd = np.zeros(q), np.zeros(q)
+    if glm is not None:
+        beta, cov_b, value, converged = glm
         params[:p] = beta
         cov[:p, :p] = cov_b
-        log = FitLog(seed_entropy=seed.entropy)
+        log = FitLog(seed_entropy=first.seed.entropy)
         log.laplace = first.log.laplace
         ev = Evaluation(value, None, None, None, np.zeros(0), np.zeros(0))
-        q = model.exog_vc.shape[1]
-        m, moments, engine = 0, (np.zeros(q), np.zeros(q)), None
+        m, engine = 0, None
         message = "no variance component left: fitted exactly as a GLM"
     else:
-        params[idx_keep] = outcome.params
-        c_red, mc_red = monte_carlo_errors(outcome.evaluation)
-        cov[np.ix_(idx_keep, idx_keep)] = c_red
-        mcse_cov[np.ix_(idx_keep, idx_keep)] = mc_red
-        log = outcome.log
-        ev = outcome.evaluation
-        converged = outcome.converged
-        m, engine = outcome.engine.m, outcome.engine
-        mean_r, sd_r = engine.random_effect_moments(outcome.params)
-        mean, sd = np.zeros(model.exog_vc.shape[1]), np.zeros(model.exog_vc.shape[1])
+        keep = [t for t in range(T) if t not in drop]
+        idx = np.concatenate([np.arange(p), p + np.array(keep, dtype=int)]).astype(int)
+        params[idx] = outcome.params
+        c_red, mc_red = outcome.errors()
+        cov[np.ix_(idx, idx)] = c_red
+        mcse_cov[np.ix_(idx, idx)] = mc_red
         cols = np.flatnonzero(np.isin(model.ident, keep))
-        mean[cols], sd[cols] = mean_r, sd_r
-        moments = (mean, sd)
+        mean[cols], sd[cols] = outcome.random_effect_moments()
+        log, ev, converged = outcome.log, outcome.evaluation, outcome.converged
+        m, engine = outcome.n_draws, outcome.engine
         message = log.message
     names = [model.vcp_names[t] for t in drop]
     log.boundary = dict(zip(names, (float(s) for s in scores), strict=True))
     log.message = (f"variance component(s) {names} estimated at 0 (boundary); the model "
                    f"without them: {message}")
-    log.evaluations = first.log.evaluations + log.evaluations
-    log.rounds = first.log.rounds + log.rounds
+    _prepend_log(first.log, log)
     bad = [n for n, s in log.boundary.items() if s > 0]
     if bad:
         warnings.warn(f"variance component(s) {bad} were estimated at 0, but the one-sided "
                       "derivative of the log-likelihood there is positive "
                       f"({[round(log.boundary[n], 4) for n in bad]}) even after refitting "
                       "with them: the likelihood is flat there, or Monte Carlo error is "
-                      "large (increase m)", UserWarning, stacklevel=3)
-    out = FitOutcome(params, ev, engine, log, converged, seed)
-    out.cov, out.mcse_cov = cov, mcse_cov
-    out.boundary = drop
-    out.m = m
-    out.re_moments = moments
-    return out
+                      "large (increase m)", UserWarning, stacklevel=4)
+    return FitOutcome(params, ev, engine, log, converged, first.seed, boundary=drop,
+                      cov=cov, mcse_cov=mcse_cov, m=m, re_moments=(mean, sd))

@@ -25,7 +25,7 @@ import numpy as np
 from .draws import DrawSet, bytes_needed
 from .engine import draw_shift, partition_sums
 
-__all__ = ["DaskBackend", "DrawSpec"]
+__all__ = ["DaskBackend", "DrawSpec", "check_client"]
 
 INSTALL_HINT = ('Dask is needed for client=: install it with pip install "glmm_sm[distributed]" '
                 '(or pip install "dask[distributed]")')
@@ -77,7 +77,7 @@ def _partition_draws(token, spec, draws, i):
         _CACHE.move_to_end(token)
         while len(_CACHE) > _KEEP_TOKENS:
             _CACHE.popitem(last=False)
-        used = sum(c.U.nbytes + c.logf.nbytes + c.S.nbytes for c in store.values())
+        used = sum(bytes_needed(draws.data, c.U.shape[1]) for c in store.values())
         if used + bytes_needed(draws.data, k1 - k0) <= spec.memory_budget:
             store[i] = chunk
     return _PartitionView(chunk, k0)
@@ -106,6 +106,16 @@ def _worker_cached_partitions(token):
         return sorted(_CACHE.get(token, {}))
 
 
+def check_client(client):
+    """Raise unless Dask is installed and ``client`` is a ``dask.distributed.Client``."""
+    try:
+        import distributed
+    except ImportError:
+        raise ImportError(INSTALL_HINT) from None
+    if not isinstance(client, distributed.Client):
+        raise TypeError(f"client must be a dask.distributed.Client; got {type(client).__name__}")
+
+
 class DaskBackend:
     """Evaluate an engine's partitions on the workers of a ``dask.distributed.Client``.
 
@@ -120,13 +130,7 @@ class DaskBackend:
     """
 
     def __init__(self, client, engine):
-        try:
-            import distributed
-        except ImportError as exc:  # pragma: no cover - depends on the environment
-            raise ImportError(INSTALL_HINT) from exc
-        if not isinstance(client, distributed.Client):
-            raise TypeError("client must be a dask.distributed.Client; got "
-                            f"{type(client).__name__}")
+        check_client(client)
         draws = engine.draws
         if draws.sampler is None:
             raise ValueError("client= needs draws defined by a sampler and seed (as in fit()); "
@@ -172,14 +176,13 @@ class DaskBackend:
                 self._scatter()
             groups = self._assign(n_parts)
             self._n_eval += 1
-            futures = {}
-            for w, ids in groups.items():
-                futures[w] = self.client.submit(
-                    worker_partitions, self.token, self._spec_future, ids, params, derivs,
-                    workers=[w], allow_other_workers=True, pure=False,
-                    key=f"glmm_sm-{self.token[:12]}-{self._n_eval}-{ids[0]}")
+            futures = [self.client.submit(
+                worker_partitions, self.token, self._spec_future, ids, params, derivs,
+                workers=[w], allow_other_workers=True, pure=False,
+                key=f"glmm_sm-{self.token[:12]}-{self._n_eval}-{ids[0]}")
+                for w, ids in groups.items()]
             try:
-                results = self.client.gather(list(futures.values()))
+                results = self.client.gather(futures)
                 break
             except CancelledError:  # the scattered definition was lost with its workers
                 self._spec_future = None

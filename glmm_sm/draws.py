@@ -113,12 +113,10 @@ class DrawSet:
                 parts = list(pool.map(self.generate, js))
         else:
             parts = [self.generate(j) for j in js]
-        if len(parts) == 1:
-            c = parts[0]
-            return c if c.U.shape[1] == k1 - k0 else _slice(c, 0, k1 - k0)
-        out = DrawChunk(np.concatenate([c.U for c in parts], axis=1),
-                        np.concatenate([c.logf for c in parts], axis=1),
-                        np.concatenate([c.S for c in parts], axis=2))
+        out = parts[0] if len(parts) == 1 else DrawChunk(
+            np.concatenate([c.U for c in parts], axis=1),
+            np.concatenate([c.logf for c in parts], axis=1),
+            np.concatenate([c.S for c in parts], axis=2))
         return out if out.U.shape[1] == k1 - k0 else _slice(out, 0, k1 - k0)
 
     def chunk_ranges(self, chunk_size=None):

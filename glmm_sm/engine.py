@@ -95,10 +95,6 @@ class PartialSums:
         """Stack single-row partial sums, in the given order."""
         return cls(*(np.concatenate([getattr(r, f) for r in rows]) for f in _FIELDS))
 
-    @property
-    def nbytes(self) -> int:
-        return sum(getattr(self, f).nbytes for f in _FIELDS)
-
     def combine(self):
         """Sum the rows into one, rescaling each to the common maximum per block."""
         sc = _scales(self.a)
@@ -269,7 +265,7 @@ def partition_sums(kernel, data, draws, ranges, params, derivs=True, shift=None)
     rows = PartialSums.empty(len(ranges), B, d, T, p)
     hc = np.zeros((len(ranges), n))
     X = data.X
-    no_gp = np.zeros((B, p, 0))
+    Gp, sU_out = np.zeros((B, p, 0)), np.zeros(data.q)  # unused by frozen draws
     if shift is not None:
         X = shift.Xs
         du = shift.offset(beta)
@@ -277,20 +273,18 @@ def partition_sums(kernel, data, draws, ranges, params, derivs=True, shift=None)
         suc = np.zeros((len(ranges), data.q))
     for c, (k0, k1) in enumerate(ranges):
         U, logf, S, j0, j1 = draws.chunk_arrays(k0, k1)
-        if shift is None:
-            fn(data.family.code, derivs, data.obs_ptr, data.col_ptr, xb, data.wy, data.wn,
-               X, data.zptr, data.zidx, data.zval, U, logf, S, j0, j1, lognu, nu, data.qbt,
-               False, no_gp, rows.a[c], rows.s0[c], rows.s0sq[c], rows.s1[c], rows.s1sq[c],
-               rows.s2[c], rows.s2sq[c], rows.sS[c], hc[c], np.zeros(data.q))
-            continue
-        Uc = np.add(U[:, j0:j1], du[:, None])
-        Sc = shift.sums_of_squares(Uc)
-        lf = np.ascontiguousarray(logf[:, j0:j1])
-        Gp = shift.prior_scores(Uc, A) if derivs else no_gp
+        if shift is not None:
+            U = U[:, j0:j1] + du[:, None]
+            S = shift.sums_of_squares(U)
+            logf = np.ascontiguousarray(logf[:, j0:j1])
+            j0, j1 = 0, j1 - j0
+            sU_out = suc[c]
+            if derivs:
+                Gp = shift.prior_scores(U, A)
         fn(data.family.code, derivs, data.obs_ptr, data.col_ptr, xb, data.wy, data.wn,
-           X, data.zptr, data.zidx, data.zval, Uc, lf, Sc, 0, j1 - j0, lognu, nu, data.qbt,
-           bool(derivs), Gp, rows.a[c], rows.s0[c], rows.s0sq[c], rows.s1[c], rows.s1sq[c],
-           rows.s2[c], rows.s2sq[c], rows.sS[c], hc[c], suc[c])
+           X, data.zptr, data.zidx, data.zval, U, logf, S, j0, j1, lognu, nu, data.qbt,
+           shift is not None and bool(derivs), Gp, rows.a[c], rows.s0[c], rows.s0sq[c],
+           rows.s1[c], rows.s1sq[c], rows.s2[c], rows.s2sq[c], rows.sS[c], hc[c], sU_out)
     sc = _scales(rows.a)
     out = rows.combine()
     if derivs:
@@ -414,12 +408,15 @@ class MCLAEngine:
         tot = self.partial_sums(params, derivs).combine()
         return finish(tot, params, data, self.m, derivs)
 
-    def log_weights(self, params, U, logf, S, j0, j1):
-        """Log importance weights ``b_k`` (n_blocks, j1 - j0) of draws ``j0:j1`` (numpy)."""
+    def draw_terms(self, params, U, logf, S, j0, j1):
+        """``(U, eta, b)`` of draws ``j0:j1`` at ``params`` (numpy): the draws (moved with
+        beta when they move), the linear predictor (n, K) and the log importance weights
+        ``b_k`` (n_blocks, K)."""
         data = self.data
         p = data.k_fe
+        params = np.asarray(params, dtype=np.float64)
         beta, nu = params[:p], params[p:]
-        U, S = self.moved_draws(params, U, S, j0, j1)
+        U, S = moved_draws(self.shift, beta, U, S, j0, j1)
         eta = data.linear_fixed(beta)[:, None] + data.Z @ U
         ll = data.wy[:, None] * eta - data.wn[:, None] * data.family.cumulant(eta)
         starts = data.obs_ptr[:-1]
@@ -427,11 +424,24 @@ class MCLAEngine:
         qb = np.diff(data.col_ptr)
         lfu = (-0.5 * np.log(2 * np.pi) * qb - 0.5 * data.qbt @ np.log(nu))[:, None]
         lfu = lfu - 0.5 * np.einsum("btk,t->bk", S, 1.0 / nu)
-        return lfy + lfu - logf[:, j0:j1]
+        return U, eta, lfy + lfu - logf[:, j0:j1]
 
-    def moved_draws(self, params, U, S, j0, j1):
-        """``(U, S)`` of draws ``j0:j1`` at ``params``: moved with beta when the draws move."""
-        return moved_draws(self.shift, np.asarray(params)[: self.data.k_fe], U, S, j0, j1)
+    def weighted_draws(self, params, chunk_size=512):
+        """Yield ``(U, eta, v, sc)`` for every ``chunk_size`` draws, for running
+        self-normalised sums: ``v = exp(b - A)`` (n_blocks, K) are the draws' weights
+        relative to the running maximum ``A`` of each block's log weights, and ``sc`` the
+        factor by which sums over earlier draws must be rescaled to that maximum."""
+        A = np.full(self.data.n_blocks, -np.inf)
+        for k0, k1 in self.ranges:
+            U, logf, S, j0, j1 = self.draws.chunk_arrays(k0, k1)
+            for a0 in range(j0, j1, chunk_size):
+                a1 = min(a0 + chunk_size, j1)
+                Ub, eta, b = self.draw_terms(params, U, logf, S, a0, a1)
+                newA = np.maximum(A, b.max(axis=1))
+                with np.errstate(invalid="ignore"):
+                    sc = np.where(np.isfinite(A), np.exp(A - newA), 0.0)
+                A = newA
+                yield Ub, eta, np.exp(b - newA[:, None]), sc
 
     def random_effect_moments(self, params, chunk_size=512):
         """Conditional means and SDs of every random effect given the data at ``params``.
@@ -443,25 +453,14 @@ class MCLAEngine:
         data = self.data
         params = np.asarray(params, dtype=np.float64)
         nu = params[data.k_fe:]
-        A = np.full(data.n_blocks, -np.inf)
         s0 = np.zeros(data.n_blocks)
         s1 = np.zeros(data.q)
         s2 = np.zeros(data.q)
         boc = data.block_of_col
-        for k0, k1 in self.ranges:
-            U, logf, S, j0, j1 = self.draws.chunk_arrays(k0, k1)
-            for a0 in range(j0, j1, chunk_size):
-                a1 = min(a0 + chunk_size, j1)
-                b = self.log_weights(params, U, logf, S, a0, a1)
-                newA = np.maximum(A, b.max(axis=1))
-                with np.errstate(invalid="ignore"):
-                    sc = np.where(np.isfinite(A), np.exp(A - newA), 0.0)
-                w = np.exp(b - newA[:, None])
-                s0 = s0 * sc + w.sum(axis=1)
-                Ub = self.moved_draws(params, U, S, a0, a1)[0]
-                s1 = s1 * sc[boc] + np.einsum("jk,jk->j", w[boc], Ub)
-                s2 = s2 * sc[boc] + np.einsum("jk,jk->j", w[boc], Ub * Ub)
-                A = newA
+        for Ub, _, w, sc in self.weighted_draws(params, chunk_size):
+            s0 = s0 * sc + w.sum(axis=1)
+            s1 = s1 * sc[boc] + np.einsum("jk,jk->j", w[boc], Ub)
+            s2 = s2 * sc[boc] + np.einsum("jk,jk->j", w[boc], Ub * Ub)
         q_model = data.arrays.Z.shape[1]
         prior_sd = np.sqrt(nu[data.arrays.ident])
         mean = np.zeros(q_model)

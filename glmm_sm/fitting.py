@@ -319,9 +319,10 @@ def _mcmle(model, opts, seed, start_params, callback, disp, client):
             if prev_mcse is None:
                 moved = math.inf  # the first centre is the Laplace fit, not an MCMLE
             min_ess = float(ev.ess.min())
+            opt_ok = res.success or _at_maximum(ev, mcse)
             info = {"round": rnd, "m": m, "params": theta, "value": ev.value,
                     "min_ess": min_ess, "max_ratio": ratio, "moved": moved,
-                    "iterations": int(res.nit), "optimizer_success": bool(res.success),
+                    "iterations": int(res.nit), "optimizer_success": bool(opt_ok),
                     "seconds": time.perf_counter() - t_round}
             log.rounds.append(info)
             outcome = FitOutcome(theta, ev, engine, log, False, seed)
@@ -334,8 +335,6 @@ def _mcmle(model, opts, seed, start_params, callback, disp, client):
                 break
             ok_m = opts.m != "auto" or ratio <= opts.target_ratio
             ok_ess = min_ess >= opts.min_ess
-            opt_ok = res.success or _at_maximum(ev, mcse)
-            info["optimizer_success"] = bool(opt_ok)
             if moved <= 3.0 and ok_m and ok_ess and opt_ok:
                 outcome.converged = True
                 log.message = f"converged after {rnd + 1} rounds"

@@ -430,7 +430,9 @@ class MonteCarloGLMM(LikelihoodModel):
         if start_params is not None:
             start_params = self._check_params(start_params)
         if client is not None:
-            _check_client(client)
+            from .distributed import check_client
+
+            check_client(client)
         outcome = mcmle(self, opts, random_state=random_state, start_params=start_params,
                         callback=callback, disp=disp, client=client)
         res = MonteCarloGLMMResults(self, outcome)
@@ -518,17 +520,6 @@ class _SafeModelData(_SafeUnpickle, ModelData):
 
 
 _SAFE_DATA = {PandasData: _SafePandasData, ModelData: _SafeModelData}
-
-
-def _check_client(client):
-    try:
-        import distributed
-    except ImportError:
-        from .distributed import INSTALL_HINT
-
-        raise ImportError(INSTALL_HINT) from None
-    if not isinstance(client, distributed.Client):
-        raise TypeError(f"client must be a dask.distributed.Client; got {type(client).__name__}")
 
 
 def _sm_family(fam):
