@@ -6,8 +6,9 @@ and maximizes the approximation, reporting Monte Carlo standard errors beside th
 """
 
 from . import datasets
-from .compare import compare
+from .compare import compare, plot_compare
 from .fitting import FitOptions
+from .lrtest import lrtest
 from .model import MonteCarloGLMM
 from .results import MonteCarloGLMMResults
 
@@ -18,6 +19,8 @@ __all__ = [
     "MonteCarloGLMM",
     "MonteCarloGLMMResults",
     "compare",
+    "lrtest",
+    "plot_compare",
     "datasets",
     "__version__",
 ]

@@ -27,7 +27,6 @@ Wald tests and contrasts of the other parameters are unaffected.
 from __future__ import annotations
 
 import warnings
-from dataclasses import replace
 
 import numpy as np
 
@@ -204,10 +203,17 @@ def fit_with_boundary(model, first, opts, callback, disp, client):
         for t in back:
             start[p + t] = max(lap_nu[t], 1e-2)
         if not drop:  # every component is back: an ordinary fit from here
-            full = _mcmle(model, replace(opts, boundary_tol=0.0), child_seed(seed, 2000),
-                          start, callback, disp, client)
+            full = _mcmle(model, opts, child_seed(seed, 2000 + attempt), start, callback,
+                          disp, client)
+            if not full.boundary:
+                _prepend_log(first.log, full.log)
+                return full
+            # Back at 0 after being put back: accepted there (a component is re-added once),
+            # with the warning that the derivative at 0 is positive if it still is.
             _prepend_log(first.log, full.log)
-            return full
+            first = full
+            drop = sorted(full.boundary)
+            start = np.asarray(full.params, dtype=float).copy()
 
 
 def _prepend_log(first, log):

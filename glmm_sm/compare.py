@@ -78,3 +78,40 @@ def _estimates(obj):
     var = np.exp(2 * m)
     vc = pd.DataFrame({"estimate": var, "se": 2 * var * s}, index=list(model.vcp_names))
     return pd.concat([fe, vc])
+
+
+def plot_compare(res, other, labels=None, alpha=0.05, figsize=None):
+    """Plot :func:`compare`'s table: each fit's estimates with ``± z_{1-alpha/2}`` SE
+    intervals, fixed effects and variance components in separate panels.
+
+    Parameters
+    ----------
+    res : MonteCarloGLMMResults
+    other : MonteCarloGLMMResults or BayesMixedGLMResults
+    labels : pair of str, optional
+        Labels of the two fits (as in :func:`compare`).
+    alpha : float
+        ``1 - alpha`` is the nominal coverage of the intervals.
+    figsize : tuple of float, optional
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    Notes
+    -----
+    A Bayesian fit's variance interval is its posterior mean on the variance scale
+    ``± z`` times the delta-method SD, as in :func:`compare`; it may reach below 0.
+    """
+    from .plots import plot_compare_table
+
+    table = compare(res, other, labels=labels)
+    vc_names = list(_inner_model(res).vcp_names) + list(_inner_model(other).vcp_names)
+    return plot_compare_table(table, vc_names, alpha=alpha, figsize=figsize)
+
+
+def _inner_model(obj):
+    return getattr(obj, "_results", obj).model
+
+
+__all__ += ["plot_compare"]

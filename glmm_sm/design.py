@@ -19,6 +19,8 @@ import pandas as pd
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
+from ._formula import check_vc_columns, check_vc_formula
+
 __all__ = ["Block", "BlockLayout", "RandomEffectsDesign", "vc_design_from_formulas"]
 
 
@@ -244,8 +246,10 @@ def vc_design_from_formulas(vc_formulas, data, eval_env=0, vcp_names=None, equal
     formulas, names, comp = _normalize_vc_spec(vc_formulas, vcp_names, equal)
     mgr = FormulaManager()
     mats, idents, cols = [], [], []
+    per_comp = np.bincount(np.asarray(comp, dtype=int), minlength=len(names))
     for f, t in zip(formulas, comp, strict=True):
         label = names[t]
+        check_vc_formula(label, f)
         try:
             mat = mgr.get_matrices(f, data, eval_env=eval_env, pandas=True, na_action="raise")
         except Exception as exc:  # the formula engines raise many types
@@ -258,6 +262,8 @@ def vc_design_from_formulas(vc_formulas, data, eval_env=0, vcp_names=None, equal
             raise ValueError(f"vc_formulas[{label!r}]: formula {f!r} gives NaN or infinite values")
         if not np.any(values):
             raise ValueError(f"vc_formulas[{label!r}]: formula {f!r} gives an all-zero design")
+        check_vc_columns(label, f, values, [str(c) for c in mat.columns],
+                         alone=per_comp[t] == 1)
         mats.append(sp.csr_matrix(values))
         idents.append(np.full(mat.shape[1], t))
         cols.extend((label, str(c)) for c in mat.columns)

@@ -20,19 +20,29 @@ import numbers
 import sys
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
-from scipy.optimize import minimize
-from statsmodels.tools.sm_exceptions import ConvergenceWarning
+from scipy.optimize import OptimizeResult, minimize
+from statsmodels.tools.sm_exceptions import ConvergenceWarning, PerfectSeparationWarning
 from threadpoolctl import threadpool_limits
 
 from ._random import as_seed_sequence, child_seed
 from .boundary import BOUNDARY_NU, at_boundary
+from .covariance import information_errors
 from .draws import DEFAULT_MEMORY_BUDGET, DrawSet
 from .engine import MCLAEngine, effective_n_jobs
+from .laplace import laplace_fit
+from .params import ParamTransform
+from .separation import separation_direction
 
 __all__ = ["FitOptions", "FitLog", "FitOutcome", "mcmle"]
+
+#: Movement between rounds is measured against the larger of the combined MCSE and this
+#: fraction of the standard error.
+MOVE_FLOOR_SE = 0.01
+#: Largest factor by which m may grow from one round to the next.
+MAX_M_GROWTH = 10.0
 
 
 @dataclass(frozen=True)
@@ -56,6 +66,9 @@ class FitOptions:
     factorize: bool | None = None
     sampler_options: dict = field(default_factory=dict)
     boundary_tol: float = BOUNDARY_NU
+    #: Internal: the absolute ``time.perf_counter()`` by which the whole fit (boundary
+    #: refits included) must end; set by :func:`mcmle` from ``time_budget``.
+    deadline: float | None = None
 
     def __post_init__(self):
         if isinstance(self.m, str):
@@ -113,10 +126,17 @@ class FitLog:
         ``round``, ``theta`` (beta, nu), ``value``, ``grad_norm`` for every objective call.
     rounds : list of dict
         ``round``, ``m``, ``params``, ``value``, ``min_ess``, ``max_ratio`` (largest
-        MCSE/SE), ``moved`` (largest move since the sampler centre, in combined MCSEs),
-        ``iterations``, ``seconds``.
+        MCSE/SE), ``moved`` (largest move since the sampler centre, in units of the larger
+        of the combined MCSE and 1% of the SE), ``iterations``, the trust-region
+        optimizer's own ``optimizer_success``, ``optimizer_status`` and
+        ``optimizer_message``, ``at_maximum`` (its stop accepted: success, or a Newton step
+        far below Monte Carlo error), ``hessian_negative_definite``,
+        ``nonfinite_evaluations`` (trial points where ``l_m`` was not finite),
+        ``converged`` and ``seconds``.
     laplace : dict
-        The Laplace start: ``params``, ``value``, ``seconds``.
+        The Laplace start: ``params``, ``value``, L-BFGS-B's ``optimizer_success``,
+        ``optimizer_status``, ``optimizer_message`` and ``iterations``, ``mode_converged``,
+        ``nonfinite_evaluations`` and ``seconds``.
     seed_entropy : int
         Entropy of the root ``SeedSequence`` (repeat the fit with ``random_state`` set to a
         ``SeedSequence(entropy)``).
@@ -125,6 +145,8 @@ class FitLog:
         Variance components estimated at 0, each with the one-sided derivative of the
         log-likelihood at 0 (negative: the boundary is a maximum); see
         :mod:`glmm_sm.boundary`.
+    warnings : list of str
+        Problems found along the way, each also issued as a ConvergenceWarning.
     """
 
     evaluations: list = field(default_factory=list)
@@ -133,6 +155,7 @@ class FitLog:
     seed_entropy: int | None = None
     message: str = ""
     boundary: dict = field(default_factory=dict)
+    warnings: list = field(default_factory=list)
 
     def to_frame(self):
         """The rounds as a pandas DataFrame."""
@@ -180,34 +203,34 @@ class FitOutcome:
 
 
 class _Objective:
-    """``-l_m`` on ``x = (beta, log nu)`` with cached evaluations and chain-rule derivatives."""
+    """``-l_m`` on the optimizer's ``x = (gamma, log nu)`` (:class:`ParamTransform`), with the
+    last evaluation cached and every evaluation logged."""
 
-    def __init__(self, engine, p, log, rnd):
-        self.engine, self.p, self.log, self.rnd = engine, p, log, rnd
+    def __init__(self, engine, tr, log, rnd):
+        self.engine, self.tr, self.log, self.rnd = engine, tr, log, rnd
         self._x = None
         self._out = None
+        self.last = None  # the Evaluation at self._x
+        self.n_nonfinite = 0
 
     def _eval(self, x):
         if self._x is None or not np.array_equal(x, self._x):
-            p = self.p
-            theta = np.concatenate([x[:p], np.exp(x[p:])])
+            theta = self.tr.to_theta(x)
             ev = self.engine.evaluate(theta)
-            if ev.gradient is None or not (np.all(np.isfinite(ev.gradient))
-                                           and np.all(np.isfinite(ev.hessian))):
-                out = (np.inf, np.zeros_like(x), np.eye(len(x)))
+            finite = (ev.gradient is not None and np.isfinite(ev.value)
+                      and np.all(np.isfinite(ev.gradient)) and np.all(np.isfinite(ev.hessian)))
+            if finite:
+                out = (-ev.value, -self.tr.gradient(ev.gradient, theta),
+                       -self.tr.hessian(ev.hessian, ev.gradient, theta))
             else:
-                nu = theta[p:]
-                g = ev.gradient.copy()
-                H = ev.hessian.copy()
-                J = np.concatenate([np.ones(p), nu])
-                gx = g * J
-                Hx = H * np.outer(J, J)
-                Hx[p:, p:] += np.diag(gx[p:])
-                out = (-ev.value, -gx, -Hx)
-            self.log.evaluations.append({"round": self.rnd, "theta": theta,
-                                         "value": -out[0],
-                                         "grad_norm": float(np.linalg.norm(out[1]))})
-            self._x, self._out = np.array(x), out
+                # Only ever a trial point: the trust region rejects an infinite value (and
+                # never asks for its derivatives); counted and reported in the round's log.
+                self.n_nonfinite += 1
+                out = (np.inf, np.zeros_like(x), np.eye(len(x)))
+            self.log.evaluations.append({"round": self.rnd, "theta": theta, "value": -out[0],
+                                         "grad_norm": float(np.linalg.norm(out[1])),
+                                         "finite": bool(finite)})
+            self._x, self._out, self.last = np.array(x), out, ev
         return self._out
 
     def fun(self, x):
@@ -219,42 +242,70 @@ class _Objective:
     def hess(self, x):
         return self._eval(x)[2]
 
-
-def _maximize(engine, start, p, opts, log, rnd):
-    obj = _Objective(engine, p, log, rnd)
-    x0 = np.concatenate([start[:p], np.log(start[p:])])
-    res = minimize(obj.fun, x0, jac=obj.jac, hess=obj.hess, method="trust-exact",
-                   options={"gtol": opts.gtol, "maxiter": opts.maxiter})
-    theta = np.concatenate([res.x[:p], np.exp(res.x[p:])])
-    return theta, res
+    def evaluation_at(self, x):
+        """The :class:`Evaluation` at ``x`` (cached when it was the last one)."""
+        self._eval(np.asarray(x, dtype=np.float64))
+        return self.last
 
 
-def _at_maximum(ev, mcse, tol=1e-2):
+def _maximize(engine, start, tr, opts, log, rnd):
+    """Maximize ``l_m`` from ``start``: ``(theta, optimizer result, Evaluation at theta)``.
+
+    A linear-algebra failure inside the optimizer ends the round as an optimizer failure
+    (status -1, its message kept) at the best point seen, instead of reaching the user.
+    """
+    obj = _Objective(engine, tr, log, rnd)
+    x0 = tr.to_x(start)
+    lognu_min = math.log(opts.boundary_tol) if opts.boundary_tol > 0 else -math.inf
+
+    def at_edge(intermediate_result):
+        # A variance on its way to 0 (log nu -> -inf) would take every remaining iteration;
+        # below boundary_tol the round stops and the boundary procedure takes over.
+        if np.any(intermediate_result.x[tr.p:] < lognu_min):
+            raise StopIteration
+
+    try:
+        res = minimize(obj.fun, x0, jac=obj.jac, hess=obj.hess, method="trust-exact",
+                       callback=at_edge, options={"gtol": opts.gtol, "maxiter": opts.maxiter})
+    except (np.linalg.LinAlgError, FloatingPointError) as exc:
+        x = obj._x if obj._x is not None and np.isfinite(obj._out[0]) else x0
+        res = OptimizeResult(x=x, success=False, status=-1, nit=0,
+                             message=f"trust-exact failed: {type(exc).__name__}: {exc}")
+    ev = obj.evaluation_at(res.x)
+    res.n_nonfinite = obj.n_nonfinite
+    return tr.to_theta(res.x), res, ev
+
+
+def _at_maximum(ev, errors, mcse, tol=1e-2):
     """Whether ``ev`` is at a maximum to far below Monte Carlo error, though the optimizer
     stopped short of ``gtol`` (badly scaled designs leave a roundoff floor in the gradient):
-    the Hessian is negative definite and the remaining Newton step is below ``tol`` MCSEs.
+    the Hessian is negative definite and the remaining Newton step is below ``tol`` times
+    the larger of the MCSE and 1% of the SE.
     """
     H, g = ev.hessian, ev.gradient
-    if H is None or not (np.all(np.isfinite(H)) and np.all(np.isfinite(g))):
+    if H is None or not errors.positive_definite or not np.all(np.isfinite(g)):
         return False
-    try:
-        np.linalg.cholesky(-H)
-    except np.linalg.LinAlgError:
-        return False
-    step = np.linalg.solve(H, g)
-    return bool(np.all(np.abs(step) <= tol * mcse))
+    step = errors.cov @ g  # -H^{-1} g, the Newton step
+    se = np.sqrt(np.diag(errors.cov))
+    return bool(np.all(np.abs(step) <= tol * np.maximum(mcse, MOVE_FLOOR_SE * se)))
+
+
+def _mcse(mcse_cov):
+    """Square roots of the diagonal of a Monte Carlo covariance ``H^{-1} V H^{-1}``.
+
+    The sandwich is positive semi-definite by construction (``V`` is a sum of outer
+    products), so a negative diagonal entry is roundoff around 0 and is read as 0.
+    """
+    with np.errstate(invalid="ignore"):
+        return np.sqrt(np.maximum(np.diag(mcse_cov), 0.0))
 
 
 def monte_carlo_errors(ev):
-    """``(cov, mcse_cov)``: inverse observed information and the MCSE sandwich at ``ev``."""
-    H = ev.hessian
-    try:
-        Hinv = np.linalg.inv(H)
-    except np.linalg.LinAlgError:
-        Hinv = np.linalg.pinv(H)
-    cov = -Hinv
-    mc = Hinv @ ev.score_var @ Hinv
-    return 0.5 * (cov + cov.T), 0.5 * (mc + mc.T)
+    """``(cov, mcse_cov)``: inverse observed information and the MCSE sandwich at ``ev``;
+    NaN rows for parameters where ``-H`` is not positive definite
+    (:func:`~glmm_sm.covariance.information_errors`)."""
+    err = information_errors(ev.hessian, ev.score_var)
+    return err.cov, err.mcse_cov
 
 
 def mcmle(model, opts: FitOptions, random_state=None, start_params=None, callback=None,
@@ -265,6 +316,9 @@ def mcmle(model, opts: FitOptions, random_state=None, start_params=None, callbac
     the estimates are the same as without it.
     """
     seed = as_seed_sequence(random_state)
+    separated = _check_separation(model)
+    if opts.time_budget is not None and opts.deadline is None:
+        opts = replace(opts, deadline=time.perf_counter() + opts.time_budget)
     # Small dense algebra only: BLAS threads cost far more than they gain here.
     with threadpool_limits(1, user_api="blas"):
         outcome = _mcmle(model, opts, seed, start_params, callback, disp, client)
@@ -274,101 +328,236 @@ def mcmle(model, opts: FitOptions, random_state=None, start_params=None, callbac
             outcome = fit_with_boundary(model, outcome, opts, callback, disp, client)
     if outcome.engine is not None:
         outcome.engine.detach()
+    if separated is not None:
+        outcome.converged = False
+        outcome.log.message = f"{separated}; {outcome.log.message}"
+    _warn_hessian(model, outcome)
     if not outcome.converged:
         _warn_unconverged(outcome.log, opts)
+    for text in outcome.log.warnings:
+        warnings.warn(text, ConvergenceWarning, stacklevel=3)
     return outcome
+
+
+def _check_separation(model):
+    """Warn (statsmodels' PerfectSeparationWarning) when the fixed-effects MLE does not exist;
+    the text for the fit log, or None."""
+    a = model.arrays
+    d = separation_direction(a.X, a.y, a.ntrials, a.weights, a.family.code)
+    if d is None:
+        return None
+    names = list(model.exog_names)
+    which = [f"{names[j]} ({'+' if d[j] > 0 else '-'})" for j in np.flatnonzero(d)]
+    if a.family.code == 0 and np.all(a.y[a.weights > 0] == 0):
+        kind = "every response is 0 (no successes)"
+    elif a.family.code == 0 and np.all((a.y == a.ntrials)[a.weights > 0]):
+        kind = "every response is a success"
+    elif a.family.code == 1 and np.all(a.y[a.weights > 0] == 0):
+        kind = "every count is 0"
+    else:
+        kind = "perfect separation"
+    text = (f"the maximum likelihood estimate does not exist ({kind}): the likelihood keeps "
+            f"increasing as the fixed effect(s) {which} go to +-infinity, so their estimates "
+            "and standard errors only say where the optimizer stopped. Drop or merge the "
+            "separating covariate or level, or use a penalized (Bayesian) fit")
+    warnings.warn(text, PerfectSeparationWarning, stacklevel=4)
+    return text
+
+
+def _warn_hessian(model, outcome):
+    """ConvergenceWarning when ``-H`` is not positive definite at the final estimate."""
+    ev = outcome.evaluation
+    if outcome.cov is not None or ev is None or ev.hessian is None:
+        return
+    err = information_errors(ev.hessian, ev.score_var)
+    if err.positive_definite:
+        return
+    names = list(model.data.param_names)
+    bad = [names[j] for j in np.flatnonzero(err.bad)]
+    outcome.converged = False
+    outcome.log.message = ("the Hessian of the log-likelihood is not negative definite at "
+                           f"the estimate (directions involving {bad}); "
+                           + outcome.log.message)
+    warnings.warn(f"the Hessian of the Monte Carlo log-likelihood is not negative definite "
+                  f"at the estimate: it is not a strict maximum in the directions involving "
+                  f"{bad}, whose standard errors are reported as NaN. Causes: parameters "
+                  "that are not identified (aliased random effects, a variance component "
+                  "with too few levels), a fit stopped short (increase m or max_rounds), or "
+                  "a maximum on the boundary", ConvergenceWarning, stacklevel=4)
 
 
 def _mcmle(model, opts, seed, start_params, callback, disp, client):
     """The rounds; stops early (``outcome.boundary``) when a variance goes to 0."""
     t_start = time.perf_counter()
-    n_jobs = effective_n_jobs(opts.n_jobs)
     log = FitLog(seed_entropy=seed.entropy)
     p = model.k_fe
     factorize = model.factorize if opts.factorize is None else bool(opts.factorize)
     t0 = time.perf_counter()
-    lap, lap_value, mode = model.fit_laplace(start_params, factorize=factorize)
-    log.laplace = {"params": lap, "value": lap_value, "seconds": time.perf_counter() - t0}
+    lapfit = laplace_fit(model.block_system(factorize), start_params)
+    lap, mode = lapfit.params, lapfit.mode
+    log.laplace = {**lapfit.record(), "seconds": time.perf_counter() - t0}
+    if not lapfit.ok:
+        log.warnings.append(
+            "the Laplace step (start values and sampler centre) ended without converged "
+            f"conditional modes or with a non-finite value ({lapfit.info.message}); the "
+            "Monte Carlo rounds start from it anyway: check the fit, or give start_params")
     zero = at_boundary(lap[p:], opts.boundary_tol)
     if zero:
         log.message = "Laplace estimate at the boundary"
         return FitOutcome(lap, None, None, log, False, seed, boundary=zero)
-    centre, centre_mode = lap, mode
-    m = opts.m_start if opts.m == "auto" else int(opts.m)
-    m = min(m, opts.max_m) if opts.m == "auto" else m
-    prev_mcse = None
-    outcome = None
+    state = _RoundState(model, opts, seed, factorize, client, log, t_start, lap, mode)
     bar = _progress(disp, opts.max_rounds)
     try:
         for rnd in range(opts.max_rounds):
-            t_round = time.perf_counter()
-            smp = model.make_sampler(centre, opts.sampler, factorize, mode=centre_mode,
-                                     **opts.sampler_options)
-            draws = DrawSet.from_sampler(smp, m, child_seed(seed, rnd), opts.memory_budget,
-                                         materialize=client is None, n_jobs=n_jobs)
-            engine = MCLAEngine(draws, opts.kernel, opts.chunk_size, n_jobs, client)
-            theta, res = _maximize(engine, centre, p, opts, log, rnd)
-            ev = engine.evaluate(theta)
-            cov, mc = monte_carlo_errors(ev)
-            se = np.sqrt(np.clip(np.diag(cov), 0, None))
-            mcse = np.sqrt(np.clip(np.diag(mc), 0, None))
-            with np.errstate(divide="ignore", invalid="ignore"):
-                ratio = float(np.nanmax(np.where(se > 0, mcse / se, np.inf)))
-                ref = mcse if prev_mcse is None else np.sqrt(mcse**2 + prev_mcse**2)
-                moved = float(np.max(np.abs(theta - centre) / np.maximum(ref, 1e-300)))
-            if prev_mcse is None:
-                moved = math.inf  # the first centre is the Laplace fit, not an MCMLE
-            min_ess = float(ev.ess.min())
-            opt_ok = res.success or _at_maximum(ev, mcse)
-            info = {"round": rnd, "m": m, "params": theta, "value": ev.value,
-                    "min_ess": min_ess, "max_ratio": ratio, "moved": moved,
-                    "iterations": int(res.nit), "optimizer_success": bool(opt_ok),
-                    "seconds": time.perf_counter() - t_round}
-            log.rounds.append(info)
-            outcome = FitOutcome(theta, ev, engine, log, False, seed)
-            bar.update(1)
-            bar.set_postfix(m=m, ess=f"{min_ess:.0f}", ratio=f"{ratio:.3f}")
-            zero = at_boundary(theta[p:], opts.boundary_tol)
-            if zero:
-                outcome.boundary = zero
-                log.message = f"variance went to 0 in round {rnd}"
+            if state.round(rnd, callback, bar):
                 break
-            ok_m = opts.m != "auto" or ratio <= opts.target_ratio
-            ok_ess = min_ess >= opts.min_ess
-            if moved <= 3.0 and ok_m and ok_ess and opt_ok:
-                outcome.converged = True
-                log.message = f"converged after {rnd + 1} rounds"
-                break
-            if callback is not None and callback(info):
-                log.message = f"stopped by callback after round {rnd}"
-                break
-            elapsed = time.perf_counter() - t_start
-            if opts.time_budget is not None and elapsed > opts.time_budget:
-                log.message = f"time budget of {opts.time_budget:g} s used up"
-                break
-            if opts.m == "auto":
-                m = _next_m(m, ratio, min_ess, opts)
-            centre, centre_mode, prev_mcse = theta, None, mcse
         else:
             log.message = f"no convergence in max_rounds={opts.max_rounds} rounds"
     except KeyboardInterrupt:
-        if outcome is None:
+        if state.outcome is None:
             raise
         log.message = f"interrupted during round {len(log.rounds)}; returning round " \
                       f"{len(log.rounds) - 1}"
         warnings.warn(log.message, UserWarning, stacklevel=3)
     finally:
         bar.close()
-    return outcome
+    return state.outcome
+
+
+class _RoundState:
+    """What carries from one Monte Carlo round to the next: centre, m, MCSEs, history."""
+
+    def __init__(self, model, opts, seed, factorize, client, log, t_start, lap, mode):
+        self.model, self.opts, self.seed, self.factorize = model, opts, seed, factorize
+        self.client, self.log, self.t_start = client, log, t_start
+        # The time budget covers the whole fit, boundary refits included.
+        self.deadline = opts.deadline
+        if self.deadline is None and opts.time_budget is not None:
+            self.deadline = t_start + opts.time_budget
+        self.n_jobs = effective_n_jobs(opts.n_jobs)
+        self.tr = ParamTransform(model.arrays.X, model.k_vc)
+        self.centre, self.centre_mode = lap, mode
+        m = opts.m_start if opts.m == "auto" else int(opts.m)
+        self.m = min(m, opts.max_m) if opts.m == "auto" else m
+        self.prev_mcse = None
+        self.outcome = None
+        self.nu_history = [np.asarray(lap[model.k_fe:], dtype=float)]
+
+    def round(self, rnd, callback, bar):
+        """Run round ``rnd``; True when the fit stops after it."""
+        opts, log, p = self.opts, self.log, self.model.k_fe
+        t_round = time.perf_counter()
+        smp = self.model.make_sampler(self.centre, opts.sampler, self.factorize,
+                                      mode=self.centre_mode, **opts.sampler_options)
+        draws = DrawSet.from_sampler(smp, self.m, child_seed(self.seed, rnd),
+                                     opts.memory_budget, materialize=self.client is None,
+                                     n_jobs=self.n_jobs)
+        engine = MCLAEngine(draws, opts.kernel, opts.chunk_size, self.n_jobs, self.client)
+        theta, res, ev = _maximize(engine, self.centre, self.tr, opts, log, rnd)
+        info, err, mcse = self._record(rnd, theta, res, ev, time.perf_counter() - t_round)
+        self.outcome = FitOutcome(theta, ev, engine, log, False, self.seed)
+        bar.update(1)
+        bar.set_postfix(m=self.m, ess=f"{info['min_ess']:.0f}", ratio=f"{info['max_ratio']:.3f}")
+        stop = bool(callback(info)) if callback is not None else False
+        zero = at_boundary(theta[p:], opts.boundary_tol) or self._shrinking(theta, err)
+        if zero:
+            self.outcome.boundary = zero
+            if not log.message:
+                log.message = f"variance went to 0 in round {rnd}"
+            return True
+        if info["converged"]:
+            self.outcome.converged = True
+            log.message = f"converged after {rnd + 1} rounds"
+            return True
+        if stop:
+            log.message = f"stopped by callback after round {rnd}"
+            return True
+        if self._out_of_time(info):
+            return True
+        self.centre, self.centre_mode, self.prev_mcse = theta, None, mcse
+        return False
+
+    def _record(self, rnd, theta, res, ev, seconds):
+        """The round's log entry (raw optimizer status included) and its errors."""
+        opts, centre = self.opts, self.centre
+        err = information_errors(ev.hessian, ev.score_var)
+        se = np.sqrt(np.diag(err.cov))
+        mcse = _mcse(err.mcse_cov)
+        ok = np.isfinite(se) & (se > 0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = float(np.max(mcse[ok] / se[ok])) if ok.any() else math.inf
+            ref = mcse if self.prev_mcse is None else np.sqrt(mcse**2 + self.prev_mcse**2)
+            # Parameters the random effects barely touch (within-cluster contrasts) have an
+            # MCSE of ~1e-10: movement is measured against at least 1% of the SE.
+            ref = np.fmax(ref, MOVE_FLOOR_SE * se)
+            moved = float(np.max(np.abs(theta - centre) / np.maximum(ref, 1e-300)))
+        if self.prev_mcse is None or not np.isfinite(moved):
+            moved = math.inf  # the first centre is the Laplace fit, not an MCMLE
+        min_ess = float(ev.ess.min())
+        accepted = bool(res.success) or _at_maximum(ev, err, mcse)
+        converged = (moved <= 3.0 and (opts.m != "auto" or ratio <= opts.target_ratio)
+                     and min_ess >= opts.min_ess and accepted and err.positive_definite)
+        info = {"round": rnd, "m": self.m, "params": theta, "value": ev.value,
+                "min_ess": min_ess, "max_ratio": ratio, "moved": moved,
+                "iterations": int(res.nit), "optimizer_success": bool(res.success),
+                "optimizer_status": int(res.status), "optimizer_message": str(res.message),
+                "at_maximum": accepted, "hessian_negative_definite": err.positive_definite,
+                "nonfinite_evaluations": int(res.n_nonfinite), "converged": converged,
+                "seconds": seconds}
+        self.log.rounds.append(info)
+        return info, err, mcse
+
+    def _shrinking(self, theta, err):
+        """Components whose variance keeps shrinking toward 0 (a boundary maximum that the
+        optimizer on ``log nu`` can only approach): in this round the estimate fell below a
+        quarter of the sampler centre's and below one standard error."""
+        p = self.model.k_fe
+        nu = np.asarray(theta[p:], dtype=float)
+        prev = self.nu_history[-1]
+        self.nu_history.append(nu)
+        if self.opts.boundary_tol <= 0:
+            return []
+        se = np.sqrt(np.diag(err.cov))[p:]
+        out = [int(t) for t in np.flatnonzero((nu < 0.25 * prev) & ~(nu >= se))]
+        if out:
+            names = [self.model.vcp_names[t] for t in out]
+            self.log.message = (f"variance(s) {names} kept shrinking toward 0 (round "
+                                f"{len(self.nu_history) - 2}: {prev[out]} -> {nu[out]}, "
+                                "within one SE of 0): treated as at the boundary")
+        return out
+
+    def _out_of_time(self, info):
+        """Choose the next m within the time budget; True when the budget is used up."""
+        opts, log = self.opts, self.log
+        left = None if self.deadline is None else self.deadline - time.perf_counter()
+        if left is not None and left <= 0:
+            log.message = f"time budget of {opts.time_budget:g} s used up"
+            return True
+        if opts.m != "auto":
+            return False
+        m_next = _next_m(self.m, info["max_ratio"], info["min_ess"], opts)
+        if left is not None:
+            # A round costs about in proportion to m: never start one that cannot finish.
+            per_draw = info["seconds"] / self.m
+            affordable = int(left / max(per_draw, 1e-12))
+            if affordable < self.m:
+                log.message = (f"time budget of {opts.time_budget:g} s used up (the next "
+                               f"round would take about {per_draw * self.m:.0f} s more)")
+                return True
+            m_next = min(m_next, affordable)
+        self.m = m_next
+        return False
 
 
 def _next_m(m, ratio, min_ess, opts):
+    """The next round's m: MCSE shrinks like m^(-1/2); at most 10 times the last m, so that
+    no round jumps by orders of magnitude on one noisy ratio."""
     grow = 1.0
     if math.isfinite(ratio) and ratio > opts.target_ratio:
         grow = max(grow, 1.2 * (ratio / opts.target_ratio) ** 2)
     if min_ess < opts.min_ess:
         grow = max(grow, 1.5 * opts.min_ess / max(min_ess, 1.0))
-    return int(min(opts.max_m, math.ceil(m * min(grow, 100.0))))
+    return int(min(opts.max_m, math.ceil(m * min(grow, MAX_M_GROWTH))))
 
 
 def _warn_unconverged(log, opts):

@@ -19,9 +19,11 @@ from scipy.optimize import minimize
 from threadpoolctl import threadpool_limits
 
 from ._data import LayoutData
+from .params import ParamTransform
 
 __all__ = ["BlockSystem", "ModeResult", "conditional_mode", "laplace_loglike", "laplace_score",
-           "laplace_fit", "mode_derivatives", "glm_start"]
+           "laplace_fit", "mode_derivatives", "glm_start", "robust_cholesky", "spd_solve",
+           "LaplaceFit"]
 
 LOGNU_BOUNDS = (np.log(1e-8), np.log(1e8))
 
@@ -92,6 +94,57 @@ class BlockSystem:
             idx = np.arange(qs)
             M[:, idx, idx] += dinv[cols]
         return mats
+
+
+def robust_cholesky(M):
+    """Lower Cholesky factors of the stacked symmetric matrices ``M`` (k, q, q), never raising.
+
+    The precisions ``Z' W Z + D^{-1}`` are positive definite in exact arithmetic; in floating
+    point one whose entries span many orders of magnitude (a Poisson mean of ``e^500`` beside
+    a prior precision of ``1e-8``) can fail to factor.  Such a matrix gets a diagonal jitter,
+    ``1e-14`` of its largest diagonal entry, growing tenfold until it factors (at most
+    ``1e-4``), then its eigenvalues are clipped from below as a last resort.  Non-finite
+    entries are replaced by the finite diagonal (they come only from overflow).
+    """
+    M = np.array(M, dtype=np.float64)
+    try:
+        with np.errstate(all="ignore"):
+            return np.linalg.cholesky(M)
+    except np.linalg.LinAlgError:
+        pass
+    out = np.empty_like(M)
+    for i in range(M.shape[0]):
+        out[i] = _cholesky_one(M[i])
+    return out
+
+
+def _cholesky_one(A):
+    q = A.shape[0]
+    if not np.all(np.isfinite(A)):
+        d = np.diag(A).copy()
+        d[~np.isfinite(d)] = np.finfo(np.float64).max / (4.0 * max(q, 1))
+        A = np.diag(np.maximum(d, 1e-300))
+    scale = max(float(np.max(np.abs(np.diag(A)))), 1e-300)
+    eye = np.eye(q)
+    for k in range(-14, -3):
+        try:
+            return np.linalg.cholesky(A + (10.0**k * scale) * eye)
+        except np.linalg.LinAlgError:
+            continue
+    lam, V = np.linalg.eigh(0.5 * (A + A.T))
+    lam = np.maximum(lam, 1e-8 * scale)
+    return np.linalg.cholesky((V * lam) @ V.T + 1e-12 * scale * eye)
+
+
+def spd_solve(M, rhs):
+    """Solve ``M_i x_i = rhs_i`` for stacked positive definite ``M`` (k, q, q), ``rhs`` (k, q).
+
+    Uses :func:`robust_cholesky`, so it never raises; a nearly singular system gets the
+    solution of a slightly regularized one (the damped Newton step of the mode solver).
+    """
+    L = robust_cholesky(M)
+    y = np.linalg.solve(L, rhs[..., None])
+    return np.linalg.solve(np.swapaxes(L, 1, 2), y)[..., 0]
 
 
 @dataclass
@@ -169,7 +222,7 @@ def conditional_mode(system: BlockSystem, beta, nu, u0=None, maxiter=100, tol=1e
         P = system.precision(h, dinv)
         step = np.zeros_like(u)
         for (_, _, cols), M in zip(system.groups, P, strict=True):
-            step[cols] = np.linalg.solve(M, grad[cols][..., None])[..., 0]
+            step[cols] = spd_solve(M, grad[cols])
         dec = np.bincount(data.block_of_col, weights=grad * step, minlength=data.n_blocks)
         if dec.max() < tol:
             converged = True
@@ -204,7 +257,7 @@ def conditional_mode(system: BlockSystem, beta, nu, u0=None, maxiter=100, tol=1e
             obj_try[grow], scale_try[grow], alpha[grow] = obj2[grow], scale2[grow], a2[grow]
         u, obj, r, h, scale = u_try, obj_try, r_try, h_try, scale_try
     P = system.precision(h, dinv)
-    chol = [np.linalg.cholesky(M) for M in P]
+    chol = [robust_cholesky(M) for M in P]
     logdet = np.zeros(data.n_blocks)
     for (_, ids, _), L in zip(system.groups, chol, strict=True):
         logdet[ids] = 2.0 * np.log(np.diagonal(L, axis1=1, axis2=2)).sum(axis=1)
@@ -339,36 +392,96 @@ def laplace_score(system: BlockSystem, beta, nu, mode: ModeResult):
 
 
 def glm_start(data: LayoutData, maxiter=50):
-    """Fixed-effects-only MLE by damped Newton (random effects set to zero)."""
+    """Fixed-effects-only MLE by damped Newton (random effects set to zero).
+
+    Newton runs in whitened coordinates (:class:`~glmm_sm.params.ParamTransform`), so it
+    takes the same steps whatever the covariates' scale; a separated design (no finite MLE)
+    stops after ``maxiter`` steps with large coefficients.
+    """
     X = data.X
-    beta = np.zeros(X.shape[1])
+    tr = ParamTransform(X, 0)
+    Xw = X @ tr.T
+    gamma = np.zeros(X.shape[1])
     fam = data.family
 
-    def objective(b):
-        eta = X @ b + data.offset
-        return np.sum(data.wy * eta - data.wn * fam.cumulant(eta)), eta
+    def objective(gm):
+        eta = Xw @ gm + data.offset
+        with np.errstate(over="ignore", invalid="ignore"):
+            return np.sum(data.wy * eta - data.wn * fam.cumulant(eta)), eta
 
-    val, eta = objective(beta)
+    val, eta = objective(gamma)
     for _ in range(maxiter):
         r = data.wy - data.wn * fam.mean(eta)
         h = data.wn * fam.variance(eta)
-        H = X.T @ (h[:, None] * X) + 1e-8 * np.eye(X.shape[1])
-        g = X.T @ r
-        step = np.linalg.solve(H, g)
+        H = Xw.T @ (h[:, None] * Xw)
+        H += 1e-10 * max(float(np.trace(H)), 1e-300) / max(len(H), 1) * np.eye(len(H))
+        g = Xw.T @ r
+        step = spd_solve(H[None], g[None])[0]
         a = 1.0
         for _ in range(40):
-            new, eta_new = objective(beta + a * step)
+            new, eta_new = objective(gamma + a * step)
             if new >= val:
                 break
             a *= 0.5
-        beta, val, eta = beta + a * step, new, eta_new
+        else:
+            break
+        gamma, val, eta = gamma + a * step, new, eta_new
         if g @ step < 1e-12:
             break
-    return beta
+    return tr.T @ gamma
+
+
+@dataclass
+class LaplaceFit:
+    """The Laplace MLE and how its optimizer ended.
+
+    Attributes
+    ----------
+    params : ndarray
+        ``(beta, nu)`` at the Laplace MLE.
+    value : float
+        The Laplace log-likelihood there (without the family's constants).
+    mode : ModeResult
+        Conditional modes at the estimate.
+    info : scipy.optimize.OptimizeResult
+        L-BFGS-B's own result (``success``, ``status``, ``message``, ``nit``), in the
+        whitened coordinates of :class:`~glmm_sm.params.ParamTransform`.
+    n_nonfinite : int
+        Evaluations where the Laplace log-likelihood was not finite (the optimizer was
+        turned back from them).
+    """
+
+    params: np.ndarray
+    value: float
+    mode: ModeResult
+    info: object
+    n_nonfinite: int = 0
+
+    @property
+    def ok(self) -> bool:
+        """A finite value at converged conditional modes (the optimizer's own status is
+        in ``info``: L-BFGS-B often stops on a line-search failure at roundoff level)."""
+        return bool(np.isfinite(self.value) and self.mode.converged)
+
+    def record(self):
+        """A plain dict for the fit log."""
+        return {"params": self.params, "value": self.value,
+                "optimizer_success": bool(self.info.success),
+                "optimizer_status": int(self.info.status),
+                "optimizer_message": str(self.info.message),
+                "iterations": int(self.info.nit), "mode_converged": bool(self.mode.converged),
+                "nonfinite_evaluations": int(self.n_nonfinite)}
+
+    def __iter__(self):  # (params, value, mode, info), as laplace_fit used to return
+        return iter((self.params, self.value, self.mode, self.info))
 
 
 def laplace_fit(system: BlockSystem, start=None):
     """Maximize the Laplace log-likelihood over ``(beta, log nu)``.
+
+    L-BFGS-B with the analytic gradient, in whitened coordinates
+    (:class:`~glmm_sm.params.ParamTransform`), so that the path does not depend on the
+    covariates' units or locations; the estimate is mapped back exactly.
 
     Parameters
     ----------
@@ -378,13 +491,8 @@ def laplace_fit(system: BlockSystem, start=None):
 
     Returns
     -------
-    params : ndarray
-        ``(beta, nu)`` at the Laplace MLE.
-    value : float
-        The Laplace log-likelihood there.
-    mode : ModeResult
-        Conditional modes at the estimate.
-    info : scipy.optimize.OptimizeResult
+    LaplaceFit
+        Unpacks as ``(params, value, mode, info)``.
     """
     with threadpool_limits(1, user_api="blas"):
         return _laplace_fit(system, start)
@@ -395,25 +503,29 @@ def _laplace_fit(system, start):
     p, T = data.k_fe, data.k_vc
     if start is None:
         start = np.concatenate([glm_start(data), np.ones(T)])
-    start = np.asarray(start, dtype=float)
-    x0 = np.concatenate([start[:p], np.log(np.clip(start[p:], 1e-8, 1e8))])
-    state = {"u": None}
+    start = np.asarray(start, dtype=float).copy()
+    start[p:] = np.clip(start[p:], 1e-8, 1e8)
+    tr = ParamTransform(data.X, T)
+    state = {"u": None, "nonfinite": 0}
 
     def f(x):
-        beta, nu = x[:p], np.exp(x[p:])
+        theta = tr.to_theta(x)
+        beta, nu = theta[:p], theta[p:]
         val, mode = laplace_loglike(system, beta, nu, u0=state["u"])
         if not np.isfinite(val):
+            # Turned back by the line search; counted and reported in LaplaceFit.
+            state["nonfinite"] += 1
             return 1e300, np.zeros_like(x)
         if mode.converged:
             state["u"] = mode.u
         # Analytic gradient: finite differences of a value of size |val| are accurate to
         # only ~1e-8 |val| (radish2: |val| ~ 7e5 left gradients ~0.1 at the optimum).
         g = laplace_score(system, beta, nu, mode)
-        return -val, -np.concatenate([g[:p], g[p:] * nu])
+        return -val, -tr.gradient(g, theta)
 
-    bounds = [(None, None)] * p + [LOGNU_BOUNDS] * T
-    info = minimize(f, x0, jac=True, method="L-BFGS-B", bounds=bounds,
+    info = minimize(f, tr.to_x(start), jac=True, method="L-BFGS-B",
+                    bounds=tr.x_bounds(LOGNU_BOUNDS),
                     options={"maxiter": 500, "ftol": 1e-13, "gtol": 1e-7})
-    beta, nu = info.x[:p], np.exp(info.x[p:])
-    value, mode = laplace_loglike(system, beta, nu, u0=state["u"])
-    return np.concatenate([beta, nu]), value, mode, info
+    params = tr.to_theta(info.x)
+    value, mode = laplace_loglike(system, params[:p], params[p:], u0=state["u"])
+    return LaplaceFit(params, value, mode, info, state["nonfinite"])

@@ -12,6 +12,7 @@ from statsmodels.base.data import ModelData, PandasData
 from statsmodels.base.model import LikelihoodModel
 
 from ._data import LayoutData, ModelArrays
+from ._formula import refuse_lme4_terms
 from .design import RandomEffectsDesign, _normalize_vc_spec, vc_design_from_formulas
 from .draws import DEFAULT_MEMORY_BUDGET, DrawSet
 from .engine import MCLAEngine, effective_n_jobs
@@ -63,7 +64,10 @@ class MonteCarloGLMM(LikelihoodModel):
     _formula_max_endog = 2
 
     def __init__(self, endog, exog, exog_vc, ident, vcp_names=None, family=None, weights=None,
-                 offset=None, vc_names=None, factorize=True, **kwargs):
+                 offset=None, vc_names=None, factorize=True, exposure=None, **kwargs):
+        unknown = sorted(set(kwargs) - _MODEL_KWARGS)
+        if unknown:
+            raise TypeError(f"MonteCarloGLMM() got unknown argument(s) {unknown}")
         kwargs.setdefault("missing", "raise")
         if kwargs["missing"] not in ("none", "drop", "raise"):
             raise ValueError("missing must be 'none', 'drop' or 'raise'; got "
@@ -123,6 +127,10 @@ class MonteCarloGLMM(LikelihoodModel):
             raise ValueError(f"weights must be non-negative; found {neg.size} negative "
                              f"value(s): {_show_values(neg)}")
         offset = _vector(offset, n, "offset", default=0.0)
+        self.exposure = None
+        if exposure is not None:
+            self.exposure = _exposure(exposure, n, fam)
+            offset = offset + np.log(self.exposure)
         self.arrays = ModelArrays(fam, y, ntrials, weights, offset,
                                   np.ascontiguousarray(X), self.design.Z, self.design.ident,
                                   self.design.k_vc)
@@ -146,7 +154,7 @@ class MonteCarloGLMM(LikelihoodModel):
         self.df_model = rank - self.k_constant
         self.df_resid = n - rank - self.k_extra
         self._init_keys.extend(["exog_vc", "ident", "vcp_names", "family", "weights", "offset",
-                                "vc_names", "factorize"])
+                                "vc_names", "factorize", "exposure"])
         self._data_attr.extend(["exog_vc", "weights", "offset", "arrays", "design",
                                 "_layout_data"])
         self._layout_data = {}
@@ -157,7 +165,7 @@ class MonteCarloGLMM(LikelihoodModel):
     @classmethod
     def from_formula(cls, formula, vc_formulas=None, data=None, family=None, *,
                      varcomps_equal=None, varcomps_names=None, subset=None, drop_cols=None,
-                     weights=None, offset=None, missing="drop", **kwargs):
+                     weights=None, offset=None, exposure=None, missing="drop", **kwargs):
         """Build the model from a fixed-effects formula and variance-component formulas.
 
         Parameters
@@ -177,12 +185,19 @@ class MonteCarloGLMM(LikelihoodModel):
             glmm's ``varcomps.names`` for the list form.
         weights, offset : array_like or str, optional
             Arrays of the data's length, or column names of ``data``.
+        exposure : array_like or str, optional
+            Poisson only: positive exposures (time at risk, area); ``log(exposure)`` is added
+            to the offset, as in statsmodels' ``GLM``.
         missing : {"drop", "raise"}
             Rows with missing values in any variable used are dropped (and counted in a
             warning), or raise an error.
         """
         from statsmodels.formula.formulatools import advance_eval_env
 
+        unknown = sorted(set(kwargs) - _FORMULA_KWARGS)
+        if unknown:
+            raise TypeError(f"from_formula() got unknown argument(s) {unknown}")
+        refuse_lme4_terms(formula)
         if isinstance(vc_formulas, pd.DataFrame) and (data is None or isinstance(data, dict)):
             vc_formulas, data = data, vc_formulas
         if not isinstance(data, pd.DataFrame):
@@ -195,6 +210,7 @@ class MonteCarloGLMM(LikelihoodModel):
             raise ValueError(f"missing must be 'drop' or 'raise'; got {missing!r}")
         weights = _column(weights, data, "weights")
         offset = _column(offset, data, "offset")
+        exposure = _column(exposure, data, "exposure")
         advance_eval_env(kwargs)
         eval_env = kwargs.get("eval_env")
         # Depth counted from the formula helpers: from here the user's frame is one less.
@@ -207,7 +223,8 @@ class MonteCarloGLMM(LikelihoodModel):
                               + [(f"vc_formulas[{vc_labels[t]!r}]: {f!r}", f)
                                  for f, t in zip(vc_list, vc_comp, strict=True)], data)
         if missing == "drop":
-            keep = _complete_rows([formula, *vc_list], data, env_here, (weights, offset))
+            keep = _complete_rows([formula, *vc_list], data, env_here,
+                                  (weights, offset, exposure))
             n_drop = int((~keep).sum())
             if n_drop:
                 warnings.warn(f"{n_drop} of {len(data)} rows have missing values and were "
@@ -228,6 +245,8 @@ class MonteCarloGLMM(LikelihoodModel):
             weights = np.asarray(weights, dtype=float)[keep]
         if offset is not None:
             offset = np.asarray(offset, dtype=float)[keep]
+        if exposure is not None:
+            kwargs["exposure"] = np.asarray(exposure, dtype=float)[keep]
         try:
             mod = super().from_formula(formula, data, None, drop_cols, exog_vc=Z, ident=ident,
                                        vcp_names=vcp_names, family=family, weights=weights,
@@ -367,8 +386,8 @@ class MonteCarloGLMM(LikelihoodModel):
     # ------------------------------------------------------------------ fitting
     def fit(self, m="auto", random_state=None, sampler="laplace", target_ratio=0.1,
             max_m=10**6, start_params=None, disp=True, callback=None, *, options=None,
-            client=None, **kwargs):
-        """Monte Carlo maximum likelihood.
+            client=None, method="mcla", **kwargs):
+        """Monte Carlo maximum likelihood (or, with ``method="laplace"``, the Laplace MLE).
 
         The Laplace MLE gives start values and the first sampler centre; each round then
         draws ``m`` draws, freezes them and maximizes ``l_m`` by a trust region with the
@@ -403,6 +422,11 @@ class MonteCarloGLMM(LikelihoodModel):
             share of the draws from their seeds and keeps them; only ``theta`` and partial
             sums travel.  The estimates equal those without ``client`` (needs
             ``pip install "glmm_sm[distributed]"``).
+        method : {"mcla", "laplace"}
+            ``"laplace"``: the Laplace MLE (lme4's ``glmer``) with standard errors from the
+            Laplace log-likelihood's Hessian, as a
+            :class:`~glmm_sm.laplace_results.LaplaceGLMMResults`; deterministic, so only
+            ``start_params`` and ``factorize`` apply (``random_state``, ``disp`` are unused).
         **kwargs
             Other :class:`~glmm_sm.fitting.FitOptions` fields: ``max_rounds``, ``min_ess``,
             ``time_budget``, ``m_start``, ``kernel``, ``chunk_size``, ``n_jobs`` (threads;
@@ -413,6 +437,15 @@ class MonteCarloGLMM(LikelihoodModel):
         -------
         MonteCarloGLMMResultsWrapper
         """
+        if method == "laplace":
+            from .laplace_results import fit_laplace_results
+
+            return fit_laplace_results(self, start_params, m=m, sampler=sampler,
+                                       target_ratio=target_ratio, max_m=max_m,
+                                       callback=callback, options=options, client=client,
+                                       **kwargs)
+        if method != "mcla":
+            raise ValueError(f"method must be 'mcla' or 'laplace'; got {method!r}")
         import dataclasses
 
         from .fitting import FitOptions, mcmle
@@ -520,6 +553,26 @@ class _SafeModelData(_SafeUnpickle, ModelData):
 
 
 _SAFE_DATA = {PandasData: _SafePandasData, ModelData: _SafeModelData}
+
+#: Keyword arguments the constructor passes on to statsmodels (the formula machinery adds
+#: ``formula``, ``model_spec`` and ``missing_idx``).
+_MODEL_KWARGS = {"missing", "hasconst", "missing_idx", "formula", "model_spec", "design_info"}
+#: Keyword arguments ``from_formula`` passes on to the constructor or the formula engine.
+_FORMULA_KWARGS = {"eval_env", "hasconst", "factorize", "vc_names"}
+
+
+def _exposure(exposure, n, fam):
+    """Positive exposures for a Poisson model (``log(exposure)`` joins the offset)."""
+    if fam.code != 1:
+        raise ValueError("exposure is only defined for the Poisson family (log link); for "
+                         "binomial data give the number of trials as a second response "
+                         "column (successes + failures)")
+    arr = _vector(exposure, n, "exposure", default=1.0)
+    if np.any(arr <= 0):
+        bad = arr[arr <= 0]
+        raise ValueError(f"exposure must be positive; found {bad.size} value(s) <= 0: "
+                         f"{_show_values(bad)}")
+    return arr
 
 
 def _sm_family(fam):

@@ -72,16 +72,22 @@ class MonteCarloGLMMResults(LikelihoodModelResults, ResultMixin):
         self.seed = outcome.seed
         self.n_blocks = len(ev.ess)
         self._re_mean, self._re_sd = outcome.random_effect_moments()
+        #: The final round's engine (its frozen draws): ``l_m`` for profiles, weights for
+        #: diagnostics.  None when no variance component is left (an exact GLM fit).
+        self.engine = outcome.engine
         self.boundary = [model.vcp_names[t] for t in outcome.boundary]
         self._boundary_idx = [model.k_fe + t for t in outcome.boundary]
-        self.mle_retvals = {"converged": outcome.converged, "message": outcome.log.message,
-                            "rounds": len(outcome.log.rounds)}
-        self.mle_settings = {"optimizer": "trust-exact (MCLA rounds)"}
+        self.mle_retvals = _mle_retvals(outcome)
+        self.mle_settings = {"optimizer": "trust-exact (MCLA rounds)",
+                             "laplace_optimizer": "L-BFGS-B"}
 
     @cache_readonly
     def bse(self):
-        """Standard errors; NaN for variance components estimated at 0 (undefined there)."""
-        b = np.sqrt(np.clip(np.diag(self.cov_params()), 0, None))
+        """Standard errors; NaN for variance components estimated at 0 (undefined there)
+        and for parameters on a direction where the Hessian is not negative definite."""
+        var = np.diag(self.cov_params()).astype(float)
+        with np.errstate(invalid="ignore"):
+            b = np.where(var >= 0, np.sqrt(np.abs(var)), np.nan)
         b[self._boundary_idx] = np.nan
         return b
 
@@ -104,15 +110,28 @@ class MonteCarloGLMMResults(LikelihoodModelResults, ResultMixin):
 
     def mcse(self):
         """Monte Carlo standard errors of the estimates (Series)."""
-        return pd.Series(np.sqrt(np.clip(np.diag(self.mcse_cov), 0, None)),
-                         index=self.param_names)
+        # The sandwich is positive semi-definite: a negative diagonal is roundoff around 0
+        # (NaN stays NaN: a direction where the Hessian is not negative definite).
+        var = np.diag(self.mcse_cov).astype(float)
+        return pd.Series(np.sqrt(np.fmax(var, 0.0)), index=self.param_names)
+
+    @cache_readonly
+    def llf_unclipped(self):
+        """The Monte Carlo log-likelihood with the family's constants, as estimated."""
+        a = self.model.arrays
+        return self.llf_mc + a.family.log_constant(a.y, a.ntrials, a.weights)
 
     @cache_readonly
     def llf(self):
         """Monte Carlo log-likelihood including the family's constants (``log C(N, y)``,
-        ``-log y!``), comparable with lme4 and glmmTMB."""
-        a = self.model.arrays
-        return self.llf_mc + a.family.log_constant(a.y, a.ntrials, a.weights)
+        ``-log y!``), comparable with lme4 and glmmTMB.
+
+        A probability is at most 1, so the log-likelihood of binomial and Poisson data is at
+        most 0.  A Monte Carlo estimate above 0 (possible when the data are fitted almost
+        perfectly, e.g. separated data) is reported as 0; ``llf_unclipped`` keeps the
+        estimate and ``llf_mcse`` its Monte Carlo error, and the summary says so.
+        """
+        return min(self.llf_unclipped, 0.0)
 
     # --------------------------------------------------------------- random effects
     def random_effects(self, term=None):
@@ -224,6 +243,257 @@ class MonteCarloGLMMResults(LikelihoodModelResults, ResultMixin):
                                  invcov=invcov, use_f=use_f, df_constraints=df_constraints,
                                  scalar=scalar)
 
+    # --------------------------------------------------------------- inference
+    # (likelihood-ratio tests, profiles: glmm_sm/lrtest.py, glmm_sm/profile.py)
+    def conf_int(self, alpha=0.05, cols=None, method="wald", random_state=None):
+        """Confidence intervals: Wald (statsmodels' default) or profile likelihood.
+
+        Parameters
+        ----------
+        alpha : float
+            ``1 - alpha`` intervals.
+        cols : None, str, int or sequence of them
+            Parameters to compute (names or positions); the rows of the others are NaN.
+            Default: all.
+        method : {"wald", "profile"}
+            ``"wald"``: ``params -+ z se``, exactly statsmodels' (no truncation at 0).
+            ``"profile"``: ``{psi : 2 (l_max - l_p(psi)) <= chi2_{1, 1-alpha}}`` from the
+            Monte Carlo log-likelihood on the final draws, a variance's lower end 0 when the
+            profile deviance at 0 is below the cut (see :mod:`glmm_sm.profile`).  The ends'
+            Monte Carlo errors are in :meth:`profile_conf_int`.
+        random_state : optional
+            For ``"profile"``: seeds re-centred draws and fits without a component
+            (default: derived from the fit's seed, so the result is reproducible).
+
+        Returns
+        -------
+        ndarray (k, 2), or a DataFrame for pandas data
+        """
+        from .profile import _check_alpha, param_indices, profile_conf_int
+
+        if method not in ("wald", "profile"):
+            raise ValueError(f"method must be 'wald' or 'profile'; got {method!r}")
+        _check_alpha(alpha)
+        if method == "wald" and cols is None:
+            return super().conf_int(alpha=alpha)
+        rows = param_indices(self, cols)
+        out = np.full((len(self.params), 2), np.nan)
+        if method == "wald":
+            out[rows] = np.asarray(super().conf_int(alpha=alpha))[rows]
+        else:
+            ci = profile_conf_int(self, alpha, rows, random_state)
+            out[rows] = ci[["lower", "upper"]].to_numpy(dtype=float)
+        return out
+
+    def profile_conf_int(self, alpha=0.05, cols=None, random_state=None):
+        """Profile-likelihood intervals with the Monte Carlo standard error of each end.
+
+        Returns
+        -------
+        DataFrame
+            Columns ``lower``, ``upper``, ``lower_mcse``, ``upper_mcse``, ``note``; see
+            :func:`glmm_sm.profile.profile_conf_int`.
+        """
+        from .profile import profile_conf_int
+
+        return profile_conf_int(self, alpha, cols, random_state)
+
+    def profile(self, name, alpha=0.01, n_points=8, random_state=None):
+        """Profile curve of one parameter: DataFrame with ``value``, ``loglike``,
+        ``deviance``, ``zeta`` in increasing ``value`` (:func:`glmm_sm.profile.profile_frame`).
+        """
+        from .profile import profile_frame
+
+        return profile_frame(self, name, alpha=alpha, n_points=n_points,
+                             random_state=random_state)
+
+    def compare_lr_test(self, restricted, mixture=True):
+        """Likelihood-ratio test against a nested ``restricted`` fit (GLMM or GLM).
+
+        Returns
+        -------
+        (lr_stat, p_value, df_diff)
+            As statsmodels' ``compare_lr_test``; a chi-bar-square mixture gives the p-value
+            when variance components are set to 0.  :func:`glmm_sm.lrtest` returns the full
+            result with Monte Carlo errors.
+        """
+        from .lrtest import lrtest
+
+        out = lrtest(self, restricted, mixture=mixture)
+        return out.statistic, out.pvalue, out.df
+
+    @cache_readonly
+    def llnull(self):
+        """Log-likelihood of the intercept-only GLM without random effects (statsmodels'
+        GLM convention; exact, with the family's constants)."""
+        from .lrtest import null_loglike
+
+        return null_loglike(self.model)
+
+    # --------------------------------------------------------------- prediction, simulation
+    # (get_prediction, simulate, residuals: glmm_sm/prediction.py, glmm_sm/simulate.py)
+    #: How the likelihood was approximated: "mcla" here, "laplace" for ``fit(method="laplace")``.
+    method = "mcla"
+
+    @property
+    def response_label(self):
+        """The response as the summary names it: ``y``, or ``s / (s + f)`` for a binomial
+        response given as successes and failures."""
+        names = self.model.endog_names
+        if isinstance(names, (list, tuple)) and len(names) == 2:
+            return f"{names[0]} / ({names[0]} + {names[1]})"
+        return str(names)
+
+    def get_prediction(self, exog=None, offset=None, conditional=False, transform=True,
+                       exog_vc=None):
+        """Predicted means with delta-method standard errors and confidence intervals.
+
+        The interval is a normal interval for the linear predictor ``eta``, mapped through
+        the inverse link.  Marginal (default): ``eta = x' beta + offset`` with variance
+        ``x' Cov(beta) x``.  ``conditional=True``: ``eta`` adds ``z' E[u | y]`` and its
+        variance ``z' Var(u | y) z`` (:attr:`random_effects_cov`, correlations within a
+        block kept), treating ``beta_hat`` and ``u | y`` as independent and ``nu`` as known
+        (see :mod:`glmm_sm.prediction`).
+
+        Parameters
+        ----------
+        exog : DataFrame or array_like, optional
+            New data; a DataFrame goes through the model's formulas.  Default: the data.
+        offset : array_like, optional
+            Default: the model's offset for the data fitted, 0 for new data.
+        conditional : bool
+            Include the predicted random effects; levels not seen in the fit get mean 0 and
+            variance ``nu``.
+        transform : bool
+            Pass ``exog`` through the formula.
+        exog_vc : array_like or sparse (n, q), optional
+            Random-effects design in the model's columns, for conditional predictions from
+            arrays.
+
+        Returns
+        -------
+        PredictionResultsMean
+            statsmodels' GLM prediction object: ``predicted_mean``, ``se_mean``,
+            ``conf_int()``, ``summary_frame(alpha)`` with ``mean``, ``mean_se``,
+            ``mean_ci_lower``, ``mean_ci_upper``; ``linpred`` for the linear predictor.
+        """
+        from .prediction import get_prediction
+
+        return get_prediction(self, exog=exog, offset=offset, conditional=conditional,
+                              transform=transform, exog_vc=exog_vc)
+
+    @cache_readonly
+    def random_effects_cov(self):
+        """Conditional covariance of the random effects given the data, at the estimate.
+
+        scipy.sparse ``(q, q)``, block diagonal, in the order of ``model.vc_names``:
+        importance-sampling moments of the final round's draws (see
+        :func:`glmm_sm.prediction.conditional_re_cov`).  Its diagonal is the square of
+        ``random_effects()["SD"]``.
+        """
+        from .prediction import conditional_re_cov
+
+        return conditional_re_cov(self)
+
+    @cache_readonly
+    def fittedvalues(self):
+        """Marginal fitted means ``g^{-1}(X beta + offset)``, random effects at 0 (a
+        proportion for binomial data).  ``predict(conditional=True)`` gives the conditional
+        ones; the residuals below are conditional."""
+        return np.asarray(self.predict(), dtype=float)
+
+    @cache_readonly
+    def resid_response(self):
+        """Conditional response residuals ``y - N mu``, ``mu`` the inverse link at
+        ``X beta + offset + Z E[u | y]`` (as lme4's ``residuals()`` and MixedLM's
+        ``resid``); successes minus expected successes for binomial data with trials, as
+        statsmodels' GLM.  Not ``y - fittedvalues``: the fitted values are marginal."""
+        from .prediction import resid_response
+
+        return resid_response(self)
+
+    @cache_readonly
+    def resid_pearson(self):
+        """Conditional Pearson residuals ``sqrt(w) (y - N mu) / sqrt(N V(mu))`` (statsmodels
+        GLM's, with the weights as ``var_weights``); ``mu`` as in :attr:`resid_response`."""
+        from .prediction import resid_pearson
+
+        return resid_pearson(self)
+
+    def simulate(self, nrep=1, random_state=None):
+        """Responses simulated from the fitted model with new random effects.
+
+        ``u ~ N(0, nu_hat)`` afresh for each replicate, then ``y | u`` from the family with
+        the model's trials and offset; the observation weights are not used (each row is
+        drawn once; a warning says so when they are not all 1).  See
+        :mod:`glmm_sm.simulate`.
+
+        Parameters
+        ----------
+        nrep : int
+        random_state : None, int, SeedSequence or Generator
+
+        Returns
+        -------
+        ndarray (n, nrep)
+            Counts, or successes for binomial data with trials.
+        """
+        from .simulate import simulate
+
+        return simulate(self, nrep=nrep, random_state=random_state)
+
+    def resid_quantile(self, nsim=250, random_state=None):
+        """Randomized quantile residuals (DHARMa's scaled residuals), Uniform(0, 1) under
+        the model.
+
+        Each observation is ranked among ``nsim`` responses simulated *unconditionally*
+        (new random effects, DHARMa's default), ties broken uniformly at random.
+        Overdispersion piles them near 0 and 1.  See :mod:`glmm_sm.simulate`.
+
+        Parameters
+        ----------
+        nsim : int
+        random_state : None, int, SeedSequence or Generator
+
+        Returns
+        -------
+        ndarray (n,)
+        """
+        from .simulate import resid_quantile
+
+        return resid_quantile(self, nsim=nsim, random_state=random_state)
+
+    # --------------------------------------------------------------- plots
+    # (glmm_sm/plots.py; matplotlib is an optional extra)
+    def plot_diagnostics(self, figsize=None):
+        """Monte Carlo diagnostics: ESS per block, MCSE/SE and m per round, importance
+        weights (a matplotlib Figure; see :func:`glmm_sm.plots.plot_diagnostics`)."""
+        from .plots import plot_diagnostics
+
+        return plot_diagnostics(self, figsize=figsize)
+
+    def plot_random_effects(self, term=None, alpha=0.05, sort=True, figsize=None):
+        """Caterpillar plot of the conditional means of the random effects with intervals
+        (see :func:`glmm_sm.plots.plot_random_effects`)."""
+        from .plots import plot_random_effects
+
+        return plot_random_effects(self, term=term, alpha=alpha, sort=sort, figsize=figsize)
+
+    def plot_profile(self, name, alpha=0.05, profile=None, ax=None, **kwargs):
+        """Profile zeta plot of parameter ``name``; ``kwargs`` go to :meth:`profile`
+        (see :func:`glmm_sm.plots.plot_profile`)."""
+        from .plots import plot_profile
+
+        return plot_profile(self, name, alpha=alpha, profile=profile, ax=ax, **kwargs)
+
+    def plot_residuals(self, nsim=250, random_state=None, resid=None, figsize=None):
+        """Randomized quantile residuals: uniform QQ plot and residuals against fitted
+        values (see :func:`glmm_sm.plots.plot_residuals`)."""
+        from .plots import plot_residuals
+
+        return plot_residuals(self, nsim=nsim, random_state=random_state, resid=resid,
+                              figsize=figsize)
+
     # --------------------------------------------------------------- summary
     def summary(self, alpha=0.05, title=None):
         """Header, fixed effects, and variance components with MCSE.
@@ -245,3 +515,21 @@ class MonteCarloGLMMResultsWrapper(LikelihoodResultsWrapper):
 
 wrap.populate_wrapper(MonteCarloGLMMResultsWrapper, MonteCarloGLMMResults)
 
+
+def _mle_retvals(outcome):
+    """statsmodels' ``mle_retvals`` (``converged``, ``iterations``, ``fopt``, ``gopt``,
+    ``hopt``, ``warnflag``) plus the MCLA rounds' raw optimizer statuses."""
+    log = outcome.log
+    ev = outcome.evaluation
+    rounds = log.rounds
+    last = rounds[-1] if rounds else {}
+    return {"converged": bool(outcome.converged), "message": log.message,
+            "iterations": int(sum(r.get("iterations", 0) for r in rounds)),
+            "rounds": len(rounds),
+            "fopt": -float(ev.value) if ev is not None else np.nan,
+            "gopt": None if ev is None or ev.gradient is None else -ev.gradient,
+            "hopt": None if ev is None or ev.hessian is None else -ev.hessian,
+            "warnflag": 0 if outcome.converged else 1,
+            "optimizer_status": [r.get("optimizer_status") for r in rounds],
+            "optimizer_message": last.get("optimizer_message"),
+            "laplace": {k: v for k, v in log.laplace.items() if k != "params"}}

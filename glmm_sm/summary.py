@@ -41,7 +41,7 @@ def build_summary(res, alpha=0.05, title=None):
     levels = np.bincount(mod.ident, minlength=mod.k_vc)
     smry = Summary()
     gleft = [
-        ("Dep. Variable:", [str(mod.endog_names)]),
+        ("Dep. Variable:", [res.response_label]),
         ("Family:", [mod.family_kind.name.capitalize()]),
         ("Method:", ["Monte Carlo likelihood approx."]),
         ("No. Observations:", [f"{int(res.nobs)}"]),
@@ -78,6 +78,7 @@ def build_summary(res, alpha=0.05, title=None):
                      _fmt(mcse[j])])
     smry.tables.append(SimpleTable(rows, head_vc, names[k:], title="Variance components",
                                    txt_fmt=_txt_fmt()))
+    boundary = list(getattr(res, "boundary", []))
     notes = [
         "Standard errors: inverse Monte Carlo observed information. MCSE: Monte Carlo "
         "standard error of each estimate (Sung and Geyer 2007); it shrinks as m grows.",
@@ -86,7 +87,14 @@ def build_summary(res, alpha=0.05, title=None):
     ]
     if not res.converged:
         notes.append("WARNING: the Monte Carlo MLE did not converge: " + res.fit_log.message)
-    boundary = getattr(res, "boundary", [])
+    raw = getattr(res, "llf_unclipped", res.llf)
+    if raw > res.llf:
+        notes.append(f"The Monte Carlo estimate of the log-likelihood was {raw:.4g} (MCSE "
+                     f"{res.llf_mcse:.2g}); a log-probability cannot exceed 0, so 0 is "
+                     "reported.")
+    if np.any(np.isnan(bse[k:][~np.isin(names[k:], boundary)])) or np.any(np.isnan(bse[:k])):
+        notes.append("nan standard errors: the Hessian is not negative definite in the "
+                     "directions of those parameters (see the fit's ConvergenceWarning).")
     if boundary:
         scores = ", ".join(f"{n}: {res.fit_log.boundary.get(n, np.nan):.4g}" for n in boundary)
         notes.append(

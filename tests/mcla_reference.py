@@ -92,6 +92,12 @@ def block_reference(family, y, ntrials, X, Z, ident, T, U, logf, theta, offset=N
         Dinv = 1.0 / nu[ident]
         G[:, :p] += (y - mean) @ Z @ M - (U * Dinv) @ M
         Xd = X + Z @ M
+    # The magnitudes of the terms each G_k sums (its roundoff scale).
+    Gabs = np.empty((m, p + T))
+    Gabs[:, :p] = np.abs(y - mean) @ np.abs(X)
+    Gabs[:, p:] = qt / (2 * nu) + S / (2 * nu**2)
+    if M is not None:
+        Gabs[:, :p] += np.abs(y - mean) @ np.abs(Z @ M) + np.abs(U * Dinv) @ np.abs(M)
     g = v @ G
     H = np.zeros((p + T, p + T))
     H[:p, :p] = -(Xd.T * (v @ var)) @ Xd
@@ -107,7 +113,7 @@ def block_reference(family, y, ntrials, X, Z, ident, T, U, logf, theta, offset=N
     H += (Gc * v[:, None]).T @ Gc
     V = (Gc * (v**2)[:, None]).T @ Gc
     return {"value": value, "gradient": g, "hessian": H, "score_var": V,
-            "ess": 1.0 / np.sum(v**2), "v": v, "b": b, "G": G}
+            "ess": 1.0 / np.sum(v**2), "v": v, "b": b, "G": G, "Gabs": Gabs}
 
 
 def model_reference(model, theta, draws):
@@ -116,10 +122,12 @@ def model_reference(model, theta, draws):
     ``draws`` is a DrawSet from ``model.sample_draws`` (``all_draws().U`` is q x m in layout
     order, i.e. the blocks' columns one block after the other; ``logf`` is blocks x m).
     Returns the summed value/gradient/Hessian/score_var, the per-block values and ESS, and
-    two scales for roundoff comparisons: ``abs_score`` = sum_b sum_k v_k |G_k| (per
-    parameter; the size of the terms the gradient averages) and ``score_cov`` =
+    two scales for roundoff comparisons: ``abs_score`` = sum_b sum_k v_k |G|_k (per
+    parameter, with ``|G|_k`` the sum of the magnitudes of the terms that make up the
+    complete-data score ``G_k``: the size of what the gradient adds up) and ``score_cov`` =
     sum_b sum_k v_k (G_k - g_b)(G_k - g_b)' (the Louis term that cancels against
-    sum_k v_k H_k in the Hessian).
+    sum_k v_k H_k in the Hessian); and ``abs_score_var`` = sum_b sum_k v_k^2 |G|_k |G|_k',
+    the size of the uncentred sums from which the kernels form ``score_var``.
     """
     chunk = draws.all_draws()
     blocks = model.blocks if chunk.logf.shape[0] == len(model.blocks) else None
@@ -138,7 +146,8 @@ def model_reference(model, theta, draws):
     Z = model.exog_vc.toarray()
     T = len(model.vcp_names)
     out = {"value": 0.0, "gradient": 0.0, "hessian": 0.0, "score_var": 0.0,
-           "abs_score": 0.0, "score_cov": 0.0, "block_values": [], "ess": []}
+           "abs_score": 0.0, "score_cov": 0.0, "abs_score_var": 0.0, "block_values": [],
+           "ess": []}
     start = 0
     smp = draws.sampler
     moving = smp is not None and getattr(smp, "shift", False)
@@ -153,8 +162,10 @@ def model_reference(model, theta, draws):
         for key in ("value", "gradient", "hessian", "score_var"):
             out[key] = out[key] + r[key]
         Gc = r["G"] - r["gradient"]
-        out["abs_score"] = out["abs_score"] + r["v"] @ np.abs(r["G"])
+        out["abs_score"] = out["abs_score"] + r["v"] @ r["Gabs"]
         out["score_cov"] = out["score_cov"] + (Gc * r["v"][:, None]).T @ Gc
+        out["abs_score_var"] = out["abs_score_var"] + (r["Gabs"] * (r["v"] ** 2)[:, None]).T \
+            @ r["Gabs"]
         out["block_values"].append(r["value"])
         out["ess"].append(r["ess"])
     out["block_values"] = np.array(out["block_values"])

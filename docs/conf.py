@@ -1,0 +1,61 @@
+"""Sphinx configuration of the glmm_sm documentation.
+
+Build (from the repository root, with ``pip install -e ".[docs]"``)::
+
+    python -m sphinx -W -b html docs docs/_build/html
+
+The gallery (``docs/examples/plot_*.py``) runs when the docs are built; its output goes to
+``docs/auto_examples`` (generated; not committed).  An example is run again when its file
+changes; delete ``docs/auto_examples`` to run them all again.
+"""
+
+import os
+
+# BLAS threads pinned before numpy loads (the examples' small fits are faster so).
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import matplotlib  # noqa: E402
+
+import glmm_sm  # noqa: E402
+
+matplotlib.use("Agg")
+
+project = "glmm_sm"
+author = "the glmm_sm developers"
+copyright = "the glmm_sm developers"
+version = release = glmm_sm.__version__
+
+extensions = [
+    "sphinx.ext.autodoc",
+    "numpydoc",
+    "sphinx_gallery.gen_gallery",
+]
+
+exclude_patterns = ["_build", "examples"]
+templates_path = []
+html_theme = "alabaster"
+html_static_path = []
+html_theme_options = {"description": "GLMMs by Monte Carlo likelihood approximation",
+                      "fixed_sidebar": True}
+
+# autodoc / numpydoc: signatures as written, members listed explicitly in api.rst, no
+# numpydoc autosummary tables of class members (statsmodels' inherited ones included).
+autodoc_member_order = "bysource"
+autodoc_typehints = "none"
+autodoc_default_options = {"undoc-members": False}
+numpydoc_show_class_members = False
+numpydoc_class_members_toctree = False
+numpydoc_xref_param_type = False
+
+sphinx_gallery_conf = {
+    "examples_dirs": "examples",
+    "gallery_dirs": "auto_examples",
+    "filename_pattern": r"/plot_",
+    "within_subsection_order": "FileNameSortKey",
+    "download_all_examples": False,
+    "remove_config_comments": True,
+    "show_memory": False,
+    "matplotlib_animations": False,
+    "reset_modules": ("matplotlib",),
+    "write_computation_times": False,
+}

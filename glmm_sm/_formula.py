@@ -1,0 +1,120 @@
+"""Checks that a formula says what the user meant, before any model is built.
+
+Three ways of writing a model that the formula engines accept but that fit a different model
+from the intended one are refused here, each with the form to write instead:
+
+* an lme4 random-effect term ``(1 | herd)`` in the fixed-effects formula, which patsy would
+  read as a logical "or" of two numbers and turn into one fixed covariate;
+* a variance-component formula with lme4's bar (``"1|g"``);
+* a variance-component design with an intercept column (``"C(herd)"`` without ``0 +``), or
+  with a single column (``"0 + herd"`` on integer codes: one numeric column whose single
+  random effect is shared by every observation).
+
+Continuous random-slope columns (``"0 + C(g):x"``: one column per level of ``g``, holding
+``x`` in that level's rows) remain allowed.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+__all__ = ["lme4_terms", "refuse_lme4_terms", "check_vc_formula", "check_vc_columns"]
+
+_TERM = re.compile(r"\(([^()|]*)(\|\|?)([^()]*)\)")
+
+
+def lme4_terms(formula):
+    """The lme4 ``(expr | group)`` terms of ``formula`` as ``(expr, bar, group)`` triples."""
+    return [(a.strip(), bar, g.strip()) for a, bar, g in _TERM.findall(str(formula))]
+
+
+def _suggest(expr, group):
+    """The vc_formulas equivalent of ``(expr | group)`` (without correlations)."""
+    name = re.sub(r"\W+", "_", group).strip("_") or "g"
+    factor = ":".join(f"C({g.strip()})" for g in group.split(":"))
+    terms = [t.strip() for t in expr.replace("-", "+ -").split("+") if t.strip()]
+    out = {}
+    if "0" not in terms and "-1" not in terms and "- 1" not in terms:
+        out[name] = f"0 + {factor}"
+    for t in terms:
+        if t not in ("0", "1", "-1", "- 1"):
+            slope = re.sub(r"\W+", "_", t)
+            out[f"{name}_{slope}"] = f"0 + {factor}:{t}"
+    return out
+
+
+def refuse_lme4_terms(formula):
+    """Raise ``ValueError`` if the fixed-effects ``formula`` holds lme4 ``( | )`` terms.
+
+    The message gives the equivalent ``vc_formulas``; a term with a slope is translated
+    into independent components (correlated random slopes are not fitted yet).
+    """
+    terms = lme4_terms(formula)
+    if not terms:
+        return
+    suggestion = {}
+    for expr, _, group in terms:
+        if "/" in group:
+            outer, inner = (g.strip() for g in group.split("/", 1))
+            suggestion.update(_suggest(expr, outer))
+            suggestion.update(_suggest(expr, f"{outer}:{inner}"))
+        else:
+            suggestion.update(_suggest(expr, group))
+    shown = ", ".join(f"({a} {bar} {g})" for a, bar, g in terms)
+    slope = any(t not in ("0", "1") for a, _, _ in terms for t in a.replace(" ", "").split("+"))
+    note = (" (random slopes become independent components here: correlated random slopes "
+            "are not fitted yet)" if slope else "")
+    raise ValueError(f"formula {formula!r}: lme4 random-effect term(s) {shown} are not read "
+                     "from the fixed-effects formula (the formula engine would turn them into "
+                     "a fixed covariate); remove them and give the random effects as "
+                     f"vc_formulas={suggestion}{note}")
+
+
+def check_vc_formula(label, formula):
+    """Refuse lme4's bar inside a variance-component formula."""
+    if "|" in str(formula):
+        raise ValueError(f"vc_formulas[{label!r}]: {formula!r} is lme4 syntax; a "
+                         "variance-component formula gives the random-effects design columns "
+                         "themselves: write '0 + C(g)' for a random intercept per level of g "
+                         "(and '0 + C(g):x' for a random slope on x)")
+
+
+def check_vc_columns(label, formula, values, names, alone=True):
+    """Refuse a variance-component design with an intercept column or a single column.
+
+    Parameters
+    ----------
+    label : str
+        The component's name.
+    formula : str
+    values : ndarray (n, k)
+        The formula's design columns.
+    names : list of str
+        Their names.
+    alone : bool
+        The formula is its component's only one (a single column is then refused).
+    """
+    n, k = values.shape
+    # A non-zero constant column is an intercept (an all-zero one is an empty level).
+    const = [j for j in range(k)
+             if n > 1 and values[0, j] != 0 and np.all(values[:, j] == values[0, j])]
+    if k > 1 and const:
+        body = re.sub(r"^\s*[01]\s*\+\s*", "", str(formula).strip())
+        raise ValueError(
+            f"vc_formulas[{label!r}]: {formula!r} adds an intercept column "
+            f"({names[const[0]]!r}: one random effect shared by every observation) beside "
+            f"the level columns, which changes the model; write '0 + {body}' (the form "
+            "'0 + C(g)' gives one random effect per level of g; continuous random-slope "
+            "columns such as '0 + C(g):x' are also allowed)")
+    if k == 1 and alone and not const:
+        uniq = np.unique(values[:, 0])
+        codes = uniq.size > 2 and np.all(uniq == np.round(uniq))
+        hint = (f"; '{names[0]}' holds {uniq.size} distinct integer codes: if it is a grouping "
+                f"factor write '0 + C({names[0]})'" if codes else
+                "; for a random slope on x per level of g write '0 + C(g):x'")
+        raise ValueError(
+            f"vc_formulas[{label!r}]: {formula!r} gives a single numeric column, i.e. one "
+            "random effect shared by every observation (scaled by the column), whose variance "
+            f"cannot be estimated from one realization{hint}")

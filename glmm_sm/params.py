@@ -1,0 +1,85 @@
+"""Parameters ``theta = (beta, nu)`` and the unconstrained coordinates the optimizers work in.
+
+Both optimizers (the Laplace step and each Monte Carlo round) maximize over
+``x = (gamma, log nu)`` with ``beta = T gamma``.  ``T`` whitens the fixed-effects design:
+with ``X D^{-1} = Q R`` (``D`` the column norms) it is ``T = sqrt(n) D^{-1} R^{-1}``, so that
+``X T = sqrt(n) Q`` has orthogonal columns of equal length whatever the covariates' units or
+locations.  A covariate given as ``1000 x + 5000`` instead of ``x`` then leads to the same
+sequence of linear predictors, hence the same fit, mapped back exactly to ``beta``.  Without
+it a step of 1 in the coefficient of a covariate of size 500 moves ``eta`` by 500 (the red
+grouse ticks' HEIGHT), far outside where the conditional modes can be computed.
+
+The chain rule from ``theta`` to ``x``: with ``J = (T, diag(nu))``,
+
+* ``g_x = (T' g_beta, nu * g_nu)``,
+* ``H_x = J' H J + diag(0, nu * g_nu)``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["ParamTransform"]
+
+
+class ParamTransform:
+    """Map ``theta = (beta, nu)`` to the optimizers' ``x = (T^{-1} beta, log nu)`` and back.
+
+    Parameters
+    ----------
+    X : ndarray (n, p)
+        Fixed-effects design (full column rank).
+    k_vc : int
+        Number of variance parameters.
+    whiten : bool
+        Use the whitening ``T`` described in the module docstring; ``False`` gives
+        ``T = I`` (plain ``(beta, log nu)``).
+    """
+
+    def __init__(self, X, k_vc, whiten=True):
+        X = np.asarray(X, dtype=np.float64)
+        n, p = X.shape
+        self.p, self.k_vc = p, int(k_vc)
+        self.T = np.eye(p)
+        if whiten and p and n >= p:
+            norms = np.linalg.norm(X, axis=0)
+            norms = np.where(norms > 0, norms, 1.0)
+            R = np.linalg.qr(X / norms, mode="r")
+            d = np.abs(np.diag(R))
+            if d.min() > 1e-10 * d.max():
+                Rinv = np.linalg.solve(R, np.eye(p))
+                self.T = np.sqrt(n) * Rinv / norms[:, None]
+        self.T_inv = np.linalg.inv(self.T) if p else self.T
+
+    def to_x(self, theta):
+        """``x = (T^{-1} beta, log nu)``; needs every ``nu > 0``."""
+        theta = np.asarray(theta, dtype=np.float64)
+        p = self.p
+        return np.concatenate([self.T_inv @ theta[:p], np.log(theta[p:])])
+
+    def to_theta(self, x):
+        """``theta = (T gamma, exp(log nu))``."""
+        x = np.asarray(x, dtype=np.float64)
+        p = self.p
+        return np.concatenate([self.T @ x[:p], np.exp(x[p:])])
+
+    def gradient(self, g, theta):
+        """Gradient in ``x`` from the gradient ``g`` in ``theta``."""
+        p = self.p
+        nu = np.asarray(theta, dtype=np.float64)[p:]
+        return np.concatenate([self.T.T @ g[:p], g[p:] * nu])
+
+    def hessian(self, H, g, theta):
+        """Hessian in ``x`` from the Hessian ``H`` and gradient ``g`` in ``theta``."""
+        p = self.p
+        nu = np.asarray(theta, dtype=np.float64)[p:]
+        J = np.zeros((p + self.k_vc, p + self.k_vc))
+        J[:p, :p] = self.T
+        J[p:, p:] = np.diag(nu)
+        Hx = J.T @ H @ J
+        Hx[p:, p:] += np.diag(g[p:] * nu)
+        return 0.5 * (Hx + Hx.T)
+
+    def x_bounds(self, lognu_bounds):
+        """Bounds for ``scipy.optimize.minimize``: free ``gamma``, bounded ``log nu``."""
+        return [(None, None)] * self.p + [lognu_bounds] * self.k_vc

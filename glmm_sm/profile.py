@@ -1,0 +1,485 @@
+"""Profile likelihood of one parameter: curves and confidence intervals.
+
+For a parameter ``psi`` (a fixed effect or a variance) with the others ``lambda``, the
+profile log-likelihood is ``l_p(psi) = max_lambda l_m(psi, lambda)``, maximized here on the
+fit's final frozen draws (``res.engine``: ``l_m`` is smooth in ``theta`` for fixed draws) by
+a trust region with the engine's exact gradient and Hessian over ``(beta, log nu)`` of the
+free parameters.  The profile deviance is ``D(psi) = 2 (l_m(theta_hat) - l_p(psi))`` and its
+signed root ``zeta(psi) = sign(psi - psi_hat) sqrt(D(psi))`` (lme4's name).  By the envelope
+theorem ``dl_p/dpsi`` is the partial derivative of ``l_m`` in ``psi`` at the constrained
+optimum, so ``dzeta/dpsi = -(dl_m/dpsi) / zeta``.
+
+A ``1 - alpha`` interval is ``{psi : D(psi) <= chi2_{1, 1-alpha}}``; each end is a root of
+``zeta(psi) = -+ z_{1-alpha/2}``, found by safeguarded Newton steps on ``zeta`` in ``log nu``
+for a variance (where ``zeta`` is nearly linear) and in ``beta`` for a fixed effect.  A
+profile interval is invariant to reparametrization, so unlike the Wald interval it follows a
+skewed likelihood (a variance's likelihood is skewed to the right).
+
+The boundary ``nu_t = 0``.  The lower end of a variance's interval is 0 when
+``D(0) <= chi2_{1, 1-alpha}``.  Frozen draws cannot give ``D(0)``: as ``nu_t -> 0`` the
+prior of the component's effects collapses onto 0, the draws (spread as the posterior at
+``nu_hat``) get vanishing weights and ``l_m`` degrades (ESS of a few draws within a factor of
+5 of ``nu_hat`` for crossed designs).  But the model with ``nu_t = 0`` is the model without
+component ``t``, so ``l_p(0)`` is the maximum of that smaller model: a GLM fitted exactly
+when no component is left, else a Monte Carlo MLE of the smaller model (independent draws,
+seeded from the fit's seed).  Between 0 and ``nu_hat``, and for far upper ends,
+the draws are *re-centred* when a profile point's own ``l_m`` is no longer trustworthy (its
+MCSE, ``sqrt(sum_b (1/ESS_b - 1/m))``, above ``max(0.05, 2 llf_mcse)``): a fresh draw set
+from the sampler built at that point, which then serves the nearby points; a point on draws
+centred at it is accepted (they are the best ``m`` draws can do there).  An end found on the
+fit's draws is also re-solved on draws centred at it when that makes ``D``'s MCSE smaller.
+A variance the fit put at 0 has the interval ``[0, upper]``; its profile for ``nu > 0`` uses
+fresh draws of the model with the component back (the fit's draws have none for it).
+
+A deviance compares two values of one Monte Carlo log-likelihood: on a fresh draw set, ``D``
+is twice the maximum over all parameters of ``l_m`` on that set (one more trust-region
+maximization per set) less the constrained maximum on it, so ``D >= 0`` up to the
+optimizer's tolerance; where that set covers the unconstrained maximum too poorly, the
+comparison with the fit's maximum (two independent estimates) is used instead, whichever
+has the smaller MCSE (:mod:`glmm_sm.profile_draws` has the details).  Curves report
+``loglike = llf_mc - D / 2``, on the fit's scale whatever the draws.
+
+Monte Carlo error of an end point, by the delta method: ``mcse(end) = mcse(D(end)) /
+|D'(end)|``.  On one draw set, ``l_m(theta_1) - l_m(theta_2)`` has variance
+``sum_b sum_k (v_k(theta_1) - v_k(theta_2))^2`` (``v_k`` the self-normalized weights; the
+delta method on the log of two means of the same draws).  Compared across draw sets the two
+errors are independent: ``mcse(D)^2 = 4 (llf_mcse^2 + mcse(l_m(theta))^2)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+from threadpoolctl import threadpool_limits
+
+from ._random import as_seed_sequence, child_seed
+from .boundary import _glm_fit, reduced_model
+from .engine import effective_n_jobs
+from .profile_draws import DrawSets, ExactGLM, ProfilePoint, own_mcse, paired_deviance_mcse
+
+__all__ = ["ProfilePoint", "Profiler", "profile_frame", "profile_conf_int", "param_indices",
+           "paired_deviance_mcse"]
+
+#: Re-centre when a point's own ``l_m`` MCSE exceeds this (or twice ``llf_mcse``) and this
+#: factor times the MCSE of its draw set at the set's centre.
+RECENTRE_MCSE, RECENTRE_FACTOR = 0.05, 1.5
+#: Re-solve an end on centred draws when its ``D`` MCSE exceeds this multiple of theirs.
+POLISH_FACTOR = 1.5
+#: Root-finding tolerance on ``zeta``; largest Newton step, and distance from the estimate
+#: beyond which an end is infinite, on the root-finding scale (log nu, or beta in SEs).
+ZETA_TOL, MAX_STEP, MAX_DISTANCE = 1e-3, 2.0, 12.0
+MAX_ITER, MAX_ENGINES = 40, 12
+#: Spawn key of the profile's seeds under the fit's seed.
+PROFILE_KEY = 7001
+
+
+def param_indices(res, cols):
+    """Indices of ``cols`` (None: all; names or integer positions) among the parameters."""
+    names = list(res.model.data.param_names)
+    if cols is None:
+        return list(range(len(names)))
+    if isinstance(cols, (str, int, np.integer)):
+        cols = [cols]
+    out = []
+    for c in cols:
+        if isinstance(c, str):
+            if c not in names:
+                raise ValueError(f"cols: unknown parameter {c!r}; use one of {names}")
+            out.append(names.index(c))
+        elif isinstance(c, (int, np.integer)) and not isinstance(c, bool) \
+                and -len(names) <= c < len(names):
+            out.append(int(c) % len(names))
+        else:
+            raise ValueError(f"cols: {c!r} is neither a parameter name nor a position in "
+                             f"0..{len(names) - 1}")
+    return out
+
+
+def _check_profilable(res):
+    if getattr(res, "method", "mcla") == "laplace":
+        raise ValueError("profile likelihoods need a Monte Carlo fit's draws; this is a "
+                         "Laplace fit (use method='wald', or fit with method='mcla')")
+    T = res.model.k_vc
+    if res.engine is None and len(res._boundary_idx) < T:
+        raise ValueError("profile likelihoods need the fit's final draws (res.engine), and "
+                         "this result has none")
+
+
+class Profiler:
+    """Profile of one parameter of a Monte Carlo GLMM fit (see the module docstring).
+
+    Parameters
+    ----------
+    results : MonteCarloGLMMResults
+    param : str or int
+        Parameter name or position in ``params``.
+    random_state : None, int, SeedSequence or Generator
+        Seeds the draws of any re-centred draw set and of the fit without a variance
+        component (for ``D(0)``); by default a child of the fit's seed, so the profile is
+        reproducible.
+    """
+
+    def __init__(self, results, param, random_state=None):
+        res = getattr(results, "_results", results)
+        _check_profilable(res)
+        self.res, model = res, res.model
+        p, T = model.k_fe, model.k_vc
+        self.index = param_indices(res, [param])[0]
+        self.name = res.param_names[self.index]
+        self.is_var, t = self.index >= p, self.index - p
+        bnd = [i - p for i in res._boundary_idx]
+        self.on_boundary = self.is_var and t in bnd
+        drop = [s for s in bnd if s != t]
+        self.keep = [s for s in range(T) if s not in drop]
+        self.model = reduced_model(model, drop) if drop else model
+        self.p, self.j = p, (self.index if not self.is_var else p + self.keep.index(t))
+        params = np.asarray(res.params, dtype=float)
+        self.theta_hat = np.concatenate([params[:p], params[p:][self.keep]])
+        self.psi_hat = float(params[self.index])
+        self.l_hat, self.l_hat_mcse = float(res.llf_mc), float(res.llf_mcse)
+        from .fitting import FitOptions
+
+        self.opts = getattr(res, "fit_options", None) or FitOptions()
+        self.seed = (child_seed(res.seed, PROFILE_KEY, self.index) if random_state is None
+                     else as_seed_sequence(random_state))
+        m_opt = self.opts.m if isinstance(self.opts.m, int) else self.opts.m_start
+        self.m = int(res.m) if res.m else int(m_opt)
+        self.n_jobs = effective_n_jobs(self.opts.n_jobs)
+        first = (ExactGLM(model.arrays) if self.model is None
+                 else None if self.on_boundary else res.engine)
+        self.sets = DrawSets(self.model, self.opts, self.seed, self.m, self.n_jobs, self.j, p,
+                             self.theta_hat, self.l_hat, self.l_hat_mcse, first,
+                             interior=not self.on_boundary)
+        self.points, self._zero = [], None
+        bse = float(np.asarray(res.bse)[self.index])
+        self.se = bse if np.isfinite(bse) and bse > 0 else np.nan
+        self.tol = max(RECENTRE_MCSE, 2.0 * self.l_hat_mcse)
+
+    # ------------------------------------------------------------------ points
+    def _optimum(self, k, psi, start):
+        theta0 = np.array(start, dtype=float)
+        theta0[self.j] = psi
+        theta, ev, f = self.sets.maximize(k, theta0, self.j)
+        if ev.gradient is None:
+            return ProfilePoint(psi, theta, -np.inf, np.nan, np.inf, k)
+        j = self.j
+        dtheta = np.zeros(len(theta))
+        dtheta[j] = 1.0
+        try:
+            dtheta[f] = -np.linalg.solve(ev.hessian[np.ix_(f, f)], ev.hessian[f, j])
+        except np.linalg.LinAlgError:
+            dtheta = None
+        return ProfilePoint(float(psi), theta, float(ev.value), float(ev.gradient[j]),
+                            own_mcse(ev, self.sets.engines[k].m), k, dtheta, ev.ess)
+
+    def _reliable(self, pt, fresh=False):
+        """Whether ``pt``'s own ``l_m`` is trustworthy: MCSE at most ``tol``, or (on an
+        existing set) within ``RECENTRE_FACTOR`` of the set's MCSE at its centre, which
+        fresh draws would not improve on much (far ends, where no ``m`` draws reach
+        ``tol``)."""
+        if pt is None or not np.isfinite(pt.value):
+            return False
+        if pt.engine < 0 or not self.sets.engines[pt.engine].m:
+            return True
+        floor = 0.0 if fresh else RECENTRE_FACTOR * self.sets.floors[pt.engine]
+        return bool(pt.mcse <= max(self.tol, floor))
+
+    def _start(self, psi):
+        """A start for ``psi``: the nearest point's maximizer moved along ``dtheta``."""
+        if not self.points:
+            start = self.theta_hat.copy()
+            if self.on_boundary:
+                start[self.j] = psi
+            return start
+        near = min(self.points, key=lambda q: abs(q.psi - psi))
+        start = near.theta.copy()
+        if near.dtheta is not None:
+            moved = near.theta + near.dtheta * (psi - near.psi)
+            nu_ok = np.all(moved[self.p:][np.arange(len(moved) - self.p) != self.j - self.p]
+                           > 0)
+            if np.all(np.isfinite(moved)) and nu_ok:
+                start = moved
+        start[self.j] = psi
+        return start
+
+    def point(self, psi, prefer=None):
+        """The profile point at ``psi``: on set ``prefer`` (the root finder's last) or the
+        set centred nearest, re-centring the draws when neither is reliable there."""
+        if self.is_var and psi == 0.0:
+            return self.zero_point()
+        start, pt = self._start(psi), None
+        for k in dict.fromkeys([prefer, self.sets.nearest(psi, self.is_var)]):
+            if k is not None and k >= 0 and np.isfinite(self.sets.centres[k]):
+                pt = self._optimum(k, psi, start)
+                if self._reliable(pt):
+                    break
+        # Fresh draws centred at the optimum; a second set, centred at the optimum on the
+        # first, when the first centre (an optimum on poorly placed draws) was off.
+        fresh = None
+        for _ in range(2):
+            if self._reliable(pt, fresh=True) or len(self.sets) >= MAX_ENGINES:
+                break
+            centre = start if pt is None or not np.isfinite(pt.value) else pt.theta
+            if fresh is not None:
+                self.sets.retire(fresh)  # superseded by the set centred better
+            fresh = self.sets.add(centre)
+            pt = self._optimum(fresh, psi, centre)
+            self.sets.floors[fresh] = pt.mcse
+        self.points.append(pt)
+        return pt
+
+    def zero_point(self):
+        """The profile at ``nu = 0``: the maximum of the model without the component."""
+        if self._zero is not None:
+            return self._zero
+        if self.on_boundary:
+            self._zero = ProfilePoint(0.0, self.theta_hat, self.l_hat, np.nan,
+                                      self.l_hat_mcse, -1)
+            return self._zero
+        res, p = self.res, self.p
+        drop = [t for t in range(res.model.k_vc) if t not in self.keep] + [self.j - p]
+        red = reduced_model(res.model, sorted(drop))
+        theta = self.theta_hat.copy()
+        theta[self.j] = 0.0
+        if red is None:
+            beta, _, value, _ = _glm_fit(res.model)
+            theta[:p], mcse = beta, 0.0
+        else:
+            from .fitting import mcmle
+
+            rest = np.array([i for i in range(p, len(theta)) if i != self.j], dtype=int)
+            start = np.concatenate([theta[:p], np.maximum(theta[rest], 1e-4)])
+            opts = replace(self.opts, n_jobs=self.n_jobs)
+            out = mcmle(red, opts, child_seed(self.seed, 0), start, disp=False)
+            value = float(out.evaluation.value)
+            theta[:p], theta[rest] = out.params[:p], out.params[p:]
+            mcse = own_mcse(out.evaluation, out.n_draws) if out.n_draws else 0.0
+        self._zero = ProfilePoint(0.0, theta, value, np.nan, mcse, -1)
+        return self._zero
+
+    # ------------------------------------------------------------------ deviance
+    def deviance(self, pt):
+        """``D`` at ``pt``, from one draw set's maximum where that is the more precise
+        (:meth:`glmm_sm.profile_draws.DrawSets.deviance`)."""
+        return self.sets.deviance(pt)[0]
+
+    def zeta(self, pt):
+        d = max(self.deviance(pt), 0.0)  # >= -optimizer tolerance on one draw set
+        return float(np.sign(pt.psi - self.psi_hat) * np.sqrt(d))
+
+    def deviance_mcse(self, pt):
+        """Monte Carlo standard error of ``D`` at ``pt`` (see the module docstring)."""
+        return self.sets.deviance(pt)[1]
+
+    # ------------------------------------------------------------------ limits
+    def _to_s(self, psi):
+        if self.is_var:
+            return np.log(psi) if psi > 0 else -np.inf
+        return psi / (self.se if np.isfinite(self.se) else 1.0)
+
+    def _from_s(self, s):
+        if self.is_var:
+            return float(np.exp(s))
+        return float(s * (self.se if np.isfinite(self.se) else 1.0))
+
+    def _first_guess(self, side, target):
+        s_hat = self._to_s(self.psi_hat)
+        if self.on_boundary:  # D(nu) ~ -2 d nu near 0, d the one-sided derivative
+            d = self.res.fit_log.boundary.get(self.name, np.nan)
+            guess = target**2 / (-2.0 * d) if np.isfinite(d) and d < 0 else 1.0
+            return float(np.log(np.clip(guess, 1e-4, 1e4)))
+        if self.is_var:
+            step = target * self.se / self.psi_hat if np.isfinite(self.se) else side
+        else:
+            step = target
+        return s_hat + float(np.clip(step, -MAX_STEP, MAX_STEP))
+
+    def limit(self, side, alpha):
+        """``(end, mcse, note)`` of the ``1 - alpha`` interval; ``side`` -1 or +1."""
+        cut = float(stats.chi2.ppf(1.0 - alpha, 1))
+        with threadpool_limits(1, user_api="blas"):
+            if self.is_var and side < 0:
+                if self.on_boundary:
+                    return 0.0, 0.0, "estimate at the boundary 0"
+                z = self.zero_point()
+                d0 = self.deviance(z)
+                if d0 <= cut:
+                    return 0.0, 0.0, f"D(0) = {d0:.3g} <= {cut:.3g}"
+            target = side * np.sqrt(cut)
+            pt, note = self._root(side, target)
+            if pt is None:
+                return side * np.inf, np.nan, note
+            pt, note, dev_mcse = self._polish(pt, note, side, target)
+            slope = abs(2.0 * pt.slope)
+            mcse = dev_mcse / slope if slope > 0 else np.nan
+            return pt.psi, float(mcse), note
+
+    def _polish(self, pt, note, side, target):
+        """Re-solve an end found on the fit's draws on draws centred at it, when that makes
+        ``D``'s Monte Carlo error clearly smaller: ``(point, note, mcse of D)``.
+
+        On the fit's draws ``D`` at a far end compares ``l_m`` at two points the draws are
+        not centred on both; on draws centred at the end the error is about
+        ``2 sqrt(2) llf_mcse`` (two independent estimates, each as good as the fit's).
+        """
+        dev_mcse = self.deviance_mcse(pt)
+        fresh = 2.0 * np.sqrt(2.0) * self.l_hat_mcse
+        if pt.engine != 0 or not self.sets.engines[0].m or dev_mcse <= POLISH_FACTOR * fresh \
+                or len(self.sets) >= MAX_ENGINES:
+            return pt, note, dev_mcse
+        k = self.sets.add(pt.theta)
+        new, new_note = self._root(side, target, self._to_s(pt.psi))
+        if new is None or new.engine != k:
+            return pt, note, dev_mcse
+        new_mcse = self.deviance_mcse(new)
+        if new_mcse >= dev_mcse:
+            return pt, note, dev_mcse
+        return new, new_note, new_mcse
+
+    def _root(self, side, target, s0=None):
+        """Safeguarded Newton on ``zeta`` in ``s``; ``(point, note)``, point None: no end."""
+        s_in = -np.inf if self.on_boundary else self._to_s(self.psi_hat)
+        s_out, s = None, (self._first_guess(side, target) if s0 is None else s0)
+        s_ref, pt = (s if self.on_boundary else s_in), None
+        for _ in range(MAX_ITER):
+            pt = self.point(self._from_s(s), None if pt is None else pt.engine)
+            z = self.zeta(pt)
+            err = z - target
+            if abs(err) < ZETA_TOL:
+                return pt, f"end on re-centred draws (set {pt.engine})" if pt.engine > 0 else ""
+            if side * err < 0:
+                s_in = s
+            else:
+                s_out = s
+            dpsi_ds = pt.psi if self.is_var else self._from_s(1.0)
+            dz = -pt.slope / z * dpsi_ds if abs(z) > 1e-8 else np.nan
+            newton = s - err / dz if np.isfinite(dz) and dz > 0 else np.nan
+            if s_out is None:
+                if not (np.isfinite(newton) and side * (newton - s) > 0):
+                    newton = s + side * MAX_STEP
+                s_new = s + float(np.clip(newton - s, -MAX_STEP, MAX_STEP))
+                if abs(s_new - s_ref) > MAX_DISTANCE:
+                    return None, "profile deviance stays below the cut: no finite end"
+            elif np.isfinite(s_in):
+                lo, hi = sorted((s_in, s_out))
+                if hi - lo < 1e-6 * max(1.0, abs(hi)):
+                    return pt, ("bracket closed with |zeta - target| = "
+                                f"{abs(err):.2g}: Monte Carlo noise in the profile")
+                s_new = newton if np.isfinite(newton) and lo < newton < hi else 0.5 * (lo + hi)
+            else:
+                s_new = newton if np.isfinite(newton) and newton < s_out else s_out - MAX_STEP
+            s = s_new
+        return pt, f"root finding stopped after {MAX_ITER} steps (|zeta - target| = " \
+                   f"{abs(self.zeta(pt) - target):.2g})"
+
+
+def profile_conf_int(results, alpha=0.05, cols=None, random_state=None):
+    """Profile-likelihood confidence intervals with the Monte Carlo error of each end.
+
+    Parameters
+    ----------
+    results : MonteCarloGLMMResults
+    alpha : float
+        ``1 - alpha`` intervals.
+    cols : None, str, int or sequence of them
+        Parameters (default all).
+    random_state : optional
+        Seeds re-centred draws and reduced fits (default: derived from the fit's seed).
+
+    Returns
+    -------
+    DataFrame
+        Index: the parameters; columns ``lower``, ``upper``, ``lower_mcse``, ``upper_mcse``
+        and ``note``.
+    """
+    res = getattr(results, "_results", results)
+    _check_alpha(alpha)
+    rows = {}
+    cache = getattr(res, "_cache", {})
+    for i in param_indices(res, cols):
+        key = ("profile_conf_int", i, float(alpha))  # cached for the default seeds only
+        row = cache.get(key) if random_state is None else None
+        if row is None:
+            prof = Profiler(res, i, random_state)
+            lo, up = prof.limit(-1, alpha), prof.limit(+1, alpha)
+            row = (lo[0], up[0], lo[1], up[1], "; ".join(n for n in (lo[2], up[2]) if n))
+            if random_state is None:
+                cache[key] = row
+        rows[res.param_names[i]] = row
+    return pd.DataFrame.from_dict(rows, orient="index",
+                                  columns=["lower", "upper", "lower_mcse", "upper_mcse", "note"])
+
+
+def _check_alpha(alpha):
+    if not (isinstance(alpha, (float, int, np.floating)) and 0 < alpha < 1):
+        raise ValueError(f"alpha must be a number in (0, 1); got {alpha!r}")
+
+
+def profile_frame(results, param, alpha=0.01, n_points=8, random_state=None):
+    """The profile of one parameter as a curve, for plotting (lme4's ``profile``).
+
+    Parameters
+    ----------
+    results : MonteCarloGLMMResults
+    param : str or int
+        Parameter name or position.
+    alpha : float
+        The curve spans the ``1 - alpha`` profile interval (default 0.01: ``|zeta|`` up to
+        2.58, as lme4).
+    n_points : int
+        Points on each side of the estimate, the end included (spaced evenly in ``log nu``
+        or ``beta``, in ``nu`` towards an end at 0).
+    random_state : optional
+        As for :class:`Profiler`.
+
+    Returns
+    -------
+    DataFrame
+        Columns ``value`` (the parameter), ``deviance`` (``D``, each from one draw set's
+        maximum, or across draw sets where that is more precise: see the module
+        docstring; ``>= 0``), ``loglike`` (the profile log-likelihood on the fit's scale,
+        ``llf_mc - D / 2``: without the family's constants, as ``llf_mc``) and ``zeta``
+        (``D``'s signed root), in increasing ``value``.  ``attrs`` holds ``name``,
+        ``estimate``, ``loglike_max`` (``llf_mc``), ``alpha``, the ends, ``deviance_mcse``
+        per row, and ``draw_set`` per row (0 the fit's draws, ``k > 0`` a fresh set, -1 an
+        exact value or the fit without the component).
+    """
+    _check_alpha(alpha)
+    if isinstance(n_points, bool) or not isinstance(n_points, (int, np.integer)) \
+            or n_points < 1:
+        raise ValueError(f"n_points must be an integer >= 1; got {n_points!r}")
+    prof = Profiler(results, param, random_state)
+    lo, up = prof.limit(-1, alpha), prof.limit(+1, alpha)
+    with threadpool_limits(1, user_api="blas"):
+        pts = [_hat_point(prof)] + _side_points(prof, lo[0], n_points) \
+            + _side_points(prof, up[0], n_points)
+        pts = sorted({pt.psi: pt for pt in pts}.values(), key=lambda q: q.psi)
+        dev = np.array([prof.deviance(q) for q in pts])
+        mcse = [prof.deviance_mcse(q) if q.psi != prof.psi_hat else 0.0 for q in pts]
+    frame = pd.DataFrame({"value": [q.psi for q in pts], "loglike": prof.l_hat - dev / 2.0,
+                          "deviance": dev, "zeta": [prof.zeta(q) for q in pts]})
+    frame.attrs.update(name=prof.name, estimate=prof.psi_hat, loglike_max=prof.l_hat,
+                       alpha=alpha, lower=lo[0], upper=up[0], deviance_mcse=mcse,
+                       draw_set=[q.engine for q in pts])
+    return frame
+
+
+def _hat_point(prof):
+    return ProfilePoint(prof.psi_hat, prof.theta_hat, prof.l_hat, 0.0, prof.l_hat_mcse,
+                        0 if len(prof.sets) and not prof.on_boundary else -1)
+
+
+def _side_points(prof, end, n):
+    """Points from the estimate out to ``end`` (spaced in ``log nu`` or ``beta``; linear
+    in ``nu`` towards an end at 0), nearest first so each start is predicted well."""
+    if not np.isfinite(end) or end == prof.psi_hat:
+        return []
+    if prof.is_var and (end == 0.0 or prof.psi_hat == 0.0):
+        values = prof.psi_hat + (end - prof.psi_hat) * np.arange(1, n + 1) / n
+    else:
+        s0, s1 = prof._to_s(prof.psi_hat), prof._to_s(end)
+        values = [prof._from_s(s) for s in s0 + (s1 - s0) * np.arange(1, n + 1) / n]
+    return [prof.point(float(v)) for v in values]

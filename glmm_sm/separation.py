@@ -1,0 +1,81 @@
+"""Detect data for which the maximum likelihood estimate of the fixed effects does not exist.
+
+The GLMM log-likelihood is an integral over the random effects of
+``prod_i f(y_i | eta_i = x_i' beta + z_i' u)``.  If a direction ``d`` of the fixed effects
+makes every factor non-decreasing, i.e. for every observation with positive weight
+
+* Bernoulli / binomial: ``x_i' d >= 0`` when every trial succeeded (``y_i = n_i``),
+  ``x_i' d <= 0`` when none did (``y_i = 0``), ``x_i' d = 0`` otherwise;
+* Poisson: ``x_i' d <= 0`` when ``y_i = 0``, ``x_i' d = 0`` otherwise,
+
+with at least one strict inequality, then the likelihood increases along ``beta + t d`` for
+every ``u`` and so after integration: the estimate runs off to infinity (complete or
+quasi-complete separation, of which an all-0 or all-1 response is the simplest case).  The
+random effects cannot prevent this, as they are integrated out.
+
+Such a ``d`` is found, or shown not to exist, by a linear program (Konis 2007): maximize
+``sum_i s_i x_i' d`` over those constraints with ``|d_j| <= 1``, ``s_i = +1`` for
+``y_i = n_i`` and ``-1`` for ``y_i = 0``.  The optimum is 0 exactly when the MLE is finite.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.optimize import linprog
+
+__all__ = ["separation_direction"]
+
+#: The LP optimum, per observation used (columns of X scaled to unit largest magnitude), that
+#: counts as positive: above what the solver's feasibility tolerance (1e-7 per constraint)
+#: could produce from rows that only satisfy ``x' d = 0`` approximately.
+LP_TOL = 1e-6
+
+
+def separation_direction(X, y, ntrials, weights, family_code):
+    """A direction of the fixed effects along which the likelihood never decreases.
+
+    Parameters
+    ----------
+    X : ndarray (n, p)
+    y, ntrials, weights : ndarray (n,)
+        Responses (successes or counts), trials (1 for Bernoulli, ignored for Poisson) and
+        observation weights.
+    family_code : int
+        0 for the binomial family (Bernoulli included), 1 for Poisson.
+
+    Returns
+    -------
+    ndarray (p,) or None
+        ``d`` in the units of ``X`` (largest entry 1 in magnitude), or None when the MLE of
+        the fixed effects exists.
+    """
+    X = np.asarray(X, dtype=np.float64)
+    n, p = X.shape
+    if p == 0:
+        return None
+    use = np.asarray(weights) > 0
+    if family_code == 0:
+        use &= np.asarray(ntrials) > 0
+        lower = use & (np.asarray(y) <= 0)
+        upper = use & (np.asarray(y) >= np.asarray(ntrials))
+    else:
+        lower = use & (np.asarray(y) <= 0)
+        upper = np.zeros(n, bool)
+    inner = use & ~lower & ~upper
+    norms = np.max(np.abs(X), axis=0)
+    norms = np.where(norms > 0, norms, 1.0)
+    Xs = X / norms
+    sign = np.where(upper, 1.0, 0.0) - np.where(lower, 1.0, 0.0)
+    c = -(sign @ Xs)
+    # x'd <= 0 for the lower rows, -x'd <= 0 for the upper rows; x'd = 0 for the others.
+    A_ub = np.vstack([Xs[lower], -Xs[upper]])
+    kwargs = {}
+    if A_ub.shape[0]:
+        kwargs.update(A_ub=A_ub, b_ub=np.zeros(A_ub.shape[0]))
+    if inner.any():
+        kwargs.update(A_eq=Xs[inner], b_eq=np.zeros(int(inner.sum())))
+    out = linprog(c, bounds=[(-1.0, 1.0)] * p, method="highs", **kwargs)
+    if out.status != 0 or -out.fun <= LP_TOL * max(1, int(use.sum())):
+        return None
+    d = np.where(np.abs(out.x) > 1e-9, out.x, 0.0) / norms
+    return d / np.max(np.abs(d))
