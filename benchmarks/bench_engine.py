@@ -51,8 +51,8 @@ from functools import partial  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-TARGET_NS = 5.0  # PERFORMANCE.md: numba value+grad+Hessian, ns per (obs x draw), one core
-R_GLMM_NS = 10_000.0  # PERFORMANCE.md: R glmm 1.4.5, about 10,000 ns per (obs x draw)
+TARGET_NS = 5.0  # numba value+grad+Hessian, ns per (obs x draw), one core (docs/performance.rst)
+R_GLMM_NS = 10_000.0  # R glmm 1.4.5, about 10,000 ns per (obs x draw) (docs/performance.rst)
 
 PROBLEMS = {
     # name: (full m, quick m)
@@ -333,7 +333,7 @@ def main(argv=None):
 
     # ---- footer
     print()
-    print(f"target (docs/PERFORMANCE.md): numba value+grad+Hessian <= {TARGET_NS:g} ns per "
+    print(f"target (docs/performance.rst): numba value+grad+Hessian <= {TARGET_NS:g} ns per "
           f"(obs x draw) on one core (measured there 4.0-4.3 on Zen 3); R glmm about "
           f"{R_GLMM_NS:,.0f} ns.")
     for r in results:
@@ -346,7 +346,7 @@ def main(argv=None):
         print(f"  {r['problem']:<16} m={r['m']:<7} numba value+grad+Hess {ns_cpu:5.2f} ns CPU "
               f"({ns:5.2f} wall): {'MET' if best <= TARGET_NS else 'NOT MET'}; "
               f"{R_GLMM_NS / best:,.0f}x faster than R glmm")
-    print("  (judged on the smaller of CPU and wall time: PERFORMANCE.md's figures are CPU time "
+    print("  (judged on the smaller of CPU and wall time: the performance targets are CPU time "
           "per core,\n   and CPU time is less disturbed by other jobs on a shared machine)")
     return 0
 

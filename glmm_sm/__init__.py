@@ -8,6 +8,7 @@ and maximizes the approximation, reporting Monte Carlo standard errors beside th
 from . import datasets
 from .compare import compare, plot_compare
 from .fitting import FitOptions
+from .laplace_results import LaplaceGLMMResults
 from .lrtest import lrtest
 from .model import MonteCarloGLMM
 from .results import MonteCarloGLMMResults
@@ -16,6 +17,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "FitOptions",
+    "LaplaceGLMMResults",
     "MonteCarloGLMM",
     "MonteCarloGLMMResults",
     "compare",

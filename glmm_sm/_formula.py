@@ -118,3 +118,17 @@ def check_vc_columns(label, formula, values, names, alone=True):
             f"vc_formulas[{label!r}]: {formula!r} gives a single numeric column, i.e. one "
             "random effect shared by every observation (scaled by the column), whose variance "
             f"cannot be estimated from one realization{hint}")
+
+
+def categorical_response(ynames):
+    """``(name, levels)`` when the response columns are the indicators of one categorical.
+
+    The formula engines code a string or boolean response as one indicator column per level,
+    named ``name[level]`` (``name[T.level]``); fitted as (successes, failures) these would
+    silently count the first level as the success.
+    """
+    names = [ynames] if isinstance(ynames, str) else list(ynames)
+    parts = [re.fullmatch(r"(.+)\[(?:T\.)?(.*)\]", str(name)) for name in names]
+    if not names or not all(parts) or len({m.group(1) for m in parts}) != 1:
+        return None
+    return parts[0].group(1), [m.group(2) for m in parts]

@@ -25,11 +25,10 @@ import math
 import numba
 import numpy as np
 
+from ._constants import HALF_LOG2PI, POISSON_ETA_MAX
 from ._fastmath import fexp, flog1p_unit
 
 TILE = 64
-HALF_LOG2PI = 0.5 * math.log(2.0 * math.pi)
-POISSON_ETA_MAX = 690.0
 
 _FLAGS = dict(cache=True, nogil=True, error_model="numpy",
               fastmath={"nsz", "arcp", "contract", "afn"})
@@ -160,6 +159,22 @@ def _accumulate(b, o0, o1, c0, c1, kt, nt, k0, ew, G, cpp, S, nu, qbt, gk, shift
 
 
 @numba.njit(**_FLAGS)
+def _tile_log_weights(b, kt, nt, const, S, nu, lfy, logf, base):
+    """Log weights ``base[kk]`` of draws ``kt + kk`` of block ``b`` (``lfy`` the data part,
+    ``const`` the prior's normalizing part); returns their maximum."""
+    T = nu.shape[0]
+    tmax = -np.inf
+    for kk in range(nt):
+        k = kt + kk
+        lfu = const
+        for t in range(T):
+            lfu -= 0.5 * S[b, t, k] / nu[t]
+        base[kk] = lfy[kk] + lfu - logf[b, k]
+        tmax = max(tmax, base[kk])
+    return tmax
+
+
+@numba.njit(**_FLAGS)
 def chunk_sums(fam, derivs, obs_ptr, col_ptr, xb, wy, wn, X, zptr, zidx, zval,
                U, logf, S, k0, k1, lognu, nu, qbt, shifted, Gp,
                out_a, out_s0, out_s0sq, out_s1, out_s1sq, out_s2, out_s2sq, out_sS, out_hc,
@@ -202,15 +217,7 @@ def chunk_sums(fam, derivs, obs_ptr, col_ptr, xb, wy, wn, X, zptr, zidx, zval,
             nt = min(TILE, k1 - kt)
             _tile_loglik(fam, derivs, o0, o1, kt, nt, xb, wy, wn, X, zptr, zidx, zval, U,
                          eta, lfy, rr, G, cpp)
-            # Log weights of the tile and the running maximum.
-            tmax = -np.inf
-            for kk in range(nt):
-                k = kt + kk
-                lfu = const
-                for t in range(T):
-                    lfu -= 0.5 * S[b, t, k] / nu[t]
-                base[kk] = lfy[kk] + lfu - logf[b, k]
-                tmax = max(tmax, base[kk])
+            tmax = _tile_log_weights(b, kt, nt, const, S, nu, lfy, logf, base)
             if not tmax > -np.inf:
                 continue
             if tmax > a:

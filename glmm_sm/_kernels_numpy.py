@@ -10,9 +10,7 @@ import numpy as np
 from scipy.special import expit
 from threadpoolctl import threadpool_limits
 
-from .families import POISSON_ETA_MAX
-
-HALF_LOG2PI = 0.5 * np.log(2.0 * np.pi)
+from ._constants import HALF_LOG2PI, POISSON_ETA_MAX
 
 
 def chunk_sums(fam, derivs, obs_ptr, col_ptr, xb, wy, wn, X, zptr, zidx, zval,

@@ -50,6 +50,8 @@ def compare(res, other, labels=None):
 
 
 def _label(obj):
+    if getattr(getattr(obj, "_results", obj), "method", None) == "laplace":
+        return "Laplace"
     if hasattr(obj, "mcse_cov") or hasattr(getattr(obj, "_results", None), "mcse_cov"):
         return "MCLA"
     name = type(obj.model).__name__

@@ -12,6 +12,7 @@ contiguous range of both; the sampler, Laplace step and kernels all work in that
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -324,3 +325,94 @@ def _check_formula(f, label):
         raise ValueError(f"vc_formulas[{label!r}]: expected a non-empty formula string, got {f!r}")
     f = f.strip()
     return f[1:].strip() if f.startswith("~") else f
+
+
+def single_effect_components(Z, ident):
+    """Components with one random effect that loads equally on every observation.
+
+    That is what a factor with a single level gives; its variance has a single realization
+    to learn from and cannot be estimated.
+    """
+    Zc = sp.csc_matrix(Z)
+    n = Zc.shape[0]
+    ident = np.asarray(ident)
+    out = []
+    for t in np.flatnonzero(np.bincount(ident) == 1) if ident.size else []:
+        j = int(np.flatnonzero(ident == t)[0])
+        col = Zc.data[Zc.indptr[j] : Zc.indptr[j + 1]]
+        if n > 1 and col.size == n and np.all(col == col[0]):
+            out.append(int(t))
+    return out
+
+
+def same_design_components(Z, ident):
+    """The first pair ``(s, t)`` of components whose columns of ``Z`` are the same set."""
+    Zc = sp.csc_matrix(Z)
+    Zc.sort_indices()
+    ident = np.asarray(ident)
+    seen = {}
+    for t in np.unique(ident):
+        cols = frozenset(
+            (Zc.indices[Zc.indptr[j] : Zc.indptr[j + 1]].tobytes(),
+             Zc.data[Zc.indptr[j] : Zc.indptr[j + 1]].tobytes())
+            for j in np.flatnonzero(ident == t))
+        if cols in seen:
+            return seen[cols], int(t)
+        seen[cols] = int(t)
+    return None
+
+
+def check_single_effects(Z, ident, vcp_names, vc_formulas=None):
+    """Refuse a component with a single random effect shared by every observation.
+
+    Parameters
+    ----------
+    Z, ident, vcp_names
+        The random-effects design, component of each column and component names.
+    vc_formulas : list of (str, int), optional
+        Each variance-component formula with its component: the message then names the
+        formula(s) that gave the component.
+    """
+    single = single_effect_components(Z, ident)
+    if not single:
+        return
+    t = single[0]
+    if vc_formulas is None:
+        raise ValueError(f"variance component {vcp_names[t]!r} has a single random effect, "
+                         "the same for every observation (a factor with a single level?); "
+                         "its variance cannot be estimated from the data")
+    which = [f for f, c in vc_formulas if c == t]
+    raise ValueError(f"vc_formulas[{vcp_names[t]!r}]: {' + '.join(map(repr, which))} gives a "
+                     "single random effect shared by every observation (a factor with a "
+                     "single level?); its variance cannot be estimated from the data, so drop "
+                     "this component")
+
+
+def checked_design(exog_vc, ident, vcp_names, vc_names, n, fe_names):
+    """The :class:`RandomEffectsDesign` of the array constructor, with its identifiability
+    checks: ``n`` rows, component names distinct from the fixed effects ``fe_names``, no
+    component with a single shared effect; a warning (pointing at the constructor's caller)
+    when two components have the same design."""
+    ident = np.asarray(ident)
+    if vcp_names is None:
+        vcp_names = [f"vc{t + 1}" for t in range(int(ident.max()) + 1 if ident.size else 0)]
+    Z = exog_vc if sp.issparse(exog_vc) else np.asarray(exog_vc, dtype=np.float64)
+    if Z.shape[0] != n:
+        raise ValueError(f"exog_vc has {Z.shape[0]} rows but endog has {n}")
+    design = RandomEffectsDesign(Z, ident, vcp_names, vc_names)
+    clash = sorted(set(design.vcp_names) & {str(c) for c in fe_names})
+    if clash:
+        raise ValueError(f"vcp_names: variance component name(s) {clash} are also names of "
+                         "fixed-effect columns of exog; give the components other names")
+    check_single_effects(design.Z, design.ident, design.vcp_names)
+    same = same_design_components(design.Z, design.ident)
+    if same:
+        a, b = (design.vcp_names[t] for t in same)
+        # A warning, not an error: glmm's murder example (0 + C(black), 0 + C(white)) is
+        # such a design, fitted at the boundary.
+        warnings.warn(f"variance components {a!r} and {b!r} have the same random-effects "
+                      "design (e.g. a factor nested in another with one sub-level per "
+                      "level, or the two levels of one factor coded twice), so only the "
+                      "sum of their variances is identified; consider dropping one",
+                      UserWarning, stacklevel=3)
+    return design

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .draws import DrawSet, bytes_needed
-from .engine import draw_shift, partition_sums
+from .partials import draw_shift, partition_sums
 
 __all__ = ["DaskBackend", "DrawSpec", "check_client"]
 

@@ -19,11 +19,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import expit, gammaln
 
-__all__ = ["Family", "BINOMIAL", "POISSON", "resolve_family"]
+from ._constants import POISSON_ETA_MAX
 
-#: Poisson linear predictors are clipped here before ``exp``: beyond it ``e^eta`` times any
-#: reasonable weight would overflow, and such draws carry zero importance weight anyway.
-POISSON_ETA_MAX = 690.0
+__all__ = ["Family", "BINOMIAL", "POISSON", "resolve_family"]
 
 
 @dataclass(frozen=True)

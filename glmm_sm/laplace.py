@@ -126,9 +126,9 @@ def _cholesky_one(A):
         A = np.diag(np.maximum(d, 1e-300))
     scale = max(float(np.max(np.abs(np.diag(A)))), 1e-300)
     eye = np.eye(q)
-    for k in range(-14, -3):
+    for k in (None, *range(-14, -3)):
         try:
-            return np.linalg.cholesky(A + (10.0**k * scale) * eye)
+            return np.linalg.cholesky(A if k is None else A + (10.0**k * scale) * eye)
         except np.linalg.LinAlgError:
             continue
     lam, V = np.linalg.eigh(0.5 * (A + A.T))

@@ -212,9 +212,9 @@ def _unwrap(res):
 
 
 def _is_glmm(res):
-    from .results import MonteCarloGLMMResults
-
-    return isinstance(res, MonteCarloGLMMResults)
+    """Results of a MonteCarloGLMM fit (Monte Carlo or Laplace), by what they carry; an
+    import of ``results`` here would make a cycle (results imports this module)."""
+    return hasattr(res, "llf_mc") and hasattr(getattr(res, "model", None), "vcp_names")
 
 
 def _is_glm(res):

@@ -63,9 +63,9 @@ from .profile_draws import DrawSets, ExactGLM, ProfilePoint, own_mcse, paired_de
 __all__ = ["ProfilePoint", "Profiler", "profile_frame", "profile_conf_int", "param_indices",
            "paired_deviance_mcse"]
 
-#: Re-centre when a point's own ``l_m`` MCSE exceeds this (or twice ``llf_mcse``) and this
-#: factor times the MCSE of its draw set at the set's centre.
-RECENTRE_MCSE, RECENTRE_FACTOR = 0.05, 1.5
+#: Re-centre when a point's own ``l_m`` MCSE exceeds this (or twice ``llf_mcse``), and
+#: this factor times the MCSE of its draw set at the set's centre, or the cap times it.
+RECENTRE_MCSE, RECENTRE_FACTOR, RECENTRE_CAP = 0.05, 1.5, 2.0
 #: Re-solve an end on centred draws when its ``D`` MCSE exceeds this multiple of theirs.
 POLISH_FACTOR = 1.5
 #: Root-finding tolerance on ``zeta``; largest Newton step, and distance from the estimate
@@ -148,15 +148,15 @@ class Profiler:
         m_opt = self.opts.m if isinstance(self.opts.m, int) else self.opts.m_start
         self.m = int(res.m) if res.m else int(m_opt)
         self.n_jobs = effective_n_jobs(self.opts.n_jobs)
+        self.tol = max(RECENTRE_MCSE, 2.0 * self.l_hat_mcse)
         first = (ExactGLM(model.arrays) if self.model is None
                  else None if self.on_boundary else res.engine)
         self.sets = DrawSets(self.model, self.opts, self.seed, self.m, self.n_jobs, self.j, p,
-                             self.theta_hat, self.l_hat, self.l_hat_mcse, first,
+                             self.theta_hat, self.l_hat, self.l_hat_mcse, self.tol, first,
                              interior=not self.on_boundary)
         self.points, self._zero = [], None
         bse = float(np.asarray(res.bse)[self.index])
         self.se = bse if np.isfinite(bse) and bse > 0 else np.nan
-        self.tol = max(RECENTRE_MCSE, 2.0 * self.l_hat_mcse)
 
     # ------------------------------------------------------------------ points
     def _optimum(self, k, psi, start):
@@ -172,20 +172,24 @@ class Profiler:
             dtheta[f] = -np.linalg.solve(ev.hessian[np.ix_(f, f)], ev.hessian[f, j])
         except np.linalg.LinAlgError:
             dtheta = None
-        return ProfilePoint(float(psi), theta, float(ev.value), float(ev.gradient[j]),
-                            own_mcse(ev, self.sets.engines[k].m), k, dtheta, ev.ess)
+        pt = ProfilePoint(float(psi), theta, float(ev.value), float(ev.gradient[j]),
+                          own_mcse(ev, self.sets.engines[k].m), k, dtheta, ev.ess)
+        if not np.isfinite(self.sets.floors[k]):  # the first point on a set is its centre
+            self.sets.floors[k] = pt.mcse
+        return pt
 
     def _reliable(self, pt, fresh=False):
         """Whether ``pt``'s own ``l_m`` is trustworthy: MCSE at most ``tol``, or (on an
         existing set) within ``RECENTRE_FACTOR`` of the set's MCSE at its centre, which
         fresh draws would not improve on much (far ends, where no ``m`` draws reach
-        ``tol``)."""
+        ``tol``), but never above ``RECENTRE_CAP * tol``."""
         if pt is None or not np.isfinite(pt.value):
             return False
         if pt.engine < 0 or not self.sets.engines[pt.engine].m:
             return True
-        floor = 0.0 if fresh else RECENTRE_FACTOR * self.sets.floors[pt.engine]
-        return bool(pt.mcse <= max(self.tol, floor))
+        floor = self.sets.floors[pt.engine]
+        floor = RECENTRE_FACTOR * floor if np.isfinite(floor) and not fresh else 0.0
+        return bool(pt.mcse <= max(self.tol, min(floor, RECENTRE_CAP * self.tol)))
 
     def _start(self, psi):
         """A start for ``psi``: the nearest point's maximizer moved along ``dtheta``."""
@@ -217,17 +221,21 @@ class Profiler:
                 if self._reliable(pt):
                     break
         # Fresh draws centred at the optimum; a second set, centred at the optimum on the
-        # first, when the first centre (an optimum on poorly placed draws) was off.
-        fresh = None
+        # first, when the first centre (an optimum on poorly placed draws) was off.  The
+        # point with the smallest MCSE is kept, the other fresh set retired.
+        found, ok = [] if pt is None else [pt], self._reliable(pt)
         for _ in range(2):
-            if self._reliable(pt, fresh=True) or len(self.sets) >= MAX_ENGINES:
+            if ok or len(self.sets) >= MAX_ENGINES:
                 break
             centre = start if pt is None or not np.isfinite(pt.value) else pt.theta
-            if fresh is not None:
-                self.sets.retire(fresh)  # superseded by the set centred better
-            fresh = self.sets.add(centre)
-            pt = self._optimum(fresh, psi, centre)
-            self.sets.floors[fresh] = pt.mcse
+            pt = self._optimum(self.sets.add(centre), psi, centre)
+            ok = self._reliable(pt, fresh=True)
+            found.append(pt)
+        if found:
+            pt = min(found, key=lambda q: q.mcse if np.isfinite(q.value) else np.inf)
+            for q in found[1:]:
+                if q is not pt:
+                    self.sets.retire(q.engine)
         self.points.append(pt)
         return pt
 

@@ -23,11 +23,15 @@ A deviance compares two values of one Monte Carlo log-likelihood.  For a point `
 For set 0 both are the same.  For a fresh set centred at a point far from ``theta_hat`` the
 same-set estimate can be much worse: below ``nu_hat`` for a variance the draws, centred at a
 small ``nu``, are too narrow for the posterior at ``nu_hat`` (salamander, ``nu_F = 0.3``:
-MCSE 2.3 against 0.05 across sets), while above it (wider draws) the two are comparable.  A
-point takes the estimate with the smaller MCSE, except that an across-sets estimate below 0,
-which contradicts ``D >= 0``, gives way to the same-set one.  Where no same-set maximum
-exists (a component the fit put at 0: the maximum is on the boundary, the fit's reduced
-model) and for exact values (a GLM), the across-sets estimate is used, floored at 0.
+MCSE 2.3 against 0.05 across sets), while above it (wider draws) the two are comparable.
+Worse, where a set does not cover its own maximum the maximization follows the noise of a
+few heavy draws (``L_k`` several units too high, with an MCSE estimate that cannot be
+trusted), so ``L_k`` is used only where ``l_k``'s own MCSE at ``theta_k`` is at most the
+profile's re-centring tolerance.  A point takes the estimate with the smaller MCSE, except
+that an across-sets estimate below 0, which contradicts ``D >= 0``, gives way to the
+same-set one.  Where there is no usable same-set maximum (that rule; a component the fit
+put at 0, whose maximum is on the boundary, the fit's reduced model; exact values of a
+GLM), the across-sets estimate is used, floored at 0 (the nearest value allowed).
 """
 
 from __future__ import annotations
@@ -195,6 +199,7 @@ class _Maximum:
     value: float
     theta: np.ndarray
     ess: np.ndarray | None
+    usable: bool = True
     version: int = 0
 
 
@@ -225,6 +230,10 @@ class DrawSets:
         Index of the profiled parameter; number of fixed effects.
     theta_hat, l_hat, l_hat_mcse
         The fit's estimate, ``llf_mc`` and ``llf_mcse``.
+    tol : float
+        Largest MCSE of ``l_k`` at a fresh set's maximum for the same-set estimate to be
+        used (beyond it the set does not cover its own maximum: the maximization would
+        follow the noise of a few draws).
     first : MCLAEngine, ExactGLM or None
         Set 0 (the fit's draws, or the exact GLM), centred at ``psi_hat``.
     interior : bool
@@ -233,8 +242,9 @@ class DrawSets:
     """
 
     def __init__(self, model, opts, seed, m, n_jobs, j, p, theta_hat, l_hat, l_hat_mcse,
-                 first=None, interior=True):
+                 tol, first=None, interior=True):
         self.model, self.opts, self.seed, self.m, self.n_jobs = model, opts, seed, m, n_jobs
+        self.tol = tol
         self.j, self.p, self.interior = j, p, interior
         self.theta_hat, self.l_hat, self.l_hat_mcse = theta_hat, l_hat, l_hat_mcse
         self.engines, self.centres, self.maxima, self.floors = [], [], [], []
@@ -275,23 +285,23 @@ class DrawSets:
         return maximize(self.engines[k], theta0, j, self.p, self.opts.gtol, self.opts.maxiter)
 
     def maximum(self, k, pt=None):
-        """``L_k`` and ``theta_k`` of fresh set ``k`` (computed once, from ``theta_hat``; again
-        from ``pt.theta`` if ``pt`` is higher), or None where there is none."""
+        """``L_k`` and ``theta_k`` of set ``k`` (computed once, from ``theta_hat``; again
+        from ``pt.theta`` if ``pt`` is higher), or None where there is none or the set does
+        not cover it (its MCSE there above ``tol``)."""
         if not self.interior or not self.engines[k].m:
             return None
         top = self.maxima[k]
         if top is None:
-            top = self._climb(k, self.theta_hat, 0)
-        if pt is not None and (top is None or pt.value > top.value) and k > 0:
-            top = self._climb(k, pt.theta, 0 if top is None else top.version + 1) or top
-        self.maxima[k] = top
-        return top
+            top = self.maxima[k] = self._climb(k, self.theta_hat, 0)
+        if top.usable and pt is not None and pt.value > top.value and k > 0:
+            top = self.maxima[k] = self._climb(k, pt.theta, top.version + 1)
+        return top if top.usable else None
 
     def _climb(self, k, start, version):
         theta, ev, _ = self.maximize(k, start, None)
-        if ev.gradient is None or not np.isfinite(ev.value):
-            return None
-        return _Maximum(float(ev.value), theta, ev.ess, version)
+        ok = ev.gradient is not None and np.isfinite(ev.value) \
+            and own_mcse(ev, self.engines[k].m) <= self.tol
+        return _Maximum(float(ev.value), theta, ev.ess, bool(ok), version)
 
     def deviance(self, pt):
         """``(D, mcse)`` of a point (see the module docstring)."""

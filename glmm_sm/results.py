@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -47,6 +48,8 @@ class MonteCarloGLMMResults(LikelihoodModelResults, ResultMixin):
         the boundary) and their rows of ``cov_params`` zero; see :mod:`glmm_sm.boundary`.
     """
 
+    _data_in_cache = ["fittedvalues", "resid", "wresid", "resid_response", "resid_pearson"]
+
     def __init__(self, model, outcome):
         cov, mc = outcome.errors()
         super().__init__(model, outcome.params, normalized_cov_params=cov, scale=1.0,
@@ -75,6 +78,9 @@ class MonteCarloGLMMResults(LikelihoodModelResults, ResultMixin):
         #: The final round's engine (its frozen draws): ``l_m`` for profiles, weights for
         #: diagnostics.  None when no variance component is left (an exact GLM fit).
         self.engine = outcome.engine
+        #: Pareto k (PSIS) of each block's importance weights at the estimate: below 0.5
+        #: the MCSE holds; above ``pareto_k_threshold(m)`` (0.7) it means nothing.
+        self.pareto_k = _pareto_k(self.engine, outcome.params, model, outcome.boundary)
         self.boundary = [model.vcp_names[t] for t in outcome.boundary]
         self._boundary_idx = [model.k_fe + t for t in outcome.boundary]
         self.mle_retvals = _mle_retvals(outcome)
@@ -301,6 +307,8 @@ class MonteCarloGLMMResults(LikelihoodModelResults, ResultMixin):
     def profile(self, name, alpha=0.01, n_points=8, random_state=None):
         """Profile curve of one parameter: DataFrame with ``value``, ``loglike``,
         ``deviance``, ``zeta`` in increasing ``value`` (:func:`glmm_sm.profile.profile_frame`).
+        ``deviance >= 0`` (how each is estimated: :mod:`glmm_sm.profile_draws`);
+        ``loglike`` is ``llf_mc - deviance / 2``, on the fit's scale whatever the draws.
         """
         from .profile import profile_frame
 
@@ -507,7 +515,7 @@ class MonteCarloGLMMResults(LikelihoodModelResults, ResultMixin):
 
 
 class MonteCarloGLMMResultsWrapper(LikelihoodResultsWrapper):
-    _attrs = {}
+    _attrs = {"resid_response": "rows", "resid_pearson": "rows"}
     _wrap_attrs = wrap.union_dicts(LikelihoodResultsWrapper._wrap_attrs, _attrs)
     _methods = {}
     _wrap_methods = wrap.union_dicts(LikelihoodResultsWrapper._wrap_methods, _methods)
@@ -533,3 +541,30 @@ def _mle_retvals(outcome):
             "optimizer_status": [r.get("optimizer_status") for r in rounds],
             "optimizer_message": last.get("optimizer_message"),
             "laplace": {k: v for k, v in log.laplace.items() if k != "params"}}
+
+
+def _pareto_k(engine, params, model, boundary):
+    """Per-block Pareto k at the estimate (empty without draws), with a ConvergenceWarning
+    when a block's weights are too heavy-tailed for its MCSE to mean anything."""
+    if engine is None:
+        return np.zeros(0)
+    from statsmodels.tools.sm_exceptions import ConvergenceWarning
+
+    from .tails import block_pareto_k, pareto_k_threshold
+
+    params = np.asarray(params, dtype=float)
+    if boundary:  # the engine is the reduced model's: drop the components at 0
+        keep = np.ones(len(params), bool)
+        keep[[model.k_fe + t for t in boundary]] = False
+        params = params[keep]
+    k = block_pareto_k(engine, params)
+    cut = pareto_k_threshold(engine.m)
+    bad = np.flatnonzero(k > cut)
+    if bad.size:
+        warnings.warn(
+            f"the importance weights of {bad.size} of {k.size} block(s) are heavy-tailed "
+            f"(largest Pareto k {np.nanmax(k):.2f} > {cut:.2f}, PSIS): their Monte Carlo "
+            "standard errors are unreliable and probably too small. Refit with a larger m "
+            "(or m_start), or check the model (a variance component near 0, a huge block)",
+            ConvergenceWarning, stacklevel=4)
+    return k

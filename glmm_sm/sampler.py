@@ -25,12 +25,11 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import gammaln
 
+from ._constants import LOG2PI
 from ._random import generator
 from .laplace import BlockSystem, ModeResult, mode_derivatives
 
 __all__ = ["DrawChunk", "LaplaceSampler", "GlmmSampler", "stratified_counts"]
-
-LOG2PI = np.log(2.0 * np.pi)
 
 
 @dataclass

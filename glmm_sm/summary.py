@@ -29,17 +29,28 @@ def _max_ratio(mcse, bse):
 
 def build_summary(res, alpha=0.05, title=None):
     """A statsmodels ``Summary`` with the MCSE column and a variance-component table."""
-    mod = res.model
-    k = mod.k_fe
+    k = res.model.k_fe
     names = res.param_names
     params = np.asarray(res.params)
     bse = np.asarray(res.bse)
     mcse = np.asarray(res.mcse())
-    with np.errstate(divide="ignore", invalid="ignore"):
-        z = params / bse
-    q = stats.norm.ppf(1 - alpha / 2)
-    levels = np.bincount(mod.ident, minlength=mod.k_vc)
     smry = Summary()
+    gleft, gright = _header(res, mcse, bse)
+    smry.add_table_2cols(res, gleft=gleft, gright=gright,
+                         title=title or "Generalized Linear Mixed Model Results (MCLA)")
+    est = (params, bse, mcse)
+    smry.tables.append(_param_table(est, slice(0, k), names, alpha, "coef", "P>|z|",
+                                    "Fixed effects"))
+    smry.tables.append(_param_table(est, slice(k, len(params)), names, alpha, "variance",
+                                    "P>z (1-sided)", "Variance components"))
+    smry.add_extra_txt(_notes(res, bse, names, k))
+    return smry
+
+
+def _header(res, mcse, bse):
+    """The two columns of the header table: the model (left) and the fit (right)."""
+    mod = res.model
+    levels = np.bincount(mod.ident, minlength=mod.k_vc)
     gleft = [
         ("Dep. Variable:", [res.response_label]),
         ("Family:", [mod.family_kind.name.capitalize()]),
@@ -55,33 +66,44 @@ def build_summary(res, alpha=0.05, title=None):
         ("Log-Likelihood:", [f"{res.llf:.4f}"]),
         ("  its MCSE:", [f"{res.llf_mcse:.4f}"]),
         ("Max MCSE/SE:", [_fmt(_max_ratio(mcse, bse), 3)]),
+        ("Max Pareto k:", [_pareto(res)]),
         ("Converged:", [str(bool(res.converged))]),
     ]
-    smry.add_table_2cols(res, gleft=gleft, gright=gright,
-                         title=title or "Generalized Linear Mixed Model Results (MCLA)")
-    lo, hi = f"[{alpha / 2:g}", f"{1 - alpha / 2:g}]"
-    head = ["coef", "std err", "z", "P>|z|", lo, hi, "MCSE"]
+    return gleft, gright
+
+
+def _pareto(res):
+    """The largest per-block Pareto k of the weights (PSIS: < 0.5 good, > 0.7 unreliable)."""
+    k = np.asarray(getattr(res, "pareto_k", []), dtype=float)
+    k = k[np.isfinite(k)]
+    return f"{k.max():.2f}" if k.size else "n/a"
+
+
+def _param_table(est, rows_of, names, alpha, what, p_head, title):
+    """Estimates, Wald z and p-values, intervals and MCSEs of the parameters ``rows_of``:
+    two-sided p-values for fixed effects, one-sided (H1: variance > 0) for variances."""
+    params, bse, mcse = est
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = params / bse
+    q = stats.norm.ppf(1 - alpha / 2)
+    head = [what, "std err", "z", p_head, f"[{alpha / 2:g}", f"{1 - alpha / 2:g}]", "MCSE"]
     rows = []
-    for j in range(k):
-        p = 2 * stats.norm.sf(abs(z[j]))
+    for j in range(rows_of.start, rows_of.stop):
+        p = 2 * stats.norm.sf(abs(z[j])) if what == "coef" else stats.norm.sf(z[j])
         rows.append([_fmt(params[j]), _fmt(bse[j]), f"{z[j]:.3f}", _pfmt(p),
                      _fmt(params[j] - q * bse[j]), _fmt(params[j] + q * bse[j]),
                      _fmt(mcse[j])])
-    smry.tables.append(SimpleTable(rows, head, names[:k], title="Fixed effects",
-                                   txt_fmt=_txt_fmt()))
-    head_vc = ["variance", "std err", "z", "P>z (1-sided)", lo, hi, "MCSE"]
-    rows = []
-    for j in range(k, len(params)):
-        p = stats.norm.sf(z[j])
-        rows.append([_fmt(params[j]), _fmt(bse[j]), f"{z[j]:.3f}", _pfmt(p),
-                     _fmt(params[j] - q * bse[j]), _fmt(params[j] + q * bse[j]),
-                     _fmt(mcse[j])])
-    smry.tables.append(SimpleTable(rows, head_vc, names[k:], title="Variance components",
-                                   txt_fmt=_txt_fmt()))
+    return SimpleTable(rows, head, names[rows_of], title=title, txt_fmt=_txt_fmt())
+
+
+def _notes(res, bse, names, k):
+    """The notes under the tables: what the errors mean, and any problem with the fit."""
     boundary = list(getattr(res, "boundary", []))
     notes = [
         "Standard errors: inverse Monte Carlo observed information. MCSE: Monte Carlo "
-        "standard error of each estimate (Sung and Geyer 2007); it shrinks as m grows.",
+        "standard error of each estimate (Sung and Geyer 2007); it shrinks as m grows. "
+        "It holds while the Pareto k of the importance weights is below 0.5 (and is "
+        "optimistic up to 0.7; PSIS, Vehtari et al. 2024).",
         "Variance components: one-sided Wald p-values for H1: variance > 0. At the zero "
         "boundary Wald inference is conservative and intervals may cross zero.",
     ]
@@ -104,8 +126,7 @@ def build_summary(res, alpha=0.05, title=None):
             f"derivative of the log-likelihood at 0 ({scores}): negative means 0 is a "
             "maximum. Test variance = 0 by a likelihood-ratio test against the 50:50 "
             "mixture of chi2(0) and chi2(1).")
-    smry.add_extra_txt(notes)
-    return smry
+    return notes
 
 
 def _txt_fmt():

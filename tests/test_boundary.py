@@ -27,9 +27,8 @@ def murder_fit(murder):
 
 
 @pytest.fixture(scope="module")
-def booth2():
-    return smf.mcglmm("y ~ 0 + x1", {"z1": "0 + C(z1)", "z2": "0 + C(z2)"}, load("Booth2"),
-                      family="bernoulli")
+def booth2(booth2_model):
+    return booth2_model
 
 
 @pytest.fixture(scope="module")

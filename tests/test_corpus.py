@@ -33,7 +33,6 @@ and its Hessian against finite differences of its log-likelihood.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import time
 import warnings
@@ -46,15 +45,16 @@ import pytest
 import statsmodels.api as sm
 from aghq import RandomInterceptGLMM
 from corpus import NAMES, SINGLE_INTERCEPT, load
+from models import load_result
 from statsmodels.tools.numdiff import approx_hess3
 
 import glmm_sm
 
-#: Fits far beyond the CI budget, run only with ``GLMM_SM_CORPUS_FULL=1``: guImmun's blocks
-#: hold up to 38 random effects (a community and its mothers) and its default fit needs
-#: m = 400000 draws, 5-10 minutes on one core.
+#: Long fits, skipped with ``GLMM_SM_CORPUS_QUICK=1`` (CI runs them): guImmun's blocks hold
+#: up to 38 random effects (a community and its mothers) and its default fit needs
+#: m = 120000 draws, about 2 minutes on two cores.
 LONG = {"guImmun"}
-FULL = os.environ.get("GLMM_SM_CORPUS_FULL") == "1"
+FULL = os.environ.get("GLMM_SM_CORPUS_QUICK") != "1"
 N_SIGMA = 3.0
 SE_RTOL = 0.10
 NODES, NODES_CHECK = 60, 100
@@ -66,14 +66,7 @@ ROUNDING = 1e-10
 RESULTS = Path(__file__).parent / "results"
 
 
-def _exact_mle():
-    spec = importlib.util.spec_from_file_location("_corpus_exact_mle", RESULTS / "exact_mle.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-EXACT = _exact_mle()
+EXACT = load_result("exact_mle")
 
 
 # --------------------------------------------------------------------------- helpers
@@ -243,7 +236,7 @@ def test_aghq_does_not_move_with_more_nodes(name):
 
 # --------------------------------------------------------------------------- MCLA fits
 def _budgeted(names):
-    skip = pytest.mark.skipif(not FULL, reason="minutes-long fit; set GLMM_SM_CORPUS_FULL=1")
+    skip = pytest.mark.skipif(not FULL, reason="long fit; GLMM_SM_CORPUS_QUICK=1 is set")
     return [pytest.param(n, marks=skip) if n in LONG else n for n in names]
 
 

@@ -40,6 +40,7 @@ import functools
 import numpy as np
 import pytest
 import statsmodels.api as sm
+from models import cbpp, cbpp_aggregated, radish2, salamander_binomial
 from statsmodels.tools.numdiff import approx_fprime
 
 import glmm_sm
@@ -90,34 +91,7 @@ def ridders(f, x, h0, con=1.4, ntab=10):
     return (jac[0], err[0]) if np.ndim(f(x)) == 0 else (jac, err)
 
 
-def _salamander():
-    df = glmm_sm.datasets.load("salamander")
-    return MonteCarloGLMM.from_formula("Mate ~ 0 + Cross",
-                                       {"F": "0 + C(Female)", "M": "0 + C(Male)"}, df,
-                                       family=sm.families.Binomial())
-
-
-def cbpp_aggregated():
-    """cbpp2's 842 Bernoulli rows summed by herd and period: 56 binomial rows with trials."""
-    df = glmm_sm.datasets.load("cbpp2")
-    agg = (df.groupby(["herd", "period"], observed=True)["Y"].agg(["sum", "count"])
-           .reset_index().rename(columns={"sum": "incidence", "count": "size"}))
-    agg["healthy"] = agg["size"] - agg["incidence"]
-    return agg
-
-
-def _cbpp():
-    return MonteCarloGLMM.from_formula("incidence + healthy ~ period", {"herd": "0 + C(herd)"},
-                                       cbpp_aggregated(), family=sm.families.Binomial())
-
-
-RADISH_VC = {"Block": "0 + C(Site):C(Block)", "Pop": "0 + C(Pop)"}
-
-
-def _radish():
-    df = glmm_sm.datasets.load("radish2")
-    return MonteCarloGLMM.from_formula("resp ~ Site + Region", RADISH_VC, df,
-                                       family=sm.families.Poisson())
+_salamander, _cbpp, _radish = salamander_binomial, cbpp, radish2
 
 
 FROZEN = {"shift": False}

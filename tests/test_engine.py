@@ -17,38 +17,17 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import statsmodels.api as sm
 from mcla_reference import model_reference
+from models import boothhobert, radish2, salamander  # noqa: E402
 from scipy.special import logsumexp
 
 import glmm_sm
 from glmm_sm import MonteCarloGLMM
 
-SAL_VC = {"F": "0 + C(Female)", "M": "0 + C(Male)"}
-
-
-def salamander(**kw):
-    return MonteCarloGLMM.from_formula("Mate ~ 0 + Cross", SAL_VC,
-                                       glmm_sm.datasets.load("salamander"),
-                                       family="bernoulli", **kw)
-
-
-def radish2():
-    return MonteCarloGLMM.from_formula("resp ~ Site + Region",
-                                       {"Block": "0 + C(Site):C(Block)", "Pop": "0 + C(Pop)"},
-                                       glmm_sm.datasets.load("radish2"),
-                                       family=sm.families.Poisson())
-
-
-def boothhobert():
-    return MonteCarloGLMM.from_formula("y ~ 0 + x1", {"z1": "0 + C(z1)"},
-                                       glmm_sm.datasets.load("BoothHobert"),
-                                       family="bernoulli")
-
 
 @pytest.fixture(scope="module")
-def sal():
-    model = salamander()
+def sal(salamander_model):
+    model = salamander_model
     params, _, _ = model.fit_laplace()
     return model, params
 

@@ -40,19 +40,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import statsmodels.api as sm
+from models import radish2  # noqa: E402
 from scipy.special import expit
 
 import glmm_sm
 from glmm_sm import MonteCarloGLMM
 from glmm_sm.laplace import conditional_mode, laplace_loglike, laplace_score, mode_derivatives
-
-RADISH_VC = {"Block": "0 + C(Site):C(Block)", "Pop": "0 + C(Pop)"}
-
-
-def radish2():
-    return MonteCarloGLMM.from_formula("resp ~ Site + Region", RADISH_VC,
-                                       glmm_sm.datasets.load("radish2"),
-                                       family=sm.families.Poisson())
 
 
 def central_diff(f, x, rel=1e-3):

@@ -7,16 +7,14 @@ import numpy as np
 import pytest
 from statsmodels.tools.sm_exceptions import ConvergenceWarning
 
-import glmm_sm.formula.api as smf
-from glmm_sm.datasets import load
 from glmm_sm.engine import MCLAEngine
 
 VC = {"F": "0 + C(Female)", "M": "0 + C(Male)"}
 
 
 @pytest.fixture(scope="module")
-def model():
-    return smf.mcglmm("Mate ~ 0 + Cross", VC, load("salamander"), family="bernoulli")
+def model(salamander_model):
+    return salamander_model
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import statsmodels.api as sm
+from models import cbpp, salamander_binomial
 from statsmodels.tools.numdiff import approx_hess3
 
 import glmm_sm
@@ -34,20 +35,7 @@ from glmm_sm.laplace_results import LaplaceGLMMResults
 GLMER_LLF = {"salamander": -209.2766, "cbpp": -92.02657}
 
 
-def cbpp_model():
-    df = glmm_sm.datasets.load("cbpp2")
-    agg = (df.groupby(["herd", "period"], observed=True)["Y"].agg(["sum", "count"])
-           .reset_index().rename(columns={"sum": "incidence", "count": "size"}))
-    agg["healthy"] = agg["size"] - agg["incidence"]
-    return MonteCarloGLMM.from_formula("incidence + healthy ~ period", {"herd": "0 + C(herd)"},
-                                       agg, family=sm.families.Binomial())
-
-
-def salamander_model():
-    return MonteCarloGLMM.from_formula("Mate ~ 0 + Cross",
-                                       {"F": "0 + C(Female)", "M": "0 + C(Male)"},
-                                       glmm_sm.datasets.load("salamander"),
-                                       family=sm.families.Binomial())
+cbpp_model, salamander_model = cbpp, salamander_binomial
 
 
 @pytest.fixture(scope="module")

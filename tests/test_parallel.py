@@ -13,8 +13,6 @@ import warnings
 import numpy as np
 import pytest
 
-import glmm_sm.formula.api as smf
-from glmm_sm.datasets import load
 from glmm_sm.distributed import DaskBackend
 from glmm_sm.engine import MCLAEngine, effective_n_jobs
 
@@ -26,8 +24,8 @@ FIT = dict(random_state=11, disp=False, chunk_size=1024)
 
 
 @pytest.fixture(scope="module")
-def model():
-    return smf.mcglmm("Mate ~ 0 + Cross", VC, load("salamander"), family="bernoulli")
+def model(salamander_model):
+    return salamander_model
 
 
 @pytest.fixture(scope="module")

@@ -21,6 +21,7 @@ matplotlib = pytest.importorskip("matplotlib")
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from models import salamander_binomial  # noqa: E402
 
 import glmm_sm  # noqa: E402
 from glmm_sm import MonteCarloGLMM, plots  # noqa: E402
@@ -31,13 +32,13 @@ Z95 = 1.959963984540054
 
 
 @pytest.fixture(scope="module")
-def salamander():
-    return glmm_sm.datasets.load("salamander")
+def salamander(salamander_df):
+    return salamander_df
 
 
 @pytest.fixture(scope="module")
-def res(salamander):
-    model = MonteCarloGLMM.from_formula(FORMULA, VC, salamander, family=sm.families.Binomial())
+def res():
+    model = salamander_binomial()
     return model.fit(random_state=1, disp=False, n_jobs=1)
 
 

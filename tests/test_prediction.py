@@ -21,38 +21,27 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 import statsmodels.api as sm
+from models import cbpp, cbpp_aggregated, salamander_binomial
 from scipy.special import expit
 from statsmodels.genmod.generalized_linear_model import GLMResults
 
-import glmm_sm
 from glmm_sm import MonteCarloGLMM
 from glmm_sm.prediction import conditional_re_cov, quadratic_rows
 
 VC_SAL = {"F": "0 + C(Female)", "M": "0 + C(Male)"}
 
 
-def cbpp_frame():
-    df = glmm_sm.datasets.load("cbpp2")
-    agg = (df.groupby(["herd", "period"], observed=True)["Y"].agg(["sum", "count"])
-           .reset_index().rename(columns={"sum": "incidence", "count": "size"}))
-    agg["healthy"] = agg["size"] - agg["incidence"]
-    return agg
-
-
-def cbpp_model(df, **kwargs):
-    return MonteCarloGLMM.from_formula("incidence + healthy ~ period", {"herd": "0 + C(herd)"},
-                                       df, family=sm.families.Binomial(), **kwargs)
+cbpp_frame, cbpp_model = cbpp_aggregated, cbpp
 
 
 @pytest.fixture(scope="module")
-def sal_df():
-    return glmm_sm.datasets.load("salamander")
+def sal_df(salamander_df):
+    return salamander_df
 
 
 @pytest.fixture(scope="module")
-def res_sal(sal_df):
-    model = MonteCarloGLMM.from_formula("Mate ~ 0 + Cross", VC_SAL, sal_df,
-                                        family=sm.families.Binomial())
+def res_sal():
+    model = salamander_binomial()
     return model.fit(random_state=1, disp=False, n_jobs=1)
 
 

@@ -27,7 +27,6 @@ import pytest
 from mcla_reference import block_reference, glmm_mixture_logdensity
 
 import glmm_sm
-from glmm_sm import MonteCarloGLMM
 
 RESULTS = Path(__file__).parent / "results"
 RTOL = 1e-8
@@ -46,10 +45,8 @@ THETA_HAT = np.array([FIT["beta"], FIT["nu"]])
 
 
 @pytest.fixture(scope="module")
-def bh_model():
-    df = glmm_sm.datasets.load("BoothHobert")
-    return MonteCarloGLMM.from_formula("y ~ 0 + x1", {"z1": "0 + C(z1)"}, df,
-                                       family="bernoulli")
+def bh_model(boothhobert_model):
+    return boothhobert_model
 
 
 @pytest.fixture(scope="module")

@@ -18,13 +18,13 @@ deterministic; they were not chosen by looking at the results.
 
 from __future__ import annotations
 
-import importlib.util
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import statsmodels.api as sm
+from models import load_result, salamander_binomial
 from scipy import stats
 
 import glmm_sm
@@ -37,14 +37,7 @@ SEED = 1
 N_SIGMA = 3.0
 
 
-def _load(name):
-    spec = importlib.util.spec_from_file_location(f"_glmm_sm_results_{name}",
-                                                  RESULTS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
+_load = load_result
 EXACT = _load("exact_mle")
 SALAMANDER = _load("salamander_reference")
 
@@ -148,11 +141,7 @@ def test_cbpp_binomial_trials_exact_mle():
 
 
 # ---------------------------------------------------------------------------- salamander
-def _salamander_model():
-    df = glmm_sm.datasets.load("salamander")
-    return MonteCarloGLMM.from_formula("Mate ~ 0 + Cross",
-                                       {"F": "0 + C(Female)", "M": "0 + C(Male)"}, df,
-                                       family=sm.families.Binomial())
+_salamander_model = salamander_binomial
 
 
 def test_salamander_defaults_vs_long_run_reference():

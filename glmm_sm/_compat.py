@@ -1,0 +1,53 @@
+"""statsmodels shims: model data that unpickles safely, and the statsmodels family.
+
+statsmodels rebuilds a formula's model spec on unpickling by looking up the caller's frames
+(STATSMODELS_NOTES P13); the model's data object is switched to a subclass here that falls
+back to an empty environment.  Pickles refer to these classes by their home in
+:mod:`glmm_sm.model` as well (re-exported there).
+"""
+
+from __future__ import annotations
+
+from statsmodels.base.data import ModelData, PandasData
+
+__all__ = ["SAFE_DATA", "sm_family"]
+
+
+class _SafeUnpickle:
+    """Model data whose unpickling survives a shallow call stack (statsmodels P13).
+
+    statsmodels rebuilds the formula's model spec on unpickling by looking up the caller's
+    frames, which fails at module level; this falls back to an empty environment.
+    """
+
+    def __setstate__(self, d):
+        try:
+            super().__setstate__(dict(d))
+        except Exception:
+            d = dict(d)
+            if d.pop("restore_model_spec", None) is not None or "formula" in d:
+                from statsmodels.formula._manager import FormulaManager
+
+                mgr = FormulaManager()
+                frame = d.get("frame")
+                mgr.get_matrices(d["formula"], frame, eval_env={}, pandas=True)
+                self.model_spec = mgr.spec
+            self.__dict__.update(d)
+
+
+class _SafePandasData(_SafeUnpickle, PandasData):
+    pass
+
+
+class _SafeModelData(_SafeUnpickle, ModelData):
+    pass
+
+
+SAFE_DATA = {PandasData: _SafePandasData, ModelData: _SafeModelData}
+
+
+def sm_family(fam):
+    """The statsmodels family object of a family kind (Binomial or Poisson)."""
+    from statsmodels.genmod import families as smf
+
+    return smf.Poisson() if fam.code == 1 else smf.Binomial()

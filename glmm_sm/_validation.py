@@ -1,0 +1,153 @@
+"""Argument and array checks, each with a message naming the argument and what is wrong."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["check_finite", "vector", "as_float", "column", "exposure_vector",
+           "observation_weights", "checked_exog", "check_full_rank", "show_values"]
+
+
+def check_finite(values, name):
+    """Raise ``ValueError`` naming the columns of ``values`` that hold NaN or inf."""
+    if values is None:
+        return
+    frame = values if isinstance(values, (pd.DataFrame, pd.Series)) else None
+    try:
+        arr = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name} must be numeric: {exc}") from None
+    bad = ~np.isfinite(arr)
+    if not bad.any():
+        return
+    if arr.ndim == 2:
+        cols = np.flatnonzero(bad.any(axis=0))
+        names = (list(frame.columns) if isinstance(frame, pd.DataFrame)
+                 else [f"column {j}" for j in range(arr.shape[1])])
+        where = f" in column(s) {[names[j] for j in cols]}"
+    else:
+        where = f" ({getattr(frame, 'name', None) or name})" if frame is not None else ""
+    raise ValueError(f"{name} contains {int(bad.sum())} NaN or infinite value(s){where}; "
+                     "drop or impute them (from_formula drops rows with missing values by "
+                     "default)")
+
+
+def vector(value, n, name, default):
+    if value is None:
+        return np.full(n, default)
+    arr = as_float(value, name)
+    if arr.ndim == 0:
+        arr = np.full(n, float(arr))
+    if arr.shape != (n,):
+        raise ValueError(f"{name} must have length {n} (one per observation); got "
+                         f"shape {arr.shape}")
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        raise ValueError(f"{name} contains {int(bad.sum())} NaN or infinite value(s)")
+    return arr
+
+
+def as_float(value, name):
+    """``value`` as a float64 array, or ``ValueError`` naming ``name`` if it is not numeric."""
+    try:
+        return np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name} must be numeric: {exc}") from None
+
+
+def column(value, data, name):
+    if isinstance(value, str):
+        if value not in data.columns:
+            raise ValueError(f"{name}: column {value!r} is not in data")
+        return as_float(data[value], f"{name} (column {value!r})")
+    if value is None:
+        return None
+    arr = as_float(value, name)
+    if arr.shape != (len(data),):
+        raise ValueError(f"{name} must have length {len(data)} (the rows of data); got "
+                         f"shape {arr.shape}")
+    return arr
+
+
+def exposure_vector(exposure, n, fam):
+    """Positive exposures for a Poisson model (``log(exposure)`` joins the offset)."""
+    if fam.code != 1:
+        raise ValueError("exposure is only defined for the Poisson family (log link); for "
+                         "binomial data give the number of trials as a second response "
+                         "column (successes + failures)")
+    arr = vector(exposure, n, "exposure", default=1.0)
+    if np.any(arr <= 0):
+        bad = arr[arr <= 0]
+        raise ValueError(f"exposure must be positive; found {bad.size} value(s) <= 0: "
+                         f"{show_values(bad)}")
+    return arr
+
+
+def check_full_rank(X, names):
+    """Raise ``ValueError`` naming the columns of ``X`` that are linear combinations of others.
+
+    Columns are scaled to unit length (rank does not depend on units) and taken in order; a
+    column is aliased when its least-squares residual on the columns kept before it is below
+    the tolerance ``numpy.linalg.matrix_rank`` uses.
+    """
+    n, p = X.shape
+    if p == 0:
+        return
+    if p > n:
+        raise ValueError(f"exog is rank deficient: {p} fixed-effect columns but only {n} "
+                         "observations")
+    norms = np.linalg.norm(X, axis=0)
+    zero = norms == 0
+    R = np.linalg.qr(X / np.where(zero, 1.0, norms), mode="r")  # same column relations as X
+    tol = np.linalg.norm(R, 2) * max(n, p) * np.finfo(np.float64).eps
+    kept, problems = [], []
+    for j in range(p):
+        if zero[j]:
+            problems.append(f"column {names[j]!r} is zero for every observation")
+            continue
+        coef = np.zeros(0)
+        if kept:
+            coef = np.linalg.lstsq(R[:, kept], R[:, j], rcond=None)[0]
+        if np.linalg.norm(R[:, j] - R[:, kept] @ coef) > tol:
+            kept.append(j)
+            continue
+        coef = coef * norms[j] / norms[kept]  # back to the units of X
+        big = np.abs(coef) > 1e-8 * np.abs(coef).max()
+        terms = [f"{c:.4g} * {names[k]}" for c, k, b in zip(coef, kept, big, strict=True) if b]
+        others = ", ".join(repr(names[k]) for k, b in zip(kept, big, strict=True) if b)
+        problems.append(f"column {names[j]!r} is a linear combination of {others} "
+                        f"({names[j]} = {' + '.join(terms)})")
+    if problems:
+        more = f"; and {len(problems) - 3} more" if len(problems) > 3 else ""
+        raise ValueError("exog is rank deficient: " + "; ".join(problems[:3]) + more
+                         + ". The fixed effects are not identifiable: drop or recode the "
+                         "aliased column(s)")
+
+
+def show_values(values, k=3):
+    """A few distinct values for an error message: ``-1, -0.5`` (and ``...`` if more)."""
+    vals = np.unique(values)
+    return ", ".join(f"{v:g}" for v in vals[:k]) + (", ..." if vals.size > k else "")
+
+
+def observation_weights(weights, n):
+    """Non-negative weights of the ``n`` observations (1 when None)."""
+    weights = vector(weights, n, "weights", default=1.0)
+    if np.any(weights < 0):
+        neg = weights[weights < 0]
+        raise ValueError(f"weights must be non-negative; found {neg.size} negative "
+                         f"value(s): {show_values(neg)}")
+    return weights
+
+
+def checked_exog(exog, names):
+    """``exog`` as a finite, full-rank, two-dimensional float64 array."""
+    X = np.asarray(exog, dtype=np.float64)
+    if X.ndim != 2:
+        raise ValueError(f"exog must be two-dimensional; got shape {X.shape}")
+    if not np.all(np.isfinite(X)):
+        bad = [names[j] for j in np.flatnonzero(~np.isfinite(X).all(axis=0))]
+        raise ValueError(f"exog contains NaN or infinite values in column(s) {bad}")
+    check_full_rank(X, names)
+    return X
