@@ -172,8 +172,16 @@ class MCLAEngine:
         nb = data.n_blocks
         if not np.all(np.isfinite(params)) or np.any(params[p:] <= 0):
             return Evaluation(-np.inf, None, None, None, np.zeros(nb), np.full(nb, -np.inf))
+        # One evaluation per point: score(p) then hessian(p) (or loglike after either)
+        # reuse the last one; the draws are frozen, so it is the same computation.
+        key = params.tobytes()
+        last = self.__dict__.get("_last")
+        if last is not None and last[0] == key and (last[1] or not derivs):
+            return last[2]
         tot = self.partial_sums(params, derivs).combine()
-        return finish(tot, params, data, self.m, derivs)
+        ev = finish(tot, params, data, self.m, derivs)
+        self._last = (key, bool(derivs), ev)
+        return ev
 
     def draw_terms(self, params, U, logf, S, j0, j1):
         """``(U, eta, b)`` of draws ``j0:j1`` at ``params`` (numpy): the draws (moved with

@@ -431,7 +431,11 @@ def _warn_unconverged(log, opts):
 
 
 def _progress(disp, total):
+    """A bar of rounds with m, the smallest ESS, MCSE/SE and the elapsed time; shown on a
+    terminal or in a notebook (``tqdm.auto``) when ``disp``, and left in place after."""
     from tqdm.auto import tqdm
 
-    enabled = bool(disp) and sys.stderr.isatty()
-    return tqdm(total=total, desc="MCLA rounds", disable=not enabled, leave=False)
+    notebook = "ipykernel" in sys.modules
+    enabled = bool(disp) and (sys.stderr.isatty() or notebook)
+    return tqdm(total=total, desc="MCLA rounds", unit="round", disable=not enabled,
+                leave=True)

@@ -259,3 +259,22 @@ def test_boothhobert_mc_loglik_matches_exact_at_mle():
     mcse = np.sqrt(np.sum(1.0 / ev.ess - 1.0 / m))
     assert 0 < mcse < 0.01
     assert abs(ev.value - exact) <= 4.0 * mcse, (ev.value, exact, mcse)
+
+
+def test_evaluation_cache_gives_the_same_bits_as_no_cache():
+    """score(p) then hessian(p) (and loglike) evaluate once; the result is bit for bit what a
+    fresh evaluation gives, with or without derivatives."""
+    model = salamander()
+    params, _, _ = model.fit_laplace()
+    theta = _near(params, model.k_fe)
+    model.sample_draws(2000, random_state=3)
+    eng = model.engine
+    g = model.score(theta)
+    assert model.hessian(theta) is eng.evaluate(theta).hessian  # the cached evaluation
+    value = model.loglike(theta)
+    eng._last = None
+    fresh = eng.evaluate(theta)
+    np.testing.assert_array_equal(fresh.gradient, g)
+    assert fresh.value == value
+    eng._last = None
+    assert eng.evaluate(theta, derivs=False).value == value

@@ -91,3 +91,20 @@ def test_same_seed_same_fit_for_any_chunk_size(model, reference):
     for chunk_size in (1000, 2048, 10**6):
         res = model.fit(random_state=3, disp=False, chunk_size=chunk_size)
         np.testing.assert_allclose(res.params, reference.params, rtol=1e-12, atol=0)
+
+
+def test_progress_bar_on_a_terminal_or_in_a_notebook_only(monkeypatch):
+    """The rounds' bar is off for disp=False and when stderr is not a terminal (CI, logs),
+    on in a notebook (tqdm.auto), and left on screen after the fit."""
+    import sys
+    import types
+
+    from glmm_sm.fitting import _progress
+
+    assert _progress(False, 3).disable
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False, raising=False)
+    assert _progress(True, 3).disable
+    monkeypatch.setitem(sys.modules, "ipykernel", types.ModuleType("ipykernel"))
+    bar = _progress(True, 3)
+    assert not bar.disable and bar.leave
+    bar.close()
