@@ -1,10 +1,10 @@
 """Checks that a formula says what the user meant, before any model is built.
 
-Three ways of writing a model that the formula engines accept but that fit a different model
-from the intended one are refused here, each with the form to write instead:
+Ways of writing a model that the formula engines accept but that fit a different model from
+the intended one are refused here, each with the form to write instead (lme4 terms
+``(1 | herd)`` in the fixed-effects formula, which patsy would read as a logical "or" and
+turn into one fixed covariate, are found here and read by :mod:`glmm_sm.lme4_terms`):
 
-* an lme4 random-effect term ``(1 | herd)`` in the fixed-effects formula, which patsy would
-  read as a logical "or" of two numbers and turn into one fixed covariate;
 * a variance-component formula with lme4's bar (``"1|g"``);
 * a variance-component design with an intercept column (``"C(herd)"`` without ``0 +``), or
   with a single column (``"0 + herd"`` on integer codes: one numeric column whose single
@@ -20,7 +20,7 @@ import re
 
 import numpy as np
 
-__all__ = ["lme4_terms", "refuse_lme4_terms", "check_vc_formula", "check_vc_columns"]
+__all__ = ["lme4_terms", "check_vc_formula", "check_vc_columns"]
 
 _TERM = re.compile(r"\(([^()|]*)(\|\|?)([^()]*)\)")
 
@@ -28,48 +28,6 @@ _TERM = re.compile(r"\(([^()|]*)(\|\|?)([^()]*)\)")
 def lme4_terms(formula):
     """The lme4 ``(expr | group)`` terms of ``formula`` as ``(expr, bar, group)`` triples."""
     return [(a.strip(), bar, g.strip()) for a, bar, g in _TERM.findall(str(formula))]
-
-
-def _suggest(expr, group):
-    """The vc_formulas equivalent of ``(expr | group)`` (without correlations)."""
-    name = re.sub(r"\W+", "_", group).strip("_") or "g"
-    factor = ":".join(f"C({g.strip()})" for g in group.split(":"))
-    terms = [t.strip() for t in expr.replace("-", "+ -").split("+") if t.strip()]
-    out = {}
-    if "0" not in terms and "-1" not in terms and "- 1" not in terms:
-        out[name] = f"0 + {factor}"
-    for t in terms:
-        if t not in ("0", "1", "-1", "- 1"):
-            slope = re.sub(r"\W+", "_", t)
-            out[f"{name}_{slope}"] = f"0 + {factor}:{t}"
-    return out
-
-
-def refuse_lme4_terms(formula):
-    """Raise ``ValueError`` if the fixed-effects ``formula`` holds lme4 ``( | )`` terms.
-
-    The message gives the equivalent ``vc_formulas``; a term with a slope is translated
-    into independent components (correlated random slopes are not fitted yet).
-    """
-    terms = lme4_terms(formula)
-    if not terms:
-        return
-    suggestion = {}
-    for expr, _, group in terms:
-        if "/" in group:
-            outer, inner = (g.strip() for g in group.split("/", 1))
-            suggestion.update(_suggest(expr, outer))
-            suggestion.update(_suggest(expr, f"{outer}:{inner}"))
-        else:
-            suggestion.update(_suggest(expr, group))
-    shown = ", ".join(f"({a} {bar} {g})" for a, bar, g in terms)
-    slope = any(t not in ("0", "1") for a, _, _ in terms for t in a.replace(" ", "").split("+"))
-    note = (" (random slopes become independent components here: correlated random slopes "
-            "are not fitted yet)" if slope else "")
-    raise ValueError(f"formula {formula!r}: lme4 random-effect term(s) {shown} are not read "
-                     "from the fixed-effects formula (the formula engine would turn them into "
-                     "a fixed covariate); remove them and give the random effects as "
-                     f"vc_formulas={suggestion}{note}")
 
 
 def check_vc_formula(label, formula):

@@ -13,7 +13,7 @@ from ._compat import (  # noqa: F401  (_Safe*Data: older pickles name them here)
     sm_family,
 )
 from ._data import LayoutData, ModelArrays
-from ._formula import categorical_response, refuse_lme4_terms
+from ._formula import categorical_response
 from ._missing import apply_missing_policy, formula_rows
 from ._validation import (
     check_finite,
@@ -33,6 +33,7 @@ from .draws import DEFAULT_MEMORY_BUDGET, DrawSet
 from .engine import MCLAEngine, effective_n_jobs
 from .families import resolve_family
 from .laplace import BlockSystem, conditional_mode, laplace_fit
+from .lme4_terms import split_random_terms
 from .sampler import GlmmSampler, LaplaceSampler
 
 __all__ = ["MonteCarloGLMM"]
@@ -152,12 +153,15 @@ class MonteCarloGLMM(LikelihoodModel):
         Parameters
         ----------
         formula : str
-            Fixed effects, e.g. ``"Mate ~ 0 + Cross"``.  A binomial response with trials is
-            written with two columns on the left, ``"incidence + healthy ~ period"``
+            Fixed effects, e.g. ``"Mate ~ 0 + Cross"``, optionally with lme4 random-effect
+            terms: ``"Mate ~ 0 + Cross + (1 | Female) + (1 | Male)"``.  A binomial response
+            with trials is written with two columns on the left, ``"incidence + healthy ~ period"``
             (successes, failures), as R's ``cbind(incidence, healthy)``.
         vc_formulas : dict or list of str
             ``{"F": "0 + C(Female)", "M": "0 + C(Male)"}`` as for ``BinomialBayesMixedGLM``;
             or a list of formulas with ``varcomps_equal`` / ``varcomps_names`` (glmm style).
+            Optional when ``formula`` holds lme4 terms such as ``(1 | Female)``, which are
+            read as components of the same form (:mod:`glmm_sm.lme4_terms`).
         data : pandas.DataFrame
         family : statsmodels family or str
         varcomps_equal : sequence of int, optional
@@ -178,9 +182,9 @@ class MonteCarloGLMM(LikelihoodModel):
         unknown = sorted(set(kwargs) - _FORMULA_KWARGS)
         if unknown:
             raise TypeError(f"from_formula() got unknown argument(s) {unknown}")
-        refuse_lme4_terms(formula)
         if isinstance(vc_formulas, pd.DataFrame) and (data is None or isinstance(data, dict)):
             vc_formulas, data = data, vc_formulas
+        formula, vc_formulas = split_random_terms(formula, vc_formulas)
         if not isinstance(data, pd.DataFrame):
             raise TypeError(f"data must be a pandas DataFrame; got {type(data).__name__}")
         if vc_formulas is None:
