@@ -3,7 +3,7 @@
 Ways of writing a model that the formula engines accept but that fit a different model from
 the intended one are refused here, each with the form to write instead (lme4 terms
 ``(1 | herd)`` in the fixed-effects formula, which patsy would read as a logical "or" and
-turn into one fixed covariate, are found here and read by :mod:`glmm_sm.lme4_terms`):
+turn into one fixed covariate, are read by :mod:`glmm_sm.lme4_terms`):
 
 * a variance-component formula with lme4's bar (``"1|g"``);
 * a variance-component design with an intercept column (``"C(herd)"`` without ``0 +``), or
@@ -20,15 +20,7 @@ import re
 
 import numpy as np
 
-__all__ = ["lme4_terms", "check_vc_formula", "check_vc_columns"]
-
-_TERM = re.compile(r"\(([^()|]*)(\|\|?)([^()]*)\)")
-
-
-def lme4_terms(formula):
-    """The lme4 ``(expr | group)`` terms of ``formula`` as ``(expr, bar, group)`` triples."""
-    return [(a.strip(), bar, g.strip()) for a, bar, g in _TERM.findall(str(formula))]
-
+__all__ = ["check_vc_formula", "check_vc_columns"]
 
 def check_vc_formula(label, formula):
     """Refuse lme4's bar inside a variance-component formula."""

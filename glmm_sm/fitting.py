@@ -33,7 +33,7 @@ from .covariance import information_errors
 from .draws import DrawSet
 from .engine import MCLAEngine, effective_n_jobs
 from .laplace import laplace_fit
-from .params import ParamTransform
+from .params import CachedObjective, ParamTransform
 from .records import (  # noqa: F401  (FitLog and monte_carlo_errors: their home was here)
     FitLog,
     FitOptions,
@@ -53,50 +53,20 @@ MAX_M_GROWTH = 10.0
 MAX_M_GROWTH_MOVED = 3.0
 
 
-class _Objective:
-    """``-l_m`` on the optimizer's ``x = (gamma, log nu)`` (:class:`ParamTransform`), with the
-    last evaluation cached and every evaluation logged."""
+class _Objective(CachedObjective):
+    """``-l_m`` on the optimizer's ``x = (gamma, log nu)``, every evaluation logged and the
+    non-finite ones counted."""
 
     def __init__(self, engine, tr, log, rnd):
-        self.engine, self.tr, self.log, self.rnd = engine, tr, log, rnd
-        self._x = None
-        self._out = None
-        self.last = None  # the Evaluation at self._x
+        super().__init__(engine, tr)
+        self.log, self.rnd = log, rnd
         self.n_nonfinite = 0
 
-    def _eval(self, x):
-        if self._x is None or not np.array_equal(x, self._x):
-            theta = self.tr.to_theta(x)
-            ev = self.engine.evaluate(theta)
-            finite = (ev.gradient is not None and np.isfinite(ev.value)
-                      and np.all(np.isfinite(ev.gradient)) and np.all(np.isfinite(ev.hessian)))
-            if finite:
-                out = (-ev.value, -self.tr.gradient(ev.gradient, theta),
-                       -self.tr.hessian(ev.hessian, ev.gradient, theta))
-            else:
-                # Only ever a trial point: the trust region rejects an infinite value (and
-                # never asks for its derivatives); counted and reported in the round's log.
-                self.n_nonfinite += 1
-                out = (np.inf, np.zeros_like(x), np.eye(len(x)))
-            self.log.evaluations.append({"round": self.rnd, "theta": theta, "value": -out[0],
-                                         "grad_norm": float(np.linalg.norm(out[1])),
-                                         "finite": bool(finite)})
-            self._x, self._out, self.last = np.array(x), out, ev
-        return self._out
-
-    def fun(self, x):
-        return self._eval(x)[0]
-
-    def jac(self, x):
-        return self._eval(x)[1]
-
-    def hess(self, x):
-        return self._eval(x)[2]
-
-    def evaluation_at(self, x):
-        """The :class:`Evaluation` at ``x`` (cached when it was the last one)."""
-        self._eval(np.asarray(x, dtype=np.float64))
-        return self.last
+    def on_evaluation(self, theta, out, finite):
+        self.n_nonfinite += not finite
+        self.log.evaluations.append({"round": self.rnd, "theta": theta, "value": -out[0],
+                                     "grad_norm": float(np.linalg.norm(out[1])),
+                                     "finite": bool(finite)})
 
 
 def _maximize(engine, start, tr, opts, log, rnd):
@@ -285,7 +255,6 @@ class _RoundState:
         self.m = min(m, opts.max_m) if opts.m == "auto" else m
         self.prev_mcse = None
         self.outcome = None
-        self.nu_history = [np.asarray(lap[model.k_fe:], dtype=float)]
 
     def round(self, rnd, callback, bar):
         """Run round ``rnd``; True when the fit stops after it."""
@@ -303,7 +272,7 @@ class _RoundState:
         bar.update(1)
         bar.set_postfix(m=self.m, ess=f"{info['min_ess']:.0f}", ratio=f"{info['max_ratio']:.3f}")
         stop = bool(callback(info)) if callback is not None else False
-        zero = at_boundary(theta[p:], opts.boundary_tol) or self._shrinking(theta, err)
+        zero = at_boundary(theta[p:], opts.boundary_tol) or self._shrinking(rnd, theta, err)
         if zero:
             self.outcome.boundary = zero
             if not log.message:
@@ -351,14 +320,13 @@ class _RoundState:
         self.log.rounds.append(info)
         return info, err, mcse
 
-    def _shrinking(self, theta, err):
+    def _shrinking(self, rnd, theta, err):
         """Components whose variance keeps shrinking toward 0 (a boundary maximum that the
         optimizer on ``log nu`` can only approach): in this round the estimate fell below a
         quarter of the sampler centre's and below one standard error."""
         p = self.model.k_fe
         nu = np.asarray(theta[p:], dtype=float)
-        prev = self.nu_history[-1]
-        self.nu_history.append(nu)
+        prev = np.asarray(self.centre[p:], dtype=float)  # the previous round's, or Laplace's
         if self.opts.boundary_tol <= 0:
             return []
         se = np.sqrt(np.diag(err.cov))[p:]
@@ -366,7 +334,7 @@ class _RoundState:
         if out:
             names = [self.model.vcp_names[t] for t in out]
             self.log.message = (f"variance(s) {names} kept shrinking toward 0 (round "
-                                f"{len(self.nu_history) - 2}: {prev[out]} -> {nu[out]}, "
+                                f"{rnd}: {prev[out]} -> {nu[out]}, "
                                 "within one SE of 0): treated as at the boundary")
         return out
 

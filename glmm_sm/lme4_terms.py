@@ -23,11 +23,15 @@ from __future__ import annotations
 
 import re
 
-from ._formula import lme4_terms
+__all__ = ["lme4_terms", "split_random_terms"]
 
-__all__ = ["split_random_terms"]
-
+#: ``(expr | group)`` or ``(expr || group)``, with the ``+`` before it (for removal).
 _TERM = re.compile(r"\+?\s*\(([^()|]*)(\|\|?)([^()]*)\)")
+
+
+def lme4_terms(formula):
+    """The lme4 ``(expr | group)`` terms of ``formula`` as ``(expr, bar, group)`` triples."""
+    return [(a.strip(), bar, g.strip()) for a, bar, g in _TERM.findall(str(formula))]
 
 
 def split_random_terms(formula, vc_formulas=None):

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["ParamTransform"]
+__all__ = ["ParamTransform", "CachedObjective"]
 
 
 class ParamTransform:
@@ -83,3 +83,65 @@ class ParamTransform:
     def x_bounds(self, lognu_bounds):
         """Bounds for ``scipy.optimize.minimize``: free ``gamma``, bounded ``log nu``."""
         return [(None, None)] * self.p + [lognu_bounds] * self.k_vc
+
+
+class CachedObjective:
+    """``-l_m`` and its derivatives on the optimizer's ``x``, the last evaluation cached.
+
+    ``scipy.optimize.minimize`` asks for ``fun``, ``jac`` and ``hess`` at the same point one
+    after the other; one engine evaluation serves all three.  A non-finite evaluation gives
+    ``(inf, 0, I)``: only ever a trial point, which a trust region rejects without asking
+    for its derivatives.
+
+    Parameters
+    ----------
+    engine : MCLAEngine
+    tr : ParamTransform
+        Over the free parameters.
+    free : ndarray of int, optional
+        Indices of the free parameters in ``theta`` (default: all); subclasses then give
+        :meth:`to_theta`.
+    """
+
+    def __init__(self, engine, tr, free=None):
+        self.engine, self.tr, self.free = engine, tr, free
+        self._x, self._out, self.last = None, None, None  # last: the Evaluation at _x
+
+    def to_theta(self, x):
+        """``theta`` at the optimizer's ``x``."""
+        return self.tr.to_theta(x)
+
+    def on_evaluation(self, theta, out, finite):
+        """Called once per new evaluation (logging, counting)."""
+
+    def _eval(self, x):
+        if self._x is None or not np.array_equal(x, self._x):
+            theta = self.to_theta(x)
+            ev = self.engine.evaluate(theta)
+            finite = (ev.gradient is not None and np.isfinite(ev.value)
+                      and np.all(np.isfinite(ev.gradient)) and np.all(np.isfinite(ev.hessian)))
+            if finite:
+                g, H, t = ev.gradient, ev.hessian, theta
+                if self.free is not None:
+                    f = self.free
+                    g, H, t = g[f], H[np.ix_(f, f)], theta[f]
+                out = (-ev.value, -self.tr.gradient(g, t), -self.tr.hessian(H, g, t))
+            else:
+                out = (np.inf, np.zeros_like(x), np.eye(len(x)))
+            self.on_evaluation(theta, out, finite)
+            self._x, self._out, self.last = np.array(x), out, ev
+        return self._out
+
+    def fun(self, x):
+        return self._eval(x)[0]
+
+    def jac(self, x):
+        return self._eval(x)[1]
+
+    def hess(self, x):
+        return self._eval(x)[2]
+
+    def evaluation_at(self, x):
+        """The engine's Evaluation at ``x`` (cached when it was the last one)."""
+        self._eval(np.asarray(x, dtype=np.float64))
+        return self.last

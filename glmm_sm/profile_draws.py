@@ -44,7 +44,7 @@ from scipy.optimize import minimize
 from ._random import child_seed
 from .draws import DrawSet
 from .engine import Evaluation, MCLAEngine
-from .params import ParamTransform
+from .params import CachedObjective, ParamTransform
 
 __all__ = ["ProfilePoint", "DrawSets", "maximize", "paired_deviance_mcse", "own_mcse"]
 
@@ -103,47 +103,23 @@ class ExactGLM:
                           np.array([value]))
 
 
-class _Restricted:
+class _Restricted(CachedObjective):
     """``-l_m`` over the free parameters on ``x = (gamma, log nu)``; parameter ``j`` is held
     at its value in ``theta`` (``j`` None: every parameter is free)."""
 
     def __init__(self, engine, theta, j, p):
-        self.engine, self.theta = engine, np.array(theta, dtype=float)
-        self.free = np.array([i for i in range(len(theta)) if i != j], dtype=int)
-        beta_cols = [i for i in self.free if i < p]
+        self.theta = np.array(theta, dtype=float)
+        free = np.array([i for i in range(len(theta)) if i != j], dtype=int)
+        beta_cols = [i for i in free if i < p]
         X = getattr(engine, "a", None)
         X = X.X if X is not None else engine.data.X
-        self.tr = ParamTransform(X[:, beta_cols], int(np.sum(self.free >= p)))
-        self._x, self._out, self.last = None, None, None
+        super().__init__(engine, ParamTransform(X[:, beta_cols], int(np.sum(free >= p))),
+                         free)
 
     def to_theta(self, x):
         theta = self.theta.copy()
         theta[self.free] = self.tr.to_theta(x)
         return theta
-
-    def _eval(self, x):
-        if self._x is None or not np.array_equal(x, self._x):
-            theta = self.to_theta(x)
-            ev = self.engine.evaluate(theta)
-            f = self.free
-            if ev.gradient is not None and np.isfinite(ev.value) and np.all(
-                    np.isfinite(ev.hessian)):
-                g, H = ev.gradient[f], ev.hessian[np.ix_(f, f)]
-                out = (-ev.value, -self.tr.gradient(g, theta[f]),
-                       -self.tr.hessian(H, g, theta[f]))
-            else:
-                out = (np.inf, np.zeros_like(x), np.eye(len(x)))
-            self._x, self._out, self.last = np.array(x), out, ev
-        return self._out
-
-    def fun(self, x):
-        return self._eval(x)[0]
-
-    def jac(self, x):
-        return self._eval(x)[1]
-
-    def hess(self, x):
-        return self._eval(x)[2]
 
 
 def maximize(engine, theta0, j, p, gtol=1e-8, maxiter=200):
