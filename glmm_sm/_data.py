@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
+from .covstruct import CovStructure
 from .design import BlockLayout
 from .families import Family
 
@@ -34,7 +35,9 @@ class ModelArrays:
     ident : ndarray (q,)
         Variance component of each column of ``Z``.
     k_vc : int
-        Number of variance components ``T``.
+        Number of variance components ``T`` (sub-components with correlated terms).
+    cov : CovStructure, optional
+        The covariance structure (scalar components only when None).
     """
 
     family: Family
@@ -46,6 +49,12 @@ class ModelArrays:
     Z: sp.csr_matrix
     ident: np.ndarray
     k_vc: int
+    cov: object = None
+
+    @property
+    def covstruct(self):
+        """The :class:`~glmm_sm.covstruct.CovStructure` (scalar components by default)."""
+        return self.cov if self.cov is not None else CovStructure(self.k_vc)
 
     @property
     def nobs(self) -> int:
@@ -88,6 +97,35 @@ class LayoutData:
         self.ident = layout.ident
         self.qbt = np.ascontiguousarray(layout.qbt)
         self.k_vc = arrays.k_vc
+        self.cov = arrays.covstruct
+        self.pairs = layout.pairs
+        #: Rows of ``S`` per draw and block: sums of squares, then cross sums.
+        self.n_s = self.k_vc + self.cov.n_cross
+        self._cross = None
+        if self.cov.n_cross:
+            ia, ib, row = [], [], []
+            for c, (ui, i, j) in enumerate(self.cov.cross):
+                pr = self.pairs[self.cov.vector_index(ui)]
+                ia.append(pr[:, i])
+                ib.append(pr[:, j])
+                row.append(self.block_of_col[pr[:, i]] * self.cov.n_cross + c)
+            ia, ib, row = (np.concatenate(v) for v in (ia, ib, row))
+            ind = sp.csr_matrix((np.ones(len(ia)), (row, np.arange(len(ia)))),
+                                shape=(self.n_blocks * self.cov.n_cross, len(ia)))
+            self._cross = (ia, ib, ind)
+
+    @property
+    def k_vcp(self) -> int:
+        """Number of covariance parameters."""
+        return self.cov.k_vcp
+
+    def cross_sums(self, U):
+        """Cross sums ``s_ab`` (B, C, K) of draws ``U`` (q, K) in layout order."""
+        K = U.shape[1]
+        if self._cross is None:
+            return np.zeros((self.n_blocks, 0, K))
+        ia, ib, ind = self._cross
+        return (ind @ (U[ia] * U[ib])).reshape(self.n_blocks, self.cov.n_cross, K)
 
     @property
     def n_blocks(self) -> int:

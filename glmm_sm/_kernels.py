@@ -110,8 +110,8 @@ def _rescale(b, o0, o1, c0, c1, sc, out_s1, out_s1sq, out_s2, out_s2sq, out_sS, 
 
 
 @numba.njit(**_ACC_FLAGS)
-def _accumulate(b, o0, o1, c0, c1, kt, nt, k0, ew, G, cpp, S, nu, qbt, gk, shifted, U, Gp,
-                out_s1, out_s1sq, out_s2, out_s2sq, out_sS, out_hc, out_sU):
+def _accumulate(b, o0, o1, c0, c1, kt, nt, k0, ew, G, cpp, S, nu, nc, qbt, gk, shifted, U,
+                Gp, out_s1, out_s1sq, out_s2, out_s2sq, out_sS, out_hc, out_sU):
     """Add the tile's weighted scores, outer products, ``S`` and ``c''`` sums to block ``b``.
 
     With ``shifted`` draws, ``Gp[b, :, k - k0]`` (the prior's part of the beta score) is added
@@ -119,7 +119,7 @@ def _accumulate(b, o0, o1, c0, c1, kt, nt, k0, ew, G, cpp, S, nu, qbt, gk, shift
     """
     p = G.shape[0]
     T = nu.shape[0]
-    d = p + T
+    d = p + T + nc
     for kk in range(nt):
         w = ew[kk]
         if w == 0.0:
@@ -135,6 +135,10 @@ def _accumulate(b, o0, o1, c0, c1, kt, nt, k0, ew, G, cpp, S, nu, qbt, gk, shift
             sk = S[b, t, k]
             gk[p + t] = (sk / nu[t] - qbt[b, t]) / (2.0 * nu[t])
             out_sS[b, t] += w * sk
+        for c in range(T, T + nc):  # cross sums of correlated terms, as they are
+            sk = S[b, c, k]
+            gk[p + c] = sk
+            out_sS[b, c] += w * sk
         for j in range(d):
             out_s1[b, j] += w * gk[j]
             out_s1sq[b, j] += w2 * gk[j]
@@ -159,7 +163,7 @@ def _accumulate(b, o0, o1, c0, c1, kt, nt, k0, ew, G, cpp, S, nu, qbt, gk, shift
 
 
 @numba.njit(**_FLAGS)
-def _tile_log_weights(b, kt, nt, const, S, nu, lfy, logf, base):
+def _tile_log_weights(b, kt, nt, const, S, nu, pc, lfy, logf, base):
     """Log weights ``base[kk]`` of draws ``kt + kk`` of block ``b`` (``lfy`` the data part,
     ``const`` the prior's normalizing part); returns their maximum."""
     T = nu.shape[0]
@@ -169,6 +173,8 @@ def _tile_log_weights(b, kt, nt, const, S, nu, lfy, logf, base):
         lfu = const
         for t in range(T):
             lfu -= 0.5 * S[b, t, k] / nu[t]
+        for c in range(pc.shape[0]):
+            lfu -= S[b, T + c, k] * pc[c]
         base[kk] = lfy[kk] + lfu - logf[b, k]
         tmax = max(tmax, base[kk])
     return tmax
@@ -176,10 +182,14 @@ def _tile_log_weights(b, kt, nt, const, S, nu, lfy, logf, base):
 
 @numba.njit(**_FLAGS)
 def chunk_sums(fam, derivs, obs_ptr, col_ptr, xb, wy, wn, X, zptr, zidx, zval,
-               U, logf, S, k0, k1, lognu, nu, qbt, shifted, Gp,
+               U, logf, S, k0, k1, lognu, nu, pc, qbt, shifted, Gp,
                out_a, out_s0, out_s0sq, out_s1, out_s1sq, out_s2, out_s2sq, out_sS, out_hc,
                out_sU):
     """Partial sums of every block over draws ``k0:k1`` of ``U``, written into ``out_*``.
+
+    ``nu`` and ``lognu`` hold each component's (kernel) variance and its log, ``pc`` the
+    coefficients of the cross sums of correlated terms (rows ``T:`` of ``S``; see
+    :mod:`glmm_sm.covstruct`), empty without such terms.
 
     ``shifted``: the draws move with the fixed effects (see :mod:`glmm_sm.engine`); ``X`` is
     then the shifted design ``X + Z M``, ``Gp[b, :, k - k0]`` is added to draw ``k``'s beta
@@ -199,7 +209,8 @@ def chunk_sums(fam, derivs, obs_ptr, col_ptr, xb, wy, wn, X, zptr, zidx, zval,
     ew = np.empty(TILE)
     G = np.empty((p, TILE))
     cpp = np.empty((max_nb, TILE))
-    gk = np.empty(p + T)
+    nc = pc.shape[0]
+    gk = np.empty(p + T + nc)
     for b in range(n_blocks):
         o0 = obs_ptr[b]
         o1 = obs_ptr[b + 1]
@@ -217,7 +228,7 @@ def chunk_sums(fam, derivs, obs_ptr, col_ptr, xb, wy, wn, X, zptr, zidx, zval,
             nt = min(TILE, k1 - kt)
             _tile_loglik(fam, derivs, o0, o1, kt, nt, xb, wy, wn, X, zptr, zidx, zval, U,
                          eta, lfy, rr, G, cpp)
-            tmax = _tile_log_weights(b, kt, nt, const, S, nu, lfy, logf, base)
+            tmax = _tile_log_weights(b, kt, nt, const, S, nu, pc, lfy, logf, base)
             if not tmax > -np.inf:
                 continue
             if tmax > a:
@@ -234,8 +245,9 @@ def chunk_sums(fam, derivs, obs_ptr, col_ptr, xb, wy, wn, X, zptr, zidx, zval,
                 s0 += w
                 s0sq += w * w
             if derivs:
-                _accumulate(b, o0, o1, c0, c1, kt, nt, k0, ew, G, cpp, S, nu, qbt, gk, shifted,
-                            U, Gp, out_s1, out_s1sq, out_s2, out_s2sq, out_sS, out_hc, out_sU)
+                _accumulate(b, o0, o1, c0, c1, kt, nt, k0, ew, G, cpp, S, nu, nc, qbt, gk,
+                            shifted, U, Gp, out_s1, out_s1sq, out_s2, out_s2sq, out_sS, out_hc,
+                            out_sU)
         out_a[b] = a
         out_s0[b] = s0
         out_s0sq[b] = s0sq

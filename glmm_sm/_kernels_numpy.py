@@ -14,18 +14,31 @@ from ._constants import HALF_LOG2PI, POISSON_ETA_MAX
 
 
 def chunk_sums(fam, derivs, obs_ptr, col_ptr, xb, wy, wn, X, zptr, zidx, zval,
-               U, logf, S, k0, k1, lognu, nu, qbt, shifted, Gp,
+               U, logf, S, k0, k1, lognu, nu, pc, qbt, shifted, Gp,
                out_a, out_s0, out_s0sq, out_s1, out_s1sq, out_s2, out_s2sq, out_sS, out_hc,
                out_sU):
     """Partial sums of every block over draws ``k0:k1`` (see the numba kernel)."""
     with threadpool_limits(1):
         _chunk_sums(fam, derivs, obs_ptr, col_ptr, xb, wy, wn, X, zptr, zidx, zval, U, logf,
-                    S, k0, k1, lognu, nu, qbt, shifted, Gp, out_a, out_s0, out_s0sq, out_s1,
+                    S, k0, k1, lognu, nu, pc, qbt, shifted, Gp, out_a, out_s0, out_s0sq, out_s1,
                     out_s1sq, out_s2, out_s2sq, out_sS, out_hc, out_sU)
 
 
+def _gather_eta(o0, o1, xb, zptr, zidx, zval, Uc):
+    """``eta`` (n_b, m_c) of observations ``o0:o1``: ``xb`` plus, by gather over each row's
+    non-zeros, ``sum z * U[col]``."""
+    nnz = zptr[o0 + 1 : o1 + 1] - zptr[o0:o1]
+    eta = np.repeat(xb[o0:o1, None], Uc.shape[1], axis=1)
+    pos = zptr[o0:o1]
+    for r in range(int(nnz.max(initial=0))):
+        has = nnz > r
+        idx = pos[has] + r
+        eta[has] += zval[idx, None] * Uc[zidx[idx]]
+    return eta
+
+
 def _chunk_sums(fam, derivs, obs_ptr, col_ptr, xb, wy, wn, X, zptr, zidx, zval,
-                U, logf, S, k0, k1, lognu, nu, qbt, shifted, Gp,
+                U, logf, S, k0, k1, lognu, nu, pc, qbt, shifted, Gp,
                 out_a, out_s0, out_s0sq, out_s1, out_s1sq, out_s2, out_s2sq, out_sS, out_hc,
                 out_sU):
     n_blocks = len(obs_ptr) - 1
@@ -36,14 +49,7 @@ def _chunk_sums(fam, derivs, obs_ptr, col_ptr, xb, wy, wn, X, zptr, zidx, zval,
         c0, c1 = col_ptr[b], col_ptr[b + 1]
         qb = col_ptr[b + 1] - col_ptr[b]
         rows = np.arange(o0, o1)
-        nnz = zptr[o0 + 1 : o1 + 1] - zptr[o0:o1]
-        # eta (n_b, m_c) by gather: sum over each row's non-zeros of z * U[col].
-        eta = np.repeat(xb[o0:o1, None], Uc.shape[1], axis=1)
-        pos = zptr[o0:o1]
-        for r in range(int(nnz.max(initial=0))):
-            has = nnz > r
-            idx = pos[has] + r
-            eta[has] += zval[idx, None] * Uc[zidx[idx]]
+        eta = _gather_eta(o0, o1, xb, zptr, zidx, zval, Uc)
         wyb, wnb = wy[rows, None], wn[rows, None]
         if fam == 0:
             cum = np.logaddexp(0.0, eta)
@@ -53,8 +59,11 @@ def _chunk_sums(fam, derivs, obs_ptr, col_ptr, xb, wy, wn, X, zptr, zidx, zval,
         else:
             mu = np.exp(np.minimum(eta, POISSON_ETA_MAX))
             cum = var = mu
+        T = len(nu)
         Sb = S[b, :, k0:k1]
-        lfu = (-HALF_LOG2PI * qb - 0.5 * qbt[b] @ lognu) - 0.5 * (Sb / nu[:, None]).sum(axis=0)
+        lfu = (-HALF_LOG2PI * qb - 0.5 * qbt[b] @ lognu) - 0.5 * (Sb[:T] / nu[:, None]).sum(axis=0)
+        if len(pc):
+            lfu = lfu - pc @ Sb[T:]
         bk = (wyb * eta - wnb * cum).sum(axis=0) + lfu - logf[b, k0:k1]
         a = bk.max() if bk.size else -np.inf
         if not a > -np.inf:
@@ -71,11 +80,13 @@ def _chunk_sums(fam, derivs, obs_ptr, col_ptr, xb, wy, wn, X, zptr, zidx, zval,
         live = e > 0
         e, e2 = e[live], e[live] ** 2
         R = (wyb - wnb * mu)[:, live]
-        Gk = np.empty((live.sum(), p + len(nu)))
+        Gk = np.empty((live.sum(), p + T + len(pc)))
         Gk[:, :p] = R.T @ X[o0:o1]
         if shifted:
             Gk[:, :p] += Gp[b][:, live].T
-        Gk[:, p:] = ((Sb[:, live] / nu[:, None] - qbt[b][:, None]) / (2.0 * nu[:, None])).T
+        Gk[:, p : p + T] = ((Sb[:T, live] / nu[:, None] - qbt[b][:, None])
+                            / (2.0 * nu[:, None])).T
+        Gk[:, p + T :] = Sb[T:, live].T
         out_s1[b] = e @ Gk
         out_s1sq[b] = e2 @ Gk
         out_s2[b] = (Gk * e[:, None]).T @ Gk

@@ -21,6 +21,7 @@ import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
 from ._formula import check_vc_columns, check_vc_formula
+from .covstruct import CovStructure
 
 __all__ = ["Block", "BlockLayout", "RandomEffectsDesign", "vc_design_from_formulas"]
 
@@ -70,6 +71,9 @@ class BlockLayout:
         Variance component of each layout column.
     qbt : ndarray, shape (n_blocks, T)
         Columns per block and component, float64.
+    pairs : tuple of ndarray (L_t, k_t)
+        Per correlated term, the layout columns of each level's effects (a level's ``k_t``
+        columns always share a block).
     """
 
     obs_perm: np.ndarray
@@ -78,6 +82,7 @@ class BlockLayout:
     col_ptr: np.ndarray
     ident: np.ndarray
     qbt: np.ndarray
+    pairs: tuple = ()
 
     @property
     def n_blocks(self) -> int:
@@ -122,9 +127,14 @@ class RandomEffectsDesign:
         One name per variance component.
     col_names : sequence of str, optional
         Names of the random effects (columns).
+    cov_terms : sequence of (str, sequence of int, sequence of str), optional
+        Correlated terms: the term's name, its components (the same number of columns
+        each, column ``l`` of every component belonging to level ``l``) and a label for
+        each component's column (``"Intercept"``, ``"urban[T.Y]"``).  Their effects per
+        level are ``N(0, Sigma)`` with an unstructured ``Sigma`` (:mod:`glmm_sm.covstruct`).
     """
 
-    def __init__(self, exog_vc, ident, vcp_names, col_names=None):
+    def __init__(self, exog_vc, ident, vcp_names, col_names=None, cov_terms=None):
         Z = sp.csr_matrix(exog_vc, dtype=np.float64) if sp.issparse(exog_vc) else None
         if Z is None:
             arr = np.asarray(exog_vc, dtype=np.float64)
@@ -158,7 +168,20 @@ class RandomEffectsDesign:
         self.vcp_names = vcp_names
         self.col_names = list(col_names) if col_names is not None else [f"u{j}" for j in
                                                                        range(q)]
+        self.cov_terms = _checked_terms(cov_terms, self.ident, vcp_names)
+        self.cov = CovStructure(T, [c for _, c, _ in self.cov_terms])
+        self.pairs = tuple(np.stack([np.flatnonzero(self.ident == a) for a in c], axis=1)
+                           for _, c, _ in self.cov_terms)
         self._layout = None
+
+    @property
+    def param_names(self):
+        """Names of the covariance parameters (``vcp_names`` without correlated terms)."""
+        labels = {}
+        for name, comps, cols in self.cov_terms:
+            labels[next(i for i, u in enumerate(self.cov.units) if u[0] == comps[0])] = (
+                name, cols)
+        return self.cov.param_names(self.vcp_names, labels)
 
     @property
     def nobs(self) -> int:
@@ -184,17 +207,26 @@ class RandomEffectsDesign:
         n, q = self.Z.shape
         qbt = np.bincount(self.ident, minlength=self.k_vc).astype(np.float64)[None, :]
         return BlockLayout(np.arange(n), np.arange(q), np.array([0, n]), np.array([0, q]),
-                           self.ident.copy(), qbt)
+                           self.ident.copy(), qbt, self.pairs)
 
     def _component_layout(self):
         n, q = self.Z.shape
         Zb = self.Z.copy()
         Zb.data[:] = 1.0
-        graph = sp.bmat([[None, Zb], [Zb.T, None]], format="csr")
+        # A level's effects in a correlated term share a block (linked through the prior).
+        links = None
+        if self.pairs:
+            a = np.concatenate([pr[:, 0].repeat(pr.shape[1] - 1) for pr in self.pairs])
+            b = np.concatenate([pr[:, 1:].ravel() for pr in self.pairs])
+            links = sp.csr_matrix((np.ones(len(a)), (a, b)), shape=(q, q))
+        graph = sp.bmat([[None, Zb], [Zb.T, links]], format="csr")
         _, labels = connected_components(graph, directed=False)
         obs_lab, col_lab = labels[:n], labels[n:]
-        # Columns without observations integrate to one: they belong to no block.
+        # Columns without observations integrate to one: they belong to no block (in a
+        # correlated term: unless another effect of the same level has observations).
         used = np.diff(self.Z.tocsc().indptr) > 0
+        for pr in self.pairs:
+            used[pr] = used[pr].any(axis=1)[:, None]
         # Number blocks by first appearance in observation order (deterministic).
         _, first = np.unique(obs_lab, return_index=True)
         order = np.argsort(first, kind="stable")
@@ -211,11 +243,41 @@ class RandomEffectsDesign:
         ident = self.ident[col_perm]
         qbt = np.zeros((nb, self.k_vc))
         np.add.at(qbt, (cb[col_perm], ident), 1.0)
-        return BlockLayout(obs_perm, col_perm, obs_ptr, col_ptr, ident, qbt)
+        pos = np.full(q, -1)
+        pos[col_perm] = np.arange(len(col_perm))
+        pairs = tuple(pos[pr[used[pr[:, 0]]]] for pr in self.pairs)
+        return BlockLayout(obs_perm, col_perm, obs_ptr, col_ptr, ident, qbt, pairs)
 
     def blocks(self, factorize=True):
         """List of :class:`Block`."""
         return self.layout(factorize).blocks()
+
+
+def _checked_terms(cov_terms, ident, vcp_names):
+    """``cov_terms`` as a list of ``(name, [components], [labels])``, checked."""
+    out = []
+    counts = np.bincount(ident, minlength=len(vcp_names))
+    for term in cov_terms or ():
+        try:
+            name, comps, labels = term
+        except (TypeError, ValueError):
+            raise ValueError(f"cov_terms: each term must be (name, components, labels); "
+                             f"got {term!r}") from None
+        comps = [int(c) for c in comps]
+        labels = [str(c) for c in labels]
+        if len(labels) != len(comps) or len(comps) < 2:
+            raise ValueError(f"cov_terms[{name!r}]: needs at least two components and one "
+                             f"label per component; got {comps} and {labels}")
+        if any(c < 0 or c >= len(vcp_names) for c in comps):
+            raise ValueError(f"cov_terms[{name!r}]: components {comps} are not all in "
+                             f"0..{len(vcp_names) - 1}")
+        if len(set(counts[comps].tolist())) != 1:
+            raise ValueError(f"cov_terms[{name!r}]: the components of a correlated term need "
+                             f"the same number of columns (one per level); got "
+                             f"{counts[comps].tolist()}")
+        out.append((str(name), comps, labels))
+    # In the order of their first component, as CovStructure orders its units.
+    return sorted(out, key=lambda t: min(t[1]))
 
 
 def vc_design_from_formulas(vc_formulas, data, eval_env=0, vcp_names=None, equal=None):
@@ -388,7 +450,7 @@ def check_single_effects(Z, ident, vcp_names, vc_formulas=None):
                      "this component")
 
 
-def checked_design(exog_vc, ident, vcp_names, vc_names, n, fe_names):
+def checked_design(exog_vc, ident, vcp_names, vc_names, n, fe_names, cov_terms=None):
     """The :class:`RandomEffectsDesign` of the array constructor, with its identifiability
     checks: ``n`` rows, component names distinct from the fixed effects ``fe_names``, no
     component with a single shared effect; a warning (pointing at the constructor's caller)
@@ -399,7 +461,7 @@ def checked_design(exog_vc, ident, vcp_names, vc_names, n, fe_names):
     Z = exog_vc if sp.issparse(exog_vc) else np.asarray(exog_vc, dtype=np.float64)
     if Z.shape[0] != n:
         raise ValueError(f"exog_vc has {Z.shape[0]} rows but endog has {n}")
-    design = RandomEffectsDesign(Z, ident, vcp_names, vc_names)
+    design = RandomEffectsDesign(Z, ident, vcp_names, vc_names, cov_terms)
     clash = sorted(set(design.vcp_names) & {str(c) for c in fe_names})
     if clash:
         raise ValueError(f"vcp_names: variance component name(s) {clash} are also names of "

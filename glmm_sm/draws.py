@@ -156,7 +156,7 @@ def _slice(c, j0, j1):
 
 def bytes_needed(data: LayoutData, m):
     """Bytes to store ``m`` draws with their log densities and sums of squares."""
-    return 8 * m * (data.q + data.n_blocks * (1 + data.k_vc))
+    return 8 * m * (data.q + data.n_blocks * (1 + data.n_s))
 
 
 def _check_m(m):

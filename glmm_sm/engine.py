@@ -153,7 +153,7 @@ class MCLAEngine:
 
     @property
     def k_params(self) -> int:
-        return self.data.k_fe + self.data.k_vc
+        return self.data.k_fe + self.data.k_vcp
 
     def partial_sums(self, params, derivs=True):
         """Partial sums at ``params = (beta, nu)``, one row per partition, in order."""
@@ -170,7 +170,7 @@ class MCLAEngine:
         if params.shape != (self.k_params,):
             raise ValueError(f"params must have length {self.k_params}; got {params.shape}")
         nb = data.n_blocks
-        if not np.all(np.isfinite(params)) or np.any(params[p:] <= 0):
+        if not np.all(np.isfinite(params)) or not _valid_cov(data, params[p:]):
             return Evaluation(-np.inf, None, None, None, np.zeros(nb), np.full(nb, -np.inf))
         # One evaluation per point: score(p) then hessian(p) (or loglike after either)
         # reuse the last one; the draws are frozen, so it is the same computation.
@@ -197,8 +197,15 @@ class MCLAEngine:
         starts = data.obs_ptr[:-1]
         lfy = np.add.reduceat(ll, starts, axis=0)
         qb = np.diff(data.col_ptr)
-        lfu = (-HALF_LOG2PI * qb - 0.5 * data.qbt @ np.log(nu))[:, None]
-        lfu = lfu - 0.5 * np.einsum("btk,t->bk", S, 1.0 / nu)
+        T = data.k_vc
+        if data.cov.has_vector:
+            nu, lognu, pc = data.cov.kernel_inputs(nu)
+        else:
+            lognu, pc = np.log(nu), np.zeros(0)
+        lfu = (-HALF_LOG2PI * qb - 0.5 * data.qbt @ lognu)[:, None]
+        lfu = lfu - 0.5 * np.einsum("btk,t->bk", S[:, :T], 1.0 / nu)
+        if len(pc):
+            lfu = lfu - np.einsum("bck,c->bk", S[:, T:], pc)
         return U, eta, lfy + lfu - logf[:, j0:j1]
 
     def weighted_draws(self, params, chunk_size=512):
@@ -237,7 +244,7 @@ class MCLAEngine:
             s1 = s1 * sc[boc] + np.einsum("jk,jk->j", w[boc], Ub)
             s2 = s2 * sc[boc] + np.einsum("jk,jk->j", w[boc], Ub * Ub)
         q_model = data.arrays.Z.shape[1]
-        prior_sd = np.sqrt(nu[data.arrays.ident])
+        prior_sd = np.sqrt(data.cov.variances(nu)[data.arrays.ident])
         mean = np.zeros(q_model)
         sd = prior_sd.copy()
         cp = data.layout.col_perm
@@ -246,8 +253,16 @@ class MCLAEngine:
         return mean, sd
 
 
+def _valid_cov(data, nu):
+    if data.cov.has_vector:
+        return data.cov.valid(nu)
+    return not np.any(nu <= 0)
+
+
 def finish(tot: PartialSums, params, data, m, derivs=True):
     """Form the value, derivatives, MCSE middle and ESS from combined partial sums."""
+    if data.cov.has_vector:
+        return _finish_vector(tot, params, data, m, derivs)
     p, T = data.k_fe, data.k_vc
     nu = params[p:]
     S0 = tot.s0[0]
@@ -276,5 +291,47 @@ def finish(tot: PartialSums, params, data, m, derivs=True):
     V = (tot.s2sq[0] - cross - np.swapaxes(cross, 1, 2)
          + tot.s0sq[0][:, None, None] * outer) / (S0**2)[:, None, None]
     V = V.sum(axis=0)
+    V = 0.5 * (V + V.T)
+    return Evaluation(value, grad, H, V, ess, block_values)
+
+
+def _finish_vector(tot: PartialSums, params, data, m, derivs=True):
+    """:func:`finish` with correlated terms: the kernel's scores ``h`` (beta, per
+    sub-component, cross sums) map to the model's by ``G = c_b + J h``
+    (:meth:`~glmm_sm.covstruct.CovStructure.score_map`), so weighted covariances map by
+    ``J . J'`` and the expected complete-data Hessian of the prior comes from the weighted
+    means of ``S``."""
+    p, cov = data.k_fe, data.cov
+    nu = params[p:]
+    S0 = tot.s0[0]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        block_values = tot.a[0] + np.log(S0) - np.log(m)
+        ess = np.where(S0 > 0, S0**2 / tot.s0sq[0], 0.0)
+    value = float(block_values.sum())
+    if not derivs or not np.isfinite(value):
+        return Evaluation(value, None, None, None, ess, block_values)
+    Jc, c = cov.score_map(nu, data.qbt)
+    d = p + cov.k_vcp
+    J = np.zeros((d, p + data.n_s))
+    J[:p, :p] = np.eye(p)
+    J[p:, p:] = Jc
+    gh = tot.s1[0] / S0[:, None]  # (B, d_kernel)
+    gb = gh @ J.T
+    gb[:, p:] += c
+    grad = gb.sum(axis=0)
+    outer_h = np.einsum("bj,bl->bjl", gh, gh)
+    cov_h = (tot.s2[0] / S0[:, None, None] - outer_h).sum(axis=0)
+    H = J @ cov_h @ J.T
+    H[:p, :p] -= (tot.hxx[0] / S0[:, None, None]).sum(axis=0)
+    H[p:, p:] += cov.prior_hessian(nu, data.qbt, tot.sS[0] / S0[:, None])
+    if np.any(tot.smu[0]):
+        C = (tot.smu[0] / S0[:, None, None]).sum(axis=0)
+        H[:p, p:] += C
+        H[p:, :p] += C.T
+    H = 0.5 * (H + H.T)
+    cross = np.einsum("bj,bl->bjl", gh, tot.s1sq[0])
+    V = (tot.s2sq[0] - cross - np.swapaxes(cross, 1, 2)
+         + tot.s0sq[0][:, None, None] * outer_h) / (S0**2)[:, None, None]
+    V = J @ V.sum(axis=0) @ J.T
     V = 0.5 * (V + V.T)
     return Evaluation(value, grad, H, V, ess, block_values)

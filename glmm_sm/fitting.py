@@ -30,6 +30,7 @@ from ._random import as_seed_sequence, child_seed
 from .boundary import at_boundary
 from .boundary_refit import fit_with_boundary
 from .covariance import information_errors
+from .covstruct import SINGULAR_TOL, singular_terms
 from .draws import DrawSet
 from .engine import MCLAEngine, effective_n_jobs
 from .laplace import laplace_fit
@@ -78,6 +79,9 @@ def _maximize(engine, start, tr, opts, log, rnd):
     obj = _Objective(engine, tr, log, rnd)
     x0 = tr.to_x(start)
     lognu_min = math.log(opts.boundary_tol) if opts.boundary_tol > 0 else -math.inf
+    if tr.cov is not None:
+        # Correlated terms: no boundary procedure (a singular fit is flagged at the end).
+        lognu_min = -math.inf
 
     def at_edge(intermediate_result):
         # A variance on its way to 0 (log nu -> -inf) would take every remaining iteration;
@@ -146,11 +150,29 @@ def mcmle(model, opts: FitOptions, random_state=None, start_params=None, callbac
         outcome.converged = False
         outcome.log.message = f"{separated} (the rounds: {outcome.log.message})"
     _warn_hessian(model, outcome)
+    _flag_singular(model, outcome)
     if not outcome.converged:
         _warn_unconverged(outcome.log, opts)
     for text in outcome.log.warnings:
         warnings.warn(text, ConvergenceWarning, stacklevel=3)
     return outcome
+
+
+def _flag_singular(model, outcome):
+    """With correlated terms: a warning naming each covariance matrix that is singular at
+    the estimate (a variance at 0 or a correlation at +-1), lme4's "boundary (singular)
+    fit"; the names go to ``outcome.singular``."""
+    cov = model.design.cov
+    if not cov.has_vector:
+        return
+    names = singular_terms(cov, outcome.params[model.k_fe:], model.vcp_names)
+    outcome.singular = names
+    if names:
+        outcome.log.warnings.append(
+            f"boundary (singular) fit: the covariance of {names} is singular at the estimate "
+            "(a variance at 0 or a correlation at +-1; relative Cholesky diagonal below "
+            f"{SINGULAR_TOL:g}); Wald standard errors there are not reliable: simplify the "
+            "random-effects structure (e.g. || for independent effects)")
 
 
 def _check_separation(model):
@@ -215,7 +237,7 @@ def _mcmle(model, opts, seed, start_params, callback, disp, client):
             "the Laplace step (start values and sampler centre) ended without converged "
             f"conditional modes or with a non-finite value ({lapfit.info.message}); the "
             "Monte Carlo rounds start from it anyway: check the fit, or give start_params")
-    zero = at_boundary(lap[p:], opts.boundary_tol)
+    zero = not model.design.cov.has_vector and at_boundary(lap[p:], opts.boundary_tol)
     if zero:
         log.message = "Laplace estimate at the boundary"
         return FitOutcome(lap, None, None, log, False, seed, boundary=zero)
@@ -249,7 +271,7 @@ class _RoundState:
         if self.deadline is None and opts.time_budget is not None:
             self.deadline = t_start + opts.time_budget
         self.n_jobs = effective_n_jobs(opts.n_jobs)
-        self.tr = ParamTransform(model.arrays.X, model.k_vc)
+        self.tr = ParamTransform(model.arrays.X, model.k_vc, cov=model.design.cov)
         self.centre, self.centre_mode = lap, mode
         m = opts.m_start if opts.m == "auto" else int(opts.m)
         self.m = min(m, opts.max_m) if opts.m == "auto" else m
@@ -272,7 +294,9 @@ class _RoundState:
         bar.update(1)
         bar.set_postfix(m=self.m, ess=f"{info['min_ess']:.0f}", ratio=f"{info['max_ratio']:.3f}")
         stop = bool(callback(info)) if callback is not None else False
-        zero = at_boundary(theta[p:], opts.boundary_tol) or self._shrinking(rnd, theta, err)
+        zero = (not self.model.design.cov.has_vector
+                and (at_boundary(theta[p:], opts.boundary_tol)
+                     or self._shrinking(rnd, theta, err)))
         if zero:
             self.outcome.boundary = zero
             if not log.message:

@@ -20,6 +20,7 @@ from threadpoolctl import threadpool_limits
 
 from ._data import LayoutData
 from .params import ParamTransform
+from .prior import PriorPrecision, vector_laplace_score
 
 __all__ = ["BlockSystem", "ModeResult", "conditional_mode", "laplace_loglike", "laplace_score",
            "laplace_fit", "mode_derivatives", "glm_start", "robust_cholesky", "spd_solve",
@@ -52,6 +53,8 @@ class BlockSystem:
             self.groups.append((qs, ids, cols))
             offsets.append(offsets[-1] + len(ids) * qs * qs)
         self.offsets = offsets
+        self.group_of_block, self.pos_of_block = group_of_block, pos_of_block
+        self._group_qs = np.array([qs for qs, _, _ in self.groups] or [0])
         # Pairs of non-zeros in one row give the entries of Z' W Z.
         Z = data.Z
         tgt, obs, val = [], [], []
@@ -87,12 +90,36 @@ class BlockSystem:
             out.append(flat[self.offsets[g] : self.offsets[g + 1]].reshape(len(ids), qs, qs))
         return out
 
+    def flat_index(self, r, c):
+        """Positions of the entries ``(r, c)`` (layout columns of one block) in the
+        concatenated stacked per-group matrices."""
+        b = self.data.block_of_col[r]
+        g = self.group_of_block[b]
+        qs = self._group_qs[g]
+        c0 = self.data.col_ptr[b]
+        return (np.asarray(self.offsets)[g] + self.pos_of_block[b] * qs * qs
+                + (r - c0) * qs + (c - c0))
+
+    def split(self, flat):
+        """The concatenated per-group matrices ``flat`` as the stacked list."""
+        return [flat[self.offsets[g] : self.offsets[g + 1]].reshape(len(ids), qs, qs)
+                for g, (qs, ids, _) in enumerate(self.groups)]
+
     def precision(self, h, dinv):
-        """Stacked ``Z_b' diag(h) Z_b + diag(dinv)`` per group."""
+        """Stacked ``Z_b' diag(h) Z_b + D_b^{-1}`` per group; ``dinv`` is the prior
+        precision's diagonal (an array) or a :class:`PriorPrecision`."""
+        prior = dinv if isinstance(dinv, PriorPrecision) else None
         mats = self.ztwz(h)
+        d = prior.dinv if prior is not None else dinv
         for (qs, _, cols), M in zip(self.groups, mats, strict=True):
             idx = np.arange(qs)
-            M[:, idx, idx] += dinv[cols]
+            M[:, idx, idx] += d[cols]
+        if prior is not None and prior.off is not None:
+            off = prior.off.tocoo()
+            flat = np.bincount(self.flat_index(off.row, off.col), weights=off.data,
+                               minlength=self.total)
+            for M, add in zip(mats, self.split(flat), strict=True):
+                M += add
         return mats
 
 
@@ -171,7 +198,7 @@ class ModeResult:
     converged: bool
 
 
-def _block_objective(data, xb, u, dinv):
+def _block_objective(data, xb, u, prior):
     """``h_b(u)`` per block, the residuals and ``w c''``, and the roundoff scale of ``h_b``.
 
     The scale bounds the sum of the magnitudes of the terms added up in ``h_b``; ``h_b`` is
@@ -182,13 +209,13 @@ def _block_objective(data, xb, u, dinv):
     eta = xb + data.Z @ u
     ll, r, h = data.loglik_terms(eta)
     nb = data.n_blocks
-    pen = u * u * dinv
+    pen = prior.penalty(u)
     obj = np.bincount(data.block_of_obs, weights=ll, minlength=nb)
     obj -= 0.5 * np.bincount(data.block_of_col, weights=pen, minlength=nb)
     # |w y eta| + |w c| <= 2 |w y eta| + |ll|.
     scale = np.bincount(data.block_of_obs, weights=2.0 * np.abs(data.wy * eta) + np.abs(ll),
                         minlength=nb)
-    scale += 0.5 * np.bincount(data.block_of_col, weights=pen, minlength=nb)
+    scale += 0.5 * np.bincount(data.block_of_col, weights=np.abs(pen), minlength=nb)
     return obj, r, h, scale
 
 
@@ -199,8 +226,8 @@ def conditional_mode(system: BlockSystem, beta, nu, u0=None, maxiter=100, tol=1e
     ----------
     system : BlockSystem
     beta : ndarray (p,)
-    nu : ndarray (T,)
-        Variances, all positive.
+    nu : ndarray (k_vcp,)
+        Covariance parameters (the variances with scalar components only), valid.
     u0 : ndarray (q,), optional
         Start (layout order); zeros by default.
     maxiter : int
@@ -213,12 +240,12 @@ def conditional_mode(system: BlockSystem, beta, nu, u0=None, maxiter=100, tol=1e
     """
     data = system.data
     xb = data.linear_fixed(beta)
-    dinv = 1.0 / np.asarray(nu, dtype=float)[data.ident]
+    dinv = PriorPrecision(data, nu)
     u = np.zeros(data.q) if u0 is None else np.array(u0, dtype=float)
     obj, r, h, scale = _block_objective(data, xb, u, dinv)
     converged = data.q == 0
     for _ in range(maxiter if data.q else 0):
-        grad = data.Z.T @ r - u * dinv
+        grad = data.Z.T @ r - dinv.apply(u)
         P = system.precision(h, dinv)
         step = np.zeros_like(u)
         for (_, _, cols), M in zip(system.groups, P, strict=True):
@@ -270,7 +297,10 @@ def laplace_loglike(system: BlockSystem, beta, nu, u0=None):
     nu = np.asarray(nu, dtype=float)
     mode = conditional_mode(system, beta, nu, u0=u0)
     value = mode.h_block.sum() - 0.5 * mode.logdet_block.sum()
-    value -= 0.5 * float(data.qbt.sum(axis=0) @ np.log(nu))
+    if data.cov.has_vector:
+        value -= 0.5 * data.cov.logdet_terms(nu, data.qbt)
+    else:
+        value -= 0.5 * float(data.qbt.sum(axis=0) @ np.log(nu))
     return value, mode
 
 
@@ -300,7 +330,11 @@ def _mode_pieces(system, beta, nu, mode, nu_derivs=True):
     zthx = np.asarray(data.Z.T @ (h[:, None] * data.X))
     du_dbeta = -_apply_blocks(system, pinv, zthx)
     du_dnu = None
-    if nu_derivs:
+    if nu_derivs and data.cov.has_vector:
+        dP = data.cov.precision_derivatives(nu, data.pairs, data.ident)
+        E = -np.stack([np.asarray(D @ mode.u) for D in dP], axis=1)
+        du_dnu = _apply_blocks(system, pinv, E)
+    elif nu_derivs:
         E = np.zeros((data.q, data.k_vc))
         E[np.arange(data.q), data.ident] = mode.u / nu[data.ident] ** 2
         du_dnu = _apply_blocks(system, pinv, E)
@@ -380,6 +414,8 @@ def laplace_score(system: BlockSystem, beta, nu, mode: ModeResult):
                       minlength=len(eta))
     a = _third_cumulant(data, eta, h) * lev
     gb = data.X.T @ r - 0.5 * (data.X + data.Z @ du_dbeta).T @ a
+    if data.cov.has_vector:
+        return np.concatenate([gb, vector_laplace_score(system, nu, mode, flat, du_dnu, a)])
     T = data.k_vc
     diag = np.zeros(data.q)
     for (_, _, cols), M in zip(system.groups, pinv, strict=True):
@@ -500,12 +536,15 @@ def laplace_fit(system: BlockSystem, start=None):
 
 def _laplace_fit(system, start):
     data = system.data
-    p, T = data.k_fe, data.k_vc
+    p, T = data.k_fe, data.k_vcp
     if start is None:
-        start = np.concatenate([glm_start(data), np.ones(T)])
+        start = np.concatenate([glm_start(data), data.cov.start()])
     start = np.asarray(start, dtype=float).copy()
-    start[p:] = np.clip(start[p:], 1e-8, 1e8)
-    tr = ParamTransform(data.X, T)
+    if data.cov.has_vector:
+        start[p:] = data.cov.clipped(start[p:], 1e-8, 1e8)
+    else:
+        start[p:] = np.clip(start[p:], 1e-8, 1e8)
+    tr = ParamTransform(data.X, T, cov=data.cov)
     state = {"u": None, "nonfinite": 0}
 
     def f(x):

@@ -33,7 +33,7 @@ from .draws import DEFAULT_MEMORY_BUDGET, DrawSet
 from .engine import MCLAEngine, effective_n_jobs
 from .families import resolve_family
 from .laplace import BlockSystem, conditional_mode, laplace_fit
-from .lme4_terms import split_random_terms
+from .lme4_terms import split_random_terms, vector_term_design, vector_terms
 from .sampler import GlmmSampler, LaplaceSampler
 
 __all__ = ["MonteCarloGLMM"]
@@ -91,7 +91,8 @@ class MonteCarloGLMM(LikelihoodModel):
     _formula_max_endog = 2
 
     def __init__(self, endog, exog, exog_vc, ident, vcp_names=None, family=None, weights=None,
-                 offset=None, vc_names=None, factorize=True, exposure=None, **kwargs):
+                 offset=None, vc_names=None, factorize=True, exposure=None, cov_terms=None,
+                 **kwargs):
         unknown = sorted(set(kwargs) - _MODEL_KWARGS)
         if unknown:
             raise TypeError(f"MonteCarloGLMM() got unknown argument(s) {unknown}")
@@ -106,7 +107,7 @@ class MonteCarloGLMM(LikelihoodModel):
         X = checked_exog(self.exog, list(self.exog_names))
         fam, y, ntrials = resolve_family(family, self.endog)
         self.design = checked_design(exog_vc, ident, vcp_names, vc_names, n,
-                                     list(self.exog_names))
+                                     list(self.exog_names), cov_terms)
         weights = observation_weights(weights, n)
         offset = vector(offset, n, "offset", default=0.0)
         self.exposure = None
@@ -115,18 +116,21 @@ class MonteCarloGLMM(LikelihoodModel):
             offset = offset + np.log(self.exposure)
         self.arrays = ModelArrays(fam, y, ntrials, weights, offset,
                                   np.ascontiguousarray(X), self.design.Z, self.design.ident,
-                                  self.design.k_vc)
+                                  self.design.k_vc, self.design.cov)
         self.family_kind = fam
         self.family = sm_family(fam)
         self.exog_vc = self.design.Z
         self.ident = self.design.ident
-        self.vcp_names = list(self.design.vcp_names)
+        self.cov_terms = self.design.cov_terms
+        # Names of the covariance parameters: the components' names, and for a correlated
+        # term g Var(a), g Cov(b, a), ... (its components' own names are design.vcp_names).
+        self.vcp_names = list(self.design.param_names)
         self.vc_names = list(self.design.col_names)
         self.weights = weights
         self.offset = offset
         self.factorize = bool(factorize)
         self.k_fe = X.shape[1]
-        self.k_vc = self.design.k_vc
+        self.k_vc = self.design.cov.k_vcp
         self.k_extra = self.k_vc
         self.nobs = float(n)
         self.data.param_names = list(self.exog_names) + self.vcp_names
@@ -136,7 +140,7 @@ class MonteCarloGLMM(LikelihoodModel):
         self.df_model = rank - self.k_constant
         self.df_resid = n - rank - self.k_extra
         self._init_keys.extend(["exog_vc", "ident", "vcp_names", "family", "weights", "offset",
-                                "vc_names", "factorize", "exposure"])
+                                "vc_names", "factorize", "exposure", "cov_terms"])
         self._data_attr.extend(["exog_vc", "weights", "offset", "arrays", "design",
                                 "_layout_data"])
         self._layout_data = {}
@@ -184,31 +188,31 @@ class MonteCarloGLMM(LikelihoodModel):
             raise TypeError(f"from_formula() got unknown argument(s) {unknown}")
         if isinstance(vc_formulas, pd.DataFrame) and (data is None or isinstance(data, dict)):
             vc_formulas, data = data, vc_formulas
+        vterms = vector_terms(formula)
         formula, vc_formulas = split_random_terms(formula, vc_formulas)
         if not isinstance(data, pd.DataFrame):
             raise TypeError(f"data must be a pandas DataFrame; got {type(data).__name__}")
-        if vc_formulas is None:
+        if vc_formulas is None and not vterms:
             raise ValueError("vc_formulas is required: MonteCarloGLMM needs random effects")
         if subset is not None:
             data = data.loc[subset]
         if missing not in ("drop", "raise"):
             raise ValueError(f"missing must be 'drop' or 'raise'; got {missing!r}")
-        weights = column(weights, data, "weights")
-        offset = column(offset, data, "offset")
-        exposure = column(exposure, data, "exposure")
+        weights, offset, exposure = (column(a, data, n) for a, n in (
+            (weights, "weights"), (offset, "offset"), (exposure, "exposure")))
         advance_eval_env(kwargs)
         eval_env = kwargs.get("eval_env")
         # Depth counted from the formula helpers: from here the user's frame is one less.
         env_here = eval_env - 1 if isinstance(eval_env, int) else eval_env
-        vc_list, vc_labels, vc_comp = _normalize_vc_spec(vc_formulas, varcomps_names,
-                                                         varcomps_equal)
-        components = [(f, vc_labels[t], t) for f, t in zip(vc_list, vc_comp, strict=True)]
+        vc_list, vc_labels, vc_comp = ([], [], []) if vc_formulas is None else \
+            _normalize_vc_spec(vc_formulas, varcomps_names, varcomps_equal)
+        components = _missing_components(vc_list, vc_labels, vc_comp, vterms)
         keep = formula_rows(missing, formula, components, data, env_here,
                             (weights, offset, exposure))
         if missing == "drop":
             data = data.iloc[np.flatnonzero(keep)]
-        Z, ident, vcp_names, col_names = vc_design_from_formulas(
-            vc_formulas, data, eval_env=eval_env, vcp_names=varcomps_names, equal=varcomps_equal)
+        Z, ident, vcp_names, col_names, cov_terms = _random_design(
+            vc_formulas, vterms, data, eval_env, varcomps_names, varcomps_equal)
         check_single_effects(Z, ident, vcp_names, list(zip(vc_list, vc_comp, strict=True)))
         kwargs["missing"] = "raise"
         weights, offset, exposure = (None if a is None else np.asarray(a, dtype=float)[keep]
@@ -218,7 +222,8 @@ class MonteCarloGLMM(LikelihoodModel):
         try:
             mod = super().from_formula(formula, data, None, drop_cols, exog_vc=Z, ident=ident,
                                        vcp_names=vcp_names, family=family, weights=weights,
-                                       offset=offset, vc_names=col_names, **kwargs)
+                                       offset=offset, vc_names=col_names,
+                                       cov_terms=cov_terms or None, **kwargs)
         except Exception as exc:
             if type(exc).__name__ not in ("PatsyError", "FactorEvaluationError",
                                           "MissingDataError", "FormulaMaterializationError"):
@@ -235,6 +240,11 @@ class MonteCarloGLMM(LikelihoodModel):
         mod.vc_spec = {"vcp_names": varcomps_names, "equal": varcomps_equal}
         mod.n_dropped = int((~keep).sum())
         return mod
+
+    def _get_init_kwds(self):
+        kw = super()._get_init_kwds()
+        kw["vcp_names"] = list(self.design.vcp_names)  # the components' own names
+        return kw
 
     # ------------------------------------------------------------------ structure
     @property
@@ -293,8 +303,10 @@ class MonteCarloGLMM(LikelihoodModel):
             params, _, mode = self.fit_laplace(factorize=factorize)
         elif mode is None:
             params = self._check_params(params)
-            if not (np.all(np.isfinite(params)) and np.all(params[self.k_fe:] > 0)):
-                raise ValueError("params: a sampler needs finite beta and every variance nu > 0; "
+            if not (np.all(np.isfinite(params))
+                    and self.design.cov.valid(params[self.k_fe:])):
+                raise ValueError("params: a sampler needs finite beta and every variance nu > 0 "
+                                 "(covariance matrices positive definite); "
                                  f"got {params.tolist()}")
             mode = conditional_mode(system, params[: self.k_fe], params[self.k_fe :])
         return SAMPLERS[sampler](system, params, mode, **options)
@@ -338,8 +350,9 @@ class MonteCarloGLMM(LikelihoodModel):
         if not (np.all(np.isfinite(u)) and np.all(np.isfinite(logf))):
             raise ValueError("u and log_density must be finite")
         data = self.layout_data(False)
-        S = np.zeros((1, self.k_vc, u.shape[0]))
+        S = np.zeros((1, data.n_s, u.shape[0]))
         np.add.at(S[0], self.ident, (u * u).T)
+        S[:, data.k_vc:] = data.cross_sums(u.T)
         draws = DrawSet.from_arrays(data, u.T, logf[None, :], S)
         self._use_draws(draws, kernel, chunk_size, 1)
         return draws
@@ -493,6 +506,39 @@ class MonteCarloGLMM(LikelihoodModel):
         if which == "mean":
             return self.family.link.inverse(eta)
         raise ValueError(f"which must be 'mean' or 'linear'; got {which!r}")
+
+
+def _missing_components(vc_list, vc_labels, vc_comp, vterms):
+    """``(formula, label, component)`` of every random-effect formula, for the missing-data
+    policy: the vc formulas, and each correlated term's model matrix and grouping factor."""
+    out = [(f, vc_labels[t], t) for f, t in zip(vc_list, vc_comp, strict=True)]
+    out += [(f, f"({e} | {g})", -1) for g, e in vterms
+            for f in (e, "0 + " + ":".join(f"C({v})" for v in g.split(":")))]
+    return out
+
+
+def _random_design(vc_formulas, vterms, data, eval_env, vcp_names, equal):
+    """``(Z, ident, component names, effect names, cov_terms)``: the scalar components of
+    ``vc_formulas`` first, then the correlated terms ``vterms`` (``(group, expr)`` pairs)."""
+    import scipy.sparse as sp
+
+    mats, idents, names, cols, terms = [], [], [], [], []
+    if vc_formulas is not None:
+        Z, ident, names, cols = vc_design_from_formulas(vc_formulas, data, eval_env=eval_env,
+                                                        vcp_names=vcp_names, equal=equal)
+        mats, idents, names, cols = [Z], [ident], list(names), list(cols)
+    for group, expr in vterms:
+        Zt, eff, labels = vector_term_design(group, expr, data, eval_env)
+        t0, k = len(names), len(labels)
+        if group in names:
+            raise ValueError(f"random-effect term ({expr} | {group}): the name {group!r} is "
+                             "also a variance component; give each grouping factor once")
+        names += [group if lab == "Intercept" else f"{group}:{lab}" for lab in labels]
+        mats.append(Zt)
+        idents.append(np.repeat(np.arange(t0, t0 + k), Zt.shape[1] // k))
+        cols += eff
+        terms.append((group, list(range(t0, t0 + k)), labels))
+    return (sp.hstack(mats, format="csr"), np.concatenate(idents), names, cols, terms)
 
 
 #: Keyword arguments the constructor passes on to statsmodels (the formula machinery adds

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .covstruct import log_cholesky_inverse, log_cholesky_map
+
 __all__ = ["ParamTransform", "CachedObjective"]
 
 
@@ -34,12 +36,16 @@ class ParamTransform:
     whiten : bool
         Use the whitening ``T`` described in the module docstring; ``False`` gives
         ``T = I`` (plain ``(beta, log nu)``).
+    cov : CovStructure, optional
+        With correlated terms, their parameters are mapped to log-Cholesky coordinates
+        (:func:`~glmm_sm.covstruct.log_cholesky_map`) and the scalar ones to ``log nu``.
     """
 
-    def __init__(self, X, k_vc, whiten=True):
+    def __init__(self, X, k_vc, whiten=True, cov=None):
         X = np.asarray(X, dtype=np.float64)
         n, p = X.shape
         self.p, self.k_vc = p, int(k_vc)
+        self.cov = cov if cov is not None and cov.has_vector else None
         self.T = np.eye(p)
         if whiten and p and n >= p:
             norms = np.linalg.norm(X, axis=0)
@@ -55,24 +61,60 @@ class ParamTransform:
         """``x = (T^{-1} beta, log nu)``; needs every ``nu > 0``."""
         theta = np.asarray(theta, dtype=np.float64)
         p = self.p
+        if self.cov is not None:
+            return np.concatenate([self.T_inv @ theta[:p], self._cov_x(theta[p:])])
         return np.concatenate([self.T_inv @ theta[:p], np.log(theta[p:])])
 
     def to_theta(self, x):
         """``theta = (T gamma, exp(log nu))``."""
         x = np.asarray(x, dtype=np.float64)
         p = self.p
+        if self.cov is not None:
+            return np.concatenate([self.T @ x[:p], self._cov_map(x[p:])[0]])
         return np.concatenate([self.T @ x[:p], np.exp(x[p:])])
+
+    def _cov_x(self, nu):
+        out = np.empty(len(nu))
+        for ui, u in enumerate(self.cov.units):
+            sl = self.cov.unit_params(ui)
+            out[sl] = (np.log(nu[sl]) if len(u) == 1
+                       else log_cholesky_inverse(nu[sl], len(u)))
+        return out
+
+    def _cov_map(self, xc):
+        """``(nu, d nu / dx, d2 nu / dx2)`` of the covariance coordinates."""
+        m = len(xc)
+        nu, jac, hess = np.empty(m), np.zeros((m, m)), np.zeros((m, m, m))
+        for ui, u in enumerate(self.cov.units):
+            sl = self.cov.unit_params(ui)
+            if len(u) == 1:
+                nu[sl] = np.exp(xc[sl])
+                jac[sl, sl] = hess[sl, sl, sl] = nu[sl]
+                continue
+            nu[sl], jac[sl, sl], hess[sl, sl, sl] = log_cholesky_map(xc[sl], len(u))
+        return nu, jac, hess
 
     def gradient(self, g, theta):
         """Gradient in ``x`` from the gradient ``g`` in ``theta``."""
         p = self.p
         nu = np.asarray(theta, dtype=np.float64)[p:]
+        if self.cov is not None:
+            jac = self._cov_map(self._cov_x(nu))[1]
+            return np.concatenate([self.T.T @ g[:p], jac.T @ g[p:]])
         return np.concatenate([self.T.T @ g[:p], g[p:] * nu])
 
     def hessian(self, H, g, theta):
         """Hessian in ``x`` from the Hessian ``H`` and gradient ``g`` in ``theta``."""
         p = self.p
         nu = np.asarray(theta, dtype=np.float64)[p:]
+        if self.cov is not None:
+            _, jac, hess = self._cov_map(self._cov_x(nu))
+            J = np.zeros((p + self.k_vc, p + self.k_vc))
+            J[:p, :p] = self.T
+            J[p:, p:] = jac
+            Hx = J.T @ H @ J
+            Hx[p:, p:] += np.einsum("r,rst->st", g[p:], hess)
+            return 0.5 * (Hx + Hx.T)
         J = np.zeros((p + self.k_vc, p + self.k_vc))
         J[:p, :p] = self.T
         J[p:, p:] = np.diag(nu)
@@ -81,8 +123,20 @@ class ParamTransform:
         return 0.5 * (Hx + Hx.T)
 
     def x_bounds(self, lognu_bounds):
-        """Bounds for ``scipy.optimize.minimize``: free ``gamma``, bounded ``log nu``."""
-        return [(None, None)] * self.p + [lognu_bounds] * self.k_vc
+        """Bounds for ``scipy.optimize.minimize``: free ``gamma``, bounded ``log nu``
+        (a Cholesky factor's log-diagonal within half of them, its other entries free)."""
+        if self.cov is None:
+            return [(None, None)] * self.p + [lognu_bounds] * self.k_vc
+        half = (0.5 * lognu_bounds[0], 0.5 * lognu_bounds[1])
+        out = [(None, None)] * self.p
+        for u in self.cov.units:
+            k = len(u)
+            if k == 1:
+                out.append(lognu_bounds)
+                continue
+            r, c = np.tril_indices(k)
+            out += [half if a == b else (None, None) for a, b in zip(r, c, strict=True)]
+        return out
 
 
 class CachedObjective:

@@ -51,13 +51,16 @@ class PartialSums:
     smu: np.ndarray
 
     @classmethod
-    def empty(cls, n_rows, n_blocks, d, T, p):
+    def empty(cls, n_rows, n_blocks, d, T, p, k_smu=None):
+        """Zero sums: ``d`` kernel scores, ``T`` rows of ``S``, ``k_smu`` covariance
+        parameters in the cross term (default ``T``)."""
         z = np.zeros
+        k_smu = T if k_smu is None else k_smu
         return cls(np.full((n_rows, n_blocks), -np.inf), z((n_rows, n_blocks)),
                    z((n_rows, n_blocks)), z((n_rows, n_blocks, d)),
                    z((n_rows, n_blocks, d)), z((n_rows, n_blocks, d, d)),
                    z((n_rows, n_blocks, d, d)), z((n_rows, n_blocks, T)),
-                   z((n_rows, n_blocks, p, p)), z((n_rows, n_blocks, p, T)))
+                   z((n_rows, n_blocks, p, p)), z((n_rows, n_blocks, p, k_smu)))
 
     @classmethod
     def stack(cls, rows):
@@ -154,19 +157,33 @@ class DrawShift:
         self._mm = np.zeros((B, T, p, p))
         np.add.at(self._mm, (boc, ident), MM)
         self._dims = (B, T, p)
+        self._data = data
+        self.vector = data.cov.has_vector
 
     def offset(self, beta):
         """``du = M (beta - beta0)`` (q,)."""
         return self.M @ (np.asarray(beta, dtype=np.float64) - self.beta0)
 
     def sums_of_squares(self, U):
-        """``S`` (B, T, K) of the (moved) draws ``U`` (q, K)."""
+        """``S`` (B, T + C, K) of the (moved) draws ``U`` (q, K), cross sums included."""
         B, T, _ = self._dims
-        return np.ascontiguousarray((self._ind @ (U * U)).reshape(B, T, U.shape[1]))
+        S = (self._ind @ (U * U)).reshape(B, T, U.shape[1])
+        if self.vector:
+            S = np.concatenate([S, self._data.cross_sums(U)], axis=1)
+        return np.ascontiguousarray(S)
 
-    def prior_matrix(self, nu_col):
-        """Sparse ``(B p, q)``: row ``b p + i`` holds ``-M[j, i] / nu_j`` for ``j`` in block b."""
+    def _precision(self, nu):
+        d = self._data
+        return d.cov.precision_matrix(nu, d.pairs, d.ident).tocsr()
+
+    def prior_matrix(self, nu):
+        """Sparse ``(B p, q)``: row ``b p + i`` holds ``-(M' P)[i, j]`` for ``j`` in block b
+        (``P`` the prior precision; ``-M[j, i] / nu_j`` for scalar components), at the
+        covariance parameters ``nu``."""
         A = self._mblk
+        if self.vector:
+            return sp.csr_matrix(-(A @ self._precision(nu)))
+        nu_col = np.asarray(nu)[self._data.ident]
         return sp.csr_matrix((A.data * (-1.0 / nu_col[A.indices]), A.indices, A.indptr),
                              shape=A.shape)
 
@@ -176,13 +193,26 @@ class DrawShift:
         B, _, p = self._dims
         return np.ascontiguousarray((A @ U).reshape(B, p, -1))
 
-    def cross_sums(self, sU):
-        """``smu[b, :, t] = sum_{j in b, t} M_j sU_j`` (B, p, T)."""
+    def cross_sums(self, sU, nu=None):
+        """``smu[b, :, t] = sum_{j in b, t} M_j sU_j`` (B, p, T); with correlated terms
+        ``smu[b, :, j] = M_b' P D_j P sU_b`` (B, p, k_vcp), the whole beta-theta cross
+        derivative of the prior's beta score (scalar components: divided by ``nu_t^2``
+        later)."""
         B, T, p = self._dims
-        return (self._mcross @ sU).reshape(B, p, T)
+        if not self.vector:
+            return (self._mcross @ sU).reshape(B, p, T)
+        d = self._data
+        dP = d.cov.precision_derivatives(nu, d.pairs, d.ident)
+        return np.stack([(self._mblk @ -(D @ sU)).reshape(B, p) for D in dP], axis=2)
 
     def prior_hessian(self, nu):
         """``M_b' D_b^{-1} M_b`` per block (B, p, p)."""
+        if self.vector:
+            B, _, p = self._dims
+            PM = np.asarray(self._precision(nu) @ self.M)
+            out = np.zeros((B, p, p))
+            np.add.at(out, self._data.block_of_col, np.einsum("ji,jl->jil", self.M, PM))
+            return out
         return np.einsum("btij,t->bij", self._mm, 1.0 / nu)
 
 
@@ -225,20 +255,23 @@ def partition_sums(kernel, data, draws, ranges, params, derivs=True, shift=None)
         Move the draws with the fixed effects (see :class:`DrawShift`).
     """
     fn = KERNELS[kernel]
-    p, T = data.k_fe, data.k_vc
+    p = data.k_fe
     params = np.asarray(params, dtype=np.float64)
     beta, nu = params[:p], np.ascontiguousarray(params[p:])
     xb = np.ascontiguousarray(data.linear_fixed(beta))
-    lognu = np.log(nu)
-    n, B, d = len(xb), data.n_blocks, p + T
-    rows = PartialSums.empty(len(ranges), B, d, T, p)
+    if data.cov.has_vector:
+        nuk, lognu, pc = data.cov.kernel_inputs(nu)
+    else:
+        nuk, lognu, pc = nu, np.log(nu), np.zeros(0)
+    n, B, d = len(xb), data.n_blocks, p + data.n_s
+    rows = PartialSums.empty(len(ranges), B, d, data.n_s, p, len(nu))
     hc = np.zeros((len(ranges), n))
     X = data.X
     Gp, sU_out = np.zeros((B, p, 0)), np.zeros(data.q)  # unused by frozen draws
     if shift is not None:
         X = shift.Xs
         du = shift.offset(beta)
-        A = shift.prior_matrix(nu[data.ident])
+        A = shift.prior_matrix(nu)
         suc = np.zeros((len(ranges), data.q))
     for c, (k0, k1) in enumerate(ranges):
         U, logf, S, j0, j1 = draws.chunk_arrays(k0, k1)
@@ -251,7 +284,7 @@ def partition_sums(kernel, data, draws, ranges, params, derivs=True, shift=None)
             if derivs:
                 Gp = shift.prior_scores(U, A)
         fn(data.family.code, derivs, data.obs_ptr, data.col_ptr, xb, data.wy, data.wn,
-           X, data.zptr, data.zidx, data.zval, U, logf, S, j0, j1, lognu, nu, data.qbt,
+           X, data.zptr, data.zidx, data.zval, U, logf, S, j0, j1, lognu, nuk, pc, data.qbt,
            shift is not None and bool(derivs), Gp, rows.a[c], rows.s0[c], rows.s0sq[c],
            rows.s1[c], rows.s1sq[c], rows.s2[c], rows.s2sq[c], rows.sS[c], hc[c], sU_out)
     sc = _scales(rows.a)
@@ -261,6 +294,6 @@ def partition_sums(kernel, data, draws, ranges, params, derivs=True, shift=None)
         _kernels.block_xhx(data.obs_ptr, X, h, out.hxx[0])
         if shift is not None:
             sU = (sc[:, data.block_of_col] * suc).sum(axis=0)
-            out.smu[0] = shift.cross_sums(sU)
+            out.smu[0] = shift.cross_sums(sU, nu)
             out.hxx[0] += out.s0[0][:, None, None] * shift.prior_hessian(nu)
     return out

@@ -97,6 +97,8 @@ def _engine_view(res):
     """
     mod = res.model
     p, T = mod.k_fe, mod.k_vc
+    if mod.design.cov.has_vector:  # no boundary procedure with correlated terms
+        return res.engine, np.asarray(res.params, dtype=float), np.arange(mod.ident.size)
     keep = [t for t in range(T) if p + t not in set(res._boundary_idx)]
     engine = res.engine
     if engine.data.k_vc != len(keep):
@@ -151,7 +153,8 @@ def conditional_re_cov(res, chunk_size=512):
         C = s2[g] / s0[ids][:, None, None] - mg[:, :, None] * mg[:, None, :]
         mats.append(0.5 * (C + np.swapaxes(C, 1, 2)))
     nu = np.asarray(res.params, dtype=float)[mod.k_fe:]
-    return block_cov_matrix(data.layout, col_map, q, groups, mats, nu[mod.ident])
+    var = mod.design.cov.variances(nu) if mod.design.cov.has_vector else nu
+    return block_cov_matrix(data.layout, col_map, q, groups, mats, var[mod.ident])
 
 
 def quadratic_rows(Z, C):
@@ -200,6 +203,10 @@ def _random_design(res, exog, exog_vc, n):
     if not isinstance(exog, pd.DataFrame) or getattr(mod, "vc_formulas", None) is None:
         raise ValueError("conditional=True with new exog needs a DataFrame and a model built "
                          "with from_formula, or the random-effects design as exog_vc")
+    if mod.design.cov.has_vector:
+        raise ValueError("conditional=True with new exog is not available for models with "
+                         "correlated random-effect terms yet; pass the random-effects design "
+                         "of the new rows as exog_vc (columns as model.vc_names)")
     from .design import vc_design_from_formulas
 
     Zn, ident_n, names_t, names = vc_design_from_formulas(mod.vc_formulas, exog, eval_env={},

@@ -158,6 +158,7 @@ class FitOutcome:
     converged: bool
     seed: np.random.SeedSequence
     boundary: list = field(default_factory=list)
+    singular: list = field(default_factory=list)
     cov: np.ndarray | None = None
     mcse_cov: np.ndarray | None = None
     m: int | None = None

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import re
-import warnings
 
 import numpy as np
 import pandas as pd
 from statsmodels.base import wrapper as wrap
 from statsmodels.base.model import LikelihoodModelResults, LikelihoodResultsWrapper, ResultMixin
+
+from .tails import checked_pareto_k
 
 try:  # statsmodels >= 0.15 moved the decorators
     from statsmodels.tools._decorators import cache_readonly
@@ -80,8 +81,11 @@ class MonteCarloGLMMResults(LikelihoodModelResults, ResultMixin):
         self.engine = outcome.engine
         #: Pareto k (PSIS) of each block's importance weights at the estimate: below 0.5
         #: the MCSE holds; above ``pareto_k_threshold(m)`` (0.7) it means nothing.
-        self.pareto_k = _pareto_k(self.engine, outcome.params, model, outcome.boundary)
+        self.pareto_k = checked_pareto_k(self.engine, outcome.params, model, outcome.boundary)
         self.boundary = [model.vcp_names[t] for t in outcome.boundary]
+        #: Correlated terms (and scalar components) whose covariance is singular at the
+        #: estimate (lme4's "boundary (singular) fit"); only with correlated terms.
+        self.singular = list(getattr(outcome, "singular", []))
         self._boundary_idx = [model.k_fe + t for t in outcome.boundary]
         self.mle_retvals = _mle_retvals(outcome)
         self.mle_settings = {"optimizer": "trust-exact (MCLA rounds)",
@@ -139,6 +143,13 @@ class MonteCarloGLMMResults(LikelihoodModelResults, ResultMixin):
         """
         return min(self.llf_unclipped, 0.0)
 
+    def varcorr(self):
+        """SDs and correlations of the random effects (lme4's ``VarCorr``) with delta-method
+        standard errors and MCSEs (:func:`glmm_sm.varcorr.varcorr_frame`)."""
+        from .varcorr import varcorr_frame
+
+        return varcorr_frame(self)
+
     # --------------------------------------------------------------- random effects
     def random_effects(self, term=None):
         """Conditional means and SDs of the random effects given the data, at the estimate.
@@ -156,13 +167,29 @@ class MonteCarloGLMMResults(LikelihoodModelResults, ResultMixin):
         """
         mod = self.model
         sel = np.arange(len(mod.vc_names))
+        terms = {name: (comps, labels) for name, comps, labels in mod.design.cov_terms}
+        if term in terms:
+            return self._vector_effects(*terms[term])
         if term is not None:
-            if term not in mod.vcp_names:
+            comps = list(mod.design.vcp_names)
+            if term not in comps:
                 raise ValueError(f"term: unknown variance component {term!r}; use one of "
-                                 f"{mod.vcp_names}")
-            sel = np.flatnonzero(mod.ident == mod.vcp_names.index(term))
+                                 f"{comps + sorted(terms)}")
+            sel = np.flatnonzero(mod.ident == comps.index(term))
         names = [mod.vc_names[j] for j in sel]
         return pd.DataFrame({"Mean": self._re_mean[sel], "SD": self._re_sd[sel]}, index=names)
+
+    def _vector_effects(self, comps, labels):
+        """A correlated term's effects: one row per level, columns ``("Mean", label)`` and
+        ``("SD", label)`` for each of its ``k`` columns."""
+        mod = self.model
+        cols = [np.flatnonzero(mod.ident == c) for c in comps]
+        index = [mod.vc_names[j] for j in cols[0]]
+        data = {}
+        for what, arr in (("Mean", self._re_mean), ("SD", self._re_sd)):
+            for lab, cl in zip(labels, cols, strict=True):
+                data[(what, lab)] = arr[cl]
+        return pd.DataFrame(data, index=index)
 
     # --------------------------------------------------------------- prediction
     def predict(self, exog=None, which="mean", conditional=False, offset=None,
@@ -302,7 +329,15 @@ class MonteCarloGLMMResults(LikelihoodModelResults, ResultMixin):
         """
         from .profile import profile_conf_int
 
+        self._scalar_only("profile_conf_int")
         return profile_conf_int(self, alpha, cols, random_state)
+
+    def _scalar_only(self, what):
+        if self.model.design.cov.has_vector:
+            raise NotImplementedError(
+                f"{what} is not available for models with correlated random-effect terms "
+                "yet; use the Wald intervals (conf_int) and varcorr(), or compare_lr_test "
+                "against the model with independent (||) terms")
 
     def profile(self, name, alpha=0.01, n_points=8, random_state=None):
         """Profile curve of one parameter: DataFrame with ``value``, ``loglike``,
@@ -312,6 +347,7 @@ class MonteCarloGLMMResults(LikelihoodModelResults, ResultMixin):
         """
         from .profile import profile_frame
 
+        self._scalar_only("profile")
         return profile_frame(self, name, alpha=alpha, n_points=n_points,
                              random_state=random_state)
 
@@ -541,30 +577,3 @@ def _mle_retvals(outcome):
             "optimizer_status": [r.get("optimizer_status") for r in rounds],
             "optimizer_message": last.get("optimizer_message"),
             "laplace": {k: v for k, v in log.laplace.items() if k != "params"}}
-
-
-def _pareto_k(engine, params, model, boundary):
-    """Per-block Pareto k at the estimate (empty without draws), with a ConvergenceWarning
-    when a block's weights are too heavy-tailed for its MCSE to mean anything."""
-    if engine is None:
-        return np.zeros(0)
-    from statsmodels.tools.sm_exceptions import ConvergenceWarning
-
-    from .tails import block_pareto_k, pareto_k_threshold
-
-    params = np.asarray(params, dtype=float)
-    if boundary:  # the engine is the reduced model's: drop the components at 0
-        keep = np.ones(len(params), bool)
-        keep[[model.k_fe + t for t in boundary]] = False
-        params = params[keep]
-    k = block_pareto_k(engine, params)
-    cut = pareto_k_threshold(engine.m)
-    bad = np.flatnonzero(k > cut)
-    if bad.size:
-        warnings.warn(
-            f"the importance weights of {bad.size} of {k.size} block(s) are heavy-tailed "
-            f"(largest Pareto k {np.nanmax(k):.2f} > {cut:.2f}, PSIS): their Monte Carlo "
-            "standard errors are unreliable and probably too small. Refit with a larger m "
-            "(or m_start), or check the model (a variance component near 0, a huge block)",
-            ConvergenceWarning, stacklevel=4)
-    return k

@@ -42,8 +42,9 @@ class DrawChunk:
         Random effects, one column per draw.
     logf : ndarray (n_blocks, size)
         Log importance density of each block's part of each draw.
-    S : ndarray (n_blocks, T, size)
-        Per block and variance component, the sum of squared effects.
+    S : ndarray (n_blocks, T + C, size)
+        Per block and variance component, the sum of squared effects; then, with correlated
+        terms, the ``C`` cross sums (:mod:`glmm_sm.covstruct`).
     """
 
     U: np.ndarray
@@ -78,6 +79,7 @@ class _BlockSampler:
         self.params = np.asarray(params, dtype=float).copy()
         p = data.k_fe
         self.nu = self.params[p:]
+        self.col_var = data.cov.variances(self.nu)  # each sub-component's variance
         self.u_hat = mode.u.copy()
         # How the conditional modes move with the fixed effects, d u_hat / d beta (q, p),
         # at the centre beta0.  Translating the draws by du_dbeta (beta - beta0) keeps them
@@ -109,12 +111,15 @@ class _BlockSampler:
         rng = generator(seed)
         U = np.empty((data.q, size))
         logf = np.zeros((data.n_blocks, size))
-        S = np.zeros((data.n_blocks, data.k_vc, size))
+        T = data.k_vc
+        S = np.zeros((data.n_blocks, data.n_s, size))
         for g, (_, ids, cols) in enumerate(self.system.groups):
             u, lf = self._group_draws(rng, g, size)
             U[cols] = u
             logf[ids] = lf
-            S[ids] = self.indicator[g] @ (u * u)
+            S[ids, :T] = self.indicator[g] @ (u * u)
+        if data.n_s > T:
+            S[:, T:] = data.cross_sums(U)
         return DrawChunk(U, logf, S)
 
     def _group_draws(self, rng, g, size):  # pragma: no cover - abstract
@@ -207,7 +212,7 @@ class GlmmSampler(_BlockSampler):
     def _group_draws(self, rng, g, size):
         qs, ids, cols = self.system.groups[g]
         n1, n2, _ = stratified_counts(self.probs, size)
-        d = self.nu[self.data.ident[cols]][:, :, None]  # (n_g, qs, 1)
+        d = self.col_var[self.data.ident[cols]][:, :, None]  # (n_g, qs, 1)
         sd = np.sqrt(d)
         center = self.u_hat[cols][:, :, None]
         z = rng.standard_normal((len(ids), qs, size))

@@ -72,8 +72,11 @@ def simulate(res, nrep=1, random_state=None):
     rng = generator(as_seed_sequence(random_state))
     params = np.asarray(res.params, dtype=float)
     beta, nu = params[: mod.k_fe], params[mod.k_fe :]
-    sd = np.sqrt(np.clip(nu, 0.0, None))[a.ident]
+    cov = mod.design.cov
+    sd = np.sqrt(np.clip(cov.variances(nu) if cov.has_vector else nu, 0.0, None))[a.ident]
     U = rng.standard_normal((sd.size, nrep)) * sd[:, None]
+    if cov.has_vector:
+        _correlate(U, sd, cov, nu, mod.design.pairs)
     eta = (a.X @ beta + a.offset)[:, None] + np.asarray(a.Z @ U)
     if a.family.is_binomial:
         trials = np.rint(a.ntrials).astype(np.int64)
@@ -85,6 +88,22 @@ def simulate(res, nrep=1, random_state=None):
                              f"{eta.max():.1f}); the fitted model cannot be simulated")
         y = rng.poisson(lam)
     return y.astype(np.float64)
+
+
+def _correlate(U, sd, cov, nu, pairs):
+    """Turn the independent ``N(0, Sigma_aa)`` draws of each correlated term's levels into
+    ``N(0, Sigma)`` draws, in place: ``b_l = chol(Sigma) z_l``."""
+    vi = 0
+    for ui, u in enumerate(cov.units):
+        if len(u) == 1:
+            continue
+        idx = pairs[vi]
+        vi += 1
+        S = cov.sigma(nu, ui)
+        w, V = np.linalg.eigh(S)
+        root = V * np.sqrt(np.clip(w, 0.0, None))  # any root: Sigma may be singular
+        z = U[idx] / np.where(sd[idx] > 0, sd[idx], 1.0)[..., None]  # (L, k, nrep)
+        U[idx] = np.einsum("ij,ljr->lir", root, z)
 
 
 def quantile_residuals(y, ysim, random_state=None):

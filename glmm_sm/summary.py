@@ -43,21 +43,42 @@ def build_summary(res, alpha=0.05, title=None):
                                     "Fixed effects"))
     smry.tables.append(_param_table(est, slice(k, len(params)), names, alpha, "variance",
                                     "P>z (1-sided)", "Variance components"))
+    if res.model.design.cov.has_vector:
+        smry.tables.append(_varcorr_table(res))
     smry.add_extra_txt(_notes(res, bse, names, k))
     return smry
+
+
+def _varcorr_table(res):
+    """lme4's VarCorr: SDs and correlations with delta-method SEs and MCSEs."""
+    from .varcorr import varcorr_frame
+
+    vc = varcorr_frame(res)
+    rows, stubs = [], []
+    for r in vc.itertuples():
+        stubs.append(f"{r.group} {'SD(' + r.name + ')' if not r.name2 else 'Corr('}"
+                     + (f"{r.name}, {r.name2})" if r.name2 else ""))
+        rows.append([_fmt(r.estimate), _fmt(r.se), _fmt(r.mcse)])
+    return SimpleTable(rows, ["estimate", "std err", "MCSE"], stubs,
+                       title="Random effects: SDs and correlations (VarCorr)",
+                       txt_fmt=_txt_fmt())
 
 
 def _header(res, mcse, bse):
     """The two columns of the header table: the model (left) and the fit (right)."""
     mod = res.model
-    levels = np.bincount(mod.ident, minlength=mod.k_vc)
+    levels = np.bincount(mod.ident, minlength=mod.design.k_vc)
+    cov = mod.design.cov
+    unit_names = [mod.vcp_names[cov.unit_params(ui).start].split(" Var(")[0]
+                  for ui in range(len(cov.units))]
     gleft = [
         ("Dep. Variable:", [res.response_label]),
         ("Family:", [mod.family_kind.name.capitalize()]),
         ("Method:", ["Monte Carlo likelihood approx."]),
         ("No. Observations:", [f"{int(res.nobs)}"]),
         ("Levels per component:",
-         [", ".join(f"{n} {c}" for n, c in zip(mod.vcp_names, levels, strict=True))]),
+         [", ".join(f"{n} {levels[u[0]]}" for n, u in zip(unit_names, cov.units,
+                                                           strict=True))]),
         ("Independent blocks:", [f"{res.n_blocks}"]),
     ]
     gright = [
@@ -89,7 +110,8 @@ def _param_table(est, rows_of, names, alpha, what, p_head, title):
     head = [what, "std err", "z", p_head, f"[{alpha / 2:g}", f"{1 - alpha / 2:g}]", "MCSE"]
     rows = []
     for j in range(rows_of.start, rows_of.stop):
-        p = 2 * stats.norm.sf(abs(z[j])) if what == "coef" else stats.norm.sf(z[j])
+        two = what == "coef" or " Cov(" in str(names[j])
+        p = 2 * stats.norm.sf(abs(z[j])) if two else stats.norm.sf(z[j])
         rows.append([_fmt(params[j]), _fmt(bse[j]), f"{z[j]:.3f}", _pfmt(p),
                      _fmt(params[j] - q * bse[j]), _fmt(params[j] + q * bse[j]),
                      _fmt(mcse[j])])
@@ -104,9 +126,16 @@ def _notes(res, bse, names, k):
         "standard error of each estimate (Sung and Geyer 2007); it shrinks as m grows. "
         "It holds while the Pareto k of the importance weights is below 0.5 (and is "
         "optimistic up to 0.7; PSIS, Vehtari et al. 2024).",
-        "Variance components: one-sided Wald p-values for H1: variance > 0. At the zero "
-        "boundary Wald inference is conservative and intervals may cross zero.",
+        "Variance components: one-sided Wald p-values for H1: variance > 0 (two-sided for "
+        "covariances). At the zero boundary Wald inference is conservative and intervals "
+        "may cross zero.",
     ]
+    singular = list(getattr(res, "singular", []))
+    if singular:
+        notes.append(f"BOUNDARY (singular fit): the covariance of {singular} is singular at "
+                     "the estimate (a variance at 0 or a correlation at +-1); Wald standard "
+                     "errors and the VarCorr table's delta-method errors are not reliable "
+                     "there.")
     if not res.converged:
         notes.append("WARNING: the Monte Carlo MLE did not converge: " + res.fit_log.message)
     raw = getattr(res, "llf_unclipped", res.llf)

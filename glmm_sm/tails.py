@@ -23,10 +23,17 @@ weak prior worth 10 observations, as in PSIS.
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
+from scipy.special import logsumexp
 
-__all__ = ["pareto_k", "pareto_k_threshold", "tail_size"]
+__all__ = ["pareto_k", "pareto_k_threshold", "tail_size", "block_pareto_k", "EVEN_WEIGHTS",
+           "checked_pareto_k"]
+
+#: Blocks whose largest importance weight is at most this multiple of the mean weight are
+#: not given a Pareto k (see :func:`block_pareto_k`).
+EVEN_WEIGHTS = 2.0
 
 
 def tail_size(S):
@@ -95,11 +102,15 @@ def _gpd_shape(x):
     return (n * k_hat + 10 * 0.5) / (n + 10)
 
 
-def block_pareto_k(engine, params, chunk_size=1024):
+def block_pareto_k(engine, params, chunk_size=1024, even=EVEN_WEIGHTS):
     """Pareto ``k`` of each block's importance weights at ``params`` on ``engine``'s draws.
 
     One pass over the draws keeps, per block, the ``tail_size(m) + 1`` largest log weights
-    (all that the fit needs), so memory does not grow with ``m``.
+    (all that the fit needs) and the log of the weights' sum, so memory does not grow with
+    ``m``.  A block whose largest weight is at most ``even`` times the mean weight gets
+    ``nan``: no draw carries more than ``even / m`` of its estimate, and the shape of so short
+    a tail says nothing about the estimate (a near-exact Laplace proposal gives such weights,
+    bounded by the defensive t component, whose top 5% can still look "heavy" in shape).
 
     Parameters
     ----------
@@ -115,13 +126,41 @@ def block_pareto_k(engine, params, chunk_size=1024):
     B, m = engine.data.n_blocks, engine.m
     keep = min(tail_size(m) + 1, m)
     top = np.full((B, 0), -np.inf)
+    total = np.full(B, -np.inf)
     for k0, k1 in engine.ranges:
         U, logf, S, j0, j1 = engine.draws.chunk_arrays(k0, k1)
         for a0 in range(j0, j1, chunk_size):
             _, _, b = engine.draw_terms(params, U, logf, S, a0, min(a0 + chunk_size, j1))
+            total = np.logaddexp(total, logsumexp(b, axis=1))
             top = np.concatenate([top, b], axis=1)
             if top.shape[1] > keep:
                 top = -np.partition(-top, keep - 1, axis=1)[:, :keep]
     if tail_size(m) < 5 or m <= tail_size(m):
         return np.full(B, np.nan)
-    return np.array([_top_k(top[blk]) for blk in range(B)])
+    ratio = np.exp(top.max(axis=1) - (total - math.log(m)))
+    return np.array([_top_k(top[blk]) if ratio[blk] > even else np.nan for blk in range(B)])
+
+
+def checked_pareto_k(engine, params, model, boundary):
+    """Per-block Pareto k at the estimate (empty without draws), with a ConvergenceWarning
+    when a block's weights are too heavy-tailed for its MCSE to mean anything."""
+    if engine is None:
+        return np.zeros(0)
+    from statsmodels.tools.sm_exceptions import ConvergenceWarning
+
+    params = np.asarray(params, dtype=float)
+    if boundary:  # the engine is the reduced model's: drop the components at 0
+        keep = np.ones(len(params), bool)
+        keep[[model.k_fe + t for t in boundary]] = False
+        params = params[keep]
+    k = block_pareto_k(engine, params)
+    cut = pareto_k_threshold(engine.m)
+    bad = np.flatnonzero(k > cut)
+    if bad.size:
+        warnings.warn(
+            f"the importance weights of {bad.size} of {k.size} block(s) are heavy-tailed "
+            f"(largest Pareto k {np.nanmax(k):.2f} > {cut:.2f}, PSIS): their Monte Carlo "
+            "standard errors are unreliable and probably too small. Refit with a larger m "
+            "(or m_start), or check the model (a variance component near 0, a huge block)",
+            ConvergenceWarning, stacklevel=5)
+    return k
