@@ -15,12 +15,22 @@ verbagg-sim
     Bernoulli observations), ``y ~ x1 + x2 + x3`` (x1 binary per subject, x2 binary per item,
     x3 continuous per subject), subject variance 1.3 and item variance 0.15; one block of
     q = 340 effects.  m = 10^4 (``--quick``: 2000).
+v-scalar, v-indep, v-corr (only with ``--vector``)
+    Simulated Bernoulli data, 60 groups x 30 observations (n = 1800), ``y ~ x`` with ``x``
+    standard normal per observation, intercept/slope covariance ((0.6, -0.2), (-0.2, 0.3)),
+    fitted with ``(1 | g)`` (v-scalar: 60 blocks of 1 effect), ``(1 + x || g)`` (v-indep:
+    two independent components) and ``(1 + x | g)`` (v-corr: one correlated term, the same
+    ``Z`` as v-indep, 60 blocks of 2 effects).  Each with moving draws (the default) and
+    frozen draws (``shift=False``), suffix ``-moving`` / ``-frozen``; numba only; m = 2 10^4
+    (``--quick``: 4000).  Correlated terms should cost at most 1.5x the scalar case per
+    (obs x draw) (issue 10); the ratios v-corr / v-indep and v-corr / v-scalar are printed.
 
 Each (problem, kernel) pair runs in a fresh child process, so that the peak resident memory
 (``ru_maxrss``) and the numba first-call (compile or cache-load) time belong to that kernel
 alone.  In each child: build the model, ``fit_laplace()``, ``sample_draws(m, random_state=1,
 params=params, kernel=k)``, then ``engine.evaluate(params, derivs=False)`` and
-``engine.evaluate(params, derivs=True)``: one warm-up call each (reported as "first s") and
+``engine.evaluate(params, derivs=True)``, with the engine's one-point cache cleared before
+each call: one warm-up call each (reported as "first s") and
 the best of R further calls (wall clock and process CPU time).  ns/(obs x draw) is
 ``best seconds / (n * m) * 1e9``.  numba and numpy run on identical draws (same seed, same
 Laplace parameters); the relative difference of their values is printed.
@@ -64,6 +74,20 @@ PROBLEMS = {
 PROFILE_PROBLEMS = {
     "salamander-1blk": (100_000, 10_000),
 }
+# Vector-term problems, only with --vector: the same simulated data with a scalar, an
+# independent (||) and a correlated random-effect term, each with moving and frozen draws.
+VECTOR_TERMS = {
+    "v-scalar": "(1 | g)",
+    "v-indep": "(1 + x || g)",
+    "v-corr": "(1 + x | g)",
+}
+VECTOR_DRAWS = ("moving", "frozen")
+VECTOR_PROBLEMS = {f"{name}-{d}": (20_000, 4_000) for name in VECTOR_TERMS
+                   for d in VECTOR_DRAWS}
+VECTOR_TARGET = 1.5  # correlated vs scalar, per (obs x draw) (issue 10)
+# Timed calls per mode for them (unless --repeats): the ratios compare calls of 0.2-0.3 s,
+# and with 7 a busy shared machine moved single figures by up to 60%.
+VECTOR_REPEATS = 25
 KERNELS = ("numba", "numpy")
 MIN_SPENT_S = 2.0  # keep repeating short calls (beyond R) until this much time is spent
 MAX_REPEATS = 50
@@ -91,8 +115,33 @@ def simulate_verbagg(seed=12345):
     return pd.DataFrame({"y": y, "x1": x1, "x2": x2, "x3": x3, "subj": subj, "item": item})
 
 
+def simulate_slopes(seed=2024, n_groups=60, n_per=30):
+    """Bernoulli data with a correlated random intercept and slope per group."""
+    import pandas as pd
+
+    rng = np.random.Generator(np.random.PCG64(seed))
+    sigma = np.array([[0.6, -0.2], [-0.2, 0.3]])
+    u = rng.multivariate_normal(np.zeros(2), sigma, size=n_groups)
+    g = np.repeat(np.arange(n_groups), n_per)
+    x = rng.standard_normal(g.shape[0])
+    eta = -0.3 + 0.5 * x + u[g, 0] + u[g, 1] * x
+    y = (rng.random(eta.shape[0]) < 1.0 / (1.0 + np.exp(-eta))).astype(float)
+    return pd.DataFrame({"y": y, "x": x, "g": g})
+
+
+def _vector_problem(problem):
+    """``(term, frozen)`` of a --vector problem name such as ``"v-corr-frozen"``."""
+    name, _, draws = problem.rpartition("-")
+    return VECTOR_TERMS[name], draws == "frozen"
+
+
 def build_model(problem):
     from glmm_sm import MonteCarloGLMM
+
+    if problem in VECTOR_PROBLEMS:
+        term, _ = _vector_problem(problem)
+        return MonteCarloGLMM.from_formula(f"y ~ x + {term}", data=simulate_slopes(),
+                                           family="bernoulli")
 
     if problem in ("salamander", "salamander-1blk"):
         import glmm_sm.datasets as ds
@@ -137,6 +186,13 @@ def _time_calls(fn, repeats, budget_s):
     return first_w, first_c, best_w, best_c, r, res
 
 
+def _evaluate_afresh(engine, params, derivs):
+    """``engine.evaluate`` without its one-point cache (a repeated call at the same point
+    would otherwise return the stored evaluation and time nothing)."""
+    engine.__dict__.pop("_last", None)
+    return engine.evaluate(params, derivs=derivs)
+
+
 def run_child(problem, kernel, m, repeats, budget_s):
     out = {"problem": problem, "kernel": kernel, "m": m}
     t0 = time.perf_counter()
@@ -162,13 +218,20 @@ def run_child(problem, kernel, m, repeats, budget_s):
     out["t_fit"] = time.perf_counter() - t0
     out["params"] = params.tolist()
     out["laplace_value"] = float(lap_value)
+    options = {}
+    if problem in VECTOR_PROBLEMS and _vector_problem(problem)[1]:
+        options["shift"] = False  # frozen draws
     t0 = time.perf_counter()
-    draws = model.sample_draws(m, random_state=1, params=params, kernel=kernel, n_jobs=1)
+    draws = model.sample_draws(m, random_state=1, params=params, kernel=kernel, n_jobs=1,
+                               **options)
     out["t_draws"] = time.perf_counter() - t0
     data = draws.data
     out.update(n=int(data.X.shape[0]), q=int(data.q), blocks=int(data.n_blocks),
                p=int(data.k_fe), T=int(data.k_vc), factorize=factorize,
-               stored=bool(draws.stored))
+               stored=bool(draws.stored), moving=model.engine.shift is not None,
+               # (versions without correlated terms have neither attribute)
+               k_vcp=int(getattr(data, "k_vcp", data.k_vc)),
+               n_s=int(getattr(data, "n_s", data.k_vc)))
     if draws.stored:
         c = draws._chunk
         out["draw_bytes"] = int(c.U.nbytes + c.logf.nbytes + c.S.nbytes)
@@ -180,7 +243,7 @@ def run_child(problem, kernel, m, repeats, budget_s):
 
     eng = model.engine
     for mode, derivs in (("value", False), ("vgh", True)):
-        fw, fc, bw, bc, r, ev = _time_calls(partial(eng.evaluate, params, derivs=derivs),
+        fw, fc, bw, bc, r, ev = _time_calls(partial(_evaluate_afresh, eng, params, derivs),
                                             repeats, budget_s)
         out[mode] = {
             "first_wall": fw, "first_cpu": fc, "best_wall": bw, "best_cpu": bc,
@@ -218,13 +281,16 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="smaller m (10^4 and 2000)")
     ap.add_argument("--repeats", type=int, default=None,
-                    help="timed calls after the warm-up (default 7 numba, 3 numpy)")
+                    help="timed calls after the warm-up (default 7 numba, 3 numpy, 25 for "
+                         "the --vector problems)")
     ap.add_argument("--budget", type=float, default=20.0,
                     help="stop repeating (after at least 3) once this many seconds are spent")
     ap.add_argument("--kernels", default=",".join(KERNELS))
     ap.add_argument("--problems", default=",".join(PROBLEMS))
     ap.add_argument("--profile", action="store_true",
                     help="add salamander as one block (factorize=False), numba only")
+    ap.add_argument("--vector", action="store_true",
+                    help="add the scalar / independent / correlated term problems, numba only")
     ap.add_argument("--cold-compile", action="store_true",
                     help="use an empty NUMBA_CACHE_DIR so first calls include compilation")
     ap.add_argument("--child", nargs=3, metavar=("PROBLEM", "KERNEL", "M"),
@@ -242,6 +308,8 @@ def main(argv=None):
     jobs = [(p, k, PROBLEMS[p][1 if args.quick else 0]) for p in problems for k in kernels]
     if args.profile:
         jobs += [(p, "numba", mm[1 if args.quick else 0]) for p, mm in PROFILE_PROBLEMS.items()]
+    if args.vector:
+        jobs += [(p, "numba", mm[1 if args.quick else 0]) for p, mm in VECTOR_PROBLEMS.items()]
 
     env = dict(os.environ)
     tmp_cache = None
@@ -261,7 +329,8 @@ def main(argv=None):
     results = []
     try:
         for c, (problem, kernel, m) in enumerate(jobs):
-            reps = args.repeats or (7 if kernel == "numba" else 3)
+            reps = args.repeats or (VECTOR_REPEATS if problem in VECTOR_PROBLEMS
+                                    else 7 if kernel == "numba" else 3)
             if tmp_cache:
                 env["NUMBA_CACHE_DIR"] = os.path.join(tmp_cache, str(c))
             results.append(spawn(problem, kernel, m, reps, args.budget, env))
@@ -348,7 +417,53 @@ def main(argv=None):
               f"{R_GLMM_NS / best:,.0f}x faster than R glmm")
     print("  (judged on the smaller of CPU and wall time: the performance targets are CPU time "
           "per core,\n   and CPU time is less disturbed by other jobs on a shared machine)")
+    if args.vector:
+        print_vector_section(results)
     return 0
+
+
+def _ns(r, mode):
+    """ns per (obs x draw) of one result and mode: the smaller of CPU and wall time."""
+    t = r[mode]
+    return min(t["best_wall"], t["best_cpu"]) / (r["n"] * r["m"]) * 1e9
+
+
+def print_vector_section(results):
+    """Scalar vs independent vs correlated terms, per draw mode: ns and ratios."""
+    by = {r["problem"]: r for r in results if r["problem"] in VECTOR_PROBLEMS}
+    if not by:
+        return
+    names = list(VECTOR_TERMS)
+    print()
+    print("vector terms (numba; simulated 60 groups x 30 obs, y ~ x; ns per (obs x draw), "
+          "smaller of\n  CPU and wall time; q and n_s: random effects and kernel sums "
+          "S per draw):")
+    for name in names:
+        r = by.get(f"{name}-moving") or by.get(f"{name}-frozen")
+        if r:
+            print(f"  {name:<9} {VECTOR_TERMS[name]:<13} n={r['n']} q={r['q']} "
+                  f"blocks={r['blocks']} parameters={r['p'] + r['k_vcp']} n_s={r['n_s']} "
+                  f"m={r['m']}")
+    hdr = (f"  {'draws':<7} {'mode':<15} " + " ".join(f"{VECTOR_TERMS[n]:>13}" for n in names)
+           + f" {'corr/indep':>11} {'corr/scalar':>12}")
+    print(hdr)
+    worst = 0.0
+    for draws in VECTOR_DRAWS:
+        rs = [by.get(f"{n}-{draws}") for n in names]
+        if not all(rs):
+            continue
+        for r in rs:
+            if r["moving"] != (draws == "moving"):
+                print(f"  [WARNING: {r['problem']} ran with moving={r['moving']}]")
+        for mode, label in (("value", "value"), ("vgh", "value+grad+Hess")):
+            ns = [_ns(r, mode) for r in rs]
+            worst = max(worst, ns[2] / ns[1])
+            print(f"  {draws:<7} {label:<15} " + " ".join(f"{v:>13.2f}" for v in ns)
+                  + f" {ns[2] / ns[1]:>11.2f} {ns[2] / ns[0]:>12.2f}")
+    if worst:
+        print(f"  target (issue 10): correlated <= {VECTOR_TARGET:g}x per (obs x draw); largest "
+              f"corr/indep ratio (same Z) {worst:.2f}: "
+              f"{'MET' if worst <= VECTOR_TARGET else 'NOT MET'}")
 
 
 if __name__ == "__main__":

@@ -208,6 +208,13 @@ class MCLAEngine:
             lfu = lfu - np.einsum("bck,c->bk", S[:, T:], pc)
         return U, eta, lfy + lfu - logf[:, j0:j1]
 
+    def iter_log_weights(self, params, chunk_size=1024):
+        """The draws' log importance weights at ``params``, ``(n_blocks, K)`` per chunk."""
+        for k0, k1 in self.ranges:
+            U, logf, S, j0, j1 = self.draws.chunk_arrays(k0, k1)
+            for a0 in range(j0, j1, chunk_size):
+                yield self.draw_terms(params, U, logf, S, a0, min(a0 + chunk_size, j1))[2]
+
     def weighted_draws(self, params, chunk_size=512):
         """Yield ``(U, eta, v, sc)`` for every ``chunk_size`` draws, for running
         self-normalised sums: ``v = exp(b - A)`` (n_blocks, K) are the draws' weights

@@ -35,6 +35,7 @@ from .draws import DrawSet
 from .engine import MCLAEngine, effective_n_jobs
 from .laplace import laplace_fit
 from .params import CachedObjective, ParamTransform
+from .rb_fit import rb_record, rb_round, rb_structure
 from .records import (  # noqa: F401  (FitLog and monte_carlo_errors: their home was here)
     FitLog,
     FitOptions,
@@ -140,8 +141,9 @@ def mcmle(model, opts: FitOptions, random_state=None, start_params=None, callbac
     with threadpool_limits(1, user_api="blas"):
         outcome = _mcmle(model, opts, seed, start_params, callback, disp, client)
         if outcome.boundary:
-            def refit(reduced, seed, start):
-                return _mcmle(reduced, opts, seed, start, callback, disp, client)
+            def refit(reduced, seed, start):  # boundary scores need joint draws
+                return _mcmle(reduced, replace(opts, rao_blackwell=False), seed, start,
+                              callback, disp, client)
 
             outcome = fit_with_boundary(model, outcome, refit)
     if outcome.engine is not None:
@@ -272,6 +274,9 @@ class _RoundState:
             self.deadline = t_start + opts.time_budget
         self.n_jobs = effective_n_jobs(opts.n_jobs)
         self.tr = ParamTransform(model.arrays.X, model.k_vc, cov=model.design.cov)
+        self.rb = rb_structure(model, opts, factorize, client)
+        if self.rb is not None:
+            log.rao_blackwell = rb_record(model, self.rb)
         self.centre, self.centre_mode = lap, mode
         m = opts.m_start if opts.m == "auto" else int(opts.m)
         self.m = min(m, opts.max_m) if opts.m == "auto" else m
@@ -282,12 +287,17 @@ class _RoundState:
         """Run round ``rnd``; True when the fit stops after it."""
         opts, log, p = self.opts, self.log, self.model.k_fe
         t_round = time.perf_counter()
-        smp = self.model.make_sampler(self.centre, opts.sampler, self.factorize,
-                                      mode=self.centre_mode, **opts.sampler_options)
-        draws = DrawSet.from_sampler(smp, self.m, child_seed(self.seed, rnd),
-                                     opts.memory_budget, materialize=self.client is None,
-                                     n_jobs=self.n_jobs)
-        engine = MCLAEngine(draws, opts.kernel, opts.chunk_size, self.n_jobs, self.client)
+        if self.rb is not None:
+            draws, engine = rb_round(self.model, self.rb, self.centre, self.centre_mode,
+                                     self.factorize, self.m, child_seed(self.seed, rnd), opts,
+                                     self.n_jobs)
+        else:
+            smp = self.model.make_sampler(self.centre, opts.sampler, self.factorize,
+                                          mode=self.centre_mode, **opts.sampler_options)
+            draws = DrawSet.from_sampler(smp, self.m, child_seed(self.seed, rnd),
+                                         opts.memory_budget, materialize=self.client is None,
+                                         n_jobs=self.n_jobs)
+            engine = MCLAEngine(draws, opts.kernel, opts.chunk_size, self.n_jobs, self.client)
         theta, res, ev = _maximize(engine, self.centre, self.tr, opts, log, rnd)
         info, err, mcse = self._record(rnd, theta, res, ev, time.perf_counter() - t_round)
         self.outcome = FitOutcome(theta, ev, engine, log, False, self.seed)

@@ -64,7 +64,10 @@ def laplace_hessian(system, params, mode, rel_step=REL_STEP):
     p = system.data.k_fe
     params = np.asarray(params, dtype=float)
     k = params.size
-    steps = rel_step * np.concatenate([np.maximum(np.abs(params[:p]), 1.0), params[p:]])
+    cov_part = params[p:]
+    if system.data.cov.has_vector:  # covariances may be 0 or negative
+        cov_part = np.maximum(np.abs(cov_part), 1e-3 * np.max(np.abs(cov_part)))
+    steps = rel_step * np.concatenate([np.maximum(np.abs(params[:p]), 1.0), cov_part])
 
     def score(theta):
         beta, nu = theta[:p], theta[p:]
@@ -103,8 +106,9 @@ def laplace_re_cov(model, system, nu, mode):
     q = len(model.vc_names)
     groups = [(ids, cols) for _, ids, cols in system.groups]
     mats = [_precision_inverse(L) for L in mode.chol]
+    var = model.design.cov.variances(nu) if model.design.cov.has_vector else np.asarray(nu)
     return block_cov_matrix(system.data.layout, np.arange(q), q, groups, mats,
-                            np.asarray(nu)[model.ident])
+                            var[model.ident])
 
 
 def _outcome(model, system, params, value, mode, seconds):
@@ -114,13 +118,15 @@ def _outcome(model, system, params, value, mode, seconds):
     beta, nu = params[:p], params[p:]
     grad = laplace_score(system, beta, nu, mode)
     H = laplace_hessian(system, params, mode)
-    boundary = at_boundary(nu, BOUNDARY_NU)
+    vector = data.cov.has_vector
+    boundary = [] if vector else at_boundary(nu, BOUNDARY_NU)
     free = np.setdiff1d(np.arange(params.size), p + np.array(boundary, dtype=int))
     cov = _covariance(H, free)
     g = grad[free]
     decrement = float(g @ cov[np.ix_(free, free)] @ g) if np.all(np.isfinite(cov)) else np.inf
     converged = bool(mode.converged and 0.5 * decrement < NEWTON_DECREMENT_TOL)
-    block_values = (mode.h_block - 0.5 * mode.logdet_block - 0.5 * data.qbt @ np.log(nu))
+    lognu = data.cov.kernel_inputs(nu)[1] if vector else np.log(nu)
+    block_values = (mode.h_block - 0.5 * mode.logdet_block - 0.5 * data.qbt @ lognu)
     ev = Evaluation(float(value), grad, H, None, np.zeros(0), block_values)
     log = FitLog(laplace={"params": params, "value": float(value), "seconds": seconds})
     log.message = ("Laplace MLE" + ("" if converged else

@@ -40,7 +40,7 @@ def lme4_terms(formula):
     return [(a.strip(), bar, g.strip()) for a, bar, g in _TERM.findall(str(formula))]
 
 
-def split_random_terms(formula, vc_formulas=None):
+def split_random_terms(formula, vc_formulas=None, data=None):
     """The fixed-effects formula and the variance components of its lme4 terms.
 
     Parameters
@@ -49,6 +49,9 @@ def split_random_terms(formula, vc_formulas=None):
         E.g. ``"Mate ~ 0 + Cross + (1 | Female) + (1 | Male)"``.
     vc_formulas : dict, optional
         Further components; their names must differ from the terms'.
+    data : pandas.DataFrame, optional
+        With it, a ``|`` term whose one expression gives several columns (a factor,
+        ``(0 + f | g)``) is correlated, as in lme4.
 
     Returns
     -------
@@ -62,7 +65,7 @@ def split_random_terms(formula, vc_formulas=None):
         return formula, vc_formulas
     comps = {}
     for expr, bar, group in terms:
-        if _is_vector(expr, bar):
+        if _is_vector(expr, bar, data):
             continue
         for name, design in _components(expr, bar, group, formula):
             if name in comps:
@@ -91,16 +94,31 @@ def _columns(expr):
     return ([] if no_intercept else [None]) + slopes
 
 
-def _is_vector(expr, bar):
-    return bar == "|" and len(_columns(expr)) > 1
+def _is_vector(expr, bar, data=None):
+    """A ``|`` term with more than one column: by its terms, or (given ``data``) by the
+    formula engine's model matrix (a factor gives one column per level)."""
+    if bar != "|":
+        return False
+    if len(_columns(expr)) > 1:
+        return True
+    if data is None:
+        return False
+    from statsmodels.formula._manager import FormulaManager
+
+    try:
+        mat = FormulaManager().get_matrices(expr, data, eval_env=0, pandas=True,
+                                            na_action="drop")
+    except Exception:  # evaluated again, with its own message, where it is built
+        return False
+    return mat.shape[1] > 1
 
 
-def vector_terms(formula):
+def vector_terms(formula, data=None):
     """The correlated terms of ``formula`` as ``(group, expr)`` pairs, e.g.
     ``("district", "1 + urban")``; nested groups ``g1/g2`` are refused."""
     out = []
     for expr, bar, group in lme4_terms(formula):
-        if not _is_vector(expr, bar):
+        if not _is_vector(expr, bar, data):
             continue
         g = re.sub(r"\s+", "", group)
         if "/" in g:

@@ -182,8 +182,17 @@ def lrtest(full, reduced, mixture=True):
     else:
         raise TypeError("reduced must be the results of MonteCarloGLMM.fit or of a "
                         f"statsmodels GLM; got {type(red_r).__name__}")
-    df_fixed, dropped = _check_nested(_glmm_side(full_r), red)
-    if df_fixed == 0 and not dropped:
+    full_side = _glmm_side(full_r)
+    df_fixed, dropped = _check_nested(full_side, red)
+    # A covariance of full that reduced lacks is an interior parameter: it counts as a
+    # chi2 degree of freedom, not as a boundary.
+    red_covs = getattr(red, "covs", {})
+    extra = [n for k, n in red_covs.items() if k not in full_side.covs]
+    if extra:
+        raise ValueError(f"the models are not nested: reduced has covariance(s) {extra} "
+                         "that full does not have")
+    cov_dropped = [n for k, n in full_side.covs.items() if k not in red_covs]
+    if df_fixed == 0 and not dropped and not cov_dropped:
         raise ValueError("reduced has the same parameters as full: nothing to test")
     l1, s1 = _glmm_llf(full_r), float(full_r.llf_mcse)
     l0, s0 = _reduced_llf(red_r, red, full_r.model.arrays)
@@ -194,16 +203,16 @@ def lrtest(full, reduced, mixture=True):
                       f"model's ({l0:.4f}) by more than its Monte Carlo error: the full fit "
                       "did not reach its maximum (refit it, or increase m)", UserWarning,
                       stacklevel=2)
-    weights = chibar_weights(len(dropped), df_fixed, mixture)
+    weights = chibar_weights(len(dropped), df_fixed + len(cov_dropped), mixture)
     # The full fit put every dropped component at 0 and drops no fixed effect: its maximum
     # lies in the reduced model, so the statistic is 0 (up to Monte Carlo error or
     # rounding), where chi2(0)'s atom gives p = 1.
-    zero = (df_fixed == 0 and set(dropped) <= set(full_r.boundary)) or (
+    zero = (df_fixed == 0 and not cov_dropped and set(dropped) <= set(full_r.boundary)) or (
         stat_mcse == 0.0 and abs(stat) <= 1e-8 * max(1.0, abs(l1)))
     pvalue, density = _mixture_sf_pdf(0.0 if zero else max(stat, 0.0), weights)
-    return LRTestResult(float(stat), df_fixed + len(dropped), pvalue,
+    return LRTestResult(float(stat), df_fixed + len(cov_dropped) + len(dropped), pvalue,
                         stat_mcse, min(density * stat_mcse, 1.0), l1, l0, s1, s0, df_fixed,
-                        tuple(dropped), weights, _mixture_name(weights))
+                        tuple(dropped) + tuple(cov_dropped), weights, _mixture_name(weights))
 
 
 # ------------------------------------------------------------------------ the two models
@@ -227,10 +236,23 @@ def _glmm_side(res):
     """What nesting compares, for a MonteCarloGLMM fit."""
     mod = res.model
     a = mod.arrays
+    design = mod.design
+    comps = list(design.vcp_names)
+    # Covariances of correlated terms, by the pair of components they link.
+    covs = {}
+    for ui, i, j in design.cov.cross:
+        u = design.cov.units[ui]
+        name = mod.vcp_names[_cov_param_index(design.cov, ui, i, j)]
+        covs[frozenset((comps[u[i]], comps[u[j]]))] = name
     return SimpleNamespace(code=a.family.code, wy=a.weights * a.y, wn=a.weights * a.ntrials,
                            offset=a.offset, X=a.X, fe_names=list(mod.exog_names),
-                           vcp_names=list(mod.vcp_names), Z=mod.exog_vc, ident=mod.ident,
-                           nobs=a.nobs)
+                           vcp_names=comps, Z=mod.exog_vc, ident=mod.ident,
+                           nobs=a.nobs, covs=covs)
+
+
+def _cov_param_index(cov, ui, i, j):
+    """Index (among the covariance parameters) of ``Cov(i, j)`` of term ``ui``."""
+    return int(cov.param_ptr[ui]) + i * (i + 1) // 2 + j
 
 
 def _glm_family_code(glm_model):

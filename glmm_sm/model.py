@@ -188,10 +188,10 @@ class MonteCarloGLMM(LikelihoodModel):
             raise TypeError(f"from_formula() got unknown argument(s) {unknown}")
         if isinstance(vc_formulas, pd.DataFrame) and (data is None or isinstance(data, dict)):
             vc_formulas, data = data, vc_formulas
-        vterms = vector_terms(formula)
-        formula, vc_formulas = split_random_terms(formula, vc_formulas)
         if not isinstance(data, pd.DataFrame):
             raise TypeError(f"data must be a pandas DataFrame; got {type(data).__name__}")
+        vterms = vector_terms(formula, data)
+        formula, vc_formulas = split_random_terms(formula, vc_formulas, data)
         if vc_formulas is None and not vterms:
             raise ValueError("vc_formulas is required: MonteCarloGLMM needs random effects")
         if subset is not None:

@@ -200,13 +200,13 @@ def _random_design(res, exog, exog_vc, n):
         return Z, np.zeros(n)
     if exog is None:
         return sp.csr_matrix(mod.exog_vc), np.zeros(n)
-    if not isinstance(exog, pd.DataFrame) or getattr(mod, "vc_formulas", None) is None:
-        raise ValueError("conditional=True with new exog needs a DataFrame and a model built "
-                         "with from_formula, or the random-effects design as exog_vc")
     if mod.design.cov.has_vector:
         raise ValueError("conditional=True with new exog is not available for models with "
                          "correlated random-effect terms yet; pass the random-effects design "
                          "of the new rows as exog_vc (columns as model.vc_names)")
+    if not isinstance(exog, pd.DataFrame) or getattr(mod, "vc_formulas", None) is None:
+        raise ValueError("conditional=True with new exog needs a DataFrame and a model built "
+                         "with from_formula, or the random-effects design as exog_vc")
     from .design import vc_design_from_formulas
 
     Zn, ident_n, names_t, names = vc_design_from_formulas(mod.vc_formulas, exog, eval_env={},

@@ -44,6 +44,10 @@ class FitOptions:
     factorize: bool | None = None
     sampler_options: dict = field(default_factory=dict)
     boundary_tol: float = BOUNDARY_NU
+    #: Integrate the levels of one crossed factor by quadrature and sample the rest
+    #: (:mod:`glmm_sm.rao_blackwell`): True wherever a block allows it, "auto" where a
+    #: large block gains, False (default) never.
+    rao_blackwell: bool | str = False
     #: Internal: the absolute ``time.perf_counter()`` by which the whole fit (boundary
     #: refits included) must end; set by :func:`mcmle` from ``time_budget``.
     deadline: float | None = None
@@ -76,6 +80,9 @@ class FitOptions:
         if not _real(self.memory_budget) or self.memory_budget < 0:
             raise ValueError("memory_budget must be a number of bytes >= 0; got "
                              f"{self.memory_budget!r}")
+        if not (self.rao_blackwell == "auto" or isinstance(self.rao_blackwell, (bool, np.bool_))):
+            raise ValueError(f"rao_blackwell must be 'auto', True or False; got "
+                             f"{self.rao_blackwell!r}")
         if self.factorize is not None and not isinstance(self.factorize, (bool, np.bool_)):
             raise TypeError(f"factorize must be True, False or None; got {self.factorize!r}")
         if not isinstance(self.sampler_options, dict):
@@ -125,6 +132,10 @@ class FitLog:
         :mod:`glmm_sm.boundary`.
     warnings : list of str
         Problems found along the way, each also issued as a ConvergenceWarning.
+    rao_blackwell : dict
+        With Rao-Blackwellized blocks (:mod:`glmm_sm.rao_blackwell`): the integrated
+        component of each block, the number of integrated levels, the sampled dimension of
+        the largest block and the quadrature nodes; empty otherwise.
     """
 
     evaluations: list = field(default_factory=list)
@@ -134,6 +145,7 @@ class FitLog:
     message: str = ""
     boundary: dict = field(default_factory=dict)
     warnings: list = field(default_factory=list)
+    rao_blackwell: dict = field(default_factory=dict)
 
     def to_frame(self):
         """The rounds as a pandas DataFrame."""

@@ -309,6 +309,8 @@ class MonteCarloGLMMResults(LikelihoodModelResults, ResultMixin):
         _check_alpha(alpha)
         if method == "wald" and cols is None:
             return super().conf_int(alpha=alpha)
+        if method == "profile":
+            self._scalar_only("conf_int(method='profile')")
         rows = param_indices(self, cols)
         out = np.full((len(self.params), 2), np.nan)
         if method == "wald":

@@ -102,7 +102,7 @@ def _gpd_shape(x):
     return (n * k_hat + 10 * 0.5) / (n + 10)
 
 
-def block_pareto_k(engine, params, chunk_size=1024, even=EVEN_WEIGHTS):
+def block_pareto_k(engine, params, even=EVEN_WEIGHTS):
     """Pareto ``k`` of each block's importance weights at ``params`` on ``engine``'s draws.
 
     One pass over the draws keeps, per block, the ``tail_size(m) + 1`` largest log weights
@@ -127,14 +127,11 @@ def block_pareto_k(engine, params, chunk_size=1024, even=EVEN_WEIGHTS):
     keep = min(tail_size(m) + 1, m)
     top = np.full((B, 0), -np.inf)
     total = np.full(B, -np.inf)
-    for k0, k1 in engine.ranges:
-        U, logf, S, j0, j1 = engine.draws.chunk_arrays(k0, k1)
-        for a0 in range(j0, j1, chunk_size):
-            _, _, b = engine.draw_terms(params, U, logf, S, a0, min(a0 + chunk_size, j1))
-            total = np.logaddexp(total, logsumexp(b, axis=1))
-            top = np.concatenate([top, b], axis=1)
-            if top.shape[1] > keep:
-                top = -np.partition(-top, keep - 1, axis=1)[:, :keep]
+    for b in engine.iter_log_weights(params):
+        total = np.logaddexp(total, logsumexp(b, axis=1))
+        top = np.concatenate([top, b], axis=1)
+        if top.shape[1] > keep:
+            top = -np.partition(-top, keep - 1, axis=1)[:, :keep]
     if tail_size(m) < 5 or m <= tail_size(m):
         return np.full(B, np.nan)
     ratio = np.exp(top.max(axis=1) - (total - math.log(m)))

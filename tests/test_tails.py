@@ -53,13 +53,17 @@ def test_block_pareto_k_streams_the_same_tail_as_all_weights():
                                                            "M": "0 + C(Male)"}, df,
                                       family="bernoulli")
     params = mod.fit_laplace()[0]
-    draws = mod.sample_draws(3000, random_state=5, params=params)
+    draws = mod.sample_draws(3000, random_state=5, params=params, chunk_size=700)
     eng = mod.engine
     U, logf, S, j0, j1 = draws.chunk_arrays(0, draws.m)
     _, _, b = eng.draw_terms(params, U, logf, S, j0, j1)
     want = np.array([pareto_k(row) for row in b])
-    np.testing.assert_allclose(block_pareto_k(eng, params, chunk_size=700), want, rtol=1e-12)
-    assert np.all((want > -1) & (want < 0.7))
+    # Blocks whose largest weight is at most twice the mean get no k (too even to matter).
+    ratio = np.exp(b.max(axis=1) - (np.logaddexp.reduce(b, axis=1) - np.log(b.shape[1])))
+    want = np.where(ratio > 2.0, want, np.nan)
+    assert np.isfinite(want).sum() >= 3
+    np.testing.assert_allclose(block_pareto_k(eng, params), want, rtol=1e-12)
+    assert np.all((want[np.isfinite(want)] > -1) & (want[np.isfinite(want)] < 0.7))
 
 
 def test_heavy_tail_warning_fires_on_a_too_narrow_sampler_and_not_on_a_default_fit():

@@ -190,3 +190,24 @@ def test_bad_correlated_terms_are_refused(slope_data):
     res = _model(slope_data).fit(random_state=0, disp=False, n_jobs=1, max_rounds=1)
     with pytest.raises(NotImplementedError, match="correlated"):
         res.profile_conf_int()
+
+
+def test_likelihood_ratio_tests_of_a_correlated_term(slope_data):
+    import glmm_sm
+
+    fits = {f: _model(slope_data, f).fit(random_state=0, disp=False, n_jobs=1)
+            for f in ("y ~ x + (1 + x | g)", "y ~ x + (1 + x || g)", "y ~ x + (1 | g)")}
+    full = fits["y ~ x + (1 + x | g)"]
+    cov_only = glmm_sm.lrtest(full, fits["y ~ x + (1 + x || g)"])
+    assert cov_only.df == 1 and cov_only.mixture == ((1.0, 1),)  # an interior parameter
+    slope = glmm_sm.lrtest(full, fits["y ~ x + (1 | g)"])
+    assert slope.df == 2 and slope.mixture == ((0.5, 1), (0.5, 2))  # Self and Liang
+    assert "g Cov(x, Intercept)" in slope.dropped_vc
+
+
+def test_factor_slope_is_correlated_and_laplace_fit_works(slope_data):
+    df = slope_data.assign(f=np.where(slope_data["x"] > 0, "hi", "lo"))
+    mod = _model(df, "y ~ f + (0 + f | g)")  # lme4: a k x k covariance for a factor
+    assert mod.vcp_names == ["g Var(f[hi])", "g Cov(f[lo], f[hi])", "g Var(f[lo])"]
+    lap = _model(slope_data).fit(method="laplace")
+    assert np.all(np.isfinite(lap.bse)) and lap.converged
