@@ -193,6 +193,47 @@ def _evaluate_afresh(engine, params, derivs):
     return engine.evaluate(params, derivs=derivs)
 
 
+def rb_section(m, repeats):
+    """Time one evaluation (value, gradient, Hessian) on the VerbAgg-sized crossed design
+    (316 subjects x 24 items, one block of 340 effects) with frozen and moving draws of all
+    340 effects, and with the subjects integrated by quadrature (Rao-Blackwellized: 24
+    sampled effects), in this process; prints ns per (observation x draw), the best of
+    ``repeats`` calls after a warm-up (compilation excluded)."""
+    from glmm_sm import MonteCarloGLMM
+    from glmm_sm._random import as_seed_sequence
+    from glmm_sm.draws import DrawSet
+    from glmm_sm.rao_blackwell import RBSampler, RBStructure
+    from glmm_sm.rb_engine import RBEngine
+
+    df = simulate_verbagg()
+    mod = MonteCarloGLMM.from_formula("y ~ x1 + x2 + x3", {"subj": "0 + C(subj)",
+                                                          "item": "0 + C(item)"}, df)
+    params, _, mode = mod.fit_laplace()
+    n = len(df)
+    engines = {}
+    for name, shift in (("frozen", False), ("moving", True)):
+        mod.sample_draws(m, random_state=1, params=params, n_jobs=1, shift=shift)
+        engines[name] = mod.engine
+    system = mod.block_system()
+    smp = RBSampler(system, params, mode, RBStructure(system.data))
+    engines["rao-blackwell"] = RBEngine(DrawSet.from_sampler(smp, m, as_seed_sequence(1)),
+                                        n_jobs=1)
+    print(f"VerbAgg-sized design: n = {n}, m = {m}, one thread, best of {repeats}")
+    print(f"{'draws':>14s} {'seconds':>8s} {'ns/(obs x draw)':>16s} {'ESS':>7s}")
+    for name, eng in engines.items():
+        ev = _evaluate_afresh(eng, params, True)  # warm-up (and compilation)
+        best = min(_timed(lambda e=eng: _evaluate_afresh(e, params, True))
+                   for _ in range(repeats))
+        print(f"{name:>14s} {best:8.3f} {best / (n * m) * 1e9:16.1f} {ev.ess.min():7.0f}")
+    return 0
+
+
+def _timed(fn):
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
 def run_child(problem, kernel, m, repeats, budget_s):
     out = {"problem": problem, "kernel": kernel, "m": m}
     t0 = time.perf_counter()
@@ -295,7 +336,12 @@ def main(argv=None):
                     help="use an empty NUMBA_CACHE_DIR so first calls include compilation")
     ap.add_argument("--child", nargs=3, metavar=("PROBLEM", "KERNEL", "M"),
                     help=argparse.SUPPRESS)
+    ap.add_argument("--rb", action="store_true",
+                    help="only: frozen, moving and Rao-Blackwellized draws on the "
+                         "VerbAgg-sized design, ns per (observation x draw)")
     args = ap.parse_args(argv)
+    if args.rb:
+        return rb_section(2000 if args.quick else 8000, args.repeats or 3)
 
     if args.child:
         problem, kernel, m = args.child

@@ -88,7 +88,7 @@ def _tile_loglik(fam, derivs, o0, o1, kt, nt, xb, wy, wn, X, zptr, zidx, zval, U
 
 @numba.njit(**_FLAGS)
 def _rescale(b, o0, o1, c0, c1, sc, out_s1, out_s1sq, out_s2, out_s2sq, out_sS, out_hc,
-             out_sU):
+             out_sU, out_sUU):
     """Multiply block ``b``'s running sums by ``sc`` (``sc**2`` for the squared ones).
 
     ``sc = 0`` sets them to zero whatever they held.
@@ -107,6 +107,9 @@ def _rescale(b, o0, o1, c0, c1, sc, out_s1, out_s1sq, out_s2, out_s2sq, out_sS, 
         out_hc[i] = out_hc[i] * sc if sc != 0.0 else 0.0
     for j in range(c0, c1):
         out_sU[j] = out_sU[j] * sc if sc != 0.0 else 0.0
+    if out_sUU.shape[0]:
+        for j in range(c0, c1):
+            out_sUU[j] = out_sUU[j] * sc if sc != 0.0 else 0.0
 
 
 @numba.njit(**_ACC_FLAGS)
@@ -180,55 +183,89 @@ def _tile_log_weights(b, kt, nt, const, S, nu, pc, lfy, logf, base):
     return tmax
 
 
+@numba.njit(**_ACC_FLAGS)
+def _moments(c0, c1, kt, nt, ew, U, out_sU, out_sUU):
+    """Weighted sums of the block's effects and of their squares over the tile."""
+    for j in range(c0, c1):
+        acc = 0.0
+        acc2 = 0.0
+        urow = U[j, kt : kt + nt]
+        for kk in range(nt):
+            acc += ew[kk] * urow[kk]
+            acc2 += ew[kk] * urow[kk] * urow[kk]
+        out_sU[j] += acc
+        out_sUU[j] += acc2
+
+
 @numba.njit(**_FLAGS)
-def chunk_sums(fam, derivs, obs_ptr, col_ptr, xb, wy, wn, X, zptr, zidx, zval,
-               U, logf, S, k0, k1, lognu, nu, pc, qbt, shifted, Gp,
-               out_a, out_s0, out_s0sq, out_s1, out_s1sq, out_s2, out_s2sq, out_sS, out_hc,
-               out_sU):
-    """Partial sums of every block over draws ``k0:k1`` of ``U``, written into ``out_*``.
-
-    ``nu`` and ``lognu`` hold each component's (kernel) variance and its log, ``pc`` the
-    coefficients of the cross sums of correlated terms (rows ``T:`` of ``S``; see
-    :mod:`glmm_sm.covstruct`), empty without such terms.
-
-    ``shifted``: the draws move with the fixed effects (see :mod:`glmm_sm.engine`); ``X`` is
-    then the shifted design ``X + Z M``, ``Gp[b, :, k - k0]`` is added to draw ``k``'s beta
-    score in block ``b``, and ``out_sU[j]`` sums the weighted draws of effect ``j``.
-    Otherwise ``Gp`` and ``out_sU`` are not used.
-    """
-    n_blocks = obs_ptr.shape[0] - 1
-    p = X.shape[1]
-    T = nu.shape[0]
+def _work(obs_ptr, p, n_s):
+    """The kernel's per-tile work arrays."""
     max_nb = 0
-    for b in range(n_blocks):
+    for b in range(obs_ptr.shape[0] - 1):
         max_nb = max(max_nb, obs_ptr[b + 1] - obs_ptr[b])
-    eta = np.empty(TILE)
-    lfy = np.empty(TILE)
-    rr = np.empty(TILE)
-    base = np.empty(TILE)
-    ew = np.empty(TILE)
-    G = np.empty((p, TILE))
-    cpp = np.empty((max_nb, TILE))
+    return (np.empty(TILE), np.empty(TILE), np.empty(TILE), np.empty(TILE), np.empty(TILE),
+            np.empty((p, TILE)), np.empty((max_nb, TILE)), np.empty(p + n_s))
+
+
+@numba.njit(**_FLAGS)
+def chunk_sums(fam, derivs, design, draws, k0, k1, prior, shifted, Gp, out):
+    """Partial sums of every block over draws ``k0:k1`` of ``U``, written into ``out``.
+
+    Parameters
+    ----------
+    fam : int
+        0 binomial (Bernoulli), 1 Poisson.
+    derivs : bool
+        Also the score and Hessian sums (else only ``a``, ``s0``, ``s0sq``).
+    design : tuple
+        ``(obs_ptr, col_ptr, xb, wy, wn, X, zptr, zidx, zval)``: block pointers, ``X beta +
+        offset``, weighted responses and trials, the fixed-effects design and ``Z`` as CSR.
+    draws : tuple
+        ``(U, logf, S)``: the draws (effects x draws), their log importance densities and
+        sums of squares (cross sums after the ``T`` components for correlated terms).
+    prior : tuple
+        ``(lognu, nu, pc, qbt)``: each component's (kernel) variance and its log, the cross
+        sums' coefficients (:mod:`glmm_sm.covstruct`; empty without correlated terms), and
+        the columns per block and component.
+    shifted : bool
+        The draws move with the fixed effects (see :mod:`glmm_sm.engine`); ``X`` is then the
+        shifted design ``X + Z M``, ``Gp[b, :, k - k0]`` is added to draw ``k``'s beta score
+        in block ``b``, and ``sU[j]`` sums the weighted draws of effect ``j``.  Otherwise
+        ``Gp`` is not used.
+    out : tuple
+        ``(a, s0, s0sq, s1, s1sq, s2, s2sq, sS, hc, sU, sUU, lw)``.  With a non-empty
+        ``sUU`` the weighted sums of every effect and of its square go to ``sU`` and ``sUU``
+        (conditional moments); with a non-empty ``lw`` (n_blocks, k1 - k0) the draws' log
+        weights are stored there.
+    """
+    obs_ptr, col_ptr, xb, wy, wn, X, zptr, zidx, zval = design
+    U, logf, S = draws
+    lognu, nu, pc, qbt = prior
+    (out_a, out_s0, out_s0sq, out_s1, out_s1sq, out_s2, out_s2sq, out_sS, out_hc, out_sU,
+     out_sUU, out_lw) = out
+    n_blocks = obs_ptr.shape[0] - 1
+    eta, lfy, rr, base, ew, G, cpp, gk = _work(obs_ptr, X.shape[1], nu.shape[0] + pc.shape[0])
     nc = pc.shape[0]
-    gk = np.empty(p + T + nc)
+    moments = out_sUU.shape[0] > 0
+    keep_lw = out_lw.shape[1] > 0
     for b in range(n_blocks):
-        o0 = obs_ptr[b]
-        o1 = obs_ptr[b + 1]
-        c0 = col_ptr[b]
-        c1 = col_ptr[b + 1]
-        const = -HALF_LOG2PI * (col_ptr[b + 1] - col_ptr[b])
-        for t in range(T):
+        o0, o1, c0, c1 = obs_ptr[b], obs_ptr[b + 1], col_ptr[b], col_ptr[b + 1]
+        const = -HALF_LOG2PI * (c1 - c0)
+        for t in range(nu.shape[0]):
             const -= 0.5 * qbt[b, t] * lognu[t]
         a = -np.inf
         s0 = 0.0
         s0sq = 0.0
         _rescale(b, o0, o1, c0, c1, 0.0, out_s1, out_s1sq, out_s2, out_s2sq, out_sS, out_hc,
-                 out_sU)
+                 out_sU, out_sUU)
         for kt in range(k0, k1, TILE):
             nt = min(TILE, k1 - kt)
             _tile_loglik(fam, derivs, o0, o1, kt, nt, xb, wy, wn, X, zptr, zidx, zval, U,
                          eta, lfy, rr, G, cpp)
             tmax = _tile_log_weights(b, kt, nt, const, S, nu, pc, lfy, logf, base)
+            if keep_lw:
+                for kk in range(nt):
+                    out_lw[b, kt + kk - k0] = base[kk]
             if not tmax > -np.inf:
                 continue
             if tmax > a:
@@ -237,7 +274,7 @@ def chunk_sums(fam, derivs, obs_ptr, col_ptr, xb, wy, wn, X, zptr, zidx, zval,
                     s0 *= sc
                     s0sq *= sc * sc
                     _rescale(b, o0, o1, c0, c1, sc, out_s1, out_s1sq, out_s2, out_s2sq,
-                             out_sS, out_hc, out_sU)
+                             out_sS, out_hc, out_sU, out_sUU)
                 a = tmax
             for kk in range(nt):
                 w = math.exp(base[kk] - a)
@@ -248,6 +285,8 @@ def chunk_sums(fam, derivs, obs_ptr, col_ptr, xb, wy, wn, X, zptr, zidx, zval,
                 _accumulate(b, o0, o1, c0, c1, kt, nt, k0, ew, G, cpp, S, nu, nc, qbt, gk,
                             shifted, U, Gp, out_s1, out_s1sq, out_s2, out_s2sq, out_sS, out_hc,
                             out_sU)
+            if moments:
+                _moments(c0, c1, kt, nt, ew, U, out_sU, out_sUU)
         out_a[b] = a
         out_s0[b] = s0
         out_s0sq[b] = s0sq

@@ -13,15 +13,21 @@ from threadpoolctl import threadpool_limits
 from ._constants import HALF_LOG2PI, POISSON_ETA_MAX
 
 
-def chunk_sums(fam, derivs, obs_ptr, col_ptr, xb, wy, wn, X, zptr, zidx, zval,
-               U, logf, S, k0, k1, lognu, nu, pc, qbt, shifted, Gp,
-               out_a, out_s0, out_s0sq, out_s1, out_s1sq, out_s2, out_s2sq, out_sS, out_hc,
-               out_sU):
+def chunk_sums(fam, derivs, design, draws, k0, k1, prior, shifted, Gp, out):
     """Partial sums of every block over draws ``k0:k1`` (see the numba kernel)."""
     with threadpool_limits(1):
-        _chunk_sums(fam, derivs, obs_ptr, col_ptr, xb, wy, wn, X, zptr, zidx, zval, U, logf,
-                    S, k0, k1, lognu, nu, pc, qbt, shifted, Gp, out_a, out_s0, out_s0sq, out_s1,
-                    out_s1sq, out_s2, out_s2sq, out_sS, out_hc, out_sU)
+        _chunk_sums(fam, derivs, *design, *draws, k0, k1, *prior, shifted, Gp, *out)
+
+
+def _extras(b, c0, c1, bk, a, Uc, out_sU, out_sUU, out_lw):
+    """The optional outputs: the draws' log weights, and the weighted sums of the block's
+    effects and their squares (conditional moments)."""
+    if out_lw.shape[1]:
+        out_lw[b] = bk
+    if out_sUU.shape[0]:
+        e = np.exp(bk - a) if a > -np.inf else np.zeros_like(bk)
+        out_sU[c0:c1] = Uc[c0:c1] @ e
+        out_sUU[c0:c1] = (Uc[c0:c1] ** 2) @ e
 
 
 def _gather_eta(o0, o1, xb, zptr, zidx, zval, Uc):
@@ -40,7 +46,7 @@ def _gather_eta(o0, o1, xb, zptr, zidx, zval, Uc):
 def _chunk_sums(fam, derivs, obs_ptr, col_ptr, xb, wy, wn, X, zptr, zidx, zval,
                 U, logf, S, k0, k1, lognu, nu, pc, qbt, shifted, Gp,
                 out_a, out_s0, out_s0sq, out_s1, out_s1sq, out_s2, out_s2sq, out_sS, out_hc,
-                out_sU):
+                out_sU, out_sUU, out_lw):
     n_blocks = len(obs_ptr) - 1
     p = X.shape[1]
     Uc = U[:, k0:k1]
@@ -66,6 +72,7 @@ def _chunk_sums(fam, derivs, obs_ptr, col_ptr, xb, wy, wn, X, zptr, zidx, zval,
             lfu = lfu - pc @ Sb[T:]
         bk = (wyb * eta - wnb * cum).sum(axis=0) + lfu - logf[b, k0:k1]
         a = bk.max() if bk.size else -np.inf
+        _extras(b, c0, c1, bk, a, Uc, out_sU, out_sUU, out_lw)
         if not a > -np.inf:
             out_a[b], out_s0[b], out_s0sq[b] = -np.inf, 0.0, 0.0
             out_s1[b] = out_s1sq[b] = out_sS[b] = 0.0

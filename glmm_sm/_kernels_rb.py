@@ -225,7 +225,6 @@ def _level_close(a, t, rb, ev, state):
     SA[t, tc] += ea2
     mAk[t, a, 0] = ea
     mAk[t, a, 1] = ea2
-    dn = p + tc
     for c in range(p):
         gbar = 0.0
         for j in range(K):
@@ -233,23 +232,40 @@ def _level_close(a, t, rb, ev, state):
         G[t, c] += gbar
         for j in range(K):
             gb[c, f0 + j] -= gbar
-    for j in range(K):
-        w = om[f0 + j]
-        al = alpha[f0 + j]
-        gn = (al * al / nu[tc] - 1.0) / (2.0 * nu[tc]) - gnu_bar
-        for c in range(p):
-            wc = w * gb[c, f0 + j]
-            for c2 in range(p):
-                Cw[t, c, c2] += wc * gb[c2, f0 + j]
-            Cw[t, c, dn] += wc * gn
-            Cw[t, dn, c] += wc * gn
-        Cw[t, dn, dn] += w * gn * gn
+    _node_cov(t, f0, K, p, tc, gnu_bar, alpha, om, gb, nu, Cw, state[10])
     o0 = lev_ptr[a]
     for r in range(o0, lev_ptr[a + 1]):
         acc = 0.0
         for j in range(K):
             acc += om[f0 + j] * cij[r - o0, f0 + j]
         hloc[t, r] = acc
+
+
+@numba.njit(**_INLINE)
+def _node_cov(t, f0, K, p, tc, gnu_bar, alpha, om, gb, nu, Cw, gn):
+    """Add ``sum_j om_j d_j d_j'`` to ``Cw[t]``, ``d_j`` the centred node scores
+    ``(g_beta, g_nu_tc)`` (inner loops over the nodes; lower triangle, mirrored)."""
+    dn = p + tc
+    for j in range(K):
+        al = alpha[f0 + j]
+        gn[j] = (al * al / nu[tc] - 1.0) / (2.0 * nu[tc]) - gnu_bar
+    for c in range(p):
+        for c2 in range(c + 1):
+            acc = 0.0
+            for j in range(K):
+                acc += om[f0 + j] * gb[c, f0 + j] * gb[c2, f0 + j]
+            Cw[t, c, c2] += acc
+            if c2 != c:
+                Cw[t, c2, c] += acc
+        acc = 0.0
+        for j in range(K):
+            acc += om[f0 + j] * gb[c, f0 + j] * gn[j]
+        Cw[t, c, dn] += acc
+        Cw[t, dn, c] += acc
+    acc = 0.0
+    for j in range(K):
+        acc += om[f0 + j] * gn[j] * gn[j]
+    Cw[t, dn, dn] += acc
 
 
 @numba.njit(**_INLINE)

@@ -29,10 +29,12 @@ from .partials import (  # noqa: F401  (re-exported: their home was this module)
     N_PARTITIONS,
     DrawShift,
     PartialSums,
+    _scales,
     draw_shift,
     moved_draws,
     partition_bounds,
     partition_sums,
+    weight_pass,
 )
 
 __all__ = ["Evaluation", "MCLAEngine", "PartialSums", "DrawShift", "draw_shift",
@@ -208,12 +210,12 @@ class MCLAEngine:
             lfu = lfu - np.einsum("bck,c->bk", S[:, T:], pc)
         return U, eta, lfy + lfu - logf[:, j0:j1]
 
-    def iter_log_weights(self, params, chunk_size=1024):
-        """The draws' log importance weights at ``params``, ``(n_blocks, K)`` per chunk."""
-        for k0, k1 in self.ranges:
-            U, logf, S, j0, j1 = self.draws.chunk_arrays(k0, k1)
-            for a0 in range(j0, j1, chunk_size):
-                yield self.draw_terms(params, U, logf, S, a0, min(a0 + chunk_size, j1))[2]
+    def iter_log_weights(self, params):
+        """The draws' log importance weights at ``params``, ``(n_blocks, K)`` per draw range
+        (one value-only kernel pass)."""
+        for *_, lw in weight_pass(self.kernel, self.data, self.draws, self.ranges,
+                                  np.asarray(params, dtype=np.float64), self.shift):
+            yield lw
 
     def weighted_draws(self, params, chunk_size=512):
         """Yield ``(U, eta, v, sc)`` for every ``chunk_size`` draws, for running
@@ -232,7 +234,7 @@ class MCLAEngine:
                 A = newA
                 yield Ub, eta, np.exp(b - newA[:, None]), sc
 
-    def random_effect_moments(self, params, chunk_size=512):
+    def random_effect_moments(self, params):
         """Conditional means and SDs of every random effect given the data at ``params``.
 
         Self-normalised importance-sampling estimates ``sum_k v_k u_k`` per block, returned
@@ -242,14 +244,13 @@ class MCLAEngine:
         data = self.data
         params = np.asarray(params, dtype=np.float64)
         nu = params[data.k_fe:]
-        s0 = np.zeros(data.n_blocks)
-        s1 = np.zeros(data.q)
-        s2 = np.zeros(data.q)
+        rows = list(weight_pass(self.kernel, data, self.draws, self.ranges, params,
+                                self.shift, moments=True))
+        sc = _scales(np.stack([r[0] for r in rows]))  # each range to the common maximum
         boc = data.block_of_col
-        for Ub, _, w, sc in self.weighted_draws(params, chunk_size):
-            s0 = s0 * sc + w.sum(axis=1)
-            s1 = s1 * sc[boc] + np.einsum("jk,jk->j", w[boc], Ub)
-            s2 = s2 * sc[boc] + np.einsum("jk,jk->j", w[boc], Ub * Ub)
+        s0 = sum(w * r[1] for w, r in zip(sc, rows, strict=True))
+        s1 = sum(w[boc] * r[2] for w, r in zip(sc, rows, strict=True))
+        s2 = sum(w[boc] * r[3] for w, r in zip(sc, rows, strict=True))
         q_model = data.arrays.Z.shape[1]
         prior_sd = np.sqrt(data.cov.variances(nu)[data.arrays.ident])
         mean = np.zeros(q_model)

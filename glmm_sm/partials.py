@@ -239,6 +239,46 @@ def moved_draws(shift, beta, U, S, j0, j1):
     return Uc, shift.sums_of_squares(Uc)
 
 
+#: Empty optional outputs of the kernels (no moments, no log weights).
+_NONE1, _NONE2 = np.zeros(0), np.zeros((0, 0))
+
+
+def weight_pass(kernel, data, draws, ranges, params, shift=None, moments=False):
+    """One value-only kernel pass: yields, per draw range, ``(a, s0, sU, sUU, lw)`` with the
+    draws' log weights ``lw`` (n_blocks, K) and, with ``moments``, the weighted sums of
+    every effect and of its square (``sU``, ``sUU``; relative to ``a`` per block).  The
+    draws are moved by ``shift`` when they move."""
+    fn = KERNELS[kernel]
+    p = data.k_fe
+    params = np.asarray(params, dtype=np.float64)
+    beta, nu = params[:p], np.ascontiguousarray(params[p:])
+    xb = np.ascontiguousarray(data.linear_fixed(beta))
+    if data.cov.has_vector:
+        nuk, lognu, pc = data.cov.kernel_inputs(nu)
+    else:
+        nuk, lognu, pc = nu, np.log(nu), np.zeros(0)
+    X = data.X if shift is None else shift.Xs
+    design = (data.obs_ptr, data.col_ptr, xb, data.wy, data.wn, X, data.zptr, data.zidx,
+              data.zval)
+    prior = (lognu, nuk, pc, data.qbt)
+    B, q, T, d = data.n_blocks, data.q, data.n_s, p + data.n_s
+    for k0, k1 in ranges:
+        U, logf, S, j0, j1 = draws.chunk_arrays(k0, k1)
+        if shift is not None:
+            U = np.ascontiguousarray(U[:, j0:j1] + shift.offset(beta)[:, None])
+            S = shift.sums_of_squares(U)
+            logf = np.ascontiguousarray(logf[:, j0:j1])
+            j0, j1 = 0, j1 - j0
+        a, s0, s0sq = np.full(B, -np.inf), np.zeros(B), np.zeros(B)
+        sU, sUU = np.zeros(q), np.zeros(q if moments else 0)
+        lw = np.empty((B, j1 - j0))
+        out = (a, s0, s0sq, np.zeros((B, d)), np.zeros((B, d)), np.zeros((B, d, d)),
+               np.zeros((B, d, d)), np.zeros((B, T)), np.zeros(data.X.shape[0]), sU, sUU, lw)
+        fn(data.family.code, False, design, (U, logf, S), j0, j1, prior, False,
+           np.zeros((B, p, 0)), out)
+        yield a, s0, sU, sUU, lw
+
+
 def partition_sums(kernel, data, draws, ranges, params, derivs=True, shift=None):
     """One partition's partial sums (a single row) over the draw ranges ``ranges``.
 
@@ -283,10 +323,12 @@ def partition_sums(kernel, data, draws, ranges, params, derivs=True, shift=None)
             sU_out = suc[c]
             if derivs:
                 Gp = shift.prior_scores(U, A)
-        fn(data.family.code, derivs, data.obs_ptr, data.col_ptr, xb, data.wy, data.wn,
-           X, data.zptr, data.zidx, data.zval, U, logf, S, j0, j1, lognu, nuk, pc, data.qbt,
-           shift is not None and bool(derivs), Gp, rows.a[c], rows.s0[c], rows.s0sq[c],
-           rows.s1[c], rows.s1sq[c], rows.s2[c], rows.s2sq[c], rows.sS[c], hc[c], sU_out)
+        design = (data.obs_ptr, data.col_ptr, xb, data.wy, data.wn, X, data.zptr, data.zidx,
+                  data.zval)
+        out = (rows.a[c], rows.s0[c], rows.s0sq[c], rows.s1[c], rows.s1sq[c], rows.s2[c],
+               rows.s2sq[c], rows.sS[c], hc[c], sU_out, _NONE1, _NONE2)
+        fn(data.family.code, derivs, design, (U, logf, S), j0, j1, (lognu, nuk, pc, data.qbt),
+           shift is not None and bool(derivs), Gp, out)
     sc = _scales(rows.a)
     out = rows.combine()
     if derivs:

@@ -45,9 +45,9 @@ class FitOptions:
     sampler_options: dict = field(default_factory=dict)
     boundary_tol: float = BOUNDARY_NU
     #: Integrate the levels of one crossed factor by quadrature and sample the rest
-    #: (:mod:`glmm_sm.rao_blackwell`): True wherever a block allows it, "auto" where a
-    #: large block gains, False (default) never.
-    rao_blackwell: bool | str = False
+    #: (:mod:`glmm_sm.rao_blackwell`): "auto" (default) where a large block gains, True
+    #: wherever a block allows it, False never.
+    rao_blackwell: bool | str = "auto"
     #: Internal: the absolute ``time.perf_counter()`` by which the whole fit (boundary
     #: refits included) must end; set by :func:`mcmle` from ``time_budget``.
     deadline: float | None = None

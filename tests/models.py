@@ -76,3 +76,26 @@ def load_result(name):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def crossed_data(n_subjects=100, n_items=8, seed=2026):
+    """A subjects x items Bernoulli design (one block of ``n_subjects + n_items`` effects):
+    a subject-level covariate ``x``, subject variance 1.8 and item variance 0.25, as in
+    issue 11's simulated VerbAgg-shaped design but smaller."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    subj = np.repeat(np.arange(n_subjects), n_items)
+    item = np.tile(np.arange(n_items), n_subjects)
+    x = rng.normal(size=n_subjects)[subj]
+    eta = (-0.3 + 0.5 * x + rng.normal(0.0, np.sqrt(1.8), n_subjects)[subj]
+           + rng.normal(0.0, 0.5, n_items)[item])
+    y = (rng.random(subj.size) < 1.0 / (1.0 + np.exp(-eta))).astype(int)
+    return pd.DataFrame({"y": y, "x": x, "subj": subj, "item": item})
+
+
+def crossed(**kw):
+    """The model ``y ~ x + (1 | subj) + (1 | item)`` on :func:`crossed_data`."""
+    return MonteCarloGLMM.from_formula("y ~ x + (1 | subj) + (1 | item)", data=crossed_data(),
+                                       family="bernoulli", **kw)

@@ -91,3 +91,29 @@ def test_fit_matches_the_plain_fit(salamander_model):
     np.testing.assert_allclose(rb.bse, plain.bse, rtol=0.1)
     re = rb.random_effects("F")
     assert re.shape == (60, 2) and np.all(re["SD"] > 0)
+
+
+@pytest.mark.slow
+def test_many_seed_honesty_on_a_crossed_design():
+    """Issue 11: on one crossed block (100 subjects x 8 items) the default fit (which
+    Rao-Blackwellizes it) is unbiased against a high-m fit, and its reported MCSE matches
+    the spread over 12 seeds (ratio within 0.5-2)."""
+    import json
+    from pathlib import Path
+
+    import models
+
+    ref = json.loads((Path(__file__).parent / "results" / "crossed_reference.json").read_text())
+    mod = models.crossed()
+    fits = [mod.fit(random_state=seed, disp=False, n_jobs=2) for seed in range(12)]
+    assert all(f.converged and f.fit_log.rao_blackwell["n_levels"] == 100 for f in fits)
+    est = np.array([f.params.to_numpy() for f in fits])
+    mcse = np.array([f.mcse().to_numpy() for f in fits])
+    spread = est.std(axis=0, ddof=1)
+    ratio = spread / mcse.mean(axis=0)
+    assert np.all((ratio > 0.5) & (ratio < 2.0)), ratio
+    # The mean of 12 fits against the reference, in units of its own standard error
+    # (the larger of the spread- and MCSE-based ones) combined with the reference's MCSE.
+    se_mean = np.maximum(spread, mcse.mean(axis=0)) / np.sqrt(len(fits))
+    z = (est.mean(axis=0) - np.array(ref["params"])) / np.hypot(se_mean, ref["mcse"])
+    assert np.all(np.abs(z) < 2.0), z
