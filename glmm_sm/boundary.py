@@ -45,7 +45,7 @@ def at_boundary(nu, tol=BOUNDARY_NU):
 
 def reduced_model(model, drop):
     """``model`` without the variance components ``drop`` (None when none would be left)."""
-    keep = [t for t in range(model.k_vc) if t not in set(drop)]
+    keep = [t for t in range(model.k_vcp) if t not in set(drop)]
     if not keep:
         return None
     cols = np.flatnonzero(np.isin(model.ident, keep))

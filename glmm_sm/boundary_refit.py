@@ -27,7 +27,7 @@ def _fit_without(model, drop, start, refit, seed, attempt):
 
     Returns ``(reduced model or None, its outcome or None, drop, attempt)``.
     """
-    p, T = model.k_fe, model.k_vc
+    p, T = model.k_fe, model.k_vcp
     while True:
         attempt += 1
         red = reduced_model(model, drop)
@@ -63,7 +63,7 @@ def fit_with_boundary(model, first, refit):
     """
     seed = first.seed
     drop = sorted(first.boundary)
-    p, T = model.k_fe, model.k_vc
+    p, T = model.k_fe, model.k_vcp
     start = np.asarray(first.params, dtype=float).copy()
     lap_nu = np.asarray(first.log.laplace["params"], dtype=float)[p:]
     readded, attempt = set(), 0
@@ -109,7 +109,7 @@ def _prepend_log(first, log):
 def _boundary_outcome(model, first, drop, scores, outcome, glm):
     """The full model's outcome from the fit without ``drop`` (``outcome``, or the exact
     ``glm = (beta, cov, value, converged)`` when no component is left)."""
-    p, T = model.k_fe, model.k_vc
+    p, T = model.k_fe, model.k_vcp
     q = model.exog_vc.shape[1]
     params = np.zeros(p + T)
     cov = np.zeros((p + T, p + T))

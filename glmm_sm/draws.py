@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from ._data import LayoutData
+from .arrays import LayoutData
 from ._random import child_seed
 from .sampler import DrawChunk
 

@@ -273,7 +273,7 @@ class _RoundState:
         if self.deadline is None and opts.time_budget is not None:
             self.deadline = t_start + opts.time_budget
         self.n_jobs = effective_n_jobs(opts.n_jobs)
-        self.tr = ParamTransform(model.arrays.X, model.k_vc, cov=model.design.cov)
+        self.tr = ParamTransform(model.arrays.X, model.k_vcp, cov=model.design.cov)
         self.rb = rb_structure(model, opts, factorize, client)
         if self.rb is not None:
             log.rao_blackwell = rb_record(model, self.rb)

@@ -18,7 +18,7 @@ import numpy as np
 from scipy.optimize import minimize
 from threadpoolctl import threadpool_limits
 
-from ._data import LayoutData
+from .arrays import LayoutData
 from .params import ParamTransform
 from .prior import PriorPrecision, vector_laplace_score
 

@@ -232,7 +232,7 @@ def laplace_summary(res, alpha=0.05, title=None):
     from .summary import _fmt, _pfmt, _txt_fmt
 
     mod = res.model
-    levels = np.bincount(mod.ident, minlength=mod.k_vc)
+    levels = np.bincount(mod.ident, minlength=mod.design.k_vc)
     smry = Summary()
     gleft = [("Dep. Variable:", [res.response_label]),
              ("Family:", [mod.family_kind.name.capitalize()]),

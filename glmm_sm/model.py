@@ -12,7 +12,7 @@ from ._compat import (  # noqa: F401  (_Safe*Data: older pickles name them here)
     _SafePandasData,
     sm_family,
 )
-from ._data import LayoutData, ModelArrays
+from .arrays import LayoutData, ModelArrays
 from ._formula import categorical_response
 from ._missing import apply_missing_policy, formula_rows
 from ._validation import (
@@ -130,8 +130,7 @@ class MonteCarloGLMM(LikelihoodModel):
         self.offset = offset
         self.factorize = bool(factorize)
         self.k_fe = X.shape[1]
-        self.k_vc = self.design.cov.k_vcp
-        self.k_extra = self.k_vc
+        self.k_extra = self.k_vcp
         self.nobs = float(n)
         self.data.param_names = list(self.exog_names) + self.vcp_names
         self.data.fe_names = list(self.exog_names)
@@ -249,8 +248,20 @@ class MonteCarloGLMM(LikelihoodModel):
     # ------------------------------------------------------------------ structure
     @property
     def k_vcp(self) -> int:
-        """Number of variance parameters (statsmodels' name; ``k_vc`` here)."""
-        return self.k_vc
+        """Number of covariance parameters: variances (and covariances of correlated
+        terms); statsmodels' name (``BinomialBayesMixedGLM.k_vcp``)."""
+        return self.design.cov.k_vcp
+
+    @property
+    def k_vc(self) -> int:
+        """Deprecated name of :attr:`k_vcp` (statsmodels' ``k_vc`` counts random-effect
+        columns, ``exog_vc.shape[1]`` here)."""
+        import warnings
+
+        warnings.warn("MonteCarloGLMM.k_vc is deprecated: use k_vcp (the number of "
+                      "covariance parameters); statsmodels' BinomialBayesMixedGLM.k_vc counts "
+                      "random-effect columns instead", DeprecationWarning, stacklevel=2)
+        return self.k_vcp
 
     @property
     def blocks(self):
@@ -461,7 +472,7 @@ class MonteCarloGLMM(LikelihoodModel):
     # ------------------------------------------------------------------ likelihood
     def _check_params(self, params):
         params = np.asarray(params, dtype=np.float64)
-        k = self.k_fe + self.k_vc
+        k = self.k_fe + self.k_vcp
         if params.shape != (k,):
             raise ValueError(f"params must have length {k} (beta then nu); got {params.shape}")
         return params

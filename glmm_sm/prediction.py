@@ -96,7 +96,7 @@ def _engine_view(res):
     After components went to 0 the engine belongs to the model without them.
     """
     mod = res.model
-    p, T = mod.k_fe, mod.k_vc
+    p, T = mod.k_fe, mod.k_vcp
     if mod.design.cov.has_vector:  # no boundary procedure with correlated terms
         return res.engine, np.asarray(res.params, dtype=float), np.arange(mod.ident.size)
     keep = [t for t in range(T) if p + t not in set(res._boundary_idx)]

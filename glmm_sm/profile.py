@@ -102,7 +102,7 @@ def _check_profilable(res):
     if getattr(res, "method", "mcla") == "laplace":
         raise ValueError("profile likelihoods need a Monte Carlo fit's draws; this is a "
                          "Laplace fit (use method='wald', or fit with method='mcla')")
-    T = res.model.k_vc
+    T = res.model.k_vcp
     if res.engine is None and len(res._boundary_idx) < T:
         raise ValueError("profile likelihoods need the fit's final draws (res.engine), and "
                          "this result has none")
@@ -126,7 +126,7 @@ class Profiler:
         res = getattr(results, "_results", results)
         _check_profilable(res)
         self.res, model = res, res.model
-        p, T = model.k_fe, model.k_vc
+        p, T = model.k_fe, model.k_vcp
         self.index = param_indices(res, [param])[0]
         self.name = res.param_names[self.index]
         self.is_var, t = self.index >= p, self.index - p
@@ -248,7 +248,7 @@ class Profiler:
                                       self.l_hat_mcse, -1)
             return self._zero
         res, p = self.res, self.p
-        drop = [t for t in range(res.model.k_vc) if t not in self.keep] + [self.j - p]
+        drop = [t for t in range(res.model.k_vcp) if t not in self.keep] + [self.j - p]
         red = reduced_model(res.model, sorted(drop))
         theta = self.theta_hat.copy()
         theta[self.j] = 0.0

@@ -109,5 +109,5 @@ def test_boundary_derivative_blockwise_equals_one_block(booth2):
 
 def test_reduced_model_keeps_names_and_data(booth2):
     red = reduced_model(booth2, [1])
-    assert red.vcp_names == ["z1"] and red.k_vc == 1 and red.exog_vc.shape[1] == 10
+    assert red.vcp_names == ["z1"] and red.k_vcp == 1 and red.exog_vc.shape[1] == 10
     assert reduced_model(booth2, [0, 1]) is None

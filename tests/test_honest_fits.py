@@ -318,7 +318,7 @@ def test_integer_codes_without_C_are_refused_but_random_slopes_are_allowed(sal):
     mod = MonteCarloGLMM.from_formula("Mate ~ 0 + Cross", {"F": "0 + C(Female)", "Fx":
                                                            "0 + C(Female):x"}, df,
                                       family="bernoulli")
-    assert mod.k_vc == 2 and mod.exog_vc.shape[1] == 120
+    assert mod.k_vcp == 2 and mod.exog_vc.shape[1] == 120
 
 
 def test_formula_errors_are_in_the_error_message_table():

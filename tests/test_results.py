@@ -407,7 +407,7 @@ def test_glmm_style_list_form(res, df):
     model = MonteCarloGLMM.from_formula(FORMULA, ["0 + C(Female)", "0 + C(Male)"], df,
                                         varcomps_names=["F", "M"])
     assert list(model.data.param_names) == NAMES
-    assert model.k_vc == 2
+    assert model.k_vcp == 2
     assert model.exog_vc.shape == (360, 120)
     ref = res.model
     np.testing.assert_array_equal(model.ident, ref.ident)
@@ -425,7 +425,7 @@ def test_booth2_shared_component():
     model = MonteCarloGLMM.from_formula("y ~ 0 + x1", ["0 + C(z1)", "0 + C(z2)"], booth2,
                                         varcomps_equal=[1, 1], varcomps_names=["z"])
     assert list(model.data.param_names) == ["x1", "z"]
-    assert model.k_vc == 1
+    assert model.k_vcp == 1
     assert model.exog_vc.shape == (150, 15)
     np.testing.assert_array_equal(model.ident, np.zeros(15, dtype=int))
     r = model.fit(random_state=SEED, disp=False)

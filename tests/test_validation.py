@@ -655,7 +655,7 @@ def test_fit_options_checked_before_any_work(model, kw, exc, pattern):
 
 
 def test_sampler_at_nonpositive_variance_is_refused(model):
-    params = np.r_[np.zeros(model.k_fe), np.ones(model.k_vc)]
+    params = np.r_[np.zeros(model.k_fe), np.ones(model.k_vcp)]
     params[-1] = 0.0
     with pytest.raises(ValueError, match=r"params: a sampler needs finite beta and every "
                                          r"variance nu > 0"):

@@ -110,7 +110,7 @@ def test_param_transform_chain_rule(slope_data):
     mod = _model(slope_data)
     th = np.array([-0.2, 0.7, 0.8, 0.3, 0.6])
     mod.sample_draws(800, random_state=2, params=th, n_jobs=1)
-    tr = ParamTransform(mod.arrays.X, mod.k_vc, cov=mod.design.cov)
+    tr = ParamTransform(mod.arrays.X, mod.k_vcp, cov=mod.design.cov)
     x = tr.to_x(th)
     np.testing.assert_allclose(tr.to_theta(x), th, rtol=1e-12)
     ev = mod.evaluate(th)
