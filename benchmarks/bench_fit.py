@@ -110,13 +110,14 @@ def _mcla_row(label, res, sec):
     names = list(res.params.index)
     i, j = names.index("id"), names.index("item")
     rounds = res.fit_log.rounds
+    evals = [sum(e["round"] == r["round"] for e in res.fit_log.evaluations) for r in rounds]
     ref, ref_mcse = VERBAGG_REF
     return {
         "label": label, "sec": sec, "rounds": len(rounds),
         "m": "/".join(str(r["m"]) for r in rounds),
         "parts": "+".join(f"{x:.0f}" for x in [res.fit_log.laplace.get("seconds", 0.0)]
                           + [r["seconds"] for r in rounds]),
-        "iters": "/".join(str(r["iterations"]) for r in rounds),
+        "iters": "/".join(f"{r['iterations']}:{n}" for r, n in zip(rounds, evals, strict=True)),
         "min_ess": float(np.min(res.ess)), "ratio": float(np.nanmax(mc / se)),
         "k": float(np.max(res.pareto_k)) if np.size(res.pareto_k) else np.nan,
         "id": p[i], "id_mcse": mc[i], "id_se": se[i],
@@ -179,19 +180,21 @@ def verbagg(n_seeds):
         notes += [f"{label}: {m}" for m in w]
 
     ref, ref_mcse = VERBAGG_REF
-    print(f"{'fit':12s} {'sec':>6s} {'cpu s':>6s} {'lap+rounds s':>12s} {'iters':>5s} "
+    print(f"{'fit':12s} {'sec':>6s} {'cpu s':>6s} {'lap+rounds s':>12s} {'it:ev':>7s} "
           f"{'rnd':>3s} {'m per round':>14s} "
           f"{'minESS':>6s} {'MCSE/SE':>7s} {'k':>5s} {'subject (MCSE) [SE]':>26s} "
           f"{'item (MCSE) [SE]':>26s} {'z ref':>6s}")
     for r in rows + [plain] + bayes:
         mc = r.get("id_mcse") is not None
         head = f"{r['label']:12s} {r['sec'][0]:6.1f} {r['sec'][1]:6.1f} "
-        head += (f"{r['parts']:>12s} {r['iters']:>5s} {r['rounds']:3d} {r['m']:>14s} "
-                 f"{r['min_ess']:6.0f} {r['ratio']:7.3f} {r['k']:5.2f}" if mc else " " * 58)
+        head += (f"{r['parts']:>12s} {r['iters']:>7s} {r['rounds']:3d} {r['m']:>14s} "
+                 f"{r['min_ess']:6.0f} {r['ratio']:7.3f} {r['k']:5.2f}" if mc else " " * 60)
         cols = [f"{r[v]:8.4f} " + (f"({r[v + '_mcse']:.4f})" if mc else " " * 8)
                 + f" [{r[v + '_se']:.4f}]" for v in ("id", "item")]
         print(f"{head} {cols[0]:>26s} {cols[1]:>26s} " + (f"{r['z']:6.2f}" if mc else ""))
-    print(f"(z ref: |subject - {ref}| / sqrt(MCSE^2 + {ref_mcse}^2), the issue's m = 2e5 plain "
+    print("(lap+rounds s: seconds of the Laplace start and of each round; it:ev: trust-region "
+          "iterations and objective evaluations per round; k: largest Pareto k;\n"
+          f" z ref: |subject - {ref}| / sqrt(MCSE^2 + {ref_mcse}^2), the issue's m = 2e5 plain "
           "fit; fit_vb / fit_map [SE]: delta-method posterior SD of exp(2 log SD))")
 
     # p: the chance of a spread at least this large if the reported MCSEs were right

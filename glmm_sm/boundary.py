@@ -32,7 +32,7 @@ import numpy as np
 
 from .covariance import information_errors
 
-__all__ = ["BOUNDARY_NU", "at_boundary", "reduced_model", "boundary_scores"]
+__all__ = ["BOUNDARY_NU", "at_boundary", "reduced_model", "glm_fit", "boundary_scores"]
 
 #: A variance below this (an SD below 1e-3 on the linear-predictor scale) is taken as 0.
 BOUNDARY_NU = 1e-6
@@ -60,7 +60,7 @@ def reduced_model(model, drop):
                    vc_names=[model.vc_names[j] for j in cols], factorize=model.factorize)
 
 
-def _glm_fit(model):
+def glm_fit(model):
     """Exact ML fit of the model with every variance component at 0: ``(beta, cov, value)``."""
     import statsmodels.api as sm
 

@@ -15,7 +15,7 @@ import warnings
 import numpy as np
 
 from ._random import child_seed
-from .boundary import _glm_fit, boundary_scores, reduced_model
+from .boundary import boundary_scores, glm_fit, reduced_model
 from .engine import Evaluation
 from .records import FitLog, FitOutcome
 
@@ -70,7 +70,7 @@ def fit_with_boundary(model, first, refit):
     while True:
         red, outcome, drop, attempt = _fit_without(model, drop, start, refit, seed, attempt)
         if red is None:
-            glm = _glm_fit(model)
+            glm = glm_fit(model)
             scores = boundary_scores(model, glm[0], drop)
             start[:p] = glm[0]
         else:

@@ -15,8 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from .arrays import LayoutData
 from ._random import child_seed
+from .arrays import LayoutData
 from .sampler import DrawChunk
 
 __all__ = ["DrawSet", "GEN_SIZE", "DEFAULT_MEMORY_BUDGET"]

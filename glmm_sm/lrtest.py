@@ -385,9 +385,9 @@ def null_loglike(model):
     -------
     float
     """
-    from .boundary import _glm_fit
+    from .boundary import glm_fit
 
     a = model.arrays
     ones = replace(a, X=np.ones((a.nobs, 1)))
-    value = _glm_fit(SimpleNamespace(arrays=ones))[2]
+    value = glm_fit(SimpleNamespace(arrays=ones))[2]
     return value + a.family.log_constant(a.y, a.ntrials, a.weights)

@@ -12,7 +12,6 @@ from ._compat import (  # noqa: F401  (_Safe*Data: older pickles name them here)
     _SafePandasData,
     sm_family,
 )
-from .arrays import LayoutData, ModelArrays
 from ._formula import categorical_response
 from ._missing import apply_missing_policy, formula_rows
 from ._validation import (
@@ -23,6 +22,7 @@ from ._validation import (
     observation_weights,
     vector,
 )
+from .arrays import LayoutData, ModelArrays
 from .design import (
     _normalize_vc_spec,
     check_single_effects,
@@ -428,7 +428,12 @@ class MonteCarloGLMM(LikelihoodModel):
             Other :class:`~glmm_sm.fitting.FitOptions` fields: ``max_rounds``, ``min_ess``,
             ``time_budget``, ``m_start``, ``kernel``, ``chunk_size``, ``n_jobs`` (threads;
             default all cores; results do not depend on it),
-            ``memory_budget``, ``factorize``, ``sampler_options``, ``gtol``, ``maxiter``.
+            ``memory_budget``, ``factorize``, ``sampler_options``, ``gtol``, ``maxiter``,
+            ``rao_blackwell`` (``"auto"``, the default: in a block of at least 100 effects
+            where one crossed factor's levels can be integrated by quadrature and at most a
+            quarter of the effects remain sampled, only those are importance-sampled;
+            ``True``: wherever a block allows it; ``False``: never; see
+            :mod:`glmm_sm.rao_blackwell`).
 
         Returns
         -------

@@ -56,7 +56,7 @@ from scipy import stats
 from threadpoolctl import threadpool_limits
 
 from ._random import as_seed_sequence, child_seed
-from .boundary import _glm_fit, reduced_model
+from .boundary import glm_fit, reduced_model
 from .engine import effective_n_jobs
 from .profile_draws import DrawSets, ExactGLM, ProfilePoint, own_mcse, paired_deviance_mcse
 
@@ -253,7 +253,7 @@ class Profiler:
         theta = self.theta_hat.copy()
         theta[self.j] = 0.0
         if red is None:
-            beta, _, value, _ = _glm_fit(res.model)
+            beta, _, value, _ = glm_fit(res.model)
             theta[:p], mcse = beta, 0.0
         else:
             from .fitting import mcmle
