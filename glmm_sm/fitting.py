@@ -275,6 +275,7 @@ class _RoundState:
         self.n_jobs = effective_n_jobs(opts.n_jobs)
         self.tr = ParamTransform(model.arrays.X, model.k_vcp, cov=model.design.cov)
         self.rb = rb_structure(model, opts, factorize, client)
+        self.rb_moments = None
         if self.rb is not None:
             log.rao_blackwell = rb_record(model, self.rb)
         self.centre, self.centre_mode = lap, mode
@@ -290,7 +291,7 @@ class _RoundState:
         if self.rb is not None:
             draws, engine = rb_round(self.model, self.rb, self.centre, self.centre_mode,
                                      self.factorize, self.m, child_seed(self.seed, rnd), opts,
-                                     self.n_jobs)
+                                     self.n_jobs, self.rb_moments)
         else:
             smp = self.model.make_sampler(self.centre, opts.sampler, self.factorize,
                                           mode=self.centre_mode, **opts.sampler_options)
@@ -322,6 +323,8 @@ class _RoundState:
         if self._out_of_time(info):
             return True
         self.centre, self.centre_mode, self.prev_mcse = theta, None, mcse
+        if self.rb is not None:  # the next round's proposal of the sampled effects
+            self.rb_moments = engine.sampled_moments(theta)
         return False
 
     def _record(self, rnd, theta, res, ev, seconds):

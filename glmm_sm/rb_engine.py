@@ -216,6 +216,32 @@ class RBEngine:
                            lw, self._state())
             yield lw
 
+    def sampled_moments(self, params):
+        """Per block, the importance-sampling mean and covariance of the sampled effects at
+        ``params`` and the block's ESS: ``{b: (mean, cov, ess)}`` (the next round's
+        proposal, :meth:`RBSampler._adapt`)."""
+        blocks, rule, ev, dv = self._inputs(params)
+        lws, Us = [], []
+        for k0, k1 in self.ranges:
+            U, logf, S, j0, j1 = self._chunk(ev, dv, k0, k1)
+            lw = np.empty((self.data.n_blocks, j1 - j0))
+            rb_log_weights(self.data.family.code, blocks, rule, tuple(ev), U, logf, S, j0, j1,
+                           lw, self._state())
+            lws.append(lw)
+            Us.append(U)
+        lw = np.concatenate(lws, axis=1)
+        out = {}
+        for b, cols in enumerate(self.sampler.v_cols):
+            if cols.size == 0 or not np.isfinite(lw[b].max()):
+                continue
+            w = np.exp(lw[b] - lw[b].max())
+            w /= w.sum()
+            V = np.concatenate([U[cols] for U in Us], axis=1)
+            mean = V @ w
+            D = V - mean[:, None]
+            out[b] = (mean, (D * w) @ D.T, float(1.0 / np.sum(w * w)))
+        return out
+
     def weighted_draws(self, params, chunk_size=512):
         raise NotImplementedError(
             "this quantity needs joint draws of every random effect, which a "

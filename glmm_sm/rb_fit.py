@@ -45,15 +45,18 @@ def rb_structure(model, opts, factorize, client):
     return RBStructure(data, split)
 
 
-def rb_round(model, structure, centre, mode, factorize, m, seed, opts, n_jobs):
-    """``(draws, engine)`` of one Rao-Blackwellized round centred at ``centre``."""
+def rb_round(model, structure, centre, mode, factorize, m, seed, opts, n_jobs,
+             v_moments=None):
+    """``(draws, engine)`` of one Rao-Blackwellized round centred at ``centre``; with
+    ``v_moments`` (the previous round's :meth:`RBEngine.sampled_moments`) the sampled
+    effects' proposal is adapted to them."""
     system = model.block_system(factorize)
     p = model.k_fe
     if mode is None:
         mode = conditional_mode(system, centre[:p], centre[p:])
     options = {k: v for k, v in opts.sampler_options.items()
                if k in ("t_weight", "df", "n_nodes")}
-    smp = RBSampler(system, centre, mode, structure, **options)
+    smp = RBSampler(system, centre, mode, structure, v_moments=v_moments, **options)
     draws = DrawSet.from_sampler(smp, m, seed, opts.memory_budget, n_jobs=n_jobs)
     return draws, RBEngine(draws, opts.chunk_size, n_jobs)
 
