@@ -37,6 +37,8 @@ from .laplace import laplace_fit
 from .params import CachedObjective, ParamTransform
 from .rb_fit import rb_record, rb_round, rb_structure
 from .records import (  # noqa: F401  (FitLog and monte_carlo_errors: their home was here)
+    M_START,
+    M_START_RB,
     FitLog,
     FitOptions,
     FitOutcome,
@@ -279,7 +281,10 @@ class _RoundState:
         if self.rb is not None:
             log.rao_blackwell = rb_record(model, self.rb)
         self.centre, self.centre_mode = lap, mode
-        m = opts.m_start if opts.m == "auto" else int(opts.m)
+        m_start = opts.m_start
+        if m_start is None:
+            m_start = M_START_RB if self.rb is not None else M_START
+        m = m_start if opts.m == "auto" else int(opts.m)
         self.m = min(m, opts.max_m) if opts.m == "auto" else m
         self.prev_mcse = None
         self.outcome = None

@@ -141,11 +141,12 @@ class Profiler:
         self.psi_hat = float(params[self.index])
         self.l_hat, self.l_hat_mcse = float(res.llf_mc), float(res.llf_mcse)
         from .fitting import FitOptions
+        from .records import M_START
 
         self.opts = getattr(res, "fit_options", None) or FitOptions()
         self.seed = (child_seed(res.seed, PROFILE_KEY, self.index) if random_state is None
                      else as_seed_sequence(random_state))
-        m_opt = self.opts.m if isinstance(self.opts.m, int) else self.opts.m_start
+        m_opt = self.opts.m if isinstance(self.opts.m, int) else (self.opts.m_start or M_START)
         self.m = int(res.m) if res.m else int(m_opt)
         self.n_jobs = effective_n_jobs(self.opts.n_jobs)
         self.tol = max(RECENTRE_MCSE, 2.0 * self.l_hat_mcse)

@@ -23,6 +23,10 @@ from .engine import MCLAEngine, effective_n_jobs
 __all__ = ["FitOptions", "FitLog", "FitOutcome", "monte_carlo_errors"]
 
 
+#: First-round draws of an automatic-m fit (plain / Rao-Blackwellized).
+M_START, M_START_RB = 4000, 1000
+
+
 @dataclass(frozen=True)
 class FitOptions:
     """Settings of a Monte Carlo MLE fit (see :meth:`MonteCarloGLMM.fit`)."""
@@ -31,7 +35,10 @@ class FitOptions:
     sampler: str = "laplace"
     target_ratio: float = 0.1
     max_m: int = 10**6
-    m_start: int = 4000
+    #: Draws of the first round with ``m="auto"``; None: :data:`M_START` (4000), or
+    #: :data:`M_START_RB` (1000) when a block is Rao-Blackwellized (its weights are far more
+    #: even, so fewer draws reach the same MCSE; m still grows as the MCSE requires).
+    m_start: int | None = None
     max_rounds: int = 8
     min_ess: float = 200.0
     time_budget: float | None = 600.0
@@ -58,7 +65,10 @@ class FitOptions:
                 raise ValueError(f"m must be 'auto' or a positive integer; got {self.m!r}")
         else:
             object.__setattr__(self, "m", _count(self.m, "m", "'auto' or an integer >= 1"))
-        for name in ("max_m", "m_start", "max_rounds", "maxiter"):
+        if self.m_start is not None:
+            object.__setattr__(self, "m_start", _count(self.m_start, "m_start",
+                                                       "None or an integer >= 1"))
+        for name in ("max_m", "max_rounds", "maxiter"):
             object.__setattr__(self, name, _count(getattr(self, name), name, "an integer >= 1"))
         for name, lo, hi in (("target_ratio", 0, 10), ("min_ess", 0, np.inf),
                              ("gtol", 0, np.inf)):
