@@ -303,10 +303,10 @@ class CovStructure:
         -------
         scipy.sparse.csr_matrix (q, q)
         """
-        nud, _, _ = self.kernel_inputs(theta)
+        nud, _, pcs = self.kernel_inputs(theta)
         q = len(var_of_col)
         rows, cols, vals = [np.arange(q)], [np.arange(q)], [1.0 / nud[var_of_col]]
-        for (ui, i, j), pc in zip(self.cross, self.kernel_inputs(theta)[2], strict=True):
+        for (ui, i, j), pc in zip(self.cross, pcs, strict=True):
             idx = pairs[self.vector_index(ui)]
             a, b = idx[:, i], idx[:, j]
             rows += [a, b]

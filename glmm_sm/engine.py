@@ -31,6 +31,7 @@ from .partials import (  # noqa: F401  (re-exported: their home was this module)
     PartialSums,
     _scales,
     draw_shift,
+    kernel_prior,
     moved_draws,
     partition_bounds,
     partition_sums,
@@ -200,10 +201,7 @@ class MCLAEngine:
         lfy = np.add.reduceat(ll, starts, axis=0)
         qb = np.diff(data.col_ptr)
         T = data.k_vc
-        if data.cov.has_vector:
-            nu, lognu, pc = data.cov.kernel_inputs(nu)
-        else:
-            lognu, pc = np.log(nu), np.zeros(0)
+        nu, lognu, pc = kernel_prior(data, nu)
         lfu = (-HALF_LOG2PI * qb - 0.5 * data.qbt @ lognu)[:, None]
         lfu = lfu - 0.5 * np.einsum("btk,t->bk", S[:, :T], 1.0 / nu)
         if len(pc):
@@ -267,6 +265,15 @@ def _valid_cov(data, nu):
     return not np.any(nu <= 0)
 
 
+def _value_ess(tot, m):
+    """``(l_m, ESS per block, l_b per block)`` from combined partial sums."""
+    S0 = tot.s0[0]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        block_values = tot.a[0] + np.log(S0) - np.log(m)
+        ess = np.where(S0 > 0, S0**2 / tot.s0sq[0], 0.0)
+    return float(block_values.sum()), ess, block_values
+
+
 def finish(tot: PartialSums, params, data, m, derivs=True):
     """Form the value, derivatives, MCSE middle and ESS from combined partial sums."""
     if data.cov.has_vector:
@@ -274,10 +281,7 @@ def finish(tot: PartialSums, params, data, m, derivs=True):
     p, T = data.k_fe, data.k_vc
     nu = params[p:]
     S0 = tot.s0[0]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        block_values = tot.a[0] + np.log(S0) - np.log(m)
-        ess = np.where(S0 > 0, S0**2 / tot.s0sq[0], 0.0)
-    value = float(block_values.sum())
+    value, ess, block_values = _value_ess(tot, m)
     if not derivs or not np.isfinite(value):
         return Evaluation(value, None, None, None, ess, block_values)
     gb = tot.s1[0] / S0[:, None]  # (B, d)
@@ -312,10 +316,7 @@ def _finish_vector(tot: PartialSums, params, data, m, derivs=True):
     p, cov = data.k_fe, data.cov
     nu = params[p:]
     S0 = tot.s0[0]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        block_values = tot.a[0] + np.log(S0) - np.log(m)
-        ess = np.where(S0 > 0, S0**2 / tot.s0sq[0], 0.0)
-    value = float(block_values.sum())
+    value, ess, block_values = _value_ess(tot, m)
     if not derivs or not np.isfinite(value):
         return Evaluation(value, None, None, None, ess, block_values)
     Jc, c = cov.score_map(nu, data.qbt)

@@ -27,6 +27,7 @@ from .boundary import BOUNDARY_NU, at_boundary
 from .engine import Evaluation
 from .fitting import FitLog, FitOutcome
 from .laplace import conditional_mode, laplace_score
+from .partials import kernel_prior
 from .prediction import block_cov_matrix
 from .results import MonteCarloGLMMResults, MonteCarloGLMMResultsWrapper
 
@@ -125,7 +126,7 @@ def _outcome(model, system, params, value, mode, seconds):
     g = grad[free]
     decrement = float(g @ cov[np.ix_(free, free)] @ g) if np.all(np.isfinite(cov)) else np.inf
     converged = bool(mode.converged and 0.5 * decrement < NEWTON_DECREMENT_TOL)
-    lognu = data.cov.kernel_inputs(nu)[1] if vector else np.log(nu)
+    lognu = kernel_prior(data, nu)[1]
     block_values = (mode.h_block - 0.5 * mode.logdet_block - 0.5 * data.qbt @ lognu)
     ev = Evaluation(float(value), grad, H, None, np.zeros(0), block_values)
     log = FitLog(laplace={"params": params, "value": float(value), "seconds": seconds})

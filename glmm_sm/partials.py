@@ -243,6 +243,26 @@ def moved_draws(shift, beta, U, S, j0, j1):
 _NONE1, _NONE2 = np.zeros(0), np.zeros((0, 0))
 
 
+def kernel_prior(data, nu):
+    """``(nuk, lognu, pc)``: each component's kernel variance and its log, and the cross
+    sums' coefficients (empty without correlated terms; :mod:`glmm_sm.covstruct`)."""
+    if data.cov.has_vector:
+        return data.cov.kernel_inputs(nu)
+    return nu, np.log(nu), np.zeros(0)
+
+
+def _kernel_args(data, params, X):
+    """``(beta, nu, design, prior)``: what the kernel takes at ``params`` with design ``X``."""
+    p = data.k_fe
+    params = np.asarray(params, dtype=np.float64)
+    beta, nu = params[:p], np.ascontiguousarray(params[p:])
+    xb = np.ascontiguousarray(data.linear_fixed(beta))
+    nuk, lognu, pc = kernel_prior(data, nu)
+    design = (data.obs_ptr, data.col_ptr, xb, data.wy, data.wn, X, data.zptr, data.zidx,
+              data.zval)
+    return beta, nu, design, (lognu, nuk, pc, data.qbt)
+
+
 def weight_pass(kernel, data, draws, ranges, params, shift=None, moments=False):
     """One value-only kernel pass: yields, per draw range, ``(a, s0, sU, sUU, lw)`` with the
     draws' log weights ``lw`` (n_blocks, K) and, with ``moments``, the weighted sums of
@@ -250,17 +270,7 @@ def weight_pass(kernel, data, draws, ranges, params, shift=None, moments=False):
     draws are moved by ``shift`` when they move."""
     fn = KERNELS[kernel]
     p = data.k_fe
-    params = np.asarray(params, dtype=np.float64)
-    beta, nu = params[:p], np.ascontiguousarray(params[p:])
-    xb = np.ascontiguousarray(data.linear_fixed(beta))
-    if data.cov.has_vector:
-        nuk, lognu, pc = data.cov.kernel_inputs(nu)
-    else:
-        nuk, lognu, pc = nu, np.log(nu), np.zeros(0)
-    X = data.X if shift is None else shift.Xs
-    design = (data.obs_ptr, data.col_ptr, xb, data.wy, data.wn, X, data.zptr, data.zidx,
-              data.zval)
-    prior = (lognu, nuk, pc, data.qbt)
+    beta, _, design, prior = _kernel_args(data, params, data.X if shift is None else shift.Xs)
     B, q, T, d = data.n_blocks, data.q, data.n_s, p + data.n_s
     for k0, k1 in ranges:
         U, logf, S, j0, j1 = draws.chunk_arrays(k0, k1)
@@ -296,20 +306,13 @@ def partition_sums(kernel, data, draws, ranges, params, derivs=True, shift=None)
     """
     fn = KERNELS[kernel]
     p = data.k_fe
-    params = np.asarray(params, dtype=np.float64)
-    beta, nu = params[:p], np.ascontiguousarray(params[p:])
-    xb = np.ascontiguousarray(data.linear_fixed(beta))
-    if data.cov.has_vector:
-        nuk, lognu, pc = data.cov.kernel_inputs(nu)
-    else:
-        nuk, lognu, pc = nu, np.log(nu), np.zeros(0)
-    n, B, d = len(xb), data.n_blocks, p + data.n_s
+    X = data.X if shift is None else shift.Xs
+    beta, nu, design, prior = _kernel_args(data, params, X)
+    n, B, d = data.X.shape[0], data.n_blocks, p + data.n_s
     rows = PartialSums.empty(len(ranges), B, d, data.n_s, p, len(nu))
     hc = np.zeros((len(ranges), n))
-    X = data.X
     Gp, sU_out = np.zeros((B, p, 0)), np.zeros(data.q)  # unused by frozen draws
     if shift is not None:
-        X = shift.Xs
         du = shift.offset(beta)
         A = shift.prior_matrix(nu)
         suc = np.zeros((len(ranges), data.q))
@@ -323,11 +326,9 @@ def partition_sums(kernel, data, draws, ranges, params, derivs=True, shift=None)
             sU_out = suc[c]
             if derivs:
                 Gp = shift.prior_scores(U, A)
-        design = (data.obs_ptr, data.col_ptr, xb, data.wy, data.wn, X, data.zptr, data.zidx,
-                  data.zval)
         out = (rows.a[c], rows.s0[c], rows.s0sq[c], rows.s1[c], rows.s1sq[c], rows.s2[c],
                rows.s2sq[c], rows.sS[c], hc[c], sU_out, _NONE1, _NONE2)
-        fn(data.family.code, derivs, design, (U, logf, S), j0, j1, (lognu, nuk, pc, data.qbt),
+        fn(data.family.code, derivs, design, (U, logf, S), j0, j1, prior,
            shift is not None and bool(derivs), Gp, out)
     sc = _scales(rows.a)
     out = rows.combine()
