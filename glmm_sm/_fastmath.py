@@ -67,6 +67,25 @@ def fexp(x):
     return p * scale
 
 
+# 1/x on [1, 2]: a cubic start (relative error below 0.0037, least squares at Chebyshev
+# spacing) and three Newton steps y <- y + y (1 - x y), each squaring the error: 1 ulp.
+R0, R1, R2, R3 = 2.8256078598633225, -2.942528314130292, 1.338998557054608, -0.22479951017024538
+
+
+@numba.njit(**_JIT)
+def frecip_unit(x):
+    """``1 / x`` for ``x`` in [1, 2], without a division (a division is the slowest
+    vector instruction in the kernel's loops: several times the cost of these nine
+    fused multiply-adds)."""
+    y = ((R3 * x + R2) * x + R1) * x + R0
+    e = 1.0 - x * y
+    y = y + y * e
+    e = 1.0 - x * y
+    y = y + y * e
+    e = 1.0 - x * y
+    return y + y * e
+
+
 @numba.njit(**_JIT)
 def flog1p_unit(t):
     """``log(1 + t)`` for ``t`` in [0, 1]."""
@@ -94,6 +113,12 @@ def flog1p_unit(t):
 def _fexp_array(x, out):  # pragma: no cover - exercised through tests
     for i in range(x.shape[0]):
         out[i] = fexp(x[i])
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _frecip_array(x, out):  # pragma: no cover - exercised through tests
+    for i in range(x.shape[0]):
+        out[i] = frecip_unit(x[i])
 
 
 @numba.njit(cache=True, error_model="numpy")

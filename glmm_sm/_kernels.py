@@ -29,6 +29,9 @@ from ._constants import HALF_LOG2PI, POISSON_ETA_MAX
 from ._fastmath import fexp, flog1p_unit
 
 TILE = 64
+#: Bernoulli observations per fold of the running products of ``1 + exp(-|eta|)`` (each
+#: factor is in [1, 2], so a product stays far below overflow).
+FOLD = 256
 
 _FLAGS = dict(cache=True, nogil=True, error_model="numpy",
               fastmath={"nsz", "arcp", "contract", "afn"})
@@ -40,13 +43,21 @@ _ACC_FLAGS = dict(_FLAGS, fastmath={"nsz", "arcp", "contract", "afn", "reassoc"}
 
 @numba.njit(**_FLAGS)
 def _tile_loglik(fam, derivs, o0, o1, kt, nt, xb, wy, wn, X, zptr, zidx, zval, U,
-                 eta, lfy, rr, G, cpp):
-    """For draws ``kt:kt+nt`` of one block: ``lfy`` (log f(y|u)), score ``G``, ``w c''``."""
+                 eta, lfy, rr, G, cpp, pr):
+    """For draws ``kt:kt+nt`` of one block: ``lfy`` (log f(y|u)), score ``G``, ``w c''``.
+
+    Bernoulli observations with unit weight add ``log(1 + exp(-|eta|))`` to ``-lfy`` as a
+    factor of the running products ``pr`` (each factor in [1, 2]; folded into ``lfy``
+    every ``FOLD`` such observations and at the end): one ``log`` per draw and ``FOLD``
+    observations instead of one per observation and draw.
+    """
     p = X.shape[1]
     for kk in range(nt):
         lfy[kk] = 0.0
+        pr[kk] = 1.0
         for j in range(p):
             G[j, kk] = 0.0
+    n_pr = 0
     for i in range(o0, o1):
         x0 = xb[i]
         for kk in range(nt):
@@ -61,7 +72,21 @@ def _tile_loglik(fam, derivs, o0, o1, kt, nt, xb, wy, wn, X, zptr, zidx, zval, U
         wyi = wy[i]
         wni = wn[i]
         crow = cpp[i - o0]
-        if fam == 0:
+        if fam == 0 and wni == 1.0:
+            for kk in range(nt):
+                e = eta[kk]
+                tt = fexp(-abs(e))
+                opt = 1.0 + tt
+                inv = 1.0 / opt
+                pr[kk] *= opt
+                lfy[kk] += wyi * e - max(e, 0.0)
+                rr[kk] = wyi - (inv if e >= 0.0 else tt * inv)
+                crow[kk] = tt * inv * inv
+            n_pr += 1
+            if n_pr == FOLD:
+                _fold(nt, lfy, pr)
+                n_pr = 0
+        elif fam == 0:
             for kk in range(nt):
                 e = eta[kk]
                 tt = fexp(-abs(e))
@@ -84,6 +109,16 @@ def _tile_loglik(fam, derivs, o0, o1, kt, nt, xb, wy, wn, X, zptr, zidx, zval, U
                 grow = G[j]
                 for kk in range(nt):
                     grow[kk] += rr[kk] * xij
+    if n_pr:
+        _fold(nt, lfy, pr)
+
+
+@numba.njit(**_FLAGS)
+def _fold(nt, lfy, pr):
+    """``lfy -= log(pr)``, and the products restart."""
+    for kk in range(nt):
+        lfy[kk] -= math.log(pr[kk])
+        pr[kk] = 1.0
 
 
 @numba.njit(**_FLAGS)
@@ -204,7 +239,7 @@ def _work(obs_ptr, p, n_s):
     for b in range(obs_ptr.shape[0] - 1):
         max_nb = max(max_nb, obs_ptr[b + 1] - obs_ptr[b])
     return (np.empty(TILE), np.empty(TILE), np.empty(TILE), np.empty(TILE), np.empty(TILE),
-            np.empty((p, TILE)), np.empty((max_nb, TILE)), np.empty(p + n_s))
+            np.empty((p, TILE)), np.empty((max_nb, TILE)), np.empty(p + n_s), np.empty(TILE))
 
 
 @numba.njit(**_FLAGS)
@@ -244,7 +279,8 @@ def chunk_sums(fam, derivs, design, draws, k0, k1, prior, shifted, Gp, out):
     (out_a, out_s0, out_s0sq, out_s1, out_s1sq, out_s2, out_s2sq, out_sS, out_hc, out_sU,
      out_sUU, out_lw) = out
     n_blocks = obs_ptr.shape[0] - 1
-    eta, lfy, rr, base, ew, G, cpp, gk = _work(obs_ptr, X.shape[1], nu.shape[0] + pc.shape[0])
+    eta, lfy, rr, base, ew, G, cpp, gk, pr = _work(obs_ptr, X.shape[1],
+                                                   nu.shape[0] + pc.shape[0])
     nc = pc.shape[0]
     moments = out_sUU.shape[0] > 0
     keep_lw = out_lw.shape[1] > 0
@@ -261,7 +297,7 @@ def chunk_sums(fam, derivs, design, draws, k0, k1, prior, shifted, Gp, out):
         for kt in range(k0, k1, TILE):
             nt = min(TILE, k1 - kt)
             _tile_loglik(fam, derivs, o0, o1, kt, nt, xb, wy, wn, X, zptr, zidx, zval, U,
-                         eta, lfy, rr, G, cpp)
+                         eta, lfy, rr, G, cpp, pr)
             tmax = _tile_log_weights(b, kt, nt, const, S, nu, pc, lfy, logf, base)
             if keep_lw:
                 for kk in range(nt):

@@ -29,7 +29,8 @@ import numba
 import numpy as np
 
 from ._constants import HALF_LOG2PI, POISSON_ETA_MAX
-from ._fastmath import fexp, flog1p_unit
+from ._fastmath import fexp, flog1p_unit, frecip_unit
+from ._kernels import FOLD
 
 _FLAGS = dict(cache=True, nogil=True, error_model="numpy",
               fastmath={"nsz", "arcp", "contract", "afn"})
@@ -46,7 +47,7 @@ def _obs_terms(fam, eta, wyi, wni):
     """``(w (y eta - c(eta)), w (y - c'(eta)), w c''(eta))`` of one observation."""
     if fam == 0:
         tt = fexp(-abs(eta))
-        inv = 1.0 / (1.0 + tt)
+        inv = frecip_unit(1.0 + tt)
         cum = max(eta, 0.0) + flog1p_unit(tt)
         mu = inv if eta >= 0.0 else tt * inv
         return wyi * eta - wni * cum, wyi - wni * mu, wni * tt * inv * inv
@@ -74,7 +75,8 @@ def make_state(T_tile, K, p, T, n_h, n_lev, max_lev):
     return (np.empty(T_tile), np.empty((T_tile, d)), np.empty((T_tile, d, d)),
             np.empty((T_tile, T)), np.empty((T_tile, n_h)), np.empty((T_tile, n_lev, 2)),
             np.empty(T_tile), np.empty(T_tile), np.empty(F), np.empty(F), np.empty(F),
-            np.empty((p, F)), np.empty((max_lev, F)), np.empty(F))
+            np.empty((p, F)), np.empty((max_lev, F)), np.empty(F), np.empty(F),
+            np.empty((2, T_tile)), np.empty((2, K)), np.empty((6, T_tile)))
 
 
 @numba.njit(**_INLINE)
@@ -140,11 +142,11 @@ def _nodes(a, kt, nt, rb, ev, U, state):
     sa = s[a]
     base = math.log(sa) - HALF_LOG2PI - 0.5 * lognu[tc]
     inv_nu = 1.0 / nu[tc]
-    for t in range(nt):
-        for j in range(K):
+    for j in range(K):
+        for t in range(nt):
             al = mu[t] + sa * xs[j]
-            alpha[t * K + j] = al
-            lq[t * K + j] = logw[j] + base - 0.5 * al * al * inv_nu
+            alpha[j * nt + t] = al
+            lq[j * nt + t] = logw[j] + base - 0.5 * al * al * inv_nu
     F = nt * K
     for c in range(p):
         mac = malpha[a, c] * inv_nu if gp.shape[2] else 0.0
@@ -155,28 +157,35 @@ def _nodes(a, kt, nt, rb, ev, U, state):
 @numba.njit(**_INLINE)
 def _level_obs(fam, a, kt, nt, rb, ev, U, state):
     """Add the observations of level ``a`` to its nodes' log weights and beta scores."""
-    lev_ptr, ro, za, K = rb[0], rb[2], rb[3], rb[9].shape[0]
-    xb, wy, wn, X, zptr, zidx, zval, is_a = ev[0], ev[1], ev[2], ev[3], ev[4], ev[5], ev[6], ev[7]
+    lev_ptr, ro, za, xs = rb[0], rb[2], rb[3], rb[9]
+    K = xs.shape[0]
+    wn = ev[2]
+    F = nt * K
+    o0, o1 = lev_ptr[a], lev_ptr[a + 1]
+    unit = fam == 0
+    for r in range(o0, o1):
+        unit = unit and wn[ro[r]] == 1.0
+    if unit:
+        _level_obs_bernoulli(a, kt, nt, rb, ev, U, state)
+        return
+    xb, wy, X, zptr, zidx, zval, is_a = ev[0], ev[1], ev[3], ev[4], ev[5], ev[6], ev[7]
     e0, alpha, lq, rr, gb, cij, ze = state[6], state[8], state[9], state[10], state[11], \
         state[12], state[13]
-    p = X.shape[1]
-    F = nt * K
-    o0 = lev_ptr[a]
-    for r in range(o0, lev_ptr[a + 1]):
+    for r in range(o0, o1):
         i = ro[r]
         _eta_b(i, kt, nt, xb, zptr, zidx, zval, is_a, U, e0)
         z = za[r]
         wyi = wy[i]
         wni = wn[i]
         rl = r - o0
-        for t in range(nt):
-            for j in range(K):
-                ze[t * K + j] = e0[t]
+        for j in range(K):
+            for t in range(nt):
+                ze[j * nt + t] = e0[t]
         if fam == 0:
             for f in range(F):
                 e = ze[f] + z * alpha[f]
                 tt = fexp(-abs(e))
-                inv = 1.0 / (1.0 + tt)
+                inv = frecip_unit(1.0 + tt)
                 lq[f] += wyi * e - wni * (max(e, 0.0) + flog1p_unit(tt))
                 rr[f] = wyi - wni * (inv if e >= 0.0 else tt * inv)
                 cij[rl, f] = wni * tt * inv * inv
@@ -187,85 +196,202 @@ def _level_obs(fam, a, kt, nt, rb, ev, U, state):
                 lq[f] += wyi * e - wni * mu_f
                 rr[f] = wyi - wni * mu_f
                 cij[rl, f] = wni * mu_f
-        for c in range(p):
-            xic = X[i, c]
-            for f in range(F):
-                gb[c, f] += rr[f] * xic
+        _add_gb(i, F, X, rr, gb)
 
 
 @numba.njit(**_INLINE)
-def _level_close(a, t, rb, ev, state):
-    """Draw ``t`` of the tile: level ``a``'s ``log I_a``, node weights, and the node means
-    and covariance of the scores, added to the draw's pieces."""
+def _add_gb(i, F, X, rr, gb):
+    """``gb[:, f] += rr[f] X[i]``: the nodes' beta scores."""
+    for c in range(X.shape[1]):
+        xic = X[i, c]
+        for f in range(F):
+            gb[c, f] += rr[f] * xic
+
+
+#: Beyond this ``|eta|`` the factorized ``exp`` is clamped (``exp(-|eta|)`` is then below
+#: 1e-280 and adds nothing); node offsets larger than ``MAX_OFFSET`` use one ``exp`` per
+#: node instead.
+ETA_CLAMP, MAX_OFFSET = 650.0, 30.0
+
+
+@numba.njit(**_INLINE)
+def _node_offsets(zs, xs, ec):
+    """``ec[0, j] = exp(c_j)``, ``ec[1, j] = exp(-c_j)`` for ``c_j = zs x_j``; returns
+    ``max |c_j|``."""
+    cmax = 0.0
+    for j in range(xs.shape[0]):
+        c = zs * xs[j]
+        cmax = max(cmax, abs(c))
+        ec[0, j] = fexp(c)
+        ec[1, j] = fexp(-c)
+    return cmax
+
+
+@numba.njit(**_INLINE)
+def _level_obs_bernoulli(a, kt, nt, rb, ev, U, state):
+    """:func:`_level_obs` for a Bernoulli level with unit weights, with two savings that
+    change no formula: ``sum_i log(1 + t_i)`` is the log of a product (one ``log`` per node
+    and ``FOLD`` observations, not one per observation), and ``t = exp(-|eta|)`` at node
+    ``j`` is ``exp(+-b) exp(+-c_j)`` with ``b = eta_0 + z mu_a(v)`` per draw and
+    ``c_j = z s_a x_j`` per node (two ``exp`` per observation and draw, not one per node).
+    """
+    lev_ptr, ro, za, s, xs = rb[0], rb[2], rb[3], rb[5], rb[9]
+    K = xs.shape[0]
+    xb, wy, X, zptr, zidx, zval, is_a = ev[0], ev[1], ev[3], ev[4], ev[5], ev[6], ev[7]
+    e0, mu, alpha, lq, rr, gb, cij = state[6], state[7], state[8], state[9], state[10], \
+        state[11], state[12]
+    pr, eb, ec = state[14], state[15], state[16]
+    F = nt * K
+    sa = s[a]
+    o0, o1 = lev_ptr[a], lev_ptr[a + 1]
+    for f in range(F):
+        pr[f] = 1.0
+    z_prev = math.nan
+    for r in range(o0, o1):
+        i = ro[r]
+        _eta_b(i, kt, nt, xb, zptr, zidx, zval, is_a, U, e0)
+        z = za[r]
+        wyi = wy[i]
+        rl = r - o0
+        if z != z_prev:
+            z_prev = z
+            cmax = _node_offsets(z * sa, xs, ec)
+        if cmax <= MAX_OFFSET:
+            for t in range(nt):
+                bt = min(max(e0[t] + z * mu[t], -ETA_CLAMP), ETA_CLAMP)
+                eb[0, t] = fexp(bt)
+                eb[1, t] = fexp(-bt)
+            for j in range(K):
+                cp, cm = ec[0, j], ec[1, j]
+                for t in range(nt):
+                    f = j * nt + t
+                    e = e0[t] + z * alpha[f]
+                    tt = eb[0, t] * cp if e < 0.0 else eb[1, t] * cm
+                    opt = 1.0 + tt
+                    inv = frecip_unit(opt)
+                    pr[f] *= opt
+                    lq[f] += wyi * e - max(e, 0.0)
+                    rr[f] = wyi - (inv if e >= 0.0 else tt * inv)
+                    cij[rl, f] = tt * inv * inv
+        else:
+            for j in range(K):
+                for t in range(nt):
+                    f = j * nt + t
+                    e = e0[t] + z * alpha[f]
+                    tt = fexp(-abs(e))
+                    opt = 1.0 + tt
+                    inv = frecip_unit(opt)
+                    pr[f] *= opt
+                    lq[f] += wyi * e - max(e, 0.0)
+                    rr[f] = wyi - (inv if e >= 0.0 else tt * inv)
+                    cij[rl, f] = tt * inv * inv
+        _add_gb(i, F, X, rr, gb)
+        if (rl + 1) % FOLD == 0 or r == o1 - 1:
+            for f in range(F):
+                lq[f] -= math.log(pr[f])
+                pr[f] = 1.0
+
+
+@numba.njit(**_INLINE)
+def _level_close(a, nt, rb, ev, state):
+    """Level ``a`` for every draw of the tile: ``log I_a``, the node weights, and the node
+    means and covariance of the scores, added to each draw's pieces (node-major layout
+    ``f = j nt + t``: the inner loops run over the tile's draws)."""
     lev_ptr, K = rb[0], rb[9].shape[0]
     nu = ev[8]
     lw, G, Cw, SA, hloc, mAk = state[0], state[1], state[2], state[3], state[4], state[5]
-    alpha, om, gb, cij = state[8], state[9], state[11], state[12]
+    alpha, om, gb, cij, acc = state[8], state[9], state[11], state[12], state[17]
     p = gb.shape[0]
     tc = rb[1][a]
-    f0 = t * K
-    mx = -np.inf
+    inu = 1.0 / nu[tc]
+    mx, tot, ea, ea2, gnb, sv = acc[0], acc[1], acc[2], acc[3], acc[4], acc[5]
+    for t in range(nt):
+        mx[t] = -np.inf
+        tot[t] = 0.0
+        ea[t] = 0.0
+        ea2[t] = 0.0
     for j in range(K):
-        mx = max(mx, om[f0 + j])
-    tot = 0.0
+        for t in range(nt):
+            mx[t] = max(mx[t], om[j * nt + t])
     for j in range(K):
-        om[f0 + j] = math.exp(om[f0 + j] - mx)
-        tot += om[f0 + j]
+        for t in range(nt):
+            f = j * nt + t
+            w = fexp(om[f] - mx[t])
+            om[f] = w
+            tot[t] += w
+    for t in range(nt):
+        lw[t] += mx[t] + math.log(tot[t])
+        tot[t] = 1.0 / tot[t]
     for j in range(K):
-        om[f0 + j] /= tot
-    lw[t] += mx + math.log(tot)
-    ea = 0.0
-    ea2 = 0.0
-    gnu_bar = 0.0
-    for j in range(K):
-        al = alpha[f0 + j]
-        ea += om[f0 + j] * al
-        ea2 += om[f0 + j] * al * al
-        gnu_bar += om[f0 + j] * (al * al / nu[tc] - 1.0) / (2.0 * nu[tc])
-    SA[t, tc] += ea2
-    mAk[t, a, 0] = ea
-    mAk[t, a, 1] = ea2
-    for c in range(p):
-        gbar = 0.0
-        for j in range(K):
-            gbar += om[f0 + j] * gb[c, f0 + j]
-        G[t, c] += gbar
-        for j in range(K):
-            gb[c, f0 + j] -= gbar
-    _node_cov(t, f0, K, p, tc, gnu_bar, alpha, om, gb, nu, Cw, state[10])
+        for t in range(nt):
+            f = j * nt + t
+            w = om[f] * tot[t]
+            om[f] = w
+            al = alpha[f]
+            ea[t] += w * al
+            ea2[t] += w * al * al
+    for t in range(nt):
+        gnb[t] = (ea2[t] * inu - 1.0) * 0.5 * inu  # node mean of the nu_tc score
+        SA[t, tc] += ea2[t]
+        mAk[t, a, 0] = ea[t]
+        mAk[t, a, 1] = ea2[t]
+    _score_means(nt, K, om, gb, G, sv)
+    _node_cov(nt, K, p, tc, inu, alpha, om, gb, Cw, state[10], gnb, sv)
     o0 = lev_ptr[a]
     for r in range(o0, lev_ptr[a + 1]):
-        acc = 0.0
+        rl = r - o0
+        for t in range(nt):
+            sv[t] = 0.0
         for j in range(K):
-            acc += om[f0 + j] * cij[r - o0, f0 + j]
-        hloc[t, r] = acc
+            for t in range(nt):
+                sv[t] += om[j * nt + t] * cij[rl, j * nt + t]
+        for t in range(nt):
+            hloc[t, r] = sv[t]
 
 
 @numba.njit(**_INLINE)
-def _node_cov(t, f0, K, p, tc, gnu_bar, alpha, om, gb, nu, Cw, gn):
-    """Add ``sum_j om_j d_j d_j'`` to ``Cw[t]``, ``d_j`` the centred node scores
-    ``(g_beta, g_nu_tc)`` (inner loops over the nodes; lower triangle, mirrored)."""
+def _score_means(nt, K, om, gb, G, sv):
+    """Add the node means of the beta scores to each draw's ``G`` and centre ``gb``."""
+    for c in range(gb.shape[0]):
+        for t in range(nt):
+            sv[t] = 0.0
+        for j in range(K):
+            for t in range(nt):
+                f = j * nt + t
+                sv[t] += om[f] * gb[c, f]
+        for t in range(nt):
+            G[t, c] += sv[t]
+        for j in range(K):
+            for t in range(nt):
+                gb[c, j * nt + t] -= sv[t]
+
+
+@numba.njit(**_INLINE)
+def _node_cov(nt, K, p, tc, inu, alpha, om, gb, Cw, gn, gnb, sv):
+    """Add ``sum_j om_j d_j d_j'`` to ``Cw[t]`` for every draw ``t`` of the tile, ``d_j``
+    the centred node scores ``(g_beta, g_nu_tc)`` (lower triangle, mirrored)."""
     dn = p + tc
     for j in range(K):
-        al = alpha[f0 + j]
-        gn[j] = (al * al / nu[tc] - 1.0) / (2.0 * nu[tc]) - gnu_bar
-    for c in range(p):
+        for t in range(nt):
+            f = j * nt + t
+            al = alpha[f]
+            gn[f] = (al * al * inu - 1.0) * 0.5 * inu - gnb[t]
+    for c in range(p + 1):
         for c2 in range(c + 1):
-            acc = 0.0
+            for t in range(nt):
+                sv[t] = 0.0
             for j in range(K):
-                acc += om[f0 + j] * gb[c, f0 + j] * gb[c2, f0 + j]
-            Cw[t, c, c2] += acc
-            if c2 != c:
-                Cw[t, c2, c] += acc
-        acc = 0.0
-        for j in range(K):
-            acc += om[f0 + j] * gb[c, f0 + j] * gn[j]
-        Cw[t, c, dn] += acc
-        Cw[t, dn, c] += acc
-    acc = 0.0
-    for j in range(K):
-        acc += om[f0 + j] * gn[j] * gn[j]
-    Cw[t, dn, dn] += acc
+                for t in range(nt):
+                    f = j * nt + t
+                    g1 = gb[c, f] if c < p else gn[f]
+                    g2 = gb[c2, f] if c2 < p else gn[f]
+                    sv[t] += om[f] * g1 * g2
+            k1 = c if c < p else dn
+            k2 = c2 if c2 < p else dn
+            for t in range(nt):
+                Cw[t, k1, k2] += sv[t]
+                if k2 != k1:
+                    Cw[t, k2, k1] += sv[t]
 
 
 @numba.njit(**_INLINE)
@@ -278,8 +404,7 @@ def _tile(fam, b, kt, nt, rb, ev, blocks, U, logf, S, state, n_int):
     for a in range(lev_bptr[b], lev_bptr[b + 1]):
         _nodes(a, kt, nt, rb, ev, U, state)
         _level_obs(fam, a, kt, nt, rb, ev, U, state)
-        for t in range(nt):
-            _level_close(a, t, rb, ev, state)
+        _level_close(a, nt, rb, ev, state)
 
 
 @numba.njit(**_INLINE)
@@ -342,7 +467,7 @@ def _add_draw(b, k, t, w, state, S, nu, qbt, U, out, span):
 
 
 @numba.njit(**_FLAGS)
-def rb_chunk_sums(fam, blocks, rb, ev, U, logf, S, k0, k1, qbt, out, state):
+def rb_chunk_sums(fam, blocks, rb, ev, U, logf, S, k0, k1, qbt, out, state, out_lw):
     """Partial sums of every block over draws ``k0:k1`` (see the module docstring).
 
     Parameters
@@ -363,8 +488,12 @@ def rb_chunk_sums(fam, blocks, rb, ev, U, logf, S, k0, k1, qbt, out, state):
         block (``hc`` per integrated observation in ``ro`` order, then free observations).
     state : tuple
         Work arrays from :func:`make_state`.
+    out_lw : ndarray
+        ``(n_blocks, k1 - k0)``: each draw's log weight is stored there too (an array with
+        no columns stores nothing).
     """
     lev_bptr, free_bptr, col_ptr = blocks[0], blocks[1], blocks[3]
+    keep = out_lw.shape[1] > 0
     lev_ptr = rb[0]
     nu = ev[8]
     a_out, s0, s0sq = out[0], out[1], out[2]
@@ -382,6 +511,8 @@ def rb_chunk_sums(fam, blocks, rb, ev, U, logf, S, k0, k1, qbt, out, state):
             nt = min(TILE, k1 - kt)
             _tile(fam, b, kt, nt, rb, ev, blocks, U, logf, S, state, n_int)
             for t in range(nt):
+                if keep:
+                    out_lw[b, kt + t - k0] = lw[t]
                 if not lw[t] > -np.inf:
                     continue
                 if lw[t] > amax:

@@ -20,7 +20,12 @@ from ._kernels_rb import TILE, make_state, rb_chunk_sums, rb_log_weights
 from .engine import Evaluation, effective_n_jobs, finish
 from .partials import DrawShift, PartialSums, _scales, partition_bounds
 
-__all__ = ["RBEngine"]
+__all__ = ["RBEngine", "KEEP_LOG_WEIGHTS"]
+
+#: An evaluation keeps its draws' log weights when there are at most this many (blocks x
+#: draws; 32 MB): the tail diagnostics and the next round's proposal then need no kernel
+#: pass of their own.
+KEEP_LOG_WEIGHTS = 4_000_000
 
 
 class RBEngine:
@@ -108,30 +113,39 @@ class RBEngine:
                           len(st.ro) + len(st.free_obs), st.n_levels,
                           int(lens.max()) if lens.size else 1)
 
-    def _partition(self, params, c0, c1):
+    def _partition(self, params, c0, c1, keep_lw):
+        """Combined sums of chunks ``c0:c1`` and their draws' log weights (or Nones)."""
         data, st = self.data, self.structure
         blocks, rule, ev, dv = self._inputs(params)
         B, T, p = data.n_blocks, data.k_vc, data.k_fe
         d, n_h = p + T, len(st.ro) + len(st.free_obs)
-        rows = []
+        rows, lws = [], []
         for k0, k1 in self.ranges[c0:c1]:
             U, logf, S, j0, j1 = self._chunk(ev, dv, k0, k1)
             out = (np.full(B, -np.inf), np.zeros(B), np.zeros(B), np.zeros((B, d)),
                    np.zeros((B, d)), np.zeros((B, d, d)), np.zeros((B, d, d)),
                    np.zeros((B, T)), np.zeros(n_h), np.zeros((B, d, d)),
                    np.zeros((st.n_levels, 2)), np.zeros(data.q), np.zeros(data.q))
+            lw = np.empty((B, j1 - j0 if keep_lw else 0))
             rb_chunk_sums(data.family.code, blocks, rule, tuple(ev), U, logf, S, j0, j1,
-                          data.qbt, out, self._state())
+                          data.qbt, out, self._state(), lw)
             rows.append(out)
-        return _combine(rows, st, data)
+            lws.append(lw if keep_lw else None)
+        return _combine(rows, st, data), lws
 
     def _sums(self, params):
+        """The combined sums at ``params``; the draws' log weights are kept (for the tail
+        diagnostics and the next round's proposal) when they take at most
+        :data:`KEEP_LOG_WEIGHTS` numbers."""
+        keep = self.data.n_blocks * self.m <= KEEP_LOG_WEIGHTS
         if self.n_jobs == 1 or len(self.parts) == 1:
-            rows = [self._partition(params, c0, c1) for c0, c1 in self.parts]
+            got = [self._partition(params, c0, c1, keep) for c0, c1 in self.parts]
         else:
             with ThreadPoolExecutor(min(self.n_jobs, len(self.parts))) as pool:
-                rows = list(pool.map(lambda b: self._partition(params, *b), self.parts))
-        return _combine(rows, self.structure, self.data)
+                got = list(pool.map(lambda b: self._partition(params, *b, keep), self.parts))
+        self._log_weights = (params.tobytes(), [lw for g in got for lw in g[1]]) if keep \
+            else None
+        return _combine([g[0] for g in got], self.structure, self.data)
 
     def evaluate(self, params, derivs=True):
         """:class:`~glmm_sm.engine.Evaluation` at ``params = (beta, nu)`` (``nu <= 0``:
@@ -207,7 +221,13 @@ class RBEngine:
         return mean, sd
 
     def iter_log_weights(self, params):
-        """The draws' log weights, chunk by chunk, as ``(n_blocks, K)`` arrays."""
+        """The draws' log weights, chunk by chunk, as ``(n_blocks, K)`` arrays (those of
+        the last evaluation when it was at ``params``, else from a kernel pass)."""
+        params = np.asarray(params, dtype=np.float64)
+        got = self.__dict__.get("_log_weights")
+        if got is not None and got[0] == params.tobytes():
+            yield from got[1]
+            return
         blocks, rule, ev, dv = self._inputs(params)
         for k0, k1 in self.ranges:
             U, logf, S, j0, j1 = self._chunk(ev, dv, k0, k1)
@@ -220,16 +240,10 @@ class RBEngine:
         """Per block, the importance-sampling mean and covariance of the sampled effects at
         ``params`` and the block's ESS: ``{b: (mean, cov, ess)}`` (the next round's
         proposal, :meth:`RBSampler._adapt`)."""
-        blocks, rule, ev, dv = self._inputs(params)
-        lws, Us = [], []
-        for k0, k1 in self.ranges:
-            U, logf, S, j0, j1 = self._chunk(ev, dv, k0, k1)
-            lw = np.empty((self.data.n_blocks, j1 - j0))
-            rb_log_weights(self.data.family.code, blocks, rule, tuple(ev), U, logf, S, j0, j1,
-                           lw, self._state())
-            lws.append(lw)
-            Us.append(U)
-        lw = np.concatenate(lws, axis=1)
+        params = np.asarray(params, dtype=np.float64)
+        lw = np.concatenate(list(self.iter_log_weights(params)), axis=1)
+        _, _, ev, dv = self._inputs(params)
+        Us = [self._chunk(ev, dv, k0, k1)[0] for k0, k1 in self.ranges]
         out = {}
         for b, cols in enumerate(self.sampler.v_cols):
             if cols.size == 0 or not np.isfinite(lw[b].max()):

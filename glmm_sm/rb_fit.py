@@ -10,7 +10,13 @@ from .laplace import conditional_mode
 from .rao_blackwell import N_NODES, RBSampler, RBStructure, choose_split, rb_eligible
 from .rb_engine import RBEngine
 
-__all__ = ["rb_structure", "rb_round", "rb_record"]
+__all__ = ["rb_structure", "rb_round", "rb_record", "PILOT_NODES"]
+
+#: Gauss-Hermite nodes of the first (pilot) round.  Its quadrature error moves the estimate
+#: by well under one MCSE (VerbAgg at m = 1000: 0.9 MCSE, 0.6% of an SE, against 0.003
+#: MCSE with 12 nodes), far less than that round's distance from the MLE, and the round
+#: costs half as much.
+PILOT_NODES = 6
 
 
 def rb_structure(model, opts, factorize, client):
@@ -46,16 +52,20 @@ def rb_structure(model, opts, factorize, client):
 
 
 def rb_round(model, structure, centre, mode, factorize, m, seed, opts, n_jobs,
-             v_moments=None):
+             v_moments=None, pilot=False):
     """``(draws, engine)`` of one Rao-Blackwellized round centred at ``centre``; with
     ``v_moments`` (the previous round's :meth:`RBEngine.sampled_moments`) the sampled
-    effects' proposal is adapted to them."""
+    effects' proposal is adapted to them.  A ``pilot`` round (the first, centred at the
+    Laplace fit: it only finds the next round's centre and proposal, and is never the
+    final round) integrates with :data:`PILOT_NODES` nodes unless ``n_nodes`` is given."""
     system = model.block_system(factorize)
     p = model.k_fe
     if mode is None:
         mode = conditional_mode(system, centre[:p], centre[p:])
     options = {k: v for k, v in opts.sampler_options.items()
                if k in ("t_weight", "df", "n_nodes")}
+    if pilot:
+        options.setdefault("n_nodes", PILOT_NODES)
     smp = RBSampler(system, centre, mode, structure, v_moments=v_moments, **options)
     draws = DrawSet.from_sampler(smp, m, seed, opts.memory_budget, n_jobs=n_jobs)
     return draws, RBEngine(draws, opts.chunk_size, n_jobs)

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from glmm_sm._fastmath import _fexp_array, _flog1p_array
+from glmm_sm._fastmath import _fexp_array, _flog1p_array, _frecip_array
 
 
 def test_fexp_matches_numpy_over_kernel_range():
@@ -27,3 +27,12 @@ def test_flog1p_unit_matches_numpy():
     pos = t > 0
     assert out[0] == 0.0
     assert np.max(np.abs(out[pos] / ref[pos] - 1)) < 1e-15
+
+
+def test_frecip_unit_is_within_one_ulp_on_its_range():
+    x = np.concatenate([np.linspace(1, 2, 1_000_001),
+                        np.random.default_rng(1).uniform(1, 2, 100_000)])
+    out = np.empty_like(x)
+    _frecip_array(x, out)
+    ref = 1.0 / x
+    assert np.max(np.abs(out - ref) / np.spacing(ref)) <= 1.0

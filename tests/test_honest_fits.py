@@ -156,6 +156,21 @@ def test_fit_log_keeps_the_raw_optimizer_statuses(ticks_fit):
     assert rv["fopt"] == pytest.approx(-ticks_fit.llf_mc)
 
 
+def test_rounds_stop_once_the_newton_step_is_below_one_percent_of_the_mcse(salamander_fit):
+    """The optimizer stops at a maximum to far below Monte Carlo error (issue 11: no
+    evaluations spent on steps smaller than that), and says so."""
+    _, res = salamander_fit
+    for r in res.fit_log.rounds:
+        assert r["optimizer_success"] and r["at_maximum"]
+    ev = res.engine.evaluate(np.asarray(res.params, dtype=float))
+    err = information_errors(ev.hessian, ev.score_var)
+    step = err.cov @ ev.gradient  # -H^{-1} g
+    assert np.all(np.abs(step) <= 0.01 * np.maximum(res.mcse(), 0.01 * res.bse))
+    per_round = [sum(e["round"] == r["round"] for e in res.fit_log.evaluations)
+                 for r in res.fit_log.rounds]
+    assert max(per_round) <= 4, per_round
+
+
 def test_information_errors_nan_only_where_the_hessian_is_not_negative_definite():
     H = -np.diag([4.0, 9.0, 1.0])
     err = information_errors(H, np.eye(3))
