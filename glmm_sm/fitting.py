@@ -51,6 +51,12 @@ __all__ = ["FitOptions", "FitLog", "FitOutcome", "mcmle"]
 #: Movement between rounds is measured against the larger of the combined MCSE and this
 #: fraction of the standard error.
 MOVE_FLOOR_SE = 0.01
+#: A round's optimizer stops once the remaining Newton step is below this many MCSEs (each
+#: parameter; at least 1% of its SE): the estimate is then the maximizer of ``l_m`` on the
+#: final draws to far below Monte Carlo error (profiles and LR tests use it as such).
+STOP_STEP = 0.01
+#: ... in the first round, whose estimate only centres the next round.
+PILOT_STOP_STEP = 0.25
 #: Largest factor by which m may grow from one round to the next.
 MAX_M_GROWTH = 10.0
 #: ... and from a round whose estimate moved by more than 3 (combined MCSE) from its centre.
@@ -96,8 +102,10 @@ def _maximize(engine, start, tr, opts, log, rnd):
             raise StopIteration
         # At a maximum to far below the Monte Carlo error: the steps that remain (towards
         # gtol, or against the gradient's roundoff floor) would each cost an evaluation
-        # and move the estimate by less than 1% of its MCSE.
-        if obj._x is not None and np.array_equal(x, obj._x) and _near_maximum(obj.last):
+        # and move the estimate by less than STOP_STEP of its MCSE (PILOT_STOP_STEP in the
+        # first round, which is centred at the Laplace fit and only places the next one).
+        tol = PILOT_STOP_STEP if rnd == 0 else STOP_STEP
+        if obj._x is not None and np.array_equal(x, obj._x) and _near_maximum(obj.last, tol):
             at_max.append(True)
             raise StopIteration
 
@@ -110,19 +118,20 @@ def _maximize(engine, start, tr, opts, log, rnd):
                              message=f"trust-exact failed: {type(exc).__name__}: {exc}")
     if at_max:
         res.success, res.status = True, 0
-        res.message = ("at a maximum: the remaining Newton step is below 1% of the Monte "
-                       "Carlo standard error")
+        res.message = (f"at a maximum: the remaining Newton step is below "
+                       f"{PILOT_STOP_STEP if rnd == 0 else STOP_STEP:g} Monte Carlo standard "
+                       "errors")
     ev = obj.evaluation_at(res.x)
     res.n_nonfinite = obj.n_nonfinite
     return tr.to_theta(res.x), res, ev
 
 
-def _near_maximum(ev):
+def _near_maximum(ev, tol):
     """:func:`_at_maximum` from an Evaluation alone (False where it has no Hessian)."""
     if ev is None or ev.hessian is None or not np.all(np.isfinite(ev.hessian)):
         return False
     err = information_errors(ev.hessian, ev.score_var)
-    return _at_maximum(ev, err, _mcse(err.mcse_cov))
+    return _at_maximum(ev, err, _mcse(err.mcse_cov), tol)
 
 
 def _at_maximum(ev, errors, mcse, tol=1e-2):
