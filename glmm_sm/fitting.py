@@ -104,7 +104,7 @@ def _maximize(engine, start, tr, opts, log, rnd):
         # gtol, or against the gradient's roundoff floor) would each cost an evaluation
         # and move the estimate by less than STOP_STEP of its MCSE (PILOT_STOP_STEP in the
         # first round, which is centred at the Laplace fit and only places the next one).
-        tol = PILOT_STOP_STEP if rnd == 0 else STOP_STEP
+        tol = PILOT_STOP_STEP if _is_pilot(rnd, opts) else STOP_STEP
         if obj._x is not None and np.array_equal(x, obj._x) and _near_maximum(obj.last, tol):
             at_max.append(True)
             raise StopIteration
@@ -118,12 +118,18 @@ def _maximize(engine, start, tr, opts, log, rnd):
                              message=f"trust-exact failed: {type(exc).__name__}: {exc}")
     if at_max:
         res.success, res.status = True, 0
-        res.message = (f"at a maximum: the remaining Newton step is below "
-                       f"{PILOT_STOP_STEP if rnd == 0 else STOP_STEP:g} Monte Carlo standard "
-                       "errors")
+        tol = PILOT_STOP_STEP if _is_pilot(rnd, opts) else STOP_STEP
+        res.message = (f"at a maximum: the remaining Newton step is below {tol:g} Monte "
+                       "Carlo standard errors")
     ev = obj.evaluation_at(res.x)
     res.n_nonfinite = obj.n_nonfinite
     return tr.to_theta(res.x), res, ev
+
+
+def _is_pilot(rnd, opts):
+    """Whether round ``rnd`` is a pilot: the first, centred at the Laplace fit, when more
+    rounds may follow (it then only places the next round and is never the final one)."""
+    return rnd == 0 and opts.max_rounds > 1
 
 
 def _near_maximum(ev, tol):
@@ -326,7 +332,8 @@ class _RoundState:
         if self.rb is not None:
             draws, engine = rb_round(self.model, self.rb, self.centre, self.centre_mode,
                                      self.factorize, self.m, child_seed(self.seed, rnd), opts,
-                                     self.n_jobs, self.rb_moments, pilot=rnd == 0)
+                                     self.n_jobs, self.rb_moments,
+                                     pilot=_is_pilot(rnd, opts))
         else:
             smp = self.model.make_sampler(self.centre, opts.sampler, self.factorize,
                                           mode=self.centre_mode, **opts.sampler_options)

@@ -3,13 +3,18 @@ agreement with the plain estimator, threads, and a fit."""
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
+from models import crossed
+from statsmodels.tools.sm_exceptions import ConvergenceWarning
 
 from glmm_sm._random import as_seed_sequence
 from glmm_sm.draws import DrawSet
-from glmm_sm.rao_blackwell import RBSampler, RBStructure, choose_split
+from glmm_sm.rao_blackwell import N_NODES, RBSampler, RBStructure, choose_split
 from glmm_sm.rb_engine import RBEngine
+from glmm_sm.rb_fit import PILOT_NODES
 
 
 @pytest.fixture(scope="module")
@@ -65,6 +70,17 @@ def test_threads_and_chunks_give_the_same_bits(sal_setup):
     a = _engine(sal_setup, 6000, 2, n_jobs=1, chunk_size=700).evaluate(th)
     b = _engine(sal_setup, 6000, 2, n_jobs=2, chunk_size=700).evaluate(th)
     assert a.value == b.value and np.array_equal(a.hessian, b.hessian)
+
+
+def test_a_single_round_is_not_a_pilot():
+    """The first round integrates with PILOT_NODES only when more rounds may follow: with
+    max_rounds=1 it is the answer, and uses the full rule."""
+    assert PILOT_NODES < N_NODES
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        res = crossed().fit(m=500, max_rounds=1, random_state=0, disp=False, n_jobs=1)
+    assert res.fit_log.rao_blackwell["nodes"] == N_NODES
+    assert len(res.engine.sampler.xs) == N_NODES
 
 
 @pytest.mark.slow
