@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.linalg import solve_triangular
 from scipy.optimize import minimize
 from threadpoolctl import threadpool_limits
 
@@ -170,8 +171,23 @@ def spd_solve(M, rhs):
     solution of a slightly regularized one (the damped Newton step of the mode solver).
     """
     L = robust_cholesky(M)
-    y = np.linalg.solve(L, rhs[..., None])
-    return np.linalg.solve(np.swapaxes(L, 1, 2), y)[..., 0]
+    y = _tri_solve(L, rhs[..., None])
+    return _tri_solve(L, y, trans=True)[..., 0]
+
+
+#: Blocks of at least this many effects are solved with their triangular factors (LAPACK
+#: ``trtrs``, O(q^2) per right-hand side; for q = 340 ten times faster than a general
+#: solve); smaller ones by numpy's batched general solver, whose per-block overhead is far
+#: lower (hundreds of 1 x 1 blocks).
+TRI_SOLVE_MIN_Q = 64
+
+
+def _tri_solve(L, B, trans=False):
+    """``L^{-1} B`` (``L^{-T} B`` with ``trans``) for stacked lower-triangular ``L``."""
+    if L.shape[-1] >= TRI_SOLVE_MIN_Q:
+        return solve_triangular(L, B, lower=True, trans="T" if trans else "N",
+                                check_finite=False)
+    return np.linalg.solve(np.swapaxes(L, -1, -2) if trans else L, B)
 
 
 @dataclass
@@ -308,7 +324,8 @@ def _precision_inverses(mode):
     """Per group, the stacked inverses ``P_b^{-1} = L^{-T} L^{-1}``."""
     out = []
     for L in mode.chol:
-        Li = np.linalg.inv(L)
+        Li = _tri_solve(L, np.broadcast_to(np.eye(L.shape[-1]), L.shape)) \
+            if L.shape[-1] >= TRI_SOLVE_MIN_Q else np.linalg.inv(L)
         out.append(np.swapaxes(Li, 1, 2) @ Li)
     return out
 
