@@ -190,6 +190,13 @@ def _tri_solve(L, B, trans=False):
     return np.linalg.solve(np.swapaxes(L, -1, -2) if trans else L, B)
 
 
+def _tri_inverse(L):
+    """``L^{-1}`` for stacked lower-triangular ``L`` (the same choice as :func:`_tri_solve`)."""
+    if L.shape[-1] >= TRI_SOLVE_MIN_Q:
+        return _tri_solve(L, np.broadcast_to(np.eye(L.shape[-1]), L.shape))
+    return np.linalg.inv(L)
+
+
 @dataclass
 class ModeResult:
     """Conditional modes and the Laplace pieces at one ``theta``.
@@ -324,8 +331,7 @@ def _precision_inverses(mode):
     """Per group, the stacked inverses ``P_b^{-1} = L^{-T} L^{-1}``."""
     out = []
     for L in mode.chol:
-        Li = _tri_solve(L, np.broadcast_to(np.eye(L.shape[-1]), L.shape)) \
-            if L.shape[-1] >= TRI_SOLVE_MIN_Q else np.linalg.inv(L)
+        Li = _tri_inverse(L)
         out.append(np.swapaxes(Li, 1, 2) @ Li)
     return out
 

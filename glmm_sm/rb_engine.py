@@ -100,7 +100,7 @@ class RBEngine:
             return (np.ascontiguousarray(U[:, j0:j1]), logf,
                     np.ascontiguousarray(S[:, :, j0:j1]), 0, j1 - j0)
         shift = self._shift()[0]
-        U = np.ascontiguousarray(U[:, j0:j1] + dv[:, None])
+        U = _moved(U, j0, j1, dv)
         S = shift.sums_of_squares(U)
         ev[10] = shift.prior_scores(U, shift.prior_matrix(ev[8]))
         return U, logf, S, 0, j1 - j0
@@ -242,8 +242,11 @@ class RBEngine:
         proposal, :meth:`RBSampler._adapt`)."""
         params = np.asarray(params, dtype=np.float64)
         lw = np.concatenate(list(self.iter_log_weights(params)), axis=1)
-        _, _, ev, dv = self._inputs(params)
-        Us = [self._chunk(ev, dv, k0, k1)[0] for k0, k1 in self.ranges]
+        dv = self._inputs(params)[3]
+        Us = []
+        for k0, k1 in self.ranges:
+            U, _, _, j0, j1 = self.draws.chunk_arrays(k0, k1)
+            Us.append(_moved(U, j0, j1, dv))
         out = {}
         for b, cols in enumerate(self.sampler.v_cols):
             if cols.size == 0 or not np.isfinite(lw[b].max()):
@@ -261,6 +264,12 @@ class RBEngine:
             "this quantity needs joint draws of every random effect, which a "
             "Rao-Blackwellized fit does not keep (its integrated effects are summed by "
             "quadrature); refit with rao_blackwell=False for it")
+
+
+def _moved(U, j0, j1, dv):
+    """Columns ``j0:j1`` of the draws ``U`` (contiguous), moved by ``dv`` if given."""
+    U = U[:, j0:j1]
+    return np.ascontiguousarray(U if dv is None else U + dv[:, None])
 
 
 def _combine(rows, st, data):
