@@ -313,7 +313,6 @@ class _RoundState:
         self.n_jobs = effective_n_jobs(opts.n_jobs)
         self.tr = ParamTransform(model.arrays.X, model.k_vcp, cov=model.design.cov)
         self.rb = rb_structure(model, opts, factorize, client)
-        self.rb_moments = None
         if self.rb is not None:
             log.rao_blackwell = rb_record(model, self.rb)
         self.centre, self.centre_mode = lap, mode
@@ -332,8 +331,7 @@ class _RoundState:
         if self.rb is not None:
             draws, engine = rb_round(self.model, self.rb, self.centre, self.centre_mode,
                                      self.factorize, self.m, child_seed(self.seed, rnd), opts,
-                                     self.n_jobs, self.rb_moments,
-                                     pilot=_is_pilot(rnd, opts))
+                                     self.n_jobs, pilot=_is_pilot(rnd, opts))
         else:
             smp = self.model.make_sampler(self.centre, opts.sampler, self.factorize,
                                           mode=self.centre_mode, **opts.sampler_options)
@@ -365,8 +363,6 @@ class _RoundState:
         if self._out_of_time(info):
             return True
         self.centre, self.centre_mode, self.prev_mcse = theta, None, mcse
-        if self.rb is not None:  # the next round's proposal of the sampled effects
-            self.rb_moments = engine.sampled_moments(theta)
         return False
 
     def _record(self, rnd, theta, res, ev, seconds):
@@ -433,8 +429,7 @@ class _RoundState:
             # The sampler was off-centre (the estimate moved): its MCSE overstates the one
             # at a re-centred sampler, so grow modestly and re-centre first.  The first
             # round of a Rao-Blackwellized fit counts as off-centre (it is centred at the
-            # Laplace fit, and the next round's proposal adapts to its weighted draws):
-            # on VerbAgg its ESS fraction was 5-30%, the next round's 15-40%.
+            # Laplace fit, with a coarser quadrature rule).
             m_next = min(m_next, int(math.ceil(MAX_M_GROWTH_MOVED * self.m)))
         if left is not None:
             # A round costs about in proportion to m: never start one that cannot finish.

@@ -10,8 +10,9 @@ Monte Carlo error is then ``v``'s alone: 24 dimensions instead of 340 on VerbAgg
   per observation, the one with the most levels (a fully nested block has none: plain MCLA).
 * :class:`RBStructure` holds the layout's fixed bookkeeping (levels, their observations,
   free observations, the sampled columns).
-* :class:`RBSampler` draws ``v`` from the marginal of the Laplace approximation at the
-  round's centre (a normal with a defensive t), and fixes each level's quadrature rule:
+* :class:`RBSampler` draws ``v`` from the Laplace approximation of its integrated density
+  at the round's centre (a normal with a defensive t; :mod:`glmm_sm.rb_proposal`), and
+  fixes each level's quadrature rule:
   nodes at ``mu_a(v) = u_a + c_a' (v - v_hat)`` with scale ``s_a``, the conditional mean and
   SD of ``alpha_a`` given ``v`` under the same approximation.
 * :class:`RBEngine` evaluates ``l_m`` and its exact derivatives on such draws.
@@ -24,16 +25,13 @@ import scipy.sparse as sp
 
 from ._constants import HALF_LOG2PI
 from .laplace import mode_derivatives
+from .rb_proposal import integrated_laplace
 from .sampler import DrawChunk, _log_t_norm, stratified_counts
 
 __all__ = ["choose_split", "RBStructure", "RBSampler", "rb_eligible", "N_NODES"]
 
 #: Gauss-Hermite nodes per integrated level.
 N_NODES = 12
-#: The adapted proposal's covariance is the previous round's weighted covariance of the
-#: sampled effects times this (heavier than the estimate, for the weights' tails), used
-#: where that round had at least ``ADAPT_MIN_ESS_PER_DIM`` effective draws per dimension.
-ADAPT_INFLATION, ADAPT_MIN_ESS_PER_DIM = 1.2, 10.0
 #: "auto" integrates a block's component only in blocks with at least this many effects,
 #: where the sampled dimension falls to at most a quarter.
 AUTO_MIN_Q, AUTO_MAX_SHARE = 100, 0.25
@@ -161,12 +159,17 @@ class RBSampler:
         Defensive t component, as :class:`~glmm_sm.sampler.LaplaceSampler`.
     n_nodes : int
         Gauss-Hermite nodes per level.
+    shift : bool
+        Draws and nodes move with the fixed effects.
+    integrated : bool
+        Centre and scale the sampled effects at the mode and curvature of their integrated
+        density (default); ``False`` keeps the joint Laplace marginal (for comparisons).
     """
 
     name = "rao-blackwell"
 
     def __init__(self, system, params, mode, structure, t_weight=0.1, df=5.0,
-                 n_nodes=N_NODES, shift=True, v_moments=None):
+                 n_nodes=N_NODES, shift=True, integrated=True):
         self.system, self.structure = system, structure
         self.params = np.asarray(params, dtype=float).copy()
         self.t_weight, self.df = float(t_weight), float(df)
@@ -185,7 +188,7 @@ class RBSampler:
         self.xs = np.sqrt(2.0) * x
         self.logw = np.log(w) + x * x + 0.5 * np.log(2.0)
         self._per_block(system, mode, data)
-        self.adapted = self._adapt(v_moments or {})
+        self.adapted = self._adapt(integrated_laplace(self, self.params) if integrated else {})
 
     @property
     def data(self):
@@ -233,20 +236,15 @@ class RBSampler:
         self.v_cols[b], self.v_root[b] = np.asarray(vcols, np.int64), root
         self.v_half_logdet[b] = -float(np.log(np.diag(root)).sum()) if v_loc.size else 0.0
 
-    def _adapt(self, v_moments):
-        """Centre and spread the sampled effects' proposal at their importance-sampling
-        mean and covariance from the previous round (inflated by :data:`ADAPT_INFLATION`),
-        block by block where given and well estimated; the quadrature rule keeps the
-        Laplace linearization.  Returns the adapted blocks."""
+    def _adapt(self, moments):
+        """Centre and spread the sampled effects' proposal at the mode and curvature of
+        their integrated density (:func:`~glmm_sm.rb_proposal.integrated_laplace`), block
+        by block where given; the quadrature rule keeps the joint Laplace linearization.
+        Returns the adapted blocks."""
         done = []
-        for b, (mean, cov, ess) in v_moments.items():
+        for b, (mean, cov) in moments.items():
             cols = self.v_cols[b]
-            if cols.size == 0 or ess < ADAPT_MIN_ESS_PER_DIM * cols.size:
-                continue
-            lam, V = np.linalg.eigh(0.5 * (cov + cov.T))
-            if not lam.min() > 0:
-                continue
-            root = np.linalg.cholesky(ADAPT_INFLATION * (V * lam) @ V.T)
+            root = np.linalg.cholesky(cov)
             self.u_hat[cols] = mean
             self.v_root[b] = root
             self.v_half_logdet[b] = -float(np.log(np.diag(root)).sum())

@@ -23,8 +23,7 @@ from .partials import DrawShift, PartialSums, _scales, partition_bounds
 __all__ = ["RBEngine", "KEEP_LOG_WEIGHTS"]
 
 #: An evaluation keeps its draws' log weights when there are at most this many (blocks x
-#: draws; 32 MB): the tail diagnostics and the next round's proposal then need no kernel
-#: pass of their own.
+#: draws; 32 MB): the tail diagnostics then need no kernel pass of their own.
 KEEP_LOG_WEIGHTS = 4_000_000
 
 
@@ -135,7 +134,7 @@ class RBEngine:
 
     def _sums(self, params):
         """The combined sums at ``params``; the draws' log weights are kept (for the tail
-        diagnostics and the next round's proposal) when they take at most
+        diagnostics) when they take at most
         :data:`KEEP_LOG_WEIGHTS` numbers."""
         keep = self.data.n_blocks * self.m <= KEEP_LOG_WEIGHTS
         if self.n_jobs == 1 or len(self.parts) == 1:
@@ -235,29 +234,6 @@ class RBEngine:
             rb_log_weights(self.data.family.code, blocks, rule, tuple(ev), U, logf, S, j0, j1,
                            lw, self._state())
             yield lw
-
-    def sampled_moments(self, params):
-        """Per block, the importance-sampling mean and covariance of the sampled effects at
-        ``params`` and the block's ESS: ``{b: (mean, cov, ess)}`` (the next round's
-        proposal, :meth:`RBSampler._adapt`)."""
-        params = np.asarray(params, dtype=np.float64)
-        lw = np.concatenate(list(self.iter_log_weights(params)), axis=1)
-        dv = self._inputs(params)[3]
-        Us = []
-        for k0, k1 in self.ranges:
-            U, _, _, j0, j1 = self.draws.chunk_arrays(k0, k1)
-            Us.append(_moved(U, j0, j1, dv))
-        out = {}
-        for b, cols in enumerate(self.sampler.v_cols):
-            if cols.size == 0 or not np.isfinite(lw[b].max()):
-                continue
-            w = np.exp(lw[b] - lw[b].max())
-            w /= w.sum()
-            V = np.concatenate([U[cols] for U in Us], axis=1)
-            mean = V @ w
-            D = V - mean[:, None]
-            out[b] = (mean, (D * w) @ D.T, float(1.0 / np.sum(w * w)))
-        return out
 
     def weighted_draws(self, params, chunk_size=512):
         raise NotImplementedError(

@@ -51,22 +51,21 @@ def rb_structure(model, opts, factorize, client):
     return RBStructure(data, split)
 
 
-def rb_round(model, structure, centre, mode, factorize, m, seed, opts, n_jobs,
-             v_moments=None, pilot=False):
-    """``(draws, engine)`` of one Rao-Blackwellized round centred at ``centre``; with
-    ``v_moments`` (the previous round's :meth:`RBEngine.sampled_moments`) the sampled
-    effects' proposal is adapted to them.  A ``pilot`` round (the first, centred at the
-    Laplace fit: it only finds the next round's centre and proposal, and is never the
-    final round) integrates with :data:`PILOT_NODES` nodes unless ``n_nodes`` is given."""
+def rb_round(model, structure, centre, mode, factorize, m, seed, opts, n_jobs, pilot=False):
+    """``(draws, engine)`` of one Rao-Blackwellized round centred at ``centre``, the
+    sampled effects drawn from :func:`~glmm_sm.rb_proposal.integrated_laplace`.  A
+    ``pilot`` round (the first, centred at the Laplace fit: it only finds the next round's
+    centre, and is never the final round) integrates with :data:`PILOT_NODES` nodes unless
+    ``n_nodes`` is given."""
     system = model.block_system(factorize)
     p = model.k_fe
     if mode is None:
         mode = conditional_mode(system, centre[:p], centre[p:])
     options = {k: v for k, v in opts.sampler_options.items()
-               if k in ("t_weight", "df", "n_nodes")}
+               if k in ("t_weight", "df", "n_nodes", "integrated")}
     if pilot:
         options.setdefault("n_nodes", PILOT_NODES)
-    smp = RBSampler(system, centre, mode, structure, v_moments=v_moments, **options)
+    smp = RBSampler(system, centre, mode, structure, **options)
     draws = DrawSet.from_sampler(smp, m, seed, opts.memory_budget, n_jobs=n_jobs)
     return draws, RBEngine(draws, opts.chunk_size, n_jobs)
 

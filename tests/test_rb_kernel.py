@@ -121,9 +121,9 @@ def test_log_weights_and_value_match_a_numpy_evaluation(kind, n_subj, n_item):
     assert abs(ev.value - value) < 1e-12 * scale
 
 
-def test_kept_log_weights_and_moments_equal_a_fresh_pass():
-    """The log weights an evaluation keeps (used for the Pareto k and the next round's
-    proposal) are bit for bit those of a separate kernel pass, moving draws included."""
+def test_kept_log_weights_equal_a_fresh_pass():
+    """The log weights an evaluation keeps (used for the Pareto k) are bit for bit those of
+    a separate kernel pass, moving draws included."""
     mod = _model("bernoulli", 60, 8)
     params, _, mode = mod.fit_laplace()
     system = mod.block_system()
@@ -133,12 +133,7 @@ def test_kept_log_weights_and_moments_equal_a_fresh_pass():
     th = params + 0.05
     eng.evaluate(th)
     kept = list(eng.iter_log_weights(th))
-    mom = eng.sampled_moments(th)
     eng._log_weights = None
     fresh = list(eng.iter_log_weights(th))
     assert len(kept) == len(fresh) == len(eng.ranges)
     assert all(np.array_equal(a, b) for a, b in zip(kept, fresh, strict=True))
-    mom2 = eng.sampled_moments(th)
-    for b, (mean, cov, ess) in mom.items():
-        assert np.array_equal(mean, mom2[b][0]) and np.array_equal(cov, mom2[b][1])
-        assert ess == mom2[b][2]
