@@ -426,7 +426,7 @@ class MonteCarloGLMM(LikelihoodModel):
             ``start_params`` and ``factorize`` apply (``random_state``, ``disp`` are unused).
         **kwargs
             Other :class:`~glmm_sm.fitting.FitOptions` fields: ``max_rounds``, ``min_ess``,
-            ``time_budget``, ``m_start`` (first-round draws; default 4000, or 1000 when a
+            ``time_budget``, ``m_start`` (first-round draws; default 4000, or 400 when a
             block is Rao-Blackwellized), ``kernel``, ``chunk_size``, ``n_jobs`` (threads;
             default all cores; results do not depend on it),
             ``memory_budget``, ``factorize``, ``sampler_options``, ``gtol``, ``maxiter``,
