@@ -20,6 +20,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from . import _kernels, _kernels_numpy
+from ._kernels_shift import add_offset, csr_times
 
 __all__ = ["KERNELS", "N_PARTITIONS", "PartialSums", "DrawShift", "draw_shift",
            "moved_draws", "partition_bounds", "partition_sums"]
@@ -164,13 +165,22 @@ class DrawShift:
         """``du = M (beta - beta0)`` (q,)."""
         return self.M @ (np.asarray(beta, dtype=np.float64) - self.beta0)
 
+    def move(self, U, j0, j1, du):
+        """Draws ``j0:j1`` of ``U`` moved by ``du`` (:meth:`offset`), as a new array."""
+        out = np.empty((U.shape[0], j1 - j0))
+        add_offset(U, j0, j1, du, out)
+        return out
+
     def sums_of_squares(self, U):
         """``S`` (B, T + C, K) of the (moved) draws ``U`` (q, K), cross sums included."""
         B, T, _ = self._dims
-        S = (self._ind @ (U * U)).reshape(B, T, U.shape[1])
+        ind = self._ind
+        S = np.empty((B * T, U.shape[1]))
+        csr_times(ind.indptr, ind.indices, ind.data, _c(U), True, S)
+        S = S.reshape(B, T, U.shape[1])
         if self.vector:
-            S = np.concatenate([S, self._data.cross_sums(U)], axis=1)
-        return np.ascontiguousarray(S)
+            S = np.ascontiguousarray(np.concatenate([S, self._data.cross_sums(U)], axis=1))
+        return S
 
     def _precision(self, nu):
         d = self._data
@@ -191,7 +201,9 @@ class DrawShift:
         """``Gp[b, :, k] = -M_b' D_b^{-1} u_kb`` (B, p, K) of the moved draws ``U``; ``A``
         from :meth:`prior_matrix`."""
         B, _, p = self._dims
-        return np.ascontiguousarray((A @ U).reshape(B, p, -1))
+        out = np.empty((B * p, U.shape[1]))
+        csr_times(A.indptr, A.indices, A.data, _c(U), False, out)
+        return out.reshape(B, p, -1)
 
     def cross_sums(self, sU, nu=None):
         """``smu[b, :, t] = sum_{j in b, t} M_j sU_j`` (B, p, T); with correlated terms
@@ -216,6 +228,10 @@ class DrawShift:
         return np.einsum("btij,t->bij", self._mm, 1.0 / nu)
 
 
+def _c(a):
+    return np.ascontiguousarray(a, dtype=np.float64)
+
+
 def draw_shift(sampler):
     """The :class:`DrawShift` of a sampler's draws, or None (draws that do not move).
 
@@ -235,7 +251,7 @@ def moved_draws(shift, beta, U, S, j0, j1):
     """``(U, S)`` of draws ``j0:j1`` at ``beta``: as given, or moved by ``shift``."""
     if shift is None:
         return U[:, j0:j1], S[:, :, j0:j1]
-    Uc = U[:, j0:j1] + shift.offset(beta)[:, None]
+    Uc = shift.move(U, j0, j1, shift.offset(beta))
     return Uc, shift.sums_of_squares(Uc)
 
 
@@ -275,7 +291,7 @@ def weight_pass(kernel, data, draws, ranges, params, shift=None, moments=False):
     for k0, k1 in ranges:
         U, logf, S, j0, j1 = draws.chunk_arrays(k0, k1)
         if shift is not None:
-            U = np.ascontiguousarray(U[:, j0:j1] + shift.offset(beta)[:, None])
+            U = shift.move(U, j0, j1, shift.offset(beta))
             S = shift.sums_of_squares(U)
             logf = np.ascontiguousarray(logf[:, j0:j1])
             j0, j1 = 0, j1 - j0
@@ -319,7 +335,7 @@ def partition_sums(kernel, data, draws, ranges, params, derivs=True, shift=None)
     for c, (k0, k1) in enumerate(ranges):
         U, logf, S, j0, j1 = draws.chunk_arrays(k0, k1)
         if shift is not None:
-            U = U[:, j0:j1] + du[:, None]
+            U = shift.move(U, j0, j1, du)
             S = shift.sums_of_squares(U)
             logf = np.ascontiguousarray(logf[:, j0:j1])
             j0, j1 = 0, j1 - j0

@@ -99,7 +99,7 @@ class RBEngine:
             return (np.ascontiguousarray(U[:, j0:j1]), logf,
                     np.ascontiguousarray(S[:, :, j0:j1]), 0, j1 - j0)
         shift = self._shift()[0]
-        U = _moved(U, j0, j1, dv)
+        U = shift.move(U, j0, j1, dv)
         S = shift.sums_of_squares(U)
         ev[10] = shift.prior_scores(U, shift.prior_matrix(ev[8]))
         return U, logf, S, 0, j1 - j0
@@ -240,12 +240,6 @@ class RBEngine:
             "this quantity needs joint draws of every random effect, which a "
             "Rao-Blackwellized fit does not keep (its integrated effects are summed by "
             "quadrature); refit with rao_blackwell=False for it")
-
-
-def _moved(U, j0, j1, dv):
-    """Columns ``j0:j1`` of the draws ``U`` (contiguous), moved by ``dv`` if given."""
-    U = U[:, j0:j1]
-    return np.ascontiguousarray(U if dv is None else U + dv[:, None])
 
 
 def _combine(rows, st, data):
