@@ -57,6 +57,8 @@ def integrated_laplace(smp, params):
             continue
         n = target.n_v[k]
         negH = -H[k, :n, :n]
+        if not (np.isfinite(f[k]) and np.all(np.isfinite(negH))):
+            continue
         try:
             np.linalg.cholesky(negH)
         except np.linalg.LinAlgError:
@@ -74,6 +76,9 @@ def _newton_steps(g, H, mask):
     ok = np.ones(nb, dtype=bool)
     for k in range(nb):
         n = int(mask[k].sum())
+        if not (np.all(np.isfinite(H[k, :n, :n])) and np.all(np.isfinite(g[k, :n]))):
+            ok[k] = False
+            continue
         try:
             c = np.linalg.cholesky(-H[k, :n, :n])
         except np.linalg.LinAlgError:
