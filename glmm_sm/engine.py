@@ -39,7 +39,7 @@ from .partials import (  # noqa: F401  (re-exported: their home was this module)
 )
 
 __all__ = ["Evaluation", "MCLAEngine", "PartialSums", "DrawShift", "draw_shift",
-           "partition_sums", "effective_n_jobs"]
+           "partition_sums", "effective_n_jobs", "weight_chunks"]
 
 @dataclass
 class Evaluation:
@@ -257,6 +257,29 @@ class MCLAEngine:
         mean[cp] = s1 / s0[boc]
         sd[cp] = np.sqrt(np.clip(s2 / s0[boc] - mean[cp] ** 2, 0, None))
         return mean, sd
+
+
+def weight_chunks(engine, params):
+    """Yield ``(v, sc)`` chunk by chunk over ``engine``'s draws at ``params``: ``v = exp(b -
+    A)`` (n_blocks, K) the draws' weights relative to the running maximum ``A`` of each
+    block's log weights, ``sc`` the factor that rescales sums over earlier chunks to it.
+
+    Works for every engine: from :meth:`MCLAEngine.weighted_draws` where the draws are joint
+    draws of every effect, else (a Rao-Blackwellized engine) from its log weights.
+    """
+    if getattr(engine, "joint_draws", True):
+        for _, _, v, sc in engine.weighted_draws(params):
+            yield v, sc
+        return
+    A = None
+    for lw in engine.iter_log_weights(params):
+        newA = lw.max(axis=1) if A is None else np.maximum(A, lw.max(axis=1))
+        with np.errstate(invalid="ignore"):
+            sc = np.zeros_like(newA) if A is None else np.where(np.isfinite(A),
+                                                                 np.exp(A - newA), 0.0)
+            v = np.exp(lw - newA[:, None])
+        A = newA
+        yield np.nan_to_num(v, nan=0.0), sc
 
 
 def _valid_cov(data, nu):

@@ -16,6 +16,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from .engine import weight_chunks
+
 __all__ = [
     "plot_compare_table",
     "plot_diagnostics",
@@ -67,7 +69,7 @@ def _log_normalizers(engine, theta):
     """Per block, ``log sum_k exp(b_k) - A_0`` with ``A_0`` the largest log weight of the
     first chunk (a second pass over the same chunks recovers ``b_k - A_0`` the same way)."""
     s0 = shift = None
-    for _, _, v, sc in engine.weighted_draws(theta):
+    for v, sc in weight_chunks(engine, theta):
         if s0 is None:
             s0, shift = v.sum(axis=1), np.zeros(v.shape[0])
         else:
@@ -81,7 +83,7 @@ def _log_normalizers(engine, theta):
 def weight_histogram(res, edges=None):
     """Distribution of each block's normalized importance weights at the estimate.
 
-    Two passes over the final round's draws (``res.engine.weighted_draws``): the first
+    Two passes over the final round's draws (:func:`~glmm_sm.engine.weight_chunks`): the first
     finds each block's normalizing sum, the second bins ``log10(m w_k)``, where ``w_k`` is a
     draw's normalized weight (0 is the weight every draw would have if all were equal).
     Memory grows with the number of blocks and bins, never with ``m``.
@@ -116,7 +118,7 @@ def weight_histogram(res, edges=None):
     mass = np.zeros(nb * nbins)
     wmax, w2 = np.zeros(nb), np.zeros(nb)
     shift = np.zeros(nb)
-    for j, (_, _, v, sc) in enumerate(engine.weighted_draws(theta)):
+    for j, (v, sc) in enumerate(weight_chunks(engine, theta)):
         with np.errstate(divide="ignore"):
             if j:
                 shift = shift - np.log(sc)

@@ -43,8 +43,9 @@ from scipy.optimize import minimize
 
 from ._random import child_seed
 from .draws import DrawSet
-from .engine import Evaluation, MCLAEngine
+from .engine import Evaluation, MCLAEngine, weight_chunks
 from .params import CachedObjective, ParamTransform
+from .rb_fit import rb_round, rb_structure
 
 __all__ = ["ProfilePoint", "DrawSets", "maximize", "paired_deviance_mcse", "own_mcse"]
 
@@ -152,7 +153,7 @@ def own_mcse(ev, m):
     return float(np.sqrt(np.sum(np.clip(1.0 / ev.ess - 1.0 / m, 0.0, None))))
 
 
-def paired_deviance_mcse(engine, theta1, theta2, chunk_size=512):
+def paired_deviance_mcse(engine, theta1, theta2):
     """MCSE of ``2 (l_m(theta1) - l_m(theta2))`` on the same draws of ``engine``.
 
     ``2 sqrt(sum_b sum_k (v_k(theta1) - v_k(theta2))^2)`` with ``v`` each block's
@@ -160,9 +161,8 @@ def paired_deviance_mcse(engine, theta1, theta2, chunk_size=512):
     """
     B = engine.data.n_blocks
     s1, s2, q1, q2, c = (np.zeros(B) for _ in range(5))
-    for (_, _, w1, a1), (_, _, w2, a2) in zip(engine.weighted_draws(theta1, chunk_size),
-                                              engine.weighted_draws(theta2, chunk_size),
-                                              strict=True):
+    for (w1, a1), (w2, a2) in zip(weight_chunks(engine, theta1),
+                                  weight_chunks(engine, theta2), strict=True):
         s1, q1 = s1 * a1 + w1.sum(axis=1), q1 * a1**2 + (w1 * w1).sum(axis=1)
         s2, q2 = s2 * a2 + w2.sum(axis=1), q2 * a2**2 + (w2 * w2).sum(axis=1)
         c = c * a1 * a2 + (w1 * w2).sum(axis=1)
@@ -232,13 +232,21 @@ class DrawSets:
         return len(self.engines)
 
     def add(self, theta):
-        """Draw a fresh set from the sampler built at ``theta``; its index."""
+        """Draw a fresh set from the sampler built at ``theta`` (Rao-Blackwellized where
+        the fit was); its index."""
         opts, model = self.opts, self.model
         factorize = model.factorize if opts.factorize is None else bool(opts.factorize)
-        smp = model.make_sampler(theta, opts.sampler, factorize, **opts.sampler_options)
-        draws = DrawSet.from_sampler(smp, self.m, child_seed(self.seed, len(self.engines) + 1),
-                                     opts.memory_budget, n_jobs=self.n_jobs)
-        self.engines.append(MCLAEngine(draws, opts.kernel, opts.chunk_size, self.n_jobs))
+        seed = child_seed(self.seed, len(self.engines) + 1)
+        rb = rb_structure(model, opts, factorize, None)
+        if rb is not None:
+            engine = rb_round(model, rb, np.asarray(theta, dtype=float), None, factorize,
+                              self.m, seed, opts, self.n_jobs)[1]
+        else:
+            smp = model.make_sampler(theta, opts.sampler, factorize, **opts.sampler_options)
+            draws = DrawSet.from_sampler(smp, self.m, seed, opts.memory_budget,
+                                         n_jobs=self.n_jobs)
+            engine = MCLAEngine(draws, opts.kernel, opts.chunk_size, self.n_jobs)
+        self.engines.append(engine)
         self.centres.append(float(theta[self.j]))
         self.maxima.append(None)
         self.floors.append(np.inf)

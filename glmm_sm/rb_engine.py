@@ -40,6 +40,8 @@ class RBEngine:
     """
 
     kernel = "numba-rb"
+    #: Its draws are of the sampled effects only (see :func:`glmm_sm.engine.weight_chunks`).
+    joint_draws = False
 
     def __init__(self, draws, chunk_size=None, n_jobs=None):
         self.draws, self.data = draws, draws.data

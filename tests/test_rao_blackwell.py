@@ -133,3 +133,27 @@ def test_many_seed_honesty_on_a_crossed_design():
     se_mean = np.maximum(spread, mcse.mean(axis=0)) / np.sqrt(len(fits))
     z = (est.mean(axis=0) - np.array(ref["params"])) / np.hypot(se_mean, ref["mcse"])
     assert np.all(np.abs(z) < 2.0), z
+
+
+@pytest.mark.slow
+def test_profile_intervals_and_weight_plots_after_a_rao_blackwellized_fit():
+    """Profile intervals of a Rao-Blackwellized fit re-centre with Rao-Blackwellized draws
+    and agree with the plain estimator's within their Monte Carlo errors (100 x 8 crossed
+    design); the weight histogram comes from the kept log weights and matches the ESS."""
+    from glmm_sm.plots import weight_histogram
+
+    mod = crossed()
+    rb = mod.fit(random_state=0, disp=False, n_jobs=2)
+    assert rb.fit_log.rao_blackwell is not None
+    plain = mod.fit(random_state=0, disp=False, n_jobs=2, rao_blackwell=False)
+    ci_rb = rb.profile_conf_int(cols=["subj"])
+    ci_pl = plain.profile_conf_int(cols=["subj"])
+    for end in ("lower", "upper"):
+        mcse = np.hypot(ci_rb.loc["subj", end + "_mcse"], ci_pl.loc["subj", end + "_mcse"])
+        assert 0 < mcse < 0.05 * rb.bse["subj"]
+        assert abs(ci_rb.loc["subj", end] - ci_pl.loc["subj", end]) < 4 * mcse
+    assert ci_rb.loc["subj", "lower"] < rb.params["subj"] < ci_rb.loc["subj", "upper"]
+    h = weight_histogram(rb)
+    np.testing.assert_allclose(h["ess"], rb.ess, rtol=1e-10)
+    np.testing.assert_allclose(h["mass"].sum(axis=1), 1.0, rtol=1e-12)
+    assert h["counts"].sum() == rb.m
