@@ -33,6 +33,8 @@ import scipy.sparse as sp
 from statsmodels.base._prediction_inference import PredictionResultsMean, _get_exog_predict
 from statsmodels.regression._prediction import PredictionResults
 
+from .rb_moments import rb_effect_cov
+
 __all__ = ["get_prediction", "conditional_re_cov", "block_cov_matrix", "conditional_mean",
            "resid_response", "resid_pearson"]
 
@@ -114,7 +116,9 @@ def conditional_re_cov(res, chunk_size=512):
 
     Self-normalised importance-sampling estimate from the final round's draws and weights,
     ``sum_k v_k (u_k - u_bar)(u_k - u_bar)'`` per block (effects of different blocks are
-    independent given the data).  Its diagonal is ``res.random_effects()["SD"] ** 2``.
+    independent given the data); after a Rao-Blackwellized fit the integrated effects
+    enter through their node moments (:func:`~glmm_sm.rb_moments.rb_effect_cov`).  Its
+    diagonal is ``res.random_effects()["SD"] ** 2``.
 
     Parameters
     ----------
@@ -135,6 +139,12 @@ def conditional_re_cov(res, chunk_size=512):
     engine, theta, col_map = _engine_view(res)
     data = engine.data
     groups = size_groups(data.layout)
+    nu = np.asarray(res.params, dtype=float)[mod.k_fe:]
+    var = mod.design.cov.variances(nu) if mod.design.cov.has_vector else nu
+    if not getattr(engine, "joint_draws", True):  # Rao-Blackwellized: draws of v only
+        cov = rb_effect_cov(engine, theta)
+        mats = [np.stack([cov[b] for b in ids]) for ids, _ in groups]
+        return block_cov_matrix(data.layout, col_map, q, groups, mats, var[mod.ident])
     boc = data.block_of_col
     s0 = np.zeros(data.n_blocks)
     s1 = np.zeros(data.q)
@@ -152,8 +162,6 @@ def conditional_re_cov(res, chunk_size=512):
         mg = mean[cols]
         C = s2[g] / s0[ids][:, None, None] - mg[:, :, None] * mg[:, None, :]
         mats.append(0.5 * (C + np.swapaxes(C, 1, 2)))
-    nu = np.asarray(res.params, dtype=float)[mod.k_fe:]
-    var = mod.design.cov.variances(nu) if mod.design.cov.has_vector else nu
     return block_cov_matrix(data.layout, col_map, q, groups, mats, var[mod.ident])
 
 
