@@ -226,11 +226,8 @@ class MCLAEngine:
             for a0 in range(j0, j1, chunk_size):
                 a1 = min(a0 + chunk_size, j1)
                 Ub, eta, b = self.draw_terms(params, U, logf, S, a0, a1)
-                newA = np.maximum(A, b.max(axis=1))
-                with np.errstate(invalid="ignore"):
-                    sc = np.where(np.isfinite(A), np.exp(A - newA), 0.0)
-                A = newA
-                yield Ub, eta, np.exp(b - newA[:, None]), sc
+                A, v, sc = _rescaled(A, b)
+                yield Ub, eta, v, sc
 
     def random_effect_moments(self, params):
         """Conditional means and SDs of every random effect given the data at ``params``.
@@ -271,15 +268,21 @@ def weight_chunks(engine, params):
         for _, _, v, sc in engine.weighted_draws(params):
             yield v, sc
         return
-    A = None
+    A = np.full(engine.data.n_blocks, -np.inf)
     for lw in engine.iter_log_weights(params):
-        newA = lw.max(axis=1) if A is None else np.maximum(A, lw.max(axis=1))
-        with np.errstate(invalid="ignore"):
-            sc = np.zeros_like(newA) if A is None else np.where(np.isfinite(A),
-                                                                 np.exp(A - newA), 0.0)
-            v = np.exp(lw - newA[:, None])
-        A = newA
+        A, v, sc = _rescaled(A, lw)
         yield np.nan_to_num(v, nan=0.0), sc
+
+
+def _rescaled(A, b):
+    """One step of running self-normalized sums: the new running maximum of the log
+    weights ``b`` (n_blocks, K), the weights relative to it and the factor that rescales
+    the earlier sums (0 where there were none)."""
+    newA = np.maximum(A, b.max(axis=1))
+    with np.errstate(invalid="ignore"):
+        sc = np.where(np.isfinite(A), np.exp(A - newA), 0.0)
+        v = np.exp(b - newA[:, None])
+    return newA, v, sc
 
 
 def _valid_cov(data, nu):

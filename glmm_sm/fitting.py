@@ -93,6 +93,7 @@ def _maximize(engine, start, tr, opts, log, rnd):
         lognu_min = -math.inf
 
     at_max = []
+    tol = PILOT_STOP_STEP if _is_pilot(rnd, opts) else STOP_STEP
 
     def at_edge(intermediate_result):
         # A variance on its way to 0 (log nu -> -inf) would take every remaining iteration;
@@ -104,7 +105,6 @@ def _maximize(engine, start, tr, opts, log, rnd):
         # gtol, or against the gradient's roundoff floor) would each cost an evaluation
         # and move the estimate by less than STOP_STEP of its MCSE (PILOT_STOP_STEP in the
         # first round, which is centred at the Laplace fit and only places the next one).
-        tol = PILOT_STOP_STEP if _is_pilot(rnd, opts) else STOP_STEP
         if obj._x is not None and np.array_equal(x, obj._x) and _near_maximum(obj.last, tol):
             at_max.append(True)
             raise StopIteration
@@ -118,7 +118,6 @@ def _maximize(engine, start, tr, opts, log, rnd):
                              message=f"trust-exact failed: {type(exc).__name__}: {exc}")
     if at_max:
         res.success, res.status = True, 0
-        tol = PILOT_STOP_STEP if _is_pilot(rnd, opts) else STOP_STEP
         res.message = (f"at a maximum: the remaining Newton step is below {tol:g} Monte "
                        "Carlo standard errors")
     ev = obj.evaluation_at(res.x)

@@ -237,7 +237,9 @@ class DrawSets:
         opts, model = self.opts, self.model
         factorize = model.factorize if opts.factorize is None else bool(opts.factorize)
         seed = child_seed(self.seed, len(self.engines) + 1)
-        rb = rb_structure(model, opts, factorize, None)
+        if "_rb" not in self.__dict__:  # the same split for every set
+            self._rb = rb_structure(model, opts, factorize, None)
+        rb = self._rb
         if rb is not None:
             engine = rb_round(model, rb, np.asarray(theta, dtype=float), None, factorize,
                               self.m, seed, opts, self.n_jobs)[1]

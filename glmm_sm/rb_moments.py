@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.special import logsumexp
+
+from .rb_proposal import LevelQuadrature
 
 __all__ = ["rb_effect_cov"]
 
@@ -66,37 +67,22 @@ def rb_effect_cov(engine, params, max_elems=4_000_000):
 
 
 class _Nodes:
-    """Each integrated level's node posterior given draws of the sampled effects."""
+    """Each integrated level's node mean and variance given draws of the sampled effects
+    (the quadrature of :class:`~glmm_sm.rb_proposal.LevelQuadrature`, at the moved rule)."""
 
     def __init__(self, data, st, rule, ev, params):
-        self.fam = data.family
-        self.m0, self.s, self.xs, self.logw = rule[4], rule[5], rule[9], rule[10]
-        L = st.n_levels
-        self.C = sp.csr_matrix((rule[8], rule[7], rule[6]), shape=(L, data.q))
-        nu = params[data.k_fe:]
-        self.nu_a = nu[st.lev_comp] if L else np.zeros(0)
-        lev = np.repeat(np.arange(L), np.diff(st.lev_ptr))
-        self.lev, self.ro, self.za = lev, st.ro, st.za
-        self.agg = sp.csr_matrix((np.ones(lev.size), (lev, np.arange(lev.size))),
-                                 shape=(L, lev.size))
-        self.xb = ev[0][st.ro]
-        self.wy, self.wn = data.wy[st.ro][:, None, None], data.wn[st.ro][:, None, None]
-        Z = data.Z.tocsc()
-        self.Zv = Z[:, np.flatnonzero(~st.is_a)].tocsr()[st.ro]
         self.v_idx = np.flatnonzero(~st.is_a)
-        self.size = lev.size * len(self.xs)
+        C = sp.csr_matrix((rule[8], rule[7], rule[6]), shape=(st.n_levels, data.q))
+        self.quad = LevelQuadrature(data, st, ev[0], rule[4], rule[5],
+                                    C[:, self.v_idx].tocsr(), rule[9], rule[10],
+                                    params[data.k_fe:], np.arange(st.n_levels))
+        self.Zv = data.Z.tocsc()[:, self.v_idx].tocsr()[self.quad.rows]
+        self.size = self.quad.size
 
     def moments(self, U):
         """``(mu, s2)`` (levels x draws): node mean and variance of each level's effect
         given each draw of ``U`` (the sampled effects, moved)."""
-        K, J = U.shape[1], len(self.xs)
-        centre = self.m0[:, None] + self.C @ U
-        A = centre[:, None, :] + self.s[:, None, None] * self.xs[None, :, None]  # (L, J, K)
-        base = (self.xb[:, None] + self.Zv @ U[self.v_idx])[:, None, :]
-        eta = base + self.za[:, None, None] * A[self.lev]
-        ll = self.wy * eta - self.wn * self.fam.cumulant(eta)
-        Lj = (self.agg @ ll.reshape(len(self.lev), J * K)).reshape(-1, J, K)
-        Lj += self.logw[None, :, None] - 0.5 * A * A / self.nu_a[:, None, None]
-        pi = np.exp(Lj - logsumexp(Lj, axis=1, keepdims=True))
+        u = U[self.v_idx]
+        A, _, _, pi = self.quad.posterior(u, self.Zv @ u)
         mu = np.einsum("ljk,ljk->lk", pi, A)
         return mu, np.maximum(np.einsum("ljk,ljk->lk", pi, A * A) - mu * mu, 0.0)

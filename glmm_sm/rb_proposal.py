@@ -26,7 +26,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.special import logsumexp
 
-__all__ = ["integrated_laplace"]
+__all__ = ["integrated_laplace", "LevelQuadrature"]
 
 #: Newton stops once every step is below this fraction of the effect's proposal SD.
 NEWTON_TOL = 1e-6
@@ -132,62 +132,46 @@ class _Target:
         self.prec = self.prec.reshape(self.mask.shape)
         self.start = np.zeros(self.mask.shape)
         self.start.flat[self.vpos] = smp.u_hat[self.vcols]
-        xb = data.linear_fixed(params[:p])
         # Integrated observations of the split blocks (their levels), then free ones.
-        lev_keep = np.isin(st.lev_block, self.blocks)
-        levels = np.flatnonzero(lev_keep)
-        lev_of_ro = np.repeat(np.arange(st.n_levels), np.diff(st.lev_ptr))
-        sel = lev_keep[lev_of_ro]
-        self.lev = np.searchsorted(levels, lev_of_ro[sel])
+        levels = np.flatnonzero(np.isin(st.lev_block, self.blocks))
+        C = sp.csr_matrix((smp.cval, smp.cidx, smp.cptr), shape=(st.n_levels, data.q))
+        xb = data.linear_fixed(params[:p])
+        self.quad = LevelQuadrature(data, st, xb, smp.m0, smp.s, C[:, self.vcols].tocsr(),
+                                    smp.xs, smp.logw, nu, levels)
         self.n_lev = levels.size
         self.lev_k = np.array([kb[int(b)] for b in st.lev_block[levels]], dtype=np.int64)
-        rows_i = st.ro[sel]
-        self.za = st.za[sel]
-        self.nu_a = nu[st.lev_comp[levels]]
-        self.m0, self.s = smp.m0[levels], smp.s[levels]
-        C = sp.csr_matrix((smp.cval, smp.cidx, smp.cptr), shape=(st.n_levels, data.q))
-        self.C = C[levels][:, self.vcols].tocsr()
-        self.xs, self.logw = smp.xs, smp.logw
         free = st.free_obs[np.isin(data.block_of_obs[st.free_obs], self.blocks)]
-        self.rows_f = free
         self.free_k = np.array([kb[int(b)] for b in data.block_of_obs[free]], dtype=np.int64)
         Zv = data.Z.tocsc()[:, self.vcols].tocsr()  # columns in vcols order
-        self.Zi, self.Zf = Zv[rows_i], Zv[free]
-        self.xb_i, self.xb_f = xb[rows_i], xb[free]
-        self.wy_i, self.wn_i = data.wy[rows_i], data.wn[rows_i]
-        self.wy_f, self.wn_f = data.wy[free], data.wn[free]
+        self.Zi, self.Zf = Zv[self.quad.rows], Zv[free]
+        self.xb_f, self.wy_f, self.wn_f = xb[free], data.wy[free], data.wn[free]
         # Per integrated observation: (level, padded sampled slot) of each entry of Zv.
         Zc = self.Zi.tocoo()
         self.G_map = sp.csr_matrix(
-            (Zc.data, (self.lev[Zc.row] * qmax + (self.vpos[Zc.col] % qmax), Zc.row)),
+            (Zc.data, (self.quad.lev[Zc.row] * qmax + (self.vpos[Zc.col] % qmax), Zc.row)),
             shape=(self.n_lev * qmax, self.Zi.shape[0]))
         self.slot_k, self.slot_a = self.vpos // qmax, self.vpos % qmax
         self.lev_ptr_k = np.searchsorted(self.lev_k, np.arange(len(self.blocks) + 1))
 
-    def _terms(self, eta, wy, wn):
-        fam = self.fam
-        return (wy * eta - wn * fam.cumulant(eta), wy - wn * fam.mean(eta),
-                wn * fam.variance(eta))
-
     def derivatives(self, V):
         """``(log g, gradient, Hessian)`` per block at the padded sampled effects ``V``."""
         nb, qmax = V.shape
+        fam, quad = self.fam, self.quad
         v = V.flat[self.vpos]
         # Integrated observations: the nodes of each level, centred at m0 + c'v.
-        A = (self.m0 + self.C @ v)[:, None] + self.s[:, None] * self.xs[None, :]
-        eta = (self.xb_i + self.Zi @ v)[:, None] + self.za[:, None] * A[self.lev]
-        ll, r, h = self._terms(eta, self.wy_i[:, None], self.wn_i[:, None])
-        L = np.zeros((self.n_lev, len(self.xs)))
-        np.add.at(L, self.lev, ll)
-        L += self.logw[None, :] - 0.5 * A * A / self.nu_a[:, None]
-        lse = logsumexp(L, axis=1)
-        pi = np.exp(L - lse[:, None])
-        pi_i = pi[self.lev]
+        _, eta, lse, pi = quad.posterior(v[:, None], (self.Zi @ v)[:, None])
+        eta, lse, pi = eta[..., 0], lse[:, 0], pi[..., 0]
+        r = quad.wy[:, None] - quad.wn[:, None] * fam.mean(eta)
+        h = quad.wn[:, None] * fam.variance(eta)
+        pi_i = pi[quad.lev]
         f = np.bincount(self.lev_k, lse, nb)
         grad_v = self.Zi.T @ np.sum(pi_i * r, axis=1)
         h_i = np.sum(pi_i * h, axis=1)
         # Free observations.
-        ll_f, r_f, h_f = self._terms(self.xb_f + self.Zf @ v, self.wy_f, self.wn_f)
+        eta_f = self.xb_f + self.Zf @ v
+        ll_f = self.wy_f * eta_f - self.wn_f * fam.cumulant(eta_f)
+        r_f = self.wy_f - self.wn_f * fam.mean(eta_f)
+        h_f = self.wn_f * fam.variance(eta_f)
         f += np.bincount(self.free_k, ll_f, nb)
         grad_v += self.Zf.T @ r_f
         Hs = (self.Zi.T @ sp.diags(h_i) @ self.Zi + self.Zf.T @ sp.diags(h_f) @ self.Zf).tocoo()
@@ -195,7 +179,7 @@ class _Target:
                          + self.slot_a[Hs.col], Hs.data, nb * qmax * qmax)
         H = H.reshape(nb, qmax, qmax)
         # Louis: the node covariance of each level's score, summed per block.
-        G = (self.G_map @ r).reshape(self.n_lev, qmax, len(self.xs))
+        G = (self.G_map @ r).reshape(self.n_lev, qmax, len(quad.xs))
         gbar = np.einsum("laj,lj->la", G, pi)
         Gw = G * np.sqrt(pi)[:, None, :]
         for k in range(nb):
@@ -208,3 +192,42 @@ class _Target:
         g = g.reshape(nb, qmax) - V * self.prec
         H -= self.prec[:, :, None] * np.eye(qmax)[None]
         return f, g, H
+
+
+class LevelQuadrature:
+    """The integrated levels' Gauss-Hermite rules given the sampled effects, for the levels
+    ``levels`` of ``st`` (an :class:`~glmm_sm.rao_blackwell.RBStructure`): level ``a``'s
+    nodes are ``m0_a + c_a' u + s_a x_j``, ``C`` holding the rows ``c_a'`` over the sampled
+    effects ``u`` that are passed in; ``xb`` is ``X beta + offset`` in layout order."""
+
+    def __init__(self, data, st, xb, m0, s, C, xs, logw, nu, levels):
+        lev_of_ro = np.repeat(np.arange(st.n_levels), np.diff(st.lev_ptr))
+        sel = np.isin(lev_of_ro, levels)
+        self.lev = np.searchsorted(levels, lev_of_ro[sel])
+        self.rows, self.za = st.ro[sel], st.za[sel]
+        self.m0, self.s, self.C = m0[levels], s[levels], C[levels]
+        self.xs, self.logw = xs, logw
+        self.nu_a = nu[st.lev_comp[levels]]
+        self.xb, self.wy, self.wn = xb[self.rows], data.wy[self.rows], data.wn[self.rows]
+        self.fam = data.family
+        n = self.lev.size
+        self.agg = sp.csr_matrix((np.ones(n), (self.lev, np.arange(n))), shape=(levels.size, n))
+
+    @property
+    def size(self) -> int:
+        """Observations x nodes: the numbers per draw of :meth:`posterior`'s ``eta``."""
+        return self.lev.size * len(self.xs)
+
+    def posterior(self, u, zu):
+        """For draws ``u`` (sampled effects x K) with ``zu = Z u`` on the levels'
+        observations (n x K): the nodes ``A`` (L, J, K), ``eta`` (n, J, K), each level's log
+        quadrature sum ``lse`` (L, K) and the nodes' posterior weights ``pi`` (L, J, K)."""
+        K, J = u.shape[1], len(self.xs)
+        A = ((self.m0[:, None] + self.C @ u)[:, None, :]
+             + self.s[:, None, None] * self.xs[None, :, None])
+        eta = (self.xb[:, None] + zu)[:, None, :] + self.za[:, None, None] * A[self.lev]
+        ll = self.wy[:, None, None] * eta - self.wn[:, None, None] * self.fam.cumulant(eta)
+        Lj = (self.agg @ ll.reshape(self.lev.size, J * K)).reshape(-1, J, K)
+        Lj += self.logw[None, :, None] - 0.5 * A * A / self.nu_a[:, None, None]
+        lse = logsumexp(Lj, axis=1)
+        return A, eta, lse, np.exp(Lj - lse[:, None, :])
