@@ -200,10 +200,10 @@ def rb_section(m, repeats):
     sampled effects), in this process; prints ns per (observation x draw), the best of
     ``repeats`` calls after a warm-up (compilation excluded)."""
     from glmm_sm import MonteCarloGLMM
-    from glmm_sm._random import as_seed_sequence
-    from glmm_sm.draws import DrawSet
-    from glmm_sm.rao_blackwell import RBSampler, RBStructure
-    from glmm_sm.rb_engine import RBEngine
+    from glmm_sm.core.random import as_seed_sequence
+    from glmm_sm.mcla.draws import DrawSet
+    from glmm_sm.mcla.rb.engine import RBEngine
+    from glmm_sm.mcla.rb.split import RBSampler, RBStructure
 
     df = simulate_verbagg()
     mod = MonteCarloGLMM.from_formula("y ~ x1 + x2 + x3", {"subj": "0 + C(subj)",
@@ -238,15 +238,15 @@ def run_child(problem, kernel, m, repeats, budget_s):
     out = {"problem": problem, "kernel": kernel, "m": m}
     t0 = time.perf_counter()
     import glmm_sm
-    import glmm_sm.engine  # noqa: F401  (imports numba and the kernels; compiles nothing)
+    import glmm_sm.mcla.engine  # noqa: F401  (imports numba and the kernels; compiles nothing)
 
     out["t_import"] = time.perf_counter() - t0
     numba_cache = os.environ.get("NUMBA_CACHE_DIR")
     if numba_cache:
-        pattern = os.path.join(numba_cache, "**", "_kernels.chunk_sums-*.nbi")
+        pattern = os.path.join(numba_cache, "**", "plain.chunk_sums-*.nbi")
     else:
         pattern = os.path.join(os.path.dirname(glmm_sm.__file__), "__pycache__",
-                               "_kernels.chunk_sums-*.nbi")
+                               "plain.chunk_sums-*.nbi")
     out["numba_cache_present"] = bool(glob.glob(pattern, recursive=True))
     out["rss_imports"] = _maxrss_bytes()
 

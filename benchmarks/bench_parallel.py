@@ -45,9 +45,9 @@ BUDGET = 4 * 2**30
 
 
 def _engine(model, params, m, n_jobs=1, client=None):
-    from glmm_sm._random import as_seed_sequence
-    from glmm_sm.draws import DrawSet
-    from glmm_sm.engine import MCLAEngine
+    from glmm_sm.core.random import as_seed_sequence
+    from glmm_sm.mcla.draws import DrawSet
+    from glmm_sm.mcla.engine import MCLAEngine
 
     smp = model.make_sampler(params)
     draws = DrawSet.from_sampler(smp, m, as_seed_sequence(1), BUDGET,

@@ -37,14 +37,14 @@ from scipy import stats  # noqa: E402
 from scipy.stats import qmc  # noqa: E402
 
 from glmm_sm import MonteCarloGLMM  # noqa: E402
-from glmm_sm._constants import HALF_LOG2PI  # noqa: E402
-from glmm_sm._random import as_seed_sequence, generator  # noqa: E402
-from glmm_sm.covariance import information_errors  # noqa: E402
-from glmm_sm.draws import DrawSet  # noqa: E402
-from glmm_sm.laplace import conditional_mode  # noqa: E402
-from glmm_sm.rao_blackwell import RBSampler, RBStructure  # noqa: E402
-from glmm_sm.rb_engine import RBEngine  # noqa: E402
-from glmm_sm.sampler import DrawChunk  # noqa: E402
+from glmm_sm.core.constants import HALF_LOG2PI  # noqa: E402
+from glmm_sm.core.random import as_seed_sequence, generator  # noqa: E402
+from glmm_sm.fit.information import information_errors  # noqa: E402
+from glmm_sm.laplace.step import conditional_mode  # noqa: E402
+from glmm_sm.mcla.draws import DrawSet  # noqa: E402
+from glmm_sm.mcla.rb.engine import RBEngine  # noqa: E402
+from glmm_sm.mcla.rb.split import RBSampler, RBStructure  # noqa: E402
+from glmm_sm.mcla.sampler import DrawChunk  # noqa: E402
 
 FORMULA = "y ~ Anger + Gender + btype + situ + (1 | id) + (1 | item)"
 #: A default fit with m = 32000 (this package, seed 101): subject variance 1.81687

@@ -5,13 +5,13 @@ importance sampling (Geyer 1994; Sung and Geyer 2007; the R package glmm), block
 and maximizes the approximation, reporting Monte Carlo standard errors beside the usual ones.
 """
 
-from . import datasets
-from .compare import compare, plot_compare
-from .fitting import FitOptions
-from .laplace_results import LaplaceGLMMResults
-from .lrtest import lrtest
-from .model import MonteCarloGLMM
-from .results import MonteCarloGLMMResults
+from glmm_sm import datasets
+from glmm_sm.fit.driver import FitOptions
+from glmm_sm.inference.compare import compare, plot_compare
+from glmm_sm.inference.lrtest import lrtest
+from glmm_sm.model import MonteCarloGLMM
+from glmm_sm.results.laplace import LaplaceGLMMResults
+from glmm_sm.results.mcla import MonteCarloGLMMResults
 
 __version__ = "0.1.0"
 

@@ -6,15 +6,28 @@ import numpy as np
 import pandas as pd
 from statsmodels.base.model import LikelihoodModel
 
-from ._compat import (  # noqa: F401  (_Safe*Data: older pickles name them here)
+from glmm_sm.laplace.step import BlockSystem, conditional_mode, laplace_fit
+from glmm_sm.mcla.draws import DEFAULT_MEMORY_BUDGET, DrawSet
+from glmm_sm.mcla.engine import MCLAEngine, effective_n_jobs
+from glmm_sm.mcla.sampler import GlmmSampler, LaplaceSampler
+from glmm_sm.spec.arrays import LayoutData, ModelArrays
+from glmm_sm.spec.compat import (  # noqa: F401  (_Safe*Data: older pickles name them here)
     SAFE_DATA,
     _SafeModelData,
     _SafePandasData,
     sm_family,
 )
-from ._formula import categorical_response
-from ._missing import apply_missing_policy, formula_rows
-from ._validation import (
+from glmm_sm.spec.design import (
+    _normalize_vc_spec,
+    check_single_effects,
+    checked_design,
+    vc_design_from_formulas,
+)
+from glmm_sm.spec.families import resolve_family
+from glmm_sm.spec.formula_checks import categorical_response
+from glmm_sm.spec.lme4_terms import split_random_terms, vector_term_design, vector_terms
+from glmm_sm.spec.missing import apply_missing_policy, formula_rows
+from glmm_sm.spec.validation import (
     check_finite,
     checked_exog,
     column,
@@ -22,19 +35,6 @@ from ._validation import (
     observation_weights,
     vector,
 )
-from .arrays import LayoutData, ModelArrays
-from .design import (
-    _normalize_vc_spec,
-    check_single_effects,
-    checked_design,
-    vc_design_from_formulas,
-)
-from .draws import DEFAULT_MEMORY_BUDGET, DrawSet
-from .engine import MCLAEngine, effective_n_jobs
-from .families import resolve_family
-from .laplace import BlockSystem, conditional_mode, laplace_fit
-from .lme4_terms import split_random_terms, vector_term_design, vector_terms
-from .sampler import GlmmSampler, LaplaceSampler
 
 __all__ = ["MonteCarloGLMM"]
 
@@ -164,7 +164,7 @@ class MonteCarloGLMM(LikelihoodModel):
             ``{"F": "0 + C(Female)", "M": "0 + C(Male)"}`` as for ``BinomialBayesMixedGLM``;
             or a list of formulas with ``varcomps_equal`` / ``varcomps_names`` (glmm style).
             Optional when ``formula`` holds lme4 terms such as ``(1 | Female)``, which are
-            read as components of the same form (:mod:`glmm_sm.lme4_terms`).
+            read as components of the same form (:mod:`glmm_sm.spec.lme4_terms`).
         data : pandas.DataFrame
         family : statsmodels family or str
         varcomps_equal : sequence of int, optional
@@ -265,7 +265,7 @@ class MonteCarloGLMM(LikelihoodModel):
 
     @property
     def blocks(self):
-        """The independent blocks of the integral (list of :class:`~glmm_sm.design.Block`)."""
+        """The independent blocks of the integral (list of :class:`~glmm_sm.spec.design.Block`)."""
         return self.design.blocks(self.factorize)
 
     def layout_data(self, factorize=None):
@@ -333,7 +333,7 @@ class MonteCarloGLMM(LikelihoodModel):
         -------
         DrawSet
         """
-        from ._random import as_seed_sequence
+        from glmm_sm.core.random import as_seed_sequence
 
         smp = self.make_sampler(params, sampler, factorize, **options)
         draws = DrawSet.from_sampler(smp, m, as_seed_sequence(random_state), memory_budget,
@@ -374,7 +374,7 @@ class MonteCarloGLMM(LikelihoodModel):
 
     @property
     def engine(self):
-        """The :class:`~glmm_sm.engine.MCLAEngine` on the current draws."""
+        """The :class:`~glmm_sm.mcla.engine.MCLAEngine` on the current draws."""
         if self._engine is None:
             raise RuntimeError("no draws yet: call sample_draws(m, ...) or set_draws(u, "
                                "log_density) first, or use fit()")
@@ -389,7 +389,7 @@ class MonteCarloGLMM(LikelihoodModel):
         The Laplace MLE gives start values and the first sampler centre; each round then
         draws ``m`` draws, freezes them and maximizes ``l_m`` by a trust region with the
         exact Hessian; the sampler is re-centred at the estimate with fresh draws until the
-        estimate is stable within its Monte Carlo error (:mod:`glmm_sm.fitting`).
+        estimate is stable within its Monte Carlo error (:mod:`glmm_sm.fit.driver`).
 
         Parameters
         ----------
@@ -422,10 +422,10 @@ class MonteCarloGLMM(LikelihoodModel):
         method : {"mcla", "laplace"}
             ``"laplace"``: the Laplace MLE (lme4's ``glmer``) with standard errors from the
             Laplace log-likelihood's Hessian, as a
-            :class:`~glmm_sm.laplace_results.LaplaceGLMMResults`; deterministic, so only
+            :class:`~glmm_sm.results.laplace.LaplaceGLMMResults`; deterministic, so only
             ``start_params`` and ``factorize`` apply (``random_state``, ``disp`` are unused).
         **kwargs
-            Other :class:`~glmm_sm.fitting.FitOptions` fields: ``max_rounds``, ``min_ess``,
+            Other :class:`~glmm_sm.fit.driver.FitOptions` fields: ``max_rounds``, ``min_ess``,
             ``time_budget``, ``m_start`` (first-round draws; default 4000, or 400 when a
             block is Rao-Blackwellized), ``kernel``, ``chunk_size``, ``n_jobs`` (threads;
             default all cores; results do not depend on it),
@@ -434,14 +434,14 @@ class MonteCarloGLMM(LikelihoodModel):
             where one crossed factor's levels can be integrated by quadrature and at most a
             quarter of the effects remain sampled, only those are importance-sampled;
             ``True``: wherever a block allows it; ``False``: never; see
-            :mod:`glmm_sm.rao_blackwell`).
+            :mod:`glmm_sm.mcla.rb.split`).
 
         Returns
         -------
         MonteCarloGLMMResultsWrapper
         """
         if method == "laplace":
-            from .laplace_results import fit_laplace_results
+            from glmm_sm.results.laplace import fit_laplace_results
 
             return fit_laplace_results(self, start_params, m=m, sampler=sampler,
                                        target_ratio=target_ratio, max_m=max_m,
@@ -451,8 +451,8 @@ class MonteCarloGLMM(LikelihoodModel):
             raise ValueError(f"method must be 'mcla' or 'laplace'; got {method!r}")
         import dataclasses
 
-        from .fitting import FitOptions, mcmle
-        from .results import MonteCarloGLMMResults, MonteCarloGLMMResultsWrapper
+        from glmm_sm.fit.driver import FitOptions, mcmle
+        from glmm_sm.results.mcla import MonteCarloGLMMResults, MonteCarloGLMMResultsWrapper
 
         if sampler not in SAMPLERS:
             raise ValueError(f"sampler must be one of {sorted(SAMPLERS)}; got {sampler!r}")
@@ -466,7 +466,7 @@ class MonteCarloGLMM(LikelihoodModel):
         if start_params is not None:
             start_params = self._check_params(start_params)
         if client is not None:
-            from .distributed import check_client
+            from glmm_sm.mcla.distributed import check_client
 
             check_client(client)
         outcome = mcmle(self, opts, random_state=random_state, start_params=start_params,
@@ -499,7 +499,7 @@ class MonteCarloGLMM(LikelihoodModel):
         return self._evaluate_derivs(params).hessian
 
     def evaluate(self, params, derivs=True):
-        """The full :class:`~glmm_sm.engine.Evaluation` (value, derivatives, MCSE, ESS)."""
+        """The full :class:`~glmm_sm.mcla.engine.Evaluation` (value, derivatives, MCSE, ESS)."""
         return self.engine.evaluate(self._check_params(params), derivs=derivs)
 
     def _evaluate_derivs(self, params):

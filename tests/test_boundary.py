@@ -7,9 +7,9 @@ import pytest
 import statsmodels.api as sm
 
 import glmm_sm.formula.api as smf
-from glmm_sm.boundary import boundary_scores, reduced_model
 from glmm_sm.datasets import load
-from glmm_sm.laplace import laplace_loglike
+from glmm_sm.fit.boundary import boundary_scores, reduced_model
+from glmm_sm.laplace.step import laplace_loglike
 
 BOOTH_EXACT = np.array([6.132163, 1.766462])  # MCLA_SPEC 8.1, BoothHobert exact MLE
 

@@ -45,7 +45,7 @@ from scipy.special import expit
 
 import glmm_sm
 from glmm_sm import MonteCarloGLMM
-from glmm_sm.laplace import conditional_mode, laplace_loglike, laplace_score, mode_derivatives
+from glmm_sm.laplace.step import conditional_mode, laplace_loglike, laplace_score, mode_derivatives
 
 
 def central_diff(f, x, rel=1e-3):

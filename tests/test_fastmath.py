@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from glmm_sm._fastmath import _fexp_array, _flog1p_array, _frecip_array
+from glmm_sm.mcla.kernels.fastmath import _fexp_array, _flog1p_array, _frecip_array
 
 
 def test_fexp_matches_numpy_over_kernel_range():

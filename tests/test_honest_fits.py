@@ -14,11 +14,11 @@ from statsmodels.tools.sm_exceptions import ConvergenceWarning, PerfectSeparatio
 
 import glmm_sm
 from glmm_sm import MonteCarloGLMM
-from glmm_sm.covariance import information_errors
-from glmm_sm.fitting import STOP_STEP, FitOutcome, _warn_hessian
-from glmm_sm.laplace import conditional_mode, robust_cholesky, spd_solve
-from glmm_sm.results import MonteCarloGLMMResults
-from glmm_sm.separation import separation_direction
+from glmm_sm.fit.driver import STOP_STEP, FitOutcome, _warn_hessian
+from glmm_sm.fit.information import information_errors
+from glmm_sm.fit.separation import separation_direction
+from glmm_sm.laplace.step import conditional_mode, robust_cholesky, spd_solve
+from glmm_sm.results.mcla import MonteCarloGLMMResults
 
 VC = {"F": "0 + C(Female)", "M": "0 + C(Male)"}
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from statsmodels.tools.sm_exceptions import ConvergenceWarning
 
-from glmm_sm.engine import MCLAEngine
+from glmm_sm.mcla.engine import MCLAEngine
 
 VC = {"F": "0 + C(Female)", "M": "0 + C(Male)"}
 
@@ -100,7 +100,7 @@ def test_progress_bar_on_a_terminal_or_in_a_notebook_only(monkeypatch):
     import sys
     import types
 
-    from glmm_sm.fitting import _progress
+    from glmm_sm.fit.driver import _progress
 
     assert _progress(False, 3).disable
     monkeypatch.setattr(sys.stderr, "isatty", lambda: False, raising=False)

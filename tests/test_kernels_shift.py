@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from glmm_sm._kernels_shift import add_offset, csr_times
+from glmm_sm.mcla.kernels.shift import add_offset, csr_times
 
 
 def test_helpers_equal_numpy_and_scipy_bit_for_bit():

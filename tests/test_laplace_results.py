@@ -25,8 +25,8 @@ from statsmodels.tools.numdiff import approx_hess3
 
 import glmm_sm
 from glmm_sm import MonteCarloGLMM
-from glmm_sm.laplace import laplace_loglike
-from glmm_sm.laplace_results import LaplaceGLMMResults
+from glmm_sm.laplace.step import laplace_loglike
+from glmm_sm.results.laplace import LaplaceGLMMResults
 
 #: glmer's Laplace log-likelihoods (with the family constants), MCLA_SPEC 8.2 and 8.3:
 #: salamander ``glmer(Mate ~ 0 + Cross + (1|Female) + (1|Male), binomial)`` logLik -209.2766

@@ -9,7 +9,7 @@ import pytest
 import glmm_sm
 import glmm_sm.formula.api as smf
 from glmm_sm import MonteCarloGLMM
-from glmm_sm.lme4_terms import split_random_terms
+from glmm_sm.spec.lme4_terms import split_random_terms
 
 
 @pytest.fixture(scope="module")

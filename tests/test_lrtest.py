@@ -19,7 +19,7 @@ from scipy import stats
 import glmm_sm
 from glmm_sm import MonteCarloGLMM, lrtest
 from glmm_sm.datasets import load
-from glmm_sm.lrtest import chibar_weights
+from glmm_sm.inference.lrtest import chibar_weights
 
 M = 2000
 

@@ -13,8 +13,8 @@ import warnings
 import numpy as np
 import pytest
 
-from glmm_sm.distributed import DaskBackend
-from glmm_sm.engine import MCLAEngine, ThreadBackend, effective_n_jobs
+from glmm_sm.mcla.distributed import DaskBackend
+from glmm_sm.mcla.engine import MCLAEngine, ThreadBackend, effective_n_jobs
 
 VC = {"F": "0 + C(Female)", "M": "0 + C(Male)"}
 THETA = np.array([1.0, 0.3, -1.9, 1.0, 1.4, 1.2])
@@ -121,8 +121,8 @@ def test_dask_fit_survives_a_killed_worker(model, reference, client, monkeypatch
 
 
 def _engine(model, m, client):
-    from glmm_sm._random import as_seed_sequence
-    from glmm_sm.draws import DrawSet
+    from glmm_sm.core.random import as_seed_sequence
+    from glmm_sm.mcla.draws import DrawSet
 
     smp = model.make_sampler(THETA)
     draws = DrawSet.from_sampler(smp, m, as_seed_sequence(5), materialize=client is None)
@@ -148,7 +148,7 @@ def test_dask_evaluation_is_bit_identical_and_bytes_do_not_grow_with_m(model, cl
 
 
 def _cached(token):
-    from glmm_sm.distributed import _worker_cached_partitions
+    from glmm_sm.mcla.distributed import _worker_cached_partitions
 
     return _worker_cached_partitions(token)
 

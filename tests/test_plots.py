@@ -1,4 +1,4 @@
-"""Figures of a fit (glmm_sm.plots): what each panel draws is the data it claims to draw.
+"""Figures of a fit (glmm_sm.inference.plots): what each panel draws is the data it claims to draw.
 
 matplotlib is an optional extra; these tests are skipped without it and use the Agg backend.
 One salamander fit serves the module.  The weight histogram is also checked against the

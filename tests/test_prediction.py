@@ -1,4 +1,4 @@
-"""Predictions with intervals, fitted values and residuals (glmm_sm.prediction).
+"""Predictions with intervals, fitted values and residuals (glmm_sm.inference.prediction).
 
 * The marginal prediction equals statsmodels' GLM ``get_prediction`` at the same ``beta`` and
   ``Cov(beta)`` (the conventions: columns, endpoint intervals, proportions for binomial data).
@@ -26,7 +26,7 @@ from scipy.special import expit
 from statsmodels.genmod.generalized_linear_model import GLMResults
 
 from glmm_sm import MonteCarloGLMM
-from glmm_sm.prediction import conditional_re_cov, quadratic_rows
+from glmm_sm.inference.prediction import conditional_re_cov, quadratic_rows
 
 VC_SAL = {"F": "0 + C(Female)", "M": "0 + C(Male)"}
 

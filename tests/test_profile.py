@@ -30,8 +30,7 @@ from scipy.special import logsumexp
 
 from glmm_sm import MonteCarloGLMM
 from glmm_sm.datasets import load
-from glmm_sm.profile import ZETA_TOL, Profiler
-from glmm_sm.profile_draws import paired_deviance_mcse
+from glmm_sm.inference.profile import ZETA_TOL, Profiler, paired_deviance_mcse
 
 CUT = stats.chi2.ppf(0.95, 1)
 

@@ -1,6 +1,6 @@
 """Property-based tests (hypothesis): family functions and random small designs.
 
-Part 1 checks the family functions of :mod:`glmm_sm.families` against ``mpmath`` at 40
+Part 1 checks the family functions of :mod:`glmm_sm.spec.families` against ``mpmath`` at 40
 significant digits over the whole range of linear predictors the kernels see,
 ``eta`` in [-700, 700].  Each tolerance is an error bound from the floating-point operations
 the function performs, in units of the machine epsilon ``EPS``, with numpy's ``exp`` allowed
@@ -46,7 +46,7 @@ from hypothesis import strategies as st
 from statsmodels.tools.sm_exceptions import ConvergenceWarning
 
 from glmm_sm import MonteCarloGLMM
-from glmm_sm.families import BERNOULLI, BINOMIAL, POISSON, POISSON_ETA_MAX
+from glmm_sm.spec.families import BERNOULLI, BINOMIAL, POISSON, POISSON_ETA_MAX
 
 EPS = np.finfo(np.float64).eps
 EXP_ULP = 3

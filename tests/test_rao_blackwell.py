@@ -10,11 +10,11 @@ import pytest
 from models import crossed
 from statsmodels.tools.sm_exceptions import ConvergenceWarning
 
-from glmm_sm._random import as_seed_sequence
-from glmm_sm.draws import DrawSet
-from glmm_sm.rao_blackwell import N_NODES, RBSampler, RBStructure, choose_split
-from glmm_sm.rb_engine import RBEngine
-from glmm_sm.rb_fit import PILOT_NODES
+from glmm_sm.core.random import as_seed_sequence
+from glmm_sm.mcla.draws import DrawSet
+from glmm_sm.mcla.rb.engine import RBEngine
+from glmm_sm.mcla.rb.round import PILOT_NODES
+from glmm_sm.mcla.rb.split import N_NODES, RBSampler, RBStructure, choose_split
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +140,7 @@ def test_profile_intervals_and_weight_plots_after_a_rao_blackwellized_fit():
     """Profile intervals of a Rao-Blackwellized fit re-centre with Rao-Blackwellized draws
     and agree with the plain estimator's within their Monte Carlo errors (100 x 8 crossed
     design); the weight histogram comes from the kept log weights and matches the ESS."""
-    from glmm_sm.plots import weight_histogram
+    from glmm_sm.inference.plots import weight_histogram
 
     mod = crossed()
     rb = mod.fit(random_state=0, disp=False, n_jobs=2)

@@ -17,12 +17,12 @@ import pytest
 from scipy.special import logsumexp
 
 from glmm_sm import MonteCarloGLMM
-from glmm_sm._constants import HALF_LOG2PI
-from glmm_sm._kernels_rb import FOLD
-from glmm_sm._random import as_seed_sequence
-from glmm_sm.draws import DrawSet
-from glmm_sm.rao_blackwell import RBSampler, RBStructure
-from glmm_sm.rb_engine import RBEngine
+from glmm_sm.core.constants import HALF_LOG2PI
+from glmm_sm.core.random import as_seed_sequence
+from glmm_sm.mcla.draws import DrawSet
+from glmm_sm.mcla.kernels.rb import FOLD
+from glmm_sm.mcla.rb.engine import RBEngine
+from glmm_sm.mcla.rb.split import RBSampler, RBStructure
 
 
 def _data(kind, n_subj, n_item, seed=7):

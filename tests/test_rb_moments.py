@@ -1,5 +1,5 @@
 """The conditional covariance of every random effect after a Rao-Blackwellized fit
-(``glmm_sm.rb_moments``) against the plain importance-sampling estimate from many joint
+(``glmm_sm.mcla.rb.moments``) against the plain importance-sampling estimate from many joint
 draws, at the same parameters (moved draws included), and through the results API."""
 
 from __future__ import annotations
@@ -9,11 +9,11 @@ import pandas as pd
 from models import crossed
 
 from glmm_sm import MonteCarloGLMM
-from glmm_sm._random import as_seed_sequence
-from glmm_sm.draws import DrawSet
-from glmm_sm.rao_blackwell import RBSampler, RBStructure
-from glmm_sm.rb_engine import RBEngine
-from glmm_sm.rb_moments import rb_effect_cov
+from glmm_sm.core.random import as_seed_sequence
+from glmm_sm.mcla.draws import DrawSet
+from glmm_sm.mcla.rb.engine import RBEngine
+from glmm_sm.mcla.rb.moments import rb_effect_cov
+from glmm_sm.mcla.rb.split import RBSampler, RBStructure
 
 
 def _small():

@@ -1,5 +1,5 @@
 """The sampled effects' proposal of a Rao-Blackwellized round: the Laplace approximation of
-their integrated density (``glmm_sm.rb_proposal``).
+their integrated density (``glmm_sm.mcla.rb.proposal``).
 
 * Its log density is the one the kernel's importance weights target: for every draw,
   ``log g(v_k) - (log w_k + log f~(v_k))`` is one constant (Bernoulli, binomial with trials,
@@ -17,11 +17,11 @@ import pandas as pd
 import pytest
 
 from glmm_sm import MonteCarloGLMM
-from glmm_sm._random import as_seed_sequence
-from glmm_sm.draws import DrawSet
-from glmm_sm.rao_blackwell import RBSampler, RBStructure
-from glmm_sm.rb_engine import RBEngine
-from glmm_sm.rb_proposal import _Target, integrated_laplace
+from glmm_sm.core.random import as_seed_sequence
+from glmm_sm.mcla.draws import DrawSet
+from glmm_sm.mcla.rb.engine import RBEngine
+from glmm_sm.mcla.rb.proposal import _Target, integrated_laplace
+from glmm_sm.mcla.rb.split import RBSampler, RBStructure
 
 KINDS = ["bernoulli", "binomial", "poisson", "free", "blocks"]
 

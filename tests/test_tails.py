@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from glmm_sm.tails import pareto_k, pareto_k_threshold, tail_size
+from glmm_sm.mcla.tails import pareto_k, pareto_k_threshold, tail_size
 
 
 @pytest.mark.parametrize("xi", [0.2, 0.5, 0.8])
@@ -46,7 +46,7 @@ def test_block_pareto_k_streams_the_same_tail_as_all_weights():
     """The one-pass per-block estimate equals pareto_k on each block's full weight vector."""
     import glmm_sm
     from glmm_sm import MonteCarloGLMM
-    from glmm_sm.tails import block_pareto_k
+    from glmm_sm.mcla.tails import block_pareto_k
 
     df = glmm_sm.datasets.load("salamander")
     mod = MonteCarloGLMM.from_formula("Mate ~ 0 + Cross", {"F": "0 + C(Female)",
@@ -76,8 +76,8 @@ def test_heavy_tail_warning_fires_on_a_too_narrow_sampler_and_not_on_a_default_f
 
     import glmm_sm
     from glmm_sm import MonteCarloGLMM
-    from glmm_sm.fitting import FitLog, FitOutcome
-    from glmm_sm.results import MonteCarloGLMMResults
+    from glmm_sm.fit.driver import FitLog, FitOutcome
+    from glmm_sm.results.mcla import MonteCarloGLMMResults
 
     df = glmm_sm.datasets.load("salamander")
     mod = MonteCarloGLMM.from_formula("Mate ~ 0 + Cross", {"F": "0 + C(Female)",

@@ -636,7 +636,7 @@ def test_fit_argument_wrong_type_names_it(model, kw):
 
 
 def test_fit_integer_valued_float_max_m_is_accepted(model):
-    from glmm_sm.fitting import FitOptions
+    from glmm_sm.fit.driver import FitOptions
 
     assert FitOptions(max_m=1e6).max_m == 10**6
 

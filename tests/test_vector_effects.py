@@ -13,9 +13,9 @@ import scipy.sparse as sp
 import statsmodels.api as sm
 
 from glmm_sm import MonteCarloGLMM
-from glmm_sm.covstruct import CovStructure, log_cholesky_map, singular_terms
-from glmm_sm.laplace import laplace_loglike, laplace_score
-from glmm_sm.params import ParamTransform
+from glmm_sm.laplace.step import laplace_loglike, laplace_score
+from glmm_sm.spec.covstruct import CovStructure, log_cholesky_map, singular_terms
+from glmm_sm.spec.params import ParamTransform
 
 BINOMIAL = sm.families.Binomial()
 

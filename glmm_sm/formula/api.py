@@ -1,6 +1,6 @@
 """Formula aliases, as ``statsmodels.formula.api`` has them."""
 
-from ..model import MonteCarloGLMM
+from glmm_sm.model import MonteCarloGLMM
 
 mcglmm = MonteCarloGLMM.from_formula
 

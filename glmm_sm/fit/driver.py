@@ -1,0 +1,487 @@
+"""Monte Carlo maximum likelihood: trust-region maximization of ``l_m``, re-centring, choice of m.
+
+One *round* draws ``m`` importance-sampling draws from a sampler centred at the current
+estimate, freezes them, and maximizes ``l_m`` over ``(beta, log nu)`` with scipy's
+``trust-exact`` (exact Hessian).  The next round re-centres the sampler at the new estimate
+with fresh draws.  Rounds stop when
+
+* the estimate moved by less than 3 combined Monte Carlo standard errors since the sampler's
+  centre (so the sampler sits at the estimate, up to Monte Carlo error),
+* with ``m="auto"``, the largest MCSE/SE ratio is at most ``target_ratio`` (else m grows by
+  ``(ratio / target_ratio)^2``, as MCSE shrinks like ``m^(-1/2)``), and
+* every block's effective sample size is at least ``min_ess`` (an MCSE estimated from a
+  handful of effective draws is not to be trusted).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+import warnings
+from dataclasses import replace
+
+import numpy as np
+from scipy.optimize import OptimizeResult, minimize
+from statsmodels.tools.sm_exceptions import ConvergenceWarning, PerfectSeparationWarning
+from threadpoolctl import threadpool_limits
+
+from glmm_sm.core.random import as_seed_sequence, child_seed
+from glmm_sm.fit.boundary import at_boundary
+from glmm_sm.fit.boundary_refit import fit_with_boundary
+from glmm_sm.fit.information import information_errors
+from glmm_sm.fit.options import (  # noqa: F401  (FitLog and monte_carlo_errors: their home was here)
+    M_START,
+    M_START_RB,
+    FitLog,
+    FitOptions,
+    FitOutcome,
+    monte_carlo_errors,
+)
+from glmm_sm.fit.separation import separation_direction
+from glmm_sm.laplace.step import laplace_fit
+from glmm_sm.mcla.draws import DrawSet
+from glmm_sm.mcla.engine import MCLAEngine, effective_n_jobs
+from glmm_sm.mcla.rb.round import rb_record, rb_round, rb_structure
+from glmm_sm.spec.covstruct import SINGULAR_TOL, singular_terms
+from glmm_sm.spec.params import CachedObjective, ParamTransform
+
+__all__ = ["FitOptions", "FitLog", "FitOutcome", "mcmle"]
+
+#: Movement between rounds is measured against the larger of the combined MCSE and this
+#: fraction of the standard error.
+MOVE_FLOOR_SE = 0.01
+#: A round's optimizer stops once the remaining Newton step is below this many MCSEs (each
+#: parameter; at least 1% of its SE): the estimate is then the maximizer of ``l_m`` on the
+#: final draws to far below Monte Carlo error (profiles and LR tests use it as such).
+STOP_STEP = 0.01
+#: ... in the first round, whose estimate only centres the next round.
+PILOT_STOP_STEP = 0.25
+#: Largest factor by which m may grow from one round to the next.
+MAX_M_GROWTH = 10.0
+#: ... and from a round whose estimate moved by more than 3 (combined MCSE) from its centre.
+MAX_M_GROWTH_MOVED = 3.0
+
+
+class _Objective(CachedObjective):
+    """``-l_m`` on the optimizer's ``x = (gamma, log nu)``, every evaluation logged and the
+    non-finite ones counted."""
+
+    def __init__(self, engine, tr, log, rnd):
+        super().__init__(engine, tr)
+        self.log, self.rnd = log, rnd
+        self.n_nonfinite = 0
+
+    def on_evaluation(self, theta, out, finite):
+        self.n_nonfinite += not finite
+        self.log.evaluations.append({"round": self.rnd, "theta": theta, "value": -out[0],
+                                     "grad_norm": float(np.linalg.norm(out[1])),
+                                     "finite": bool(finite)})
+
+
+def _maximize(engine, start, tr, opts, log, rnd):
+    """Maximize ``l_m`` from ``start``: ``(theta, optimizer result, Evaluation at theta)``.
+
+    A linear-algebra failure inside the optimizer ends the round as an optimizer failure
+    (status -1, its message kept) at the best point seen, instead of reaching the user.
+    """
+    obj = _Objective(engine, tr, log, rnd)
+    x0 = tr.to_x(start)
+    lognu_min = math.log(opts.boundary_tol) if opts.boundary_tol > 0 else -math.inf
+    if tr.cov is not None:
+        # Correlated terms: no boundary procedure (a singular fit is flagged at the end).
+        lognu_min = -math.inf
+
+    at_max = []
+    tol = PILOT_STOP_STEP if _is_pilot(rnd, opts) else STOP_STEP
+
+    def at_edge(intermediate_result):
+        # A variance on its way to 0 (log nu -> -inf) would take every remaining iteration;
+        # below boundary_tol the round stops and the boundary procedure takes over.
+        x = intermediate_result.x
+        if np.any(x[tr.p:] < lognu_min):
+            raise StopIteration
+        # At a maximum to far below the Monte Carlo error: the steps that remain (towards
+        # gtol, or against the gradient's roundoff floor) would each cost an evaluation
+        # and move the estimate by less than STOP_STEP of its MCSE (PILOT_STOP_STEP in the
+        # first round, which is centred at the Laplace fit and only places the next one).
+        if obj._x is not None and np.array_equal(x, obj._x) and _near_maximum(obj.last, tol):
+            at_max.append(True)
+            raise StopIteration
+
+    try:
+        res = minimize(obj.fun, x0, jac=obj.jac, hess=obj.hess, method="trust-exact",
+                       callback=at_edge, options={"gtol": opts.gtol, "maxiter": opts.maxiter})
+    except (np.linalg.LinAlgError, FloatingPointError) as exc:
+        x = obj._x if obj._x is not None and np.isfinite(obj._out[0]) else x0
+        res = OptimizeResult(x=x, success=False, status=-1, nit=0,
+                             message=f"trust-exact failed: {type(exc).__name__}: {exc}")
+    if at_max:
+        res.success, res.status = True, 0
+        res.message = (f"at a maximum: the remaining Newton step is below {tol:g} Monte "
+                       "Carlo standard errors")
+    ev = obj.evaluation_at(res.x)
+    res.n_nonfinite = obj.n_nonfinite
+    return tr.to_theta(res.x), res, ev
+
+
+def _is_pilot(rnd, opts):
+    """Whether round ``rnd`` is a pilot: the first, centred at the Laplace fit, when more
+    rounds may follow (it then only places the next round and is never the final one)."""
+    return rnd == 0 and opts.max_rounds > 1
+
+
+def _near_maximum(ev, tol):
+    """:func:`_at_maximum` from an Evaluation alone (False where it has no Hessian)."""
+    if ev is None or ev.hessian is None or not np.all(np.isfinite(ev.hessian)):
+        return False
+    err = information_errors(ev.hessian, ev.score_var)
+    return _at_maximum(ev, err, _mcse(err.mcse_cov), tol)
+
+
+def _at_maximum(ev, errors, mcse, tol=1e-2):
+    """Whether ``ev`` is at a maximum to far below Monte Carlo error, though the optimizer
+    stopped short of ``gtol`` (badly scaled designs leave a roundoff floor in the gradient):
+    the Hessian is negative definite and the remaining Newton step is below ``tol`` times
+    the larger of the MCSE and 1% of the SE.
+    """
+    H, g = ev.hessian, ev.gradient
+    if H is None or not errors.positive_definite or not np.all(np.isfinite(g)):
+        return False
+    step = errors.cov @ g  # -H^{-1} g, the Newton step
+    se = np.sqrt(np.diag(errors.cov))
+    return bool(np.all(np.abs(step) <= tol * np.maximum(mcse, MOVE_FLOOR_SE * se)))
+
+
+def _mcse(mcse_cov):
+    """Square roots of the diagonal of a Monte Carlo covariance ``H^{-1} V H^{-1}``.
+
+    The sandwich is positive semi-definite by construction (``V`` is a sum of outer
+    products), so a negative diagonal entry is roundoff around 0 and is read as 0.
+    """
+    with np.errstate(invalid="ignore"):
+        return np.sqrt(np.maximum(np.diag(mcse_cov), 0.0))
+
+
+def mcmle(model, opts: FitOptions, random_state=None, start_params=None, callback=None,
+          disp=True, client=None):
+    """Monte Carlo MLE of ``model``; see the module docstring for the rounds.
+
+    ``client`` (a ``dask.distributed.Client``) evaluates the Monte Carlo sums on its workers;
+    the estimates are the same as without it.
+    """
+    seed = as_seed_sequence(random_state)
+    separated = _check_separation(model)
+    if opts.time_budget is not None and opts.deadline is None:
+        opts = replace(opts, deadline=time.perf_counter() + opts.time_budget)
+    # Small dense algebra only: BLAS threads cost far more than they gain here.
+    with threadpool_limits(1, user_api="blas"):
+        outcome = _mcmle(model, opts, seed, start_params, callback, disp, client)
+        if outcome.boundary:
+            def refit(reduced, seed, start):  # boundary scores need joint draws
+                return _mcmle(reduced, replace(opts, rao_blackwell=False), seed, start,
+                              callback, disp, client)
+
+            outcome = fit_with_boundary(model, outcome, refit)
+    if outcome.engine is not None:
+        outcome.engine.detach()
+    if separated is not None:
+        outcome.converged = False
+        outcome.log.message = f"{separated} (the rounds: {outcome.log.message})"
+    _warn_hessian(model, outcome)
+    _flag_singular(model, outcome)
+    if not outcome.converged:
+        _warn_unconverged(outcome.log, opts)
+    for text in outcome.log.warnings:
+        warnings.warn(text, ConvergenceWarning, stacklevel=3)
+    return outcome
+
+
+def _flag_singular(model, outcome):
+    """With correlated terms: a warning naming each covariance matrix that is singular at
+    the estimate (a variance at 0 or a correlation at +-1), lme4's "boundary (singular)
+    fit"; the names go to ``outcome.singular``."""
+    cov = model.design.cov
+    if not cov.has_vector:
+        return
+    names = singular_terms(cov, outcome.params[model.k_fe:], model.vcp_names)
+    outcome.singular = names
+    if names:
+        outcome.log.warnings.append(
+            f"boundary (singular) fit: the covariance of {names} is singular at the estimate "
+            "(a variance at 0 or a correlation at +-1; relative Cholesky diagonal below "
+            f"{SINGULAR_TOL:g}); Wald standard errors there are not reliable: simplify the "
+            "random-effects structure (e.g. || for independent effects)")
+
+
+def _check_separation(model):
+    """Warn (statsmodels' PerfectSeparationWarning) when the fixed-effects MLE does not exist;
+    the text for the fit log, or None."""
+    a = model.arrays
+    d = separation_direction(a.X, a.y, a.ntrials, a.weights, a.family.code)
+    if d is None:
+        return None
+    names = list(model.exog_names)
+    which = [f"{names[j]} ({'+' if d[j] > 0 else '-'})" for j in np.flatnonzero(d)]
+    if a.family.code == 0 and np.all(a.y[a.weights > 0] == 0):
+        kind = "every response is 0 (no successes)"
+    elif a.family.code == 0 and np.all((a.y == a.ntrials)[a.weights > 0]):
+        kind = "every response is a success"
+    elif a.family.code == 1 and np.all(a.y[a.weights > 0] == 0):
+        kind = "every count is 0"
+    else:
+        kind = "perfect separation"
+    text = (f"the maximum likelihood estimate does not exist ({kind}): the likelihood keeps "
+            f"increasing as the fixed effect(s) {which} go to +-infinity, so their estimates "
+            "and standard errors only say where the optimizer stopped. Drop or merge the "
+            "separating covariate or level, or use a penalized (Bayesian) fit")
+    warnings.warn(text, PerfectSeparationWarning, stacklevel=4)
+    return text
+
+
+def _warn_hessian(model, outcome):
+    """ConvergenceWarning when ``-H`` is not positive definite at the final estimate."""
+    ev = outcome.evaluation
+    if outcome.cov is not None or ev is None or ev.hessian is None:
+        return
+    err = information_errors(ev.hessian, ev.score_var)
+    if err.positive_definite:
+        return
+    names = list(model.data.param_names)
+    bad = [names[j] for j in np.flatnonzero(err.bad)]
+    outcome.converged = False
+    outcome.log.message = ("the Hessian of the log-likelihood is not negative definite at "
+                           f"the estimate (directions involving {bad}); "
+                           + outcome.log.message)
+    warnings.warn(f"the Hessian of the Monte Carlo log-likelihood is not negative definite "
+                  f"at the estimate: it is not a strict maximum in the directions involving "
+                  f"{bad}, whose standard errors are reported as NaN. Causes: parameters "
+                  "that are not identified (aliased random effects, a variance component "
+                  "with too few levels), a fit stopped short (increase m or max_rounds), or "
+                  "a maximum on the boundary", ConvergenceWarning, stacklevel=4)
+
+
+def _mcmle(model, opts, seed, start_params, callback, disp, client):
+    """The rounds; stops early (``outcome.boundary``) when a variance goes to 0."""
+    t_start = time.perf_counter()
+    log = FitLog(seed_entropy=seed.entropy)
+    p = model.k_fe
+    factorize = model.factorize if opts.factorize is None else bool(opts.factorize)
+    t0 = time.perf_counter()
+    lapfit = laplace_fit(model.block_system(factorize), start_params)
+    lap, mode = lapfit.params, lapfit.mode
+    log.laplace = {**lapfit.record(), "seconds": time.perf_counter() - t0}
+    if not lapfit.ok:
+        log.warnings.append(
+            "the Laplace step (start values and sampler centre) ended without converged "
+            f"conditional modes or with a non-finite value ({lapfit.info.message}); the "
+            "Monte Carlo rounds start from it anyway: check the fit, or give start_params")
+    zero = not model.design.cov.has_vector and at_boundary(lap[p:], opts.boundary_tol)
+    if zero:
+        log.message = "Laplace estimate at the boundary"
+        return FitOutcome(lap, None, None, log, False, seed, boundary=zero)
+    state = _RoundState(model, opts, seed, factorize, client, log, t_start, lap, mode)
+    bar = _progress(disp, opts.max_rounds)
+    try:
+        for rnd in range(opts.max_rounds):
+            if state.round(rnd, callback, bar):
+                break
+        else:
+            log.message = f"no convergence in max_rounds={opts.max_rounds} rounds"
+    except KeyboardInterrupt:
+        if state.outcome is None:
+            raise
+        log.message = f"interrupted during round {len(log.rounds)}; returning round " \
+                      f"{len(log.rounds) - 1}"
+        warnings.warn(log.message, UserWarning, stacklevel=3)
+    finally:
+        bar.close()
+    return state.outcome
+
+
+class _RoundState:
+    """What carries from one Monte Carlo round to the next: centre, m, MCSEs, history."""
+
+    def __init__(self, model, opts, seed, factorize, client, log, t_start, lap, mode):
+        self.model, self.opts, self.seed, self.factorize = model, opts, seed, factorize
+        self.client, self.log, self.t_start = client, log, t_start
+        # The time budget covers the whole fit, boundary refits included.
+        self.deadline = opts.deadline
+        if self.deadline is None and opts.time_budget is not None:
+            self.deadline = t_start + opts.time_budget
+        self.n_jobs = effective_n_jobs(opts.n_jobs)
+        self.tr = ParamTransform(model.arrays.X, model.k_vcp, cov=model.design.cov)
+        self.rb = rb_structure(model, opts, factorize, client)
+        if self.rb is not None:
+            log.rao_blackwell = rb_record(model, self.rb)
+        self.centre, self.centre_mode = lap, mode
+        m_start = opts.m_start
+        if m_start is None:
+            m_start = M_START_RB if self.rb is not None else M_START
+        m = m_start if opts.m == "auto" else int(opts.m)
+        self.m = min(m, opts.max_m) if opts.m == "auto" else m
+        self.prev_mcse = None
+        self.outcome = None
+
+    def round(self, rnd, callback, bar):
+        """Run round ``rnd``; True when the fit stops after it."""
+        opts, log, p = self.opts, self.log, self.model.k_fe
+        t_round = time.perf_counter()
+        if self.rb is not None:
+            draws, engine = rb_round(self.model, self.rb, self.centre, self.centre_mode,
+                                     self.factorize, self.m, child_seed(self.seed, rnd), opts,
+                                     self.n_jobs, pilot=_is_pilot(rnd, opts))
+        else:
+            smp = self.model.make_sampler(self.centre, opts.sampler, self.factorize,
+                                          mode=self.centre_mode, **opts.sampler_options)
+            draws = DrawSet.from_sampler(smp, self.m, child_seed(self.seed, rnd),
+                                         opts.memory_budget, materialize=self.client is None,
+                                         n_jobs=self.n_jobs)
+            engine = MCLAEngine(draws, opts.kernel, opts.chunk_size, self.n_jobs, self.client)
+        theta, res, ev = _maximize(engine, self.centre, self.tr, opts, log, rnd)
+        info, err, mcse = self._record(rnd, theta, res, ev, time.perf_counter() - t_round)
+        self.outcome = FitOutcome(theta, ev, engine, log, False, self.seed)
+        bar.update(1)
+        bar.set_postfix(m=self.m, ess=f"{info['min_ess']:.0f}", ratio=f"{info['max_ratio']:.3f}")
+        stop = bool(callback(info)) if callback is not None else False
+        zero = (not self.model.design.cov.has_vector
+                and (at_boundary(theta[p:], opts.boundary_tol)
+                     or self._shrinking(rnd, theta, err)))
+        if zero:
+            self.outcome.boundary = zero
+            if not log.message:
+                log.message = f"variance went to 0 in round {rnd}"
+            return True
+        if info["converged"]:
+            self.outcome.converged = True
+            log.message = f"converged after {rnd + 1} rounds"
+            return True
+        if stop:
+            log.message = f"stopped by callback after round {rnd}"
+            return True
+        if self._out_of_time(info):
+            return True
+        self.centre, self.centre_mode, self.prev_mcse = theta, None, mcse
+        return False
+
+    def _record(self, rnd, theta, res, ev, seconds):
+        """The round's log entry (raw optimizer status included) and its errors."""
+        opts, centre = self.opts, self.centre
+        err = information_errors(ev.hessian, ev.score_var)
+        se = np.sqrt(np.diag(err.cov))
+        mcse = _mcse(err.mcse_cov)
+        ok = np.isfinite(se) & (se > 0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = float(np.max(mcse[ok] / se[ok])) if ok.any() else math.inf
+            ref = mcse if self.prev_mcse is None else np.sqrt(mcse**2 + self.prev_mcse**2)
+            # Parameters the random effects barely touch (within-cluster contrasts) have an
+            # MCSE of ~1e-10: movement is measured against at least 1% of the SE.
+            ref = np.fmax(ref, MOVE_FLOOR_SE * se)
+            moved = float(np.max(np.abs(theta - centre) / np.maximum(ref, 1e-300)))
+        if self.prev_mcse is None or not np.isfinite(moved):
+            moved = math.inf  # the first centre is the Laplace fit, not an MCMLE
+        min_ess = float(ev.ess.min())
+        accepted = bool(res.success) or _at_maximum(ev, err, mcse)
+        converged = (moved <= 3.0 and (opts.m != "auto" or ratio <= opts.target_ratio)
+                     and min_ess >= opts.min_ess and accepted and err.positive_definite)
+        info = {"round": rnd, "m": self.m, "params": theta, "value": ev.value,
+                "min_ess": min_ess, "max_ratio": ratio, "moved": moved,
+                "iterations": int(res.nit), "optimizer_success": bool(res.success),
+                "optimizer_status": int(res.status), "optimizer_message": str(res.message),
+                "at_maximum": accepted, "hessian_negative_definite": err.positive_definite,
+                "nonfinite_evaluations": int(res.n_nonfinite), "converged": converged,
+                "seconds": seconds}
+        self.log.rounds.append(info)
+        return info, err, mcse
+
+    def _shrinking(self, rnd, theta, err):
+        """Components whose variance keeps shrinking toward 0 (a boundary maximum that the
+        optimizer on ``log nu`` can only approach): in this round the estimate fell below a
+        quarter of the sampler centre's and below one standard error."""
+        p = self.model.k_fe
+        nu = np.asarray(theta[p:], dtype=float)
+        prev = np.asarray(self.centre[p:], dtype=float)  # the previous round's, or Laplace's
+        if self.opts.boundary_tol <= 0:
+            return []
+        se = np.sqrt(np.diag(err.cov))[p:]
+        out = [int(t) for t in np.flatnonzero((nu < 0.25 * prev) & ~(nu >= se))]
+        if out:
+            names = [self.model.vcp_names[t] for t in out]
+            self.log.message = (f"variance(s) {names} kept shrinking toward 0 (round "
+                                f"{rnd}: {prev[out]} -> {nu[out]}, "
+                                "within one SE of 0): treated as at the boundary")
+        return out
+
+    def _out_of_time(self, info):
+        """Choose the next m within the time budget; True when the budget is used up."""
+        opts, log = self.opts, self.log
+        left = None if self.deadline is None else self.deadline - time.perf_counter()
+        if left is not None and left <= 0:
+            log.message = f"time budget of {opts.time_budget:g} s used up"
+            return True
+        if opts.m != "auto":
+            return False
+        m_next = _next_m(self.m, info["max_ratio"], info["min_ess"], opts)
+        off_centre = info["moved"] > 3.0 if math.isfinite(info["moved"]) else (
+            self.rb is not None)
+        if off_centre:
+            # The sampler was off-centre (the estimate moved): its MCSE overstates the one
+            # at a re-centred sampler, so grow modestly and re-centre first.  The first
+            # round of a Rao-Blackwellized fit counts as off-centre (it is centred at the
+            # Laplace fit, with a coarser quadrature rule).
+            m_next = min(m_next, int(math.ceil(MAX_M_GROWTH_MOVED * self.m)))
+        if left is not None:
+            # A round costs about in proportion to m: never start one that cannot finish.
+            per_draw = info["seconds"] / self.m
+            affordable = int(left / max(per_draw, 1e-12))
+            if affordable < self.m:
+                log.message = (f"time budget of {opts.time_budget:g} s used up (the next "
+                               f"round would take about {per_draw * self.m:.0f} s more)")
+                return True
+            m_next = min(m_next, affordable)
+        self.m = m_next
+        return False
+
+
+def _next_m(m, ratio, min_ess, opts):
+    """The next round's m: MCSE shrinks like m^(-1/2); at most 10 times the last m, so that
+    no round jumps by orders of magnitude on one noisy ratio."""
+    grow = 1.0
+    if math.isfinite(ratio) and ratio > opts.target_ratio:
+        grow = max(grow, 1.2 * (ratio / opts.target_ratio) ** 2)
+    if min_ess < opts.min_ess:
+        grow = max(grow, 1.5 * opts.min_ess / max(min_ess, 1.0))
+    return int(min(opts.max_m, math.ceil(m * min(grow, MAX_M_GROWTH))))
+
+
+def _warn_unconverged(log, opts):
+    if not log.rounds:
+        warnings.warn(f"The fit did not converge ({log.message}).", ConvergenceWarning,
+                      stacklevel=3)
+        return
+    last = log.rounds[-1]
+    advice = []
+    if last["max_ratio"] > opts.target_ratio:
+        advice.append(f"MCSE/SE is {last['max_ratio']:.3g} (> {opts.target_ratio}): allow a "
+                      "larger max_m or time_budget")
+    if last["min_ess"] < opts.min_ess:
+        advice.append(f"the smallest block ESS is {last['min_ess']:.0f}: increase m, or check "
+                      "for variance components at zero")
+    if not last["optimizer_success"]:
+        advice.append("the trust-region optimizer did not converge: try start_params or "
+                      "more maxiter")
+    if last["moved"] > 3:
+        advice.append("the estimate still moves between rounds: allow more max_rounds")
+    warnings.warn(f"Monte Carlo MLE did not converge ({log.message}). " + "; ".join(advice),
+                  ConvergenceWarning, stacklevel=3)
+
+
+def _progress(disp, total):
+    """A bar of rounds with m, the smallest ESS, MCSE/SE and the elapsed time; shown on a
+    terminal or in a notebook (``tqdm.auto``) when ``disp``, and left in place after."""
+    from tqdm.auto import tqdm
+
+    notebook = "ipykernel" in sys.modules
+    enabled = bool(disp) and (sys.stderr.isatty() or notebook)
+    return tqdm(total=total, desc="MCLA rounds", unit="round", disable=not enabled,
+                leave=True)

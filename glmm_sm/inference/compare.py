@@ -1,0 +1,119 @@
+"""Side-by-side comparison of a Monte Carlo GLMM fit with other fits of the same model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["compare"]
+
+
+def compare(res, other, labels=None):
+    """One table, parameter by parameter: estimates and standard errors of two fits.
+
+    Parameters
+    ----------
+    res : MonteCarloGLMMResults
+    other : MonteCarloGLMMResults or BayesMixedGLMResults
+        Another Monte Carlo fit, or statsmodels' ``BinomialBayesMixedGLM`` /
+        ``PoissonBayesMixedGLM`` results from ``fit_vb`` or ``fit_map``.
+    labels : pair of str, optional
+        Column labels of the two fits.
+
+    Returns
+    -------
+    DataFrame
+        Rows: fixed effects, then variance components on the variance scale.  Columns: a
+        two-level index (fit, quantity) with ``estimate`` and ``se`` for each fit (for a
+        Bayesian fit: the posterior mean and SD of the fixed effects; for a variance
+        ``exp(2 m)`` and its delta-method SD ``2 exp(2 m) s`` from the posterior mean ``m``
+        and SD ``s`` of the log standard deviation, statsmodels' ``vcp`` scale), and the
+        difference of the estimates in units of the first fit's standard error.
+
+    Notes
+    -----
+    A variational (``fit_vb``) posterior is mean-field: its SDs ignore posterior
+    correlations, and it approximates a posterior under statsmodels' priors (normal with SD 2
+    on fixed effects, SD 1 on log SDs), not the likelihood.
+    """
+    first = _estimates(res)
+    second = _estimates(other)
+    labels = labels or ("MCLA", _label(other))
+    if labels[0] == labels[1]:
+        labels = (labels[0] + " 1", labels[1] + " 2")
+    names = list(first.index) + [n for n in second.index if n not in first.index]
+    table = pd.concat({labels[0]: first.reindex(names), labels[1]: second.reindex(names)},
+                      axis=1)
+    diff = (table[(labels[1], "estimate")] - table[(labels[0], "estimate")])
+    table[("difference", "in SE")] = diff / table[(labels[0], "se")]
+    return table
+
+
+def _label(obj):
+    if getattr(getattr(obj, "_results", obj), "method", None) == "laplace":
+        return "Laplace"
+    if hasattr(obj, "mcse_cov") or hasattr(getattr(obj, "_results", None), "mcse_cov"):
+        return "MCLA"
+    name = type(obj.model).__name__
+    how = "VB" if getattr(obj, "optim_retvals", None) is not None and _is_vb(obj) else "Bayes"
+    return f"{name} ({how})"
+
+
+def _is_vb(obj):
+    cov = obj.cov_params()
+    return np.ndim(cov) == 1
+
+
+def _estimates(obj):
+    inner = getattr(obj, "_results", obj)
+    if hasattr(inner, "mcse_cov"):
+        names = list(inner.model.data.param_names)
+        return pd.DataFrame({"estimate": np.asarray(inner.params),
+                             "se": np.asarray(inner.bse)}, index=names)
+    model = getattr(obj, "model", None)
+    if model is None or not hasattr(obj, "fe_mean"):
+        raise TypeError("other must be a MonteCarloGLMM result or a BinomialBayesMixedGLM / "
+                        f"PoissonBayesMixedGLM result; got {type(obj).__name__}")
+    fe = pd.DataFrame({"estimate": obj.fe_mean, "se": obj.fe_sd},
+                      index=list(model.fep_names))
+    m, s = np.asarray(obj.vcp_mean), np.asarray(obj.vcp_sd)
+    var = np.exp(2 * m)
+    vc = pd.DataFrame({"estimate": var, "se": 2 * var * s}, index=list(model.vcp_names))
+    return pd.concat([fe, vc])
+
+
+def plot_compare(res, other, labels=None, alpha=0.05, figsize=None):
+    """Plot :func:`compare`'s table: each fit's estimates with ``± z_{1-alpha/2}`` SE
+    intervals, fixed effects and variance components in separate panels.
+
+    Parameters
+    ----------
+    res : MonteCarloGLMMResults
+    other : MonteCarloGLMMResults or BayesMixedGLMResults
+    labels : pair of str, optional
+        Labels of the two fits (as in :func:`compare`).
+    alpha : float
+        ``1 - alpha`` is the nominal coverage of the intervals.
+    figsize : tuple of float, optional
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    Notes
+    -----
+    A Bayesian fit's variance interval is its posterior mean on the variance scale
+    ``± z`` times the delta-method SD, as in :func:`compare`; it may reach below 0.
+    """
+    from glmm_sm.inference.plots import plot_compare_table
+
+    table = compare(res, other, labels=labels)
+    vc_names = list(_inner_model(res).vcp_names) + list(_inner_model(other).vcp_names)
+    return plot_compare_table(table, vc_names, alpha=alpha, figsize=figsize)
+
+
+def _inner_model(obj):
+    return getattr(obj, "_results", obj).model
+
+
+__all__ += ["plot_compare"]

@@ -1,0 +1,314 @@
+"""Predictions with delta-method intervals, fitted values and residuals of a GLMM fit.
+
+The linear predictor of a row with fixed-effects design ``x`` and random-effects design ``z``
+is ``eta = x' beta + offset + z' u``.
+
+* **Marginal** (``conditional=False``): ``eta = x' beta_hat + offset``, the prediction for a
+  typical cluster (random effects at their mean, 0); ``Var(eta) = x' Cov(beta_hat) x``.
+* **Conditional** (``conditional=True``): ``eta = x' beta_hat + offset + z' E[u | y]``, the
+  prediction for the clusters seen in the fit, and
+
+      Var(eta) = x' Cov(beta_hat) x + z' Var(u | y) z,
+
+  with ``Var(u | y)`` the conditional covariance of the random effects given the data at the
+  estimate (:func:`conditional_re_cov`: self-normalised importance-sampling moments of the
+  final round's draws, block by block, so effects of one block keep their correlations).
+  Random effects of levels not seen in the fit have conditional mean 0 and variance ``nu``.
+  The two terms are added as if ``beta_hat`` and ``u | y`` were independent, and the
+  uncertainty of ``nu_hat`` is left out.  ``E[u | y]`` moves with ``beta`` (an intercept
+  shared with cluster effects is largely traded between them), so the cross term is usually
+  negative and the interval conservative; glmmTMB's joint ``(beta, u)`` precision keeps it.
+
+Either interval is a normal interval for ``eta`` mapped through the inverse link (the
+endpoint method of statsmodels' GLM); ``mean_se`` is the delta-method standard error
+``|d mu / d eta| sd(eta)``.  For a binomial response with trials the mean is a proportion,
+as in statsmodels' GLM.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from statsmodels.base._prediction_inference import PredictionResultsMean, _get_exog_predict
+from statsmodels.regression._prediction import PredictionResults
+
+from glmm_sm.mcla.rb.moments import rb_effect_cov
+
+__all__ = ["get_prediction", "conditional_re_cov", "block_cov_matrix", "conditional_mean",
+           "resid_response", "resid_pearson"]
+
+
+# ----------------------------------------------------------------------- Var(u | y)
+def block_cov_matrix(layout, col_map, q, groups, mats, prior_var):
+    """Assemble per-block covariance matrices into one sparse ``(q, q)`` matrix.
+
+    Parameters
+    ----------
+    layout : BlockLayout
+        The layout the blocks refer to.
+    col_map : ndarray of int
+        Model column of each column of the layout's design (``arange(q)`` unless the layout
+        belongs to a model with fewer columns, as after dropping components at 0).
+    q : int
+        Number of random effects of the model.
+    groups : list of (ids, cols)
+        Block ids and their layout columns, ``cols`` of shape ``(n_g, qs)``.
+    mats : list of ndarray
+        Per group, the stacked ``(n_g, qs, qs)`` covariance matrices.
+    prior_var : ndarray (q,)
+        Variance of each model column, used for columns outside every block (no
+        observation loads on them: their conditional distribution is the prior).
+
+    Returns
+    -------
+    scipy.sparse.csr_matrix
+        Block diagonal in the model's column order; columns absent from ``col_map`` (their
+        component is at 0) have variance 0.
+    """
+    rows, cols, vals = [], [], []
+    for (_, lc), M in zip(groups, mats, strict=True):
+        mc = col_map[layout.col_perm[lc]]  # (n_g, qs) model columns
+        qs = mc.shape[1]
+        rows.append(np.repeat(mc, qs, axis=1).ravel())
+        cols.append(np.tile(mc, (1, qs)).ravel())
+        vals.append(np.asarray(M).ravel())
+    outside = np.setdiff1d(col_map, col_map[layout.col_perm])
+    rows.append(outside)
+    cols.append(outside)
+    vals.append(prior_var[outside])
+    out = sp.coo_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+                        shape=(q, q))
+    return out.tocsr()
+
+
+def size_groups(layout):
+    """Blocks grouped by their number of random effects: ``[(ids, cols (n_g, qs)), ...]``."""
+    qb = np.diff(layout.col_ptr)
+    out = []
+    for qs in np.unique(qb[qb > 0]):
+        ids = np.flatnonzero(qb == qs)
+        out.append((ids, layout.col_ptr[ids][:, None] + np.arange(qs)[None, :]))
+    return out
+
+
+def _engine_view(res):
+    """The final engine, the parameters it takes and the model column of each of its columns.
+
+    After components went to 0 the engine belongs to the model without them.
+    """
+    mod = res.model
+    p, T = mod.k_fe, mod.k_vcp
+    if mod.design.cov.has_vector:  # no boundary procedure with correlated terms
+        return res.engine, np.asarray(res.params, dtype=float), np.arange(mod.ident.size)
+    keep = [t for t in range(T) if p + t not in set(res._boundary_idx)]
+    engine = res.engine
+    if engine.data.k_vc != len(keep):
+        raise RuntimeError("the final engine does not match the fitted components")
+    params = np.asarray(res.params, dtype=float)
+    theta = np.concatenate([params[:p], params[p + np.array(keep, dtype=int)]])
+    col_map = np.flatnonzero(np.isin(mod.ident, keep))
+    return engine, theta, col_map
+
+
+def conditional_re_cov(res, chunk_size=512):
+    """Conditional covariance ``Var(u | y)`` of the random effects at the estimate.
+
+    Self-normalised importance-sampling estimate from the final round's draws and weights,
+    ``sum_k v_k (u_k - u_bar)(u_k - u_bar)'`` per block (effects of different blocks are
+    independent given the data); after a Rao-Blackwellized fit the integrated effects
+    enter through their node moments (:func:`~glmm_sm.mcla.rb.moments.rb_effect_cov`).  Its
+    diagonal is ``res.random_effects()["SD"] ** 2``.
+
+    Parameters
+    ----------
+    res : MonteCarloGLMMResults
+    chunk_size : int
+        Draws per pass over the data (memory only; the result does not depend on it).
+
+    Returns
+    -------
+    scipy.sparse.csr_matrix (q, q)
+        Block diagonal, in the model's column order (``model.vc_names``).  Components
+        estimated at 0 have zero rows.
+    """
+    mod = res.model
+    q = len(mod.vc_names)
+    if res.engine is None:  # every component at 0: the effects are exactly 0
+        return sp.csr_matrix((q, q))
+    engine, theta, col_map = _engine_view(res)
+    data = engine.data
+    groups = size_groups(data.layout)
+    nu = np.asarray(res.params, dtype=float)[mod.k_fe:]
+    var = mod.design.cov.variances(nu) if mod.design.cov.has_vector else nu
+    if not getattr(engine, "joint_draws", True):  # Rao-Blackwellized: draws of v only
+        cov = rb_effect_cov(engine, theta)
+        mats = [np.stack([cov[b] for b in ids]) for ids, _ in groups]
+        return block_cov_matrix(data.layout, col_map, q, groups, mats, var[mod.ident])
+    boc = data.block_of_col
+    s0 = np.zeros(data.n_blocks)
+    s1 = np.zeros(data.q)
+    s2 = [np.zeros((len(ids), c.shape[1], c.shape[1])) for ids, c in groups]
+    for U, _, w, sc in engine.weighted_draws(theta, chunk_size):
+        s0 = s0 * sc + w.sum(axis=1)
+        s1 = s1 * sc[boc] + np.einsum("jk,jk->j", w[boc], U)
+        for g, (ids, cols) in enumerate(groups):
+            Ug = U[cols]  # (n_g, qs, K)
+            s2[g] = (s2[g] * sc[ids][:, None, None]
+                     + np.einsum("gik,gk,gjk->gij", Ug, w[ids], Ug))
+    mean = s1 / s0[boc]
+    mats = []
+    for g, (ids, cols) in enumerate(groups):
+        mg = mean[cols]
+        C = s2[g] / s0[ids][:, None, None] - mg[:, :, None] * mg[:, None, :]
+        mats.append(0.5 * (C + np.swapaxes(C, 1, 2)))
+    return block_cov_matrix(data.layout, col_map, q, groups, mats, var[mod.ident])
+
+
+def quadratic_rows(Z, C):
+    """``diag(Z C Z')``: the variance of each row's ``z' u`` when ``Cov(u) = C``."""
+    Z = sp.csr_matrix(Z)
+    return np.asarray((Z @ C).multiply(Z).sum(axis=1)).ravel()
+
+
+# ----------------------------------------------------------------------- designs
+def _fixed_design(res, exog, offset, transform):
+    """``(X, offset, row_labels)`` for a prediction; ``exog=None`` is the data fitted."""
+    mod = res.model
+    X, row_labels = _get_exog_predict(res, exog=exog, transform=transform)
+    X = np.asarray(X, dtype=float)
+    if X.ndim != 2 or X.shape[1] != mod.k_fe:
+        raise ValueError(f"exog must have {mod.k_fe} columns (the fixed effects "
+                         f"{list(mod.exog_names)}); got shape {X.shape}")
+    n = X.shape[0]
+    if offset is None:
+        offset = mod.offset if exog is None else np.zeros(n)
+    offset = np.asarray(offset, dtype=float)
+    if offset.ndim == 0:
+        offset = np.full(n, float(offset))
+    if offset.shape != (n,) or not np.all(np.isfinite(offset)):
+        raise ValueError(f"offset must be {n} finite numbers (one per row of exog); got "
+                         f"shape {offset.shape}")
+    return X, offset, row_labels
+
+
+def _random_design(res, exog, exog_vc, n):
+    """``(Z, extra_var)`` for a conditional prediction of ``n`` rows.
+
+    ``Z`` has the model's random-effect columns; ``extra_var`` is the prior variance
+    ``sum_k z_k^2 nu_t(k)`` of effects of levels not seen in the fit.
+    """
+    mod = res.model
+    q = len(mod.vc_names)
+    if exog_vc is not None:
+        Z = sp.csr_matrix(exog_vc, dtype=float)
+        if Z.shape != (n, q):
+            raise ValueError(f"exog_vc must have shape ({n}, {q}) (rows of exog, the model's "
+                             f"random effects); got {Z.shape}")
+        return Z, np.zeros(n)
+    if exog is None:
+        return sp.csr_matrix(mod.exog_vc), np.zeros(n)
+    if mod.design.cov.has_vector:
+        raise ValueError("conditional=True with new exog is not available for models with "
+                         "correlated random-effect terms yet; pass the random-effects design "
+                         "of the new rows as exog_vc (columns as model.vc_names)")
+    if not isinstance(exog, pd.DataFrame) or getattr(mod, "vc_formulas", None) is None:
+        raise ValueError("conditional=True with new exog needs a DataFrame and a model built "
+                         "with from_formula, or the random-effects design as exog_vc")
+    from glmm_sm.spec.design import vc_design_from_formulas
+
+    Zn, ident_n, names_t, names = vc_design_from_formulas(mod.vc_formulas, exog, eval_env={},
+                                                          **mod.vc_spec)
+    if Zn.shape[0] != n:
+        raise ValueError(f"exog: the random-effect formulas give {Zn.shape[0]} rows, the "
+                         f"fixed-effects formula {n} (missing values?)")
+    pos = {name: j for j, name in enumerate(mod.vc_names)}
+    target = np.array([pos.get(name, pos.get(f"{names_t[t]}:{name}", -1))
+                       for name, t in zip(names, ident_n, strict=True)], dtype=int)
+    Zc = sp.csc_matrix(Zn)
+    seen = np.flatnonzero(target >= 0)
+    move = sp.csr_matrix((np.ones(seen.size), (seen, target[seen])), shape=(Zn.shape[1], q))
+    nu = np.asarray(res.params, dtype=float)[mod.k_fe:]
+    unseen = np.flatnonzero(target < 0)
+    extra = Zc[:, unseen].multiply(Zc[:, unseen]) @ nu[ident_n[unseen]]
+    return (Zc @ move).tocsr(), np.asarray(extra, dtype=float).ravel()
+
+
+# ----------------------------------------------------------------------- prediction
+def get_prediction(res, exog=None, offset=None, conditional=False, transform=True,
+                   exog_vc=None):
+    """Predicted means with delta-method standard errors and intervals.
+
+    See the module docstring for the marginal and conditional variances.
+
+    Parameters
+    ----------
+    res : MonteCarloGLMMResults
+    exog : DataFrame or array_like, optional
+        New data (a DataFrame goes through the model's formula); default: the data fitted.
+    offset : array_like, optional
+        Offset of the rows; default: the model's for the data fitted, else 0.
+    conditional : bool
+        Include the predicted random effects and their conditional uncertainty.
+    transform : bool
+        Pass ``exog`` through the model's formula.
+    exog_vc : array_like or sparse (n, q), optional
+        Random-effects design of the rows in the model's columns (``model.vc_names``), for
+        conditional predictions from arrays; by default built from the DataFrame ``exog``.
+
+    Returns
+    -------
+    statsmodels.base._prediction_inference.PredictionResultsMean
+        ``predicted_mean``, ``se_mean``, ``conf_int(alpha=0.05)`` and ``summary_frame()``
+        (columns ``mean``, ``mean_se``, ``mean_ci_lower``, ``mean_ci_upper``); ``linpred``
+        holds the same for the linear predictor.
+    """
+    mod = res.model
+    if not isinstance(conditional, (bool, np.bool_)):
+        raise TypeError(f"conditional must be True or False; got {conditional!r}")
+    X, off, row_labels = _fixed_design(res, exog, offset, transform)
+    k = mod.k_fe
+    beta = np.asarray(res.params, dtype=float)[:k]
+    cov_beta = np.asarray(res.cov_params(), dtype=float)[:k, :k]
+    eta = X @ beta + off
+    var = np.einsum("ij,jk,ik->i", X, cov_beta, X)
+    if conditional:
+        Z, extra = _random_design(res, exog, exog_vc, X.shape[0])
+        eta = eta + Z @ np.asarray(res._re_mean, dtype=float)
+        var = var + quadratic_rows(Z, res.random_effects_cov) + extra
+    var = np.clip(var, 0.0, None)
+    link = mod.family.link
+    linpred = PredictionResults(eta, var, var_resid=np.nan, dist="norm",
+                                row_labels=row_labels)
+    mean = link.inverse(eta)
+    var_mean = link.inverse_deriv(eta) ** 2 * var
+    return PredictionResultsMean(mean, var_mean, var_resid=np.nan, df=res.df_resid,
+                                 dist="norm", row_labels=row_labels, linpred=linpred,
+                                 link=link)
+
+
+# ----------------------------------------------------------------------- residuals
+def conditional_mean(res):
+    """Conditional mean per observation, ``mu_i = g^{-1}(x_i' beta + offset_i + z_i' E[u|y])``.
+
+    The inverse link at the predicted random effects (what lme4's ``fitted()`` gives), a
+    proportion for binomial responses.
+    """
+    return np.asarray(res.predict(conditional=True), dtype=float)
+
+
+def resid_response(res):
+    """``y_i - N_i mu_i`` with ``mu_i`` the conditional mean (statsmodels GLM's convention:
+    for a binomial response with trials, successes minus expected successes)."""
+    a = res.model.arrays
+    return a.y - a.ntrials * conditional_mean(res)
+
+
+def resid_pearson(res):
+    """``sqrt(w_i) (y_i - N_i mu_i) / sqrt(N_i V(mu_i))``, conditional on the predicted random
+    effects (statsmodels GLM's Pearson residuals with ``var_weights = w``)."""
+    a = res.model.arrays
+    mu = conditional_mean(res)
+    var = a.ntrials * res.model.family.variance(mu)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.sqrt(a.weights) * (a.y - a.ntrials * mu) / np.sqrt(var)

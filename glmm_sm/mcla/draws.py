@@ -1,0 +1,170 @@
+"""Frozen sets of importance-sampling draws: stored in memory or regenerated per chunk.
+
+Draws are defined chunk by chunk: generation chunk ``j`` holds draws
+``j * GEN_SIZE : (j + 1) * GEN_SIZE`` and comes from the ``SeedSequence`` child ``j`` of the
+draw set's seed.  The draws therefore do not depend on how evaluations are chunked or how many
+threads or workers evaluate them.  When storing every draw would exceed ``memory_budget``,
+each evaluation regenerates each chunk from its seed instead: the same numbers, recomputed.
+A draw set may also be *lazy*: defined by its sampler and seed but not generated here, as when
+Dask workers generate and keep their own share of the draws.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from glmm_sm.core.random import child_seed
+from glmm_sm.mcla.sampler import DrawChunk
+from glmm_sm.spec.arrays import LayoutData
+
+__all__ = ["DrawSet", "GEN_SIZE", "DEFAULT_MEMORY_BUDGET"]
+
+GEN_SIZE = 1024
+DEFAULT_MEMORY_BUDGET = 2**30  # bytes
+
+
+class DrawSet:
+    """``m`` frozen draws for one block layout.
+
+    Use :meth:`from_sampler` or :meth:`from_arrays` to build one.
+
+    Attributes
+    ----------
+    data : LayoutData
+    m : int
+    stored : bool
+        Whether the draws are held in memory here.
+    resident : bool
+        Whether the draws fit the memory budget.  Evaluations of resident draws are cut into
+        ``chunk_size`` ranges, of non-resident ones into generation chunks (regenerated at
+        every evaluation).
+    """
+
+    def __init__(self, data: LayoutData, m, chunk=None, sampler=None, seed=None,
+                 resident=True):
+        self.data = data
+        self.m = int(m)
+        self._chunk = chunk
+        self.sampler = sampler
+        self.seed = seed
+        self.resident = bool(resident)
+        self.memory_budget = DEFAULT_MEMORY_BUDGET
+
+    @property
+    def stored(self) -> bool:
+        return self._chunk is not None
+
+    @classmethod
+    def from_sampler(cls, sampler, m, seed, memory_budget=DEFAULT_MEMORY_BUDGET,
+                     materialize=True, n_jobs=1):
+        """Draw ``m`` draws from ``sampler``; generation chunk ``j`` uses ``child_seed(seed, j)``.
+
+        Parameters
+        ----------
+        sampler : LaplaceSampler or GlmmSampler
+        m : int
+            Number of draws, at least 1.
+        seed : numpy.random.SeedSequence
+        memory_budget : int
+            Bytes the stored draws may take; beyond it they are regenerated per evaluation.
+        materialize : bool
+            Generate resident draws now (default).  ``False`` leaves them to whoever
+            evaluates them (Dask workers generate their own partitions).
+        n_jobs : int
+            Threads generating the draws (the draws do not depend on it).
+        """
+        m = _check_m(m)
+        data = sampler.data
+        resident = bytes_needed(data, m) <= memory_budget
+        out = cls(data, m, sampler=sampler, seed=seed, resident=resident)
+        out.memory_budget = int(memory_budget)
+        if resident and materialize:
+            out._chunk = out.generate_range(0, m, n_jobs)
+        return out
+
+    @classmethod
+    def from_arrays(cls, data: LayoutData, U, logf, S):
+        """Wrap given draws (layout order): ``U`` (q, m), ``logf`` (B, m), ``S`` (B, T, m)."""
+        U = np.ascontiguousarray(U, dtype=np.float64)
+        return cls(data, U.shape[1], chunk=DrawChunk(U, np.ascontiguousarray(logf),
+                                                     np.ascontiguousarray(S)))
+
+    @property
+    def n_gen_chunks(self) -> int:
+        return -(-self.m // GEN_SIZE)
+
+    def generate(self, j):
+        """Generate generation chunk ``j`` from its own seed."""
+        size = min(GEN_SIZE, self.m - j * GEN_SIZE)
+        return self.sampler.generate(child_seed(self.seed, j), size)
+
+    def generate_range(self, k0, k1, n_jobs=1):
+        """Draws ``k0:k1`` as one :class:`~glmm_sm.mcla.sampler.DrawChunk`, from their seeds.
+
+        ``k0`` must start a generation chunk.
+        """
+        if k0 % GEN_SIZE:
+            raise ValueError(f"draw ranges start at multiples of {GEN_SIZE}; got {k0}")
+        js = range(k0 // GEN_SIZE, -(-k1 // GEN_SIZE))
+        if n_jobs > 1 and len(js) > 1:
+            with ThreadPoolExecutor(n_jobs) as pool:
+                parts = list(pool.map(self.generate, js))
+        else:
+            parts = [self.generate(j) for j in js]
+        out = parts[0] if len(parts) == 1 else DrawChunk(
+            np.concatenate([c.U for c in parts], axis=1),
+            np.concatenate([c.logf for c in parts], axis=1),
+            np.concatenate([c.S for c in parts], axis=2))
+        return out if out.U.shape[1] == k1 - k0 else _slice(out, 0, k1 - k0)
+
+    def chunk_ranges(self, chunk_size=None):
+        """The ``(k0, k1)`` ranges an evaluation iterates over.
+
+        Resident draws are cut every ``chunk_size`` (default ``4 * GEN_SIZE``) draws,
+        regenerated draws at generation chunks.
+        """
+        if not self.resident:
+            return [(j * GEN_SIZE, min((j + 1) * GEN_SIZE, self.m))
+                    for j in range(self.n_gen_chunks)]
+        size = 4 * GEN_SIZE if chunk_size is None else int(chunk_size)
+        if size < 1:
+            raise ValueError(f"chunk_size must be at least 1; got {chunk_size}")
+        return [(k, min(k + size, self.m)) for k in range(0, self.m, size)]
+
+    def chunk_arrays(self, k0, k1):
+        """``(U, logf, S, j0, j1)``: arrays holding draws ``k0:k1`` at columns ``j0:j1``."""
+        if self.stored:
+            c = self._chunk
+            return c.U, c.logf, c.S, k0, k1
+        g0 = k0 - k0 % GEN_SIZE
+        c = self.generate_range(g0, k1)
+        return c.U, c.logf, c.S, k0 - g0, k1 - g0
+
+    def all_draws(self):
+        """All draws as one :class:`~glmm_sm.mcla.sampler.DrawChunk` (generated if not stored)."""
+        if self.stored:
+            return self._chunk
+        return self.generate_range(0, self.m)
+
+
+def _slice(c, j0, j1):
+    return DrawChunk(np.ascontiguousarray(c.U[:, j0:j1]), np.ascontiguousarray(c.logf[:, j0:j1]),
+                     np.ascontiguousarray(c.S[:, :, j0:j1]))
+
+
+def bytes_needed(data: LayoutData, m):
+    """Bytes to store ``m`` draws with their log densities and sums of squares."""
+    return 8 * m * (data.q + data.n_blocks * (1 + data.n_s))
+
+
+def _check_m(m):
+    if isinstance(m, (bool, np.bool_)) or not isinstance(m, (int, np.integer)):
+        if isinstance(m, float) and m.is_integer():
+            m = int(m)
+        else:
+            raise ValueError(f"m must be a positive integer; got {m!r}")
+    if m < 1:
+        raise ValueError(f"m must be at least 1; got {m}")
+    return int(m)

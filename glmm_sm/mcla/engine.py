@@ -1,0 +1,373 @@
+"""The MCLA engine: value, gradient and Hessian of ``l_m`` at ``theta = (beta, nu)``.
+
+For each block ``b`` with draws ``u_k`` and log weights ``b_k(theta)`` (see
+:mod:`~glmm_sm.mcla.kernels.plain`), ``l_b = log((1/m) sum_k e^{b_k})``, and
+``l_m = sum_b l_b``.  With
+normalized weights ``v_k``:
+
+* gradient ``sum_b sum_k v_k G_k``;
+* Hessian ``sum_b [sum_k v_k H_k + sum_k v_k G_k G_k' - g_b g_b']`` (Louis' identity);
+* Monte Carlo variance of the gradient ``sum_b sum_k v_k^2 (G_k - g_b)(G_k - g_b)'`` (the
+  Sung-Geyer sandwich middle), and the effective sample size ``1 / sum_k v_k^2`` per block.
+
+The per-chunk partial sums are combined exactly (rescaled to a common maximum), first within
+each partition of chunks, then across partitions, always in the same order, so the result does
+not depend on which thread or worker computed what.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from glmm_sm.core.constants import HALF_LOG2PI
+from glmm_sm.mcla.draws import DrawSet
+from glmm_sm.mcla.partials import (  # noqa: F401  (re-exported: their home was this module)
+    KERNELS,
+    N_PARTITIONS,
+    DrawShift,
+    PartialSums,
+    _scales,
+    draw_shift,
+    kernel_prior,
+    moved_draws,
+    partition_bounds,
+    partition_sums,
+    weight_pass,
+)
+
+__all__ = ["Evaluation", "MCLAEngine", "PartialSums", "DrawShift", "draw_shift",
+           "partition_sums", "effective_n_jobs", "weight_chunks"]
+
+@dataclass
+class Evaluation:
+    """The Monte Carlo log-likelihood and its derivatives at one ``theta``.
+
+    Attributes
+    ----------
+    value : float
+        ``l_m(theta)`` (without the family's normalizing constants).
+    gradient : ndarray (d,) or None
+    hessian : ndarray (d, d) or None
+    score_var : ndarray (d, d) or None
+        Estimated Monte Carlo variance of the gradient (the MCSE sandwich's middle).
+    ess : ndarray (n_blocks,)
+        Effective sample size ``1 / sum v_k^2`` per block.
+    block_values : ndarray (n_blocks,)
+        ``l_b(theta)`` per block.
+    """
+
+    value: float
+    gradient: np.ndarray | None
+    hessian: np.ndarray | None
+    score_var: np.ndarray | None
+    ess: np.ndarray
+    block_values: np.ndarray
+
+
+def effective_n_jobs(n_jobs):
+    """Threads to use: ``None`` or ``-1`` means every core this process may run on."""
+    if n_jobs is None or (not isinstance(n_jobs, (bool, np.bool_))
+                          and isinstance(n_jobs, (int, np.integer)) and n_jobs == -1):
+        try:
+            return max(1, len(os.sched_getaffinity(0)))
+        except AttributeError:  # pragma: no cover - not Linux
+            return max(1, os.cpu_count() or 1)
+    if isinstance(n_jobs, (bool, np.bool_)) or not isinstance(n_jobs, (int, np.integer)):
+        raise TypeError(f"n_jobs must be an integer or None; got {n_jobs!r}")
+    if n_jobs < 1:
+        raise ValueError(f"n_jobs must be at least 1 (or -1 / None for all cores); "
+                         f"got {n_jobs}")
+    return int(n_jobs)
+
+
+class ThreadBackend:
+    """Evaluate the partitions on a pool of ``n_jobs`` threads (the kernels release the GIL)."""
+
+    def __init__(self, n_jobs=None):
+        self.n_jobs = effective_n_jobs(n_jobs)
+
+    def run(self, engine, params, derivs):
+        def one(bounds):
+            c0, c1 = bounds
+            return partition_sums(engine.kernel, engine.data, engine.draws,
+                                  engine.ranges[c0:c1], params, derivs, engine.shift)
+
+        if self.n_jobs == 1 or len(engine.parts) == 1:
+            return [one(b) for b in engine.parts]
+        with ThreadPoolExecutor(min(self.n_jobs, len(engine.parts))) as pool:
+            return list(pool.map(one, engine.parts))
+
+
+class MCLAEngine:
+    """Evaluate ``l_m`` and its derivatives on a frozen :class:`~glmm_sm.mcla.draws.DrawSet`.
+
+    The draws are cut into chunks (``chunk_size`` draws) and the chunks into at most
+    ``N_PARTITIONS`` contiguous partitions.  Each partition's sums are computed on one thread
+    or Dask worker; the partitions are then combined in their fixed order, so the result is
+    the same, bit for bit, for any ``n_jobs`` or cluster.
+
+    Parameters
+    ----------
+    draws : DrawSet
+    kernel : {"numba", "numpy"}
+        The fused numba kernel (default) or the numpy reference.
+    chunk_size : int, optional
+        Draws per chunk for resident draws (default 4096); regenerated draws use their
+        generation chunks.
+    n_jobs : int or None
+        Threads evaluating partitions in parallel; ``None`` or ``-1``: all cores.
+    client : dask.distributed.Client, optional
+        Evaluate on a Dask cluster instead; the workers generate and keep the draws
+        (see :mod:`glmm_sm.mcla.distributed`).
+    """
+
+    def __init__(self, draws: DrawSet, kernel="numba", chunk_size=None, n_jobs=None,
+                 client=None):
+        if kernel not in KERNELS:
+            raise ValueError(f"kernel must be one of {sorted(KERNELS)}; got {kernel!r}")
+        self.draws = draws
+        self.data = draws.data
+        self.kernel = kernel
+        self.ranges = draws.chunk_ranges(chunk_size)
+        self.parts = partition_bounds(len(self.ranges))
+        self.shift = draw_shift(draws.sampler)
+        self.n_jobs = effective_n_jobs(n_jobs)
+        self.backend = ThreadBackend(self.n_jobs)
+        if client is not None:
+            from glmm_sm.mcla.distributed import DaskBackend
+
+            self.backend = DaskBackend(client, self)
+
+    def detach(self):
+        """Drop a Dask client: later evaluations run on local threads (same results)."""
+        self.backend = ThreadBackend(self.n_jobs)
+
+    def __getstate__(self):
+        d = self.__dict__.copy()
+        d["backend"] = ThreadBackend(self.n_jobs)
+        return d
+
+    @property
+    def m(self) -> int:
+        return self.draws.m
+
+    @property
+    def k_params(self) -> int:
+        return self.data.k_fe + self.data.k_vcp
+
+    def partial_sums(self, params, derivs=True):
+        """Partial sums at ``params = (beta, nu)``, one row per partition, in order."""
+        return PartialSums.stack(self.backend.run(self, params, derivs))
+
+    def evaluate(self, params, derivs=True):
+        """:class:`Evaluation` of ``l_m`` at ``params = (beta, nu)``.
+
+        Any ``nu <= 0`` gives ``value = -inf`` (and no derivatives), as in glmm.
+        """
+        data = self.data
+        p = data.k_fe
+        params = np.asarray(params, dtype=np.float64)
+        if params.shape != (self.k_params,):
+            raise ValueError(f"params must have length {self.k_params}; got {params.shape}")
+        nb = data.n_blocks
+        if not np.all(np.isfinite(params)) or not _valid_cov(data, params[p:]):
+            return Evaluation(-np.inf, None, None, None, np.zeros(nb), np.full(nb, -np.inf))
+        # One evaluation per point: score(p) then hessian(p) (or loglike after either)
+        # reuse the last one; the draws are frozen, so it is the same computation.
+        key = params.tobytes()
+        last = self.__dict__.get("_last")
+        if last is not None and last[0] == key and (last[1] or not derivs):
+            return last[2]
+        tot = self.partial_sums(params, derivs).combine()
+        ev = finish(tot, params, data, self.m, derivs)
+        self._last = (key, bool(derivs), ev)
+        return ev
+
+    def draw_terms(self, params, U, logf, S, j0, j1):
+        """``(U, eta, b)`` of draws ``j0:j1`` at ``params`` (numpy): the draws (moved with
+        beta when they move), the linear predictor (n, K) and the log importance weights
+        ``b_k`` (n_blocks, K)."""
+        data = self.data
+        p = data.k_fe
+        params = np.asarray(params, dtype=np.float64)
+        beta, nu = params[:p], params[p:]
+        U, S = moved_draws(self.shift, beta, U, S, j0, j1)
+        eta = data.linear_fixed(beta)[:, None] + data.Z @ U
+        ll = data.wy[:, None] * eta - data.wn[:, None] * data.family.cumulant(eta)
+        starts = data.obs_ptr[:-1]
+        lfy = np.add.reduceat(ll, starts, axis=0)
+        qb = np.diff(data.col_ptr)
+        T = data.k_vc
+        nu, lognu, pc = kernel_prior(data, nu)
+        lfu = (-HALF_LOG2PI * qb - 0.5 * data.qbt @ lognu)[:, None]
+        lfu = lfu - 0.5 * np.einsum("btk,t->bk", S[:, :T], 1.0 / nu)
+        if len(pc):
+            lfu = lfu - np.einsum("bck,c->bk", S[:, T:], pc)
+        return U, eta, lfy + lfu - logf[:, j0:j1]
+
+    def iter_log_weights(self, params):
+        """The draws' log importance weights at ``params``, ``(n_blocks, K)`` per draw range
+        (one value-only kernel pass)."""
+        for *_, lw in weight_pass(self.kernel, self.data, self.draws, self.ranges,
+                                  np.asarray(params, dtype=np.float64), self.shift):
+            yield lw
+
+    def weighted_draws(self, params, chunk_size=512):
+        """Yield ``(U, eta, v, sc)`` for every ``chunk_size`` draws, for running
+        self-normalised sums: ``v = exp(b - A)`` (n_blocks, K) are the draws' weights
+        relative to the running maximum ``A`` of each block's log weights, and ``sc`` the
+        factor by which sums over earlier draws must be rescaled to that maximum."""
+        A = np.full(self.data.n_blocks, -np.inf)
+        for k0, k1 in self.ranges:
+            U, logf, S, j0, j1 = self.draws.chunk_arrays(k0, k1)
+            for a0 in range(j0, j1, chunk_size):
+                a1 = min(a0 + chunk_size, j1)
+                Ub, eta, b = self.draw_terms(params, U, logf, S, a0, a1)
+                A, v, sc = _rescaled(A, b)
+                yield Ub, eta, v, sc
+
+    def random_effect_moments(self, params):
+        """Conditional means and SDs of every random effect given the data at ``params``.
+
+        Self-normalised importance-sampling estimates ``sum_k v_k u_k`` per block, returned
+        in the model's column order; effects outside every block keep their prior
+        (mean 0, SD ``sqrt(nu)``).
+        """
+        data = self.data
+        params = np.asarray(params, dtype=np.float64)
+        nu = params[data.k_fe:]
+        rows = list(weight_pass(self.kernel, data, self.draws, self.ranges, params,
+                                self.shift, moments=True))
+        sc = _scales(np.stack([r[0] for r in rows]))  # each range to the common maximum
+        boc = data.block_of_col
+        s0 = sum(w * r[1] for w, r in zip(sc, rows, strict=True))
+        s1 = sum(w[boc] * r[2] for w, r in zip(sc, rows, strict=True))
+        s2 = sum(w[boc] * r[3] for w, r in zip(sc, rows, strict=True))
+        q_model = data.arrays.Z.shape[1]
+        prior_sd = np.sqrt(data.cov.variances(nu)[data.arrays.ident])
+        mean = np.zeros(q_model)
+        sd = prior_sd.copy()
+        cp = data.layout.col_perm
+        mean[cp] = s1 / s0[boc]
+        sd[cp] = np.sqrt(np.clip(s2 / s0[boc] - mean[cp] ** 2, 0, None))
+        return mean, sd
+
+
+def weight_chunks(engine, params):
+    """Yield ``(v, sc)`` chunk by chunk over ``engine``'s draws at ``params``: ``v = exp(b -
+    A)`` (n_blocks, K) the draws' weights relative to the running maximum ``A`` of each
+    block's log weights, ``sc`` the factor that rescales sums over earlier chunks to it.
+
+    Works for every engine: from :meth:`MCLAEngine.weighted_draws` where the draws are joint
+    draws of every effect, else (a Rao-Blackwellized engine) from its log weights.
+    """
+    if getattr(engine, "joint_draws", True):
+        for _, _, v, sc in engine.weighted_draws(params):
+            yield v, sc
+        return
+    A = np.full(engine.data.n_blocks, -np.inf)
+    for lw in engine.iter_log_weights(params):
+        A, v, sc = _rescaled(A, lw)
+        yield np.nan_to_num(v, nan=0.0), sc
+
+
+def _rescaled(A, b):
+    """One step of running self-normalized sums: the new running maximum of the log
+    weights ``b`` (n_blocks, K), the weights relative to it and the factor that rescales
+    the earlier sums (0 where there were none)."""
+    newA = np.maximum(A, b.max(axis=1))
+    with np.errstate(invalid="ignore"):
+        sc = np.where(np.isfinite(A), np.exp(A - newA), 0.0)
+        v = np.exp(b - newA[:, None])
+    return newA, v, sc
+
+
+def _valid_cov(data, nu):
+    if data.cov.has_vector:
+        return data.cov.valid(nu)
+    return not np.any(nu <= 0)
+
+
+def _value_ess(tot, m):
+    """``(l_m, ESS per block, l_b per block)`` from combined partial sums."""
+    S0 = tot.s0[0]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        block_values = tot.a[0] + np.log(S0) - np.log(m)
+        ess = np.where(S0 > 0, S0**2 / tot.s0sq[0], 0.0)
+    return float(block_values.sum()), ess, block_values
+
+
+def finish(tot: PartialSums, params, data, m, derivs=True):
+    """Form the value, derivatives, MCSE middle and ESS from combined partial sums."""
+    if data.cov.has_vector:
+        return _finish_vector(tot, params, data, m, derivs)
+    p, T = data.k_fe, data.k_vc
+    nu = params[p:]
+    S0 = tot.s0[0]
+    value, ess, block_values = _value_ess(tot, m)
+    if not derivs or not np.isfinite(value):
+        return Evaluation(value, None, None, None, ess, block_values)
+    gb = tot.s1[0] / S0[:, None]  # (B, d)
+    grad = gb.sum(axis=0)
+    H = np.zeros((p + T, p + T))
+    H[:p, :p] = -(tot.hxx[0] / S0[:, None, None]).sum(axis=0)
+    SSv = (tot.sS[0] / S0[:, None]).sum(axis=0)
+    qt = data.qbt.sum(axis=0)
+    H[p:, p:] = np.diag(qt / (2.0 * nu**2) - SSv / nu**3)
+    outer = np.einsum("bj,bl->bjl", gb, gb)
+    H += (tot.s2[0] / S0[:, None, None] - outer).sum(axis=0)
+    if np.any(tot.smu[0]):
+        # Shifted draws: the prior's beta-nu cross derivative, sum_j M_j ubar_j / nu_t^2.
+        C = (tot.smu[0] / S0[:, None, None]).sum(axis=0) / nu**2
+        H[:p, p:] += C
+        H[p:, :p] += C.T
+    H = 0.5 * (H + H.T)
+    cross = np.einsum("bj,bl->bjl", gb, tot.s1sq[0])
+    V = (tot.s2sq[0] - cross - np.swapaxes(cross, 1, 2)
+         + tot.s0sq[0][:, None, None] * outer) / (S0**2)[:, None, None]
+    V = V.sum(axis=0)
+    V = 0.5 * (V + V.T)
+    return Evaluation(value, grad, H, V, ess, block_values)
+
+
+def _finish_vector(tot: PartialSums, params, data, m, derivs=True):
+    """:func:`finish` with correlated terms: the kernel's scores ``h`` (beta, per
+    sub-component, cross sums) map to the model's by ``G = c_b + J h``
+    (:meth:`~glmm_sm.spec.covstruct.CovStructure.score_map`), so weighted covariances map by
+    ``J . J'`` and the expected complete-data Hessian of the prior comes from the weighted
+    means of ``S``."""
+    p, cov = data.k_fe, data.cov
+    nu = params[p:]
+    S0 = tot.s0[0]
+    value, ess, block_values = _value_ess(tot, m)
+    if not derivs or not np.isfinite(value):
+        return Evaluation(value, None, None, None, ess, block_values)
+    Jc, c = cov.score_map(nu, data.qbt)
+    d = p + cov.k_vcp
+    J = np.zeros((d, p + data.n_s))
+    J[:p, :p] = np.eye(p)
+    J[p:, p:] = Jc
+    gh = tot.s1[0] / S0[:, None]  # (B, d_kernel)
+    gb = gh @ J.T
+    gb[:, p:] += c
+    grad = gb.sum(axis=0)
+    outer_h = np.einsum("bj,bl->bjl", gh, gh)
+    cov_h = (tot.s2[0] / S0[:, None, None] - outer_h).sum(axis=0)
+    H = J @ cov_h @ J.T
+    H[:p, :p] -= (tot.hxx[0] / S0[:, None, None]).sum(axis=0)
+    H[p:, p:] += cov.prior_hessian(nu, data.qbt, tot.sS[0] / S0[:, None])
+    if np.any(tot.smu[0]):
+        C = (tot.smu[0] / S0[:, None, None]).sum(axis=0)
+        H[:p, p:] += C
+        H[p:, :p] += C.T
+    H = 0.5 * (H + H.T)
+    cross = np.einsum("bj,bl->bjl", gh, tot.s1sq[0])
+    V = (tot.s2sq[0] - cross - np.swapaxes(cross, 1, 2)
+         + tot.s0sq[0][:, None, None] * outer_h) / (S0**2)[:, None, None]
+    V = J @ V.sum(axis=0) @ J.T
+    V = 0.5 * (V + V.T)
+    return Evaluation(value, grad, H, V, ess, block_values)

@@ -1,0 +1,341 @@
+"""The MCLA hot loop: per-block partial sums over one chunk of draws.
+
+For block ``b`` and draw ``k`` the log importance weight is
+
+    b_k = sum_i w_i (y_i eta_ik - c(eta_ik)) + log f(u_k | nu) - log f~(u_k),
+    eta_ik = (X beta + offset)_i + (Z u_k)_i.
+
+Per block and chunk the kernel returns, with ``a = max_k b_k`` and ``e_k = exp(b_k - a)``:
+``a``, ``sum e``, ``sum e^2``, ``sum e G``, ``sum e^2 G``, ``sum e G G'``, ``sum e^2 G G'``,
+``sum e S`` (sums of squares per component) and, per observation, ``sum e w c''(eta)``.
+``G_k`` is the complete-data score ``(X_b' w (y - c'(eta_k)), -q_bt/(2 nu_t) + S_bt/(2 nu_t^2))``.
+These partial sums combine exactly across chunks (:mod:`glmm_sm.mcla.engine`).  With draws that
+move with the fixed effects (``engine.DrawShift``) the caller passes the moved draws, the
+shifted design ``X + Z M`` as ``X`` and the prior's beta scores ``Gp``, and gets the weighted
+sums of the draws in ``out_sU``.
+
+``eta``, the cumulant and the reductions are fused over tiles of 64 draws; ``Z u`` is a gather
+through the CSR arrays of ``Z``; the n x m matrix of linear predictors is never formed.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+from glmm_sm.core.constants import HALF_LOG2PI, POISSON_ETA_MAX
+from glmm_sm.mcla.kernels.fastmath import fexp, flog1p_unit
+
+TILE = 64
+#: Bernoulli observations per fold of the running products of ``1 + exp(-|eta|)`` (each
+#: factor is in [1, 2], so a product stays far below overflow).
+FOLD = 256
+
+_FLAGS = dict(cache=True, nogil=True, error_model="numpy",
+              fastmath={"nsz", "arcp", "contract", "afn"})
+# The accumulation step has no exp/log whose range reduction reassociation could break, and
+# its per-observation sums only vectorise when reassociation is allowed.  The order is still
+# fixed by the compiled code, so results stay bit-identical for any number of threads.
+_ACC_FLAGS = dict(_FLAGS, fastmath={"nsz", "arcp", "contract", "afn", "reassoc"})
+
+
+@numba.njit(**_FLAGS)
+def _tile_loglik(fam, derivs, o0, o1, kt, nt, xb, wy, wn, X, zptr, zidx, zval, U,
+                 eta, lfy, rr, G, cpp, pr):
+    """For draws ``kt:kt+nt`` of one block: ``lfy`` (log f(y|u)), score ``G``, ``w c''``.
+
+    Bernoulli observations with unit weight add ``log(1 + exp(-|eta|))`` to ``-lfy`` as a
+    factor of the running products ``pr`` (each factor in [1, 2]; folded into ``lfy``
+    every ``FOLD`` such observations and at the end): one ``log`` per draw and ``FOLD``
+    observations instead of one per observation and draw.
+    """
+    p = X.shape[1]
+    for kk in range(nt):
+        lfy[kk] = 0.0
+        pr[kk] = 1.0
+        for j in range(p):
+            G[j, kk] = 0.0
+    n_pr = 0
+    for i in range(o0, o1):
+        x0 = xb[i]
+        for kk in range(nt):
+            eta[kk] = x0
+        for nz in range(zptr[i], zptr[i + 1]):
+            # A row slice: indexing it with the loop counter vectorises, while
+            # U[c, kt + kk] pays for numba's negative-index handling.
+            urow = U[zidx[nz], kt : kt + nt]
+            v = zval[nz]
+            for kk in range(nt):
+                eta[kk] += v * urow[kk]
+        wyi = wy[i]
+        wni = wn[i]
+        crow = cpp[i - o0]
+        if fam == 0 and wni == 1.0:
+            for kk in range(nt):
+                e = eta[kk]
+                tt = fexp(-abs(e))
+                opt = 1.0 + tt
+                inv = 1.0 / opt
+                pr[kk] *= opt
+                lfy[kk] += wyi * e - max(e, 0.0)
+                rr[kk] = wyi - (inv if e >= 0.0 else tt * inv)
+                crow[kk] = tt * inv * inv
+            n_pr += 1
+            if n_pr == FOLD:
+                _fold(nt, lfy, pr)
+                n_pr = 0
+        elif fam == 0:
+            for kk in range(nt):
+                e = eta[kk]
+                tt = fexp(-abs(e))
+                inv = 1.0 / (1.0 + tt)
+                cum = max(e, 0.0) + flog1p_unit(tt)
+                mu = inv if e >= 0.0 else tt * inv
+                lfy[kk] += wyi * e - wni * cum
+                rr[kk] = wyi - wni * mu
+                crow[kk] = wni * tt * inv * inv
+        else:
+            for kk in range(nt):
+                e = eta[kk]
+                mu = fexp(min(e, POISSON_ETA_MAX))
+                lfy[kk] += wyi * e - wni * mu
+                rr[kk] = wyi - wni * mu
+                crow[kk] = wni * mu
+        if derivs:
+            for j in range(p):
+                xij = X[i, j]
+                grow = G[j]
+                for kk in range(nt):
+                    grow[kk] += rr[kk] * xij
+    if n_pr:
+        _fold(nt, lfy, pr)
+
+
+@numba.njit(**_FLAGS)
+def _fold(nt, lfy, pr):
+    """``lfy -= log(pr)``, and the products restart."""
+    for kk in range(nt):
+        lfy[kk] -= math.log(pr[kk])
+        pr[kk] = 1.0
+
+
+@numba.njit(**_FLAGS)
+def _rescale(b, o0, o1, c0, c1, sc, out_s1, out_s1sq, out_s2, out_s2sq, out_sS, out_hc,
+             out_sU, out_sUU):
+    """Multiply block ``b``'s running sums by ``sc`` (``sc**2`` for the squared ones).
+
+    ``sc = 0`` sets them to zero whatever they held.
+    """
+    sc2 = sc * sc
+    d = out_s1.shape[1]
+    for j in range(d):
+        out_s1[b, j] = out_s1[b, j] * sc if sc != 0.0 else 0.0
+        out_s1sq[b, j] = out_s1sq[b, j] * sc2 if sc != 0.0 else 0.0
+        for l in range(d):
+            out_s2[b, j, l] = out_s2[b, j, l] * sc if sc != 0.0 else 0.0
+            out_s2sq[b, j, l] = out_s2sq[b, j, l] * sc2 if sc != 0.0 else 0.0
+    for t in range(out_sS.shape[1]):
+        out_sS[b, t] = out_sS[b, t] * sc if sc != 0.0 else 0.0
+    for i in range(o0, o1):
+        out_hc[i] = out_hc[i] * sc if sc != 0.0 else 0.0
+    for j in range(c0, c1):
+        out_sU[j] = out_sU[j] * sc if sc != 0.0 else 0.0
+    if out_sUU.shape[0]:
+        for j in range(c0, c1):
+            out_sUU[j] = out_sUU[j] * sc if sc != 0.0 else 0.0
+
+
+@numba.njit(**_ACC_FLAGS)
+def _accumulate(b, o0, o1, c0, c1, kt, nt, k0, ew, G, cpp, S, nu, nc, qbt, gk, shifted, U,
+                Gp, out_s1, out_s1sq, out_s2, out_s2sq, out_sS, out_hc, out_sU):
+    """Add the tile's weighted scores, outer products, ``S`` and ``c''`` sums to block ``b``.
+
+    With ``shifted`` draws, ``Gp[b, :, k - k0]`` (the prior's part of the beta score) is added
+    to each draw's beta score, and ``out_sU`` gets the weighted sums of the block's effects.
+    """
+    p = G.shape[0]
+    T = nu.shape[0]
+    d = p + T + nc
+    for kk in range(nt):
+        w = ew[kk]
+        if w == 0.0:
+            continue
+        k = kt + kk
+        w2 = w * w
+        for j in range(p):
+            gk[j] = G[j, kk]
+        if shifted:
+            for j in range(p):
+                gk[j] += Gp[b, j, k - k0]
+        for t in range(T):
+            sk = S[b, t, k]
+            gk[p + t] = (sk / nu[t] - qbt[b, t]) / (2.0 * nu[t])
+            out_sS[b, t] += w * sk
+        for c in range(T, T + nc):  # cross sums of correlated terms, as they are
+            sk = S[b, c, k]
+            gk[p + c] = sk
+            out_sS[b, c] += w * sk
+        for j in range(d):
+            out_s1[b, j] += w * gk[j]
+            out_s1sq[b, j] += w2 * gk[j]
+            wj = w * gk[j]
+            w2j = w2 * gk[j]
+            for l in range(d):
+                out_s2[b, j, l] += wj * gk[l]
+                out_s2sq[b, j, l] += w2j * gk[l]
+    for i in range(o0, o1):
+        acc = 0.0
+        crow = cpp[i - o0]
+        for kk in range(nt):
+            acc += ew[kk] * crow[kk]
+        out_hc[i] += acc
+    if shifted:
+        for j in range(c0, c1):
+            acc = 0.0
+            urow = U[j, kt : kt + nt]
+            for kk in range(nt):
+                acc += ew[kk] * urow[kk]
+            out_sU[j] += acc
+
+
+@numba.njit(**_FLAGS)
+def _tile_log_weights(b, kt, nt, const, S, nu, pc, lfy, logf, base):
+    """Log weights ``base[kk]`` of draws ``kt + kk`` of block ``b`` (``lfy`` the data part,
+    ``const`` the prior's normalizing part); returns their maximum."""
+    T = nu.shape[0]
+    tmax = -np.inf
+    for kk in range(nt):
+        k = kt + kk
+        lfu = const
+        for t in range(T):
+            lfu -= 0.5 * S[b, t, k] / nu[t]
+        for c in range(pc.shape[0]):
+            lfu -= S[b, T + c, k] * pc[c]
+        base[kk] = lfy[kk] + lfu - logf[b, k]
+        tmax = max(tmax, base[kk])
+    return tmax
+
+
+@numba.njit(**_ACC_FLAGS)
+def _moments(c0, c1, kt, nt, ew, U, out_sU, out_sUU):
+    """Weighted sums of the block's effects and of their squares over the tile."""
+    for j in range(c0, c1):
+        acc = 0.0
+        acc2 = 0.0
+        urow = U[j, kt : kt + nt]
+        for kk in range(nt):
+            acc += ew[kk] * urow[kk]
+            acc2 += ew[kk] * urow[kk] * urow[kk]
+        out_sU[j] += acc
+        out_sUU[j] += acc2
+
+
+@numba.njit(**_FLAGS)
+def _work(obs_ptr, p, n_s):
+    """The kernel's per-tile work arrays."""
+    max_nb = 0
+    for b in range(obs_ptr.shape[0] - 1):
+        max_nb = max(max_nb, obs_ptr[b + 1] - obs_ptr[b])
+    return (np.empty(TILE), np.empty(TILE), np.empty(TILE), np.empty(TILE), np.empty(TILE),
+            np.empty((p, TILE)), np.empty((max_nb, TILE)), np.empty(p + n_s), np.empty(TILE))
+
+
+@numba.njit(**_FLAGS)
+def chunk_sums(fam, derivs, design, draws, k0, k1, prior, shifted, Gp, out):
+    """Partial sums of every block over draws ``k0:k1`` of ``U``, written into ``out``.
+
+    Parameters
+    ----------
+    fam : int
+        0 binomial (Bernoulli), 1 Poisson.
+    derivs : bool
+        Also the score and Hessian sums (else only ``a``, ``s0``, ``s0sq``).
+    design : tuple
+        ``(obs_ptr, col_ptr, xb, wy, wn, X, zptr, zidx, zval)``: block pointers, ``X beta +
+        offset``, weighted responses and trials, the fixed-effects design and ``Z`` as CSR.
+    draws : tuple
+        ``(U, logf, S)``: the draws (effects x draws), their log importance densities and
+        sums of squares (cross sums after the ``T`` components for correlated terms).
+    prior : tuple
+        ``(lognu, nu, pc, qbt)``: each component's (kernel) variance and its log, the cross
+        sums' coefficients (:mod:`glmm_sm.spec.covstruct`; empty without correlated terms), and
+        the columns per block and component.
+    shifted : bool
+        The draws move with the fixed effects (see :mod:`glmm_sm.mcla.engine`); ``X`` is then the
+        shifted design ``X + Z M``, ``Gp[b, :, k - k0]`` is added to draw ``k``'s beta score
+        in block ``b``, and ``sU[j]`` sums the weighted draws of effect ``j``.  Otherwise
+        ``Gp`` is not used.
+    out : tuple
+        ``(a, s0, s0sq, s1, s1sq, s2, s2sq, sS, hc, sU, sUU, lw)``.  With a non-empty
+        ``sUU`` the weighted sums of every effect and of its square go to ``sU`` and ``sUU``
+        (conditional moments); with a non-empty ``lw`` (n_blocks, k1 - k0) the draws' log
+        weights are stored there.
+    """
+    obs_ptr, col_ptr, xb, wy, wn, X, zptr, zidx, zval = design
+    U, logf, S = draws
+    lognu, nu, pc, qbt = prior
+    (out_a, out_s0, out_s0sq, out_s1, out_s1sq, out_s2, out_s2sq, out_sS, out_hc, out_sU,
+     out_sUU, out_lw) = out
+    n_blocks = obs_ptr.shape[0] - 1
+    eta, lfy, rr, base, ew, G, cpp, gk, pr = _work(obs_ptr, X.shape[1],
+                                                   nu.shape[0] + pc.shape[0])
+    nc = pc.shape[0]
+    moments = out_sUU.shape[0] > 0
+    keep_lw = out_lw.shape[1] > 0
+    for b in range(n_blocks):
+        o0, o1, c0, c1 = obs_ptr[b], obs_ptr[b + 1], col_ptr[b], col_ptr[b + 1]
+        const = -HALF_LOG2PI * (c1 - c0)
+        for t in range(nu.shape[0]):
+            const -= 0.5 * qbt[b, t] * lognu[t]
+        a = -np.inf
+        s0 = 0.0
+        s0sq = 0.0
+        _rescale(b, o0, o1, c0, c1, 0.0, out_s1, out_s1sq, out_s2, out_s2sq, out_sS, out_hc,
+                 out_sU, out_sUU)
+        for kt in range(k0, k1, TILE):
+            nt = min(TILE, k1 - kt)
+            _tile_loglik(fam, derivs, o0, o1, kt, nt, xb, wy, wn, X, zptr, zidx, zval, U,
+                         eta, lfy, rr, G, cpp, pr)
+            tmax = _tile_log_weights(b, kt, nt, const, S, nu, pc, lfy, logf, base)
+            if keep_lw:
+                for kk in range(nt):
+                    out_lw[b, kt + kk - k0] = base[kk]
+            if not tmax > -np.inf:
+                continue
+            if tmax > a:
+                if a > -np.inf:
+                    sc = math.exp(a - tmax)
+                    s0 *= sc
+                    s0sq *= sc * sc
+                    _rescale(b, o0, o1, c0, c1, sc, out_s1, out_s1sq, out_s2, out_s2sq,
+                             out_sS, out_hc, out_sU, out_sUU)
+                a = tmax
+            for kk in range(nt):
+                w = math.exp(base[kk] - a)
+                ew[kk] = w
+                s0 += w
+                s0sq += w * w
+            if derivs:
+                _accumulate(b, o0, o1, c0, c1, kt, nt, k0, ew, G, cpp, S, nu, nc, qbt, gk,
+                            shifted, U, Gp, out_s1, out_s1sq, out_s2, out_s2sq, out_sS, out_hc,
+                            out_sU)
+            if moments:
+                _moments(c0, c1, kt, nt, ew, U, out_sU, out_sUU)
+        out_a[b] = a
+        out_s0[b] = s0
+        out_s0sq[b] = s0sq
+
+
+@numba.njit(**_FLAGS)
+def block_xhx(obs_ptr, X, h, out):
+    """``out[b] += X_b' diag(h_b) X_b`` for the observations ``obs_ptr[b]:obs_ptr[b+1]``."""
+    p = X.shape[1]
+    for b in range(obs_ptr.shape[0] - 1):
+        for i in range(obs_ptr[b], obs_ptr[b + 1]):
+            hi = h[i]
+            for j in range(p):
+                xij = hi * X[i, j]
+                for k in range(p):
+                    out[b, j, k] += xij * X[i, k]

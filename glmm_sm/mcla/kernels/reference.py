@@ -1,0 +1,104 @@
+"""numpy reference implementation of :func:`glmm_sm.mcla.kernels.plain.chunk_sums`.
+
+Same arguments and outputs; written for clarity, vectorised over (observation, draw) per
+block.  Used to check the numba kernel and as a fallback.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.special import expit
+from threadpoolctl import threadpool_limits
+
+from glmm_sm.core.constants import HALF_LOG2PI, POISSON_ETA_MAX
+
+
+def chunk_sums(fam, derivs, design, draws, k0, k1, prior, shifted, Gp, out):
+    """Partial sums of every block over draws ``k0:k1`` (see the numba kernel)."""
+    with threadpool_limits(1):
+        _chunk_sums(fam, derivs, *design, *draws, k0, k1, *prior, shifted, Gp, *out)
+
+
+def _extras(b, c0, c1, bk, a, Uc, out_sU, out_sUU, out_lw):
+    """The optional outputs: the draws' log weights, and the weighted sums of the block's
+    effects and their squares (conditional moments)."""
+    if out_lw.shape[1]:
+        out_lw[b] = bk
+    if out_sUU.shape[0]:
+        e = np.exp(bk - a) if a > -np.inf else np.zeros_like(bk)
+        out_sU[c0:c1] = Uc[c0:c1] @ e
+        out_sUU[c0:c1] = (Uc[c0:c1] ** 2) @ e
+
+
+def _gather_eta(o0, o1, xb, zptr, zidx, zval, Uc):
+    """``eta`` (n_b, m_c) of observations ``o0:o1``: ``xb`` plus, by gather over each row's
+    non-zeros, ``sum z * U[col]``."""
+    nnz = zptr[o0 + 1 : o1 + 1] - zptr[o0:o1]
+    eta = np.repeat(xb[o0:o1, None], Uc.shape[1], axis=1)
+    pos = zptr[o0:o1]
+    for r in range(int(nnz.max(initial=0))):
+        has = nnz > r
+        idx = pos[has] + r
+        eta[has] += zval[idx, None] * Uc[zidx[idx]]
+    return eta
+
+
+def _chunk_sums(fam, derivs, obs_ptr, col_ptr, xb, wy, wn, X, zptr, zidx, zval,
+                U, logf, S, k0, k1, lognu, nu, pc, qbt, shifted, Gp,
+                out_a, out_s0, out_s0sq, out_s1, out_s1sq, out_s2, out_s2sq, out_sS, out_hc,
+                out_sU, out_sUU, out_lw):
+    n_blocks = len(obs_ptr) - 1
+    p = X.shape[1]
+    Uc = U[:, k0:k1]
+    for b in range(n_blocks):
+        o0, o1 = obs_ptr[b], obs_ptr[b + 1]
+        c0, c1 = col_ptr[b], col_ptr[b + 1]
+        qb = col_ptr[b + 1] - col_ptr[b]
+        rows = np.arange(o0, o1)
+        eta = _gather_eta(o0, o1, xb, zptr, zidx, zval, Uc)
+        wyb, wnb = wy[rows, None], wn[rows, None]
+        if fam == 0:
+            cum = np.logaddexp(0.0, eta)
+            mu = expit(eta)
+            t = np.exp(-np.abs(eta))
+            var = t / (1.0 + t) ** 2
+        else:
+            mu = np.exp(np.minimum(eta, POISSON_ETA_MAX))
+            cum = var = mu
+        T = len(nu)
+        Sb = S[b, :, k0:k1]
+        lfu = (-HALF_LOG2PI * qb - 0.5 * qbt[b] @ lognu) - 0.5 * (Sb[:T] / nu[:, None]).sum(axis=0)
+        if len(pc):
+            lfu = lfu - pc @ Sb[T:]
+        bk = (wyb * eta - wnb * cum).sum(axis=0) + lfu - logf[b, k0:k1]
+        a = bk.max() if bk.size else -np.inf
+        _extras(b, c0, c1, bk, a, Uc, out_sU, out_sUU, out_lw)
+        if not a > -np.inf:
+            out_a[b], out_s0[b], out_s0sq[b] = -np.inf, 0.0, 0.0
+            out_s1[b] = out_s1sq[b] = out_sS[b] = 0.0
+            out_s2[b] = out_s2sq[b] = 0.0
+            out_hc[o0:o1] = 0.0
+            out_sU[c0:c1] = 0.0
+            continue
+        e = np.exp(bk - a)
+        out_a[b], out_s0[b], out_s0sq[b] = a, e.sum(), (e * e).sum()
+        if not derivs:
+            continue
+        live = e > 0
+        e, e2 = e[live], e[live] ** 2
+        R = (wyb - wnb * mu)[:, live]
+        Gk = np.empty((live.sum(), p + T + len(pc)))
+        Gk[:, :p] = R.T @ X[o0:o1]
+        if shifted:
+            Gk[:, :p] += Gp[b][:, live].T
+        Gk[:, p : p + T] = ((Sb[:T, live] / nu[:, None] - qbt[b][:, None])
+                            / (2.0 * nu[:, None])).T
+        Gk[:, p + T :] = Sb[T:, live].T
+        out_s1[b] = e @ Gk
+        out_s1sq[b] = e2 @ Gk
+        out_s2[b] = (Gk * e[:, None]).T @ Gk
+        out_s2sq[b] = (Gk * e2[:, None]).T @ Gk
+        out_sS[b] = Sb[:, live] @ e
+        out_hc[o0:o1] = (wnb * var)[:, live] @ e
+        if shifted:
+            out_sU[c0:c1] = Uc[c0:c1][:, live] @ e

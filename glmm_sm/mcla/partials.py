@@ -1,0 +1,360 @@
+"""Partial sums of one partition of draws, and the one reduction that combines them.
+
+The draws of a draw set are cut into chunks (``DrawSet.chunk_ranges``) and the chunks into
+at most :data:`N_PARTITIONS` contiguous partitions (:func:`partition_bounds`), fixed by the
+draw set alone.  :func:`partition_sums` runs the kernel
+(:mod:`glmm_sm.mcla.kernels.plain`) over one partition's chunks and returns a single row of
+:class:`PartialSums`; rows are combined by
+:meth:`PartialSums.combine`, exactly (each rescaled to the common maximum log weight per
+block), in partition order.  The executors (local threads in :mod:`glmm_sm.mcla.engine`, Dask
+workers in :mod:`glmm_sm.mcla.distributed`) only decide where a partition is computed, never
+what is summed in which order, so every backend gives the same bits.
+
+:class:`DrawShift` moves the draws with the fixed effects (draws centred at ``u*(beta)``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+from glmm_sm.mcla.kernels import plain as _kernels
+from glmm_sm.mcla.kernels import reference as _kernels_numpy
+from glmm_sm.mcla.kernels.shift import add_offset, csr_times
+
+__all__ = ["KERNELS", "N_PARTITIONS", "PartialSums", "DrawShift", "draw_shift",
+           "moved_draws", "partition_bounds", "partition_sums"]
+
+KERNELS = {"numba": _kernels.chunk_sums, "numpy": _kernels_numpy.chunk_sums}
+
+
+@dataclass
+class PartialSums:
+    """Partial sums over some draws, one row per chunk or partition (see :mod:`._kernels`).
+
+    ``hxx[b]`` is ``X_b' diag(h_b) X_b`` for the observations of block ``b``, where ``h``
+    sums the weighted ``c''(eta)``: the fixed-effects part of the Hessian, reduced to
+    ``p x p`` per block so that a partition's sums do not grow with ``n``.  With shifted
+    draws (:class:`DrawShift`) it also holds ``sum e M_b' D_b^{-1} M_b`` (the prior's part of
+    the beta Hessian), and ``smu[b, :, t]`` is ``sum_{j in b, t} M_j' sum_k e_k u_kj``, the
+    weighted sums the beta-nu cross term needs (zero for draws that do not move).
+    """
+
+    a: np.ndarray
+    s0: np.ndarray
+    s0sq: np.ndarray
+    s1: np.ndarray
+    s1sq: np.ndarray
+    s2: np.ndarray
+    s2sq: np.ndarray
+    sS: np.ndarray
+    hxx: np.ndarray
+    smu: np.ndarray
+
+    @classmethod
+    def empty(cls, n_rows, n_blocks, d, T, p, k_smu=None):
+        """Zero sums: ``d`` kernel scores, ``T`` rows of ``S``, ``k_smu`` covariance
+        parameters in the cross term (default ``T``)."""
+        z = np.zeros
+        k_smu = T if k_smu is None else k_smu
+        return cls(np.full((n_rows, n_blocks), -np.inf), z((n_rows, n_blocks)),
+                   z((n_rows, n_blocks)), z((n_rows, n_blocks, d)),
+                   z((n_rows, n_blocks, d)), z((n_rows, n_blocks, d, d)),
+                   z((n_rows, n_blocks, d, d)), z((n_rows, n_blocks, T)),
+                   z((n_rows, n_blocks, p, p)), z((n_rows, n_blocks, p, k_smu)))
+
+    @classmethod
+    def stack(cls, rows):
+        """Stack single-row partial sums, in the given order."""
+        return cls(*(np.concatenate([getattr(r, f) for r in rows]) for f in _FIELDS))
+
+    def combine(self):
+        """Sum the rows into one, rescaling each to the common maximum per block."""
+        sc = _scales(self.a)
+        sc2 = sc * sc
+        return PartialSums(
+            self.a.max(axis=0)[None], (sc * self.s0).sum(0)[None],
+            (sc2 * self.s0sq).sum(0)[None],
+            (sc[..., None] * self.s1).sum(0)[None], (sc2[..., None] * self.s1sq).sum(0)[None],
+            (sc[..., None, None] * self.s2).sum(0)[None],
+            (sc2[..., None, None] * self.s2sq).sum(0)[None],
+            (sc[..., None] * self.sS).sum(0)[None],
+            (sc[..., None, None] * self.hxx).sum(0)[None],
+            (sc[..., None, None] * self.smu).sum(0)[None])
+
+
+_FIELDS = ("a", "s0", "s0sq", "s1", "s1sq", "s2", "s2sq", "sS", "hxx", "smu")
+
+#: Most partitions an evaluation is split into.  The partitions of a draw set do not depend
+#: on threads or workers, so neither does the order of the final sum.
+N_PARTITIONS = 16
+
+
+def _scales(a):
+    """``exp(a_row - max_row a)`` per row and block (0 where a row has no weight)."""
+    A = a.max(axis=0)
+    finite = np.isfinite(A)
+    with np.errstate(invalid="ignore", over="ignore"):
+        return np.where(np.isfinite(a), np.exp(a - np.where(finite, A, 0.0)), 0.0)
+
+
+def partition_bounds(n_chunks, n_partitions=N_PARTITIONS):
+    """Contiguous ``(c0, c1)`` chunk-index ranges: ``min(n_chunks, n_partitions)`` of them."""
+    P = max(1, min(n_chunks, n_partitions))
+    base, extra = divmod(n_chunks, P)
+    sizes = [base + (i < extra) for i in range(P)]
+    edges = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
+    return [(int(edges[i]), int(edges[i + 1])) for i in range(P)]
+
+
+class DrawShift:
+    """Draws that move with the fixed effects: ``u_k(beta) = U0_k + M (beta - beta0)``.
+
+    ``M = du_hat/dbeta`` (q x p, layout column order) is how the conditional modes move with
+    ``beta`` at the sampler's centre ``beta0``.  The proposal translated by the same amount
+    has the same density at the translated draws, so ``log f~`` is unchanged and ``l_m``
+    stays an importance-sampling estimate, for each ``theta``, smooth in ``theta``.  Where
+    fixed effects are confounded with random effects (radish2), frozen draws make the
+    Hessian of ``l_m`` a difference of two huge nearly equal terms (Monte Carlo noise);
+    moving draws remove the confounded direction from the complete-data score.
+
+    With ``u_k = U0_k + du``, ``du = M (beta - beta0)`` and ``D = diag(nu)`` per column, the
+    complete-data beta score of draw ``k`` in block ``b`` is
+    ``Xs_b' w (y - c'(eta_k)) - M_b' D_b^{-1} u_kb`` with ``Xs = X + Z M``; its beta Hessian
+    is ``-Xs_b' W Xs_b - M_b' D_b^{-1} M_b`` and its beta-nu_t cross derivative
+    ``sum_{j in b, t} M_j u_kj / nu_t^2``.
+
+    Attributes
+    ----------
+    M : ndarray (q, p)
+    beta0 : ndarray (p,)
+    Xs : ndarray (n, p)
+        The shifted design ``X + Z M`` in layout order.
+    """
+
+    def __init__(self, data, M, beta0):
+        q, p = data.q, data.k_fe
+        B, T = data.n_blocks, data.k_vc
+        self.M = np.ascontiguousarray(M, dtype=np.float64)
+        if self.M.shape != (q, p):
+            raise ValueError(f"M must have shape ({q}, {p}); got {self.M.shape}")
+        self.beta0 = np.array(beta0, dtype=np.float64)
+        self.Xs = np.ascontiguousarray(data.X + data.Z @ self.M)
+        boc, ident = data.block_of_col, data.ident
+        cols = np.arange(q)
+        # Rows b * p + i: block b's sum_j M[j, i] x_j (the prior's beta score).
+        self._mblk = sp.csr_matrix(
+            (self.M.ravel(), ((boc[:, None] * p + np.arange(p)).ravel(), np.repeat(cols, p))),
+            shape=(B * p, q))
+        # Rows b * T + t: block b's sum over the columns of component t.
+        self._ind = sp.csr_matrix((np.ones(q), (boc * T + ident, cols)), shape=(B * T, q))
+        # Rows (b * p + i) * T + t: block b's sum_{j in t} M[j, i] x_j (the cross term).
+        self._mcross = sp.csr_matrix(
+            (self.M.ravel(),
+             (((boc[:, None] * p + np.arange(p)) * T + ident[:, None]).ravel(),
+              np.repeat(cols, p))), shape=(B * p * T, q))
+        # MM[b, t] = sum_{j in b, t} M_j M_j' (p x p).
+        MM = np.einsum("ji,jl->jil", self.M, self.M)
+        self._mm = np.zeros((B, T, p, p))
+        np.add.at(self._mm, (boc, ident), MM)
+        self._dims = (B, T, p)
+        self._data = data
+        self.vector = data.cov.has_vector
+
+    def offset(self, beta):
+        """``du = M (beta - beta0)`` (q,)."""
+        return self.M @ (np.asarray(beta, dtype=np.float64) - self.beta0)
+
+    def move(self, U, j0, j1, du):
+        """Draws ``j0:j1`` of ``U`` moved by ``du`` (:meth:`offset`), as a new array."""
+        out = np.empty((U.shape[0], j1 - j0))
+        add_offset(U, j0, j1, du, out)
+        return out
+
+    def sums_of_squares(self, U):
+        """``S`` (B, T + C, K) of the (moved) draws ``U`` (q, K), cross sums included."""
+        B, T, _ = self._dims
+        ind = self._ind
+        S = np.empty((B * T, U.shape[1]))
+        csr_times(ind.indptr, ind.indices, ind.data, _c(U), True, S)
+        S = S.reshape(B, T, U.shape[1])
+        if self.vector:
+            S = np.ascontiguousarray(np.concatenate([S, self._data.cross_sums(U)], axis=1))
+        return S
+
+    def _precision(self, nu):
+        d = self._data
+        return d.cov.precision_matrix(nu, d.pairs, d.ident).tocsr()
+
+    def prior_matrix(self, nu):
+        """Sparse ``(B p, q)``: row ``b p + i`` holds ``-(M' P)[i, j]`` for ``j`` in block b
+        (``P`` the prior precision; ``-M[j, i] / nu_j`` for scalar components), at the
+        covariance parameters ``nu``."""
+        A = self._mblk
+        if self.vector:
+            return sp.csr_matrix(-(A @ self._precision(nu)))
+        nu_col = np.asarray(nu)[self._data.ident]
+        return sp.csr_matrix((A.data * (-1.0 / nu_col[A.indices]), A.indices, A.indptr),
+                             shape=A.shape)
+
+    def prior_scores(self, U, A):
+        """``Gp[b, :, k] = -M_b' D_b^{-1} u_kb`` (B, p, K) of the moved draws ``U``; ``A``
+        from :meth:`prior_matrix`."""
+        B, _, p = self._dims
+        out = np.empty((B * p, U.shape[1]))
+        csr_times(A.indptr, A.indices, A.data, _c(U), False, out)
+        return out.reshape(B, p, -1)
+
+    def cross_sums(self, sU, nu=None):
+        """``smu[b, :, t] = sum_{j in b, t} M_j sU_j`` (B, p, T); with correlated terms
+        ``smu[b, :, j] = M_b' P D_j P sU_b`` (B, p, k_vcp), the whole beta-theta cross
+        derivative of the prior's beta score (scalar components: divided by ``nu_t^2``
+        later)."""
+        B, T, p = self._dims
+        if not self.vector:
+            return (self._mcross @ sU).reshape(B, p, T)
+        d = self._data
+        dP = d.cov.precision_derivatives(nu, d.pairs, d.ident)
+        return np.stack([(self._mblk @ -(D @ sU)).reshape(B, p) for D in dP], axis=2)
+
+    def prior_hessian(self, nu):
+        """``M_b' D_b^{-1} M_b`` per block (B, p, p)."""
+        if self.vector:
+            B, _, p = self._dims
+            PM = np.asarray(self._precision(nu) @ self.M)
+            out = np.zeros((B, p, p))
+            np.add.at(out, self._data.block_of_col, np.einsum("ji,jl->jil", self.M, PM))
+            return out
+        return np.einsum("btij,t->bij", self._mm, 1.0 / nu)
+
+
+def _c(a):
+    return np.ascontiguousarray(a, dtype=np.float64)
+
+
+def draw_shift(sampler):
+    """The :class:`DrawShift` of a sampler's draws, or None (draws that do not move).
+
+    Draws move when the sampler was built with ``shift=True``; the shift (with its shifted
+    design ``X + Z M``) is built once per sampler and kept with it.
+    """
+    if sampler is None or not getattr(sampler, "shift", False):
+        return None
+    got = sampler.__dict__.get("_draw_shift")
+    if got is None:
+        got = DrawShift(sampler.data, sampler.du_dbeta, sampler.beta0)
+        sampler._draw_shift = got
+    return got
+
+
+def moved_draws(shift, beta, U, S, j0, j1):
+    """``(U, S)`` of draws ``j0:j1`` at ``beta``: as given, or moved by ``shift``."""
+    if shift is None:
+        return U[:, j0:j1], S[:, :, j0:j1]
+    Uc = shift.move(U, j0, j1, shift.offset(beta))
+    return Uc, shift.sums_of_squares(Uc)
+
+
+#: Empty optional outputs of the kernels (no moments, no log weights).
+_NONE1, _NONE2 = np.zeros(0), np.zeros((0, 0))
+
+
+def kernel_prior(data, nu):
+    """``(nuk, lognu, pc)``: each component's kernel variance and its log, and the cross
+    sums' coefficients (empty without correlated terms; :mod:`glmm_sm.spec.covstruct`)."""
+    if data.cov.has_vector:
+        return data.cov.kernel_inputs(nu)
+    return nu, np.log(nu), np.zeros(0)
+
+
+def _kernel_args(data, params, X):
+    """``(beta, nu, design, prior)``: what the kernel takes at ``params`` with design ``X``."""
+    p = data.k_fe
+    params = np.asarray(params, dtype=np.float64)
+    beta, nu = params[:p], np.ascontiguousarray(params[p:])
+    xb = np.ascontiguousarray(data.linear_fixed(beta))
+    nuk, lognu, pc = kernel_prior(data, nu)
+    design = (data.obs_ptr, data.col_ptr, xb, data.wy, data.wn, X, data.zptr, data.zidx,
+              data.zval)
+    return beta, nu, design, (lognu, nuk, pc, data.qbt)
+
+
+def weight_pass(kernel, data, draws, ranges, params, shift=None, moments=False):
+    """One value-only kernel pass: yields, per draw range, ``(a, s0, sU, sUU, lw)`` with the
+    draws' log weights ``lw`` (n_blocks, K) and, with ``moments``, the weighted sums of
+    every effect and of its square (``sU``, ``sUU``; relative to ``a`` per block).  The
+    draws are moved by ``shift`` when they move."""
+    fn = KERNELS[kernel]
+    p = data.k_fe
+    beta, _, design, prior = _kernel_args(data, params, data.X if shift is None else shift.Xs)
+    B, q, T, d = data.n_blocks, data.q, data.n_s, p + data.n_s
+    for k0, k1 in ranges:
+        U, logf, S, j0, j1 = draws.chunk_arrays(k0, k1)
+        if shift is not None:
+            U = shift.move(U, j0, j1, shift.offset(beta))
+            S = shift.sums_of_squares(U)
+            logf = np.ascontiguousarray(logf[:, j0:j1])
+            j0, j1 = 0, j1 - j0
+        a, s0, s0sq = np.full(B, -np.inf), np.zeros(B), np.zeros(B)
+        sU, sUU = np.zeros(q), np.zeros(q if moments else 0)
+        lw = np.empty((B, j1 - j0))
+        out = (a, s0, s0sq, np.zeros((B, d)), np.zeros((B, d)), np.zeros((B, d, d)),
+               np.zeros((B, d, d)), np.zeros((B, T)), np.zeros(data.X.shape[0]), sU, sUU, lw)
+        fn(data.family.code, False, design, (U, logf, S), j0, j1, prior, False,
+           np.zeros((B, p, 0)), out)
+        yield a, s0, sU, sUU, lw
+
+
+def partition_sums(kernel, data, draws, ranges, params, derivs=True, shift=None):
+    """One partition's partial sums (a single row) over the draw ranges ``ranges``.
+
+    Parameters
+    ----------
+    kernel : {"numba", "numpy"}
+    data : LayoutData
+    draws : object with ``chunk_arrays(k0, k1)``
+        A :class:`DrawSet`, or a worker's view of its share of one.
+    ranges : list of (k0, k1)
+    params : ndarray
+        ``(beta, nu)`` with every ``nu > 0``.
+    shift : DrawShift, optional
+        Move the draws with the fixed effects (see :class:`DrawShift`).
+    """
+    fn = KERNELS[kernel]
+    p = data.k_fe
+    X = data.X if shift is None else shift.Xs
+    beta, nu, design, prior = _kernel_args(data, params, X)
+    n, B, d = data.X.shape[0], data.n_blocks, p + data.n_s
+    rows = PartialSums.empty(len(ranges), B, d, data.n_s, p, len(nu))
+    hc = np.zeros((len(ranges), n))
+    Gp, sU_out = np.zeros((B, p, 0)), np.zeros(data.q)  # unused by frozen draws
+    if shift is not None:
+        du = shift.offset(beta)
+        A = shift.prior_matrix(nu)
+        suc = np.zeros((len(ranges), data.q))
+    for c, (k0, k1) in enumerate(ranges):
+        U, logf, S, j0, j1 = draws.chunk_arrays(k0, k1)
+        if shift is not None:
+            U = shift.move(U, j0, j1, du)
+            S = shift.sums_of_squares(U)
+            logf = np.ascontiguousarray(logf[:, j0:j1])
+            j0, j1 = 0, j1 - j0
+            sU_out = suc[c]
+            if derivs:
+                Gp = shift.prior_scores(U, A)
+        out = (rows.a[c], rows.s0[c], rows.s0sq[c], rows.s1[c], rows.s1sq[c], rows.s2[c],
+               rows.s2sq[c], rows.sS[c], hc[c], sU_out, _NONE1, _NONE2)
+        fn(data.family.code, derivs, design, (U, logf, S), j0, j1, prior,
+           shift is not None and bool(derivs), Gp, out)
+    sc = _scales(rows.a)
+    out = rows.combine()
+    if derivs:
+        h = (sc[:, data.block_of_obs] * hc).sum(axis=0)
+        _kernels.block_xhx(data.obs_ptr, X, h, out.hxx[0])
+        if shift is not None:
+            sU = (sc[:, data.block_of_col] * suc).sum(axis=0)
+            out.smu[0] = shift.cross_sums(sU, nu)
+            out.hxx[0] += out.s0[0][:, None, None] * shift.prior_hessian(nu)
+    return out

@@ -1,0 +1,267 @@
+"""Evaluate the Rao-Blackwellized ``l_m`` (:mod:`glmm_sm.mcla.rb.split`) and its derivatives.
+
+The kernel (:func:`glmm_sm.mcla.kernels.rb.rb_chunk_sums`) returns, per partition of the draws,
+the sums the plain engine combines (:class:`~glmm_sm.mcla.partials.PartialSums`, with the sums of
+squares replaced by their node expectations) plus the node covariances ``sC``; partitions
+are combined in a fixed order (the same bits for any number of threads), the plain formulas
+give the value, gradient, Hessian and MCSE middle (:func:`glmm_sm.mcla.engine.finish`), and the
+node covariances complete the Hessian (Louis' identity within each draw).
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from glmm_sm.core.constants import HALF_LOG2PI
+from glmm_sm.mcla.engine import Evaluation, effective_n_jobs, finish
+from glmm_sm.mcla.kernels import plain as _kernels
+from glmm_sm.mcla.kernels.rb import TILE, make_state, rb_chunk_sums, rb_log_weights
+from glmm_sm.mcla.partials import DrawShift, PartialSums, _scales, partition_bounds
+
+__all__ = ["RBEngine", "KEEP_LOG_WEIGHTS"]
+
+#: An evaluation keeps its draws' log weights when there are at most this many (blocks x
+#: draws; 32 MB): the tail diagnostics then need no kernel pass of their own.
+KEEP_LOG_WEIGHTS = 4_000_000
+
+
+class RBEngine:
+    """``l_m`` on frozen draws of an :class:`~glmm_sm.mcla.rb.split.RBSampler`.
+
+    Parameters
+    ----------
+    draws : DrawSet
+        Draws from an ``RBSampler`` (``draws.sampler``).
+    chunk_size : int, optional
+    n_jobs : int or None
+        Threads (the result does not depend on it).
+    """
+
+    kernel = "numba-rb"
+    #: Its draws are of the sampled effects only (see :func:`glmm_sm.mcla.engine.weight_chunks`).
+    joint_draws = False
+
+    def __init__(self, draws, chunk_size=None, n_jobs=None):
+        self.draws, self.data = draws, draws.data
+        self.sampler = draws.sampler
+        self.structure = self.sampler.structure
+        self.ranges = draws.chunk_ranges(chunk_size)
+        self.parts = partition_bounds(len(self.ranges))
+        self.n_jobs = effective_n_jobs(n_jobs)
+
+    @property
+    def m(self) -> int:
+        return self.draws.m
+
+    @property
+    def k_params(self) -> int:
+        return self.data.k_fe + self.data.k_vcp
+
+    def detach(self):
+        """Nothing to detach (local threads only)."""
+
+    def _shift(self):
+        """``(DrawShift of the sampled effects, shifted design X + Z M)`` or None."""
+        got = self.__dict__.get("_shift_cache")
+        if got is None and self.sampler.shift:
+            data, smp = self.data, self.sampler
+            Mv = np.where(self.structure.is_a[:, None], 0.0, smp.du_dbeta)
+            got = (DrawShift(data, Mv, smp.beta0),
+                   np.ascontiguousarray(data.X + data.Z @ smp.du_dbeta))
+            self._shift_cache = got
+        return got
+
+    def _inputs(self, params):
+        data, st = self.data, self.structure
+        p = data.k_fe
+        params = np.asarray(params, dtype=np.float64)
+        beta, nu = params[:p], np.ascontiguousarray(params[p:])
+        lognu = np.log(nu)
+        qb = (st.qbt_sampled).sum(axis=1)
+        const_b = -HALF_LOG2PI * qb - 0.5 * st.qbt_sampled @ lognu
+        blocks = (st.lev_bptr, st.free_bptr, st.free_obs, data.col_ptr.astype(np.int64),
+                  np.ascontiguousarray(const_b))
+        shift, X, rule, dv = self._shift(), data.X, self.sampler.rule(), None
+        if shift is not None:
+            X = shift[1]
+            rule, dv = self.sampler.moved_rule(beta)
+        ev = [np.ascontiguousarray(data.linear_fixed(beta)), data.wy, data.wn, X,
+              data.zptr, data.zidx, data.zval, st.is_a, nu, lognu,
+              np.zeros((data.n_blocks, p, 0))]
+        return blocks, rule, ev, dv
+
+    def _chunk(self, ev, dv, k0, k1):
+        """``(U, logf, S, 0, K)`` of draws ``k0:k1``, moved when the draws move; sets the
+        prior beta scores in ``ev``."""
+        U, logf, S, j0, j1 = self.draws.chunk_arrays(k0, k1)
+        logf = np.ascontiguousarray(logf[:, j0:j1])
+        if dv is None:
+            return (np.ascontiguousarray(U[:, j0:j1]), logf,
+                    np.ascontiguousarray(S[:, :, j0:j1]), 0, j1 - j0)
+        shift = self._shift()[0]
+        U = shift.move(U, j0, j1, dv)
+        S = shift.sums_of_squares(U)
+        ev[10] = shift.prior_scores(U, shift.prior_matrix(ev[8]))
+        return U, logf, S, 0, j1 - j0
+
+    def _state(self):
+        """Fresh work arrays for the kernel (one set per thread)."""
+        data, st = self.data, self.structure
+        lens = np.diff(st.lev_ptr)
+        return make_state(TILE, len(self.sampler.xs), data.k_fe, data.k_vc,
+                          len(st.ro) + len(st.free_obs), st.n_levels,
+                          int(lens.max()) if lens.size else 1)
+
+    def _partition(self, params, c0, c1, keep_lw):
+        """Combined sums of chunks ``c0:c1`` and their draws' log weights (or Nones)."""
+        data, st = self.data, self.structure
+        blocks, rule, ev, dv = self._inputs(params)
+        B, T, p = data.n_blocks, data.k_vc, data.k_fe
+        d, n_h = p + T, len(st.ro) + len(st.free_obs)
+        rows, lws = [], []
+        for k0, k1 in self.ranges[c0:c1]:
+            U, logf, S, j0, j1 = self._chunk(ev, dv, k0, k1)
+            out = (np.full(B, -np.inf), np.zeros(B), np.zeros(B), np.zeros((B, d)),
+                   np.zeros((B, d)), np.zeros((B, d, d)), np.zeros((B, d, d)),
+                   np.zeros((B, T)), np.zeros(n_h), np.zeros((B, d, d)),
+                   np.zeros((st.n_levels, 2)), np.zeros(data.q), np.zeros(data.q))
+            lw = np.empty((B, j1 - j0 if keep_lw else 0))
+            rb_chunk_sums(data.family.code, blocks, rule, tuple(ev), U, logf, S, j0, j1,
+                          data.qbt, out, self._state(), lw)
+            rows.append(out)
+            lws.append(lw if keep_lw else None)
+        return _combine(rows, st, data), lws
+
+    def _sums(self, params):
+        """The combined sums at ``params``; the draws' log weights are kept (for the tail
+        diagnostics) when they take at most
+        :data:`KEEP_LOG_WEIGHTS` numbers."""
+        keep = self.data.n_blocks * self.m <= KEEP_LOG_WEIGHTS
+        if self.n_jobs == 1 or len(self.parts) == 1:
+            got = [self._partition(params, c0, c1, keep) for c0, c1 in self.parts]
+        else:
+            with ThreadPoolExecutor(min(self.n_jobs, len(self.parts))) as pool:
+                got = list(pool.map(lambda b: self._partition(params, *b, keep), self.parts))
+        self._log_weights = (params.tobytes(), [lw for g in got for lw in g[1]]) if keep \
+            else None
+        return _combine([g[0] for g in got], self.structure, self.data)
+
+    def evaluate(self, params, derivs=True):
+        """:class:`~glmm_sm.mcla.engine.Evaluation` at ``params = (beta, nu)`` (``nu <= 0``:
+        ``-inf``)."""
+        data = self.data
+        p = data.k_fe
+        params = np.asarray(params, dtype=np.float64)
+        if params.shape != (self.k_params,):
+            raise ValueError(f"params must have length {self.k_params}; got {params.shape}")
+        if not np.all(np.isfinite(params)) or np.any(params[p:] <= 0):
+            nb = data.n_blocks
+            return Evaluation(-np.inf, None, None, None, np.zeros(nb), np.full(nb, -np.inf))
+        key = params.tobytes()
+        last = self.__dict__.get("_last")
+        if last is not None and last[0] == key:
+            return last[1]
+        out = self._sums(params)
+        tot = self._partial_sums(out, params)
+        ev = finish(tot, params, data, self.m, True)
+        if ev.hessian is not None:
+            sC, s0 = out[9], out[1]
+            C = (sC / s0[:, None, None]).sum(axis=0)
+            ev.hessian = ev.hessian + 0.5 * (C + C.T)
+        self._last = (key, ev)
+        self._moments = (key, out)
+        return ev
+
+    def _partial_sums(self, out, params):
+        """The combined sums as :class:`PartialSums`, with the fixed-effects Hessian
+        ``X' diag(h) X`` per block and, for moving draws, the prior's beta parts."""
+        data, st = self.data, self.structure
+        p, nb, T = data.k_fe, data.n_blocks, data.k_vc
+        a, s0, s0sq, s1, s1sq, s2, s2sq, sS, hc, sC, mA, sU, sUU = out
+        shift = self._shift()
+        X = data.X if shift is None else shift[1]
+        hxx = np.zeros((1, nb, p, p))
+        _kernels.block_xhx(data.obs_ptr, X, st.h_layout(hc), hxx[0])
+        smu = np.zeros((1, nb, p, T))
+        if shift is not None:
+            nu = np.asarray(params, dtype=float)[p:]
+            Ma = self.sampler.malpha
+            prior = shift[0].prior_hessian(nu)
+            np.add.at(prior, st.lev_block, np.einsum("ai,aj->aij", Ma, Ma)
+                      / nu[st.lev_comp][:, None, None])
+            hxx[0] += s0[:, None, None] * prior
+            smu[0] = shift[0].cross_sums(sU)
+            np.add.at(smu[0], (st.lev_block, slice(None), st.lev_comp), Ma * mA[:, :1])
+        return PartialSums(a[None], s0[None], s0sq[None], s1[None], s1sq[None], s2[None],
+                           s2sq[None], sS[None], hxx, smu)
+
+    def random_effect_moments(self, params):
+        """Conditional means and SDs of every random effect (model column order): sampled
+        effects from the weighted draws, integrated ones from their node means."""
+        data, st = self.data, self.structure
+        params = np.asarray(params, dtype=np.float64)
+        got = self.__dict__.get("_moments")
+        if got is None or got[0] != params.tobytes():
+            self.evaluate(params)
+            got = self._moments
+        a, s0, *_, mA, sU, sUU = got[1]
+        boc = data.block_of_col
+        mean_l, m2_l = sU / s0[boc], sUU / s0[boc]
+        lb = st.lev_block
+        mean_l[st.lev_col] = mA[:, 0] / s0[lb]
+        m2_l[st.lev_col] = mA[:, 1] / s0[lb]
+        q_model = data.arrays.Z.shape[1]
+        nu = params[data.k_fe:]
+        mean = np.zeros(q_model)
+        sd = np.sqrt(nu[data.arrays.ident])
+        cp = data.layout.col_perm
+        mean[cp] = mean_l
+        sd[cp] = np.sqrt(np.clip(m2_l - mean_l**2, 0, None))
+        return mean, sd
+
+    def iter_log_weights(self, params):
+        """The draws' log weights, chunk by chunk, as ``(n_blocks, K)`` arrays (those of
+        the last evaluation when it was at ``params``, else from a kernel pass)."""
+        params = np.asarray(params, dtype=np.float64)
+        got = self.__dict__.get("_log_weights")
+        if got is not None and got[0] == params.tobytes():
+            yield from got[1]
+            return
+        blocks, rule, ev, dv = self._inputs(params)
+        for k0, k1 in self.ranges:
+            U, logf, S, j0, j1 = self._chunk(ev, dv, k0, k1)
+            lw = np.empty((self.data.n_blocks, j1 - j0))
+            rb_log_weights(self.data.family.code, blocks, rule, tuple(ev), U, logf, S, j0, j1,
+                           lw, self._state())
+            yield lw
+
+    def weighted_draws(self, params, chunk_size=512):
+        raise NotImplementedError(
+            "this quantity needs joint draws of every random effect, which a "
+            "Rao-Blackwellized fit does not keep (its integrated effects are summed by "
+            "quadrature); refit with rao_blackwell=False for it")
+
+
+def _combine(rows, st, data):
+    """Sum partial-sum tuples (chunks or partitions) in order, each rescaled per block to
+    the common maximum log weight."""
+    if len(rows) == 1:
+        return rows[0]
+    a = np.stack([r[0] for r in rows])
+    sc = _scales(a)
+    sc2 = sc * sc
+    boc, lb = data.block_of_col, st.lev_block
+    bo_h = np.concatenate([data.block_of_obs[st.ro], data.block_of_obs[st.free_obs]])
+
+    def tot(i, s, extra=0):
+        acc = 0.0
+        for j, r in enumerate(rows):  # fixed order: the same bits for any threads
+            acc = acc + s[j].reshape(s[j].shape + (1,) * extra) * r[i]
+        return acc
+
+    out = [a.max(axis=0), tot(1, sc), tot(2, sc2), tot(3, sc, 1), tot(4, sc2, 1),
+           tot(5, sc, 2), tot(6, sc2, 2), tot(7, sc, 1), tot(8, sc[:, bo_h]),
+           tot(9, sc, 2), tot(10, sc[:, lb], 1), tot(11, sc[:, boc]), tot(12, sc[:, boc])]
+    return tuple(out)

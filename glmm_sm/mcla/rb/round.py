@@ -1,0 +1,83 @@
+"""The fitting driver's side of Rao-Blackwellization: whether a fit integrates, and one
+round's draws and engine (:mod:`glmm_sm.mcla.rb.split`, :mod:`glmm_sm.mcla.rb.engine`)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from glmm_sm.laplace.step import conditional_mode
+from glmm_sm.mcla.draws import DrawSet
+from glmm_sm.mcla.rb.engine import RBEngine
+from glmm_sm.mcla.rb.split import N_NODES, RBSampler, RBStructure, choose_split, rb_eligible
+
+__all__ = ["rb_structure", "rb_round", "rb_record", "PILOT_NODES"]
+
+#: Gauss-Hermite nodes of the first (pilot) round.  Its quadrature error moves the estimate
+#: by well under one MCSE (VerbAgg at m = 1000: 0.9 MCSE, 0.6% of an SE, against 0.003
+#: MCSE with 12 nodes), far less than that round's distance from the MLE, and the round
+#: costs half as much.
+PILOT_NODES = 6
+
+
+def rb_structure(model, opts, factorize, client):
+    """The :class:`RBStructure` a fit uses, or None.
+
+    ``rao_blackwell="auto"`` integrates where a large block gains (:func:`rb_eligible`) and
+    the default sampler is asked for; ``True`` wherever a block allows it.  Neither applies
+    with correlated terms or a Dask client (the plain estimator is used).
+    """
+    rb = opts.rao_blackwell
+    if rb is False or not rb:
+        return None
+    why = None
+    if model.design.cov.has_vector:
+        why = "models with correlated random-effect terms"
+    elif client is not None:
+        why = "Dask clusters"
+    if why is not None:
+        if rb is True:
+            raise ValueError(f"rao_blackwell=True is not available for {why}; use "
+                             "rao_blackwell=False")
+        return None
+    data = model.layout_data(factorize)
+    split = choose_split(data)
+    if rb == "auto" and (opts.sampler != "laplace" or not rb_eligible(data, split)):
+        return None
+    if not np.any(split >= 0):
+        if rb is True:
+            raise ValueError("rao_blackwell=True: no block has a component whose levels each "
+                             "observation loads on at most once (nothing to integrate)")
+        return None
+    return RBStructure(data, split)
+
+
+def rb_round(model, structure, centre, mode, factorize, m, seed, opts, n_jobs, pilot=False):
+    """``(draws, engine)`` of one Rao-Blackwellized round centred at ``centre``, the
+    sampled effects drawn from :func:`~glmm_sm.mcla.rb.proposal.integrated_laplace`.  A
+    ``pilot`` round (the first, centred at the Laplace fit: it only finds the next round's
+    centre, and is never the final round) integrates with :data:`PILOT_NODES` nodes unless
+    ``n_nodes`` is given."""
+    system = model.block_system(factorize)
+    p = model.k_fe
+    if mode is None:
+        mode = conditional_mode(system, centre[:p], centre[p:])
+    options = {k: v for k, v in opts.sampler_options.items()
+               if k in ("t_weight", "df", "n_nodes", "integrated")}
+    if pilot:
+        options.setdefault("n_nodes", PILOT_NODES)
+    smp = RBSampler(system, centre, mode, structure, **options)
+    draws = DrawSet.from_sampler(smp, m, seed, opts.memory_budget, n_jobs=n_jobs)
+    return draws, RBEngine(draws, opts.chunk_size, n_jobs)
+
+
+def rb_record(model, structure):
+    """What the fit log keeps about the split."""
+    data = structure.data
+    names = list(model.design.vcp_names)
+    qb = np.diff(data.col_ptr)
+    sampled = qb - np.array([data.qbt[b, t] if t >= 0 else 0.0
+                             for b, t in enumerate(structure.split)])
+    big = int(np.argmax(qb))
+    return {"integrated": [names[t] if t >= 0 else None for t in structure.split],
+            "n_levels": int(structure.n_levels), "largest_block": int(qb[big]),
+            "largest_block_sampled": int(sampled[big]), "nodes": N_NODES}

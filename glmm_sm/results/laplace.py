@@ -1,0 +1,279 @@
+"""Results of a Laplace fit, ``model.fit(method="laplace")``: lme4's ``glmer`` estimate.
+
+The Laplace MLE is :meth:`MonteCarloGLMM.fit_laplace`'s.  Its standard errors come from the
+observed information of the Laplace log-likelihood, ``-H`` with ``H`` the central finite
+difference of the analytic Laplace gradient (:func:`glmm_sm.laplace.step.laplace_score`) in
+``(beta, nu)``, on the variance scale like the MCLA fit's, so that
+``glmm_sm.compare(res_mcla, res_laplace)`` lines the two up.
+
+The Laplace log-likelihood is deterministic: there is no Monte Carlo error (``mcse()`` is
+zero, ``m`` is 0), but it is an approximation whose bias is not measured; MCLA's is not.
+The conditional distribution of the random effects is the Laplace one, normal at the
+conditional mode with covariance ``P^{-1}``, ``P = Z' W Z + D^{-1}`` (lme4's ``condVar``).
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+
+import numpy as np
+from scipy import stats
+from statsmodels.base import wrapper as wrap
+from statsmodels.iolib.summary import Summary
+from statsmodels.iolib.table import SimpleTable
+
+from glmm_sm.fit.boundary import BOUNDARY_NU, at_boundary
+from glmm_sm.fit.driver import FitLog, FitOutcome
+from glmm_sm.inference.prediction import block_cov_matrix
+from glmm_sm.laplace.step import conditional_mode, laplace_score
+from glmm_sm.mcla.engine import Evaluation
+from glmm_sm.mcla.partials import kernel_prior
+from glmm_sm.results.mcla import MonteCarloGLMMResults, MonteCarloGLMMResultsWrapper
+
+__all__ = ["LaplaceGLMMResults", "LaplaceGLMMResultsWrapper", "fit_laplace_results",
+           "laplace_hessian"]
+
+#: Central-difference step for the Hessian, relative to ``max(|beta_j|, 1)`` and to ``nu_t``.
+REL_STEP = 1e-4
+
+#: The fit counts as converged when the Newton step would add less than this to the
+#: log-likelihood (free parameters only).
+NEWTON_DECREMENT_TOL = 1e-6
+
+
+def laplace_hessian(system, params, mode, rel_step=REL_STEP):
+    """Hessian of the Laplace log-likelihood in ``(beta, nu)`` by central differences of
+    its analytic gradient.
+
+    Parameters
+    ----------
+    system : BlockSystem
+    params : ndarray (p + T,)
+        ``(beta, nu)``, every ``nu > 0``.
+    mode : ModeResult
+        Conditional modes at ``params`` (start of the mode solves at the shifted points).
+    rel_step : float
+        Step ``rel_step * max(|beta_j|, 1)`` for a fixed effect, ``rel_step * nu_t`` for a
+        variance (which keeps it positive).
+
+    Returns
+    -------
+    ndarray (p + T, p + T)
+        Symmetrized.
+    """
+    p = system.data.k_fe
+    params = np.asarray(params, dtype=float)
+    k = params.size
+    cov_part = params[p:]
+    if system.data.cov.has_vector:  # covariances may be 0 or negative
+        cov_part = np.maximum(np.abs(cov_part), 1e-3 * np.max(np.abs(cov_part)))
+    steps = rel_step * np.concatenate([np.maximum(np.abs(params[:p]), 1.0), cov_part])
+
+    def score(theta):
+        beta, nu = theta[:p], theta[p:]
+        return laplace_score(system, beta, nu, conditional_mode(system, beta, nu, u0=mode.u))
+
+    H = np.empty((k, k))
+    for j in range(k):
+        e = np.zeros(k)
+        e[j] = steps[j]
+        H[:, j] = (score(params + e) - score(params - e)) / (2.0 * steps[j])
+    return 0.5 * (H + H.T)
+
+
+def _covariance(H, free):
+    """``(-H)^{-1}`` on the free parameters, zero rows and columns elsewhere."""
+    k = H.shape[0]
+    cov = np.zeros((k, k))
+    info = -H[np.ix_(free, free)]
+    try:
+        np.linalg.cholesky(info)
+        inv = np.linalg.inv(info)
+    except np.linalg.LinAlgError:
+        inv = np.full_like(info, np.nan)
+    cov[np.ix_(free, free)] = 0.5 * (inv + inv.T)
+    return cov
+
+
+def _precision_inverse(chol):
+    """Stacked ``P^{-1} = L^{-T} L^{-1}`` from stacked lower Cholesky factors ``L``."""
+    Li = np.linalg.inv(chol)
+    return np.swapaxes(Li, 1, 2) @ Li
+
+
+def laplace_re_cov(model, system, nu, mode):
+    """Laplace conditional covariance of the random effects, sparse ``(q, q)``, model order."""
+    q = len(model.vc_names)
+    groups = [(ids, cols) for _, ids, cols in system.groups]
+    mats = [_precision_inverse(L) for L in mode.chol]
+    var = model.design.cov.variances(nu) if model.design.cov.has_vector else np.asarray(nu)
+    return block_cov_matrix(system.data.layout, np.arange(q), q, groups, mats,
+                            var[model.ident])
+
+
+def _outcome(model, system, params, value, mode, seconds):
+    """The Laplace fit as a :class:`~glmm_sm.fit.driver.FitOutcome` (no draws, no MCSE)."""
+    data = system.data
+    p = model.k_fe
+    beta, nu = params[:p], params[p:]
+    grad = laplace_score(system, beta, nu, mode)
+    H = laplace_hessian(system, params, mode)
+    vector = data.cov.has_vector
+    boundary = [] if vector else at_boundary(nu, BOUNDARY_NU)
+    free = np.setdiff1d(np.arange(params.size), p + np.array(boundary, dtype=int))
+    cov = _covariance(H, free)
+    g = grad[free]
+    decrement = float(g @ cov[np.ix_(free, free)] @ g) if np.all(np.isfinite(cov)) else np.inf
+    converged = bool(mode.converged and 0.5 * decrement < NEWTON_DECREMENT_TOL)
+    lognu = kernel_prior(data, nu)[1]
+    block_values = (mode.h_block - 0.5 * mode.logdet_block - 0.5 * data.qbt @ lognu)
+    ev = Evaluation(float(value), grad, H, None, np.zeros(0), block_values)
+    log = FitLog(laplace={"params": params, "value": float(value), "seconds": seconds})
+    log.message = ("Laplace MLE" + ("" if converged else
+                   f": not at a maximum (Newton decrement {0.5 * decrement:.3g})"))
+    re_cov = laplace_re_cov(model, system, nu, mode)
+    mean = np.zeros(len(model.vc_names))
+    mean[data.layout.col_perm] = mode.u
+    sd = np.sqrt(np.clip(re_cov.diagonal(), 0.0, None))
+    outcome = FitOutcome(params, ev, None, log, converged, None, boundary=boundary, cov=cov,
+                         mcse_cov=np.zeros_like(cov), m=0, re_moments=(mean, sd))
+    return outcome, re_cov
+
+
+class LaplaceGLMMResults(MonteCarloGLMMResults):
+    """Results of ``model.fit(method="laplace")``: the Laplace MLE with its standard errors.
+
+    Everything of :class:`~glmm_sm.results.MonteCarloGLMMResults` (``t_test``,
+    ``conf_int``, ``predict``, ``get_prediction``, ``random_effects``, ``simulate``, ...)
+    with the Laplace approximation in place of the Monte Carlo one:
+
+    * ``llf`` is the Laplace log-likelihood with the family's constants (``llf_mc`` without);
+    * ``cov_params()`` is the inverse of minus the Hessian of the Laplace log-likelihood;
+    * ``mcse()`` and ``llf_mcse`` are zero and ``m`` is 0 (no Monte Carlo error; the
+      approximation's bias is not an MCSE and is not reported);
+    * ``random_effects()`` are the conditional modes with SDs from ``P^{-1}``.
+
+    Variance components at the lower bound of the Laplace optimizer (below ``BOUNDARY_NU``)
+    are listed in ``boundary``, with NaN standard errors as in the MCLA fit.
+    """
+
+    method = "laplace"
+
+    def __init__(self, model, outcome, re_cov, n_blocks):
+        super().__init__(model, outcome)
+        self.n_blocks = n_blocks
+        self.mle_settings = {"optimizer": "L-BFGS-B on (beta, log nu), Laplace"}
+        self._laplace_re_cov = re_cov
+
+    @property
+    def random_effects_cov(self):
+        """Laplace conditional covariance of the random effects (sparse, model order)."""
+        return self._laplace_re_cov
+
+    def summary(self, alpha=0.05, title=None):
+        """Header, fixed effects and variance components (no Monte Carlo columns)."""
+        return laplace_summary(self, alpha=alpha, title=title)
+
+
+class LaplaceGLMMResultsWrapper(MonteCarloGLMMResultsWrapper):
+    pass
+
+
+wrap.populate_wrapper(LaplaceGLMMResultsWrapper, LaplaceGLMMResults)
+
+
+def fit_laplace_results(model, start_params=None, factorize=None, **mcla_args):
+    """``model.fit(method="laplace")``: fit, Hessian, results.
+
+    Parameters
+    ----------
+    model : MonteCarloGLMM
+    start_params : array_like, optional
+        ``(beta, nu)`` to start the optimizer from.
+    factorize : bool, optional
+        Block layout (default: the model's); the estimate does not depend on it.
+    **mcla_args
+        ``fit``'s Monte Carlo arguments; a ``TypeError`` names any that is not at its
+        default (it would have no effect on a Laplace fit).
+
+    Returns
+    -------
+    LaplaceGLMMResultsWrapper
+    """
+    defaults = inspect.signature(type(model).fit).parameters
+    given = sorted(k for k, v in mcla_args.items()
+                   if k not in defaults or v is not defaults[k].default
+                   and not _same(v, defaults[k].default))
+    if given:
+        raise TypeError(f"fit(method='laplace') does not take the Monte Carlo argument(s) "
+                        f"{given}: the Laplace fit uses no draws")
+    if start_params is not None:
+        start_params = model._check_params(start_params)
+    if factorize is not None and not isinstance(factorize, (bool, np.bool_)):
+        raise TypeError(f"factorize must be True, False or None; got {factorize!r}")
+    t0 = time.perf_counter()
+    params, value, mode = model.fit_laplace(start_params, factorize=factorize)
+    system = model.block_system(factorize)
+    outcome, re_cov = _outcome(model, system, np.asarray(params, dtype=float), value, mode,
+                               time.perf_counter() - t0)
+    res = LaplaceGLMMResults(model, outcome, re_cov, system.data.n_blocks)
+    return LaplaceGLMMResultsWrapper(res)
+
+
+def _same(a, b):
+    try:
+        return bool(a == b)
+    except (TypeError, ValueError):
+        return False
+
+
+def laplace_summary(res, alpha=0.05, title=None):
+    """The summary of a Laplace fit: as MCLA's, without the Monte Carlo columns."""
+    from glmm_sm.results.summary import _fmt, _pfmt, _txt_fmt
+
+    mod = res.model
+    levels = np.bincount(mod.ident, minlength=mod.design.k_vc)
+    smry = Summary()
+    gleft = [("Dep. Variable:", [res.response_label]),
+             ("Family:", [mod.family_kind.name.capitalize()]),
+             ("Method:", ["Laplace approximation"]),
+             ("No. Observations:", [f"{int(res.nobs)}"]),
+             ("Levels per component:",
+              [", ".join(f"{n} {c}" for n, c in zip(mod.vcp_names, levels, strict=True))])]
+    gright = [("Independent blocks:", [f"{res.n_blocks}"]),
+              ("Log-Likelihood:", [f"{res.llf:.4f}"]),
+              ("AIC:", [f"{res.aic:.4f}"]),
+              ("Converged:", [str(bool(res.converged))])]
+    smry.add_table_2cols(res, gleft=gleft, gright=gright,
+                         title=title or "Generalized Linear Mixed Model Results (Laplace)")
+    params, bse = np.asarray(res.params), np.asarray(res.bse)
+    q = stats.norm.ppf(1 - alpha / 2)
+    lo, hi = f"[{alpha / 2:g}", f"{1 - alpha / 2:g}]"
+    k = mod.k_fe
+    for rows, head, tail, name in ((range(k), "coef", "P>|z|", "Fixed effects"),
+                                   (range(k, len(params)), "variance", "P>z (1-sided)",
+                                    "Variance components")):
+        body = []
+        for j in rows:
+            z = params[j] / bse[j] if bse[j] > 0 else np.nan
+            pv = 2 * stats.norm.sf(abs(z)) if j < k else stats.norm.sf(z)
+            body.append([_fmt(params[j]), _fmt(bse[j]), f"{z:.3f}", _pfmt(pv),
+                         _fmt(params[j] - q * bse[j]), _fmt(params[j] + q * bse[j])])
+        smry.tables.append(SimpleTable(body, [head, "std err", "z", tail, lo, hi],
+                                       [res.param_names[j] for j in rows], title=name,
+                                       txt_fmt=_txt_fmt()))
+    notes = ["Laplace approximation of the likelihood (as lme4's glmer with nAGQ = 1). "
+             "Standard errors: inverse of minus the Hessian of the Laplace log-likelihood "
+             "(central differences of its analytic gradient). There is no Monte Carlo error "
+             "(no MCSE column); the approximation's bias is not measured: compare with the "
+             "MCLA fit (glmm_sm.compare).",
+             "Variance components: one-sided Wald p-values for H1: variance > 0."]
+    if res.boundary:
+        notes.append(f"BOUNDARY: variance component(s) {res.boundary} are at the lower bound "
+                     f"of the optimizer (below {BOUNDARY_NU:g}); their standard errors are "
+                     "undefined (nan).")
+    if not res.converged:
+        notes.append("WARNING: " + res.fit_log.message)
+    smry.add_extra_txt(notes)
+    return smry

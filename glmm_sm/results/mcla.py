@@ -1,0 +1,584 @@
+"""Results of a Monte Carlo MLE fit: a statsmodels ``LikelihoodModelResults`` subclass."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+from statsmodels.base import wrapper as wrap
+from statsmodels.base.model import LikelihoodModelResults, LikelihoodResultsWrapper, ResultMixin
+
+from glmm_sm.mcla.tails import checked_pareto_k
+
+try:  # statsmodels >= 0.15 moved the decorators
+    from statsmodels.tools._decorators import cache_readonly
+except ImportError:  # pragma: no cover
+    from statsmodels.tools.decorators import cache_readonly
+
+__all__ = ["MonteCarloGLMMResults", "MonteCarloGLMMResultsWrapper"]
+
+
+class MonteCarloGLMMResults(LikelihoodModelResults, ResultMixin):
+    """Results of :meth:`MonteCarloGLMM.fit`.
+
+    Inherits ``params``, ``bse``, ``tvalues``, ``pvalues``, ``cov_params``, ``conf_int``,
+    ``t_test``, ``wald_test``, ``save``/``load`` from statsmodels.  The covariance is the
+    inverse of the Monte Carlo observed information ``-H`` at the estimate, jointly for the
+    fixed effects and the variance components (on the variance scale).
+
+    Attributes
+    ----------
+    mcse_cov : ndarray
+        Monte Carlo covariance of the estimate, ``H^{-1} V H^{-1}`` (Sung and Geyer 2007).
+    ess : ndarray
+        Effective sample size of each block's importance weights at the estimate.
+    m : int
+        Number of draws of the final round.
+    llf_mc : float
+        ``l_m`` at the estimate, without the family's normalizing constants (glmm's value).
+    llf_mcse : float
+        Monte Carlo standard error of ``llf``.
+    converged : bool
+    fit_log : FitLog
+        Every evaluation and round of the fit.
+    laplace_params : ndarray
+        The Laplace MLE the fit started from.
+    boundary : list of str
+        Variance components estimated at 0.  Their standard errors are NaN (undefined at
+        the boundary) and their rows of ``cov_params`` zero; see :mod:`glmm_sm.fit.boundary`.
+    """
+
+    _data_in_cache = ["fittedvalues", "resid", "wresid", "resid_response", "resid_pearson"]
+
+    def __init__(self, model, outcome):
+        cov, mc = outcome.errors()
+        super().__init__(model, outcome.params, normalized_cov_params=cov, scale=1.0,
+                         use_t=False, cov_type="nonrobust")
+        ev = outcome.evaluation
+        if not hasattr(self, "_cache"):
+            self._cache = {}
+        self.nobs = model.nobs
+        self.df_model = model.df_model
+        self.df_resid = model.df_resid
+        self.k_extra = model.k_extra
+        self.mcse_cov = mc
+        self.ess = ev.ess
+        self.m = outcome.n_draws
+        self.llf_mc = ev.value
+        self.llf_mcse = (float(np.sqrt(np.sum(np.clip(1.0 / ev.ess - 1.0 / self.m, 0, None))))
+                         if self.m else 0.0)
+        self.converged = outcome.converged
+        self.fit_log = outcome.log
+        self.laplace_params = outcome.log.laplace.get("params")
+        self.gradient = ev.gradient
+        self.hessian = ev.hessian
+        self.seed = outcome.seed
+        self.n_blocks = len(ev.ess)
+        self._re_mean, self._re_sd = outcome.random_effect_moments()
+        #: The final round's engine (its frozen draws): ``l_m`` for profiles, weights for
+        #: diagnostics.  None when no variance component is left (an exact GLM fit).
+        self.engine = outcome.engine
+        #: Pareto k (PSIS) of each block's importance weights at the estimate: below 0.5
+        #: the MCSE holds; above ``pareto_k_threshold(m)`` (0.7) it means nothing.
+        self.pareto_k = checked_pareto_k(self.engine, outcome.params, model, outcome.boundary)
+        self.boundary = [model.vcp_names[t] for t in outcome.boundary]
+        #: Correlated terms (and scalar components) whose covariance is singular at the
+        #: estimate (lme4's "boundary (singular) fit"); only with correlated terms.
+        self.singular = list(getattr(outcome, "singular", []))
+        self._boundary_idx = [model.k_fe + t for t in outcome.boundary]
+        self.mle_retvals = _mle_retvals(outcome)
+        self.mle_settings = {"optimizer": "trust-exact (MCLA rounds)",
+                             "laplace_optimizer": "L-BFGS-B"}
+
+    @cache_readonly
+    def bse(self):
+        """Standard errors; NaN for variance components estimated at 0 (undefined there)
+        and for parameters on a direction where the Hessian is not negative definite."""
+        var = np.diag(self.cov_params()).astype(float)
+        with np.errstate(invalid="ignore"):
+            b = np.where(var >= 0, np.sqrt(np.abs(var)), np.nan)
+        b[self._boundary_idx] = np.nan
+        return b
+
+    # --------------------------------------------------------------- names and pieces
+    @property
+    def param_names(self):
+        return list(self.model.data.param_names)
+
+    @property
+    def fe_params(self):
+        """Fixed-effect estimates (Series)."""
+        k = self.model.k_fe
+        return pd.Series(np.asarray(self.params)[:k], index=self.param_names[:k])
+
+    @property
+    def vcomp(self):
+        """Variance-component estimates on the variance scale (Series)."""
+        k = self.model.k_fe
+        return pd.Series(np.asarray(self.params)[k:], index=self.model.vcp_names)
+
+    def mcse(self):
+        """Monte Carlo standard errors of the estimates (Series)."""
+        # The sandwich is positive semi-definite: a negative diagonal is roundoff around 0
+        # (NaN stays NaN: a direction where the Hessian is not negative definite).
+        var = np.diag(self.mcse_cov).astype(float)
+        return pd.Series(np.sqrt(np.fmax(var, 0.0)), index=self.param_names)
+
+    @cache_readonly
+    def llf_unclipped(self):
+        """The Monte Carlo log-likelihood with the family's constants, as estimated."""
+        a = self.model.arrays
+        return self.llf_mc + a.family.log_constant(a.y, a.ntrials, a.weights)
+
+    @cache_readonly
+    def llf(self):
+        """Monte Carlo log-likelihood including the family's constants (``log C(N, y)``,
+        ``-log y!``), comparable with lme4 and glmmTMB.
+
+        A probability is at most 1, so the log-likelihood of binomial and Poisson data is at
+        most 0.  A Monte Carlo estimate above 0 (possible when the data are fitted almost
+        perfectly, e.g. separated data) is reported as 0; ``llf_unclipped`` keeps the
+        estimate and ``llf_mcse`` its Monte Carlo error, and the summary says so.
+        """
+        return min(self.llf_unclipped, 0.0)
+
+    def varcorr(self):
+        """SDs and correlations of the random effects (lme4's ``VarCorr``) with delta-method
+        standard errors and MCSEs (:func:`glmm_sm.results.varcorr.varcorr_frame`)."""
+        from glmm_sm.results.varcorr import varcorr_frame
+
+        return varcorr_frame(self)
+
+    # --------------------------------------------------------------- random effects
+    def random_effects(self, term=None):
+        """Conditional means and SDs of the random effects given the data, at the estimate.
+
+        Parameters
+        ----------
+        term : str, optional
+            A variance-component name; by default all random effects.
+
+        Returns
+        -------
+        DataFrame
+            Index: the random effects; columns ``Mean`` and ``SD`` (as
+            ``BinomialBayesMixedGLM``'s ``random_effects``).
+        """
+        mod = self.model
+        sel = np.arange(len(mod.vc_names))
+        terms = {name: (comps, labels) for name, comps, labels in mod.design.cov_terms}
+        if term in terms:
+            return self._vector_effects(*terms[term])
+        if term is not None:
+            comps = list(mod.design.vcp_names)
+            if term not in comps:
+                raise ValueError(f"term: unknown variance component {term!r}; use one of "
+                                 f"{comps + sorted(terms)}")
+            sel = np.flatnonzero(mod.ident == comps.index(term))
+        names = [mod.vc_names[j] for j in sel]
+        return pd.DataFrame({"Mean": self._re_mean[sel], "SD": self._re_sd[sel]}, index=names)
+
+    def _vector_effects(self, comps, labels):
+        """A correlated term's effects: one row per level, columns ``("Mean", label)`` and
+        ``("SD", label)`` for each of its ``k`` columns."""
+        mod = self.model
+        cols = [np.flatnonzero(mod.ident == c) for c in comps]
+        index = [mod.vc_names[j] for j in cols[0]]
+        data = {}
+        for what, arr in (("Mean", self._re_mean), ("SD", self._re_sd)):
+            for lab, cl in zip(labels, cols, strict=True):
+                data[(what, lab)] = arr[cl]
+        return pd.DataFrame(data, index=index)
+
+    # --------------------------------------------------------------- prediction
+    def predict(self, exog=None, which="mean", conditional=False, offset=None,
+                transform=True):
+        """Predicted means (``which="mean"``) or linear predictors (``which="linear"``).
+
+        Parameters
+        ----------
+        exog : DataFrame or array_like, optional
+            New data: a DataFrame goes through the model's formulas; default: the data fitted.
+        which : {"mean", "linear"}
+        conditional : bool
+            Add the predicted random effects (conditional means given the data); effects of
+            levels not seen in the fit are set to their mean, zero.  Default: fixed effects
+            only (the prediction for a new, unobserved cluster).
+        offset : array_like, optional
+        transform : bool
+            Pass ``exog`` through the formula (statsmodels' convention).
+        """
+        mod = self.model
+        if which not in ("mean", "linear"):
+            raise ValueError(f"which must be 'mean' or 'linear'; got {which!r}")
+        beta = np.asarray(self.params)[: mod.k_fe]
+        if exog is None:
+            eta = mod.exog @ beta + (mod.offset if offset is None else offset)
+            if conditional:
+                eta = eta + mod.exog_vc @ self._re_mean
+            index = getattr(mod.data, "row_labels", None)
+        else:
+            eta = np.asarray(super().predict(exog, transform=transform, which="linear"))
+            eta = eta + (0.0 if offset is None else np.asarray(offset, dtype=float))
+            if conditional:
+                eta = eta + self._new_vc_design(exog) @ self._re_mean
+            index = exog.index if isinstance(exog, pd.DataFrame) else None
+        out = eta if which == "linear" else mod.family.link.inverse(eta)
+        return pd.Series(out, index=index) if index is not None else out
+
+    def _new_vc_design(self, exog):
+        from glmm_sm.spec.design import vc_design_from_formulas
+
+        mod = self.model
+        if not isinstance(exog, pd.DataFrame) or getattr(mod, "vc_formulas", None) is None:
+            raise ValueError("conditional predictions for new data need a DataFrame and a "
+                             "model built with from_formula")
+        Z, _, _, names = vc_design_from_formulas(mod.vc_formulas, exog, eval_env={},
+                                                 **mod.vc_spec)
+        pos = {n: j for j, n in enumerate(mod.vc_names)}
+        cols = np.array([pos.get(n, -1) for n in names])
+        Zc = Z.tocsc()
+        out = np.zeros((Z.shape[0], len(mod.vc_names)))
+        for k, j in enumerate(cols):
+            if j >= 0:
+                out[:, j] += Zc[:, [k]].toarray()[:, 0]
+        return out
+
+    # --------------------------------------------------------------- tests
+    def _canonical_contrast(self, r_matrix):
+        if not isinstance(r_matrix, (str, list, tuple)):
+            return r_matrix
+        if isinstance(r_matrix, (list, tuple)):
+            if all(isinstance(s, str) for s in r_matrix):
+                return [self._canonical_contrast(s) for s in r_matrix]
+            return r_matrix
+        aliases = {}
+        for name in self.param_names:
+            alias = re.sub(r"\[T\.(True|False)\]", lambda mt: mt.group(1).upper(), name)
+            alias = re.sub(r"\[(T\.)?(.*?)\]", r"\2", alias)
+            if alias != name and alias not in self.param_names:
+                aliases[alias] = name
+        out = r_matrix
+        for alias in sorted(aliases, key=len, reverse=True):
+            pattern = r"(?<![\w\[\].])" + re.escape(alias) + r"(?![\w\[\]])"
+            out = re.sub(pattern, lambda _m, a=alias: aliases[a], out)
+        return out
+
+    def t_test(self, r_matrix, cov_p=None, use_t=None):
+        """statsmodels' ``t_test``; also accepts R-style names such as ``"CrossR/R"``."""
+        return super().t_test(self._canonical_contrast(r_matrix), cov_p=cov_p, use_t=use_t)
+
+    def wald_test(self, r_matrix, cov_p=None, invcov=None, use_f=None, df_constraints=None,
+                  scalar=True):
+        """statsmodels' ``wald_test``; also accepts R-style names such as ``"CrossR/R"``."""
+        return super().wald_test(self._canonical_contrast(r_matrix), cov_p=cov_p,
+                                 invcov=invcov, use_f=use_f, df_constraints=df_constraints,
+                                 scalar=scalar)
+
+    # --------------------------------------------------------------- inference
+    # (likelihood-ratio tests, profiles: glmm_sm/inference/lrtest.py, glmm_sm/inference/profile.py)
+    def conf_int(self, alpha=0.05, cols=None, method="wald", random_state=None):
+        """Confidence intervals: Wald (statsmodels' default) or profile likelihood.
+
+        Parameters
+        ----------
+        alpha : float
+            ``1 - alpha`` intervals.
+        cols : None, str, int or sequence of them
+            Parameters to compute (names or positions); the rows of the others are NaN.
+            Default: all.
+        method : {"wald", "profile"}
+            ``"wald"``: ``params -+ z se``, exactly statsmodels' (no truncation at 0).
+            ``"profile"``: ``{psi : 2 (l_max - l_p(psi)) <= chi2_{1, 1-alpha}}`` from the
+            Monte Carlo log-likelihood on the final draws, a variance's lower end 0 when the
+            profile deviance at 0 is below the cut (see :mod:`glmm_sm.inference.profile`).
+            The ends'
+            Monte Carlo errors are in :meth:`profile_conf_int`.
+        random_state : optional
+            For ``"profile"``: seeds re-centred draws and fits without a component
+            (default: derived from the fit's seed, so the result is reproducible).
+
+        Returns
+        -------
+        ndarray (k, 2), or a DataFrame for pandas data
+        """
+        from glmm_sm.inference.profile import _check_alpha, param_indices, profile_conf_int
+
+        if method not in ("wald", "profile"):
+            raise ValueError(f"method must be 'wald' or 'profile'; got {method!r}")
+        _check_alpha(alpha)
+        if method == "wald" and cols is None:
+            return super().conf_int(alpha=alpha)
+        if method == "profile":
+            self._scalar_only("conf_int(method='profile')")
+        rows = param_indices(self, cols)
+        out = np.full((len(self.params), 2), np.nan)
+        if method == "wald":
+            out[rows] = np.asarray(super().conf_int(alpha=alpha))[rows]
+        else:
+            ci = profile_conf_int(self, alpha, rows, random_state)
+            out[rows] = ci[["lower", "upper"]].to_numpy(dtype=float)
+        return out
+
+    def profile_conf_int(self, alpha=0.05, cols=None, random_state=None):
+        """Profile-likelihood intervals with the Monte Carlo standard error of each end.
+
+        Returns
+        -------
+        DataFrame
+            Columns ``lower``, ``upper``, ``lower_mcse``, ``upper_mcse``, ``note``; see
+            :func:`glmm_sm.inference.profile.profile_conf_int`.
+        """
+        from glmm_sm.inference.profile import profile_conf_int
+
+        self._scalar_only("profile_conf_int")
+        return profile_conf_int(self, alpha, cols, random_state)
+
+    def _scalar_only(self, what):
+        if self.model.design.cov.has_vector:
+            raise NotImplementedError(
+                f"{what} is not available for models with correlated random-effect terms "
+                "yet; use the Wald intervals (conf_int) and varcorr(), or compare_lr_test "
+                "against the model with independent (||) terms")
+
+    def profile(self, name, alpha=0.01, n_points=8, random_state=None):
+        """Profile curve of one parameter: DataFrame with ``value``, ``loglike``,
+        ``deviance``, ``zeta`` in increasing ``value``
+        (:func:`glmm_sm.inference.profile.profile_frame`).
+        ``deviance >= 0`` (how each is estimated: :mod:`glmm_sm.inference.profile`);
+        ``loglike`` is ``llf_mc - deviance / 2``, on the fit's scale whatever the draws.
+        """
+        from glmm_sm.inference.profile import profile_frame
+
+        self._scalar_only("profile")
+        return profile_frame(self, name, alpha=alpha, n_points=n_points,
+                             random_state=random_state)
+
+    def compare_lr_test(self, restricted, mixture=True):
+        """Likelihood-ratio test against a nested ``restricted`` fit (GLMM or GLM).
+
+        Returns
+        -------
+        (lr_stat, p_value, df_diff)
+            As statsmodels' ``compare_lr_test``; a chi-bar-square mixture gives the p-value
+            when variance components are set to 0.  :func:`glmm_sm.lrtest` returns the full
+            result with Monte Carlo errors.
+        """
+        from glmm_sm.inference.lrtest import lrtest
+
+        out = lrtest(self, restricted, mixture=mixture)
+        return out.statistic, out.pvalue, out.df
+
+    @cache_readonly
+    def llnull(self):
+        """Log-likelihood of the intercept-only GLM without random effects (statsmodels'
+        GLM convention; exact, with the family's constants)."""
+        from glmm_sm.inference.lrtest import null_loglike
+
+        return null_loglike(self.model)
+
+    # --------------------------------------------------------------- prediction, simulation
+    # (get_prediction, simulate, residuals: glmm_sm/inference/prediction.py and
+    # glmm_sm/inference/simulate.py)
+    #: How the likelihood was approximated: "mcla" here, "laplace" for ``fit(method="laplace")``.
+    method = "mcla"
+
+    @property
+    def response_label(self):
+        """The response as the summary names it: ``y``, or ``s / (s + f)`` for a binomial
+        response given as successes and failures."""
+        names = self.model.endog_names
+        if isinstance(names, (list, tuple)) and len(names) == 2:
+            return f"{names[0]} / ({names[0]} + {names[1]})"
+        return str(names)
+
+    def get_prediction(self, exog=None, offset=None, conditional=False, transform=True,
+                       exog_vc=None):
+        """Predicted means with delta-method standard errors and confidence intervals.
+
+        The interval is a normal interval for the linear predictor ``eta``, mapped through
+        the inverse link.  Marginal (default): ``eta = x' beta + offset`` with variance
+        ``x' Cov(beta) x``.  ``conditional=True``: ``eta`` adds ``z' E[u | y]`` and its
+        variance ``z' Var(u | y) z`` (:attr:`random_effects_cov`, correlations within a
+        block kept), treating ``beta_hat`` and ``u | y`` as independent and ``nu`` as known
+        (see :mod:`glmm_sm.inference.prediction`).
+
+        Parameters
+        ----------
+        exog : DataFrame or array_like, optional
+            New data; a DataFrame goes through the model's formulas.  Default: the data.
+        offset : array_like, optional
+            Default: the model's offset for the data fitted, 0 for new data.
+        conditional : bool
+            Include the predicted random effects; levels not seen in the fit get mean 0 and
+            variance ``nu``.
+        transform : bool
+            Pass ``exog`` through the formula.
+        exog_vc : array_like or sparse (n, q), optional
+            Random-effects design in the model's columns, for conditional predictions from
+            arrays.
+
+        Returns
+        -------
+        PredictionResultsMean
+            statsmodels' GLM prediction object: ``predicted_mean``, ``se_mean``,
+            ``conf_int()``, ``summary_frame(alpha)`` with ``mean``, ``mean_se``,
+            ``mean_ci_lower``, ``mean_ci_upper``; ``linpred`` for the linear predictor.
+        """
+        from glmm_sm.inference.prediction import get_prediction
+
+        return get_prediction(self, exog=exog, offset=offset, conditional=conditional,
+                              transform=transform, exog_vc=exog_vc)
+
+    @cache_readonly
+    def random_effects_cov(self):
+        """Conditional covariance of the random effects given the data, at the estimate.
+
+        scipy.sparse ``(q, q)``, block diagonal, in the order of ``model.vc_names``:
+        importance-sampling moments of the final round's draws (see
+        :func:`glmm_sm.inference.prediction.conditional_re_cov`).  Its diagonal is the square of
+        ``random_effects()["SD"]``.
+        """
+        from glmm_sm.inference.prediction import conditional_re_cov
+
+        return conditional_re_cov(self)
+
+    @cache_readonly
+    def fittedvalues(self):
+        """Marginal fitted means ``g^{-1}(X beta + offset)``, random effects at 0 (a
+        proportion for binomial data).  ``predict(conditional=True)`` gives the conditional
+        ones; the residuals below are conditional."""
+        return np.asarray(self.predict(), dtype=float)
+
+    @cache_readonly
+    def resid_response(self):
+        """Conditional response residuals ``y - N mu``, ``mu`` the inverse link at
+        ``X beta + offset + Z E[u | y]`` (as lme4's ``residuals()`` and MixedLM's
+        ``resid``); successes minus expected successes for binomial data with trials, as
+        statsmodels' GLM.  Not ``y - fittedvalues``: the fitted values are marginal."""
+        from glmm_sm.inference.prediction import resid_response
+
+        return resid_response(self)
+
+    @cache_readonly
+    def resid_pearson(self):
+        """Conditional Pearson residuals ``sqrt(w) (y - N mu) / sqrt(N V(mu))`` (statsmodels
+        GLM's, with the weights as ``var_weights``); ``mu`` as in :attr:`resid_response`."""
+        from glmm_sm.inference.prediction import resid_pearson
+
+        return resid_pearson(self)
+
+    def simulate(self, nrep=1, random_state=None):
+        """Responses simulated from the fitted model with new random effects.
+
+        ``u ~ N(0, nu_hat)`` afresh for each replicate, then ``y | u`` from the family with
+        the model's trials and offset; the observation weights are not used (each row is
+        drawn once; a warning says so when they are not all 1).  See
+        :mod:`glmm_sm.inference.simulate`.
+
+        Parameters
+        ----------
+        nrep : int
+        random_state : None, int, SeedSequence or Generator
+
+        Returns
+        -------
+        ndarray (n, nrep)
+            Counts, or successes for binomial data with trials.
+        """
+        from glmm_sm.inference.simulate import simulate
+
+        return simulate(self, nrep=nrep, random_state=random_state)
+
+    def resid_quantile(self, nsim=250, random_state=None):
+        """Randomized quantile residuals (DHARMa's scaled residuals), Uniform(0, 1) under
+        the model.
+
+        Each observation is ranked among ``nsim`` responses simulated *unconditionally*
+        (new random effects, DHARMa's default), ties broken uniformly at random.
+        Overdispersion piles them near 0 and 1.  See :mod:`glmm_sm.inference.simulate`.
+
+        Parameters
+        ----------
+        nsim : int
+        random_state : None, int, SeedSequence or Generator
+
+        Returns
+        -------
+        ndarray (n,)
+        """
+        from glmm_sm.inference.simulate import resid_quantile
+
+        return resid_quantile(self, nsim=nsim, random_state=random_state)
+
+    # --------------------------------------------------------------- plots
+    # (glmm_sm/inference/plots.py; matplotlib is an optional extra)
+    def plot_diagnostics(self, figsize=None):
+        """Monte Carlo diagnostics: ESS per block, MCSE/SE and m per round, importance
+        weights (a matplotlib Figure; see :func:`glmm_sm.inference.plots.plot_diagnostics`)."""
+        from glmm_sm.inference.plots import plot_diagnostics
+
+        return plot_diagnostics(self, figsize=figsize)
+
+    def plot_random_effects(self, term=None, alpha=0.05, sort=True, figsize=None):
+        """Caterpillar plot of the conditional means of the random effects with intervals
+        (see :func:`glmm_sm.inference.plots.plot_random_effects`)."""
+        from glmm_sm.inference.plots import plot_random_effects
+
+        return plot_random_effects(self, term=term, alpha=alpha, sort=sort, figsize=figsize)
+
+    def plot_profile(self, name, alpha=0.05, profile=None, ax=None, **kwargs):
+        """Profile zeta plot of parameter ``name``; ``kwargs`` go to :meth:`profile`
+        (see :func:`glmm_sm.inference.plots.plot_profile`)."""
+        from glmm_sm.inference.plots import plot_profile
+
+        return plot_profile(self, name, alpha=alpha, profile=profile, ax=ax, **kwargs)
+
+    def plot_residuals(self, nsim=250, random_state=None, resid=None, figsize=None):
+        """Randomized quantile residuals: uniform QQ plot and residuals against fitted
+        values (see :func:`glmm_sm.inference.plots.plot_residuals`)."""
+        from glmm_sm.inference.plots import plot_residuals
+
+        return plot_residuals(self, nsim=nsim, random_state=random_state, resid=resid,
+                              figsize=figsize)
+
+    # --------------------------------------------------------------- summary
+    def summary(self, alpha=0.05, title=None):
+        """Header, fixed effects, and variance components with MCSE.
+
+        Variance components get one-sided p-values (H1: nu > 0); Wald inference at the
+        zero boundary is conservative.
+        """
+        from glmm_sm.results.summary import build_summary
+
+        return build_summary(self, alpha=alpha, title=title)
+
+
+class MonteCarloGLMMResultsWrapper(LikelihoodResultsWrapper):
+    _attrs = {"resid_response": "rows", "resid_pearson": "rows"}
+    _wrap_attrs = wrap.union_dicts(LikelihoodResultsWrapper._wrap_attrs, _attrs)
+    _methods = {}
+    _wrap_methods = wrap.union_dicts(LikelihoodResultsWrapper._wrap_methods, _methods)
+
+
+wrap.populate_wrapper(MonteCarloGLMMResultsWrapper, MonteCarloGLMMResults)
+
+
+def _mle_retvals(outcome):
+    """statsmodels' ``mle_retvals`` (``converged``, ``iterations``, ``fopt``, ``gopt``,
+    ``hopt``, ``warnflag``) plus the MCLA rounds' raw optimizer statuses."""
+    log = outcome.log
+    ev = outcome.evaluation
+    rounds = log.rounds
+    last = rounds[-1] if rounds else {}
+    return {"converged": bool(outcome.converged), "message": log.message,
+            "iterations": int(sum(r.get("iterations", 0) for r in rounds)),
+            "rounds": len(rounds),
+            "fopt": -float(ev.value) if ev is not None else np.nan,
+            "gopt": None if ev is None or ev.gradient is None else -ev.gradient,
+            "hopt": None if ev is None or ev.hessian is None else -ev.hessian,
+            "warnflag": 0 if outcome.converged else 1,
+            "optimizer_status": [r.get("optimizer_status") for r in rounds],
+            "optimizer_message": last.get("optimizer_message"),
+            "laplace": {k: v for k, v in log.laplace.items() if k != "params"}}

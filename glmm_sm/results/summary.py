@@ -1,0 +1,164 @@
+"""The summary table of a Monte Carlo GLMM fit."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import stats
+from statsmodels.iolib.summary import Summary
+from statsmodels.iolib.table import SimpleTable
+
+__all__ = ["build_summary"]
+
+
+def _fmt(x, digits=4):
+    if not np.isfinite(x):
+        return "nan" if np.isnan(x) else ("inf" if x > 0 else "-inf")
+    if x != 0 and abs(x) < 10 ** (-digits):
+        return f"{x:.2e}"
+    return f"{x:.{digits}f}"
+
+
+def _pfmt(p):
+    return f"{p:.2e}" if p < 1e-3 else f"{p:.4f}"
+
+
+def _max_ratio(mcse, bse):
+    ok = np.isfinite(bse) & (bse > 0)
+    return float(np.max(mcse[ok] / bse[ok])) if ok.any() else np.nan
+
+
+def build_summary(res, alpha=0.05, title=None):
+    """A statsmodels ``Summary`` with the MCSE column and a variance-component table."""
+    k = res.model.k_fe
+    names = res.param_names
+    params = np.asarray(res.params)
+    bse = np.asarray(res.bse)
+    mcse = np.asarray(res.mcse())
+    smry = Summary()
+    gleft, gright = _header(res, mcse, bse)
+    smry.add_table_2cols(res, gleft=gleft, gright=gright,
+                         title=title or "Generalized Linear Mixed Model Results (MCLA)")
+    est = (params, bse, mcse)
+    smry.tables.append(_param_table(est, slice(0, k), names, alpha, "coef", "P>|z|",
+                                    "Fixed effects"))
+    smry.tables.append(_param_table(est, slice(k, len(params)), names, alpha, "variance",
+                                    "P>z (1-sided)", "Variance components"))
+    if res.model.design.cov.has_vector:
+        smry.tables.append(_varcorr_table(res))
+    smry.add_extra_txt(_notes(res, bse, names, k))
+    return smry
+
+
+def _varcorr_table(res):
+    """lme4's VarCorr: SDs and correlations with delta-method SEs and MCSEs."""
+    from glmm_sm.results.varcorr import varcorr_frame
+
+    vc = varcorr_frame(res)
+    rows, stubs = [], []
+    for r in vc.itertuples():
+        stubs.append(f"{r.group} {'SD(' + r.name + ')' if not r.name2 else 'Corr('}"
+                     + (f"{r.name}, {r.name2})" if r.name2 else ""))
+        rows.append([_fmt(r.estimate), _fmt(r.se), _fmt(r.mcse)])
+    return SimpleTable(rows, ["estimate", "std err", "MCSE"], stubs,
+                       title="Random effects: SDs and correlations (VarCorr)",
+                       txt_fmt=_txt_fmt())
+
+
+def _header(res, mcse, bse):
+    """The two columns of the header table: the model (left) and the fit (right)."""
+    mod = res.model
+    levels = np.bincount(mod.ident, minlength=mod.design.k_vc)
+    cov = mod.design.cov
+    unit_names = [mod.vcp_names[cov.unit_params(ui).start].split(" Var(")[0]
+                  for ui in range(len(cov.units))]
+    gleft = [
+        ("Dep. Variable:", [res.response_label]),
+        ("Family:", [mod.family_kind.name.capitalize()]),
+        ("Method:", ["Monte Carlo likelihood approx."]),
+        ("No. Observations:", [f"{int(res.nobs)}"]),
+        ("Levels per component:",
+         [", ".join(f"{n} {levels[u[0]]}" for n, u in zip(unit_names, cov.units,
+                                                           strict=True))]),
+        ("Independent blocks:", [f"{res.n_blocks}"]),
+    ]
+    gright = [
+        ("Monte Carlo draws m:", [f"{res.m}" if res.m else "none (exact GLM)"]),
+        ("Smallest block ESS:", [f"{np.min(res.ess):.0f}" if len(res.ess) else "n/a"]),
+        ("Log-Likelihood:", [f"{res.llf:.4f}"]),
+        ("  its MCSE:", [f"{res.llf_mcse:.4f}"]),
+        ("Max MCSE/SE:", [_fmt(_max_ratio(mcse, bse), 3)]),
+        ("Max Pareto k:", [_pareto(res)]),
+        ("Converged:", [str(bool(res.converged))]),
+    ]
+    return gleft, gright
+
+
+def _pareto(res):
+    """The largest per-block Pareto k of the weights (PSIS: < 0.5 good, > 0.7 unreliable)."""
+    k = np.asarray(getattr(res, "pareto_k", []), dtype=float)
+    k = k[np.isfinite(k)]
+    return f"{k.max():.2f}" if k.size else "n/a"
+
+
+def _param_table(est, rows_of, names, alpha, what, p_head, title):
+    """Estimates, Wald z and p-values, intervals and MCSEs of the parameters ``rows_of``:
+    two-sided p-values for fixed effects, one-sided (H1: variance > 0) for variances."""
+    params, bse, mcse = est
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = params / bse
+    q = stats.norm.ppf(1 - alpha / 2)
+    head = [what, "std err", "z", p_head, f"[{alpha / 2:g}", f"{1 - alpha / 2:g}]", "MCSE"]
+    rows = []
+    for j in range(rows_of.start, rows_of.stop):
+        two = what == "coef" or " Cov(" in str(names[j])
+        p = 2 * stats.norm.sf(abs(z[j])) if two else stats.norm.sf(z[j])
+        rows.append([_fmt(params[j]), _fmt(bse[j]), f"{z[j]:.3f}", _pfmt(p),
+                     _fmt(params[j] - q * bse[j]), _fmt(params[j] + q * bse[j]),
+                     _fmt(mcse[j])])
+    return SimpleTable(rows, head, names[rows_of], title=title, txt_fmt=_txt_fmt())
+
+
+def _notes(res, bse, names, k):
+    """The notes under the tables: what the errors mean, and any problem with the fit."""
+    boundary = list(getattr(res, "boundary", []))
+    notes = [
+        "Standard errors: inverse Monte Carlo observed information. MCSE: Monte Carlo "
+        "standard error of each estimate (Sung and Geyer 2007); it shrinks as m grows. "
+        "It holds while the Pareto k of the importance weights is below 0.5 (and is "
+        "optimistic up to 0.7; PSIS, Vehtari et al. 2024).",
+        "Variance components: one-sided Wald p-values for H1: variance > 0 (two-sided for "
+        "covariances). At the zero boundary Wald inference is conservative and intervals "
+        "may cross zero.",
+    ]
+    singular = list(getattr(res, "singular", []))
+    if singular:
+        notes.append(f"BOUNDARY (singular fit): the covariance of {singular} is singular at "
+                     "the estimate (a variance at 0 or a correlation at +-1); Wald standard "
+                     "errors and the VarCorr table's delta-method errors are not reliable "
+                     "there.")
+    if not res.converged:
+        notes.append("WARNING: the Monte Carlo MLE did not converge: " + res.fit_log.message)
+    raw = getattr(res, "llf_unclipped", res.llf)
+    if raw > res.llf:
+        notes.append(f"The Monte Carlo estimate of the log-likelihood was {raw:.4g} (MCSE "
+                     f"{res.llf_mcse:.2g}); a log-probability cannot exceed 0, so 0 is "
+                     "reported.")
+    if np.any(np.isnan(bse[k:][~np.isin(names[k:], boundary)])) or np.any(np.isnan(bse[:k])):
+        notes.append("nan standard errors: the Hessian is not negative definite in the "
+                     "directions of those parameters (see the fit's ConvergenceWarning).")
+    if boundary:
+        scores = ", ".join(f"{n}: {res.fit_log.boundary.get(n, np.nan):.4g}" for n in boundary)
+        notes.append(
+            f"BOUNDARY: variance component(s) {boundary} are estimated at 0, the edge of the "
+            "parameter space; their effects are dropped and the estimates above are those of "
+            "the model without them. A standard error is undefined there (nan). One-sided "
+            f"derivative of the log-likelihood at 0 ({scores}): negative means 0 is a "
+            "maximum. Test variance = 0 by a likelihood-ratio test against the 50:50 "
+            "mixture of chi2(0) and chi2(1).")
+    return notes
+
+
+def _txt_fmt():
+    from statsmodels.iolib.tableformatting import fmt_params
+
+    return dict(fmt_params)

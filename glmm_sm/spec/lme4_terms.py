@@ -1,0 +1,193 @@
+"""lme4 random-effect terms in the formula, ``y ~ x + (1 | g)``, as variance components.
+
+The scalar terms are read here and become variance components of the ``vc_formulas`` form:
+
+=========================  ==========================================================
+term                       components (name: design)
+=========================  ==========================================================
+``(1 | g)``                ``g: 0 + C(g)`` (exactly ``{"g": "0 + C(g)"}``)
+``(0 + x | g)``            ``g:x: 0 + C(g):x`` (a random slope, one per level)
+``(1 + x || g)``           ``g`` and ``g:x``, independent
+``(1 | g1/g2)``            ``g1`` and ``g1:g2`` (``g2`` nested in ``g1``)
+``(1 | g1:g2)``            ``g1:g2: 0 + C(g1):C(g2)``
+=========================  ==========================================================
+
+A term with ``|`` and more than one column, ``(x | g)`` or ``(1 + x | g)``, has correlated
+effects: each level of ``g`` has a vector of effects ``N(0, Sigma)`` with an unstructured
+``Sigma`` (:mod:`glmm_sm.spec.covstruct`).  Its columns are the formula engine's model matrix of
+``x`` (``1 + x`` for ``x``, as in lme4), each multiplied by the indicators of ``g``'s levels
+(:func:`vector_term_design`); its parameters are named ``g Var(Intercept)``,
+``g Cov(x, Intercept)``, ``g Var(x)``.  Correlated terms come after the scalar components.
+
+The terms are recognised with a regular expression (parentheses holding a bar); everything
+else stays in the fixed-effects formula, which the formula engine reads as before.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+__all__ = ["lme4_terms", "split_random_terms", "vector_terms", "vector_term_design"]
+
+#: ``(expr | group)`` or ``(expr || group)``, with the ``+`` before it (for removal).
+_TERM = re.compile(r"\+?\s*\(([^()|]*)(\|\|?)([^()]*)\)")
+
+
+def lme4_terms(formula):
+    """The lme4 ``(expr | group)`` terms of ``formula`` as ``(expr, bar, group)`` triples."""
+    return [(a.strip(), bar, g.strip()) for a, bar, g in _TERM.findall(str(formula))]
+
+
+def split_random_terms(formula, vc_formulas=None, data=None):
+    """The fixed-effects formula and the variance components of its lme4 terms.
+
+    Parameters
+    ----------
+    formula : str
+        E.g. ``"Mate ~ 0 + Cross + (1 | Female) + (1 | Male)"``.
+    vc_formulas : dict, optional
+        Further components; their names must differ from the terms'.
+    data : pandas.DataFrame, optional
+        With it, a ``|`` term whose one expression gives several columns (a factor,
+        ``(0 + f | g)``) is correlated, as in lme4.
+
+    Returns
+    -------
+    fixed : str
+        The formula without its random-effect terms (``"y ~ 1"`` if nothing is left).
+    vc_formulas : dict or list or None
+        ``vc_formulas`` with the terms' components added (unchanged when there are none).
+    """
+    terms = lme4_terms(formula)
+    if not terms:
+        return formula, vc_formulas
+    comps = {}
+    for expr, bar, group in terms:
+        if _is_vector(expr, bar, data):
+            continue
+        for name, design in _components(expr, bar, group, formula):
+            if name in comps:
+                raise ValueError(f"formula {formula!r}: the random-effect terms give the "
+                                 f"component {name!r} twice")
+            comps[name] = design
+    if vc_formulas is not None and not isinstance(vc_formulas, dict):
+        raise ValueError(f"formula {formula!r}: lme4 random-effect terms can be combined only "
+                         "with vc_formulas given as a dict")
+    clash = sorted(set(comps) & set(vc_formulas or {}))
+    if clash:
+        raise ValueError(f"formula {formula!r}: the random-effect terms' component(s) {clash} "
+                         "are also in vc_formulas; give each component once")
+    lhs, rhs = str(formula).split("~", 1)
+    rhs = _TERM.sub(" ", rhs).strip().lstrip("+").strip()
+    fixed = f"{lhs.strip()} ~ {rhs or '1'}"
+    if not comps:
+        return fixed, vc_formulas
+    return fixed, {**(vc_formulas or {}), **comps}
+
+
+def _columns(expr):
+    parts = [t.strip() for t in expr.replace("-", "+ -").split("+") if t.strip()]
+    no_intercept = any(t in ("0", "-1", "- 1") for t in parts)
+    slopes = [t for t in parts if t not in ("0", "1", "-1", "- 1")]
+    return ([] if no_intercept else [None]) + slopes
+
+
+def _is_vector(expr, bar, data=None):
+    """A ``|`` term with more than one column: by its terms, or (given ``data``) by the
+    formula engine's model matrix (a factor gives one column per level)."""
+    if bar != "|":
+        return False
+    if len(_columns(expr)) > 1:
+        return True
+    if data is None:
+        return False
+    from statsmodels.formula._manager import FormulaManager
+
+    try:
+        mat = FormulaManager().get_matrices(expr, data, eval_env=0, pandas=True,
+                                            na_action="drop")
+    except Exception:  # evaluated again, with its own message, where it is built
+        return False
+    return mat.shape[1] > 1
+
+
+def vector_terms(formula, data=None):
+    """The correlated terms of ``formula`` as ``(group, expr)`` pairs, e.g.
+    ``("district", "1 + urban")``; nested groups ``g1/g2`` are refused."""
+    out = []
+    for expr, bar, group in lme4_terms(formula):
+        if not _is_vector(expr, bar, data):
+            continue
+        g = re.sub(r"\s+", "", group)
+        if "/" in g:
+            raise ValueError(f"formula {formula!r}: write the nested correlated term "
+                             f"({expr} | {group}) as one term per level of nesting, e.g. "
+                             f"({expr} | {g.split('/')[0]}) + ({expr} | {g.replace('/', ':')})")
+        out.append((g, expr))
+    return out
+
+
+def vector_term_design(group, expr, data, eval_env=0):
+    """Columns of the correlated term ``(expr | group)``.
+
+    Returns
+    -------
+    Z : scipy.sparse.csr_matrix (n, k L)
+        ``k`` blocks of ``L`` columns: block ``c`` is the model-matrix column ``c`` of
+        ``expr`` times the indicators of ``group``'s ``L`` levels.
+    names : list of str
+        Effect names: the level's name for the intercept, ``level:column`` for the others.
+    labels : list of str
+        The ``k`` model-matrix columns (``Intercept``, ``urban[T.Y]``, ...).
+    """
+    import pandas as pd
+    import scipy.sparse as sp
+    from statsmodels.formula._manager import FormulaManager
+
+    mgr = FormulaManager()
+    factor = ":".join(f"C({v})" for v in group.split(":"))
+    label = f"({expr} | {group})"
+    try:
+        G = pd.DataFrame(mgr.get_matrices(f"0 + {factor}", data, eval_env=eval_env,
+                                          pandas=True, na_action="raise"))
+        M = pd.DataFrame(mgr.get_matrices(expr, data, eval_env=eval_env, pandas=True,
+                                          na_action="raise"))
+    except Exception as exc:  # the formula engines raise many types
+        raise ValueError(f"random-effect term {label}: could not evaluate it: {exc}") from exc
+    labels = [str(c) for c in M.columns]
+    if len(labels) < 2:
+        raise ValueError(f"random-effect term {label} gives {len(labels)} column(s); a "
+                         "correlated term needs at least two")
+    Gm = sp.csr_matrix(G.to_numpy(dtype=np.float64))
+    Mv = M.to_numpy(dtype=np.float64)
+    if not np.all(np.isfinite(Mv)):
+        raise ValueError(f"random-effect term {label}: NaN or infinite values")
+    Z = sp.hstack([Gm.multiply(Mv[:, [c]]) for c in range(Mv.shape[1])], format="csr")
+    lev = [str(c) for c in G.columns]
+    names = [lv if lab == "Intercept" else f"{lv}:{lab}" for lab in labels for lv in lev]
+    return Z, names, labels
+
+
+def _components(expr, bar, group, formula):
+    """``(name, design)`` pairs of one term ``(expr bar group)``."""
+    columns = _columns(expr)
+    if not columns:
+        raise ValueError(f"formula {formula!r}: the term ({expr} {bar} {group}) has no "
+                         "random effect")
+    out = []
+    for g in _groups(group):
+        factor = ":".join(f"C({v})" for v in g.split(":"))
+        for col in columns:
+            if col is None:
+                out.append((g, f"0 + {factor}"))
+            else:
+                out.append((f"{g}:{col}", f"0 + {factor}:{col}"))
+    return out
+
+
+def _groups(group):
+    """``g1/g2/g3`` -> ``g1``, ``g1:g2``, ``g1:g2:g3``; anything else as it is."""
+    levels = [re.sub(r"\s+", "", g) for g in group.split("/")]
+    return [":".join(levels[: i + 1]) for i in range(len(levels))]
