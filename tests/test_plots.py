@@ -24,7 +24,8 @@ from matplotlib.figure import Figure  # noqa: E402
 from models import salamander_binomial  # noqa: E402
 
 import glmm_sm  # noqa: E402
-from glmm_sm import MonteCarloGLMM, plots  # noqa: E402
+from glmm_sm import MonteCarloGLMM  # noqa: E402
+from glmm_sm.inference import plots  # noqa: E402
 
 FORMULA = "Mate ~ 0 + Cross"
 VC = {"F": "0 + C(Female)", "M": "0 + C(Male)"}
