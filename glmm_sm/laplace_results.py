@@ -18,10 +18,7 @@ import inspect
 import time
 
 import numpy as np
-from scipy import stats
 from statsmodels.base import wrapper as wrap
-from statsmodels.iolib.summary import Summary
-from statsmodels.iolib.table import SimpleTable
 
 from .boundary import BOUNDARY_NU, at_boundary
 from .engine import Evaluation
@@ -229,51 +226,8 @@ def _same(a, b):
 
 
 def laplace_summary(res, alpha=0.05, title=None):
-    """The summary of a Laplace fit: as MCLA's, without the Monte Carlo columns."""
-    from .summary import _fmt, _pfmt, _txt_fmt
+    """The summary of a Laplace fit: :func:`glmm_sm.summary.build_summary`'s layout, without
+    the Monte Carlo columns."""
+    from .summary import build_summary
 
-    mod = res.model
-    levels = np.bincount(mod.ident, minlength=mod.design.k_vc)
-    smry = Summary()
-    gleft = [("Dep. Variable:", [res.response_label]),
-             ("Family:", [mod.family_kind.name.capitalize()]),
-             ("Method:", ["Laplace approximation"]),
-             ("No. Observations:", [f"{int(res.nobs)}"]),
-             ("Levels per component:",
-              [", ".join(f"{n} {c}" for n, c in zip(mod.vcp_names, levels, strict=True))])]
-    gright = [("Independent blocks:", [f"{res.n_blocks}"]),
-              ("Log-Likelihood:", [f"{res.llf:.4f}"]),
-              ("AIC:", [f"{res.aic:.4f}"]),
-              ("Converged:", [str(bool(res.converged))])]
-    smry.add_table_2cols(res, gleft=gleft, gright=gright,
-                         title=title or "Generalized Linear Mixed Model Results (Laplace)")
-    params, bse = np.asarray(res.params), np.asarray(res.bse)
-    q = stats.norm.ppf(1 - alpha / 2)
-    lo, hi = f"[{alpha / 2:g}", f"{1 - alpha / 2:g}]"
-    k = mod.k_fe
-    for rows, head, tail, name in ((range(k), "coef", "P>|z|", "Fixed effects"),
-                                   (range(k, len(params)), "variance", "P>z (1-sided)",
-                                    "Variance components")):
-        body = []
-        for j in rows:
-            z = params[j] / bse[j] if bse[j] > 0 else np.nan
-            pv = 2 * stats.norm.sf(abs(z)) if j < k else stats.norm.sf(z)
-            body.append([_fmt(params[j]), _fmt(bse[j]), f"{z:.3f}", _pfmt(pv),
-                         _fmt(params[j] - q * bse[j]), _fmt(params[j] + q * bse[j])])
-        smry.tables.append(SimpleTable(body, [head, "std err", "z", tail, lo, hi],
-                                       [res.param_names[j] for j in rows], title=name,
-                                       txt_fmt=_txt_fmt()))
-    notes = ["Laplace approximation of the likelihood (as lme4's glmer with nAGQ = 1). "
-             "Standard errors: inverse of minus the Hessian of the Laplace log-likelihood "
-             "(central differences of its analytic gradient). There is no Monte Carlo error "
-             "(no MCSE column); the approximation's bias is not measured: compare with the "
-             "MCLA fit (glmm_sm.compare).",
-             "Variance components: one-sided Wald p-values for H1: variance > 0."]
-    if res.boundary:
-        notes.append(f"BOUNDARY: variance component(s) {res.boundary} are at the lower bound "
-                     f"of the optimizer (below {BOUNDARY_NU:g}); their standard errors are "
-                     "undefined (nan).")
-    if not res.converged:
-        notes.append("WARNING: " + res.fit_log.message)
-    smry.add_extra_txt(notes)
-    return smry
+    return build_summary(res, alpha=alpha, title=title)

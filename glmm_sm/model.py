@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from statsmodels.base.model import LikelihoodModel
+from statsmodels.tools.sm_exceptions import MissingDataError
 
 from ._compat import (  # noqa: F401  (_Safe*Data: older pickles name them here)
+    ENGINE_ERRORS,
     SAFE_DATA,
     _SafeModelData,
     _SafePandasData,
@@ -223,10 +225,7 @@ class MonteCarloGLMM(LikelihoodModel):
                                        vcp_names=vcp_names, family=family, weights=weights,
                                        offset=offset, vc_names=col_names,
                                        cov_terms=cov_terms or None, **kwargs)
-        except Exception as exc:
-            if type(exc).__name__ not in ("PatsyError", "FactorEvaluationError",
-                                          "MissingDataError", "FormulaMaterializationError"):
-                raise
+        except (*ENGINE_ERRORS, MissingDataError) as exc:
             raise ValueError(f"formula {formula!r}: {exc}") from exc
         categorical = categorical_response(mod.data.ynames)
         if categorical is not None:
@@ -236,6 +235,9 @@ class MonteCarloGLMM(LikelihoodModel):
                              "0/1 number (1 for a success) or as two columns 'successes + "
                              "failures'")
         mod.vc_formulas = vc_formulas
+        #: The correlated terms ``(group, expr)`` in the order of ``cov_terms`` (their
+        #: designs are rebuilt from these for conditional predictions on new data).
+        mod.vector_terms = [(g, e) for g, e in vterms]
         mod.vc_spec = {"vcp_names": varcomps_names, "equal": varcomps_equal}
         mod.n_dropped = int((~keep).sum())
         return mod
