@@ -16,14 +16,17 @@ from __future__ import annotations
 
 import inspect
 import time
+import warnings
 
 import numpy as np
 from statsmodels.base import wrapper as wrap
+from statsmodels.tools.sm_exceptions import ConvergenceWarning
 
+from ._validation import nonnegative_up_to_rounding
 from .boundary import BOUNDARY_NU, at_boundary
 from .engine import Evaluation
 from .fitting import FitLog, FitOutcome
-from .laplace import conditional_mode, laplace_score
+from .laplace import conditional_mode, laplace_fit, laplace_score
 from .partials import kernel_prior
 from .prediction import block_cov_matrix
 from .results import MonteCarloGLMMResults, MonteCarloGLMMResultsWrapper
@@ -129,10 +132,23 @@ def _outcome(model, system, params, value, mode, seconds):
     log = FitLog(laplace={"params": params, "value": float(value), "seconds": seconds})
     log.message = ("Laplace MLE" + ("" if converged else
                    f": not at a maximum (Newton decrement {0.5 * decrement:.3g})"))
+    if not np.all(np.isfinite(cov[np.ix_(free, free)])):
+        names = list(model.data.param_names)
+        converged = False
+        text = ("the Hessian of the Laplace log-likelihood is not negative definite at the "
+                f"estimate (parameters {[names[j] for j in free]}), whose standard errors "
+                "are reported as NaN. Causes: parameters that are not identified (aliased "
+                "random effects, a variance component with too few levels), a fit stopped "
+                "short, or a maximum on the boundary")
+        log.warnings.append(text)
+        log.message = text + "; " + log.message
+        warnings.warn(text, ConvergenceWarning, stacklevel=4)
     re_cov = laplace_re_cov(model, system, nu, mode)
     mean = np.zeros(len(model.vc_names))
     mean[data.layout.col_perm] = mode.u
-    sd = np.sqrt(np.clip(re_cov.diagonal(), 0.0, None))
+    diag = re_cov.diagonal()  # sums of squares (L^-T L^-1) and prior variances: >= 0
+    sd = np.sqrt(nonnegative_up_to_rounding(diag, np.abs(diag), "Laplace conditional "
+                                            "variances of the random effects"))
     outcome = FitOutcome(params, ev, None, log, converged, None, boundary=boundary, cov=cov,
                          mcse_cov=np.zeros_like(cov), m=0, re_moments=(mean, sd))
     return outcome, re_cov
@@ -210,10 +226,14 @@ def fit_laplace_results(model, start_params=None, factorize=None, **mcla_args):
     if factorize is not None and not isinstance(factorize, (bool, np.bool_)):
         raise TypeError(f"factorize must be True, False or None; got {factorize!r}")
     t0 = time.perf_counter()
-    params, value, mode = model.fit_laplace(start_params, factorize=factorize)
     system = model.block_system(factorize)
+    lapfit = laplace_fit(system, start_params)
+    params, value, mode = lapfit.params, lapfit.value, lapfit.mode
     outcome, re_cov = _outcome(model, system, np.asarray(params, dtype=float), value, mode,
                                time.perf_counter() - t0)
+    for text in lapfit.notes:  # whitening not done, precisions not positive definite
+        outcome.log.warnings.append(text)
+        warnings.warn(text, ConvergenceWarning, stacklevel=3)
     res = LaplaceGLMMResults(model, outcome, re_cov, system.data.n_blocks)
     return LaplaceGLMMResultsWrapper(res)
 

@@ -188,6 +188,17 @@ class MonteCarloGLMM(LikelihoodModel):
         if unknown:
             raise TypeError(f"from_formula() got unknown argument(s) {unknown}")
         if isinstance(vc_formulas, pd.DataFrame) and (data is None or isinstance(data, dict)):
+            # statsmodels' other models take (formula, data): the data frame second is
+            # unambiguous (a frame is never vc_formulas), so it still works, with a
+            # FutureWarning (statsmodels' deprecation category) naming the order.
+            import warnings
+
+            warnings.warn("from_formula(formula, data, vc_formulas): the data frame was given "
+                          "in second place, where MonteCarloGLMM (like "
+                          "BinomialBayesMixedGLM) takes vc_formulas; it is used as data. "
+                          "This order will be refused in a future version: write "
+                          "from_formula(formula, vc_formulas, data) or pass data=... by "
+                          "keyword", FutureWarning, stacklevel=2)
             vc_formulas, data = data, vc_formulas
         if not isinstance(data, pd.DataFrame):
             raise TypeError(f"data must be a pandas DataFrame; got {type(data).__name__}")

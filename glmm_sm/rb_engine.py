@@ -17,6 +17,7 @@ import numpy as np
 from . import _kernels
 from ._constants import HALF_LOG2PI
 from ._kernels_rb import TILE, make_state, rb_chunk_sums, rb_log_weights
+from ._validation import nonnegative_up_to_rounding
 from .engine import Evaluation, effective_n_jobs, finish
 from .partials import DrawShift, PartialSums, _scales, partition_bounds
 
@@ -218,7 +219,9 @@ class RBEngine:
         sd = np.sqrt(nu[data.arrays.ident])
         cp = data.layout.col_perm
         mean[cp] = mean_l
-        sd[cp] = np.sqrt(np.clip(m2_l - mean_l**2, 0, None))
+        # E[u^2] - E[u]^2 >= 0 (weighted moments): below 0 only by rounding.
+        sd[cp] = np.sqrt(nonnegative_up_to_rounding(
+            m2_l - mean_l**2, m2_l, "conditional variances of the random effects"))
         return mean, sd
 
     def iter_log_weights(self, params):

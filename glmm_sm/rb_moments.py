@@ -20,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
+from ._validation import nonnegative_up_to_rounding
 from .rb_proposal import LevelQuadrature
 
 __all__ = ["rb_effect_cov"]
@@ -85,4 +86,7 @@ class _Nodes:
         u = U[self.v_idx]
         A, _, _, pi = self.quad.posterior(u, self.Zv @ u)
         mu = np.einsum("ljk,ljk->lk", pi, A)
-        return mu, np.maximum(np.einsum("ljk,ljk->lk", pi, A * A) - mu * mu, 0.0)
+        m2 = np.einsum("ljk,ljk->lk", pi, A * A)
+        # A node variance E[a^2] - E[a]^2 >= 0: below 0 only by rounding.
+        return mu, nonnegative_up_to_rounding(m2 - mu * mu, m2,
+                                              "node variances of the integrated effects")

@@ -9,6 +9,7 @@ import pandas as pd
 from statsmodels.base import wrapper as wrap
 from statsmodels.base.model import LikelihoodModelResults, LikelihoodResultsWrapper, ResultMixin
 
+from ._validation import nonnegative_up_to_rounding
 from .tails import checked_pareto_k
 
 try:  # statsmodels >= 0.15 moved the decorators
@@ -77,8 +78,10 @@ class MonteCarloGLMMResults(LikelihoodModelResults, ResultMixin):
         a = model.arrays
         #: The family's normalizing constants (``llf - llf_mc``), kept for remove_data().
         self._log_constant = float(a.family.log_constant(a.y, a.ntrials, a.weights))
-        self.llf_mcse = (float(np.sqrt(np.sum(np.clip(1.0 / ev.ess - 1.0 / self.m, 0, None))))
-                         if self.m else 0.0)
+        # 1 / ESS - 1 / m >= 0 (ESS <= m by Cauchy-Schwarz): below 0 only by rounding.
+        self.llf_mcse = (float(np.sqrt(np.sum(nonnegative_up_to_rounding(
+            1.0 / ev.ess - 1.0 / self.m, 1.0 / ev.ess, "llf_mcse: 1 / ESS - 1 / m")))) if self.m
+            else 0.0)
         self.converged = outcome.converged
         self.fit_log = outcome.log
         self.laplace_params = outcome.log.laplace.get("params")
@@ -170,7 +173,9 @@ class MonteCarloGLMMResults(LikelihoodModelResults, ResultMixin):
         # The sandwich is positive semi-definite: a negative diagonal is roundoff around 0
         # (NaN stays NaN: a direction where the Hessian is not negative definite).
         var = np.diag(self.mcse_cov).astype(float)
-        return pd.Series(np.sqrt(np.fmax(var, 0.0)), index=self.param_names)
+        row = np.nanmax(np.abs(np.asarray(self.mcse_cov, dtype=float)), axis=1, initial=0.0)
+        var = nonnegative_up_to_rounding(var, row, "mcse: Monte Carlo variances")
+        return pd.Series(np.sqrt(var), index=self.param_names)
 
     @property
     def llf_unclipped(self):
