@@ -268,25 +268,18 @@ def random_effects_design(res, exog, n, exog_vc=None, allow_new_levels=False):
     extra = np.zeros(n)
     new_levels = {}
     if mod.vc_formulas is not None:
-        from .design import vc_design_from_formulas
-
-        Zn, ident_n, names_t, names = vc_design_from_formulas(mod.vc_formulas, exog,
-                                                              eval_env={}, **mod.vc_spec)
-        _check_rows(Zn.shape[0], n, "the random-effect formulas")
-        target = np.array([pos.get(name, pos.get(f"{names_t[t]}:{name}", -1))
-                           for name, t in zip(names, ident_n, strict=True)], dtype=int)
-        Zc = sp.csc_matrix(Zn)
-        used = np.diff(Zc.indptr) > 0
         var_t = cov.variances(nu)
-        for k in np.flatnonzero((target < 0) & used):
-            new_levels.setdefault(str(names_t[ident_n[k]]), []).append(str(names[k]))
-            col = Zc[:, [k]].toarray().ravel()
-            extra += col * col * var_t[ident_n[k]]
-        coo = Zc[:, target >= 0].tocoo()
-        seen = np.flatnonzero(target >= 0)
-        rows.append(coo.row)
-        cols.append(target[seen][coo.col])
-        vals.append(coo.data)
+        for _, t, label, Zf, names in _scalar_component_rows(mod, exog, n):
+            target = np.array([pos.get(c, pos.get(f"{label}:{c}", -1)) for c in names])
+            for k in np.flatnonzero((target < 0) & (np.diff(Zf.indptr) > 0)):
+                new_levels.setdefault(label, []).append(names[k])
+                col = Zf[:, [k]].toarray().ravel()
+                extra += col * col * var_t[t]
+            seen = np.flatnonzero(target >= 0)
+            coo = Zf[:, seen].tocoo()
+            rows.append(coo.row)
+            cols.append(target[seen][coo.col])
+            vals.append(coo.data)
     vterms = list(getattr(mod, "vector_terms", None) or [])
     if len(vterms) != len(mod.design.cov_terms):
         raise ValueError("conditional=True with new exog: the model's correlated terms were "
@@ -327,6 +320,38 @@ def _check_rows(got, n, what):
     if got != n:
         raise ValueError(f"exog: {what} give {got} rows, the fixed-effects formula {n} "
                          "(missing values?)")
+
+
+def _scalar_component_rows(mod, exog, n):
+    """Each variance-component formula on the rows ``exog``: ``(formula, component,
+    component name, Z (csc, n x k), column names)``, the columns named as the formula
+    engine names them (matched to ``model.vc_names`` by name: a level's indicator has
+    the same name whatever other levels the rows hold).  Unlike the fit, a single column
+    (rows of one level) is allowed."""
+    from statsmodels.formula._manager import FormulaManager
+
+    from ._compat import FORMULA_ERRORS
+    from .design import _normalize_vc_spec
+
+    formulas, comp_names, comp = _normalize_vc_spec(mod.vc_formulas,
+                                                    mod.vc_spec.get("vcp_names"),
+                                                    mod.vc_spec.get("equal"))
+    out = []
+    for f, t in zip(formulas, comp, strict=True):
+        label = comp_names[t]
+        try:
+            mat = pd.DataFrame(FormulaManager().get_matrices(f, exog, eval_env={},
+                                                             pandas=True, na_action="raise"))
+        except FORMULA_ERRORS as exc:
+            raise ValueError(f"exog: vc_formulas[{label!r}]: could not evaluate {f!r} on the "
+                             f"new rows: {exc}") from exc
+        _check_rows(mat.shape[0], n, f"vc_formulas[{label!r}]")
+        values = mat.to_numpy(dtype=np.float64)
+        if not np.all(np.isfinite(values)):
+            raise ValueError(f"exog: vc_formulas[{label!r}]: {f!r} gives NaN or infinite "
+                             "values on the new rows")
+        out.append((f, int(t), label, sp.csc_matrix(values), [str(c) for c in mat.columns]))
+    return out
 
 
 def _vector_term_rows(mod, group, expr, labels, exog, n):
