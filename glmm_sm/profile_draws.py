@@ -42,6 +42,7 @@ import numpy as np
 from scipy.optimize import minimize
 
 from ._random import child_seed
+from ._validation import nonnegative_up_to_rounding
 from .draws import DrawSet
 from .engine import Evaluation, MCLAEngine, weight_chunks
 from .params import CachedObjective, ParamTransform
@@ -150,7 +151,9 @@ def own_mcse(ev, m):
     """MCSE of ``l_m`` at one point: ``sqrt(sum_b (1 / ESS_b - 1 / m))``."""
     if not m:
         return 0.0
-    return float(np.sqrt(np.sum(np.clip(1.0 / ev.ess - 1.0 / m, 0.0, None))))
+    # ESS <= m (Cauchy-Schwarz): below 0 only by rounding.
+    return float(np.sqrt(np.sum(nonnegative_up_to_rounding(
+        1.0 / ev.ess - 1.0 / m, 1.0 / ev.ess, "MCSE of l_m: 1 / ESS - 1 / m"))))
 
 
 def paired_deviance_mcse(engine, theta1, theta2):

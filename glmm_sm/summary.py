@@ -196,7 +196,7 @@ def _notes(res, bse, names, k):
             "maximum. Test variance = 0 by a likelihood-ratio test against the 50:50 "
             "mixture of chi2(0) and chi2(1).")
     events = [w for w in getattr(res.fit_log, "warnings", [])
-              if not w.startswith("boundary (singular) fit")]
+              if not w.startswith("boundary (singular) fit") and w not in res.fit_log.message]
     if events:
         notes.append("Recorded during the fit (fit_log.warnings): " + " | ".join(events))
     return notes
