@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from statsmodels.base.model import LikelihoodModel
+from statsmodels.tools.sm_exceptions import MissingDataError
 
 from glmm_sm.laplace.step import BlockSystem, conditional_mode, laplace_fit
 from glmm_sm.mcla.draws import DEFAULT_MEMORY_BUDGET, DrawSet
@@ -12,6 +13,7 @@ from glmm_sm.mcla.engine import MCLAEngine, effective_n_jobs
 from glmm_sm.mcla.sampler import GlmmSampler, LaplaceSampler
 from glmm_sm.spec.arrays import LayoutData, ModelArrays
 from glmm_sm.spec.compat import (  # noqa: F401  (_Safe*Data: older pickles name them here)
+    ENGINE_ERRORS,
     SAFE_DATA,
     _SafeModelData,
     _SafePandasData,
@@ -186,6 +188,17 @@ class MonteCarloGLMM(LikelihoodModel):
         if unknown:
             raise TypeError(f"from_formula() got unknown argument(s) {unknown}")
         if isinstance(vc_formulas, pd.DataFrame) and (data is None or isinstance(data, dict)):
+            # statsmodels' other models take (formula, data): the data frame second is
+            # unambiguous (a frame is never vc_formulas), so it still works, with a
+            # FutureWarning (statsmodels' deprecation category) naming the order.
+            import warnings
+
+            warnings.warn("from_formula(formula, data, vc_formulas): the data frame was given "
+                          "in second place, where MonteCarloGLMM (like "
+                          "BinomialBayesMixedGLM) takes vc_formulas; it is used as data. "
+                          "This order will be refused in a future version: write "
+                          "from_formula(formula, vc_formulas, data) or pass data=... by "
+                          "keyword", FutureWarning, stacklevel=2)
             vc_formulas, data = data, vc_formulas
         if not isinstance(data, pd.DataFrame):
             raise TypeError(f"data must be a pandas DataFrame; got {type(data).__name__}")
@@ -223,10 +236,7 @@ class MonteCarloGLMM(LikelihoodModel):
                                        vcp_names=vcp_names, family=family, weights=weights,
                                        offset=offset, vc_names=col_names,
                                        cov_terms=cov_terms or None, **kwargs)
-        except Exception as exc:
-            if type(exc).__name__ not in ("PatsyError", "FactorEvaluationError",
-                                          "MissingDataError", "FormulaMaterializationError"):
-                raise
+        except (*ENGINE_ERRORS, MissingDataError) as exc:
             raise ValueError(f"formula {formula!r}: {exc}") from exc
         categorical = categorical_response(mod.data.ynames)
         if categorical is not None:
@@ -236,6 +246,9 @@ class MonteCarloGLMM(LikelihoodModel):
                              "0/1 number (1 for a success) or as two columns 'successes + "
                              "failures'")
         mod.vc_formulas = vc_formulas
+        #: The correlated terms ``(group, expr)`` in the order of ``cov_terms`` (their
+        #: designs are rebuilt from these for conditional predictions on new data).
+        mod.vector_terms = [(g, e) for g, e in vterms]
         mod.vc_spec = {"vcp_names": varcomps_names, "equal": varcomps_equal}
         mod.n_dropped = int((~keep).sum())
         return mod

@@ -20,8 +20,7 @@ quickly with the numbers of nodes; :func:`node_study` shows it.
 The score is the posterior mean of the complete-data score under the nested rule (Louis'
 identity).  The MLE maximizes over ``(beta, log nu_a, log nu_b)`` with BFGS on that score,
 then polishes with Newton steps on the central differences of the score; standard errors
-come from that Hessian on the ``(beta, nu)`` scale.  Every step is deterministic; the references in ``tests/results/`` were produced by
-this module (see :mod:`results.nested_reference`).
+come from that Hessian on the ``(beta, nu)`` scale.  Every step is deterministic.
 """
 
 from __future__ import annotations

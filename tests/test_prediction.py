@@ -187,7 +187,9 @@ def test_conditional_single_effect_per_row(res_cbpp):
     np.testing.assert_allclose(via_z.summary_frame(), pred.summary_frame(), rtol=1e-12)
     new = df.head(4).copy()
     new["herd"] = "99"
-    unseen = res_cbpp.get_prediction(new, conditional=True)
+    with pytest.raises(ValueError, match=r"not seen in the fit \(herd: \['C\(herd\)\[99\]'\]\)"):
+        res_cbpp.get_prediction(new, conditional=True)
+    unseen = res_cbpp.get_prediction(new, conditional=True, allow_new_levels=True)
     nu = float(res_cbpp.vcomp.iloc[0])
     np.testing.assert_allclose(unseen.linpred.se**2, xcx[:4] + nu, rtol=1e-10)
     np.testing.assert_allclose(unseen.predicted_mean, expit(X[:4] @ beta), rtol=1e-12)

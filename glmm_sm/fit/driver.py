@@ -271,6 +271,7 @@ def _mcmle(model, opts, seed, start_params, callback, disp, client):
     lapfit = laplace_fit(model.block_system(factorize), start_params)
     lap, mode = lapfit.params, lapfit.mode
     log.laplace = {**lapfit.record(), "seconds": time.perf_counter() - t0}
+    log.warnings.extend(lapfit.notes)  # whitening not done, precisions not PD
     if not lapfit.ok:
         log.warnings.append(
             "the Laplace step (start values and sampler centre) ended without converged "
@@ -311,7 +312,7 @@ class _RoundState:
             self.deadline = t_start + opts.time_budget
         self.n_jobs = effective_n_jobs(opts.n_jobs)
         self.tr = ParamTransform(model.arrays.X, model.k_vcp, cov=model.design.cov)
-        self.rb = rb_structure(model, opts, factorize, client)
+        self.rb = rb_structure(model, opts, factorize, client, notes=log.warnings)
         if self.rb is not None:
             log.rao_blackwell = rb_record(model, self.rb)
         self.centre, self.centre_mode = lap, mode

@@ -27,6 +27,8 @@ as in statsmodels' GLM.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
@@ -34,9 +36,10 @@ from statsmodels.base._prediction_inference import PredictionResultsMean, _get_e
 from statsmodels.regression._prediction import PredictionResults
 
 from glmm_sm.mcla.rb.moments import rb_effect_cov
+from glmm_sm.spec.validation import nonnegative_up_to_rounding
 
 __all__ = ["get_prediction", "conditional_re_cov", "block_cov_matrix", "conditional_mean",
-           "resid_response", "resid_pearson"]
+           "resid_response", "resid_pearson", "random_effects_design", "NewRandomDesign"]
 
 
 # ----------------------------------------------------------------------- Var(u | y)
@@ -134,6 +137,8 @@ def conditional_re_cov(res, chunk_size=512):
     """
     mod = res.model
     q = len(mod.vc_names)
+    if getattr(res, "_data_removed", False):
+        res._check_data("conditional_re_cov")
     if res.engine is None:  # every component at 0: the effects are exactly 0
         return sp.csr_matrix((q, q))
     engine, theta, col_map = _engine_view(res)
@@ -192,51 +197,202 @@ def _fixed_design(res, exog, offset, transform):
     return X, offset, row_labels
 
 
-def _random_design(res, exog, exog_vc, n):
-    """``(Z, extra_var)`` for a conditional prediction of ``n`` rows.
+@dataclass(frozen=True)
+class NewRandomDesign:
+    """The random-effects design of rows to predict, in the model's columns.
 
-    ``Z`` has the model's random-effect columns; ``extra_var`` is the prior variance
-    ``sum_k z_k^2 nu_t(k)`` of effects of levels not seen in the fit.
+    Attributes
+    ----------
+    Z : scipy.sparse.csr_matrix (n, q)
+        Loadings on the random effects seen in the fit (``model.vc_names``).
+    extra_var : ndarray (n,)
+        ``z' Sigma z`` of each row's effects of levels not seen in the fit (their
+        conditional distribution is the prior, mean 0); 0 where there are none.
+    new_levels : dict
+        ``{component or term: [effect names]}`` of the levels not seen in the fit.
+    """
+
+    Z: sp.csr_matrix
+    extra_var: np.ndarray
+    new_levels: dict
+
+
+def random_effects_design(res, exog, n, exog_vc=None, allow_new_levels=False):
+    """The random-effects design of ``n`` rows for a conditional prediction.
+
+    One builder for :meth:`~glmm_sm.results.MonteCarloGLMMResults.predict` and
+    :func:`get_prediction`.  Scalar components are rebuilt from ``model.vc_formulas``;
+    correlated terms ``(expr | group)`` from the grouping factor's indicators times the
+    columns of ``expr`` evaluated with the coding of the fitted data (so that a factor in
+    ``expr`` keeps its columns whatever levels the new rows hold).  Effects are matched to
+    the fit by name: a level seen in the fit gets its conditional effect.
+
+    Parameters
+    ----------
+    res : MonteCarloGLMMResults
+    exog : DataFrame or None
+        The rows; None: the data fitted.
+    n : int
+        Number of rows (of the fixed-effects design).
+    exog_vc : array_like or sparse (n, q), optional
+        The design given directly, in the model's columns.
+    allow_new_levels : bool
+        Levels not seen in the fit: ``False`` (default) refuses them with a ``ValueError``
+        naming the component and the levels; ``True`` gives them effect 0 (their mean) and
+        the prior variance, as lme4's ``allow.new.levels = TRUE``.
+
+    Returns
+    -------
+    NewRandomDesign
     """
     mod = res.model
     q = len(mod.vc_names)
+    if not isinstance(allow_new_levels, (bool, np.bool_)):
+        raise TypeError(f"allow_new_levels must be True or False; got {allow_new_levels!r}")
     if exog_vc is not None:
         Z = sp.csr_matrix(exog_vc, dtype=float)
         if Z.shape != (n, q):
             raise ValueError(f"exog_vc must have shape ({n}, {q}) (rows of exog, the model's "
                              f"random effects); got {Z.shape}")
-        return Z, np.zeros(n)
+        return NewRandomDesign(Z, np.zeros(n), {})
     if exog is None:
-        return sp.csr_matrix(mod.exog_vc), np.zeros(n)
-    if mod.design.cov.has_vector:
-        raise ValueError("conditional=True with new exog is not available for models with "
-                         "correlated random-effect terms yet; pass the random-effects design "
-                         "of the new rows as exog_vc (columns as model.vc_names)")
-    if not isinstance(exog, pd.DataFrame) or getattr(mod, "vc_formulas", None) is None:
+        res._check_data("conditional predictions for the data fitted")
+        return NewRandomDesign(sp.csr_matrix(mod.exog_vc), np.zeros(n), {})
+    if not isinstance(exog, pd.DataFrame) or getattr(mod, "vc_formulas", "missing") == "missing":
         raise ValueError("conditional=True with new exog needs a DataFrame and a model built "
                          "with from_formula, or the random-effects design as exog_vc")
-    from glmm_sm.spec.design import vc_design_from_formulas
-
-    Zn, ident_n, names_t, names = vc_design_from_formulas(mod.vc_formulas, exog, eval_env={},
-                                                          **mod.vc_spec)
-    if Zn.shape[0] != n:
-        raise ValueError(f"exog: the random-effect formulas give {Zn.shape[0]} rows, the "
-                         f"fixed-effects formula {n} (missing values?)")
-    pos = {name: j for j, name in enumerate(mod.vc_names)}
-    target = np.array([pos.get(name, pos.get(f"{names_t[t]}:{name}", -1))
-                       for name, t in zip(names, ident_n, strict=True)], dtype=int)
-    Zc = sp.csc_matrix(Zn)
-    seen = np.flatnonzero(target >= 0)
-    move = sp.csr_matrix((np.ones(seen.size), (seen, target[seen])), shape=(Zn.shape[1], q))
     nu = np.asarray(res.params, dtype=float)[mod.k_fe:]
-    unseen = np.flatnonzero(target < 0)
-    extra = Zc[:, unseen].multiply(Zc[:, unseen]) @ nu[ident_n[unseen]]
-    return (Zc @ move).tocsr(), np.asarray(extra, dtype=float).ravel()
+    cov = mod.design.cov
+    pos = {name: j for j, name in enumerate(mod.vc_names)}
+    rows, cols, vals = [], [], []
+    extra = np.zeros(n)
+    new_levels = {}
+    if mod.vc_formulas is not None:
+        var_t = cov.variances(nu)
+        for _, t, label, Zf, names in _scalar_component_rows(mod, exog, n):
+            target = np.array([pos.get(c, pos.get(f"{label}:{c}", -1)) for c in names])
+            for k in np.flatnonzero((target < 0) & (np.diff(Zf.indptr) > 0)):
+                new_levels.setdefault(label, []).append(names[k])
+                col = Zf[:, [k]].toarray().ravel()
+                extra += col * col * var_t[t]
+            seen = np.flatnonzero(target >= 0)
+            coo = Zf[:, seen].tocoo()
+            rows.append(coo.row)
+            cols.append(target[seen][coo.col])
+            vals.append(coo.data)
+    vterms = list(getattr(mod, "vector_terms", None) or [])
+    if len(vterms) != len(mod.design.cov_terms):
+        raise ValueError("conditional=True with new exog: the model's correlated terms were "
+                         "not given by a formula; pass the random-effects design of the new "
+                         "rows as exog_vc (columns as model.vc_names)")
+    for (group, expr), (_, comps, labels) in zip(vterms, mod.design.cov_terms, strict=True):
+        G, M, levels = _vector_term_rows(mod, group, expr, labels, exog, n)
+        ui = next(i for i, u in enumerate(cov.units) if tuple(u) == tuple(comps))
+        S = cov.sigma(nu, ui)
+        for li, lv in enumerate(levels):
+            r = np.flatnonzero(G[:, li])
+            if not r.size:
+                continue
+            names_l = [lv if lab == "Intercept" else f"{lv}:{lab}" for lab in labels]
+            js = [pos.get(nm, -1) for nm in names_l]
+            if min(js) < 0:
+                new_levels.setdefault(f"({expr} | {group})", []).append(lv)
+                Mr = M[r] * G[r, li][:, None]
+                extra[r] += np.einsum("ia,ab,ib->i", Mr, S, Mr)
+                continue
+            for c, j in enumerate(js):
+                rows.append(r)
+                cols.append(np.full(r.size, j))
+                vals.append(G[r, li] * M[r, c])
+    if new_levels and not allow_new_levels:
+        what = "; ".join(f"{k}: {v}" for k, v in new_levels.items())
+        raise ValueError(f"exog: level(s) not seen in the fit ({what}); the fit has no "
+                         "conditional effect for them. Pass allow_new_levels=True to give "
+                         "them effect 0 (the prediction for a new cluster, with the prior "
+                         "variance in get_prediction), or leave those rows out")
+    Z = sp.csr_matrix((np.concatenate(vals) if vals else np.zeros(0),
+                       (np.concatenate(rows) if rows else np.zeros(0, int),
+                        np.concatenate(cols) if cols else np.zeros(0, int))), shape=(n, q))
+    return NewRandomDesign(Z, extra, new_levels)
+
+
+def _check_rows(got, n, what):
+    if got != n:
+        raise ValueError(f"exog: {what} give {got} rows, the fixed-effects formula {n} "
+                         "(missing values?)")
+
+
+def _scalar_component_rows(mod, exog, n):
+    """Each variance-component formula on the rows ``exog``: ``(formula, component,
+    component name, Z (csc, n x k), column names)``, the columns named as the formula
+    engine names them (matched to ``model.vc_names`` by name: a level's indicator has
+    the same name whatever other levels the rows hold).  Unlike the fit, a single column
+    (rows of one level) is allowed."""
+    from statsmodels.formula._manager import FormulaManager
+
+    from glmm_sm.spec.compat import FORMULA_ERRORS
+    from glmm_sm.spec.design import _normalize_vc_spec
+
+    formulas, comp_names, comp = _normalize_vc_spec(mod.vc_formulas,
+                                                    mod.vc_spec.get("vcp_names"),
+                                                    mod.vc_spec.get("equal"))
+    out = []
+    for f, t in zip(formulas, comp, strict=True):
+        label = comp_names[t]
+        try:
+            mat = pd.DataFrame(FormulaManager().get_matrices(f, exog, eval_env={},
+                                                             pandas=True, na_action="raise"))
+        except FORMULA_ERRORS as exc:
+            raise ValueError(f"exog: vc_formulas[{label!r}]: could not evaluate {f!r} on the "
+                             f"new rows: {exc}") from exc
+        _check_rows(mat.shape[0], n, f"vc_formulas[{label!r}]")
+        values = mat.to_numpy(dtype=np.float64)
+        if not np.all(np.isfinite(values)):
+            raise ValueError(f"exog: vc_formulas[{label!r}]: {f!r} gives NaN or infinite "
+                             "values on the new rows")
+        out.append((f, int(t), label, sp.csc_matrix(values), [str(c) for c in mat.columns]))
+    return out
+
+
+def _vector_term_rows(mod, group, expr, labels, exog, n):
+    """``(G, M, levels)`` of a correlated term ``(expr | group)`` for the rows ``exog``:
+    indicators of the group's levels (n, L), ``expr``'s columns with the fitted data's
+    coding (n, k) and the level names, as :func:`~glmm_sm.spec.lme4_terms.vector_term_design`
+    names them."""
+    from statsmodels.formula._manager import FormulaManager
+
+    from glmm_sm.spec.compat import FORMULA_ERRORS
+
+    label = f"({expr} | {group})"
+    factor = ":".join(f"C({v})" for v in group.split(":"))
+    frame = getattr(mod.data, "frame", None)
+    if frame is None:
+        raise ValueError(f"conditional predictions for new data: the correlated term {label} "
+                         "needs the fitted data's coding of its columns, and the model's "
+                         "data frame is gone")
+    try:
+        fit_mgr = FormulaManager()
+        fit_mgr.get_matrices(expr, frame, eval_env={}, pandas=True, na_action="drop")
+        mgr = FormulaManager()
+        M = pd.DataFrame(mgr.get_matrices(fit_mgr.spec, exog, eval_env={}, pandas=True,
+                                          prediction=True))
+        G = pd.DataFrame(FormulaManager().get_matrices(f"0 + {factor}", exog, eval_env={},
+                                                       pandas=True, na_action="raise"))
+    except FORMULA_ERRORS as exc:
+        raise ValueError(f"exog: random-effect term {label}: could not evaluate it on the "
+                         f"new rows: {exc}") from exc
+    _check_rows(M.shape[0], n, f"the columns of {label}")
+    _check_rows(G.shape[0], n, f"the grouping factor of {label}")
+    if [str(c) for c in M.columns] != list(labels):
+        raise ValueError(f"exog: random-effect term {label}: its columns on the new rows are "
+                         f"{[str(c) for c in M.columns]}, in the fit {list(labels)}")
+    return (G.to_numpy(dtype=np.float64), M.to_numpy(dtype=np.float64),
+            [str(c) for c in G.columns])
 
 
 # ----------------------------------------------------------------------- prediction
 def get_prediction(res, exog=None, offset=None, conditional=False, transform=True,
-                   exog_vc=None):
+                   exog_vc=None, allow_new_levels=False):
     """Predicted means with delta-method standard errors and intervals.
 
     See the module docstring for the marginal and conditional variances.
@@ -255,6 +411,10 @@ def get_prediction(res, exog=None, offset=None, conditional=False, transform=Tru
     exog_vc : array_like or sparse (n, q), optional
         Random-effects design of the rows in the model's columns (``model.vc_names``), for
         conditional predictions from arrays; by default built from the DataFrame ``exog``.
+    allow_new_levels : bool
+        With ``conditional=True`` and new data: levels not seen in the fit are an error
+        (default), or get effect 0 and the prior variance (``True``, lme4's
+        ``allow.new.levels``); see :func:`random_effects_design`.
 
     Returns
     -------
@@ -272,11 +432,17 @@ def get_prediction(res, exog=None, offset=None, conditional=False, transform=Tru
     cov_beta = np.asarray(res.cov_params(), dtype=float)[:k, :k]
     eta = X @ beta + off
     var = np.einsum("ij,jk,ik->i", X, cov_beta, X)
+    scale = np.einsum("ij,jk,ik->i", np.abs(X), np.abs(cov_beta), np.abs(X))
     if conditional:
-        Z, extra = _random_design(res, exog, exog_vc, X.shape[0])
-        eta = eta + Z @ np.asarray(res._re_mean, dtype=float)
-        var = var + quadratic_rows(Z, res.random_effects_cov) + extra
-    var = np.clip(var, 0.0, None)
+        rd = random_effects_design(res, exog, X.shape[0], exog_vc, allow_new_levels)
+        eta = eta + rd.Z @ np.asarray(res._re_mean, dtype=float)
+        C = res.random_effects_cov
+        var = var + quadratic_rows(rd.Z, C) + rd.extra_var
+        scale = scale + quadratic_rows(abs(rd.Z), abs(C)) + np.abs(rd.extra_var)
+    # x' C x >= 0 for a positive semi-definite C: below 0 only by rounding, else (a
+    # covariance that is not PSD) NaN with a warning.
+    var = nonnegative_up_to_rounding(var, scale, "the variance of the linear predictor "
+                                     "(rows of exog)")
     link = mod.family.link
     linpred = PredictionResults(eta, var, var_resid=np.nan, dist="norm",
                                 row_labels=row_labels)

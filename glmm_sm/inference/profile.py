@@ -98,6 +98,7 @@ from glmm_sm.mcla.draws import DrawSet
 from glmm_sm.mcla.engine import Evaluation, MCLAEngine, effective_n_jobs, weight_chunks
 from glmm_sm.mcla.rb.round import rb_round, rb_structure
 from glmm_sm.spec.params import CachedObjective, ParamTransform
+from glmm_sm.spec.validation import nonnegative_up_to_rounding
 
 __all__ = ["ProfilePoint", "DrawSets", "ExactGLM", "Profiler", "profile_frame", "profile_conf_int",
            "param_indices", "maximize", "paired_deviance_mcse", "own_mcse"]
@@ -204,7 +205,9 @@ def own_mcse(ev, m):
     """MCSE of ``l_m`` at one point: ``sqrt(sum_b (1 / ESS_b - 1 / m))``."""
     if not m:
         return 0.0
-    return float(np.sqrt(np.sum(np.clip(1.0 / ev.ess - 1.0 / m, 0.0, None))))
+    # ESS <= m (Cauchy-Schwarz): below 0 only by rounding.
+    return float(np.sqrt(np.sum(nonnegative_up_to_rounding(
+        1.0 / ev.ess - 1.0 / m, 1.0 / ev.ess, "MCSE of l_m: 1 / ESS - 1 / m"))))
 
 
 def paired_deviance_mcse(engine, theta1, theta2):

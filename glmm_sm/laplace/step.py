@@ -12,7 +12,7 @@ the centre of the importance sampler.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.linalg import solve_triangular
@@ -25,6 +25,7 @@ from glmm_sm.spec.params import ParamTransform
 
 __all__ = ["BlockSystem", "ModeResult", "conditional_mode", "laplace_loglike", "laplace_score",
            "laplace_fit", "mode_derivatives", "glm_start", "robust_cholesky", "spd_solve",
+           "checked_cholesky",
            "LaplaceFit"]
 
 LOGNU_BOUNDS = (np.log(1e-8), np.log(1e8))
@@ -127,6 +128,10 @@ class BlockSystem:
 def robust_cholesky(M):
     """Lower Cholesky factors of the stacked symmetric matrices ``M`` (k, q, q), never raising.
 
+    For Newton steps (:func:`spd_solve`) and proposal scales only: a jittered factor is not
+    the matrix's, so log-determinants and log-likelihoods use :func:`checked_cholesky`,
+    which says which matrices did not factor.
+
     The precisions ``Z' W Z + D^{-1}`` are positive definite in exact arithmetic; in floating
     point one whose entries span many orders of magnitude (a Poisson mean of ``e^500`` beside
     a prior precision of ``1e-8``) can fail to factor.  Such a matrix gets a diagonal jitter,
@@ -144,6 +149,39 @@ def robust_cholesky(M):
     for i in range(M.shape[0]):
         out[i] = _cholesky_one(M[i])
     return out
+
+
+def checked_cholesky(M):
+    """Lower Cholesky factors of the stacked matrices ``M`` (k, q, q) and which factored.
+
+    Returns
+    -------
+    L : ndarray (k, q, q)
+        Exact factors where ``ok``; elsewhere :func:`robust_cholesky`'s factor of a
+        jittered matrix (a usable scale, not the matrix's own factor).
+    ok : ndarray of bool (k,)
+        The matrix is finite and positive definite in floating point.
+    """
+    M = np.asarray(M, dtype=np.float64)
+    ok = np.ones(M.shape[0], dtype=bool)
+    try:
+        with np.errstate(all="ignore"):
+            L = np.linalg.cholesky(M)
+        if np.all(np.isfinite(L)):
+            return L, ok
+    except np.linalg.LinAlgError:
+        pass
+    L = np.empty_like(M)
+    for i in range(M.shape[0]):
+        try:
+            with np.errstate(all="ignore"):
+                L[i] = np.linalg.cholesky(M[i])
+            ok[i] = bool(np.all(np.isfinite(L[i])))
+        except np.linalg.LinAlgError:
+            ok[i] = False
+        if not ok[i]:
+            L[i] = _cholesky_one(M[i])
+    return L, ok
 
 
 def _cholesky_one(A):
@@ -210,8 +248,12 @@ class ModeResult:
     h_block : ndarray (n_blocks,)
         ``h_b(u)`` per block.
     logdet_block : ndarray (n_blocks,)
-        ``log det P_b`` per block.
+        ``log det P_b`` per block; ``+inf`` for a block whose precision is not positive
+        definite in floating point (its Laplace log-likelihood is ``-inf``).
     converged : bool
+    not_pd : ndarray of int
+        Blocks whose precision did not factor: their ``chol`` is that of a jittered matrix
+        (usable as a proposal's scale, never in a log-likelihood).
     """
 
     u: np.ndarray
@@ -219,6 +261,7 @@ class ModeResult:
     h_block: np.ndarray
     logdet_block: np.ndarray
     converged: bool
+    not_pd: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
 
 def _block_objective(data, xb, u, prior):
@@ -307,11 +350,17 @@ def conditional_mode(system: BlockSystem, beta, nu, u0=None, maxiter=100, tol=1e
             obj_try[grow], scale_try[grow], alpha[grow] = obj2[grow], scale2[grow], a2[grow]
         u, obj, r, h, scale = u_try, obj_try, r_try, h_try, scale_try
     P = system.precision(h, dinv)
-    chol = [robust_cholesky(M) for M in P]
-    logdet = np.zeros(data.n_blocks)
-    for (_, ids, _), L in zip(system.groups, chol, strict=True):
+    chol, logdet = [], np.zeros(data.n_blocks)
+    bad = np.zeros(data.n_blocks, dtype=bool)
+    for (_, ids, _), M in zip(system.groups, P, strict=True):
+        L, ok = checked_cholesky(M)
+        chol.append(L)
         logdet[ids] = 2.0 * np.log(np.diagonal(L, axis1=1, axis2=2)).sum(axis=1)
-    return ModeResult(u, chol, obj, logdet, converged)
+        bad[ids[~ok]] = True
+    # A precision that does not factor has no log-determinant: the Laplace value is -inf
+    # there (a trial point the optimizer is turned back from), never a jittered number.
+    logdet[bad] = np.inf
+    return ModeResult(u, chol, obj, logdet, converged, np.flatnonzero(bad))
 
 
 def laplace_loglike(system: BlockSystem, beta, nu, u0=None):
@@ -508,6 +557,9 @@ class LaplaceFit:
     n_nonfinite : int
         Evaluations where the Laplace log-likelihood was not finite (the optimizer was
         turned back from them).
+    notes : list of str
+        What the fit should record and warn about (whitening not done, precisions that
+        are not positive definite at trial points).
     """
 
     params: np.ndarray
@@ -515,6 +567,7 @@ class LaplaceFit:
     mode: ModeResult
     info: object
     n_nonfinite: int = 0
+    notes: list = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -529,7 +582,7 @@ class LaplaceFit:
                 "optimizer_status": int(self.info.status),
                 "optimizer_message": str(self.info.message),
                 "iterations": int(self.info.nit), "mode_converged": bool(self.mode.converged),
-                "nonfinite_evaluations": int(self.n_nonfinite)}
+                "nonfinite_evaluations": int(self.n_nonfinite), "notes": list(self.notes)}
 
     def __iter__(self):  # (params, value, mode, info), as laplace_fit used to return
         return iter((self.params, self.value, self.mode, self.info))
@@ -568,12 +621,15 @@ def _laplace_fit(system, start):
     else:
         start[p:] = np.clip(start[p:], 1e-8, 1e8)
     tr = ParamTransform(data.X, T, cov=data.cov)
-    state = {"u": None, "nonfinite": 0}
+    state = {"u": None, "nonfinite": 0, "not_pd": 0, "not_pd_blocks": set()}
 
     def f(x):
         theta = tr.to_theta(x)
         beta, nu = theta[:p], theta[p:]
         val, mode = laplace_loglike(system, beta, nu, u0=state["u"])
+        if mode.not_pd.size:
+            state["not_pd"] += 1
+            state["not_pd_blocks"].update(mode.not_pd.tolist())
         if not np.isfinite(val):
             # Turned back by the line search; counted and reported in LaplaceFit.
             state["nonfinite"] += 1
@@ -590,4 +646,12 @@ def _laplace_fit(system, start):
                     options={"maxiter": 500, "ftol": 1e-13, "gtol": 1e-7})
     params = tr.to_theta(info.x)
     value, mode = laplace_loglike(system, params[:p], params[p:], u0=state["u"])
-    return LaplaceFit(params, value, mode, info, state["nonfinite"])
+    notes = [] if tr.whitening_note is None else [tr.whitening_note]
+    if state["not_pd"] or mode.not_pd.size:
+        blocks = sorted(state["not_pd_blocks"] | set(mode.not_pd.tolist()))
+        notes.append(f"the Laplace precision Z'WZ + D^-1 was not positive definite in floating "
+                     f"point at {state['not_pd']} trial point(s) of the Laplace optimizer "
+                     f"(blocks {blocks[:10]}); the Laplace log-likelihood there is -inf and "
+                     "the optimizer was turned back"
+                     + (", also at the estimate" if mode.not_pd.size else ""))
+    return LaplaceFit(params, value, mode, info, state["nonfinite"], notes)

@@ -1,7 +1,7 @@
 """The MCLA engine: value, gradient and Hessian of ``l_m`` at ``theta = (beta, nu)``.
 
 For each block ``b`` with draws ``u_k`` and log weights ``b_k(theta)`` (see
-:mod:`~glmm_sm.mcla.kernels.plain`), ``l_b = log((1/m) sum_k e^{b_k})``, and
+:mod:`glmm_sm.mcla.kernels.plain`), ``l_b = log((1/m) sum_k e^{b_k})``, and
 ``l_m = sum_b l_b``.  With
 normalized weights ``v_k``:
 
@@ -38,6 +38,7 @@ from glmm_sm.mcla.partials import (  # noqa: F401  (re-exported: their home was 
     partition_sums,
     weight_pass,
 )
+from glmm_sm.spec.validation import nonnegative_up_to_rounding
 
 __all__ = ["Evaluation", "MCLAEngine", "PartialSums", "DrawShift", "draw_shift",
            "partition_sums", "effective_n_jobs", "weight_chunks"]
@@ -253,7 +254,10 @@ class MCLAEngine:
         sd = prior_sd.copy()
         cp = data.layout.col_perm
         mean[cp] = s1 / s0[boc]
-        sd[cp] = np.sqrt(np.clip(s2 / s0[boc] - mean[cp] ** 2, 0, None))
+        m2 = s2 / s0[boc]
+        # E[u^2] - E[u]^2 >= 0 (weighted moments): below 0 only by rounding.
+        sd[cp] = np.sqrt(nonnegative_up_to_rounding(
+            m2 - mean[cp] ** 2, m2, "conditional variances of the random effects"))
         return mean, sd
 
 
@@ -272,17 +276,30 @@ def weight_chunks(engine, params):
     A = np.full(engine.data.n_blocks, -np.inf)
     for lw in engine.iter_log_weights(params):
         A, v, sc = _rescaled(A, lw)
-        yield np.nan_to_num(v, nan=0.0), sc
+        yield v, sc
 
 
 def _rescaled(A, b):
     """One step of running self-normalized sums: the new running maximum of the log
     weights ``b`` (n_blocks, K), the weights relative to it and the factor that rescales
-    the earlier sums (0 where there were none)."""
+    the earlier sums (0 where there were none).
+
+    A draw with log weight ``-inf`` has weight 0, also while every weight of its block so
+    far is 0.  A NaN log weight is an error naming its block: the draw's weight is not
+    defined (an overflow in the likelihood or the proposal density), and leaving it out
+    would silently change the estimate.
+    """
+    nan = np.isnan(b)
+    if nan.any():
+        blocks = np.flatnonzero(nan.any(axis=1))
+        raise FloatingPointError(
+            f"importance weights: NaN log weight(s) in block(s) {blocks[:10].tolist()} "
+            f"({int(nan.sum())} draw(s)); the likelihood or the proposal density of those "
+            "draws is not a number (overflow?): check the data and the parameters")
     newA = np.maximum(A, b.max(axis=1))
     with np.errstate(invalid="ignore"):
         sc = np.where(np.isfinite(A), np.exp(A - newA), 0.0)
-        v = np.exp(b - newA[:, None])
+        v = np.where(np.isneginf(b), 0.0, np.exp(b - newA[:, None]))
     return newA, v, sc
 
 

@@ -16,20 +16,20 @@ from __future__ import annotations
 
 import inspect
 import time
+import warnings
 
 import numpy as np
-from scipy import stats
 from statsmodels.base import wrapper as wrap
-from statsmodels.iolib.summary import Summary
-from statsmodels.iolib.table import SimpleTable
+from statsmodels.tools.sm_exceptions import ConvergenceWarning
 
 from glmm_sm.fit.boundary import BOUNDARY_NU, at_boundary
 from glmm_sm.fit.driver import FitLog, FitOutcome
 from glmm_sm.inference.prediction import block_cov_matrix
-from glmm_sm.laplace.step import conditional_mode, laplace_score
+from glmm_sm.laplace.step import conditional_mode, laplace_fit, laplace_score
 from glmm_sm.mcla.engine import Evaluation
 from glmm_sm.mcla.partials import kernel_prior
 from glmm_sm.results.mcla import MonteCarloGLMMResults, MonteCarloGLMMResultsWrapper
+from glmm_sm.spec.validation import nonnegative_up_to_rounding
 
 __all__ = ["LaplaceGLMMResults", "LaplaceGLMMResultsWrapper", "fit_laplace_results",
            "laplace_hessian"]
@@ -132,10 +132,23 @@ def _outcome(model, system, params, value, mode, seconds):
     log = FitLog(laplace={"params": params, "value": float(value), "seconds": seconds})
     log.message = ("Laplace MLE" + ("" if converged else
                    f": not at a maximum (Newton decrement {0.5 * decrement:.3g})"))
+    if not np.all(np.isfinite(cov[np.ix_(free, free)])):
+        names = list(model.data.param_names)
+        converged = False
+        text = ("the Hessian of the Laplace log-likelihood is not negative definite at the "
+                f"estimate (parameters {[names[j] for j in free]}), whose standard errors "
+                "are reported as NaN. Causes: parameters that are not identified (aliased "
+                "random effects, a variance component with too few levels), a fit stopped "
+                "short, or a maximum on the boundary")
+        log.warnings.append(text)
+        log.message = text + "; " + log.message
+        warnings.warn(text, ConvergenceWarning, stacklevel=4)
     re_cov = laplace_re_cov(model, system, nu, mode)
     mean = np.zeros(len(model.vc_names))
     mean[data.layout.col_perm] = mode.u
-    sd = np.sqrt(np.clip(re_cov.diagonal(), 0.0, None))
+    diag = re_cov.diagonal()  # sums of squares (L^-T L^-1) and prior variances: >= 0
+    sd = np.sqrt(nonnegative_up_to_rounding(diag, np.abs(diag), "Laplace conditional "
+                                            "variances of the random effects"))
     outcome = FitOutcome(params, ev, None, log, converged, None, boundary=boundary, cov=cov,
                          mcse_cov=np.zeros_like(cov), m=0, re_moments=(mean, sd))
     return outcome, re_cov
@@ -213,10 +226,14 @@ def fit_laplace_results(model, start_params=None, factorize=None, **mcla_args):
     if factorize is not None and not isinstance(factorize, (bool, np.bool_)):
         raise TypeError(f"factorize must be True, False or None; got {factorize!r}")
     t0 = time.perf_counter()
-    params, value, mode = model.fit_laplace(start_params, factorize=factorize)
     system = model.block_system(factorize)
+    lapfit = laplace_fit(system, start_params)
+    params, value, mode = lapfit.params, lapfit.value, lapfit.mode
     outcome, re_cov = _outcome(model, system, np.asarray(params, dtype=float), value, mode,
                                time.perf_counter() - t0)
+    for text in lapfit.notes:  # whitening not done, precisions not positive definite
+        outcome.log.warnings.append(text)
+        warnings.warn(text, ConvergenceWarning, stacklevel=3)
     res = LaplaceGLMMResults(model, outcome, re_cov, system.data.n_blocks)
     return LaplaceGLMMResultsWrapper(res)
 
@@ -229,51 +246,9 @@ def _same(a, b):
 
 
 def laplace_summary(res, alpha=0.05, title=None):
-    """The summary of a Laplace fit: as MCLA's, without the Monte Carlo columns."""
-    from glmm_sm.results.summary import _fmt, _pfmt, _txt_fmt
+    """The summary of a Laplace fit: :func:`glmm_sm.results.summary.build_summary`'s layout,
+    without
+    the Monte Carlo columns."""
+    from glmm_sm.results.summary import build_summary
 
-    mod = res.model
-    levels = np.bincount(mod.ident, minlength=mod.design.k_vc)
-    smry = Summary()
-    gleft = [("Dep. Variable:", [res.response_label]),
-             ("Family:", [mod.family_kind.name.capitalize()]),
-             ("Method:", ["Laplace approximation"]),
-             ("No. Observations:", [f"{int(res.nobs)}"]),
-             ("Levels per component:",
-              [", ".join(f"{n} {c}" for n, c in zip(mod.vcp_names, levels, strict=True))])]
-    gright = [("Independent blocks:", [f"{res.n_blocks}"]),
-              ("Log-Likelihood:", [f"{res.llf:.4f}"]),
-              ("AIC:", [f"{res.aic:.4f}"]),
-              ("Converged:", [str(bool(res.converged))])]
-    smry.add_table_2cols(res, gleft=gleft, gright=gright,
-                         title=title or "Generalized Linear Mixed Model Results (Laplace)")
-    params, bse = np.asarray(res.params), np.asarray(res.bse)
-    q = stats.norm.ppf(1 - alpha / 2)
-    lo, hi = f"[{alpha / 2:g}", f"{1 - alpha / 2:g}]"
-    k = mod.k_fe
-    for rows, head, tail, name in ((range(k), "coef", "P>|z|", "Fixed effects"),
-                                   (range(k, len(params)), "variance", "P>z (1-sided)",
-                                    "Variance components")):
-        body = []
-        for j in rows:
-            z = params[j] / bse[j] if bse[j] > 0 else np.nan
-            pv = 2 * stats.norm.sf(abs(z)) if j < k else stats.norm.sf(z)
-            body.append([_fmt(params[j]), _fmt(bse[j]), f"{z:.3f}", _pfmt(pv),
-                         _fmt(params[j] - q * bse[j]), _fmt(params[j] + q * bse[j])])
-        smry.tables.append(SimpleTable(body, [head, "std err", "z", tail, lo, hi],
-                                       [res.param_names[j] for j in rows], title=name,
-                                       txt_fmt=_txt_fmt()))
-    notes = ["Laplace approximation of the likelihood (as lme4's glmer with nAGQ = 1). "
-             "Standard errors: inverse of minus the Hessian of the Laplace log-likelihood "
-             "(central differences of its analytic gradient). There is no Monte Carlo error "
-             "(no MCSE column); the approximation's bias is not measured: compare with the "
-             "MCLA fit (glmm_sm.compare).",
-             "Variance components: one-sided Wald p-values for H1: variance > 0."]
-    if res.boundary:
-        notes.append(f"BOUNDARY: variance component(s) {res.boundary} are at the lower bound "
-                     f"of the optimizer (below {BOUNDARY_NU:g}); their standard errors are "
-                     "undefined (nan).")
-    if not res.converged:
-        notes.append("WARNING: " + res.fit_log.message)
-    smry.add_extra_txt(notes)
-    return smry
+    return build_summary(res, alpha=alpha, title=title)

@@ -10,13 +10,22 @@ from statsmodels.base import wrapper as wrap
 from statsmodels.base.model import LikelihoodModelResults, LikelihoodResultsWrapper, ResultMixin
 
 from glmm_sm.mcla.tails import checked_pareto_k
+from glmm_sm.spec.validation import nonnegative_up_to_rounding
 
 try:  # statsmodels >= 0.15 moved the decorators
     from statsmodels.tools._decorators import cache_readonly
 except ImportError:  # pragma: no cover
     from statsmodels.tools.decorators import cache_readonly
 
-__all__ = ["MonteCarloGLMMResults", "MonteCarloGLMMResultsWrapper"]
+__all__ = ["MonteCarloGLMMResults", "MonteCarloGLMMResultsWrapper", "DataRemovedError"]
+
+#: What a result says when asked for something that needs the data after remove_data().
+DATA_REMOVED = "this result had its data removed by remove_data(); refit or keep the data"
+
+
+class DataRemovedError(RuntimeError):
+    """Raised by a result's methods that need the data, draws or design arrays after
+    :meth:`MonteCarloGLMMResults.remove_data` dropped them."""
 
 
 class MonteCarloGLMMResults(LikelihoodModelResults, ResultMixin):
@@ -66,8 +75,13 @@ class MonteCarloGLMMResults(LikelihoodModelResults, ResultMixin):
         self.ess = ev.ess
         self.m = outcome.n_draws
         self.llf_mc = ev.value
-        self.llf_mcse = (float(np.sqrt(np.sum(np.clip(1.0 / ev.ess - 1.0 / self.m, 0, None))))
-                         if self.m else 0.0)
+        a = model.arrays
+        #: The family's normalizing constants (``llf - llf_mc``), kept for remove_data().
+        self._log_constant = float(a.family.log_constant(a.y, a.ntrials, a.weights))
+        # 1 / ESS - 1 / m >= 0 (ESS <= m by Cauchy-Schwarz): below 0 only by rounding.
+        self.llf_mcse = (float(np.sqrt(np.sum(nonnegative_up_to_rounding(
+            1.0 / ev.ess - 1.0 / self.m, 1.0 / ev.ess, "llf_mcse: 1 / ESS - 1 / m")))) if self.m
+            else 0.0)
         self.converged = outcome.converged
         self.fit_log = outcome.log
         self.laplace_params = outcome.log.laplace.get("params")
@@ -101,6 +115,42 @@ class MonteCarloGLMMResults(LikelihoodModelResults, ResultMixin):
         b[self._boundary_idx] = np.nan
         return b
 
+    # --------------------------------------------------------------- remove_data
+    def remove_data(self):
+        """Drop the data, the design arrays and the draws, keeping what inference needs.
+
+        statsmodels' ``remove_data`` (the model's ``endog``, ``exog``, ``exog_vc``,
+        weights, offset, arrays and block layouts, and the cached fitted values and
+        residuals), plus the final round's engine with its draws and its copy of the data
+        in block order.  ``params``, ``bse``, ``cov_params()``, ``conf_int()`` (Wald),
+        ``t_test``, ``wald_test``, ``mcse()``, ``summary()``, ``random_effects()``,
+        ``varcorr()`` and predictions for new data keep working (``random_effects_cov``
+        and what uses it only when computed before); everything that needs the data or the
+        draws raises :class:`DataRemovedError` saying so.  The model's ``data`` (the
+        formula's frame, needed to unpickle a formula model) is statsmodels' and stays.
+        """
+        import copy
+
+        mod = self.model
+        design = getattr(mod, "design", None)
+        super().remove_data()
+        if design is not None:  # names, ident and covariance structure, without Z
+            slim = copy.copy(design)
+            slim.Z = None
+            slim._layout = None
+            mod.design = slim
+        for key in self._data_in_cache:  # recomputed on access, hence refused clearly
+            self._cache.pop(key, None)
+        self.engine = None
+        mod._draws = None
+        mod._engine = None
+        self._data_removed = True
+
+    def _check_data(self, what):
+        """Raise :class:`DataRemovedError` for ``what`` after :meth:`remove_data`."""
+        if getattr(self, "_data_removed", False):
+            raise DataRemovedError(f"{what}: {DATA_REMOVED}")
+
     # --------------------------------------------------------------- names and pieces
     @property
     def param_names(self):
@@ -123,25 +173,26 @@ class MonteCarloGLMMResults(LikelihoodModelResults, ResultMixin):
         # The sandwich is positive semi-definite: a negative diagonal is roundoff around 0
         # (NaN stays NaN: a direction where the Hessian is not negative definite).
         var = np.diag(self.mcse_cov).astype(float)
-        return pd.Series(np.sqrt(np.fmax(var, 0.0)), index=self.param_names)
+        row = np.nanmax(np.abs(np.asarray(self.mcse_cov, dtype=float)), axis=1, initial=0.0)
+        var = nonnegative_up_to_rounding(var, row, "mcse: Monte Carlo variances")
+        return pd.Series(np.sqrt(var), index=self.param_names)
 
-    @cache_readonly
+    @property
     def llf_unclipped(self):
-        """The Monte Carlo log-likelihood with the family's constants, as estimated."""
-        a = self.model.arrays
-        return self.llf_mc + a.family.log_constant(a.y, a.ntrials, a.weights)
+        """The same as :attr:`llf` (kept for code written when ``llf`` was clipped at 0)."""
+        return self.llf
 
     @cache_readonly
     def llf(self):
         """Monte Carlo log-likelihood including the family's constants (``log C(N, y)``,
-        ``-log y!``), comparable with lme4 and glmmTMB.
+        ``-log y!``), comparable with lme4 and glmmTMB; AIC and BIC come from it.
 
         A probability is at most 1, so the log-likelihood of binomial and Poisson data is at
-        most 0.  A Monte Carlo estimate above 0 (possible when the data are fitted almost
-        perfectly, e.g. separated data) is reported as 0; ``llf_unclipped`` keeps the
-        estimate and ``llf_mcse`` its Monte Carlo error, and the summary says so.
+        most 0; a Monte Carlo estimate may still come out above 0 (data fitted almost
+        perfectly, e.g. separated data).  It is reported as estimated, never clipped:
+        ``llf_mcse`` gives its Monte Carlo error and the summary notes the excess.
         """
-        return min(self.llf_unclipped, 0.0)
+        return self.llf_mc + self._log_constant
 
     def varcorr(self):
         """SDs and correlations of the random effects (lme4's ``VarCorr``) with delta-method
@@ -193,7 +244,7 @@ class MonteCarloGLMMResults(LikelihoodModelResults, ResultMixin):
 
     # --------------------------------------------------------------- prediction
     def predict(self, exog=None, which="mean", conditional=False, offset=None,
-                transform=True):
+                transform=True, allow_new_levels=False):
         """Predicted means (``which="mean"``) or linear predictors (``which="linear"``).
 
         Parameters
@@ -202,48 +253,38 @@ class MonteCarloGLMMResults(LikelihoodModelResults, ResultMixin):
             New data: a DataFrame goes through the model's formulas; default: the data fitted.
         which : {"mean", "linear"}
         conditional : bool
-            Add the predicted random effects (conditional means given the data); effects of
-            levels not seen in the fit are set to their mean, zero.  Default: fixed effects
-            only (the prediction for a new, unobserved cluster).
+            Add the predicted random effects (conditional means given the data), scalar
+            components and correlated terms alike.  Default: fixed effects only (the
+            prediction for a new, unobserved cluster).
         offset : array_like, optional
         transform : bool
             Pass ``exog`` through the formula (statsmodels' convention).
+        allow_new_levels : bool
+            With ``conditional=True``: a level of ``exog`` not seen in the fit is an error
+            (default) or, with ``True``, gets effect 0, its mean (lme4's
+            ``allow.new.levels``).  See :func:`glmm_sm.inference.prediction.random_effects_design`.
         """
         mod = self.model
         if which not in ("mean", "linear"):
             raise ValueError(f"which must be 'mean' or 'linear'; got {which!r}")
         beta = np.asarray(self.params)[: mod.k_fe]
         if exog is None:
+            self._check_data("predict() for the data fitted (pass exog)")
             eta = mod.exog @ beta + (mod.offset if offset is None else offset)
-            if conditional:
-                eta = eta + mod.exog_vc @ self._re_mean
+            n = len(eta)
             index = getattr(mod.data, "row_labels", None)
         else:
             eta = np.asarray(super().predict(exog, transform=transform, which="linear"))
             eta = eta + (0.0 if offset is None else np.asarray(offset, dtype=float))
-            if conditional:
-                eta = eta + self._new_vc_design(exog) @ self._re_mean
+            n = len(eta)
             index = exog.index if isinstance(exog, pd.DataFrame) else None
+        if conditional:
+            from glmm_sm.inference.prediction import random_effects_design
+
+            rd = random_effects_design(self, exog, n, allow_new_levels=allow_new_levels)
+            eta = eta + rd.Z @ np.asarray(self._re_mean, dtype=float)
         out = eta if which == "linear" else mod.family.link.inverse(eta)
         return pd.Series(out, index=index) if index is not None else out
-
-    def _new_vc_design(self, exog):
-        from glmm_sm.spec.design import vc_design_from_formulas
-
-        mod = self.model
-        if not isinstance(exog, pd.DataFrame) or getattr(mod, "vc_formulas", None) is None:
-            raise ValueError("conditional predictions for new data need a DataFrame and a "
-                             "model built with from_formula")
-        Z, _, _, names = vc_design_from_formulas(mod.vc_formulas, exog, eval_env={},
-                                                 **mod.vc_spec)
-        pos = {n: j for j, n in enumerate(mod.vc_names)}
-        cols = np.array([pos.get(n, -1) for n in names])
-        Zc = Z.tocsc()
-        out = np.zeros((Z.shape[0], len(mod.vc_names)))
-        for k, j in enumerate(cols):
-            if j >= 0:
-                out[:, j] += Zc[:, [k]].toarray()[:, 0]
-        return out
 
     # --------------------------------------------------------------- tests
     def _canonical_contrast(self, r_matrix):
@@ -311,6 +352,7 @@ class MonteCarloGLMMResults(LikelihoodModelResults, ResultMixin):
         if method == "wald" and cols is None:
             return super().conf_int(alpha=alpha)
         if method == "profile":
+            self._check_data("conf_int(method='profile')")
             self._scalar_only("conf_int(method='profile')")
         rows = param_indices(self, cols)
         out = np.full((len(self.params), 2), np.nan)
@@ -332,6 +374,7 @@ class MonteCarloGLMMResults(LikelihoodModelResults, ResultMixin):
         """
         from glmm_sm.inference.profile import profile_conf_int
 
+        self._check_data("profile_conf_int()")
         self._scalar_only("profile_conf_int")
         return profile_conf_int(self, alpha, cols, random_state)
 
@@ -346,11 +389,12 @@ class MonteCarloGLMMResults(LikelihoodModelResults, ResultMixin):
         """Profile curve of one parameter: DataFrame with ``value``, ``loglike``,
         ``deviance``, ``zeta`` in increasing ``value``
         (:func:`glmm_sm.inference.profile.profile_frame`).
-        ``deviance >= 0`` (how each is estimated: :mod:`glmm_sm.inference.profile`);
+        ``deviance >= 0`` (how each is estimated: :mod:`glmm_sm.inference.profile_draws`);
         ``loglike`` is ``llf_mc - deviance / 2``, on the fit's scale whatever the draws.
         """
         from glmm_sm.inference.profile import profile_frame
 
+        self._check_data("profile()")
         self._scalar_only("profile")
         return profile_frame(self, name, alpha=alpha, n_points=n_points,
                              random_state=random_state)
@@ -367,6 +411,7 @@ class MonteCarloGLMMResults(LikelihoodModelResults, ResultMixin):
         """
         from glmm_sm.inference.lrtest import lrtest
 
+        self._check_data("compare_lr_test()")
         out = lrtest(self, restricted, mixture=mixture)
         return out.statistic, out.pvalue, out.df
 
@@ -376,6 +421,7 @@ class MonteCarloGLMMResults(LikelihoodModelResults, ResultMixin):
         GLM convention; exact, with the family's constants)."""
         from glmm_sm.inference.lrtest import null_loglike
 
+        self._check_data("llnull")
         return null_loglike(self.model)
 
     # --------------------------------------------------------------- prediction, simulation
@@ -394,7 +440,7 @@ class MonteCarloGLMMResults(LikelihoodModelResults, ResultMixin):
         return str(names)
 
     def get_prediction(self, exog=None, offset=None, conditional=False, transform=True,
-                       exog_vc=None):
+                       exog_vc=None, allow_new_levels=False):
         """Predicted means with delta-method standard errors and confidence intervals.
 
         The interval is a normal interval for the linear predictor ``eta``, mapped through
@@ -411,13 +457,16 @@ class MonteCarloGLMMResults(LikelihoodModelResults, ResultMixin):
         offset : array_like, optional
             Default: the model's offset for the data fitted, 0 for new data.
         conditional : bool
-            Include the predicted random effects; levels not seen in the fit get mean 0 and
-            variance ``nu``.
+            Include the predicted random effects (see ``allow_new_levels`` for levels not
+            seen in the fit).
         transform : bool
             Pass ``exog`` through the formula.
         exog_vc : array_like or sparse (n, q), optional
             Random-effects design in the model's columns, for conditional predictions from
             arrays.
+        allow_new_levels : bool
+            With ``conditional=True``: a level not seen in the fit is an error (default),
+            or gets mean 0 and the prior variance (``True``, lme4's ``allow.new.levels``).
 
         Returns
         -------
@@ -428,8 +477,11 @@ class MonteCarloGLMMResults(LikelihoodModelResults, ResultMixin):
         """
         from glmm_sm.inference.prediction import get_prediction
 
+        if exog is None:
+            self._check_data("get_prediction() for the data fitted (pass exog)")
         return get_prediction(self, exog=exog, offset=offset, conditional=conditional,
-                              transform=transform, exog_vc=exog_vc)
+                              transform=transform, exog_vc=exog_vc,
+                              allow_new_levels=allow_new_levels)
 
     @cache_readonly
     def random_effects_cov(self):
@@ -442,6 +494,7 @@ class MonteCarloGLMMResults(LikelihoodModelResults, ResultMixin):
         """
         from glmm_sm.inference.prediction import conditional_re_cov
 
+        self._check_data("random_effects_cov (compute it before remove_data() to keep it)")
         return conditional_re_cov(self)
 
     @cache_readonly
@@ -459,6 +512,7 @@ class MonteCarloGLMMResults(LikelihoodModelResults, ResultMixin):
         statsmodels' GLM.  Not ``y - fittedvalues``: the fitted values are marginal."""
         from glmm_sm.inference.prediction import resid_response
 
+        self._check_data("resid_response")
         return resid_response(self)
 
     @cache_readonly
@@ -467,6 +521,7 @@ class MonteCarloGLMMResults(LikelihoodModelResults, ResultMixin):
         GLM's, with the weights as ``var_weights``); ``mu`` as in :attr:`resid_response`."""
         from glmm_sm.inference.prediction import resid_pearson
 
+        self._check_data("resid_pearson")
         return resid_pearson(self)
 
     def simulate(self, nrep=1, random_state=None):
@@ -489,6 +544,7 @@ class MonteCarloGLMMResults(LikelihoodModelResults, ResultMixin):
         """
         from glmm_sm.inference.simulate import simulate
 
+        self._check_data("simulate()")
         return simulate(self, nrep=nrep, random_state=random_state)
 
     def resid_quantile(self, nsim=250, random_state=None):
@@ -510,6 +566,7 @@ class MonteCarloGLMMResults(LikelihoodModelResults, ResultMixin):
         """
         from glmm_sm.inference.simulate import resid_quantile
 
+        self._check_data("resid_quantile()")
         return resid_quantile(self, nsim=nsim, random_state=random_state)
 
     # --------------------------------------------------------------- plots
@@ -519,6 +576,7 @@ class MonteCarloGLMMResults(LikelihoodModelResults, ResultMixin):
         weights (a matplotlib Figure; see :func:`glmm_sm.inference.plots.plot_diagnostics`)."""
         from glmm_sm.inference.plots import plot_diagnostics
 
+        self._check_data("plot_diagnostics()")
         return plot_diagnostics(self, figsize=figsize)
 
     def plot_random_effects(self, term=None, alpha=0.05, sort=True, figsize=None):
@@ -533,6 +591,8 @@ class MonteCarloGLMMResults(LikelihoodModelResults, ResultMixin):
         (see :func:`glmm_sm.inference.plots.plot_profile`)."""
         from glmm_sm.inference.plots import plot_profile
 
+        if profile is None:
+            self._check_data("plot_profile() without a profile")
         return plot_profile(self, name, alpha=alpha, profile=profile, ax=ax, **kwargs)
 
     def plot_residuals(self, nsim=250, random_state=None, resid=None, figsize=None):
@@ -540,6 +600,7 @@ class MonteCarloGLMMResults(LikelihoodModelResults, ResultMixin):
         values (see :func:`glmm_sm.inference.plots.plot_residuals`)."""
         from glmm_sm.inference.plots import plot_residuals
 
+        self._check_data("plot_residuals()")
         return plot_residuals(self, nsim=nsim, random_state=random_state, resid=resid,
                               figsize=figsize)
 

@@ -28,29 +28,37 @@ def _max_ratio(mcse, bse):
 
 
 def build_summary(res, alpha=0.05, title=None):
-    """A statsmodels ``Summary`` with the MCSE column and a variance-component table."""
+    """A statsmodels ``Summary`` of a MCLA or a Laplace fit (``res.method``).
+
+    One layout for both: the header, the fixed effects (two-sided p-values), the
+    covariance parameters (one-sided p-values for variances, H1: variance > 0; two-sided
+    for covariances), lme4's VarCorr table for correlated terms, and the notes.  A MCLA fit
+    adds its Monte Carlo columns (MCSE, ESS, Pareto k); a Laplace fit has none.
+    """
     k = res.model.k_fe
     names = res.param_names
     params = np.asarray(res.params)
     bse = np.asarray(res.bse)
-    mcse = np.asarray(res.mcse())
+    laplace = getattr(res, "method", "mcla") == "laplace"
+    mcse = None if laplace else np.asarray(res.mcse())
     smry = Summary()
     gleft, gright = _header(res, mcse, bse)
-    smry.add_table_2cols(res, gleft=gleft, gright=gright,
-                         title=title or "Generalized Linear Mixed Model Results (MCLA)")
+    default = ("Generalized Linear Mixed Model Results (Laplace)" if laplace
+               else "Generalized Linear Mixed Model Results (MCLA)")
+    smry.add_table_2cols(res, gleft=gleft, gright=gright, title=title or default)
     est = (params, bse, mcse)
     smry.tables.append(_param_table(est, slice(0, k), names, alpha, "coef", "P>|z|",
                                     "Fixed effects"))
     smry.tables.append(_param_table(est, slice(k, len(params)), names, alpha, "variance",
                                     "P>z (1-sided)", "Variance components"))
     if res.model.design.cov.has_vector:
-        smry.tables.append(_varcorr_table(res))
+        smry.tables.append(_varcorr_table(res, monte_carlo=not laplace))
     smry.add_extra_txt(_notes(res, bse, names, k))
     return smry
 
 
-def _varcorr_table(res):
-    """lme4's VarCorr: SDs and correlations with delta-method SEs and MCSEs."""
+def _varcorr_table(res, monte_carlo=True):
+    """lme4's VarCorr: SDs and correlations with delta-method SEs (and MCSEs)."""
     from glmm_sm.results.varcorr import varcorr_frame
 
     vc = varcorr_frame(res)
@@ -58,8 +66,9 @@ def _varcorr_table(res):
     for r in vc.itertuples():
         stubs.append(f"{r.group} {'SD(' + r.name + ')' if not r.name2 else 'Corr('}"
                      + (f"{r.name}, {r.name2})" if r.name2 else ""))
-        rows.append([_fmt(r.estimate), _fmt(r.se), _fmt(r.mcse)])
-    return SimpleTable(rows, ["estimate", "std err", "MCSE"], stubs,
+        rows.append([_fmt(r.estimate), _fmt(r.se)] + ([_fmt(r.mcse)] if monte_carlo else []))
+    head = ["estimate", "std err"] + (["MCSE"] if monte_carlo else [])
+    return SimpleTable(rows, head, stubs,
                        title="Random effects: SDs and correlations (VarCorr)",
                        txt_fmt=_txt_fmt())
 
@@ -71,16 +80,22 @@ def _header(res, mcse, bse):
     cov = mod.design.cov
     unit_names = [mod.vcp_names[cov.unit_params(ui).start].split(" Var(")[0]
                   for ui in range(len(cov.units))]
+    laplace = mcse is None
     gleft = [
         ("Dep. Variable:", [res.response_label]),
         ("Family:", [mod.family_kind.name.capitalize()]),
-        ("Method:", ["Monte Carlo likelihood approx."]),
+        ("Method:", ["Laplace approximation" if laplace
+                     else "Monte Carlo likelihood approx."]),
         ("No. Observations:", [f"{int(res.nobs)}"]),
         ("Levels per component:",
          [", ".join(f"{n} {levels[u[0]]}" for n, u in zip(unit_names, cov.units,
                                                            strict=True))]),
         ("Independent blocks:", [f"{res.n_blocks}"]),
     ]
+    if laplace:
+        return gleft, [("Log-Likelihood:", [f"{res.llf:.4f}"]),
+                       ("AIC:", [f"{res.aic:.4f}"]),
+                       ("Converged:", [str(bool(res.converged))])]
     gright = [
         ("Monte Carlo draws m:", [f"{res.m}" if res.m else "none (exact GLM)"]),
         ("Smallest block ESS:", [f"{np.min(res.ess):.0f}" if len(res.ess) else "n/a"]),
@@ -100,32 +115,50 @@ def _pareto(res):
     return f"{k.max():.2f}" if k.size else "n/a"
 
 
+def two_sided(name, fixed):
+    """Whether a parameter's Wald p-value is two-sided: fixed effects and covariances
+    (either sign is possible); variances get one-sided ones (H1: variance > 0)."""
+    return fixed or " Cov(" in str(name)
+
+
 def _param_table(est, rows_of, names, alpha, what, p_head, title):
-    """Estimates, Wald z and p-values, intervals and MCSEs of the parameters ``rows_of``:
-    two-sided p-values for fixed effects, one-sided (H1: variance > 0) for variances."""
+    """Estimates, Wald z and p-values, intervals (and MCSEs, unless ``est[2]`` is None) of
+    the parameters ``rows_of``: p-values as :func:`two_sided` says."""
     params, bse, mcse = est
     with np.errstate(divide="ignore", invalid="ignore"):
         z = params / bse
     q = stats.norm.ppf(1 - alpha / 2)
-    head = [what, "std err", "z", p_head, f"[{alpha / 2:g}", f"{1 - alpha / 2:g}]", "MCSE"]
+    head = [what, "std err", "z", p_head, f"[{alpha / 2:g}", f"{1 - alpha / 2:g}]"]
+    head += ["MCSE"] if mcse is not None else []
     rows = []
     for j in range(rows_of.start, rows_of.stop):
-        two = what == "coef" or " Cov(" in str(names[j])
+        two = two_sided(names[j], what == "coef")
         p = 2 * stats.norm.sf(abs(z[j])) if two else stats.norm.sf(z[j])
         rows.append([_fmt(params[j]), _fmt(bse[j]), f"{z[j]:.3f}", _pfmt(p),
-                     _fmt(params[j] - q * bse[j]), _fmt(params[j] + q * bse[j]),
-                     _fmt(mcse[j])])
+                     _fmt(params[j] - q * bse[j]), _fmt(params[j] + q * bse[j])]
+                    + ([_fmt(mcse[j])] if mcse is not None else []))
     return SimpleTable(rows, head, names[rows_of], title=title, txt_fmt=_txt_fmt())
 
 
 def _notes(res, bse, names, k):
     """The notes under the tables: what the errors mean, and any problem with the fit."""
+    from glmm_sm.fit.boundary import BOUNDARY_NU
+
+    laplace = getattr(res, "method", "mcla") == "laplace"
     boundary = list(getattr(res, "boundary", []))
+    if laplace:
+        first = ("Laplace approximation of the likelihood (as lme4's glmer with nAGQ = 1). "
+                 "Standard errors: inverse of minus the Hessian of the Laplace "
+                 "log-likelihood (central differences of its analytic gradient). There is no "
+                 "Monte Carlo error (no MCSE column); the approximation's bias is not "
+                 "measured: compare with the MCLA fit (glmm_sm.compare).")
+    else:
+        first = ("Standard errors: inverse Monte Carlo observed information. MCSE: Monte "
+                 "Carlo standard error of each estimate (Sung and Geyer 2007); it shrinks as "
+                 "m grows. It holds while the Pareto k of the importance weights is below "
+                 "0.5 (and is optimistic up to 0.7; PSIS, Vehtari et al. 2024).")
     notes = [
-        "Standard errors: inverse Monte Carlo observed information. MCSE: Monte Carlo "
-        "standard error of each estimate (Sung and Geyer 2007); it shrinks as m grows. "
-        "It holds while the Pareto k of the importance weights is below 0.5 (and is "
-        "optimistic up to 0.7; PSIS, Vehtari et al. 2024).",
+        first,
         "Variance components: one-sided Wald p-values for H1: variance > 0 (two-sided for "
         "covariances). At the zero boundary Wald inference is conservative and intervals "
         "may cross zero.",
@@ -137,16 +170,23 @@ def _notes(res, bse, names, k):
                      "errors and the VarCorr table's delta-method errors are not reliable "
                      "there.")
     if not res.converged:
-        notes.append("WARNING: the Monte Carlo MLE did not converge: " + res.fit_log.message)
-    raw = getattr(res, "llf_unclipped", res.llf)
-    if raw > res.llf:
-        notes.append(f"The Monte Carlo estimate of the log-likelihood was {raw:.4g} (MCSE "
-                     f"{res.llf_mcse:.2g}); a log-probability cannot exceed 0, so 0 is "
-                     "reported.")
+        notes.append("WARNING: " + res.fit_log.message if laplace else
+                     "WARNING: the Monte Carlo MLE did not converge: " + res.fit_log.message)
+    if res.llf > 0:
+        notes.append(f"The log-likelihood estimate {res.llf:.4g} is above 0, which a "
+                     "log-probability cannot be"
+                     + ("" if laplace else f" ({res.llf / res.llf_mcse:.2g} MCSE above 0)"
+                        if res.llf_mcse > 0 else "")
+                     + ": the data are fitted almost perfectly (separation?); it is "
+                     "reported as estimated, and AIC/BIC from it.")
     if np.any(np.isnan(bse[k:][~np.isin(names[k:], boundary)])) or np.any(np.isnan(bse[:k])):
         notes.append("nan standard errors: the Hessian is not negative definite in the "
                      "directions of those parameters (see the fit's ConvergenceWarning).")
-    if boundary:
+    if boundary and laplace:
+        notes.append(f"BOUNDARY: variance component(s) {boundary} are at the lower bound "
+                     f"of the optimizer (below {BOUNDARY_NU:g}); their standard errors are "
+                     "undefined (nan).")
+    elif boundary:
         scores = ", ".join(f"{n}: {res.fit_log.boundary.get(n, np.nan):.4g}" for n in boundary)
         notes.append(
             f"BOUNDARY: variance component(s) {boundary} are estimated at 0, the edge of the "
@@ -155,6 +195,10 @@ def _notes(res, bse, names, k):
             f"derivative of the log-likelihood at 0 ({scores}): negative means 0 is a "
             "maximum. Test variance = 0 by a likelihood-ratio test against the 50:50 "
             "mixture of chi2(0) and chi2(1).")
+    events = [w for w in getattr(res.fit_log, "warnings", [])
+              if not w.startswith("boundary (singular) fit") and w not in res.fit_log.message]
+    if events:
+        notes.append("Recorded during the fit (fit_log.warnings): " + " | ".join(events))
     return notes
 
 

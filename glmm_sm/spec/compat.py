@@ -10,7 +10,33 @@ from __future__ import annotations
 
 from statsmodels.base.data import ModelData, PandasData
 
-__all__ = ["SAFE_DATA", "sm_family"]
+__all__ = ["SAFE_DATA", "sm_family", "FORMULA_ERRORS", "ENGINE_ERRORS"]
+
+
+def _engine_errors():
+    """The formula engines' own exception classes (patsy's, formulaic's), where installed."""
+    out = []
+    try:
+        from patsy import PatsyError
+        out.append(PatsyError)
+    except ImportError:  # pragma: no cover - patsy is optional from statsmodels 0.15
+        pass
+    try:
+        from formulaic.errors import FormulaicError
+        out.append(FormulaicError)
+    except ImportError:  # pragma: no cover
+        pass
+    return tuple(out)
+
+
+#: The formula engines' own exception classes.
+ENGINE_ERRORS = _engine_errors()
+
+#: What evaluating a formula on a data frame may raise: the engines' errors and the Python
+#: errors of evaluating a column expression (a name not found, a bad call, a failed
+#: conversion, a call stack too shallow for the environment).
+FORMULA_ERRORS = ENGINE_ERRORS + (NameError, KeyError, ValueError, TypeError, SyntaxError,
+                                  AttributeError, IndexError)
 
 
 class _SafeUnpickle:
@@ -23,7 +49,7 @@ class _SafeUnpickle:
     def __setstate__(self, d):
         try:
             super().__setstate__(dict(d))
-        except Exception:
+        except FORMULA_ERRORS:
             d = dict(d)
             if d.pop("restore_model_spec", None) is not None or "formula" in d:
                 from statsmodels.formula._manager import FormulaManager

@@ -23,13 +23,15 @@ def complete_rows(formulas, data, eval_env, arrays):
     """Mask of the rows of ``data`` where every formula and array is free of missing values."""
     from statsmodels.formula._manager import FormulaManager
 
+    from glmm_sm.spec.compat import FORMULA_ERRORS
+
     mgr = FormulaManager()
     pos = data.reset_index(drop=True)
     keep = np.ones(len(data), dtype=bool)
     for f in formulas:
         try:
             out = mgr.get_matrices(f, pos, eval_env=eval_env, pandas=True, na_action="drop")
-        except Exception:  # the real build afterwards reports the error
+        except FORMULA_ERRORS:  # the real build afterwards reports the error
             continue
         rows = out[1].index if isinstance(out, tuple) else out.index
         keep &= np.isin(np.arange(len(pos)), np.asarray(rows))

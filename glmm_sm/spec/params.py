@@ -47,7 +47,13 @@ class ParamTransform:
         self.p, self.k_vc = p, int(k_vc)
         self.cov = cov if cov is not None and cov.has_vector else None
         self.T = np.eye(p)
-        if whiten and p and n >= p:
+        #: Why whitening was asked for and not done (None when done or not asked for); the
+        #: fit records it in ``fit_log.warnings`` and warns.
+        self.whitening_note = None
+        if whiten and p and n < p:
+            self.whitening_note = (f"the fixed-effects design has fewer rows ({n}) than "
+                                   f"columns ({p}); the optimizers work on beta unwhitened")
+        elif whiten and p:
             norms = np.linalg.norm(X, axis=0)
             norms = np.where(norms > 0, norms, 1.0)
             R = np.linalg.qr(X / norms, mode="r")
@@ -55,6 +61,13 @@ class ParamTransform:
             if d.min() > 1e-10 * d.max():
                 Rinv = np.linalg.solve(R, np.eye(p))
                 self.T = np.sqrt(n) * Rinv / norms[:, None]
+            else:
+                self.whitening_note = (
+                    "the fixed-effects design is nearly rank deficient (condition number of "
+                    f"its scaled columns about {d.max() / max(d.min(), 1e-300):.3g}); the "
+                    "optimizers work on beta unwhitened, so the path (not the maximum) "
+                    "depends on the covariates' units: rescale or drop nearly collinear "
+                    "columns")
         self.T_inv = np.linalg.inv(self.T) if p else self.T
 
     def to_x(self, theta):

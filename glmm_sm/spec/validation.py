@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 
 __all__ = ["check_finite", "vector", "as_float", "column", "exposure_vector",
-           "observation_weights", "checked_exog", "check_full_rank", "show_values"]
+           "observation_weights", "checked_exog", "check_full_rank", "show_values",
+           "nonnegative_up_to_rounding", "ROUNDING"]
 
 
 def check_finite(values, name):
@@ -151,3 +152,47 @@ def checked_exog(exog, names):
         raise ValueError(f"exog contains NaN or infinite values in column(s) {bad}")
     check_full_rank(X, names)
     return X
+
+
+#: Relative size of the rounding error of a difference or sum of products of doubles, with
+#: room for the thousands of terms of a weighted sum over draws or a row's quadratic form.
+ROUNDING = 1e-10
+
+
+def nonnegative_up_to_rounding(values, scale, what, rel=ROUNDING, stacklevel=3):
+    """A quantity that is ``>= 0`` in exact arithmetic, with its rounding below 0 set to 0.
+
+    Variances computed as ``E[u^2] - E[u]^2``, quadratic forms ``x' C x`` in covariance
+    matrices and ``1 / ESS - 1 / m`` are non-negative in exact arithmetic; in floating point
+    they can come out slightly below 0, by at most a small multiple of the size of the
+    terms (``scale``).  Such values are set to 0.  A value below ``-rel * scale`` is not
+    rounding: it gets NaN, and a ``RuntimeWarning`` names ``what`` and the entries, never a
+    silent 0.
+
+    Parameters
+    ----------
+    values : array_like
+    scale : array_like or float
+        The size of the terms whose difference or sum gave ``values`` (``E[u^2]``,
+        ``|x|' |C| |x|``, ...), broadcastable to ``values``.
+    what : str
+        What the values are, for the warning.
+    rel : float
+        Relative rounding tolerance.
+
+    Returns
+    -------
+    ndarray of float
+    """
+    import warnings
+
+    values = np.array(values, dtype=np.float64)
+    bad = values < -rel * np.abs(np.asarray(scale, dtype=np.float64))
+    if np.any(bad):
+        where = np.flatnonzero(np.ravel(bad))
+        warnings.warn(f"{what}: {where.size} value(s) below 0 beyond rounding (entries "
+                      f"{where[:10].tolist()}, smallest {float(np.min(values[bad])):.3g}); "
+                      "they are reported as NaN", RuntimeWarning, stacklevel=stacklevel)
+    out = np.where(values < 0, 0.0, values)
+    out[bad] = np.nan
+    return out

@@ -19,6 +19,7 @@ from glmm_sm.mcla.engine import Evaluation, effective_n_jobs, finish
 from glmm_sm.mcla.kernels import plain as _kernels
 from glmm_sm.mcla.kernels.rb import TILE, make_state, rb_chunk_sums, rb_log_weights
 from glmm_sm.mcla.partials import DrawShift, PartialSums, _scales, partition_bounds
+from glmm_sm.spec.validation import nonnegative_up_to_rounding
 
 __all__ = ["RBEngine", "KEEP_LOG_WEIGHTS"]
 
@@ -218,7 +219,9 @@ class RBEngine:
         sd = np.sqrt(nu[data.arrays.ident])
         cp = data.layout.col_perm
         mean[cp] = mean_l
-        sd[cp] = np.sqrt(np.clip(m2_l - mean_l**2, 0, None))
+        # E[u^2] - E[u]^2 >= 0 (weighted moments): below 0 only by rounding.
+        sd[cp] = np.sqrt(nonnegative_up_to_rounding(
+            m2_l - mean_l**2, m2_l, "conditional variances of the random effects"))
         return mean, sd
 
     def iter_log_weights(self, params):

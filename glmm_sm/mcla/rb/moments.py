@@ -21,6 +21,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from glmm_sm.mcla.rb.proposal import LevelQuadrature
+from glmm_sm.spec.validation import nonnegative_up_to_rounding
 
 __all__ = ["rb_effect_cov"]
 
@@ -85,4 +86,7 @@ class _Nodes:
         u = U[self.v_idx]
         A, _, _, pi = self.quad.posterior(u, self.Zv @ u)
         mu = np.einsum("ljk,ljk->lk", pi, A)
-        return mu, np.maximum(np.einsum("ljk,ljk->lk", pi, A * A) - mu * mu, 0.0)
+        m2 = np.einsum("ljk,ljk->lk", pi, A * A)
+        # A node variance E[a^2] - E[a]^2 >= 0: below 0 only by rounding.
+        return mu, nonnegative_up_to_rounding(m2 - mu * mu, m2,
+                                              "node variances of the integrated effects")

@@ -19,12 +19,14 @@ __all__ = ["rb_structure", "rb_round", "rb_record", "PILOT_NODES"]
 PILOT_NODES = 6
 
 
-def rb_structure(model, opts, factorize, client):
+def rb_structure(model, opts, factorize, client, notes=None):
     """The :class:`RBStructure` a fit uses, or None.
 
     ``rao_blackwell="auto"`` integrates where a large block gains (:func:`rb_eligible`) and
     the default sampler is asked for; ``True`` wherever a block allows it.  Neither applies
-    with correlated terms or a Dask client (the plain estimator is used).
+    with correlated terms or a Dask client (the plain estimator is used).  With a Dask
+    client, a fit that ``"auto"`` would have Rao-Blackwellized says so: a note appended to
+    ``notes`` (the fit log's warnings, issued as warnings at the end of the fit).
     """
     rb = opts.rao_blackwell
     if rb is False or not rb:
@@ -38,6 +40,15 @@ def rb_structure(model, opts, factorize, client):
         if rb is True:
             raise ValueError(f"rao_blackwell=True is not available for {why}; use "
                              "rao_blackwell=False")
+        if client is not None and notes is not None and opts.sampler == "laplace":
+            data = model.layout_data(factorize)
+            if rb_eligible(data, choose_split(data)):
+                notes.append("rao_blackwell='auto': this model would be Rao-Blackwellized "
+                             "(one crossed factor integrated by quadrature), which is not "
+                             "available on a Dask cluster; the plain importance-sampling "
+                             "estimator is used, which needs more draws for the same MCSE. "
+                             "Fit without client to integrate, or pass "
+                             "rao_blackwell=False to silence this")
         return None
     data = model.layout_data(factorize)
     split = choose_split(data)
