@@ -27,12 +27,15 @@ Wald tests and contrasts of the other parameters are unaffected.
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
+from scipy import sparse
 
 from glmm_sm.fit.information import information_errors
 
-__all__ = ["BOUNDARY_NU", "at_boundary", "reduced_model", "glm_fit", "boundary_scores"]
+__all__ = ["BOUNDARY_NU", "BOUNDARY_Z", "BoundaryEvidence", "at_boundary", "reduced_model",
+           "glm_fit", "boundary_scores", "boundary_evidence", "boundary_decision"]
 
 #: A variance below this (an SD below 1e-3 on the linear-predictor scale) is taken as 0.
 BOUNDARY_NU = 1e-6
@@ -93,49 +96,245 @@ def boundary_scores(model, beta, drop, engine=None, red_params=None, chunk=512):
     ``engine`` and ``red_params`` are the reduced model's final engine and estimate (omit
     both when no variance component is left).
     """
+    if engine is None:
+        return _glm_scores(model, beta, drop)
+    return _ScorePass(model, engine, drop, chunk).derivatives(red_params)
+
+
+def boundary_evidence(model, drop, beta=None, engine=None, red_params=None, mcse_cov=None,
+                      chunk=512):
+    """The one-sided derivatives at ``nu_t = 0`` for ``t`` in ``drop``, with their MCSEs.
+
+    Parameters
+    ----------
+    model : MonteCarloGLMM
+        The full model.
+    drop : list of int
+        Components set to 0.
+    beta : ndarray, optional
+        The fixed effects of the exact GLM fit, when no component is left (then the
+        derivatives are exact: MCSE 0).
+    engine, red_params, mcse_cov : optional
+        The reduced model's final engine, estimate and Monte Carlo covariance of that
+        estimate (the MCSE sandwich of its final round).
+    chunk : int
+
+    Returns
+    -------
+    list of BoundaryEvidence
+        One per component of ``drop``, its ``decision`` by :func:`boundary_decision`.
+    """
+    names = [model.vcp_names[t] for t in drop]
+    if engine is None:
+        d = _glm_scores(model, beta, drop)
+        zero = np.zeros(len(drop))
+        return _evidence(names, d, zero, zero, 0)
+    sp = _ScorePass(model, engine, drop, chunk)
+    red_params = np.asarray(red_params, dtype=float)
+    d, sd_draws = sp.derivatives(red_params, with_mcse=True)
+    # The reduced estimate is itself a Monte Carlo estimate: d(theta_hat) moves with it by
+    # g' (theta_hat - theta), g = dd/dtheta on the same draws (central differences).  Its
+    # covariance with the draws' error in d at fixed theta is not estimated: the two SDs
+    # are added (Cauchy-Schwarz), an upper bound of the combined MCSE.
+    sd_est = np.zeros(len(drop))
+    if mcse_cov is not None:
+        mc = np.asarray(mcse_cov, dtype=float)
+        if np.all(np.isfinite(mc)):
+            G = sp.jacobian(red_params)
+            sd_est = np.sqrt(np.maximum(np.einsum("ti,ij,tj->t", G, mc, G), 0.0))
+        else:
+            sd_est = np.full(len(drop), np.inf)
+    return _evidence(names, d, sd_draws, sd_est, engine.m)
+
+
+#: A component is at the boundary when its one-sided derivative at 0 is at most
+#: ``-BOUNDARY_Z`` MCSEs, inside the parameter space when it is above ``+BOUNDARY_Z`` MCSEs;
+#: in between the Monte Carlo evidence is ambiguous (m grows).
+BOUNDARY_Z = 3.0
+#: Draws for the derivatives' sensitivity to the reduced estimate (see
+#: :meth:`_ScorePass.jacobian`).
+JACOBIAN_DRAWS = 4000
+
+
+@dataclass(frozen=True)
+class BoundaryEvidence:
+    """The Monte Carlo evidence on one variance component set to 0.
+
+    Attributes
+    ----------
+    component : str
+    derivative : float
+        One-sided derivative of the log-likelihood in ``nu_t`` at ``nu_t = 0``, at the
+        estimate of the model without the dropped components.
+    mcse : float
+        Its Monte Carlo standard error, ``mcse_draws + mcse_estimate`` (an upper bound; 0
+        when exact).
+    mcse_draws : float
+        Over the draws, at the reduced estimate held fixed (delta method on the
+        self-normalized importance sampling sums).
+    mcse_estimate : float
+        Carried from the Monte Carlo error of the reduced estimate.
+    m : int
+        Draws of the reduced fit (0: no component left, the derivative is exact).
+    decision : str
+        ``"boundary"`` (``derivative <= -BOUNDARY_Z * mcse``; with ``mcse = 0``,
+        ``derivative <= 0``), ``"interior"`` (``derivative > BOUNDARY_Z * mcse``) or
+        ``"undecided"``.
+    """
+
+    component: str
+    derivative: float
+    mcse: float
+    mcse_draws: float
+    mcse_estimate: float
+    m: int
+    decision: str
+    #: Which refit of the boundary procedure gave it, and what was done: ``"at 0"``,
+    #: ``"at 0 (unresolved)"`` (m could not grow further), ``"put back"`` or ``"more
+    #: draws"`` (set by :func:`glmm_sm.boundary_refit.fit_with_boundary`).
+    attempt: int = 0
+    action: str = ""
+
+
+def boundary_decision(derivative, mcse, z=BOUNDARY_Z):
+    """``"boundary"``, ``"interior"`` or ``"undecided"`` from a derivative and its MCSE."""
+    if not (np.isfinite(derivative) and np.isfinite(mcse)):
+        return "undecided"
+    if derivative > z * mcse:
+        return "interior"
+    if derivative <= -z * mcse:
+        return "boundary"
+    return "undecided"
+
+
+def _evidence(names, d, sd_draws, sd_est, m):
+    out = []
+    for name, di, s1, s2 in zip(names, d, sd_draws, sd_est, strict=True):
+        s = float(s1 + s2)
+        out.append(BoundaryEvidence(name, float(di), s, float(s1), float(s2), int(m),
+                                    boundary_decision(float(di), s)))
+    return out
+
+
+def _glm_scores(model, beta, drop):
+    """The derivatives at the exact GLM fit (no component left): no expectation to take."""
     a = model.arrays
     fam = a.family
     w = a.weights
-    if engine is None:
-        eta = a.X @ beta + a.offset
-        r = w * (a.y - a.ntrials * fam.mean(eta))
-        c = w * a.ntrials * fam.variance(eta)
-        out = []
-        for t in drop:
-            Zt = model.exog_vc[:, np.flatnonzero(model.ident == t)]
-            s = Zt.T @ r
-            h = -(Zt.multiply(Zt)).T @ c
-            out.append(0.5 * float(np.sum(s * s + h)))
-        return np.array(out)
+    eta = a.X @ beta + a.offset
+    r = w * (a.y - a.ntrials * fam.mean(eta))
+    c = w * a.ntrials * fam.variance(eta)
+    out = []
+    for t in drop:
+        Zt = model.exog_vc[:, np.flatnonzero(model.ident == t)]
+        s = Zt.T @ r
+        h = -(Zt.multiply(Zt)).T @ c
+        out.append(0.5 * float(np.sum(s * s + h)))
+    return np.array(out)
 
-    data = engine.data
-    op = data.layout.obs_perm
-    wy, wn = data.wy, data.wn
-    drop_cols = np.flatnonzero(np.isin(model.ident, drop))
-    Zd = model.exog_vc[op][:, drop_cols].tocsr()
-    Zd2 = Zd.multiply(Zd).tocsr()
-    comp = model.ident[drop_cols]
-    B, qd = data.n_blocks, len(drop_cols)
-    s0 = np.zeros(B)
-    m1 = np.zeros((B, qd))  # sum_k w_k s_jb(k)
-    m2 = np.zeros((B, qd))  # sum_k w_k s_jb(k)^2
-    mh = np.zeros((B, qd))  # sum_k w_k h_jb(k)
-    blocks = [slice(data.obs_ptr[b], data.obs_ptr[b + 1]) for b in range(B)]
-    for _, eta, v, sc in engine.weighted_draws(red_params, chunk):
-        R = wy[:, None] - wn[:, None] * fam.mean(eta)
-        C = wn[:, None] * fam.variance(eta)
-        s0 = s0 * sc + v.sum(axis=1)
-        m1 *= sc[:, None]
-        m2 *= sc[:, None]
-        mh *= sc[:, None]
-        for b, rows in enumerate(blocks):
-            Sb = Zd[rows].T @ R[rows]  # (qd, K)
-            Hb = -(Zd2[rows].T @ C[rows])
-            m1[b] += Sb @ v[b]
-            m2[b] += (Sb * Sb) @ v[b]
-            mh[b] += Hb @ v[b]
-    e1, e2, eh = m1 / s0[:, None], m2 / s0[:, None], mh / s0[:, None]
-    # Blocks are independent given the data: E[(sum_b s_b)^2] = (sum_b E s_b)^2 + sum_b Var s_b
-    es2 = e1.sum(0) ** 2 + (e2 - e1**2).sum(0)
-    per_col = 0.5 * (es2 + eh.sum(0))
-    return np.array([float(per_col[comp == t].sum()) for t in drop])
+
+class _ScorePass:
+    """Importance-sampling estimates of the one-sided derivatives on a reduced model's draws.
+
+    Column ``j`` of a dropped component has score ``s_j = sum_b s_jb`` and curvature
+    ``h_j = sum_b h_jb``, summed over the reduced model's blocks ``b`` (independent given the
+    data), so
+
+        d_t = 1/2 sum_{j in t} [ (sum_b E s_jb)^2 + sum_b (Var s_jb + E h_jb) ],
+
+    each ``E`` a self-normalized sum over block ``b``'s draws.  The sums run over the
+    ``(block, column)`` pairs where the column has entries (one sparse product per chunk).
+    """
+
+    def __init__(self, model, engine, drop, chunk=512):
+        data = engine.data
+        self.engine, self.chunk, self.drop = engine, chunk, list(drop)
+        self.fam = data.family
+        self.wy, self.wn = data.wy, data.wn
+        drop_cols = np.flatnonzero(np.isin(model.ident, drop))
+        Zd = model.exog_vc[data.layout.obs_perm][:, drop_cols].tocoo()
+        qd, n, B = len(drop_cols), Zd.shape[0], data.n_blocks
+        blk = np.repeat(np.arange(B), np.diff(data.obs_ptr))[Zd.row]
+        key = blk * qd + Zd.col
+        uniq, pair = np.unique(key, return_inverse=True)
+        P = len(uniq)
+        self.block, self.col = uniq // qd, uniq % qd
+        self.A = sparse.csr_matrix((Zd.data, (pair, Zd.row)), shape=(P, n))
+        self.A2 = sparse.csr_matrix((Zd.data**2, (pair, Zd.row)), shape=(P, n))
+        comp = model.ident[drop_cols][self.col]
+        self.comp = np.array([self.drop.index(int(t)) for t in comp], dtype=int)
+        self.qd, self.B = qd, B
+        # (block, component) groups of pairs, for the per-block influence sums.
+        gkey = self.block * len(self.drop) + self.comp
+        self.guniq, gidx = np.unique(gkey, return_inverse=True)
+        self.G = sparse.csr_matrix((np.ones(P), (gidx, np.arange(P))),
+                                   shape=(len(self.guniq), P))
+
+    def _chunks(self, params, max_draws=None):
+        fam, wy, wn = self.fam, self.wy, self.wn
+        for _, eta, v, sc in self.engine.weighted_draws(params, self.chunk, max_draws):
+            R = wy[:, None] - wn[:, None] * fam.mean(eta)
+            C = wn[:, None] * fam.variance(eta)
+            yield self.A @ R, -(self.A2 @ C), v, sc
+
+    def _moments(self, params, max_draws=None):
+        """Per pair: ``(E s, E s^2, E h)`` and each block's weight total."""
+        P = len(self.block)
+        s0 = np.zeros(self.B)
+        m = np.zeros((3, P))
+        for S, H, v, sc in self._chunks(params, max_draws):
+            vp = v[self.block]
+            s0 = s0 * sc + v.sum(axis=1)
+            m *= sc[self.block]
+            m[0] += np.einsum("pk,pk->p", S, vp)
+            m[1] += np.einsum("pk,pk->p", S * S, vp)
+            m[2] += np.einsum("pk,pk->p", H, vp)
+        return m / s0[self.block], s0
+
+    def _combine(self, e):
+        e1, e2, eh = e
+        S1 = np.bincount(self.col, weights=e1, minlength=self.qd)
+        # Blocks are independent given the data: E[(sum_b s_b)^2] = (sum_b E s_b)^2 +
+        # sum_b Var s_b.
+        per_pair = e2 - e1**2 + eh
+        per_col = S1**2 + np.bincount(self.col, weights=per_pair, minlength=self.qd)
+        comp_of_col = np.zeros(self.qd, dtype=int)
+        comp_of_col[self.col] = self.comp
+        return 0.5 * np.bincount(comp_of_col, weights=per_col, minlength=len(self.drop)), S1
+
+    def derivatives(self, params, with_mcse=False, max_draws=None):
+        """The derivatives at ``params`` and, with ``with_mcse``, their MCSEs over the
+        draws (a second pass: the delta method on the per-block self-normalized sums).
+        ``max_draws``: on the first ``max_draws`` draws only (without MCSE)."""
+        e, s0 = self._moments(params, max_draws)
+        d, S1 = self._combine(e)
+        if not with_mcse:
+            return d
+        e1, e2, eh = e
+        a1 = S1[self.col] - e1  # dd/dE s_jb; dd/dE s^2 = dd/dE h = 1/2
+        q2 = np.zeros(len(self.guniq))
+        gblk = self.guniq // len(self.drop)
+        for S, H, v, sc in self._chunks(params):
+            psi = (a1[:, None] * (S - e1[:, None]) + 0.5 * (S * S - e2[:, None])
+                   + 0.5 * (H - eh[:, None]))
+            psi_g = self.G @ psi  # (groups, K)
+            q2 = q2 * sc[gblk] ** 2 + np.einsum("gk,gk->g", psi_g**2, v[gblk] ** 2)
+        var = np.bincount(self.guniq % len(self.drop), weights=q2 / s0[gblk] ** 2,
+                          minlength=len(self.drop))
+        return d, np.sqrt(var)
+
+    def jacobian(self, params, rel=1e-4, max_draws=JACOBIAN_DRAWS):
+        """``dd_t / dtheta_i`` by central differences on the first ``max_draws`` draws (the
+        same draws at every point: the differences are smooth).  It only scales the
+        estimate's share of the MCSE, so a few thousand draws do."""
+        params = np.asarray(params, dtype=float)
+        p = self.engine.data.k_fe
+        J = np.zeros((len(self.drop), len(params)))
+        for i in range(len(params)):
+            h = rel * (max(1.0, abs(params[i])) if i < p else params[i])
+            up, dn = params.copy(), params.copy()
+            up[i] += h
+            dn[i] -= h
+            J[:, i] = (self.derivatives(up, max_draws=max_draws)
+                       - self.derivatives(dn, max_draws=max_draws)) / (2 * h)
+        return J

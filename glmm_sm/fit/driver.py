@@ -178,11 +178,13 @@ def mcmle(model, opts: FitOptions, random_state=None, start_params=None, callbac
     with threadpool_limits(1, user_api="blas"):
         outcome = _mcmle(model, opts, seed, start_params, callback, disp, client)
         if outcome.boundary:
-            def refit(reduced, seed, start):  # boundary scores need joint draws
-                return _mcmle(reduced, replace(opts, rao_blackwell=False), seed, start,
-                              callback, disp, client)
+            def refit(reduced, seed, start, m_start=None):  # boundary scores need joint draws
+                o = replace(opts, rao_blackwell=False)
+                if m_start is not None:
+                    o = replace(o, m_start=int(m_start))
+                return _mcmle(reduced, o, seed, start, callback, disp, client)
 
-            outcome = fit_with_boundary(model, outcome, refit)
+            outcome = fit_with_boundary(model, outcome, refit, opts)
     if outcome.engine is not None:
         outcome.engine.detach()
     if separated is not None:

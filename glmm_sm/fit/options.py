@@ -142,6 +142,11 @@ class FitLog:
         Variance components estimated at 0, each with the one-sided derivative of the
         log-likelihood at 0 (negative: the boundary is a maximum); see
         :mod:`glmm_sm.fit.boundary`.
+    boundary_evidence : list of BoundaryEvidence
+        Every decision of the boundary procedure (:mod:`glmm_sm.fit.boundary_refit`): per
+        refit and dropped component, the one-sided derivative at 0, its MCSE, the draws,
+        the decision (``"boundary"``, ``"interior"``, ``"undecided"``) and the action taken;
+        empty when no variance went to 0.
     warnings : list of str
         Problems found along the way, each also issued as a ConvergenceWarning.
     rao_blackwell : dict
@@ -156,6 +161,7 @@ class FitLog:
     seed_entropy: int | None = None
     message: str = ""
     boundary: dict = field(default_factory=dict)
+    boundary_evidence: list = field(default_factory=list)
     warnings: list = field(default_factory=list)
     rao_blackwell: dict = field(default_factory=dict)
 

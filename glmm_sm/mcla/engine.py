@@ -217,16 +217,21 @@ class MCLAEngine:
                                   np.asarray(params, dtype=np.float64), self.shift):
             yield lw
 
-    def weighted_draws(self, params, chunk_size=512):
+    def weighted_draws(self, params, chunk_size=512, max_draws=None):
         """Yield ``(U, eta, v, sc)`` for every ``chunk_size`` draws, for running
         self-normalised sums: ``v = exp(b - A)`` (n_blocks, K) are the draws' weights
         relative to the running maximum ``A`` of each block's log weights, and ``sc`` the
-        factor by which sums over earlier draws must be rescaled to that maximum."""
+        factor by which sums over earlier draws must be rescaled to that maximum.
+        ``max_draws``: only the first ``max_draws`` draws (all when None)."""
         A = np.full(self.data.n_blocks, -np.inf)
+        left = self.m if max_draws is None else int(max_draws)
         for k0, k1 in self.ranges:
+            if left <= 0:
+                return
             U, logf, S, j0, j1 = self.draws.chunk_arrays(k0, k1)
-            for a0 in range(j0, j1, chunk_size):
-                a1 = min(a0 + chunk_size, j1)
+            for a0 in range(j0, min(j1, j0 + left), chunk_size):
+                a1 = min(a0 + chunk_size, j1, a0 + left)
+                left -= a1 - a0
                 Ub, eta, b = self.draw_terms(params, U, logf, S, a0, a1)
                 A, v, sc = _rescaled(A, b)
                 yield Ub, eta, v, sc
