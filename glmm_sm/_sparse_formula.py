@@ -283,8 +283,7 @@ def _names(factors, cat, sizes, col):
         rest = rest // size
     for f in factors:
         if f.categorical:
-            labels = np.array([f"{f.name}[" + "%s" % (lv,) + "]" for lv in f.levels],
-                              dtype=object)
+            labels = np.array([f"{f.name}[{lv!s}]" for lv in f.levels], dtype=object)
             pieces.append(labels[digits[f.name]])
         else:
             pieces.append(np.full(col.size, f.name, dtype=object))
