@@ -210,15 +210,17 @@ def test_cbpp_aggregated_equals_bernoulli_rows():
 
 
 def test_radish2_design_and_laplace():
-    """Block is nested in Site: the Site:Block interaction has 20 columns, 10 of them empty.
+    """Block is nested in Site: of the Site:Block interaction's 20 combinations 10 occur,
+    and only those are columns (tests/test_sparse_design.py: the formula engine's 10 empty
+    columns would integrate to one and drop out of every block).
 
-    Empty columns carry no data, integrate to one and must drop out of every block, so the
-    fit equals the one with the 10 used Block levels directly (they are unique across sites).
+    The fit equals the one with the 10 used Block levels directly (they are unique across
+    sites).
     """
     model = _radish()
     assert model.exog_names == ["Intercept", "Site[T.Riverside]", "Region[T.S]"]
     assert model.vcp_names == ["Block", "Pop"]
-    assert model.exog_vc.shape == (233, 26)
+    assert model.exog_vc.shape == (233, 16)
     used = np.asarray(model.exog_vc.sum(axis=0)).ravel() > 0
     assert used.sum() == 16
     assert len(model.blocks) == 1 and model.blocks[0].q == 16 and model.blocks[0].nobs == 233

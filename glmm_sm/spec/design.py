@@ -13,6 +13,7 @@ contiguous range of both; the sampler, Laplace step and kernels all work in that
 from __future__ import annotations
 
 import warnings
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
@@ -306,40 +307,66 @@ def vc_design_from_formulas(vc_formulas, data, eval_env=0, vcp_names=None, equal
     """
     from statsmodels.formula._manager import FormulaManager
 
+    from glmm_sm.spec.sparse_formula import capture_env, sparse_columns
+
     formulas, names, comp = _normalize_vc_spec(vc_formulas, vcp_names, equal)
     mgr = FormulaManager()
+    env = capture_env(eval_env)  # the environment get_matrices would use from here
     mats, idents, cols = [], [], []
     per_comp = np.bincount(np.asarray(comp, dtype=int), minlength=len(names))
     for f, t in zip(formulas, comp, strict=True):
         label = names[t]
         check_vc_formula(label, f)
-        try:
-            mat = mgr.get_matrices(f, data, eval_env=eval_env, pandas=True, na_action="raise")
-        except Exception as exc:  # the formula engines raise many types
-            raise ValueError(f"vc_formulas[{label!r}]: could not evaluate {f!r}: {exc}") from exc
-        mat = pd.DataFrame(mat)
-        if mat.shape[1] == 0:
+        # Grouping factors (and their products with covariates) directly as sparse
+        # columns; anything else through the formula engine.
+        built = sparse_columns(f, data, env)
+        if built is None:
+            try:
+                mat = mgr.get_matrices(f, data, eval_env=eval_env, pandas=True,
+                                       na_action="raise")
+            except Exception as exc:  # the formula engines raise many types
+                raise ValueError(f"vc_formulas[{label!r}]: could not evaluate {f!r}: "
+                                 f"{exc}") from exc
+            built = _frame_columns(pd.DataFrame(mat))
+        M, colnames = built.matrix, built.names
+        if M.shape[1] == 0:
             raise ValueError(f"vc_formulas[{label!r}]: formula {f!r} produces no columns")
-        values = mat.to_numpy(dtype=np.float64)
-        if not np.all(np.isfinite(values)):
+        if not np.all(np.isfinite(M.data)):
             raise ValueError(f"vc_formulas[{label!r}]: formula {f!r} gives NaN or infinite values")
-        if not np.any(values):
+        if not np.any(M.data):
             raise ValueError(f"vc_formulas[{label!r}]: formula {f!r} gives an all-zero design")
-        check_vc_columns(label, f, values, [str(c) for c in mat.columns],
-                         alone=per_comp[t] == 1)
-        mats.append(sp.csr_matrix(values))
-        idents.append(np.full(mat.shape[1], t))
-        cols.extend((label, str(c)) for c in mat.columns)
+        check_vc_columns(label, f, M, colnames, alone=per_comp[t] == 1)
+        mats.append(M)
+        idents.append(np.full(M.shape[1], t))
+        cols.extend((label, c) for c in colnames)
     # Columns ordered by component, then formula order within a component (glmm's order).
     ident = np.concatenate(idents)
     order = np.argsort(ident, kind="stable")
     Z = sp.hstack(mats, format="csc")[:, order].tocsr()
     # Effect names as the formula engine gives them, prefixed by the component only when
     # two components would otherwise share a name.
-    plain = [c for _, c in cols]
-    dup = {c for c in plain if plain.count(c) > 1}
-    col_names = [f"{lab}:{c}" if c in dup else c for lab, c in cols]
+    counts = Counter(c for _, c in cols)
+    col_names = [f"{lab}:{c}" if counts[c] > 1 else c for lab, c in cols]
     return Z, ident[order], names, [col_names[j] for j in order]
+
+
+def _frame_columns(frame):
+    """A formula engine's model matrix (DataFrame) as sparse columns, one column at a
+    time (no second dense copy)."""
+    from glmm_sm.spec.sparse_formula import SparseColumns
+
+    n = frame.shape[0]
+    rows, vals, ptr = [], [], [0]
+    for j in range(frame.shape[1]):
+        col = np.asarray(frame.iloc[:, j], dtype=np.float64)
+        nz = np.flatnonzero(col)  # NaN counts as non-zero, for the finiteness check
+        rows.append(nz)
+        vals.append(col[nz])
+        ptr.append(ptr[-1] + nz.size)
+    Z = sp.csc_matrix((np.concatenate(vals) if vals else np.zeros(0),
+                       np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64),
+                       np.asarray(ptr)), shape=(n, frame.shape[1]))
+    return SparseColumns(Z, [str(c) for c in frame.columns])
 
 
 def _normalize_vc_spec(vc_formulas, vcp_names, equal):

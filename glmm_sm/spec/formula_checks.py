@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 
 import numpy as np
+import scipy.sparse as sp
 
 __all__ = ["check_vc_formula", "check_vc_columns"]
 
@@ -39,17 +40,25 @@ def check_vc_columns(label, formula, values, names, alone=True):
     label : str
         The component's name.
     formula : str
-    values : ndarray (n, k)
+    values : ndarray or scipy.sparse matrix (n, k)
         The formula's design columns.
     names : list of str
         Their names.
     alone : bool
         The formula is its component's only one (a single column is then refused).
     """
-    n, k = values.shape
-    # A non-zero constant column is an intercept (an all-zero one is an empty level).
-    const = [j for j in range(k)
-             if n > 1 and values[0, j] != 0 and np.all(values[:, j] == values[0, j])]
+    Z = sp.csc_matrix(values, dtype=np.float64, copy=True)
+    Z.eliminate_zeros()
+    n, k = Z.shape
+    # A non-zero constant column is an intercept (an all-zero one is an empty level): every
+    # row stored, all one value.
+    nnz = np.diff(Z.indptr)
+    const = []
+    if n > 1 and np.any(nnz == n):
+        stored = np.flatnonzero(nnz > 0)  # their data are consecutive runs of Z.data
+        lo = np.minimum.reduceat(Z.data, Z.indptr[stored])
+        hi = np.maximum.reduceat(Z.data, Z.indptr[stored])
+        const = stored[(nnz[stored] == n) & (lo == hi)].tolist()
     if k > 1 and const:
         body = re.sub(r"^\s*[01]\s*\+\s*", "", str(formula).strip())
         raise ValueError(
@@ -59,7 +68,8 @@ def check_vc_columns(label, formula, values, names, alone=True):
             "'0 + C(g)' gives one random effect per level of g; continuous random-slope "
             "columns such as '0 + C(g):x' are also allowed)")
     if k == 1 and alone and not const:
-        uniq = np.unique(values[:, 0])
+        col = Z.data[Z.indptr[0] : Z.indptr[1]]
+        uniq = np.unique(np.concatenate([col, np.zeros(1)]) if col.size < n else col)
         codes = uniq.size > 2 and np.all(uniq == np.round(uniq))
         hint = (f"; '{names[0]}' holds {uniq.size} distinct integer codes: if it is a grouping "
                 f"factor write '0 + C({names[0]})'" if codes else

@@ -146,12 +146,20 @@ def vector_term_design(group, expr, data, eval_env=0):
     import scipy.sparse as sp
     from statsmodels.formula._manager import FormulaManager
 
+    from glmm_sm.spec.design import _frame_columns
+    from glmm_sm.spec.sparse_formula import capture_env, sparse_columns
+
     mgr = FormulaManager()
     factor = ":".join(f"C({v})" for v in group.split(":"))
     label = f"({expr} | {group})"
+    # The group's indicators sparse (only the occurring combinations of a g1:g2 group).
+    built = sparse_columns(f"0 + {factor}", data, capture_env(eval_env))
     try:
-        G = pd.DataFrame(mgr.get_matrices(f"0 + {factor}", data, eval_env=eval_env,
-                                          pandas=True, na_action="raise"))
+        if built is None:
+            G = pd.DataFrame(mgr.get_matrices(f"0 + {factor}", data, eval_env=eval_env,
+                                              pandas=True, na_action="raise"))
+            built = _frame_columns(G)
+        built = (built.matrix.tocsr(), built.names)
         M = pd.DataFrame(mgr.get_matrices(expr, data, eval_env=eval_env, pandas=True,
                                           na_action="raise"))
     except Exception as exc:  # the formula engines raise many types
@@ -160,12 +168,11 @@ def vector_term_design(group, expr, data, eval_env=0):
     if len(labels) < 2:
         raise ValueError(f"random-effect term {label} gives {len(labels)} column(s); a "
                          "correlated term needs at least two")
-    Gm = sp.csr_matrix(G.to_numpy(dtype=np.float64))
+    Gm, lev = built
     Mv = M.to_numpy(dtype=np.float64)
     if not np.all(np.isfinite(Mv)):
         raise ValueError(f"random-effect term {label}: NaN or infinite values")
     Z = sp.hstack([Gm.multiply(Mv[:, [c]]) for c in range(Mv.shape[1])], format="csr")
-    lev = [str(c) for c in G.columns]
     names = [lv if lab == "Intercept" else f"{lv}:{lab}" for lab in labels for lv in lev]
     return Z, names, labels
 

@@ -24,11 +24,19 @@ def complete_rows(formulas, data, eval_env, arrays):
     from statsmodels.formula._manager import FormulaManager
 
     from glmm_sm.spec.compat import FORMULA_ERRORS
+    from glmm_sm.spec.sparse_formula import capture_env, formula_missing_rows
 
     mgr = FormulaManager()
+    env = capture_env(eval_env)  # the environment get_matrices would use from here
     pos = data.reset_index(drop=True)
     keep = np.ones(len(data), dtype=bool)
     for f in formulas:
+        # The factors' missing values, without building the model matrix (dense, rows x
+        # levels); the formula engine where they cannot be read directly.
+        missing = formula_missing_rows(f, pos, env)
+        if missing is not None:
+            keep &= ~missing
+            continue
         try:
             out = mgr.get_matrices(f, pos, eval_env=eval_env, pandas=True, na_action="drop")
         except FORMULA_ERRORS:  # the real build afterwards reports the error

@@ -91,7 +91,13 @@ def check_full_rank(X, names):
     Columns are scaled to unit length (rank does not depend on units) and taken in order; a
     column is aliased when its least-squares residual on the columns kept before it is below
     the tolerance ``numpy.linalg.matrix_rank`` uses.
+
+    One QR decomposition of the scaled ``X`` (``O(n p^2)``) gives, while every column before
+    ``j`` is kept, column ``j``'s residual as ``|R[j, j]|``; an aliased column is deleted
+    from the decomposition by Givens rotations (``O(p^2)``) and the scan goes on from it.
     """
+    import scipy.linalg
+
     n, p = X.shape
     if p == 0:
         return
@@ -101,29 +107,53 @@ def check_full_rank(X, names):
     norms = np.linalg.norm(X, axis=0)
     zero = norms == 0
     R = np.linalg.qr(X / np.where(zero, 1.0, norms), mode="r")  # same column relations as X
-    tol = np.linalg.norm(R, 2) * max(n, p) * np.finfo(np.float64).eps
-    kept, problems = [], []
+    tol = _spectral_norm(R) * max(n, p) * np.finfo(np.float64).eps
+    kept, problems, Q = [], [], None
+    pos = 0  # column j's position in the (shrinking) R
     for j in range(p):
+        if abs(R[pos, pos]) > tol and not zero[j]:
+            kept.append(j)
+            pos += 1
+            continue
         if zero[j]:
             problems.append(f"column {names[j]!r} is zero for every observation")
-            continue
-        coef = np.zeros(0)
-        if kept:
-            coef = np.linalg.lstsq(R[:, kept], R[:, j], rcond=None)[0]
-        if np.linalg.norm(R[:, j] - R[:, kept] @ coef) > tol:
-            kept.append(j)
-            continue
-        coef = coef * norms[j] / norms[kept]  # back to the units of X
-        big = np.abs(coef) > 1e-8 * np.abs(coef).max()
-        terms = [f"{c:.4g} * {names[k]}" for c, k, b in zip(coef, kept, big, strict=True) if b]
-        others = ", ".join(repr(names[k]) for k, b in zip(kept, big, strict=True) if b)
-        problems.append(f"column {names[j]!r} is a linear combination of {others} "
-                        f"({names[j]} = {' + '.join(terms)})")
+        elif len(problems) < 3:  # the message shows three
+            coef = np.zeros(0)
+            if kept:  # R[:pos, :pos] is the kept columns' triangular factor
+                coef = scipy.linalg.solve_triangular(R[:pos, :pos], R[:pos, pos])
+            coef = coef * norms[j] / norms[kept]  # back to the units of X
+            big = np.abs(coef) > 1e-8 * np.abs(coef).max()
+            terms = [f"{c:.4g} * {names[k]}" for c, k, b in zip(coef, kept, big, strict=True)
+                     if b]
+            others = ", ".join(repr(names[k]) for k, b in zip(kept, big, strict=True) if b)
+            problems.append(f"column {names[j]!r} is a linear combination of {others} "
+                            f"({names[j]} = {' + '.join(terms)})")
+        else:
+            problems.append(f"column {names[j]!r}")
+        if j < p - 1:
+            if Q is None:
+                Q = np.eye(R.shape[0])
+            Q, R = scipy.linalg.qr_delete(Q, R, pos, which="col", overwrite_qr=True,
+                                          check_finite=False)
     if problems:
         more = f"; and {len(problems) - 3} more" if len(problems) > 3 else ""
         raise ValueError("exog is rank deficient: " + "; ".join(problems[:3]) + more
                          + ". The fixed effects are not identifiable: drop or recode the "
                          "aliased column(s)")
+
+
+def _spectral_norm(R):
+    """The largest singular value of ``R``: exact for up to 500 columns, else by Lanczos
+    iterations (from a fixed start, to a relative 1e-10)."""
+    if R.shape[1] <= 500:
+        return float(np.linalg.norm(R, 2))
+    from scipy.sparse.linalg import LinearOperator, eigsh
+
+    p = R.shape[1]
+    op = LinearOperator((p, p), matvec=lambda v: R.T @ (R @ v), dtype=np.float64)
+    top = eigsh(op, k=1, which="LA", v0=np.ones(p), tol=1e-10,
+                return_eigenvectors=False)
+    return float(np.sqrt(max(top[0], 0.0)))
 
 
 def show_values(values, k=3):
