@@ -40,7 +40,7 @@ from glmm_sm.mcla.partials import (  # noqa: F401  (re-exported: their home was 
 )
 from glmm_sm.spec.validation import nonnegative_up_to_rounding
 
-__all__ = ["Evaluation", "MCLAEngine", "PartialSums", "DrawShift", "draw_shift",
+__all__ = ["Evaluation", "EngineBase", "MCLAEngine", "PartialSums", "DrawShift", "draw_shift",
            "partition_sums", "effective_n_jobs", "weight_chunks"]
 
 @dataclass
@@ -103,7 +103,76 @@ class ThreadBackend:
             return list(pool.map(one, engine.parts))
 
 
-class MCLAEngine:
+class EngineBase:
+    """The protocol every engine follows (:class:`MCLAEngine`, and
+    :class:`~glmm_sm.mcla.rb.engine.RBEngine` for Rao-Blackwellized draws).
+
+    It owns what they share: the draw set cut into chunks (``ranges``) and at most
+    :data:`~glmm_sm.mcla.partials.N_PARTITIONS` partitions (``parts``), the number of
+    threads, the validation of ``params`` (length, finite, a valid covariance: otherwise
+    ``value = -inf``, as in glmm), and the one-point cache (an evaluation with derivatives
+    also answers a later value-only call at the same point).  A subclass computes one
+    evaluation in :meth:`_evaluate`; its partitions, combined in their fixed order, give the
+    same bits for any number of threads.
+    """
+
+    #: Whether the draws hold every random effect (False: some are integrated).
+    joint_draws = True
+
+    def _setup(self, draws, chunk_size, n_jobs):
+        self.draws = draws
+        self.data = draws.data
+        self.ranges = draws.chunk_ranges(chunk_size)
+        self.parts = partition_bounds(len(self.ranges))
+        self.n_jobs = effective_n_jobs(n_jobs)
+
+    @property
+    def m(self) -> int:
+        return self.draws.m
+
+    @property
+    def k_params(self) -> int:
+        return self.data.k_fe + self.data.k_vcp
+
+    def detach(self):
+        """Drop any cluster: later evaluations run on local threads (same results)."""
+
+    def evaluate(self, params, derivs=True):
+        """:class:`Evaluation` of ``l_m`` at ``params = (beta, nu)``.
+
+        Any ``nu`` outside the parameter space (a variance ``<= 0``, a covariance that is
+        not positive definite) gives ``value = -inf`` and no derivatives, as in glmm.
+        ``derivs=False`` gives the value, ESS and block values only.
+        """
+        data = self.data
+        params = np.asarray(params, dtype=np.float64)
+        if params.shape != (self.k_params,):
+            raise ValueError(f"params must have length {self.k_params}; got {params.shape}")
+        nb = data.n_blocks
+        if not np.all(np.isfinite(params)) or not _valid_cov(data, params[data.k_fe:]):
+            return Evaluation(-np.inf, None, None, None, np.zeros(nb), np.full(nb, -np.inf))
+        # One evaluation per point: score(p) then hessian(p) (or loglike after either)
+        # reuse the last one; the draws are frozen, so it is the same computation.
+        key = params.tobytes()
+        last = self.__dict__.get("_last")
+        if last is not None and last[0] == key and (last[1] or not derivs):
+            return last[2]
+        ev = self._evaluate(params, bool(derivs))
+        self._last = (key, bool(derivs), ev)
+        return ev
+
+    def _evaluate(self, params, derivs):  # pragma: no cover - the subclasses'
+        raise NotImplementedError
+
+    def _map_partitions(self, fn):
+        """``[fn(c0, c1) for each partition]``, in order, on up to ``n_jobs`` threads."""
+        if self.n_jobs == 1 or len(self.parts) == 1:
+            return [fn(c0, c1) for c0, c1 in self.parts]
+        with ThreadPoolExecutor(min(self.n_jobs, len(self.parts))) as pool:
+            return list(pool.map(lambda b: fn(*b), self.parts))
+
+
+class MCLAEngine(EngineBase):
     """Evaluate ``l_m`` and its derivatives on a frozen :class:`~glmm_sm.mcla.draws.DrawSet`.
 
     The draws are cut into chunks (``chunk_size`` draws) and the chunks into at most
@@ -130,13 +199,9 @@ class MCLAEngine:
                  client=None):
         if kernel not in KERNELS:
             raise ValueError(f"kernel must be one of {sorted(KERNELS)}; got {kernel!r}")
-        self.draws = draws
-        self.data = draws.data
+        self._setup(draws, chunk_size, n_jobs)
         self.kernel = kernel
-        self.ranges = draws.chunk_ranges(chunk_size)
-        self.parts = partition_bounds(len(self.ranges))
         self.shift = draw_shift(draws.sampler)
-        self.n_jobs = effective_n_jobs(n_jobs)
         self.backend = ThreadBackend(self.n_jobs)
         if client is not None:
             from glmm_sm.mcla.distributed import DaskBackend
@@ -152,41 +217,13 @@ class MCLAEngine:
         d["backend"] = ThreadBackend(self.n_jobs)
         return d
 
-    @property
-    def m(self) -> int:
-        return self.draws.m
-
-    @property
-    def k_params(self) -> int:
-        return self.data.k_fe + self.data.k_vcp
-
     def partial_sums(self, params, derivs=True):
         """Partial sums at ``params = (beta, nu)``, one row per partition, in order."""
         return PartialSums.stack(self.backend.run(self, params, derivs))
 
-    def evaluate(self, params, derivs=True):
-        """:class:`Evaluation` of ``l_m`` at ``params = (beta, nu)``.
-
-        Any ``nu <= 0`` gives ``value = -inf`` (and no derivatives), as in glmm.
-        """
-        data = self.data
-        p = data.k_fe
-        params = np.asarray(params, dtype=np.float64)
-        if params.shape != (self.k_params,):
-            raise ValueError(f"params must have length {self.k_params}; got {params.shape}")
-        nb = data.n_blocks
-        if not np.all(np.isfinite(params)) or not _valid_cov(data, params[p:]):
-            return Evaluation(-np.inf, None, None, None, np.zeros(nb), np.full(nb, -np.inf))
-        # One evaluation per point: score(p) then hessian(p) (or loglike after either)
-        # reuse the last one; the draws are frozen, so it is the same computation.
-        key = params.tobytes()
-        last = self.__dict__.get("_last")
-        if last is not None and last[0] == key and (last[1] or not derivs):
-            return last[2]
+    def _evaluate(self, params, derivs):
         tot = self.partial_sums(params, derivs).combine()
-        ev = finish(tot, params, data, self.m, derivs)
-        self._last = (key, bool(derivs), ev)
-        return ev
+        return finish(tot, params, self.data, self.m, derivs)
 
     def draw_terms(self, params, U, logf, S, j0, j1):
         """``(U, eta, b)`` of draws ``j0:j1`` at ``params`` (numpy): the draws (moved with

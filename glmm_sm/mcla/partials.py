@@ -22,6 +22,7 @@ import scipy.sparse as sp
 
 from glmm_sm.mcla.kernels import plain as _kernels
 from glmm_sm.mcla.kernels import reference as _kernels_numpy
+from glmm_sm.mcla.kernels.records import Design, Draws, Prior, Sums
 from glmm_sm.mcla.kernels.shift import add_offset, csr_times
 
 __all__ = ["KERNELS", "N_PARTITIONS", "PartialSums", "DrawShift", "draw_shift",
@@ -270,15 +271,17 @@ def kernel_prior(data, nu):
 
 
 def _kernel_args(data, params, X):
-    """``(beta, nu, design, prior)``: what the kernel takes at ``params`` with design ``X``."""
+    """``(beta, nu, design, prior)``: what the kernel takes at ``params`` with design ``X``
+    (``design`` a :class:`~glmm_sm.mcla.kernels.records.Design`, ``prior`` a
+    :class:`~glmm_sm.mcla.kernels.records.Prior`)."""
     p = data.k_fe
     params = np.asarray(params, dtype=np.float64)
     beta, nu = params[:p], np.ascontiguousarray(params[p:])
     xb = np.ascontiguousarray(data.linear_fixed(beta))
     nuk, lognu, pc = kernel_prior(data, nu)
-    design = (data.obs_ptr, data.col_ptr, xb, data.wy, data.wn, X, data.zptr, data.zidx,
-              data.zval)
-    return beta, nu, design, (lognu, nuk, pc, data.qbt)
+    design = Design(data.obs_ptr, data.col_ptr, xb, data.wy, data.wn, X, data.zptr,
+                    data.zidx, data.zval)
+    return beta, nu, design, Prior(lognu, nuk, pc, data.qbt)
 
 
 def weight_pass(kernel, data, draws, ranges, params, shift=None, moments=False):
@@ -300,9 +303,10 @@ def weight_pass(kernel, data, draws, ranges, params, shift=None, moments=False):
         a, s0, s0sq = np.full(B, -np.inf), np.zeros(B), np.zeros(B)
         sU, sUU = np.zeros(q), np.zeros(q if moments else 0)
         lw = np.empty((B, j1 - j0))
-        out = (a, s0, s0sq, np.zeros((B, d)), np.zeros((B, d)), np.zeros((B, d, d)),
-               np.zeros((B, d, d)), np.zeros((B, T)), np.zeros(data.X.shape[0]), sU, sUU, lw)
-        fn(data.family.code, False, design, (U, logf, S), j0, j1, prior, False,
+        out = Sums(a, s0, s0sq, np.zeros((B, d)), np.zeros((B, d)), np.zeros((B, d, d)),
+                   np.zeros((B, d, d)), np.zeros((B, T)), np.zeros(data.X.shape[0]), sU, sUU,
+                   lw)
+        fn(data.family.code, False, design, Draws(U, logf, S), j0, j1, prior, False,
            np.zeros((B, p, 0)), out)
         yield a, s0, sU, sUU, lw
 
@@ -344,9 +348,9 @@ def partition_sums(kernel, data, draws, ranges, params, derivs=True, shift=None)
             sU_out = suc[c]
             if derivs:
                 Gp = shift.prior_scores(U, A)
-        out = (rows.a[c], rows.s0[c], rows.s0sq[c], rows.s1[c], rows.s1sq[c], rows.s2[c],
-               rows.s2sq[c], rows.sS[c], hc[c], sU_out, _NONE1, _NONE2)
-        fn(data.family.code, derivs, design, (U, logf, S), j0, j1, prior,
+        out = Sums(rows.a[c], rows.s0[c], rows.s0sq[c], rows.s1[c], rows.s1sq[c], rows.s2[c],
+                   rows.s2sq[c], rows.sS[c], hc[c], sU_out, _NONE1, _NONE2)
+        fn(data.family.code, derivs, design, Draws(U, logf, S), j0, j1, prior,
            shift is not None and bool(derivs), Gp, out)
     sc = _scales(rows.a)
     out = rows.combine()

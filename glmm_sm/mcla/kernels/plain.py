@@ -27,6 +27,7 @@ import numpy as np
 
 from glmm_sm.core.constants import HALF_LOG2PI, POISSON_ETA_MAX
 from glmm_sm.mcla.kernels.fastmath import fexp, flog1p_unit
+from glmm_sm.mcla.kernels.records import Span, Work
 
 TILE = 64
 #: Bernoulli observations per fold of the running products of ``1 + exp(-|eta|)`` (each
@@ -42,15 +43,19 @@ _ACC_FLAGS = dict(_FLAGS, fastmath={"nsz", "arcp", "contract", "afn", "reassoc"}
 
 
 @numba.njit(**_FLAGS)
-def _tile_loglik(fam, derivs, o0, o1, kt, nt, xb, wy, wn, X, zptr, zidx, zval, U,
-                 eta, lfy, rr, G, cpp, pr):
-    """For draws ``kt:kt+nt`` of one block: ``lfy`` (log f(y|u)), score ``G``, ``w c''``.
+def _tile_loglik(fam, derivs, sp, kt, nt, design, U, work):
+    """For draws ``kt:kt+nt`` of block ``sp``: ``work.lfy`` (log f(y|u)), the beta scores
+    ``work.G`` and the rows ``w c''`` (``work.cpp``).
 
     Bernoulli observations with unit weight add ``log(1 + exp(-|eta|))`` to ``-lfy`` as a
     factor of the running products ``pr`` (each factor in [1, 2]; folded into ``lfy``
     every ``FOLD`` such observations and at the end): one ``log`` per draw and ``FOLD``
     observations instead of one per observation and draw.
     """
+    o0, o1 = sp.o0, sp.o1
+    xb, wy, wn, X = design.xb, design.wy, design.wn, design.X
+    zptr, zidx, zval = design.zptr, design.zidx, design.zval
+    eta, lfy, rr, G, cpp, pr = work.eta, work.lfy, work.rr, work.G, work.cpp, work.pr
     p = X.shape[1]
     for kk in range(nt):
         lfy[kk] = 0.0
@@ -122,12 +127,14 @@ def _fold(nt, lfy, pr):
 
 
 @numba.njit(**_FLAGS)
-def _rescale(b, o0, o1, c0, c1, sc, out_s1, out_s1sq, out_s2, out_s2sq, out_sS, out_hc,
-             out_sU, out_sUU):
-    """Multiply block ``b``'s running sums by ``sc`` (``sc**2`` for the squared ones).
+def _rescale(sp, sc, out):
+    """Multiply block ``sp``'s running sums by ``sc`` (``sc**2`` for the squared ones).
 
     ``sc = 0`` sets them to zero whatever they held.
     """
+    b, o0, o1, c0, c1 = sp.b, sp.o0, sp.o1, sp.c0, sp.c1
+    out_s1, out_s1sq, out_s2, out_s2sq = out.s1, out.s1sq, out.s2, out.s2sq
+    out_sS, out_hc, out_sU, out_sUU = out.sS, out.hc, out.sU, out.sUU
     sc2 = sc * sc
     d = out_s1.shape[1]
     for j in range(d):
@@ -148,13 +155,18 @@ def _rescale(b, o0, o1, c0, c1, sc, out_s1, out_s1sq, out_s2, out_s2sq, out_sS, 
 
 
 @numba.njit(**_ACC_FLAGS)
-def _accumulate(b, o0, o1, c0, c1, kt, nt, k0, ew, G, cpp, S, nu, nc, qbt, gk, shifted, U,
-                Gp, out_s1, out_s1sq, out_s2, out_s2sq, out_sS, out_hc, out_sU):
-    """Add the tile's weighted scores, outer products, ``S`` and ``c''`` sums to block ``b``.
+def _accumulate(sp, kt, nt, k0, work, draws, prior, shifted, Gp, out):
+    """Add the tile's weighted scores, outer products, ``S`` and ``c''`` sums to block ``sp``.
 
     With ``shifted`` draws, ``Gp[b, :, k - k0]`` (the prior's part of the beta score) is added
-    to each draw's beta score, and ``out_sU`` gets the weighted sums of the block's effects.
+    to each draw's beta score, and ``out.sU`` gets the weighted sums of the block's effects.
     """
+    b, o0, o1, c0, c1 = sp.b, sp.o0, sp.o1, sp.c0, sp.c1
+    ew, G, cpp, gk = work.ew, work.G, work.cpp, work.gk
+    S, U, nu, qbt = draws.S, draws.U, prior.nu, prior.qbt
+    nc = prior.pc.shape[0]
+    out_s1, out_s1sq, out_s2, out_s2sq = out.s1, out.s1sq, out.s2, out.s2sq
+    out_sS, out_hc, out_sU = out.sS, out.hc, out.sU
     p = G.shape[0]
     T = nu.shape[0]
     d = p + T + nc
@@ -201,9 +213,11 @@ def _accumulate(b, o0, o1, c0, c1, kt, nt, k0, ew, G, cpp, S, nu, nc, qbt, gk, s
 
 
 @numba.njit(**_FLAGS)
-def _tile_log_weights(b, kt, nt, const, S, nu, pc, lfy, logf, base):
-    """Log weights ``base[kk]`` of draws ``kt + kk`` of block ``b`` (``lfy`` the data part,
-    ``const`` the prior's normalizing part); returns their maximum."""
+def _tile_log_weights(b, kt, nt, const, draws, prior, work):
+    """Log weights ``work.base[kk]`` of draws ``kt + kk`` of block ``b`` (``work.lfy`` the
+    data part, ``const`` the prior's normalizing part); returns their maximum."""
+    S, logf, nu, pc = draws.S, draws.logf, prior.nu, prior.pc
+    lfy, base = work.lfy, work.base
     T = nu.shape[0]
     tmax = -np.inf
     for kk in range(nt):
@@ -219,9 +233,10 @@ def _tile_log_weights(b, kt, nt, const, S, nu, pc, lfy, logf, base):
 
 
 @numba.njit(**_ACC_FLAGS)
-def _moments(c0, c1, kt, nt, ew, U, out_sU, out_sUU):
+def _moments(sp, kt, nt, ew, U, out):
     """Weighted sums of the block's effects and of their squares over the tile."""
-    for j in range(c0, c1):
+    out_sU, out_sUU = out.sU, out.sUU
+    for j in range(sp.c0, sp.c1):
         acc = 0.0
         acc2 = 0.0
         urow = U[j, kt : kt + nt]
@@ -238,8 +253,9 @@ def _work(obs_ptr, p, n_s):
     max_nb = 0
     for b in range(obs_ptr.shape[0] - 1):
         max_nb = max(max_nb, obs_ptr[b + 1] - obs_ptr[b])
-    return (np.empty(TILE), np.empty(TILE), np.empty(TILE), np.empty(TILE), np.empty(TILE),
-            np.empty((p, TILE)), np.empty((max_nb, TILE)), np.empty(p + n_s), np.empty(TILE))
+    return Work(np.empty(TILE), np.empty(TILE), np.empty(TILE), np.empty(TILE),
+                np.empty(TILE), np.empty((p, TILE)), np.empty((max_nb, TILE)),
+                np.empty(p + n_s), np.empty(TILE))
 
 
 @numba.njit(**_FLAGS)
@@ -252,56 +268,49 @@ def chunk_sums(fam, derivs, design, draws, k0, k1, prior, shifted, Gp, out):
         0 binomial (Bernoulli), 1 Poisson.
     derivs : bool
         Also the score and Hessian sums (else only ``a``, ``s0``, ``s0sq``).
-    design : tuple
-        ``(obs_ptr, col_ptr, xb, wy, wn, X, zptr, zidx, zval)``: block pointers, ``X beta +
-        offset``, weighted responses and trials, the fixed-effects design and ``Z`` as CSR.
-    draws : tuple
-        ``(U, logf, S)``: the draws (effects x draws), their log importance densities and
-        sums of squares (cross sums after the ``T`` components for correlated terms).
-    prior : tuple
-        ``(lognu, nu, pc, qbt)``: each component's (kernel) variance and its log, the cross
-        sums' coefficients (:mod:`glmm_sm.spec.covstruct`; empty without correlated terms), and
-        the columns per block and component.
+    design : Design
+        Block pointers, ``X beta + offset``, weighted responses and trials, the
+        fixed-effects design and ``Z`` as CSR (:mod:`glmm_sm.mcla.kernels.records`).
+    draws : Draws
+        The draws (effects x draws), their log importance densities and sums of squares
+        (cross sums after the ``T`` components for correlated terms).
+    prior : Prior
+        Each component's (kernel) variance and its log, the cross sums' coefficients
+        (:mod:`glmm_sm.spec.covstruct`; empty without correlated terms), and the columns per
+        block and component.
     shifted : bool
         The draws move with the fixed effects (see :mod:`glmm_sm.mcla.engine`); ``X`` is then the
         shifted design ``X + Z M``, ``Gp[b, :, k - k0]`` is added to draw ``k``'s beta score
         in block ``b``, and ``sU[j]`` sums the weighted draws of effect ``j``.  Otherwise
         ``Gp`` is not used.
-    out : tuple
-        ``(a, s0, s0sq, s1, s1sq, s2, s2sq, sS, hc, sU, sUU, lw)``.  With a non-empty
-        ``sUU`` the weighted sums of every effect and of its square go to ``sU`` and ``sUU``
-        (conditional moments); with a non-empty ``lw`` (n_blocks, k1 - k0) the draws' log
-        weights are stored there.
+    out : Sums
+        Written for every block.  With a non-empty ``sUU`` the weighted sums of every effect
+        and of its square go to ``sU`` and ``sUU`` (conditional moments); with a non-empty
+        ``lw`` (n_blocks, k1 - k0) the draws' log weights are stored there.
     """
-    obs_ptr, col_ptr, xb, wy, wn, X, zptr, zidx, zval = design
-    U, logf, S = draws
-    lognu, nu, pc, qbt = prior
-    (out_a, out_s0, out_s0sq, out_s1, out_s1sq, out_s2, out_s2sq, out_sS, out_hc, out_sU,
-     out_sUU, out_lw) = out
+    obs_ptr, col_ptr = design.obs_ptr, design.col_ptr
+    lognu, nu, qbt = prior.lognu, prior.nu, prior.qbt
     n_blocks = obs_ptr.shape[0] - 1
-    eta, lfy, rr, base, ew, G, cpp, gk, pr = _work(obs_ptr, X.shape[1],
-                                                   nu.shape[0] + pc.shape[0])
-    nc = pc.shape[0]
-    moments = out_sUU.shape[0] > 0
-    keep_lw = out_lw.shape[1] > 0
+    work = _work(obs_ptr, design.X.shape[1], nu.shape[0] + prior.pc.shape[0])
+    base, ew = work.base, work.ew
+    moments = out.sUU.shape[0] > 0
+    keep_lw = out.lw.shape[1] > 0
     for b in range(n_blocks):
-        o0, o1, c0, c1 = obs_ptr[b], obs_ptr[b + 1], col_ptr[b], col_ptr[b + 1]
-        const = -HALF_LOG2PI * (c1 - c0)
+        sp = Span(b, obs_ptr[b], obs_ptr[b + 1], col_ptr[b], col_ptr[b + 1])
+        const = -HALF_LOG2PI * (sp.c1 - sp.c0)
         for t in range(nu.shape[0]):
             const -= 0.5 * qbt[b, t] * lognu[t]
         a = -np.inf
         s0 = 0.0
         s0sq = 0.0
-        _rescale(b, o0, o1, c0, c1, 0.0, out_s1, out_s1sq, out_s2, out_s2sq, out_sS, out_hc,
-                 out_sU, out_sUU)
+        _rescale(sp, 0.0, out)
         for kt in range(k0, k1, TILE):
             nt = min(TILE, k1 - kt)
-            _tile_loglik(fam, derivs, o0, o1, kt, nt, xb, wy, wn, X, zptr, zidx, zval, U,
-                         eta, lfy, rr, G, cpp, pr)
-            tmax = _tile_log_weights(b, kt, nt, const, S, nu, pc, lfy, logf, base)
+            _tile_loglik(fam, derivs, sp, kt, nt, design, draws.U, work)
+            tmax = _tile_log_weights(b, kt, nt, const, draws, prior, work)
             if keep_lw:
                 for kk in range(nt):
-                    out_lw[b, kt + kk - k0] = base[kk]
+                    out.lw[b, kt + kk - k0] = base[kk]
             if not tmax > -np.inf:
                 continue
             if tmax > a:
@@ -309,8 +318,7 @@ def chunk_sums(fam, derivs, design, draws, k0, k1, prior, shifted, Gp, out):
                     sc = math.exp(a - tmax)
                     s0 *= sc
                     s0sq *= sc * sc
-                    _rescale(b, o0, o1, c0, c1, sc, out_s1, out_s1sq, out_s2, out_s2sq,
-                             out_sS, out_hc, out_sU, out_sUU)
+                    _rescale(sp, sc, out)
                 a = tmax
             for kk in range(nt):
                 w = math.exp(base[kk] - a)
@@ -318,14 +326,12 @@ def chunk_sums(fam, derivs, design, draws, k0, k1, prior, shifted, Gp, out):
                 s0 += w
                 s0sq += w * w
             if derivs:
-                _accumulate(b, o0, o1, c0, c1, kt, nt, k0, ew, G, cpp, S, nu, nc, qbt, gk,
-                            shifted, U, Gp, out_s1, out_s1sq, out_s2, out_s2sq, out_sS, out_hc,
-                            out_sU)
+                _accumulate(sp, kt, nt, k0, work, draws, prior, shifted, Gp, out)
             if moments:
-                _moments(c0, c1, kt, nt, ew, U, out_sU, out_sUU)
-        out_a[b] = a
-        out_s0[b] = s0
-        out_s0sq[b] = s0sq
+                _moments(sp, kt, nt, ew, draws.U, out)
+        out.a[b] = a
+        out.s0[b] = s0
+        out.s0sq[b] = s0sq
 
 
 @numba.njit(**_FLAGS)

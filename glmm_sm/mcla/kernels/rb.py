@@ -32,6 +32,7 @@ import numpy as np
 from glmm_sm.core.constants import HALF_LOG2PI, POISSON_ETA_MAX
 from glmm_sm.mcla.kernels.fastmath import fexp, flog1p_unit, frecip_unit
 from glmm_sm.mcla.kernels.plain import FOLD
+from glmm_sm.mcla.kernels.records import RBSpan, RBState
 
 _FLAGS = dict(cache=True, nogil=True, error_model="numpy",
               fastmath={"nsz", "arcp", "contract", "afn"})
@@ -57,8 +58,9 @@ def _obs_terms(fam, eta, wyi, wni):
 
 
 @numba.njit(**_INLINE)
-def _eta_b(i, kt, nt, xb, zptr, zidx, zval, is_a, U, e0):
+def _eta_b(i, kt, nt, ev, U, e0):
     """``e0[t] = (X beta + offset)_i + (Z_B v_{kt+t})_i``: without ``alpha``."""
+    xb, zptr, zidx, zval, is_a = ev.xb, ev.zptr, ev.zidx, ev.zval, ev.is_a
     for t in range(nt):
         e0[t] = xb[i]
     for nz in range(zptr[i], zptr[i + 1]):
@@ -73,19 +75,21 @@ def make_state(T_tile, K, p, T, n_h, n_lev, max_lev):
     """Work arrays of :func:`_tile` (see there)."""
     d = p + T
     F = T_tile * K
-    return (np.empty(T_tile), np.empty((T_tile, d)), np.empty((T_tile, d, d)),
-            np.empty((T_tile, T)), np.empty((T_tile, n_h)), np.empty((T_tile, n_lev, 2)),
-            np.empty(T_tile), np.empty(T_tile), np.empty(F), np.empty(F), np.empty(F),
-            np.empty((p, F)), np.empty((max_lev, F)), np.empty(F), np.empty(F),
-            np.empty((2, T_tile)), np.empty((2, K)), np.empty((6, T_tile)))
+    return RBState(np.empty(T_tile), np.empty((T_tile, d)), np.empty((T_tile, d, d)),
+                   np.empty((T_tile, T)), np.empty((T_tile, n_h)),
+                   np.empty((T_tile, n_lev, 2)), np.empty(T_tile), np.empty(T_tile),
+                   np.empty(F), np.empty(F), np.empty(F), np.empty((p, F)),
+                   np.empty((max_lev, F)), np.empty(F), np.empty(F), np.empty((2, T_tile)),
+                   np.empty((2, K)), np.empty((6, T_tile)))
 
 
 @numba.njit(**_INLINE)
-def _start(b, kt, nt, ev, blocks, logf, S, state):
+def _start(b, kt, nt, ev, blocks, draws, state):
     """Each draw's prior part of the log weight and of the scores (moving draws: ``gp``)."""
-    lw, G, Cw, SA = state[0], state[1], state[2], state[3]
-    const_b = blocks[4]
-    nu, gp = ev[8], ev[10]
+    lw, G, Cw, SA = state.lw, state.G, state.Cw, state.SA
+    logf, S = draws.logf, draws.S
+    const_b = blocks.const_b
+    nu, gp = ev.nu, ev.gp
     T = nu.shape[0]
     d = G.shape[1]
     p = d - T
@@ -107,13 +111,13 @@ def _start(b, kt, nt, ev, blocks, logf, S, state):
 @numba.njit(**_INLINE)
 def _free(fam, b, kt, nt, ev, blocks, U, state, n_int):
     """Observations of block ``b`` on no integrated level."""
-    free_bptr, free_obs = blocks[1], blocks[2]
-    xb, wy, wn, X, zptr, zidx, zval, is_a = ev[0], ev[1], ev[2], ev[3], ev[4], ev[5], ev[6], ev[7]
-    lw, G, hloc, e0 = state[0], state[1], state[4], state[6]
+    free_bptr, free_obs = blocks.free_bptr, blocks.free_obs
+    wy, wn, X = ev.wy, ev.wn, ev.X
+    lw, G, hloc, e0 = state.lw, state.G, state.hloc, state.e0
     p = X.shape[1]
     for r in range(free_bptr[b], free_bptr[b + 1]):
         i = free_obs[r]
-        _eta_b(i, kt, nt, xb, zptr, zidx, zval, is_a, U, e0)
+        _eta_b(i, kt, nt, ev, U, e0)
         for t in range(nt):
             ll, rr, cc = _obs_terms(fam, e0[t], wy[i], wn[i])
             lw[t] += ll
@@ -126,13 +130,13 @@ def _free(fam, b, kt, nt, ev, blocks, U, state, n_int):
 def _nodes(a, kt, nt, rb, ev, U, state):
     """Level ``a``'s nodes for every draw of the tile, with their prior log weights (and,
     for moving draws, the prior's beta score of each node)."""
-    m0, s, cptr, cidx, cval, xs, logw, malpha = (rb[4], rb[5], rb[6], rb[7], rb[8], rb[9],
-                                                 rb[10], rb[11])
-    nu, lognu, gp = ev[8], ev[9], ev[10]
-    mu, alpha, lq, gb = state[7], state[8], state[9], state[11]
+    m0, s, cptr, cidx, cval, xs, logw, malpha = (rb.m0, rb.s, rb.cptr, rb.cidx, rb.cval, rb.xs,
+                                                 rb.logw, rb.malpha)
+    nu, lognu, gp = ev.nu, ev.lognu, ev.gp
+    mu, alpha, lq, gb = state.mu, state.alpha, state.lq, state.gb
     K = xs.shape[0]
     p = gb.shape[0]
-    tc = rb[1][a]
+    tc = rb.lev_comp[a]
     for t in range(nt):
         mu[t] = m0[a]
     for nz in range(cptr[a], cptr[a + 1]):
@@ -158,9 +162,9 @@ def _nodes(a, kt, nt, rb, ev, U, state):
 @numba.njit(**_INLINE)
 def _level_obs(fam, a, kt, nt, rb, ev, U, state):
     """Add the observations of level ``a`` to its nodes' log weights and beta scores."""
-    lev_ptr, ro, za, xs = rb[0], rb[2], rb[3], rb[9]
+    lev_ptr, ro, za, xs = rb.lev_ptr, rb.ro, rb.za, rb.xs
     K = xs.shape[0]
-    wn = ev[2]
+    wn = ev.wn
     F = nt * K
     o0, o1 = lev_ptr[a], lev_ptr[a + 1]
     unit = fam == 0
@@ -169,12 +173,12 @@ def _level_obs(fam, a, kt, nt, rb, ev, U, state):
     if unit:
         _level_obs_bernoulli(a, kt, nt, rb, ev, U, state)
         return
-    xb, wy, X, zptr, zidx, zval, is_a = ev[0], ev[1], ev[3], ev[4], ev[5], ev[6], ev[7]
-    e0, alpha, lq, rr, gb, cij, ze = state[6], state[8], state[9], state[10], state[11], \
-        state[12], state[13]
+    wy, X = ev.wy, ev.X
+    e0, alpha, lq, rr, gb, cij, ze = state.e0, state.alpha, state.lq, state.rr, state.gb, \
+        state.cij, state.ze
     for r in range(o0, o1):
         i = ro[r]
-        _eta_b(i, kt, nt, xb, zptr, zidx, zval, is_a, U, e0)
+        _eta_b(i, kt, nt, ev, U, e0)
         z = za[r]
         wyi = wy[i]
         wni = wn[i]
@@ -236,12 +240,12 @@ def _level_obs_bernoulli(a, kt, nt, rb, ev, U, state):
     ``j`` is ``exp(+-b) exp(+-c_j)`` with ``b = eta_0 + z mu_a(v)`` per draw and
     ``c_j = z s_a x_j`` per node (two ``exp`` per observation and draw, not one per node).
     """
-    lev_ptr, ro, za, s, xs = rb[0], rb[2], rb[3], rb[5], rb[9]
+    lev_ptr, ro, za, s, xs = rb.lev_ptr, rb.ro, rb.za, rb.s, rb.xs
     K = xs.shape[0]
-    xb, wy, X, zptr, zidx, zval, is_a = ev[0], ev[1], ev[3], ev[4], ev[5], ev[6], ev[7]
-    e0, mu, alpha, lq, rr, gb, cij = state[6], state[7], state[8], state[9], state[10], \
-        state[11], state[12]
-    pr, eb, ec = state[14], state[15], state[16]
+    wy, X = ev.wy, ev.X
+    e0, mu, alpha, lq, rr, gb, cij = state.e0, state.mu, state.alpha, state.lq, state.rr, \
+        state.gb, state.cij
+    pr, eb, ec = state.pr, state.eb, state.ec
     F = nt * K
     sa = s[a]
     o0, o1 = lev_ptr[a], lev_ptr[a + 1]
@@ -250,7 +254,7 @@ def _level_obs_bernoulli(a, kt, nt, rb, ev, U, state):
     z_prev = math.nan
     for r in range(o0, o1):
         i = ro[r]
-        _eta_b(i, kt, nt, xb, zptr, zidx, zval, is_a, U, e0)
+        _eta_b(i, kt, nt, ev, U, e0)
         z = za[r]
         wyi = wy[i]
         rl = r - o0
@@ -300,12 +304,11 @@ def _level_close(a, nt, rb, ev, state):
     """Level ``a`` for every draw of the tile: ``log I_a``, the node weights, and the node
     means and covariance of the scores, added to each draw's pieces (node-major layout
     ``f = j nt + t``: the inner loops run over the tile's draws)."""
-    lev_ptr, K = rb[0], rb[9].shape[0]
-    nu = ev[8]
-    lw, G, Cw, SA, hloc, mAk = state[0], state[1], state[2], state[3], state[4], state[5]
-    alpha, om, gb, cij, acc = state[8], state[9], state[11], state[12], state[17]
-    p = gb.shape[0]
-    tc = rb[1][a]
+    lev_ptr, K = rb.lev_ptr, rb.xs.shape[0]
+    nu = ev.nu
+    lw, G, SA, hloc, mAk = state.lw, state.G, state.SA, state.hloc, state.mAk
+    alpha, om, gb, cij, acc = state.alpha, state.lq, state.gb, state.cij, state.acc
+    tc = rb.lev_comp[a]
     inu = 1.0 / nu[tc]
     mx, tot, ea, ea2, gnb, sv = acc[0], acc[1], acc[2], acc[3], acc[4], acc[5]
     for t in range(nt):
@@ -339,7 +342,7 @@ def _level_close(a, nt, rb, ev, state):
         mAk[t, a, 0] = ea[t]
         mAk[t, a, 1] = ea2[t]
     _score_means(nt, K, om, gb, G, sv)
-    _node_cov(nt, K, p, tc, inu, alpha, om, gb, Cw, state[10], gnb, sv)
+    _node_cov(nt, K, tc, inu, state, gnb, sv)
     o0 = lev_ptr[a]
     for r in range(o0, lev_ptr[a + 1]):
         rl = r - o0
@@ -370,9 +373,13 @@ def _score_means(nt, K, om, gb, G, sv):
 
 
 @numba.njit(**_INLINE)
-def _node_cov(nt, K, p, tc, inu, alpha, om, gb, Cw, gn, gnb, sv):
+def _node_cov(nt, K, tc, inu, state, gnb, sv):
     """Add ``sum_j om_j d_j d_j'`` to ``Cw[t]`` for every draw ``t`` of the tile, ``d_j``
-    the centred node scores ``(g_beta, g_nu_tc)`` (lower triangle, mirrored)."""
+    the centred node scores ``(g_beta, g_nu_tc)`` (lower triangle, mirrored); ``om`` are
+    the node weights (in ``state.lq``), ``gn`` the node scores in ``nu_tc`` (written to
+    ``state.rr``)."""
+    alpha, om, gb, Cw, gn = state.alpha, state.lq, state.gb, state.Cw, state.rr
+    p = gb.shape[0]
     dn = p + tc
     for j in range(K):
         for t in range(nt):
@@ -398,12 +405,13 @@ def _node_cov(nt, K, p, tc, inu, alpha, om, gb, Cw, gn, gnb, sv):
 
 
 @numba.njit(**_INLINE)
-def _tile(fam, b, kt, nt, rb, ev, blocks, U, logf, S, state, n_int):
-    """Log weights ``state[0][:nt]`` of draws ``kt:kt+nt`` of block ``b`` and their scores,
+def _tile(fam, b, kt, nt, rb, ev, blocks, draws, state):
+    """Log weights ``state.lw[:nt]`` of draws ``kt:kt+nt`` of block ``b`` and their scores,
     node covariances, node moments and per-observation ``w c''`` node means."""
-    _start(b, kt, nt, ev, blocks, logf, S, state)
-    _free(fam, b, kt, nt, ev, blocks, U, state, n_int)
-    lev_bptr = blocks[0]
+    U = draws.U
+    _start(b, kt, nt, ev, blocks, draws, state)
+    _free(fam, b, kt, nt, ev, blocks, U, state, rb.ro.shape[0])
+    lev_bptr = blocks.lev_bptr
     for a in range(lev_bptr[b], lev_bptr[b + 1]):
         _nodes(a, kt, nt, rb, ev, U, state)
         _level_obs(fam, a, kt, nt, rb, ev, U, state)
@@ -411,9 +419,12 @@ def _tile(fam, b, kt, nt, rb, ev, blocks, U, logf, S, state, n_int):
 
 
 @numba.njit(**_INLINE)
-def _rescale(b, sc, out, span):
-    a, s0, s0sq, s1, s1sq, s2, s2sq, sS, hc, sC, mA, sU, sUU = out
-    lev0, lev1, r0, r1, f0, f1, c0, c1, n_int = span
+def _rescale(sc, out, span):
+    """Multiply block ``span.b``'s running sums by ``sc`` (``sc**2`` for the squared
+    ones)."""
+    s1, s1sq, s2, s2sq, sS, hc = out.s1, out.s1sq, out.s2, out.s2sq, out.sS, out.hc
+    sC, mA, sU, sUU = out.sC, out.mA, out.sU, out.sUU
+    b, lev0, lev1, r0, r1, f0, f1, c0, c1, n_int = span
     sc2 = sc * sc
     d = s1.shape[1]
     for j in range(d):
@@ -438,11 +449,13 @@ def _rescale(b, sc, out, span):
 
 
 @numba.njit(**_INLINE)
-def _add_draw(b, k, t, w, state, S, nu, qbt, U, out, span):
-    """Add draw ``k`` (tile row ``t``) of block ``b`` with weight ``w`` to the sums."""
-    _, _, _, s1, s1sq, s2, s2sq, sS, hc, sC, mA, sU, sUU = out
-    G, Cw, SA, hloc, mAk = state[1], state[2], state[3], state[4], state[5]
-    lev0, lev1, r0, r1, f0, f1, c0, c1, n_int = span
+def _add_draw(k, t, w, state, draws, ev, blocks, out, span):
+    """Add draw ``k`` (tile row ``t``) of block ``span.b`` with weight ``w`` to the sums."""
+    s1, s1sq, s2, s2sq, sS, hc = out.s1, out.s1sq, out.s2, out.s2sq, out.sS, out.hc
+    sC, mA, sU, sUU = out.sC, out.mA, out.sU, out.sUU
+    S, U, nu, qbt = draws.S, draws.U, ev.nu, blocks.qbt
+    G, Cw, SA, hloc, mAk = state.G, state.Cw, state.SA, state.hloc, state.mAk
+    b, lev0, lev1, r0, r1, f0, f1, c0, c1, n_int = span
     T = nu.shape[0]
     d = G.shape[1]
     p = d - T
@@ -470,49 +483,46 @@ def _add_draw(b, k, t, w, state, S, nu, qbt, U, out, span):
 
 
 @numba.njit(**_FLAGS)
-def rb_chunk_sums(fam, blocks, rb, ev, U, logf, S, k0, k1, qbt, out, state, out_lw):
+def rb_chunk_sums(fam, blocks, rule, ev, draws, k0, k1, out, state, out_lw):
     """Partial sums of every block over draws ``k0:k1`` (see the module docstring).
 
     Parameters
     ----------
-    blocks : tuple
-        ``(lev_bptr, free_bptr, free_obs, col_ptr, const_b)``: per block its range of
-        levels and of free observations (loading on no integrated effect), its layout
-        columns, and the sampled effects' normalizing constant at ``nu``.
-    rb : tuple
-        The integration rule: ``(lev_ptr, lev_comp, ro, za, m0, s, cptr, cidx, cval, xs,
-        logw, malpha)``; ``malpha[a]`` is how level ``a``'s nodes move with beta.
-    ev : tuple
-        ``(xb, wy, wn, X, zptr, zidx, zval, is_a, nu, lognu, gp)``; with moving draws ``X``
-        is the shifted design and ``gp[b, :, k]`` the sampled effects' prior beta score of
-        draw ``k`` (``gp`` has no draws otherwise).
-    out : tuple
-        ``(a, s0, s0sq, s1, s1sq, s2, s2sq, sS, hc, sC, mA, sU, sUU)``, written for every
-        block (``hc`` per integrated observation in ``ro`` order, then free observations).
-    state : tuple
+    blocks : RBBlocks
+        Per block its range of levels and of free observations (loading on no integrated
+        effect), its layout columns, the sampled effects' normalizing constant at ``nu``
+        and the columns per component (:mod:`glmm_sm.mcla.kernels.records`).
+    rule : RBRule
+        The integration rule; ``rule.malpha[a]`` is how level ``a``'s nodes move with beta.
+    ev : RBInputs
+        With moving draws ``ev.X`` is the shifted design and ``ev.gp[b, :, k]`` the sampled
+        effects' prior beta score of draw ``k`` (``gp`` has no draws otherwise).
+    draws : Draws
+    out : RBSums
+        Written for every block (``hc`` per integrated observation in ``ro`` order, then
+        free observations).
+    state : RBState
         Work arrays from :func:`make_state`.
     out_lw : ndarray
         ``(n_blocks, k1 - k0)``: each draw's log weight is stored there too (an array with
         no columns stores nothing).
     """
-    lev_bptr, free_bptr, col_ptr = blocks[0], blocks[1], blocks[3]
+    lev_bptr, free_bptr, col_ptr = blocks.lev_bptr, blocks.free_bptr, blocks.col_ptr
     keep = out_lw.shape[1] > 0
-    lev_ptr = rb[0]
-    nu = ev[8]
-    a_out, s0, s0sq = out[0], out[1], out[2]
-    n_int = rb[2].shape[0]
-    lw = state[0]
+    lev_ptr = rule.lev_ptr
+    n_int = rule.ro.shape[0]
+    lw = state.lw
     for b in range(lev_bptr.shape[0] - 1):
         lev0, lev1 = lev_bptr[b], lev_bptr[b + 1]
-        span = (lev0, lev1, lev_ptr[lev0], lev_ptr[lev1], free_bptr[b], free_bptr[b + 1],
-                col_ptr[b], col_ptr[b + 1], n_int)
-        _rescale(b, 0.0, out, span)
+        span = RBSpan(b, lev0, lev1, lev_ptr[lev0], lev_ptr[lev1], free_bptr[b],
+                      free_bptr[b + 1], col_ptr[b], col_ptr[b + 1], n_int)
+        _rescale(0.0, out, span)
         amax = -np.inf
         acc0 = 0.0
         acc0sq = 0.0
         for kt in range(k0, k1, TILE):
             nt = min(TILE, k1 - kt)
-            _tile(fam, b, kt, nt, rb, ev, blocks, U, logf, S, state, n_int)
+            _tile(fam, b, kt, nt, rule, ev, blocks, draws, state)
             for t in range(nt):
                 if keep:
                     out_lw[b, kt + t - k0] = lw[t]
@@ -523,24 +533,23 @@ def rb_chunk_sums(fam, blocks, rb, ev, U, logf, S, k0, k1, qbt, out, state, out_
                         sc = math.exp(amax - lw[t])
                         acc0 *= sc
                         acc0sq *= sc * sc
-                        _rescale(b, sc, out, span)
+                        _rescale(sc, out, span)
                     amax = lw[t]
                 w = math.exp(lw[t] - amax)
                 acc0 += w
                 acc0sq += w * w
-                _add_draw(b, kt + t, t, w, state, S, nu, qbt, U, out, span)
-        a_out[b] = amax
-        s0[b] = acc0
-        s0sq[b] = acc0sq
+                _add_draw(kt + t, t, w, state, draws, ev, blocks, out, span)
+        out.a[b] = amax
+        out.s0[b] = acc0
+        out.s0sq[b] = acc0sq
 
 
 @numba.njit(**_FLAGS)
-def rb_log_weights(fam, blocks, rb, ev, U, logf, S, k0, k1, out_lw, state):
+def rb_log_weights(fam, blocks, rule, ev, draws, k0, k1, out_lw, state):
     """Log weights ``out_lw[b, k - k0]`` of draws ``k0:k1`` (no sums)."""
-    n_int = rb[2].shape[0]
     for b in range(out_lw.shape[0]):
         for kt in range(k0, k1, TILE):
             nt = min(TILE, k1 - kt)
-            _tile(fam, b, kt, nt, rb, ev, blocks, U, logf, S, state, n_int)
+            _tile(fam, b, kt, nt, rule, ev, blocks, draws, state)
             for t in range(nt):
-                out_lw[b, kt + t - k0] = state[0][t]
+                out_lw[b, kt + t - k0] = state.lw[t]

@@ -1,7 +1,8 @@
 """numpy reference implementation of :func:`glmm_sm.mcla.kernels.plain.chunk_sums`.
 
-Same arguments and outputs; written for clarity, vectorised over (observation, draw) per
-block.  Used to check the numba kernel and as a fallback.
+Same records in and out (:mod:`glmm_sm.mcla.kernels.records`); written for clarity,
+vectorised over (observation, draw) per block.  Used to check the numba kernel and as a
+fallback.
 """
 
 from __future__ import annotations
@@ -16,12 +17,13 @@ from glmm_sm.core.constants import HALF_LOG2PI, POISSON_ETA_MAX
 def chunk_sums(fam, derivs, design, draws, k0, k1, prior, shifted, Gp, out):
     """Partial sums of every block over draws ``k0:k1`` (see the numba kernel)."""
     with threadpool_limits(1):
-        _chunk_sums(fam, derivs, *design, *draws, k0, k1, *prior, shifted, Gp, *out)
+        _chunk_sums(fam, derivs, design, draws, k0, k1, prior, shifted, Gp, out)
 
 
-def _extras(b, c0, c1, bk, a, Uc, out_sU, out_sUU, out_lw):
+def _extras(b, c0, c1, bk, a, Uc, out):
     """The optional outputs: the draws' log weights, and the weighted sums of the block's
     effects and their squares (conditional moments)."""
+    out_sU, out_sUU, out_lw = out.sU, out.sUU, out.lw
     if out_lw.shape[1]:
         out_lw[b] = bk
     if out_sUU.shape[0]:
@@ -30,9 +32,10 @@ def _extras(b, c0, c1, bk, a, Uc, out_sU, out_sUU, out_lw):
         out_sUU[c0:c1] = (Uc[c0:c1] ** 2) @ e
 
 
-def _gather_eta(o0, o1, xb, zptr, zidx, zval, Uc):
+def _gather_eta(o0, o1, design, Uc):
     """``eta`` (n_b, m_c) of observations ``o0:o1``: ``xb`` plus, by gather over each row's
     non-zeros, ``sum z * U[col]``."""
+    xb, zptr, zidx, zval = design.xb, design.zptr, design.zidx, design.zval
     nnz = zptr[o0 + 1 : o1 + 1] - zptr[o0:o1]
     eta = np.repeat(xb[o0:o1, None], Uc.shape[1], axis=1)
     pos = zptr[o0:o1]
@@ -43,10 +46,12 @@ def _gather_eta(o0, o1, xb, zptr, zidx, zval, Uc):
     return eta
 
 
-def _chunk_sums(fam, derivs, obs_ptr, col_ptr, xb, wy, wn, X, zptr, zidx, zval,
-                U, logf, S, k0, k1, lognu, nu, pc, qbt, shifted, Gp,
-                out_a, out_s0, out_s0sq, out_s1, out_s1sq, out_s2, out_s2sq, out_sS, out_hc,
-                out_sU, out_sUU, out_lw):
+def _chunk_sums(fam, derivs, design, draws, k0, k1, prior, shifted, Gp, out):
+    obs_ptr, col_ptr, wy, wn, X = design.obs_ptr, design.col_ptr, design.wy, design.wn, design.X
+    U, logf, S = draws.U, draws.logf, draws.S
+    lognu, nu, pc, qbt = prior.lognu, prior.nu, prior.pc, prior.qbt
+    out_a, out_s0, out_s0sq, out_s1, out_s1sq = out.a, out.s0, out.s0sq, out.s1, out.s1sq
+    out_s2, out_s2sq, out_sS, out_hc, out_sU = out.s2, out.s2sq, out.sS, out.hc, out.sU
     n_blocks = len(obs_ptr) - 1
     p = X.shape[1]
     Uc = U[:, k0:k1]
@@ -55,7 +60,7 @@ def _chunk_sums(fam, derivs, obs_ptr, col_ptr, xb, wy, wn, X, zptr, zidx, zval,
         c0, c1 = col_ptr[b], col_ptr[b + 1]
         qb = col_ptr[b + 1] - col_ptr[b]
         rows = np.arange(o0, o1)
-        eta = _gather_eta(o0, o1, xb, zptr, zidx, zval, Uc)
+        eta = _gather_eta(o0, o1, design, Uc)
         wyb, wnb = wy[rows, None], wn[rows, None]
         if fam == 0:
             cum = np.logaddexp(0.0, eta)
@@ -72,7 +77,7 @@ def _chunk_sums(fam, derivs, obs_ptr, col_ptr, xb, wy, wn, X, zptr, zidx, zval,
             lfu = lfu - pc @ Sb[T:]
         bk = (wyb * eta - wnb * cum).sum(axis=0) + lfu - logf[b, k0:k1]
         a = bk.max() if bk.size else -np.inf
-        _extras(b, c0, c1, bk, a, Uc, out_sU, out_sUU, out_lw)
+        _extras(b, c0, c1, bk, a, Uc, out)
         if not a > -np.inf:
             out_a[b], out_s0[b], out_s0sq[b] = -np.inf, 0.0, 0.0
             out_s1[b] = out_s1sq[b] = out_sS[b] = 0.0

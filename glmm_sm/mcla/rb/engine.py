@@ -10,15 +10,14 @@ node covariances complete the Hessian (Louis' identity within each draw).
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-
 import numpy as np
 
 from glmm_sm.core.constants import HALF_LOG2PI
-from glmm_sm.mcla.engine import Evaluation, effective_n_jobs, finish
+from glmm_sm.mcla.engine import EngineBase, finish
 from glmm_sm.mcla.kernels import plain as _kernels
 from glmm_sm.mcla.kernels.rb import TILE, make_state, rb_chunk_sums, rb_log_weights
-from glmm_sm.mcla.partials import DrawShift, PartialSums, _scales, partition_bounds
+from glmm_sm.mcla.kernels.records import Draws, RBBlocks, RBInputs, RBSums
+from glmm_sm.mcla.partials import DrawShift, PartialSums, _scales
 from glmm_sm.spec.validation import nonnegative_up_to_rounding
 
 __all__ = ["RBEngine", "KEEP_LOG_WEIGHTS"]
@@ -28,7 +27,7 @@ __all__ = ["RBEngine", "KEEP_LOG_WEIGHTS"]
 KEEP_LOG_WEIGHTS = 4_000_000
 
 
-class RBEngine:
+class RBEngine(EngineBase):
     """``l_m`` on frozen draws of an :class:`~glmm_sm.mcla.rb.split.RBSampler`.
 
     Parameters
@@ -45,23 +44,9 @@ class RBEngine:
     joint_draws = False
 
     def __init__(self, draws, chunk_size=None, n_jobs=None):
-        self.draws, self.data = draws, draws.data
+        self._setup(draws, chunk_size, n_jobs)
         self.sampler = draws.sampler
         self.structure = self.sampler.structure
-        self.ranges = draws.chunk_ranges(chunk_size)
-        self.parts = partition_bounds(len(self.ranges))
-        self.n_jobs = effective_n_jobs(n_jobs)
-
-    @property
-    def m(self) -> int:
-        return self.draws.m
-
-    @property
-    def k_params(self) -> int:
-        return self.data.k_fe + self.data.k_vcp
-
-    def detach(self):
-        """Nothing to detach (local threads only)."""
 
     def _shift(self):
         """``(DrawShift of the sampled effects, shifted design X + Z M)`` or None."""
@@ -82,30 +67,29 @@ class RBEngine:
         lognu = np.log(nu)
         qb = (st.qbt_sampled).sum(axis=1)
         const_b = -HALF_LOG2PI * qb - 0.5 * st.qbt_sampled @ lognu
-        blocks = (st.lev_bptr, st.free_bptr, st.free_obs, data.col_ptr.astype(np.int64),
-                  np.ascontiguousarray(const_b))
+        blocks = RBBlocks(st.lev_bptr, st.free_bptr, st.free_obs,
+                          data.col_ptr.astype(np.int64), np.ascontiguousarray(const_b), data.qbt)
         shift, X, rule, dv = self._shift(), data.X, self.sampler.rule(), None
         if shift is not None:
             X = shift[1]
             rule, dv = self.sampler.moved_rule(beta)
-        ev = [np.ascontiguousarray(data.linear_fixed(beta)), data.wy, data.wn, X,
-              data.zptr, data.zidx, data.zval, st.is_a, nu, lognu,
-              np.zeros((data.n_blocks, p, 0))]
+        ev = RBInputs(np.ascontiguousarray(data.linear_fixed(beta)), data.wy, data.wn, X,
+                      data.zptr, data.zidx, data.zval, st.is_a, nu, lognu,
+                      np.zeros((data.n_blocks, p, 0)))
         return blocks, rule, ev, dv
 
     def _chunk(self, ev, dv, k0, k1):
-        """``(U, logf, S, 0, K)`` of draws ``k0:k1``, moved when the draws move; sets the
-        prior beta scores in ``ev``."""
+        """``(draws, ev)`` for draws ``k0:k1``: the :class:`Draws` (moved when the draws
+        move), and ``ev`` with the moved draws' prior beta scores ``gp``."""
         U, logf, S, j0, j1 = self.draws.chunk_arrays(k0, k1)
         logf = np.ascontiguousarray(logf[:, j0:j1])
         if dv is None:
-            return (np.ascontiguousarray(U[:, j0:j1]), logf,
-                    np.ascontiguousarray(S[:, :, j0:j1]), 0, j1 - j0)
+            return Draws(np.ascontiguousarray(U[:, j0:j1]), logf,
+                         np.ascontiguousarray(S[:, :, j0:j1])), ev
         shift = self._shift()[0]
         U = shift.move(U, j0, j1, dv)
         S = shift.sums_of_squares(U)
-        ev[10] = shift.prior_scores(U, shift.prior_matrix(ev[8]))
-        return U, logf, S, 0, j1 - j0
+        return Draws(U, logf, S), ev._replace(gp=shift.prior_scores(U, shift.prior_matrix(ev.nu)))
 
     def _state(self):
         """Fresh work arrays for the kernel (one set per thread)."""
@@ -123,14 +107,15 @@ class RBEngine:
         d, n_h = p + T, len(st.ro) + len(st.free_obs)
         rows, lws = [], []
         for k0, k1 in self.ranges[c0:c1]:
-            U, logf, S, j0, j1 = self._chunk(ev, dv, k0, k1)
-            out = (np.full(B, -np.inf), np.zeros(B), np.zeros(B), np.zeros((B, d)),
-                   np.zeros((B, d)), np.zeros((B, d, d)), np.zeros((B, d, d)),
-                   np.zeros((B, T)), np.zeros(n_h), np.zeros((B, d, d)),
-                   np.zeros((st.n_levels, 2)), np.zeros(data.q), np.zeros(data.q))
-            lw = np.empty((B, j1 - j0 if keep_lw else 0))
-            rb_chunk_sums(data.family.code, blocks, rule, tuple(ev), U, logf, S, j0, j1,
-                          data.qbt, out, self._state(), lw)
+            draws, ev_k = self._chunk(ev, dv, k0, k1)
+            K = draws.U.shape[1]
+            out = RBSums(np.full(B, -np.inf), np.zeros(B), np.zeros(B), np.zeros((B, d)),
+                         np.zeros((B, d)), np.zeros((B, d, d)), np.zeros((B, d, d)),
+                         np.zeros((B, T)), np.zeros(n_h), np.zeros((B, d, d)),
+                         np.zeros((st.n_levels, 2)), np.zeros(data.q), np.zeros(data.q))
+            lw = np.empty((B, K if keep_lw else 0))
+            rb_chunk_sums(data.family.code, blocks, rule, ev_k, draws, 0, K, out, self._state(),
+                          lw)
             rows.append(out)
             lws.append(lw if keep_lw else None)
         return _combine(rows, st, data), lws
@@ -140,39 +125,19 @@ class RBEngine:
         diagnostics) when they take at most
         :data:`KEEP_LOG_WEIGHTS` numbers."""
         keep = self.data.n_blocks * self.m <= KEEP_LOG_WEIGHTS
-        if self.n_jobs == 1 or len(self.parts) == 1:
-            got = [self._partition(params, c0, c1, keep) for c0, c1 in self.parts]
-        else:
-            with ThreadPoolExecutor(min(self.n_jobs, len(self.parts))) as pool:
-                got = list(pool.map(lambda b: self._partition(params, *b, keep), self.parts))
+        got = self._map_partitions(lambda c0, c1: self._partition(params, c0, c1, keep))
         self._log_weights = (params.tobytes(), [lw for g in got for lw in g[1]]) if keep \
             else None
         return _combine([g[0] for g in got], self.structure, self.data)
 
-    def evaluate(self, params, derivs=True):
-        """:class:`~glmm_sm.mcla.engine.Evaluation` at ``params = (beta, nu)`` (``nu <= 0``:
-        ``-inf``)."""
-        data = self.data
-        p = data.k_fe
-        params = np.asarray(params, dtype=np.float64)
-        if params.shape != (self.k_params,):
-            raise ValueError(f"params must have length {self.k_params}; got {params.shape}")
-        if not np.all(np.isfinite(params)) or np.any(params[p:] <= 0):
-            nb = data.n_blocks
-            return Evaluation(-np.inf, None, None, None, np.zeros(nb), np.full(nb, -np.inf))
-        key = params.tobytes()
-        last = self.__dict__.get("_last")
-        if last is not None and last[0] == key:
-            return last[1]
+    def _evaluate(self, params, derivs):
         out = self._sums(params)
         tot = self._partial_sums(out, params)
-        ev = finish(tot, params, data, self.m, True)
-        if ev.hessian is not None:
-            sC, s0 = out[9], out[1]
-            C = (sC / s0[:, None, None]).sum(axis=0)
+        ev = finish(tot, params, self.data, self.m, derivs)
+        if ev.hessian is not None:  # Louis: the node covariances within each draw
+            C = (out.sC / out.s0[:, None, None]).sum(axis=0)
             ev.hessian = ev.hessian + 0.5 * (C + C.T)
-        self._last = (key, ev)
-        self._moments = (key, out)
+        self._moments = (params.tobytes(), out)
         return ev
 
     def _partial_sums(self, out, params):
@@ -234,10 +199,10 @@ class RBEngine:
             return
         blocks, rule, ev, dv = self._inputs(params)
         for k0, k1 in self.ranges:
-            U, logf, S, j0, j1 = self._chunk(ev, dv, k0, k1)
-            lw = np.empty((self.data.n_blocks, j1 - j0))
-            rb_log_weights(self.data.family.code, blocks, rule, tuple(ev), U, logf, S, j0, j1,
-                           lw, self._state())
+            draws, ev_k = self._chunk(ev, dv, k0, k1)
+            lw = np.empty((self.data.n_blocks, draws.U.shape[1]))
+            rb_log_weights(self.data.family.code, blocks, rule, ev_k, draws, 0,
+                           draws.U.shape[1], lw, self._state())
             yield lw
 
     def weighted_draws(self, params, chunk_size=512):
@@ -252,19 +217,19 @@ def _combine(rows, st, data):
     the common maximum log weight."""
     if len(rows) == 1:
         return rows[0]
-    a = np.stack([r[0] for r in rows])
+    a = np.stack([r.a for r in rows])
     sc = _scales(a)
     sc2 = sc * sc
     boc, lb = data.block_of_col, st.lev_block
     bo_h = np.concatenate([data.block_of_obs[st.ro], data.block_of_obs[st.free_obs]])
 
-    def tot(i, s, extra=0):
+    def tot(name, s, extra=0):
         acc = 0.0
         for j, r in enumerate(rows):  # fixed order: the same bits for any threads
-            acc = acc + s[j].reshape(s[j].shape + (1,) * extra) * r[i]
+            acc = acc + s[j].reshape(s[j].shape + (1,) * extra) * getattr(r, name)
         return acc
 
-    out = [a.max(axis=0), tot(1, sc), tot(2, sc2), tot(3, sc, 1), tot(4, sc2, 1),
-           tot(5, sc, 2), tot(6, sc2, 2), tot(7, sc, 1), tot(8, sc[:, bo_h]),
-           tot(9, sc, 2), tot(10, sc[:, lb], 1), tot(11, sc[:, boc]), tot(12, sc[:, boc])]
-    return tuple(out)
+    return RBSums(a.max(axis=0), tot("s0", sc), tot("s0sq", sc2), tot("s1", sc, 1),
+                  tot("s1sq", sc2, 1), tot("s2", sc, 2), tot("s2sq", sc2, 2),
+                  tot("sS", sc, 1), tot("hc", sc[:, bo_h]), tot("sC", sc, 2),
+                  tot("mA", sc[:, lb], 1), tot("sU", sc[:, boc]), tot("sUU", sc[:, boc]))

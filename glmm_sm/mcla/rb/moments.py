@@ -43,7 +43,7 @@ def rb_effect_cov(engine, params, max_elems=4_000_000):
     s2 = [np.zeros((n, n)) for n in np.diff(data.col_ptr)]
     k_done = 0
     for k0, k1 in engine.ranges:
-        U = engine._chunk(ev, dv, k0, k1)[0]
+        U = engine._chunk(ev, dv, k0, k1)[0].U
         step = max(1, max_elems // max(1, nodes.size))
         for a0 in range(0, U.shape[1], step):
             Uc = U[:, a0:a0 + step]
@@ -73,9 +73,9 @@ class _Nodes:
 
     def __init__(self, data, st, rule, ev, params):
         self.v_idx = np.flatnonzero(~st.is_a)
-        C = sp.csr_matrix((rule[8], rule[7], rule[6]), shape=(st.n_levels, data.q))
-        self.quad = LevelQuadrature(data, st, ev[0], rule[4], rule[5],
-                                    C[:, self.v_idx].tocsr(), rule[9], rule[10],
+        C = sp.csr_matrix((rule.cval, rule.cidx, rule.cptr), shape=(st.n_levels, data.q))
+        self.quad = LevelQuadrature(data, st, ev.xb, rule.m0, rule.s,
+                                    C[:, self.v_idx].tocsr(), rule.xs, rule.logw,
                                     params[data.k_fe:], np.arange(st.n_levels))
         self.Zv = data.Z.tocsc()[:, self.v_idx].tocsr()[self.quad.rows]
         self.size = self.quad.size

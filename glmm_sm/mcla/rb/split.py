@@ -25,6 +25,7 @@ import scipy.sparse as sp
 
 from glmm_sm.core.constants import HALF_LOG2PI
 from glmm_sm.laplace.step import mode_derivatives
+from glmm_sm.mcla.kernels.records import RBRule
 from glmm_sm.mcla.rb.proposal import integrated_laplace
 from glmm_sm.mcla.sampler import DrawChunk, _log_t_norm, stratified_counts
 
@@ -252,22 +253,20 @@ class RBSampler:
         return done
 
     def rule(self):
-        """The kernel's ``rb`` tuple (the quadrature rule)."""
+        """The kernel's quadrature rule (:class:`~glmm_sm.mcla.kernels.records.RBRule`)."""
         st = self.structure
-        return (st.lev_ptr, st.lev_comp.astype(np.int64), st.ro, st.za, self.m0, self.s,
-                self.cptr, self.cidx, self.cval, self.xs, self.logw, self.malpha)
+        return RBRule(st.lev_ptr, st.lev_comp.astype(np.int64), st.ro, st.za, self.m0, self.s,
+                      self.cptr, self.cidx, self.cval, self.xs, self.logw, self.malpha)
 
     def moved_rule(self, beta):
         """The rule at ``beta`` with moving draws: each level's nodes translated by its row
         of ``du_hat/dbeta (beta - beta0)``, less what ``c_a' v`` already adds through the
         moved sampled effects."""
-        rule = list(self.rule())
         du = self.du_dbeta @ (np.asarray(beta, dtype=float) - self.beta0)
         dv = np.where(self.structure.is_a, 0.0, du)
         C = sp.csr_matrix((self.cval, self.cidx, self.cptr),
                           shape=(self.structure.n_levels, len(du)))
-        rule[4] = self.m0 + du[self.structure.lev_col] - C @ dv
-        return tuple(rule), dv
+        return self.rule()._replace(m0=self.m0 + du[self.structure.lev_col] - C @ dv), dv
 
     def generate(self, seed, size):
         """One chunk of ``size`` draws of the sampled effects (integrated rows are 0)."""

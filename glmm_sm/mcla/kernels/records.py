@@ -1,0 +1,89 @@
+"""The named records the kernels take and fill.
+
+They are plain :func:`collections.namedtuple` classes of arrays (and, for the spans, of
+integers): numba compiles a field access by name to the same static index as a positional
+one, so naming costs nothing in the hot loops, and a record passed to an inlined helper is
+free.  The numpy reference kernel takes the same records.
+
+Plain kernel (:mod:`glmm_sm.mcla.kernels.plain`): :class:`Design`, :class:`Draws`,
+:class:`Prior` in, :class:`Sums` out, :class:`Work` and :class:`Span` inside.
+
+Rao-Blackwellized kernel (:mod:`glmm_sm.mcla.kernels.rb`): :class:`RBBlocks`,
+:class:`RBRule`, :class:`RBInputs`, :class:`Draws` in, :class:`RBSums` out, :class:`RBState`
+(one per thread) and :class:`RBSpan` inside.
+"""
+
+from __future__ import annotations
+
+from collections import namedtuple
+
+__all__ = ["Design", "Draws", "Prior", "Sums", "Work", "Span", "RBBlocks", "RBRule",
+           "RBInputs", "RBSums", "RBState", "RBSpan"]
+
+#: The data in a block layout: block pointers into the observations (``obs_ptr``) and the
+#: effects (``col_ptr``), ``X beta + offset`` (``xb``), weighted responses and trials
+#: (``wy``, ``wn``), the fixed-effects design ``X`` (or the shifted ``X + Z M``) and ``Z`` as
+#: CSR (``zptr``, ``zidx``, ``zval``).
+Design = namedtuple("Design", "obs_ptr col_ptr xb wy wn X zptr zidx zval")
+
+#: A chunk of draws: effects x draws ``U``, their log importance densities ``logf``
+#: (blocks x draws) and sums of squares ``S`` (blocks x components x draws; cross sums of
+#: correlated terms after the ``T`` components).
+Draws = namedtuple("Draws", "U logf S")
+
+#: The prior at ``nu``: each component's kernel variance ``nu`` and its log ``lognu``, the
+#: cross sums' coefficients ``pc`` (empty without correlated terms) and the columns per
+#: block and component ``qbt``.
+Prior = namedtuple("Prior", "lognu nu pc qbt")
+
+#: The plain kernel's partial sums per block (see :mod:`glmm_sm.mcla.kernels.plain`):
+#: ``a`` (max log weight), ``s0``/``s0sq`` (sums of the rescaled weights and of their
+#: squares), ``s1``/``s1sq`` (weighted scores), ``s2``/``s2sq`` (weighted outer products),
+#: ``sS`` (weighted sums of squares), ``hc`` (per observation, weighted ``w c''``), ``sU`` /
+#: ``sUU`` (weighted sums of the effects and their squares; ``sUU`` empty unless moments are
+#: asked for) and ``lw`` (the draws' log weights; empty unless kept).
+Sums = namedtuple("Sums", "a s0 s0sq s1 s1sq s2 s2sq sS hc sU sUU lw")
+
+#: The plain kernel's work arrays for one tile of draws: linear predictors ``eta``, data
+#: log-likelihoods ``lfy``, residuals ``rr``, log weights ``base``, rescaled weights ``ew``,
+#: beta scores ``G`` (p x tile), per-observation ``w c''`` rows ``cpp``, one draw's full
+#: score ``gk`` and the running products ``pr`` of ``1 + exp(-|eta|)``.
+Work = namedtuple("Work", "eta lfy rr base ew G cpp gk pr")
+
+#: One block: its index ``b``, observations ``o0:o1`` and effects ``c0:c1``.
+Span = namedtuple("Span", "b o0 o1 c0 c1")
+
+#: A Rao-Blackwellized layout's blocks: integrated levels per block (``lev_bptr``),
+#: observations on no integrated level (``free_bptr``, ``free_obs``), the layout's column
+#: pointers (``col_ptr``), each block's prior constant of the sampled effects at ``nu``
+#: (``const_b``) and the columns per block and component ``qbt``.
+RBBlocks = namedtuple("RBBlocks", "lev_bptr free_bptr free_obs col_ptr const_b qbt")
+
+#: The quadrature rule of the integrated levels: observations per level (``lev_ptr`` into
+#: ``ro``/``za``: layout rows and their coefficients), each level's component
+#: (``lev_comp``), node centres ``m0 + c' v`` (``m0``; ``c`` as CSR ``cptr``/``cidx``/
+#: ``cval``) and scales ``s``, the standard nodes ``xs`` and log weights ``logw``, and the
+#: levels' moving-draw rows ``malpha``.
+RBRule = namedtuple("RBRule", "lev_ptr lev_comp ro za m0 s cptr cidx cval xs logw malpha")
+
+#: What the RB kernel reads at ``theta``: ``xb``, ``wy``, ``wn``, ``X``, ``Z`` as CSR, which
+#: columns are integrated (``is_a``), ``nu`` and ``lognu``, and the prior's beta scores of the
+#: moved draws ``gp`` (blocks x p x draws; empty for frozen draws).
+RBInputs = namedtuple("RBInputs", "xb wy wn X zptr zidx zval is_a nu lognu gp")
+
+#: The RB kernel's sums per block: as :class:`Sums`, plus the node covariances ``sC``, the
+#: levels' weighted node moments ``mA`` and the weighted sums of the draws ``sU``/``sUU``.
+RBSums = namedtuple("RBSums", "a s0 s0sq s1 s1sq s2 s2sq sS hc sC mA sU sUU")
+
+#: The RB kernel's work arrays (one set per thread): per draw of the tile its log weight
+#: ``lw``, score ``G``, node covariance ``Cw``, node sums of squares ``SA``, per-observation
+#: ``w c''`` node means ``hloc`` and level moments ``mAk``; per draw or (node, draw) pair
+#: ``e0``, ``mu``, ``alpha``, ``lq`` (node log weights), ``rr``, ``gb`` (node beta scores),
+#: ``cij``, ``ze``, ``pr``, ``eb``, ``ec`` and the accumulators ``acc``.
+RBState = namedtuple("RBState", "lw G Cw SA hloc mAk e0 mu alpha lq rr gb cij ze pr eb ec acc")
+
+#: One block ``b`` of a Rao-Blackwellized layout: its levels ``lev0:lev1``, their
+#: observations ``r0:r1`` (in ``ro`` order), free observations ``f0:f1``, effects ``c0:c1``
+#: and the number of integrated observations ``n_int`` (where the free ones start in
+#: ``hc``).
+RBSpan = namedtuple("RBSpan", "b lev0 lev1 r0 r1 f0 f1 c0 c1 n_int")
