@@ -438,7 +438,7 @@ class MonteCarloGLMM(LikelihoodModel):
             :class:`~glmm_sm.results.laplace.LaplaceGLMMResults`; deterministic, so only
             ``start_params`` and ``factorize`` apply (``random_state``, ``disp`` are unused).
         **kwargs
-            Other :class:`~glmm_sm.fit.driver.FitOptions` fields: ``max_rounds``, ``min_ess``,
+            Other :class:`~glmm_sm.FitOptions` fields: ``max_rounds``, ``min_ess``,
             ``time_budget``, ``m_start`` (first-round draws; default 4000, or 400 when a
             block is Rao-Blackwellized), ``kernel``, ``chunk_size``, ``n_jobs`` (threads;
             default all cores; results do not depend on it),

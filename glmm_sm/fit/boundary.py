@@ -191,7 +191,7 @@ class BoundaryEvidence:
     decision: str
     #: Which refit of the boundary procedure gave it, and what was done: ``"at 0"``,
     #: ``"at 0 (unresolved)"`` (m could not grow further), ``"put back"`` or ``"more
-    #: draws"`` (set by :func:`glmm_sm.boundary_refit.fit_with_boundary`).
+    #: draws"`` (set by :func:`glmm_sm.fit.boundary_refit.fit_with_boundary`).
     attempt: int = 0
     action: str = ""
 

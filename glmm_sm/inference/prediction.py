@@ -220,7 +220,7 @@ class NewRandomDesign:
 def random_effects_design(res, exog, n, exog_vc=None, allow_new_levels=False):
     """The random-effects design of ``n`` rows for a conditional prediction.
 
-    One builder for :meth:`~glmm_sm.results.MonteCarloGLMMResults.predict` and
+    One builder for :meth:`~glmm_sm.MonteCarloGLMMResults.predict` and
     :func:`get_prediction`.  Scalar components are rebuilt from ``model.vc_formulas``;
     correlated terms ``(expr | group)`` from the grouping factor's indicators times the
     columns of ``expr`` evaluated with the coding of the fitted data (so that a factor in

@@ -109,7 +109,7 @@ class BlockSystem:
 
     def precision(self, h, dinv):
         """Stacked ``Z_b' diag(h) Z_b + D_b^{-1}`` per group; ``dinv`` is the prior
-        precision's diagonal (an array) or a :class:`PriorPrecision`."""
+        precision's diagonal (an array) or a :class:`~glmm_sm.laplace.prior.PriorPrecision`."""
         prior = dinv if isinstance(dinv, PriorPrecision) else None
         mats = self.ztwz(h)
         d = prior.dinv if prior is not None else dinv

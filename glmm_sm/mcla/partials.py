@@ -33,7 +33,7 @@ KERNELS = {"numba": _kernels.chunk_sums, "numpy": _kernels_numpy.chunk_sums}
 
 @dataclass
 class PartialSums:
-    """Partial sums over some draws, one row per chunk or partition (see :mod:`._kernels`).
+    """Partial sums over some draws, one row per chunk or partition (see :mod:`.kernels.plain`).
 
     ``hxx[b]`` is ``X_b' diag(h_b) X_b`` for the observations of block ``b``, where ``h``
     sums the weighted ``c''(eta)``: the fixed-effects part of the Hessian, reduced to
@@ -319,7 +319,7 @@ def partition_sums(kernel, data, draws, ranges, params, derivs=True, shift=None)
     kernel : {"numba", "numpy"}
     data : LayoutData
     draws : object with ``chunk_arrays(k0, k1)``
-        A :class:`DrawSet`, or a worker's view of its share of one.
+        A :class:`~glmm_sm.mcla.draws.DrawSet`, or a worker's view of its share of one.
     ranges : list of (k0, k1)
     params : ndarray
         ``(beta, nu)`` with every ``nu > 0``.

@@ -157,7 +157,7 @@ def _outcome(model, system, params, value, mode, seconds):
 class LaplaceGLMMResults(MonteCarloGLMMResults):
     """Results of ``model.fit(method="laplace")``: the Laplace MLE with its standard errors.
 
-    Everything of :class:`~glmm_sm.results.MonteCarloGLMMResults` (``t_test``,
+    Everything of :class:`~glmm_sm.MonteCarloGLMMResults` (``t_test``,
     ``conf_int``, ``predict``, ``get_prediction``, ``random_effects``, ``simulate``, ...)
     with the Laplace approximation in place of the Monte Carlo one:
 

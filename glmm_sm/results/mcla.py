@@ -25,7 +25,7 @@ DATA_REMOVED = "this result had its data removed by remove_data(); refit or keep
 
 class DataRemovedError(RuntimeError):
     """Raised by a result's methods that need the data, draws or design arrays after
-    :meth:`MonteCarloGLMMResults.remove_data` dropped them."""
+    :meth:`.MonteCarloGLMMResults.remove_data` dropped them."""
 
 
 class MonteCarloGLMMResults(LikelihoodModelResults, ResultMixin):
@@ -126,7 +126,7 @@ class MonteCarloGLMMResults(LikelihoodModelResults, ResultMixin):
         ``t_test``, ``wald_test``, ``mcse()``, ``summary()``, ``random_effects()``,
         ``varcorr()`` and predictions for new data keep working (``random_effects_cov``
         and what uses it only when computed before); everything that needs the data or the
-        draws raises :class:`DataRemovedError` saying so.  The model's ``data`` (the
+        draws raises :class:`.DataRemovedError` saying so.  The model's ``data`` (the
         formula's frame, needed to unpickle a formula model) is statsmodels' and stays.
         """
         import copy
@@ -389,7 +389,7 @@ class MonteCarloGLMMResults(LikelihoodModelResults, ResultMixin):
         """Profile curve of one parameter: DataFrame with ``value``, ``loglike``,
         ``deviance``, ``zeta`` in increasing ``value``
         (:func:`glmm_sm.inference.profile.profile_frame`).
-        ``deviance >= 0`` (how each is estimated: :mod:`glmm_sm.inference.profile_draws`);
+        ``deviance >= 0`` (how each is estimated: :mod:`glmm_sm.inference.profile`);
         ``loglike`` is ``llf_mc - deviance / 2``, on the fit's scale whatever the draws.
         """
         from glmm_sm.inference.profile import profile_frame
@@ -406,8 +406,9 @@ class MonteCarloGLMMResults(LikelihoodModelResults, ResultMixin):
         -------
         (lr_stat, p_value, df_diff)
             As statsmodels' ``compare_lr_test``; a chi-bar-square mixture gives the p-value
-            when variance components are set to 0.  :func:`glmm_sm.lrtest` returns the full
-            result with Monte Carlo errors.
+            when variance components are set to 0.
+            :func:`glmm_sm.lrtest <glmm_sm.inference.lrtest.lrtest>` returns the full result
+            with Monte Carlo errors.
         """
         from glmm_sm.inference.lrtest import lrtest
 

@@ -294,7 +294,7 @@ class CovStructure:
         ----------
         theta : ndarray (k_vcp,)
         pairs : list of ndarray (L_t, k_t)
-            Per unit with ``k > 1`` (in :attr:`units` order among the terms), the column
+            Per unit with ``k > 1`` (in :attr:`!units` order among the terms), the column
             index of each level's effects.
         var_of_col : ndarray (q,)
             Sub-component of each column.

@@ -72,7 +72,7 @@ def _eta_b(i, kt, nt, ev, U, e0):
 
 
 def make_state(T_tile, K, p, T, n_h, n_lev, max_lev):
-    """Work arrays of :func:`_tile` (see there)."""
+    """Work arrays of ``_tile`` (see there)."""
     d = p + T
     F = T_tile * K
     return RBState(np.empty(T_tile), np.empty((T_tile, d)), np.empty((T_tile, d, d)),

@@ -1,5 +1,5 @@
-"""Compiled helpers for draws that move with the fixed effects (:class:`~glmm_sm.mcla.partials.
-DrawShift`): the moved draws, their sums of squares and the prior's beta scores, each one
+"""Compiled helpers for draws that move with the fixed effects (:class:`.DrawShift`):
+the moved draws, their sums of squares and the prior's beta scores, each one
 pass over a chunk of draws.
 
 They replace numpy and scipy.sparse expressions (``U + du[:, None]``, ``ind @ (U * U)``,

@@ -15,7 +15,7 @@ Monte Carlo error is then ``v``'s alone: 24 dimensions instead of 340 on VerbAgg
   fixes each level's quadrature rule:
   nodes at ``mu_a(v) = u_a + c_a' (v - v_hat)`` with scale ``s_a``, the conditional mean and
   SD of ``alpha_a`` given ``v`` under the same approximation.
-* :class:`RBEngine` evaluates ``l_m`` and its exact derivatives on such draws.
+* :class:`.RBEngine` evaluates ``l_m`` and its exact derivatives on such draws.
 """
 
 from __future__ import annotations
