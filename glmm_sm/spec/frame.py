@@ -9,7 +9,8 @@
   without missing values int64), ``boolean`` becomes bool (object ``True`` / ``False`` /
   ``None`` when it has missing values), ``string`` becomes object with ``None``; ``pd.NA``
   in an object column becomes ``None`` (patsy's missing value for a factor);
-* reads a boolean response (``numpy`` bool or ``boolean``) as 0/1;
+* reads a boolean response (``numpy`` bool or ``boolean``) as 0/1, and refuses a
+  categorical or text one (the formula engine would make indicator columns of it);
 * refuses a covariate stored as text or as objects whose values are mostly numbers (a CSV
   column with one ``"n/a"``), which the formula engine would silently make a factor with a
   level per distinct value; names the column and the values that are not numbers;
@@ -63,6 +64,9 @@ def checked_frame(data, formula, vc_formulas=None):
                     np.array([np.nan if v is None else float(v) for v in values], dtype=float)
                     if values.dtype == object else values.to_numpy(dtype=float),
                     index=data.index, name=col)
+    for col in lhs:
+        if col in data.columns:
+            _check_response(col, converted.get(col, data[col]))
     if converted:
         data = data.assign(**{str(k): v for k, v in converted.items()}) \
             if all(isinstance(k, str) for k in converted) else _replaced(data, converted)
@@ -215,6 +219,23 @@ def _check_covariate(col, s):
                      f"{nlev} levels. Convert it first: data[{col!r}] = "
                      f"pd.to_numeric(data[{col!r}], errors='coerce') (values that are not "
                      f"numbers become missing){na}; or write C({col}) if it is a factor")
+
+
+def _check_response(col, s):
+    """Refuse a categorical or text response (the formula engine would make indicator
+    columns of it)."""
+    if not (isinstance(s.dtype, pd.CategoricalDtype) or _text_dtype(s)):
+        return
+    present = [v for v in s if not _missing(v)]
+    if present and _text_dtype(s) and all(_is_number(v) for v in present):
+        raise ValueError(f"endog: the response {col!r} holds numbers stored as {s.dtype}; "
+                         f"convert it first: data[{col!r}] = pd.to_numeric(data[{col!r}], "
+                         "errors='coerce')")
+    levels = list(s.cat.categories) if isinstance(s.dtype, pd.CategoricalDtype) else \
+        sorted({str(v) for v in present})
+    raise ValueError(f"endog: the response {col!r} is categorical (levels {levels[:6]}"
+                     f"{' ...' if len(levels) > 6 else ''}); give it as a 0/1 number (1 for a "
+                     "success), as True/False, or as two columns 'successes + failures'")
 
 
 def _missing(v):
