@@ -76,10 +76,10 @@ def _varcorr_table(res, monte_carlo=True):
 def _header(res, mcse, bse):
     """The two columns of the header table: the model (left) and the fit (right)."""
     mod = res.model
-    # Levels that occur (columns with an observation): a Categorical's unused categories
-    # give empty columns, which are not groups.
-    occurs = np.diff(mod.design.Z.tocsc().indptr) > 0
-    levels = np.bincount(mod.ident, weights=occurs, minlength=mod.design.k_vc).astype(int)
+    # The levels that occur (a Categorical's unused categories are not groups).
+    levels = getattr(mod.design, "levels_occurring", None)
+    if levels is None:  # a design pickled before it was recorded
+        levels = np.bincount(mod.ident, minlength=mod.design.k_vc)
     cov = mod.design.cov
     unit_names = [mod.vcp_names[cov.unit_params(ui).start].split(" Var(")[0]
                   for ui in range(len(cov.units))]

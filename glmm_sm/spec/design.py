@@ -166,6 +166,10 @@ class RandomEffectsDesign:
             raise ValueError(f"variance component(s) {empty} have no random-effect columns")
         self.Z = Z
         self.ident = ident.astype(np.int64)
+        #: Per component, its columns with an observation (a Categorical's unused
+        #: categories give empty columns, which are not levels of the data).
+        self.levels_occurring = np.bincount(
+            self.ident, weights=np.diff(Z.tocsc().indptr) > 0, minlength=T).astype(np.int64)
         self.vcp_names = vcp_names
         self.col_names = list(col_names) if col_names is not None else [f"u{j}" for j in
                                                                        range(q)]
