@@ -104,9 +104,11 @@ def _numpy_column(s):
     if isinstance(dtype, pd.StringDtype) and dtype.na_value is pd.NA:
         return pd.Series(np.array([None if v is pd.NA else v for v in s], dtype=object),
                          index=s.index, name=s.name)
-    if dtype == object and any(v is pd.NA for v in s):
-        return pd.Series(np.array([None if v is pd.NA else v for v in s], dtype=object),
-                         index=s.index, name=s.name)
+    if dtype == object:
+        na = s.isna().to_numpy()
+        if na.any() and any(v is pd.NA for v in s.to_numpy()[na]):
+            return pd.Series(np.array([None if v is pd.NA else v for v in s], dtype=object),
+                             index=s.index, name=s.name)
     return None
 
 
@@ -197,21 +199,22 @@ def _check_covariate(col, s):
     """Refuse a text/object covariate whose values are mostly numbers."""
     if not _text_dtype(s):
         return
-    present = [v for v in s if not _missing(v)]
-    if not present:
+    counts = _distinct(s)
+    if not counts:
         return
-    numeric = [_is_number(v) for v in present]
-    k = sum(numeric)
-    if k == 0 or 2 * k < len(present):
+    numeric = {v: _is_number(v) for v in counts}
+    total = sum(counts.values())
+    k = sum(c for v, c in counts.items() if numeric[v])
+    if k == 0 or 2 * k < total:
         return
-    others = list(dict.fromkeys(v for v, ok in zip(present, numeric, strict=True) if not ok))
-    nlev = len(pd.unique(pd.Series(present, dtype=object)))
-    bad = len(present) - k
-    what = (f"{k} of its {len(present)} values are numbers and {bad} "
+    others = [v for v in counts if not numeric[v]]
+    nlev = len(counts)
+    bad = total - k
+    what = (f"{k} of its {total} values are numbers and {bad} "
             f"{'is' if bad == 1 else 'are'} not "
             f"({', '.join(repr(v) for v in others[:5])}{', ...' if len(others) > 5 else ''})"
             if others else "all its values are numbers, stored as "
-            + ("text" if all(isinstance(v, str) for v in present) else "objects"))
+            + ("text" if all(isinstance(v, str) for v in counts) else "objects"))
     na = (f", or read the file with na_values={[str(v) for v in others[:5]]}" if others
           else "")
     raise ValueError(f"column {col!r} is used as a numeric covariate but has {s.dtype} "
@@ -226,7 +229,7 @@ def _check_response(col, s):
     columns of it)."""
     if not (isinstance(s.dtype, pd.CategoricalDtype) or _text_dtype(s)):
         return
-    present = [v for v in s if not _missing(v)]
+    present = list(_distinct(s))
     if present and _text_dtype(s) and all(_is_number(v) for v in present):
         raise ValueError(f"endog: the response {col!r} holds numbers stored as {s.dtype}; "
                          f"convert it first: data[{col!r}] = pd.to_numeric(data[{col!r}], "
@@ -238,6 +241,16 @@ def _check_response(col, s):
                      "success), as True/False, or as two columns 'successes + failures'")
 
 
+def _distinct(s):
+    """``{value: count}`` of the column's values that are not missing, in order of first
+    appearance (values equal in Python, such as ``1`` and ``1.0``, counted as one)."""
+    present = s[s.notna()]
+    if not len(present):
+        return {}
+    codes, uniques = pd.factorize(present.to_numpy(dtype=object))
+    return dict(zip(uniques.tolist(), np.bincount(codes).tolist(), strict=True))
+
+
 def _missing(v):
     return v is None or v is pd.NA or (isinstance(v, (float, np.floating)) and v != v)
 
@@ -245,9 +258,10 @@ def _missing(v):
 def _check_grouping(col, s):
     """Refuse a grouping column with two values that print alike; warn when it mixes
     numbers and strings."""
-    if s.dtype != object:
-        return
-    present = pd.unique(pd.Series([v for v in s if not _missing(v)], dtype=object))
+    if s.dtype != object or pd.api.types.infer_dtype(s, skipna=True) in (
+            "string", "integer", "floating", "mixed-integer-float", "boolean", "empty"):
+        return  # one kind of value: distinct values print differently
+    present = list(_distinct(s))
     seen = {}
     for v in present:
         key = str(v)
