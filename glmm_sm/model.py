@@ -21,16 +21,25 @@ from glmm_sm.spec.compat import (  # noqa: F401  (_Safe*Data: older pickles name
 )
 from glmm_sm.spec.design import (
     _normalize_vc_spec,
+    check_effect_counts,
     check_single_effects,
     checked_design,
     vc_design_from_formulas,
 )
 from glmm_sm.spec.families import resolve_family
-from glmm_sm.spec.formula_checks import categorical_response
+from glmm_sm.spec.formula_checks import (
+    categorical_response,
+    check_fixed_formula,
+    check_formula_text,
+    no_random_effects,
+)
+from glmm_sm.spec.frame import checked_frame
 from glmm_sm.spec.lme4_terms import split_random_terms, vector_term_design, vector_terms
-from glmm_sm.spec.missing import apply_missing_policy, formula_rows
+from glmm_sm.spec.missing import apply_missing_policy, check_rows_left, formula_rows
 from glmm_sm.spec.validation import (
+    check_callable,
     check_finite,
+    checked_start_params,
     checked_exog,
     column,
     exposure_vector,
@@ -202,10 +211,14 @@ class MonteCarloGLMM(LikelihoodModel):
             vc_formulas, data = data, vc_formulas
         if not isinstance(data, pd.DataFrame):
             raise TypeError(f"data must be a pandas DataFrame; got {type(data).__name__}")
+        check_formula_text(formula)
+        data = checked_frame(data, formula, vc_formulas)
+        full_formula = formula
         vterms = vector_terms(formula, data)
         formula, vc_formulas = split_random_terms(formula, vc_formulas, data)
+        check_fixed_formula(full_formula, formula)
         if vc_formulas is None and not vterms:
-            raise ValueError("vc_formulas is required: MonteCarloGLMM needs random effects")
+            raise no_random_effects(full_formula, formula)
         if subset is not None:
             data = data.loc[subset]
         if missing not in ("drop", "raise"):
@@ -221,11 +234,14 @@ class MonteCarloGLMM(LikelihoodModel):
         components = _missing_components(vc_list, vc_labels, vc_comp, vterms)
         keep = formula_rows(missing, formula, components, data, env_here,
                             (weights, offset, exposure))
+        check_rows_left(keep, data, [formula, *(f for f, _, _ in components)],
+                        {"weights": weights, "offset": offset, "exposure": exposure})
         if missing == "drop":
             data = data.iloc[np.flatnonzero(keep)]
         Z, ident, vcp_names, col_names, cov_terms = _random_design(
             vc_formulas, vterms, data, eval_env, varcomps_names, varcomps_equal)
         check_single_effects(Z, ident, vcp_names, list(zip(vc_list, vc_comp, strict=True)))
+        check_effect_counts(Z, ident, vcp_names, cov_terms, [f"({e} | {g})" for g, e in vterms])
         kwargs["missing"] = "raise"
         weights, offset, exposure = (None if a is None else np.asarray(a, dtype=float)[keep]
                                      for a in (weights, offset, exposure))
@@ -300,6 +316,8 @@ class MonteCarloGLMM(LikelihoodModel):
     def fit_laplace(self, start_params=None, factorize=None):
         """Laplace MLE: ``(params, laplace_loglike, mode)``; start values and sampler centre."""
         system = self.block_system(factorize)
+        if start_params is not None:
+            start_params = self._check_start_params(start_params)
         params, value, mode, _ = laplace_fit(system, start_params)
         return params, value, mode
 
@@ -453,6 +471,9 @@ class MonteCarloGLMM(LikelihoodModel):
         -------
         MonteCarloGLMMResultsWrapper
         """
+        check_callable(callback, "callback")
+        if start_params is not None:
+            start_params = self._check_start_params(start_params)
         if method == "laplace":
             from glmm_sm.results.laplace import fit_laplace_results
 
@@ -476,8 +497,6 @@ class MonteCarloGLMM(LikelihoodModel):
         base = options if options is not None else FitOptions()
         opts = dataclasses.replace(base, m=m, sampler=sampler, target_ratio=target_ratio,
                                    max_m=max_m, **kwargs)
-        if start_params is not None:
-            start_params = self._check_params(start_params)
         if client is not None:
             from glmm_sm.mcla.distributed import check_client
 
@@ -489,6 +508,10 @@ class MonteCarloGLMM(LikelihoodModel):
         return MonteCarloGLMMResultsWrapper(res)
 
     # ------------------------------------------------------------------ likelihood
+    def _check_start_params(self, start_params):
+        return checked_start_params(start_params, list(self.exog_names) + self.vcp_names,
+                                    self.k_fe, self.design.cov)
+
     def _check_params(self, params):
         params = np.asarray(params, dtype=np.float64)
         k = self.k_fe + self.k_vcp

@@ -592,10 +592,10 @@ def test_component_name_clashes_with_fixed_effect(sal):
 # ---------------------------------------------------------------- fit arguments
 
 @pytest.mark.parametrize("kw, pattern", [
-    ({"m": 0}, r"\bm\b.*integer >= 1; got 0"),
-    ({"m": -10}, r"\bm\b.*integer >= 1; got -10"),
-    ({"m": 2.5}, r"\bm\b.*integer >= 1; got 2.5"),
-    ({"m": True}, r"\bm\b.*integer >= 1; got True"),
+    ({"m": 0}, r"\bm\b.*integer >= 2; got 0"),
+    ({"m": -10}, r"\bm\b.*integer >= 2; got -10"),
+    ({"m": 2.5}, r"\bm\b.*integer >= 2; got 2.5"),
+    ({"m": True}, r"\bm\b.*integer >= 2; got True"),
     ({"m": "many"}, r"\bm\b.*'auto' or a positive integer; got 'many'"),
     ({"max_m": 0}, r"max_m.*integer >= 1; got 0"),
     ({"max_m": -1}, r"max_m.*integer >= 1; got -1"),

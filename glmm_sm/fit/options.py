@@ -66,10 +66,11 @@ class FitOptions:
             if self.m != "auto":
                 raise ValueError(f"m must be 'auto' or a positive integer; got {self.m!r}")
         else:
-            object.__setattr__(self, "m", _count(self.m, "m", "'auto' or an integer >= 1"))
+            object.__setattr__(self, "m", _count(self.m, "m", "'auto' or an integer >= 2",
+                                                 least=2))
         if self.m_start is not None:
             object.__setattr__(self, "m_start", _count(self.m_start, "m_start",
-                                                       "None or an integer >= 1"))
+                                                       "None or an integer >= 2", least=2))
         for name in ("max_m", "max_rounds", "maxiter"):
             object.__setattr__(self, name, _count(getattr(self, name), name, "an integer >= 1"))
         for name, lo, hi in (("target_ratio", 0, 10), ("min_ess", 0, np.inf),
@@ -106,10 +107,15 @@ def _real(v):
     return isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_)) and v == v
 
 
-def _count(v, name, what):
-    """``v`` as an int >= 1 (integer-valued floats such as 1e6 accepted)."""
-    if not _real(v) or not float(v).is_integer() or v < 1:
-        raise ValueError(f"{name} must be {what}; got {v!r}")
+def _count(v, name, what, least=1):
+    """``v`` as an int >= ``least`` (integer-valued floats such as 1e6 accepted).  Draw
+    counts need ``least=2``: with one draw the Monte Carlo variance has no estimate (its
+    MCSE would show as 0)."""
+    if not _real(v) or not float(v).is_integer() or v < least:
+        extra = ("" if least < 2 or not _real(v) or v < 1 else
+                 " (the Monte Carlo standard errors are estimated from the spread of the "
+                 "draws: one draw has none)")
+        raise ValueError(f"{name} must be {what}; got {v!r}{extra}")
     return int(v)
 
 

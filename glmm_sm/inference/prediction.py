@@ -36,6 +36,7 @@ from statsmodels.base._prediction_inference import PredictionResultsMean, _get_e
 from statsmodels.regression._prediction import PredictionResults
 
 from glmm_sm.mcla.rb.moments import rb_effect_cov
+from glmm_sm.spec.formula_checks import check_new_data
 from glmm_sm.spec.validation import nonnegative_up_to_rounding
 
 __all__ = ["get_prediction", "conditional_re_cov", "block_cov_matrix", "conditional_mean",
@@ -180,6 +181,7 @@ def quadratic_rows(Z, C):
 def _fixed_design(res, exog, offset, transform):
     """``(X, offset, row_labels)`` for a prediction; ``exog=None`` is the data fitted."""
     mod = res.model
+    check_new_data(mod, exog, transform)
     X, row_labels = _get_exog_predict(res, exog=exog, transform=transform)
     X = np.asarray(X, dtype=float)
     if X.ndim != 2 or X.shape[1] != mod.k_fe:

@@ -206,7 +206,7 @@ class DrawShift:
         B, _, p = self._dims
         out = np.empty((B * p, U.shape[1]))
         csr_times(A.indptr, A.indices, A.data, _c(U), False, out)
-        return out.reshape(B, p, -1)
+        return out.reshape(B, p, U.shape[1])
 
     def cross_sums(self, sU, nu=None):
         """``smu[b, :, t] = sum_{j in b, t} M_j sU_j`` (B, p, T); with correlated terms

@@ -274,6 +274,9 @@ class MonteCarloGLMMResults(LikelihoodModelResults, ResultMixin):
             n = len(eta)
             index = getattr(mod.data, "row_labels", None)
         else:
+            from glmm_sm.spec.formula_checks import check_new_data
+
+            check_new_data(mod, exog, transform)
             eta = np.asarray(super().predict(exog, transform=transform, which="linear"))
             eta = eta + (0.0 if offset is None else np.asarray(offset, dtype=float))
             n = len(eta)

@@ -76,7 +76,10 @@ def _varcorr_table(res, monte_carlo=True):
 def _header(res, mcse, bse):
     """The two columns of the header table: the model (left) and the fit (right)."""
     mod = res.model
-    levels = np.bincount(mod.ident, minlength=mod.design.k_vc)
+    # The levels that occur (a Categorical's unused categories are not groups).
+    levels = getattr(mod.design, "levels_occurring", None)
+    if levels is None:  # a design pickled before it was recorded
+        levels = np.bincount(mod.ident, minlength=mod.design.k_vc)
     cov = mod.design.cov
     unit_names = [mod.vcp_names[cov.unit_params(ui).start].split(" Var(")[0]
                   for ui in range(len(cov.units))]

@@ -166,6 +166,10 @@ class RandomEffectsDesign:
             raise ValueError(f"variance component(s) {empty} have no random-effect columns")
         self.Z = Z
         self.ident = ident.astype(np.int64)
+        #: Per component, its columns with an observation (a Categorical's unused
+        #: categories give empty columns, which are not levels of the data).
+        self.levels_occurring = np.bincount(
+            self.ident, weights=np.diff(Z.tocsc().indptr) > 0, minlength=T).astype(np.int64)
         self.vcp_names = vcp_names
         self.col_names = list(col_names) if col_names is not None else [f"u{j}" for j in
                                                                        range(q)]
@@ -475,6 +479,51 @@ def check_single_effects(Z, ident, vcp_names, vc_formulas=None):
                      "single random effect shared by every observation (a factor with a "
                      "single level?); its variance cannot be estimated from the data, so drop "
                      "this component")
+
+
+def check_effect_counts(Z, ident, vcp_names, cov_terms=(), term_labels=()):
+    """Refuse a term with more random effects than observations (lme4's
+    ``check.nobs.vs.nRE``, which glmer applies as ``number of random effects > nobs``):
+    ``(x | g)`` with one level of ``g`` per row has two effects per observation, and its
+    variances are not identifiable.
+
+    Parameters
+    ----------
+    Z : scipy.sparse matrix (n, q)
+    ident : ndarray of int (q,)
+    vcp_names : list of str
+        The components' names.
+    cov_terms : list of (str, list of int, list of str)
+        The correlated terms (their components together form one term).
+    term_labels : list of str
+        A label for each correlated term, e.g. ``"(x | g)"``.
+    """
+    Zc = sp.csc_matrix(Z)
+    n = Zc.shape[0]
+    used = np.diff(Zc.indptr) > 0
+    ident = np.asarray(ident)
+    in_term = set()
+    for i, (name, comps, _) in enumerate(cov_terms or ()):
+        in_term.update(comps)
+        cols = np.stack([np.flatnonzero(ident == c) for c in comps], axis=1)
+        levels = int(used[cols].any(axis=1).sum())
+        q = levels * len(comps)
+        if q > n:
+            label = term_labels[i] if i < len(term_labels) else f"({name})"
+            raise ValueError(
+                f"random-effect term {label}: {q} random effects ({levels} levels x "
+                f"{len(comps)}) for {n} observations; their variances are not identifiable "
+                f"(lme4 refuses it: number of observations (={n}) < number of random "
+                f"effects (={q}) for term {label}). Use a grouping factor with fewer levels "
+                "than observations, or a scalar term such as (1 | g)")
+    for t, name in enumerate(vcp_names):
+        if t in in_term:
+            continue
+        q = int(used[ident == t].sum())
+        if q > n:
+            raise ValueError(f"variance component {name!r}: {q} random effects for {n} "
+                             "observations; its variance is not identifiable (lme4: number "
+                             "of observations < number of random effects)")
 
 
 def checked_design(exog_vc, ident, vcp_names, vc_names, n, fe_names, cov_terms=None):

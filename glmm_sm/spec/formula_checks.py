@@ -21,7 +21,8 @@ import re
 import numpy as np
 import scipy.sparse as sp
 
-__all__ = ["check_vc_formula", "check_vc_columns"]
+__all__ = ["check_vc_formula", "check_vc_columns", "check_formula_text", "check_fixed_formula",
+           "no_random_effects", "check_new_data"]
 
 def check_vc_formula(label, formula):
     """Refuse lme4's bar inside a variance-component formula."""
@@ -92,3 +93,134 @@ def categorical_response(ynames):
     if not names or not all(parts) or len({m.group(1) for m in parts}) != 1:
         return None
     return parts[0].group(1), [m.group(2) for m in parts]
+
+
+def check_formula_text(formula):
+    """Refuse a model formula that is not a string with ``~`` and balanced parentheses,
+    naming the unclosed (or unopened) parenthesis."""
+    if not isinstance(formula, str):
+        raise TypeError(f"formula must be a string such as 'y ~ x + (1 | g)'; got "
+                        f"{type(formula).__name__}")
+    if "~" not in formula:
+        raise ValueError(f"formula {formula!r} has no '~': write the response on its left, "
+                         "e.g. 'y ~ x + (1 | g)'")
+    opened = []
+    for i, ch in enumerate(formula):
+        if ch == "(":
+            opened.append(i)
+        elif ch == ")":
+            if not opened:
+                raise ValueError(f"formula {formula!r}: the ')' at position {i} closes no "
+                                 "'('; a random-effect term is written (1 | g)")
+            opened.pop()
+    if opened:
+        i = opened[-1]
+        raise ValueError(f"formula {formula!r}: the '(' at position {i} "
+                         f"({formula[i:i + 20]!r}) is never closed; a random-effect term is "
+                         "written (1 | g), with both parentheses")
+
+
+def check_fixed_formula(formula, fixed):
+    """Refuse what is left in the fixed-effects part ``fixed`` of ``formula`` (its lme4
+    terms removed) that the formula engine would misread: a bar outside parentheses and
+    R's ``offset()`` term."""
+    rhs = fixed.split("~", 1)[1]
+    if "|" in rhs:
+        group = rhs.rsplit("|", 1)[1].strip() or "g"
+        raise ValueError(f"formula {formula!r}: a random-effect term needs its own "
+                         f"parentheses, e.g. '(1 | {group})'; outside parentheses '|' is a "
+                         "logical 'or' to the formula engine")
+    _check_factor_syntax(formula, fixed)
+    m = re.search(r"(?<![\w.])offset\s*\(", rhs)
+    if m:
+        depth, end = 0, len(rhs)
+        for j in range(m.end() - 1, len(rhs)):
+            depth += (rhs[j] == "(") - (rhs[j] == ")")
+            if depth == 0:
+                end = j + 1
+                break
+        term = rhs[m.start():end]
+        inner = term[term.index("(") + 1 : -1].strip()
+        hint = (f"offset={inner!r} (a column of data)" if inner.isidentifier() else
+                f"offset=<array>, e.g. offset=np.log(data['n']) for offset(log(n))")
+        raise ValueError(f"formula {formula!r}: {term} in the formula is not supported; "
+                         f"remove it and pass {hint} to from_formula")
+
+
+def no_random_effects(formula, fixed):
+    """The ``ValueError`` for a formula without random effects and no ``vc_formulas``: the
+    formula engine's parse error if the formula does not parse, else how to add them."""
+    try:
+        from patsy import ModelDesc, PatsyError
+    except ImportError:  # pragma: no cover - another formula engine
+        ModelDesc = None
+    if ModelDesc is not None:
+        try:
+            ModelDesc.from_formula(fixed)
+        except PatsyError as exc:
+            return ValueError(f"formula {formula!r} could not be read: {exc}. A random-effect "
+                              "term is written '(1 | g)' (g a grouping column of data)")
+    return ValueError(f"formula {formula!r} has no random-effect term and vc_formulas is not "
+                      "given: add one such as '+ (1 | g)' to the formula (g a grouping column "
+                      "of data), or pass vc_formulas={'g': '0 + C(g)'}; for a model without "
+                      "random effects use statsmodels' GLM")
+
+
+def _check_factor_syntax(formula, fixed):
+    """Refuse a term of ``fixed`` that is not a Python expression (the formula engine
+    would raise a bare ``SyntaxError`` while building), e.g. ``(1 g)`` for ``(1 | g)``."""
+    import ast
+
+    try:
+        from patsy import ModelDesc
+        desc = ModelDesc.from_formula(fixed)
+    except Exception:  # noqa: BLE001 - a parse error is reported by the build, in context
+        return
+    for term in [*desc.lhs_termlist, *desc.rhs_termlist]:
+        for factor in term.factors:
+            code = factor.name()
+            try:
+                ast.parse(code, mode="eval")
+            except SyntaxError as exc:
+                m = re.fullmatch(r"(.*[\w)])\s+([A-Za-z_][\w.]*)", code.strip())
+                if m:
+                    raise ValueError(f"formula {formula!r}: the term ({code}) is not an "
+                                     "expression; if it is a random-effect term, it lacks its "
+                                     f"bar: write ({m.group(1)} | {m.group(2)})") from None
+                raise ValueError(f"formula {formula!r}: the term {code!r} is not a valid "
+                                 f"expression ({exc.msg})") from None
+
+
+def check_new_data(model, exog, transform=True):
+    """Refuse new data for a prediction that lacks columns the fixed-effects formula reads,
+    naming them (the formula engine would report only a failed name lookup)."""
+    import pandas as pd
+
+    spec = getattr(getattr(model, "data", None), "model_spec", None)
+    infos = getattr(spec, "factor_infos", None)
+    if not transform or not isinstance(exog, pd.DataFrame) or not infos:
+        return
+    try:
+        from patsy.eval import ast_names
+    except ImportError:  # pragma: no cover - another formula engine
+        return
+    needed = []
+    for factor, info in infos.items():
+        code = getattr(factor, "code", None)
+        state = getattr(info, "state", None) or {}
+        env = state.get("eval_env") if isinstance(state, dict) else None
+        known = set()
+        for ns in getattr(env, "_namespaces", ()):
+            known.update(ns)
+        if code is None:
+            continue
+        try:
+            names = list(ast_names(code))
+        except SyntaxError:
+            continue
+        needed += [nm for nm in names if nm not in known]
+    absent = [nm for nm in dict.fromkeys(needed) if nm not in exog.columns]
+    if absent:
+        raise ValueError(f"exog: the new data lack column(s) {absent}, which the formula "
+                         f"{getattr(model, 'formula', '')!r} reads; add them to the data frame "
+                         "(the response is not needed)")

@@ -19,8 +19,12 @@ effects: each level of ``g`` has a vector of effects ``N(0, Sigma)`` with an uns
 (:func:`vector_term_design`); its parameters are named ``g Var(Intercept)``,
 ``g Cov(x, Intercept)``, ``g Var(x)``.  Correlated terms come after the scalar components.
 
-The terms are recognised with a regular expression (parentheses holding a bar); everything
-else stays in the fixed-effects formula, which the formula engine reads as before.
+The terms are the parenthesized groups holding a bar at their own level (their expression
+may hold calls, ``(1 + log(x) | g)``); everything else stays in the fixed-effects formula,
+which the formula engine reads as before.  A grouping factor is a column name, or an
+interaction ``g1:g2`` or nesting ``g1/g2`` of column names; ``C(g)`` and R's ``factor(g)``
+are read as ``g``.  Anything else (``a + b``, ``g*h``, an empty group, a call) is refused,
+as lme4 refuses it ("Invalid grouping factor specification"), with the form to write.
 """
 
 from __future__ import annotations
@@ -29,15 +33,101 @@ import re
 
 import numpy as np
 
-__all__ = ["lme4_terms", "split_random_terms", "vector_terms", "vector_term_design"]
+__all__ = ["lme4_terms", "remove_terms", "split_random_terms", "vector_terms",
+           "vector_term_design"]
 
-#: ``(expr | group)`` or ``(expr || group)``, with the ``+`` before it (for removal).
-_TERM = re.compile(r"\+?\s*\(([^()|]*)(\|\|?)([^()]*)\)")
+#: A grouping variable, possibly wrapped in ``C()`` / ``factor()`` / ``as.factor()``.
+_GROUP_ATOM = re.compile(r"(?:(?:C|factor|as\.factor)\(\s*([A-Za-z_]\w*)\s*\)|([A-Za-z_]\w*))")
+
+
+def _term_spans(formula):
+    """``(start, end, expr, bar, group)`` of each lme4 term of ``formula``: a parenthesized
+    group with a bar at its own depth; ``start`` includes a ``+`` before it."""
+    text = str(formula)
+    out, stack = [], []
+    for i, ch in enumerate(text):
+        if ch == "(":
+            stack.append(i)
+        elif ch == ")" and stack:
+            lo = stack.pop()
+            inner, depth, cut = text[lo + 1 : i], 0, None
+            for j, c in enumerate(inner):
+                depth += (c == "(") - (c == ")")
+                if c == "|" and depth == 0:
+                    cut = j
+                    break
+            if cut is None or stack:  # no bar, or inside another group (reported later)
+                continue
+            bar = "||" if inner[cut + 1 : cut + 2] == "|" else "|"
+            expr, group = inner[:cut], inner[cut + len(bar):]
+            start = lo
+            before = text[:lo].rstrip()
+            if before.endswith("+"):
+                start = len(before) - 1
+            elif before.endswith("-"):
+                raise ValueError(f"formula {text!r}: the random-effect term "
+                                 f"({expr.strip()} {bar} {group.strip()}) is subtracted; "
+                                 "random-effect terms are added: write "
+                                 f"'+ ({expr.strip()} {bar} {group.strip()})'")
+            out.append((start, i + 1, expr.strip(), bar, group.strip()))
+    return out
 
 
 def lme4_terms(formula):
-    """The lme4 ``(expr | group)`` terms of ``formula`` as ``(expr, bar, group)`` triples."""
-    return [(a.strip(), bar, g.strip()) for a, bar, g in _TERM.findall(str(formula))]
+    """The lme4 ``(expr | group)`` terms of ``formula`` as ``(expr, bar, group)`` triples,
+    the group in its canonical form (``C(g)`` and ``factor(g)`` read as ``g``)."""
+    return [(e, bar, _grouping(e, bar, g, formula)) for _, _, e, bar, g in
+            _term_spans(formula)]
+
+
+def _grouping(expr, bar, group, formula):
+    """The canonical form of a term's grouping factor (``g``, ``g1:g2``, ``g1/g2``), or a
+    ``ValueError`` naming the term and what to write."""
+    term = f"({expr} {bar} {group})"
+    head = f"formula {str(formula)!r}: the random-effect term {term}"
+    g = group.strip()
+    if not g:
+        raise ValueError(f"{head} has no grouping factor after the bar; write e.g. "
+                         f"({expr or '1'} {bar} g) with g a column of data")
+    parts = re.split(r"\s*([:/])\s*", g)
+    names = []
+    for k, part in enumerate(parts):
+        if k % 2:
+            names.append(part)
+            continue
+        m = _GROUP_ATOM.fullmatch(part.strip())
+        if m is None:
+            break
+        names.append(m.group(1) or m.group(2))
+    else:
+        return "".join(names)
+    if "+" in g and "(" not in g:
+        a, b = (s.strip() for s in g.split("+", 1))
+        raise ValueError(f"{head}: a grouping factor is one variable or an interaction of "
+                         f"variables, not a sum ('{g}' would group rows by the value of "
+                         f"{a} + {b}; lme4 refuses it: Invalid grouping factor "
+                         f"specification); write ({expr} {bar} {a}:{b}) for one effect per "
+                         f"combination of {a} and {b}, or ({expr} {bar} {a}) + "
+                         f"({expr} {bar} {b}) for two crossed components")
+    if "*" in g and "(" not in g:
+        a, b = (s.strip() for s in g.split("*", 1))
+        raise ValueError(f"{head}: '*' is not allowed in a grouping factor (lme4: Invalid "
+                         f"grouping factor specification); write ({expr} {bar} {a}) + "
+                         f"({expr} {bar} {b}) + ({expr} {bar} {a}:{b}) for both factors and "
+                         f"their interaction, or ({expr} {bar} {a}:{b}) for the "
+                         "interaction alone")
+    raise ValueError(f"{head}: the grouping factor must be a column name of data (C(g) and "
+                     f"factor(g) are read as g), or an interaction g1:g2 or nesting g1/g2 of "
+                     f"column names; got '{g}'. To group by an expression, make it a column "
+                     "first: data['grp'] = ...")
+
+
+def remove_terms(formula):
+    """``formula`` without its lme4 terms (and the ``+`` before each)."""
+    text = str(formula)
+    for start, end, *_ in reversed(_term_spans(text)):
+        text = text[:start] + " " + text[end:]
+    return text
 
 
 def split_random_terms(formula, vc_formulas=None, data=None):
@@ -79,8 +169,8 @@ def split_random_terms(formula, vc_formulas=None, data=None):
     if clash:
         raise ValueError(f"formula {formula!r}: the random-effect terms' component(s) {clash} "
                          "are also in vc_formulas; give each component once")
-    lhs, rhs = str(formula).split("~", 1)
-    rhs = _TERM.sub(" ", rhs).strip().lstrip("+").strip()
+    lhs, rhs = remove_terms(formula).split("~", 1)
+    rhs = rhs.strip().lstrip("+").strip()
     fixed = f"{lhs.strip()} ~ {rhs or '1'}"
     if not comps:
         return fixed, vc_formulas

@@ -16,7 +16,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 __all__ = ["complete_rows", "raise_on_missing", "drop_missing_rows",
-           "apply_missing_policy", "formula_rows"]
+           "apply_missing_policy", "formula_rows", "check_rows_left"]
 
 
 def complete_rows(formulas, data, eval_env, arrays):
@@ -67,6 +67,47 @@ def raise_on_missing(labelled_formulas, data):
             where = ", ".join(f"{c!r} ({k} row{'s' * (k > 1)})" for c, k in bad.items())
             raise ValueError(f"{label}: missing values (NaN) in column(s) {where}; use "
                              "missing='drop' to drop those rows")
+
+
+def _used_columns(formulas, data):
+    """Columns of ``data`` whose name appears as a whole word in one of ``formulas``."""
+    return [col for col in data.columns if isinstance(col, str) and any(
+        re.search(rf"(?<![\w.]){re.escape(col)}(?!\w)", f) for f in formulas)]
+
+
+def check_rows_left(keep, data, formulas, arrays):
+    """Refuse a model without rows: ``data`` empty, or every row dropped for missing values
+    (naming the columns, and the arrays, that hold them).
+
+    Parameters
+    ----------
+    keep : ndarray of bool
+        The rows kept.
+    data : pandas.DataFrame
+    formulas : list of str
+        Every formula used.
+    arrays : dict
+        ``{name: array or None}``: weights, offset, exposure.
+    """
+    if len(data) == 0:
+        raise ValueError("data has no rows (after subset, if given): a model needs "
+                         "observations")
+    if np.any(keep):
+        return
+    where = []
+    for col in _used_columns(formulas, data):
+        k = int(data[col].isna().sum())
+        if k:
+            where.append(f"{col!r} ({k})")
+    for name, arr in arrays.items():
+        if arr is not None:
+            k = int(np.isnan(np.asarray(arr, dtype=float)).sum())
+            if k:
+                where.append(f"{name} ({k})")
+    raise ValueError(f"no rows left after dropping all {len(data)} rows with missing values "
+                     f"(NaN) in {', '.join(where) or 'the variables used'}; check those "
+                     "columns (a column read as all missing, or a misspelt missing-value "
+                     "code), or leave unused variables out of the formula")
 
 
 def drop_missing_rows(endog, exog, exog_vc, weights, offset):

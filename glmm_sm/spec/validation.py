@@ -7,7 +7,8 @@ import pandas as pd
 
 __all__ = ["check_finite", "vector", "as_float", "column", "exposure_vector",
            "observation_weights", "checked_exog", "check_full_rank", "show_values",
-           "nonnegative_up_to_rounding", "ROUNDING"]
+           "nonnegative_up_to_rounding", "ROUNDING", "checked_start_params",
+           "check_callable"]
 
 
 def check_finite(values, name):
@@ -169,6 +170,10 @@ def observation_weights(weights, n):
         neg = weights[weights < 0]
         raise ValueError(f"weights must be non-negative; found {neg.size} negative "
                          f"value(s): {show_values(neg)}")
+    if n and not weights.sum() > 0:
+        raise ValueError(f"weights must have a positive sum; all {n} weights are 0, so no "
+                         "observation counts and the likelihood is constant. Give each "
+                         "observation a weight > 0 (1 by default: omit weights)")
     return weights
 
 
@@ -226,3 +231,63 @@ def nonnegative_up_to_rounding(values, scale, what, rel=ROUNDING, stacklevel=3):
     out = np.where(values < 0, 0.0, values)
     out[bad] = np.nan
     return out
+
+
+def checked_start_params(start_params, names, k_fe, cov):
+    """``start_params`` as a float64 array in the model's order, or an error naming it.
+
+    An array (list, ndarray) is taken in the order of ``names`` (beta, then the covariance
+    parameters).  A dict or Series is accepted only when its keys are exactly ``names`` (a
+    previous fit's ``params``, in any order): a partial one would need values for the
+    parameters it leaves out, which would be chosen silently.  The values must be finite,
+    each variance positive and each correlated term's covariance positive definite (the
+    Laplace step starts at them).
+
+    Parameters
+    ----------
+    start_params : array_like, dict or pandas.Series
+    names : list of str
+        The parameter names, beta then covariance parameters.
+    k_fe : int
+        Number of fixed effects.
+    cov : CovStructure
+        The covariance parameters' structure (its ``valid``).
+    """
+    k = len(names)
+    if isinstance(start_params, (dict, pd.Series)):
+        given = [str(key) for key in start_params.keys()]
+        unknown = [key for key in given if key not in names]
+        absent = [nm for nm in names if nm not in given]
+        if unknown or absent or len(given) != k:
+            parts = ([f"unknown name(s) {unknown}"] if unknown else []) + \
+                ([f"missing {absent}"] if absent else [])
+            raise ValueError(f"start_params: a dict or Series must give every parameter by "
+                             f"name ({'; '.join(parts) or 'duplicate names'}); the names are "
+                             f"{names}. Give all of them, or an array of length {k} in that "
+                             "order")
+        values = {str(key): v for key, v in start_params.items()}
+        start_params = [values[nm] for nm in names]
+    try:
+        arr = np.asarray(start_params, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"start_params must be {k} numbers (beta then the covariance "
+                         f"parameters, {names}) or a dict of them by name: {exc}") from None
+    if arr.shape != (k,):
+        raise ValueError(f"start_params must have length {k} (beta then the covariance "
+                         f"parameters, {names}); got shape {arr.shape}")
+    bad = [names[j] for j in np.flatnonzero(~np.isfinite(arr))]
+    if bad:
+        raise ValueError(f"start_params holds NaN or infinite values for {bad}; give finite "
+                         "numbers (or omit start_params)")
+    if not cov.valid(arr[k_fe:]):
+        raise ValueError("start_params: every variance must be > 0 (and each correlated "
+                         "term's covariance matrix positive definite); got "
+                         f"{dict(zip(names[k_fe:], arr[k_fe:].tolist(), strict=True))}")
+    return arr
+
+
+def check_callable(value, name):
+    """Refuse a ``value`` that is neither ``None`` nor callable, naming ``name``."""
+    if value is not None and not callable(value):
+        raise TypeError(f"{name} must be a function (or None); got {type(value).__name__} "
+                        f"{value!r}")
