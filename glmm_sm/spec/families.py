@@ -181,6 +181,11 @@ def _family_from_user(family):
         return family
     from statsmodels.genmod import families as smf
 
+    if isinstance(family, type) and issubclass(family, smf.Family):
+        raise TypeError(f"family must be an instance, e.g. sm.families.{family.__name__}(); "
+                        f"got the class {family.__name__} (statsmodels' GLM also takes an "
+                        "instance)")
+
     link = type(getattr(family, "link", None)).__name__
     if isinstance(family, smf.Binomial):
         if link != "Logit":
