@@ -409,6 +409,10 @@ class MonteCarloGLMMResults(LikelihoodModelResults, ResultMixin):
         Returns
         -------
         ndarray (k, 2), or a DataFrame for pandas data
+            statsmodels' shape and columns (``0`` lower, ``1`` upper) for both methods, so
+            that code written for any statsmodels result reads it.  The profile ends' Monte
+            Carlo standard errors, with named columns (``lower``, ``upper``,
+            ``lower_mcse``, ``upper_mcse``), are :meth:`profile_conf_int`'s.
         """
         from glmm_sm.inference.profile import _check_alpha, param_indices, profile_conf_int
 
