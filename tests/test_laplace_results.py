@@ -1,7 +1,7 @@
 """``model.fit(method="laplace")``: the Laplace MLE as a statsmodels results object.
 
-* Its estimate is ``model.fit_laplace()``'s (the same results), its ``llf`` the Laplace log-likelihood with the
-  family's constants, equal to glmer's (MCLA_SPEC 8.2 and 8.3).
+* Its estimate is ``model.fit_laplace()``'s (the same results), its ``llf`` the Laplace
+  log-likelihood with the family's constants, equal to glmer's (MCLA_SPEC 8.2 and 8.3).
 * Its Hessian (central differences of the analytic Laplace gradient) agrees with a
   second-order finite difference of the Laplace log-likelihood itself; ``bse`` and
   ``cov_params`` are its inverse.

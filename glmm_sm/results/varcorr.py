@@ -178,7 +178,7 @@ def varcorr_table(res):
     n_corr = max((len(u) for u in cov.units), default=1) - 1
     corr_cols = ["Corr"] + [f"Corr.{j + 1}" for j in range(1, n_corr)]
     pos = 0
-    for ui, u in enumerate(cov.units):
+    for u in cov.units:
         k = len(u)
         sds = long.iloc[pos:pos + k]
         corrs = long.iloc[pos + k:pos + k + k * (k - 1) // 2]
