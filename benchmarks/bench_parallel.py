@@ -67,7 +67,7 @@ def _best(fn, repeats=3):
 
 def bench(problem, m, client):
     model = build_model(problem)
-    params, _, _ = model.fit_laplace()
+    params, _, _ = model._laplace_estimate()
     n = int(model.nobs)
     rows = []
     evs, fits = {}, {}

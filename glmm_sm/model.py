@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import pandas as pd
 from statsmodels.base.model import LikelihoodModel
@@ -39,8 +41,8 @@ from glmm_sm.spec.missing import apply_missing_policy, check_rows_left, formula_
 from glmm_sm.spec.validation import (
     check_callable,
     check_finite,
-    checked_start_params,
     checked_exog,
+    checked_start_params,
     column,
     exposure_vector,
     observation_weights,
@@ -70,8 +72,17 @@ class MonteCarloGLMM(LikelihoodModel):
         Random-effects design, as ``BinomialBayesMixedGLM`` takes it.
     ident : array_like of int (q,)
         Variance component (0-based) of each column of ``exog_vc``.
+    vcp_p, fe_p : None
+        ``BinomialBayesMixedGLM``'s prior standard deviations, in its positions so that
+        its positional calls carry over; a likelihood fit has no prior, so numbers given
+        here are unused (with a warning).
+    fep_names : sequence of str, optional
+        Names of the fixed effects (default: the columns of ``exog``), as in
+        ``BinomialBayesMixedGLM``.
     vcp_names : sequence of str, optional
         Names of the variance components (default ``vc1, vc2, ...``).
+    vc_names : sequence of str, optional
+        Names of the random effects (the columns of ``exog_vc``).
     family : statsmodels family, str or None
         ``sm.families.Binomial()`` (default) or ``sm.families.Poisson()``, canonical links.
     weights : array_like, optional
@@ -79,13 +90,24 @@ class MonteCarloGLMM(LikelihoodModel):
         by ``weights[i]``.
     offset : array_like, optional
         Added to the linear predictor.
-    vc_names : sequence of str, optional
-        Names of the random effects (the columns of ``exog_vc``).
     factorize : bool
         Split the integral into independent blocks (default).  ``False`` treats it as one
         block, which is glmm's estimator.
+    exposure : array_like, optional
+        Poisson only: positive exposures; ``log(exposure)`` is added to the offset.
+    cov_terms : list, optional
+        Correlated terms ``(name, components, column labels)``.
     **kwargs
         Passed to statsmodels' ``LikelihoodModel`` (``missing``, ``hasconst``, ...).
+
+    Notes
+    -----
+    The positional order is ``BinomialBayesMixedGLM``'s, ``(endog, exog, exog_vc, ident,
+    vcp_p, fe_p, fep_names, vcp_names, vc_names)``; the arguments after those are
+    keyword-only.  The former order ``(endog, exog, exog_vc, ident, vcp_names, family,
+    weights, offset, vc_names)`` given by position still works, with a ``FutureWarning``
+    (it is recognised by its values: names where ``vcp_p`` stands, a family where ``fe_p``
+    stands, numbers where names stand).
 
     Attributes
     ----------
@@ -101,17 +123,26 @@ class MonteCarloGLMM(LikelihoodModel):
 
     _formula_max_endog = 2
 
-    def __init__(self, endog, exog, exog_vc, ident, vcp_names=None, family=None, weights=None,
-                 offset=None, vc_names=None, factorize=True, exposure=None, cov_terms=None,
-                 **kwargs):
+    def __init__(self, endog, exog, exog_vc, ident, vcp_p=None, fe_p=None, fep_names=None,
+                 vcp_names=None, vc_names=None, *, family=None, weights=None, offset=None,
+                 factorize=True, exposure=None, cov_terms=None, **kwargs):
         unknown = sorted(set(kwargs) - _MODEL_KWARGS)
         if unknown:
             raise TypeError(f"MonteCarloGLMM() got unknown argument(s) {unknown}")
+        vcp_names, family, weights, offset, fep_names = _constructor_order(
+            vcp_p, fe_p, fep_names, vcp_names, family, weights, offset)
         endog, exog, exog_vc, weights, offset, n_dropped = apply_missing_policy(
             kwargs, endog, exog, exog_vc, weights, offset)
         check_finite(endog, "endog")
         check_finite(exog, "exog")
         super().__init__(endog, exog, **kwargs)
+        self.fep_names = None
+        if fep_names is not None:  # BinomialBayesMixedGLM's names of the fixed effects
+            fep_names = [str(v) for v in fep_names]
+            if len(fep_names) != self.exog.shape[1]:
+                raise ValueError(f"fep_names must name the {self.exog.shape[1]} columns of "
+                                 f"exog; got {len(fep_names)} names")
+            self.data.xnames = self.fep_names = fep_names
         self.n_dropped = n_dropped
         self.data.__class__ = SAFE_DATA.get(type(self.data), type(self.data))
         n = self.endog.shape[0]
@@ -149,8 +180,9 @@ class MonteCarloGLMM(LikelihoodModel):
         rank = X.shape[1]  # check_full_rank passed
         self.df_model = rank - self.k_constant
         self.df_resid = n - rank - self.k_extra
-        self._init_keys.extend(["exog_vc", "ident", "vcp_names", "family", "weights", "offset",
-                                "vc_names", "factorize", "exposure", "cov_terms"])
+        self._init_keys.extend(["exog_vc", "ident", "fep_names", "vcp_names", "family",
+                                "weights", "offset", "vc_names", "factorize", "exposure",
+                                "cov_terms"])
         self._data_attr.extend(["exog_vc", "weights", "offset", "arrays", "design",
                                 "_layout_data"])
         self._layout_data = {}
@@ -272,6 +304,8 @@ class MonteCarloGLMM(LikelihoodModel):
     def _get_init_kwds(self):
         kw = super()._get_init_kwds()
         kw["vcp_names"] = list(self.design.vcp_names)  # the components' own names
+        if self.exposure is not None:  # the constructor adds log(exposure) to the offset
+            kw["offset"] = self.offset - np.log(self.exposure)
         return kw
 
     # ------------------------------------------------------------------ structure
@@ -314,12 +348,35 @@ class MonteCarloGLMM(LikelihoodModel):
 
     # ------------------------------------------------------------------ Laplace
     def fit_laplace(self, start_params=None, factorize=None):
-        """Laplace MLE: ``(params, laplace_loglike, mode)``; start values and sampler centre."""
+        """The Laplace MLE (lme4's ``glmer``) as a results object: the same as
+        ``fit(start_params, method="laplace", factorize=factorize)``.
+
+        Returns
+        -------
+        LaplaceGLMMResultsWrapper
+            ``params``, ``llf`` (``llf_mc`` without the family's constants),
+            ``laplace_mode`` (the conditional modes), standard errors, ``summary()``, ...
+
+        Notes
+        -----
+        It used to return the tuple ``(params, laplace_loglike, mode)``.  Unpacking the
+        results in three still gives ``(params, llf_mc, laplace_mode)``, with a
+        ``FutureWarning``; anything else treats it as the results object it is.
+        """
+        from glmm_sm.results.laplace import fit_laplace_results
+
+        res = fit_laplace_results(self, start_params, factorize=factorize)
+        res._results._unpack_as_tuple = True
+        return res
+
+    def _laplace_estimate(self, start_params=None, factorize=None):
+        """The bare Laplace MLE, ``LaplaceEstimate(params, value, mode)``: start values and
+        sampler centre, without the results' Hessian."""
         system = self.block_system(factorize)
         if start_params is not None:
             start_params = self._check_start_params(start_params)
-        params, value, mode, _ = laplace_fit(system, start_params)
-        return params, value, mode
+        lap = laplace_fit(system, start_params)
+        return LaplaceEstimate(lap.params, lap.value, lap.mode)
 
     # ------------------------------------------------------------------ draws
     def make_sampler(self, params=None, sampler="laplace", factorize=None, mode=None,
@@ -342,7 +399,7 @@ class MonteCarloGLMM(LikelihoodModel):
             raise ValueError(f"sampler must be one of {sorted(SAMPLERS)}; got {sampler!r}")
         system = self.block_system(factorize)
         if params is None:
-            params, _, mode = self.fit_laplace(factorize=factorize)
+            params, _, mode = self._laplace_estimate(factorize=factorize)
         elif mode is None:
             params = self._check_params(params)
             if not (np.all(np.isfinite(params))
@@ -412,8 +469,8 @@ class MonteCarloGLMM(LikelihoodModel):
         return self._engine
 
     # ------------------------------------------------------------------ fitting
-    def fit(self, m="auto", random_state=None, sampler="laplace", target_ratio=0.1,
-            max_m=10**6, start_params=None, disp=True, callback=None, *, options=None,
+    def fit(self, start_params=None, m="auto", random_state=None, sampler="laplace",
+            target_ratio=0.1, max_m=10**6, disp=True, callback=None, *, options=None,
             client=None, method="mcla", **kwargs):
         """Monte Carlo maximum likelihood (or, with ``method="laplace"``, the Laplace MLE).
 
@@ -424,6 +481,10 @@ class MonteCarloGLMM(LikelihoodModel):
 
         Parameters
         ----------
+        start_params : array_like, optional
+            ``(beta, nu)`` to start the Laplace step from.  First, as in every statsmodels
+            ``fit``; the former order ``fit(m, random_state, ...)`` given by position (a
+            number or ``"auto"`` first) still works, with a ``FutureWarning``.
         m : int or "auto"
             Draws per round; ``"auto"`` grows m until every MCSE is at most
             ``target_ratio`` times its standard error.
@@ -437,8 +498,6 @@ class MonteCarloGLMM(LikelihoodModel):
             Largest acceptable MCSE/SE with ``m="auto"``.
         max_m : int
             Upper limit for m with ``m="auto"``.
-        start_params : array_like, optional
-            ``(beta, nu)`` to start the Laplace step from.
         disp : bool
             Show a progress bar (only on a terminal).
         callback : callable, optional
@@ -472,6 +531,9 @@ class MonteCarloGLMM(LikelihoodModel):
         MonteCarloGLMMResultsWrapper
         """
         check_callable(callback, "callback")
+        if _former_m(start_params):
+            start_params, m, random_state, sampler, target_ratio, max_m = _fit_order(
+                start_params, m, random_state, sampler, target_ratio, max_m)
         if start_params is not None:
             start_params = self._check_start_params(start_params)
         if method == "laplace":
@@ -559,6 +621,94 @@ class MonteCarloGLMM(LikelihoodModel):
         if which == "mean":
             return self.family.link.inverse(eta)
         raise ValueError(f"which must be 'mean' or 'linear'; got {which!r}")
+
+
+class LaplaceEstimate(NamedTuple):
+    """The bare Laplace MLE: ``(beta, nu)``, the Laplace log-likelihood there (without the
+    family's constants) and the conditional modes."""
+
+    params: np.ndarray
+    value: float
+    mode: object
+
+
+def _shifted(given, defaults):
+    """The values given by position in a former order: ``given[0]`` is certainly
+    positional; each next one is taken while it differs from its default (positional
+    arguments are contiguous; a value at its default is the same either way)."""
+    out = [given[0]]
+    for value, default in zip(given[1:], defaults[1:], strict=True):
+        if value is default or (isinstance(value, (str, float, int)) and value == default):
+            break
+        out.append(value)
+    return out
+
+
+def _former_m(value):
+    """Whether ``fit``'s first argument is the former first one, ``m``: a number or
+    ``"auto"`` (start values are a vector, a Series or a dict)."""
+    if isinstance(value, str):
+        return value == "auto"
+    return isinstance(value, (int, float, np.integer, np.floating)) \
+        and not isinstance(value, (bool, np.bool_))
+
+
+def _fit_order(start_params, m, random_state, sampler, target_ratio, max_m):
+    """``fit``'s former positional order ``(m, random_state, sampler, target_ratio, max_m,
+    start_params)``, recognised by a number (or ``"auto"``) where ``start_params`` stands."""
+    import warnings
+
+    warnings.warn("fit(m, random_state, ...) by position is deprecated: fit's first argument "
+                  "is now start_params, as in statsmodels; pass m=..., random_state=... by "
+                  "keyword", FutureWarning, stacklevel=3)
+    new = (start_params, m, random_state, sampler, target_ratio, max_m)
+    got = _shifted(new, (None, "auto", None, "laplace", 0.1, 10**6))
+    # The former i-th argument is got[i] when given by position; otherwise it was given by
+    # keyword (or not at all) and sits under its own name, new[i + 1] (start_params, the
+    # former last, cannot be: its slot holds the former m).
+    old = [got[i] if i < len(got) else (new[i + 1] if i < 5 else None) for i in range(6)]
+    m, random_state, sampler, target_ratio, max_m, start_params = old
+    return start_params, m, random_state, sampler, target_ratio, max_m
+
+
+def _constructor_order(vcp_p, fe_p, fep_names, vcp_names, family, weights, offset):
+    """The constructor's arguments in ``BinomialBayesMixedGLM``'s order; the former order
+    ``(vcp_names, family, weights, offset)`` in positions 5 to 8 is recognised by its
+    values, remapped and warned about (FutureWarning)."""
+    import numbers
+    import warnings
+
+    def number(v):
+        return v is None or (isinstance(v, numbers.Real) and not isinstance(v, bool))
+
+    def names(v):
+        return v is None or (not isinstance(v, str)
+                             and all(isinstance(x, str) for x in np.ravel(
+                                 np.asarray(v, dtype=object))))
+
+    if number(vcp_p) and number(fe_p) and names(fep_names) and names(vcp_names):
+        if vcp_p is not None or fe_p is not None:
+            warnings.warn("vcp_p and fe_p are BinomialBayesMixedGLM's prior standard "
+                          "deviations; a maximum-likelihood fit has no prior, so they are "
+                          "not used", UserWarning, stacklevel=3)
+        return vcp_names, family, weights, offset, fep_names
+    warnings.warn("MonteCarloGLMM(endog, exog, exog_vc, ident, vcp_names, family, weights, "
+                  "offset, ...) by position is deprecated: the order is now "
+                  "BinomialBayesMixedGLM's (endog, exog, exog_vc, ident, vcp_p, fe_p, "
+                  "fep_names, vcp_names, vc_names); pass vcp_names=..., family=..., "
+                  "weights=..., offset=... by keyword", FutureWarning, stacklevel=3)
+    # vcp_p, fe_p and fep_names are new names: in a former call they hold what was given
+    # in positions 5 to 7; position 8 (offset) is vcp_names when it holds numbers.
+    out = {}
+    for name, positional, keyword in (
+            ("vcp_names", vcp_p, vcp_names if names(vcp_names) else None),
+            ("family", fe_p, family), ("weights", fep_names, weights),
+            ("offset", None if names(vcp_names) else vcp_names, offset)):
+        if positional is not None and keyword is not None:
+            raise TypeError(f"MonteCarloGLMM(): {name} given by position (the former order) "
+                            "and by keyword")
+        out[name] = keyword if positional is None else positional
+    return out["vcp_names"], out["family"], out["weights"], out["offset"], None
 
 
 def _missing_components(vc_list, vc_labels, vc_comp, vterms):

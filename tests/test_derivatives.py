@@ -112,7 +112,7 @@ def prepared(name):
     """The model with its draws, the evaluation point and the Evaluation there."""
     build, delta, h_rel, options = CASES[name]
     model = build()
-    params, value, _ = model.fit_laplace()
+    params, value, _ = model._laplace_estimate()
     assert np.all(np.isfinite(params)) and np.isfinite(value)
     draws = model.sample_draws(M_DRAWS, random_state=SEED, **options)
     assert draws.sampler.shift == options.get("shift", True)
@@ -224,12 +224,12 @@ def test_radish2_design_and_laplace():
     used = np.asarray(model.exog_vc.sum(axis=0)).ravel() > 0
     assert used.sum() == 16
     assert len(model.blocks) == 1 and model.blocks[0].q == 16 and model.blocks[0].nobs == 233
-    params, value, _ = model.fit_laplace()
+    params, value, _ = model._laplace_estimate()
     assert np.all(np.isfinite(params)) and np.isfinite(value) and np.all(params[3:] > 0)
     df = glmm_sm.datasets.load("radish2")
     direct = MonteCarloGLMM.from_formula("resp ~ Site + Region",
                                          {"Block": "0 + C(Block)", "Pop": "0 + C(Pop)"}, df,
                                          family=sm.families.Poisson())
-    params2, value2, _ = direct.fit_laplace()
+    params2, value2, _ = direct._laplace_estimate()
     np.testing.assert_allclose(params2, params, rtol=1e-6)
     assert value2 == pytest.approx(value, rel=1e-12)

@@ -28,7 +28,7 @@ from glmm_sm import MonteCarloGLMM
 @pytest.fixture(scope="module")
 def sal(salamander_model):
     model = salamander_model
-    params, _, _ = model.fit_laplace()
+    params, _, _ = model._laplace_estimate()
     return model, params
 
 
@@ -58,7 +58,7 @@ def _assert_close(ev, ref_ev, ref, rtol, what=""):
 @pytest.mark.parametrize("name", ["salamander", "radish2"])
 def test_numba_and_numpy_kernels_agree(name):
     model = salamander() if name == "salamander" else radish2()
-    params, _, _ = model.fit_laplace()
+    params, _, _ = model._laplace_estimate()
     # salamander: a point near the Laplace estimate; radish2: the estimate itself (its
     # posterior is so concentrated that a 5% shift leaves ESS ~ 2).
     theta = _near(params, model.k_fe) if name == "salamander" else params
@@ -265,7 +265,7 @@ def test_evaluation_cache_gives_the_same_bits_as_no_cache():
     """score(p) then hessian(p) (and loglike) evaluate once; the result is bit for bit what a
     fresh evaluation gives, with or without derivatives."""
     model = salamander()
-    params, _, _ = model.fit_laplace()
+    params, _, _ = model._laplace_estimate()
     theta = _near(params, model.k_fe)
     model.sample_draws(2000, random_state=3)
     eng = model.engine

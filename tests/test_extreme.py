@@ -74,7 +74,7 @@ def _runtime_warnings_are_errors():
 @pytest.fixture(scope="module")
 def radish_laplace():
     model = radish2()
-    params, value, mode = model.fit_laplace()
+    params, value, mode = model._laplace_estimate()
     return model, params, value, mode
 
 
@@ -130,7 +130,7 @@ def test_laplace_score_and_mode_derivatives_match_differences(name):
     model = {"radish2": radish2, "separated": lambda: separated_cluster()[0],
              "cbpp": cbpp_binomial}[name]()
     p = model.k_fe
-    params, _, mode = model.fit_laplace()
+    params, _, mode = model._laplace_estimate()
     th = params.copy()
     th[:p] += 0.05 * np.linspace(-1.0, 1.0, p)
     th[p:] *= 1.2
@@ -307,8 +307,8 @@ def test_rows_at_eta_700_change_nothing(family):
     kw = {"family": family}
     m0 = MonteCarloGLMM.from_formula("y ~ x", {"g": "0 + C(g)"}, df, **kw)
     m1 = MonteCarloGLMM.from_formula("y ~ x", {"g": "0 + C(g)"}, big, offset="off", **kw)
-    p0, v0, _ = m0.fit_laplace()
-    p1, v1, _ = m1.fit_laplace()
+    p0, v0, _ = m0._laplace_estimate()
+    p1, v1, _ = m1._laplace_estimate()
     np.testing.assert_allclose(p1, p0, rtol=1e-6)
     assert v1 == pytest.approx(v0, rel=1e-12, abs=1e-9)
     theta = p0 * np.array([1.0, 1.1, 1.2])
@@ -429,7 +429,7 @@ def test_all_ones_cluster_fits():
     computed without cancellation (``1 - expit(eta) = expit(-eta)``), is at rounding level.
     """
     model, df = separated_cluster()
-    params, value, mode = model.fit_laplace()
+    params, value, mode = model._laplace_estimate()
     assert np.all(np.isfinite(params)) and np.isfinite(value) and mode.converged
     j = _cluster_col(model, np.flatnonzero(df["g"] == 0))
     u = mode.u
@@ -479,7 +479,7 @@ def test_all_zero_poisson_cluster_fits():
     y[g == 0] = 0.0
     model = MonteCarloGLMM.from_formula("y ~ 1", {"g": "0 + C(g)"},
                                         pd.DataFrame({"y": y, "g": g}), family="poisson")
-    params, _, mode = model.fit_laplace()
+    params, _, mode = model._laplace_estimate()
     j = _cluster_col(model, np.flatnonzero(g == 0))
     assert mode.converged and np.isfinite(mode.u[j]) and mode.u[j] == mode.u.min() < 0
     res = model.fit(random_state=0, disp=False)

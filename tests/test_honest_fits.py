@@ -305,7 +305,7 @@ def test_exposure_is_log_exposure_in_the_offset(ticks):
     a = MonteCarloGLMM.from_formula("y ~ height", vc, df, family="poisson", exposure="t")
     b = MonteCarloGLMM.from_formula("y ~ height", vc, df, family="poisson", offset="off")
     np.testing.assert_allclose(a.offset, b.offset, rtol=0, atol=1e-14)
-    np.testing.assert_allclose(a.fit_laplace()[0], b.fit_laplace()[0], rtol=1e-10)
+    np.testing.assert_allclose(a._laplace_estimate()[0], b._laplace_estimate()[0], rtol=1e-10)
     with pytest.raises(ValueError, match="exposure is only defined for the Poisson"):
         MonteCarloGLMM.from_formula("y ~ height", vc, df.assign(y=df["y"] > 0),
                                     family="bernoulli", exposure="t")
@@ -348,4 +348,4 @@ def test_formula_errors_are_in_the_error_message_table():
 def test_statsmodels_family_objects_and_strings_agree(sal):
     a = MonteCarloGLMM.from_formula("Mate ~ 0 + Cross", VC, sal, family=sm.families.Binomial())
     b = MonteCarloGLMM.from_formula("Mate ~ 0 + Cross", VC, sal, family="bernoulli")
-    np.testing.assert_array_equal(a.fit_laplace()[0], b.fit_laplace()[0])
+    np.testing.assert_array_equal(a._laplace_estimate()[0], b._laplace_estimate()[0])

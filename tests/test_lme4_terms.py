@@ -56,7 +56,7 @@ def test_double_bar_equals_two_independent_terms_and_nesting_its_expansion(sal):
                                                          "Female:sub": "0 + C(Female):C(sub)"},
                                     sal, family="bernoulli")
     assert (c.exog_vc != d.exog_vc).nnz == 0 and c.vcp_names == d.vcp_names
-    np.testing.assert_array_equal(c.fit_laplace()[0], d.fit_laplace()[0])
+    np.testing.assert_array_equal(c._laplace_estimate()[0], d._laplace_estimate()[0])
 
 
 def test_terms_combine_with_vc_formulas_and_conditional_predictions_work(sal):

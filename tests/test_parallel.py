@@ -78,7 +78,7 @@ def test_repeated_threaded_evaluations_give_the_same_bits(build):
     import models
 
     mod = getattr(models, build)()
-    params, _, _ = mod.fit_laplace()
+    params, _, _ = mod._laplace_estimate()
     mod.sample_draws(10000, random_state=3, n_jobs=2)
     eng = mod.engine
     seen = set()

@@ -242,12 +242,17 @@ def test_random_effects_cov_with_components_at_zero():
 
 
 # ----------------------------------------------------------------------- residuals
-def test_fittedvalues_marginal(res_cbpp):
+def test_fittedvalues_conditional(res_cbpp):
+    """fittedvalues are conditional (MixedLM, lme4's fitted()); predict() is marginal."""
     mod = res_cbpp.model
     beta, _ = _beta_cov(res_cbpp)
     fv = res_cbpp.fittedvalues
     assert isinstance(fv, pd.Series) and list(fv.index) == list(mod.data.row_labels)
-    np.testing.assert_allclose(fv, expit(np.asarray(mod.exog) @ beta), rtol=1e-12)
+    u = res_cbpp.random_effects()["Mean"].to_numpy()
+    np.testing.assert_allclose(fv, expit(np.asarray(mod.exog) @ beta + mod.exog_vc @ u),
+                               rtol=1e-12)
+    np.testing.assert_allclose(res_cbpp.predict(), expit(np.asarray(mod.exog) @ beta),
+                               rtol=1e-12)
 
 
 def test_residuals_equal_glm_at_conditional_eta():

@@ -19,7 +19,7 @@ from glmm_sm.mcla.rb.split import N_NODES, RBSampler, RBStructure, choose_split
 
 @pytest.fixture(scope="module")
 def sal_setup(salamander_model):
-    params, _, mode = salamander_model.fit_laplace()
+    params, _, mode = salamander_model._laplace_estimate()
     system = salamander_model.block_system()
     return salamander_model, system, params, mode, RBStructure(system.data)
 

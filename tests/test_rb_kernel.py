@@ -101,7 +101,7 @@ def _reference_log_weights(kind, eng, params):
 ])
 def test_log_weights_and_value_match_a_numpy_evaluation(kind, n_subj, n_item):
     mod = _model(kind, n_subj, n_item)
-    params, _, mode = mod.fit_laplace()
+    params, _, mode = mod._laplace_estimate()
     system = mod.block_system()
     subj = list(mod.vcp_names).index("subj")
     st = RBStructure(system.data, split=np.full(system.data.n_blocks, subj))
@@ -125,7 +125,7 @@ def test_kept_log_weights_equal_a_fresh_pass():
     """The log weights an evaluation keeps (used for the Pareto k) are bit for bit those of
     a separate kernel pass, moving draws included."""
     mod = _model("bernoulli", 60, 8)
-    params, _, mode = mod.fit_laplace()
+    params, _, mode = mod._laplace_estimate()
     system = mod.block_system()
     smp = RBSampler(system, params, mode, RBStructure(system.data))
     eng = RBEngine(DrawSet.from_sampler(smp, 300, as_seed_sequence(4)), chunk_size=128,

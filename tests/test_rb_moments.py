@@ -30,7 +30,7 @@ def _small():
 
 def test_rao_blackwellized_covariance_matches_joint_draws():
     mod = _small()
-    params, _, mode = mod.fit_laplace()
+    params, _, mode = mod._laplace_estimate()
     theta = params.copy()
     theta[0] += 0.05  # off the sampler's centre: the draws and nodes move with beta
     mod.sample_draws(200_000, random_state=3, params=params, n_jobs=2)

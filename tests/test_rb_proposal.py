@@ -59,7 +59,7 @@ def _model(kind, n_subj=40, n_item=6, seed=3):
 
 def _sampler(kind, integrated=False):
     mod = _model(kind)
-    params, _, mode = mod.fit_laplace()
+    params, _, mode = mod._laplace_estimate()
     system = mod.block_system()
     st = RBStructure(system.data)
     assert np.sum(st.split >= 0) == (3 if kind == "blocks" else 1)
@@ -132,7 +132,7 @@ def test_proposal_sits_at_the_mode_of_the_integrated_density(kind):
 
 def test_integrated_proposal_gives_more_effective_draws_than_the_joint_laplace():
     mod = _model("bernoulli", n_subj=150, n_item=12)
-    params, _, mode = mod.fit_laplace()
+    params, _, mode = mod._laplace_estimate()
     system = mod.block_system()
     st = RBStructure(system.data)
     ess = {}

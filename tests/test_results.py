@@ -281,13 +281,16 @@ def test_random_effects(res):
     assert np.all(re_f["SD"] > 0)
     # conditional SDs of a random effect are below its prior SD sqrt(nu_F)
     assert np.all(re_f["SD"] < np.sqrt(res.vcomp["F"]))
-    assert all(name.startswith("C(Female)[") for name in re_f.index)
+    # rows labelled by the level (lme4's ranef), not the design's C(Female)[...] column
+    assert [f"C(Female)[{lv}]" for lv in re_f.index] == res.model.vc_names[:60]
+    assert re_f.index.name == "F"
     re_m = res.random_effects("M")
     assert re_m.shape == (60, 2)
-    assert all(name.startswith("C(Male)[") for name in re_m.index)
+    assert [f"C(Male)[{lv}]" for lv in re_m.index] == res.model.vc_names[60:]
     everything = res.random_effects()
     assert everything.shape == (120, 2)
-    pd.testing.assert_frame_equal(everything.loc[re_f.index], re_f)
+    assert everything.index.names == ["component", "level"]
+    pd.testing.assert_frame_equal(everything.loc["F"], re_f, check_names=False)
 
 
 def test_random_effects_unknown_name(res):
@@ -321,8 +324,8 @@ def test_predict_conditional_and_linear(res, df):
     lin_c = res.predict(head, which="linear", conditional=True)
     np.testing.assert_allclose(lin_c, logit(conditional), rtol=1e-10, atol=1e-12)
     # the conditional linear predictor adds the Female and Male conditional means
-    re = pd.concat([res.random_effects("F"), res.random_effects("M")])["Mean"]
-    added = np.array([re[f"C(Female)[{f}]"] + re[f"C(Male)[{m}]"]
+    re_f, re_m = res.random_effects("F")["Mean"], res.random_effects("M")["Mean"]
+    added = np.array([re_f[str(f)] + re_m[str(m)]
                       for f, m in zip(head["Female"], head["Male"], strict=True)])
     np.testing.assert_allclose(lin_c - lin, added, rtol=1e-10, atol=1e-12)
 

@@ -52,7 +52,7 @@ def test_block_pareto_k_streams_the_same_tail_as_all_weights():
     mod = MonteCarloGLMM.from_formula("Mate ~ 0 + Cross", {"F": "0 + C(Female)",
                                                            "M": "0 + C(Male)"}, df,
                                       family="bernoulli")
-    params = mod.fit_laplace()[0]
+    params = mod._laplace_estimate()[0]
     draws = mod.sample_draws(3000, random_state=5, params=params, chunk_size=700)
     eng = mod.engine
     U, logf, S, j0, j1 = draws.chunk_arrays(0, draws.m)
@@ -83,7 +83,7 @@ def test_heavy_tail_warning_fires_on_a_too_narrow_sampler_and_not_on_a_default_f
     mod = MonteCarloGLMM.from_formula("Mate ~ 0 + Cross", {"F": "0 + C(Female)",
                                                            "M": "0 + C(Male)"}, df,
                                       family="bernoulli")
-    params = mod.fit_laplace()[0]
+    params = mod._laplace_estimate()[0]
     narrow = params.copy()
     narrow[4:] /= 8.0
     mod.sample_draws(4000, random_state=1, params=narrow, t_weight=0.0)

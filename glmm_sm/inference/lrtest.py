@@ -60,7 +60,9 @@ class LRTestResult:
     df_fixed : int
         Fixed effects dropped.
     dropped_vc : tuple of str
-        Variance components the reduced model sets to 0.
+        Variance parameters the reduced model sets to 0, by their names in ``params``
+        (``subject Var(visit)`` for the slope of ``(1 + visit | subject)``), then the
+        covariances it drops.
     mixture : tuple of (float, int)
         ``(weight, df)`` pairs of the null distribution, ``chi2(0)`` a point mass at 0.
     mixture_name : str
@@ -210,9 +212,12 @@ def lrtest(full, reduced, mixture=True):
     zero = (df_fixed == 0 and not cov_dropped and set(dropped) <= set(full_r.boundary)) or (
         stat_mcse == 0.0 and abs(stat) <= 1e-8 * max(1.0, abs(l1)))
     pvalue, density = _mixture_sf_pdf(0.0 if zero else max(stat, 0.0), weights)
+    # Reported by the parameter's name (``subject Var(visit)``, not the component's
+    # ``subject:visit``), as in params, summary and profile.
+    named = tuple(full_side.param_of.get(v, v) for v in dropped)
     return LRTestResult(float(stat), df_fixed + len(cov_dropped) + len(dropped), pvalue,
                         stat_mcse, min(density * stat_mcse, 1.0), l1, l0, s1, s0, df_fixed,
-                        tuple(dropped) + tuple(cov_dropped), weights, _mixture_name(weights))
+                        named + tuple(cov_dropped), weights, _mixture_name(weights))
 
 
 # ------------------------------------------------------------------------ the two models
@@ -244,10 +249,16 @@ def _glmm_side(res):
         u = design.cov.units[ui]
         name = mod.vcp_names[_cov_param_index(design.cov, ui, i, j)]
         covs[frozenset((comps[u[i]], comps[u[j]]))] = name
+    # The variance parameter's name of each component (the same for a scalar component).
+    param_of = {}
+    for ui, u in enumerate(design.cov.units):
+        for i, t in enumerate(u):
+            param_of[comps[t]] = (mod.vcp_names[_cov_param_index(design.cov, ui, i, i)]
+                                  if len(u) > 1 else mod.vcp_names[design.cov.param_ptr[ui]])
     return SimpleNamespace(code=a.family.code, wy=a.weights * a.y, wn=a.weights * a.ntrials,
                            offset=a.offset, X=a.X, fe_names=list(mod.exog_names),
                            vcp_names=comps, Z=mod.exog_vc, ident=mod.ident,
-                           nobs=a.nobs, covs=covs)
+                           nobs=a.nobs, covs=covs, param_of=param_of)
 
 
 def _cov_param_index(cov, ui, i, j):

@@ -299,11 +299,19 @@ def plot_random_effects(res, term=None, alpha=0.05, sort=True, figsize=None):
     plt = _pyplot()
     res = _inner(res)
     z = _z(alpha)
-    names = res.model.vcp_names
+    names = res._effect_terms()  # scalar components and correlated terms
     if term is not None and term not in names:
         raise ValueError(f"term: unknown variance component {term!r}; use one of {names}")
-    terms = list(names) if term is None else [term]
-    frames = [res.random_effects(t) for t in terms]
+    panels = []  # a correlated term gets a panel per column
+    for t in (list(names) if term is None else [term]):
+        frame = res.random_effects(t)
+        if isinstance(frame.columns, pd.MultiIndex):
+            panels += [(f"{t} {lab}", frame.xs(lab, axis=1, level=1))
+                       for lab in frame["Mean"].columns]
+        else:
+            panels.append((t, frame))
+    terms = [t for t, _ in panels]
+    frames = [f for _, f in panels]
     rows = max(len(f) for f in frames)
     size = figsize or (4.5 * len(terms) + 0.5, min(max(3.0, 0.14 * rows + 1.2), 14.0))
     fig, axes = plt.subplots(1, len(terms), figsize=size, layout="constrained", squeeze=False)

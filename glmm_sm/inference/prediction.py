@@ -40,7 +40,8 @@ from glmm_sm.spec.formula_checks import check_new_data
 from glmm_sm.spec.validation import nonnegative_up_to_rounding
 
 __all__ = ["get_prediction", "conditional_re_cov", "block_cov_matrix", "conditional_mean",
-           "resid_response", "resid_pearson", "random_effects_design", "NewRandomDesign"]
+           "resid_response", "resid_pearson", "resid_deviance", "random_effects_design",
+           "NewRandomDesign", "prediction_offset"]
 
 
 # ----------------------------------------------------------------------- Var(u | y)
@@ -178,8 +179,9 @@ def quadratic_rows(Z, C):
 
 
 # ----------------------------------------------------------------------- designs
-def _fixed_design(res, exog, offset, transform):
-    """``(X, offset, row_labels)`` for a prediction; ``exog=None`` is the data fitted."""
+def _fixed_design(res, exog, offset, transform, exposure=None):
+    """``(X, offset, row_labels)`` for a prediction; ``exog=None`` is the data fitted; the
+    offset includes ``log(exposure)`` (:func:`prediction_offset`)."""
     mod = res.model
     check_new_data(mod, exog, transform)
     X, row_labels = _get_exog_predict(res, exog=exog, transform=transform)
@@ -187,16 +189,73 @@ def _fixed_design(res, exog, offset, transform):
     if X.ndim != 2 or X.shape[1] != mod.k_fe:
         raise ValueError(f"exog must have {mod.k_fe} columns (the fixed effects "
                          f"{list(mod.exog_names)}); got shape {X.shape}")
-    n = X.shape[0]
+    return X, prediction_offset(res, exog is not None, X.shape[0], offset, exposure), row_labels
+
+
+def _per_row(value, n, name):
+    """``value`` as ``n`` finite numbers (a scalar is repeated)."""
+    arr = np.asarray(value, dtype=float)
+    if arr.ndim == 0:
+        arr = np.full(n, float(arr))
+    if arr.shape != (n,) or not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} must be {n} finite numbers (one per row of exog) or one "
+                         f"number; got shape {arr.shape}")
+    return arr
+
+
+def prediction_offset(res, new, n, offset=None, exposure=None):
+    """The offset of the rows to predict, ``log(exposure)`` included (statsmodels GLM's rules).
+
+    Parameters
+    ----------
+    res : MonteCarloGLMMResults
+    new : bool
+        The rows are new data (``exog`` given), not the data fitted.
+    n : int
+        Number of rows.
+    offset : array_like or float, optional
+        Default: the model's offset for the data fitted, 0 for new data.
+    exposure : array_like or float, optional
+        Positive; ``log(exposure)`` is added to the offset, only for a log-link (Poisson)
+        model.  Default: the model's exposure for the data fitted.  A model fitted with
+        exposure needs it for new data: leaving it out is refused, since the prediction would
+        silently be the one for exposure 1 (write ``exposure=1`` to get that).
+
+    Returns
+    -------
+    ndarray (n,)
+    """
+    mod = res.model
+    fitted_exposure = getattr(mod, "exposure", None)
+    log_exposure = 0.0
+    if exposure is not None:
+        if mod.family_kind.code != 1:
+            raise ValueError(f"exposure: only a log-link (Poisson) model takes an exposure; "
+                             f"this is a {mod.family_kind.name} model with the logit link "
+                             "(give binomial trials as the response's second column, or an "
+                             "offset)")
+        exposure = _per_row(exposure, n, "exposure")
+        if np.any(exposure <= 0):
+            raise ValueError("exposure must be positive; found "
+                             f"{int(np.sum(exposure <= 0))} value(s) <= 0")
+        log_exposure = np.log(exposure)
+    elif new and fitted_exposure is not None:
+        raise ValueError("exposure: the model was fitted with an exposure (log(exposure) is "
+                         "in its offset), and the new rows come without one; pass "
+                         "exposure=... for them (exposure=1 for the rate per unit of "
+                         "exposure)")
     if offset is None:
-        offset = mod.offset if exog is None else np.zeros(n)
-    offset = np.asarray(offset, dtype=float)
-    if offset.ndim == 0:
-        offset = np.full(n, float(offset))
-    if offset.shape != (n,) or not np.all(np.isfinite(offset)):
-        raise ValueError(f"offset must be {n} finite numbers (one per row of exog); got "
-                         f"shape {offset.shape}")
-    return X, offset, row_labels
+        if new:
+            base = np.zeros(n)
+        else:
+            base = np.asarray(mod.offset, dtype=float)
+            if exposure is not None and fitted_exposure is not None:
+                base = base - np.log(fitted_exposure)  # replaced by the exposure given
+    else:
+        base = _per_row(offset, n, "offset")
+        if not new and exposure is None and fitted_exposure is not None:
+            base = base + np.log(fitted_exposure)  # the model's exposure stays
+    return base + log_exposure
 
 
 @dataclass(frozen=True)
@@ -394,7 +453,7 @@ def _vector_term_rows(mod, group, expr, labels, exog, n):
 
 # ----------------------------------------------------------------------- prediction
 def get_prediction(res, exog=None, offset=None, conditional=False, transform=True,
-                   exog_vc=None, allow_new_levels=False):
+                   exog_vc=None, allow_new_levels=False, exposure=None):
     """Predicted means with delta-method standard errors and intervals.
 
     See the module docstring for the marginal and conditional variances.
@@ -417,6 +476,9 @@ def get_prediction(res, exog=None, offset=None, conditional=False, transform=Tru
         With ``conditional=True`` and new data: levels not seen in the fit are an error
         (default), or get effect 0 and the prior variance (``True``, lme4's
         ``allow.new.levels``); see :func:`random_effects_design`.
+    exposure : array_like or float, optional
+        Log-link models: ``log(exposure)`` joins the offset (:func:`prediction_offset`);
+        required for new data when the model was fitted with an exposure.
 
     Returns
     -------
@@ -428,7 +490,7 @@ def get_prediction(res, exog=None, offset=None, conditional=False, transform=Tru
     mod = res.model
     if not isinstance(conditional, (bool, np.bool_)):
         raise TypeError(f"conditional must be True or False; got {conditional!r}")
-    X, off, row_labels = _fixed_design(res, exog, offset, transform)
+    X, off, row_labels = _fixed_design(res, exog, offset, transform, exposure)
     k = mod.k_fe
     beta = np.asarray(res.params, dtype=float)[:k]
     cov_beta = np.asarray(res.cov_params(), dtype=float)[:k, :k]
@@ -480,3 +542,33 @@ def resid_pearson(res):
     var = a.ntrials * res.model.family.variance(mu)
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.sqrt(a.weights) * (a.y - a.ntrials * mu) / np.sqrt(var)
+
+
+def resid_deviance(res):
+    """Deviance residuals at the conditional mean, ``sign(y_i - N_i mu_i) sqrt(d_i)`` with
+    ``d_i`` observation ``i``'s share of the GLM deviance (times its weight), as statsmodels
+    GLM's ``resid_deviance`` with the weights as ``var_weights``:
+
+    * binomial, ``p = y / N``: ``d = 2 w N [p log(p / mu) + (1 - p) log((1 - p) / (1 - mu))]``;
+    * Poisson: ``d = 2 w [y log(y / mu) - (y - mu)]``;
+
+    ``0 log 0 = 0``.  ``mu`` as in :func:`resid_response`.
+    """
+    from scipy.special import xlogy
+
+    a = res.model.arrays
+    mu = conditional_mean(res)
+    y, N, w = a.y, a.ntrials, a.weights
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if a.family.code == 1:
+            d = 2.0 * w * (xlogy(y, y) - xlogy(y, mu) - (y - mu))
+            scale = 2.0 * w * (np.abs(xlogy(y, y)) + np.abs(xlogy(y, mu)) + y + mu)
+        else:
+            p = y / N
+            q = 1.0 - p
+            terms = (xlogy(p, p), xlogy(p, mu), xlogy(q, q), xlogy(q, 1.0 - mu))
+            d = 2.0 * w * N * (terms[0] - terms[1] + terms[2] - terms[3])
+            scale = 2.0 * w * N * sum(np.abs(t) for t in terms)
+    # Each d_i >= 0 (Gibbs' inequality): below 0 only by rounding.
+    d = nonnegative_up_to_rounding(d, scale, "deviance residuals: unit deviances")
+    return np.sign(y - N * mu) * np.sqrt(d)

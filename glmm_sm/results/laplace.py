@@ -1,6 +1,6 @@
 """Results of a Laplace fit, ``model.fit(method="laplace")``: lme4's ``glmer`` estimate.
 
-The Laplace MLE is :meth:`MonteCarloGLMM.fit_laplace`'s.  Its standard errors come from the
+``MonteCarloGLMM.fit_laplace()`` returns the same.  Its standard errors come from the
 observed information of the Laplace log-likelihood, ``-H`` with ``H`` the central finite
 difference of the analytic Laplace gradient (:func:`glmm_sm.laplace.step.laplace_score`) in
 ``(beta, nu)``, on the variance scale like the MCLA fit's, so that
@@ -28,7 +28,11 @@ from glmm_sm.inference.prediction import block_cov_matrix
 from glmm_sm.laplace.step import conditional_mode, laplace_fit, laplace_score
 from glmm_sm.mcla.engine import Evaluation
 from glmm_sm.mcla.partials import kernel_prior
-from glmm_sm.results.mcla import MonteCarloGLMMResults, MonteCarloGLMMResultsWrapper
+from glmm_sm.results.mcla import (
+    MonteCarloGLMMResults,
+    MonteCarloGLMMResultsWrapper,
+    summary_arguments,
+)
 from glmm_sm.spec.validation import nonnegative_up_to_rounding
 
 __all__ = ["LaplaceGLMMResults", "LaplaceGLMMResultsWrapper", "fit_laplace_results",
@@ -169,6 +173,12 @@ class LaplaceGLMMResults(MonteCarloGLMMResults):
 
     Variance components at the lower bound of the Laplace optimizer (below ``BOUNDARY_NU``)
     are listed in ``boundary``, with NaN standard errors as in the MCLA fit.
+
+    Attributes
+    ----------
+    laplace_mode : ModeResult
+        The conditional modes at the estimate (the centre of an importance sampler:
+        ``model.make_sampler(res.params, mode=res.laplace_mode)``).
     """
 
     method = "laplace"
@@ -184,13 +194,23 @@ class LaplaceGLMMResults(MonteCarloGLMMResults):
         """Laplace conditional covariance of the random effects (sparse, model order)."""
         return self._laplace_re_cov
 
-    def summary(self, alpha=0.05, title=None):
-        """Header, fixed effects and variance components (no Monte Carlo columns)."""
-        return laplace_summary(self, alpha=alpha, title=title)
+    def summary(self, yname=None, xname=None, title=None, alpha=0.05):
+        """Header, fixed effects and variance components (no Monte Carlo columns); the
+        arguments as :meth:`MonteCarloGLMMResults.summary`'s (statsmodels' order)."""
+        yname, xname, title, alpha = summary_arguments(yname, xname, title, alpha)
+        return laplace_summary(self, alpha=alpha, title=title, yname=yname, xname=xname)
 
 
 class LaplaceGLMMResultsWrapper(MonteCarloGLMMResultsWrapper):
-    pass
+    def __iter__(self):
+        """``params, value, mode = model.fit_laplace()``, the former tuple: deprecated."""
+        res = self._results
+        if not getattr(res, "_unpack_as_tuple", False):
+            raise TypeError(f"'{type(self).__name__}' object is not iterable")
+        warnings.warn("fit_laplace() now returns a LaplaceGLMMResults; unpacking it as "
+                      "(params, value, mode) is deprecated: use res.params, res.llf_mc and "
+                      "res.laplace_mode", FutureWarning, stacklevel=2)
+        return iter((np.asarray(res.params), res.llf_mc, res.laplace_mode))
 
 
 wrap.populate_wrapper(LaplaceGLMMResultsWrapper, LaplaceGLMMResults)
@@ -235,6 +255,7 @@ def fit_laplace_results(model, start_params=None, factorize=None, **mcla_args):
         outcome.log.warnings.append(text)
         warnings.warn(text, ConvergenceWarning, stacklevel=3)
     res = LaplaceGLMMResults(model, outcome, re_cov, system.data.n_blocks)
+    res.laplace_mode = mode
     return LaplaceGLMMResultsWrapper(res)
 
 
@@ -245,10 +266,10 @@ def _same(a, b):
         return False
 
 
-def laplace_summary(res, alpha=0.05, title=None):
+def laplace_summary(res, alpha=0.05, title=None, yname=None, xname=None):
     """The summary of a Laplace fit: :func:`glmm_sm.results.summary.build_summary`'s layout,
     without
     the Monte Carlo columns."""
     from glmm_sm.results.summary import build_summary
 
-    return build_summary(res, alpha=alpha, title=title)
+    return build_summary(res, alpha=alpha, title=title, yname=yname, xname=xname)

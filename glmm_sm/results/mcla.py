@@ -17,7 +17,8 @@ try:  # statsmodels >= 0.15 moved the decorators
 except ImportError:  # pragma: no cover
     from statsmodels.tools.decorators import cache_readonly
 
-__all__ = ["MonteCarloGLMMResults", "MonteCarloGLMMResultsWrapper", "DataRemovedError"]
+__all__ = ["MonteCarloGLMMResults", "MonteCarloGLMMResultsWrapper", "DataRemovedError",
+           "summary_arguments"]
 
 #: What a result says when asked for something that needs the data after remove_data().
 DATA_REMOVED = "this result had its data removed by remove_data(); refit or keep the data"
@@ -58,7 +59,8 @@ class MonteCarloGLMMResults(LikelihoodModelResults, ResultMixin):
         the boundary) and their rows of ``cov_params`` zero; see :mod:`glmm_sm.fit.boundary`.
     """
 
-    _data_in_cache = ["fittedvalues", "resid", "wresid", "resid_response", "resid_pearson"]
+    _data_in_cache = ["fittedvalues", "resid", "wresid", "resid_response", "resid_pearson",
+                      "resid_deviance"]
 
     def __init__(self, model, outcome):
         cov, mc = outcome.errors()
@@ -195,11 +197,42 @@ class MonteCarloGLMMResults(LikelihoodModelResults, ResultMixin):
         return self.llf_mc + self._log_constant
 
     def varcorr(self):
-        """SDs and correlations of the random effects (lme4's ``VarCorr``) with delta-method
-        standard errors and MCSEs (:func:`glmm_sm.results.varcorr.varcorr_frame`)."""
-        from glmm_sm.results.varcorr import varcorr_frame
+        """SDs and correlations of the random effects, lme4's ``VarCorr`` columns, with
+        delta-method standard errors and MCSEs (:func:`glmm_sm.results.varcorr.varcorr_table`).
 
-        return varcorr_frame(self)
+        Returns
+        -------
+        DataFrame
+            One row per random effect of a grouping factor: ``Groups``, ``Name``
+            (``(Intercept)`` for a random intercept), ``Variance``, ``Std.Dev.``, ``Corr``
+            (correlation with the group's first effect; ``Corr.2``, ... with its second, ...
+            for terms of three or more columns), then ``SE(...)`` and ``MCSE(...)`` of the
+            SD and of each correlation.
+        """
+        from glmm_sm.results.varcorr import varcorr_table
+
+        return varcorr_table(self)
+
+    def VarCorr(self):  # noqa: N802  (lme4's name)
+        """lme4's name for :meth:`varcorr`."""
+        return self.varcorr()
+
+    def fixef(self):
+        """lme4's ``fixef``: the fixed-effect estimates (Series, as :attr:`fe_params`)."""
+        return self.fe_params
+
+    def ranef(self):
+        """lme4's ``ranef``: ``{grouping term: random_effects(term)}``, one frame per
+        variance component or correlated term (as MixedLM's ``random_effects``, a dict by
+        group), rows labelled by the level."""
+        return {name: self.random_effects(name) for name in self._effect_terms()}
+
+    def _effect_terms(self):
+        """Names :meth:`random_effects` takes: scalar components, then correlated terms."""
+        design = self.model.design
+        in_terms = {c for _, comps, _ in design.cov_terms for c in comps}
+        return ([n for t, n in enumerate(design.vcp_names) if t not in in_terms]
+                + [name for name, _, _ in design.cov_terms])
 
     # --------------------------------------------------------------- random effects
     def random_effects(self, term=None):
@@ -208,34 +241,47 @@ class MonteCarloGLMMResults(LikelihoodModelResults, ResultMixin):
         Parameters
         ----------
         term : str, optional
-            A variance-component name; by default all random effects.
+            A variance component or correlated term (``"herd"`` for ``(1 | herd)``); by
+            default all random effects.
 
         Returns
         -------
         DataFrame
-            Index: the random effects; columns ``Mean`` and ``SD`` (as
-            ``BinomialBayesMixedGLM``'s ``random_effects``).
+            Columns ``Mean`` and ``SD`` (as ``BinomialBayesMixedGLM``'s
+            ``random_effects``).  With ``term``, one row per level labelled by the level
+            (``1``, as lme4's ``ranef``; ``1:2`` for a level of ``a:b``), the index named by
+            the term; a correlated term has columns ``("Mean", name)`` and ``("SD", name)``
+            per column of the term.  Without ``term``, a ``(component, level)`` MultiIndex.
+            Effects that a level alone does not name keep the design's column names.
         """
+        from glmm_sm.results.varcorr import effect_levels
+
         mod = self.model
-        sel = np.arange(len(mod.vc_names))
+        levels = effect_levels(mod)
         terms = {name: (comps, labels) for name, comps, labels in mod.design.cov_terms}
         if term in terms:
-            return self._vector_effects(*terms[term])
-        if term is not None:
-            comps = list(mod.design.vcp_names)
-            if term not in comps:
-                raise ValueError(f"term: unknown variance component {term!r}; use one of "
-                                 f"{comps + sorted(terms)}")
-            sel = np.flatnonzero(mod.ident == comps.index(term))
-        names = [mod.vc_names[j] for j in sel]
-        return pd.DataFrame({"Mean": self._re_mean[sel], "SD": self._re_sd[sel]}, index=names)
+            return self._vector_effects(*terms[term], levels, term)
+        comps = list(mod.design.vcp_names)
+        if term is None:
+            index = pd.MultiIndex.from_arrays([[comps[t] for t in mod.ident], levels],
+                                              names=["component", "level"])
+            if index.has_duplicates:
+                index = list(mod.vc_names)
+            return pd.DataFrame({"Mean": self._re_mean, "SD": self._re_sd}, index=index)
+        if term not in comps:
+            raise ValueError(f"term: unknown variance component {term!r}; use one of "
+                             f"{self._effect_terms()}")
+        sel = np.flatnonzero(mod.ident == comps.index(term))
+        index = _level_index([levels[j] for j in sel], [mod.vc_names[j] for j in sel], term)
+        return pd.DataFrame({"Mean": self._re_mean[sel], "SD": self._re_sd[sel]}, index=index)
 
-    def _vector_effects(self, comps, labels):
+    def _vector_effects(self, comps, labels, levels, term):
         """A correlated term's effects: one row per level, columns ``("Mean", label)`` and
         ``("SD", label)`` for each of its ``k`` columns."""
         mod = self.model
         cols = [np.flatnonzero(mod.ident == c) for c in comps]
-        index = [mod.vc_names[j] for j in cols[0]]
+        index = _level_index([levels[j] for j in cols[0]], [mod.vc_names[j] for j in cols[0]],
+                             term)
         data = {}
         for what, arr in (("Mean", self._re_mean), ("SD", self._re_sd)):
             for lab, cl in zip(labels, cols, strict=True):
@@ -244,43 +290,63 @@ class MonteCarloGLMMResults(LikelihoodModelResults, ResultMixin):
 
     # --------------------------------------------------------------- prediction
     def predict(self, exog=None, which="mean", conditional=False, offset=None,
-                transform=True, allow_new_levels=False):
+                transform=True, allow_new_levels=False, exposure=None):
         """Predicted means (``which="mean"``) or linear predictors (``which="linear"``).
+
+        The default is the fixed-effects prediction, random effects at 0, as statsmodels'
+        ``MixedLM.predict`` and ``BinomialBayesMixedGLM.predict`` give it (and lme4's
+        ``predict(fit, re.form = NA)``): the prediction for a new, unobserved cluster.  For
+        a non-identity link it is not the population-averaged mean ``E[y]``, which averages
+        the inverse link over the random effects.  ``conditional=True`` adds the predicted
+        random effects (lme4's default ``predict``; :attr:`fittedvalues` are those for the
+        data fitted).
 
         Parameters
         ----------
         exog : DataFrame or array_like, optional
             New data: a DataFrame goes through the model's formulas; default: the data fitted.
         which : {"mean", "linear"}
+            The scale, statsmodels GLM's ``which``: the mean (a proportion for binomial data)
+            or the linear predictor.
         conditional : bool
             Add the predicted random effects (conditional means given the data), scalar
-            components and correlated terms alike.  Default: fixed effects only (the
-            prediction for a new, unobserved cluster).
+            components and correlated terms alike.  Default: fixed effects only.
         offset : array_like, optional
+            Default: the model's offset for the data fitted, 0 for new data.
         transform : bool
             Pass ``exog`` through the formula (statsmodels' convention).
         allow_new_levels : bool
             With ``conditional=True``: a level of ``exog`` not seen in the fit is an error
             (default) or, with ``True``, gets effect 0, its mean (lme4's
             ``allow.new.levels``).  See :func:`glmm_sm.inference.prediction.random_effects_design`.
+        exposure : array_like or float, optional
+            Log-link (Poisson) models: ``log(exposure)`` is added to the offset, as in
+            statsmodels' GLM; default: the model's exposure for the data fitted.  Required
+            for new data when the model was fitted with an exposure
+            (:func:`glmm_sm.inference.prediction.prediction_offset`).
         """
+        from glmm_sm.inference.prediction import prediction_offset
+
         mod = self.model
         if which not in ("mean", "linear"):
-            raise ValueError(f"which must be 'mean' or 'linear'; got {which!r}")
+            hint = (" (the random effects are chosen by conditional=True or False)"
+                    if which in ("conditional", "marginal") else "")
+            raise ValueError(f"which must be 'mean' or 'linear'; got {which!r}{hint}")
+        if not isinstance(conditional, (bool, np.bool_)):
+            raise TypeError(f"conditional must be True or False; got {conditional!r}")
         beta = np.asarray(self.params)[: mod.k_fe]
         if exog is None:
             self._check_data("predict() for the data fitted (pass exog)")
-            eta = mod.exog @ beta + (mod.offset if offset is None else offset)
-            n = len(eta)
+            eta = mod.exog @ beta
             index = getattr(mod.data, "row_labels", None)
         else:
             from glmm_sm.spec.formula_checks import check_new_data
 
             check_new_data(mod, exog, transform)
             eta = np.asarray(super().predict(exog, transform=transform, which="linear"))
-            eta = eta + (0.0 if offset is None else np.asarray(offset, dtype=float))
-            n = len(eta)
             index = exog.index if isinstance(exog, pd.DataFrame) else None
+        n = len(eta)
+        eta = eta + prediction_offset(self, exog is not None, n, offset, exposure)
         if conditional:
             from glmm_sm.inference.prediction import random_effects_design
 
@@ -346,6 +412,10 @@ class MonteCarloGLMMResults(LikelihoodModelResults, ResultMixin):
         Returns
         -------
         ndarray (k, 2), or a DataFrame for pandas data
+            statsmodels' shape and columns (``0`` lower, ``1`` upper) for both methods, so
+            that code written for any statsmodels result reads it.  The profile ends' Monte
+            Carlo standard errors, with named columns (``lower``, ``upper``,
+            ``lower_mcse``, ``upper_mcse``), are :meth:`profile_conf_int`'s.
         """
         from glmm_sm.inference.profile import _check_alpha, param_indices, profile_conf_int
 
@@ -444,7 +514,7 @@ class MonteCarloGLMMResults(LikelihoodModelResults, ResultMixin):
         return str(names)
 
     def get_prediction(self, exog=None, offset=None, conditional=False, transform=True,
-                       exog_vc=None, allow_new_levels=False):
+                       exog_vc=None, allow_new_levels=False, exposure=None):
         """Predicted means with delta-method standard errors and confidence intervals.
 
         The interval is a normal interval for the linear predictor ``eta``, mapped through
@@ -471,6 +541,9 @@ class MonteCarloGLMMResults(LikelihoodModelResults, ResultMixin):
         allow_new_levels : bool
             With ``conditional=True``: a level not seen in the fit is an error (default),
             or gets mean 0 and the prior variance (``True``, lme4's ``allow.new.levels``).
+        exposure : array_like or float, optional
+            Log-link models: ``log(exposure)`` joins the offset; required for new data when
+            the model was fitted with an exposure (see :meth:`predict`).
 
         Returns
         -------
@@ -485,7 +558,7 @@ class MonteCarloGLMMResults(LikelihoodModelResults, ResultMixin):
             self._check_data("get_prediction() for the data fitted (pass exog)")
         return get_prediction(self, exog=exog, offset=offset, conditional=conditional,
                               transform=transform, exog_vc=exog_vc,
-                              allow_new_levels=allow_new_levels)
+                              allow_new_levels=allow_new_levels, exposure=exposure)
 
     @cache_readonly
     def random_effects_cov(self):
@@ -503,17 +576,27 @@ class MonteCarloGLMMResults(LikelihoodModelResults, ResultMixin):
 
     @cache_readonly
     def fittedvalues(self):
-        """Marginal fitted means ``g^{-1}(X beta + offset)``, random effects at 0 (a
-        proportion for binomial data).  ``predict(conditional=True)`` gives the conditional
-        ones; the residuals below are conditional."""
-        return np.asarray(self.predict(), dtype=float)
+        """Conditional fitted means ``mu = g^{-1}(X beta + offset + Z E[u | y])`` (a
+        proportion for binomial data), as MixedLM's ``fittedvalues`` and lme4's
+        ``fitted()``: ``predict(conditional=True)``.  ``predict()`` gives the fixed-effects
+        ones (random effects at 0).  For Bernoulli and Poisson data
+        ``resid == endog - fittedvalues``."""
+        self._check_data("fittedvalues")
+        return np.asarray(self.predict(conditional=True), dtype=float)
+
+    @cache_readonly
+    def resid(self):
+        """Response residuals on the conditional fit, MixedLM's ``resid``: the same as
+        :attr:`resid_response` (successes minus expected successes for binomial data with
+        trials, as statsmodels' GLM)."""
+        self._check_data("resid")
+        return np.asarray(self.resid_response, dtype=float)
 
     @cache_readonly
     def resid_response(self):
-        """Conditional response residuals ``y - N mu``, ``mu`` the inverse link at
-        ``X beta + offset + Z E[u | y]`` (as lme4's ``residuals()`` and MixedLM's
-        ``resid``); successes minus expected successes for binomial data with trials, as
-        statsmodels' GLM.  Not ``y - fittedvalues``: the fitted values are marginal."""
+        """Conditional response residuals ``y - N mu``, ``mu`` = :attr:`fittedvalues`
+        (as lme4's ``residuals(fit, "response")`` and MixedLM's ``resid``); successes minus
+        expected successes for binomial data with trials, as statsmodels' GLM."""
         from glmm_sm.inference.prediction import resid_response
 
         self._check_data("resid_response")
@@ -527,6 +610,16 @@ class MonteCarloGLMMResults(LikelihoodModelResults, ResultMixin):
 
         self._check_data("resid_pearson")
         return resid_pearson(self)
+
+    @cache_readonly
+    def resid_deviance(self):
+        """Conditional deviance residuals (statsmodels GLM's ``resid_deviance`` at the
+        conditional mean, the weights as ``var_weights``; lme4's ``residuals(fit)``);
+        see :func:`glmm_sm.inference.prediction.resid_deviance`."""
+        from glmm_sm.inference.prediction import resid_deviance
+
+        self._check_data("resid_deviance")
+        return resid_deviance(self)
 
     def simulate(self, nrep=1, random_state=None):
         """Responses simulated from the fitted model with new random effects.
@@ -609,19 +702,61 @@ class MonteCarloGLMMResults(LikelihoodModelResults, ResultMixin):
                               figsize=figsize)
 
     # --------------------------------------------------------------- summary
-    def summary(self, alpha=0.05, title=None):
+    def summary(self, yname=None, xname=None, title=None, alpha=0.05):
         """Header, fixed effects, and variance components with MCSE.
 
         Variance components get one-sided p-values (H1: nu > 0); Wald inference at the
         zero boundary is conservative.
+
+        Parameters
+        ----------
+        yname : str, optional
+            Name of the response (default: the model's).
+        xname : list of str, optional
+            Names of all parameters, fixed effects then covariance parameters (default: the
+            model's).
+        title : str, optional
+        alpha : float
+            ``1 - alpha`` intervals.
+
+        The order is statsmodels' (``GLMResults.summary(yname, xname, title, alpha)``);
+        the former ``summary(alpha, title)`` given positionally still works with a
+        ``FutureWarning``.
         """
         from glmm_sm.results.summary import build_summary
 
-        return build_summary(self, alpha=alpha, title=title)
+        yname, xname, title, alpha = summary_arguments(yname, xname, title, alpha)
+        return build_summary(self, alpha=alpha, title=title, yname=yname, xname=xname)
+
+
+def summary_arguments(yname, xname, title, alpha):
+    """``summary``'s arguments in statsmodels' order ``(yname, xname, title, alpha)``; a
+    number first is the former order ``summary(alpha, title)`` (FutureWarning)."""
+    import numbers
+    import warnings
+
+    if isinstance(yname, numbers.Real) and not isinstance(yname, bool):
+        warnings.warn("summary(alpha, title) by position is deprecated: summary now takes "
+                      "statsmodels' order summary(yname=None, xname=None, title=None, "
+                      "alpha=0.05); pass alpha=... and title=... by keyword",
+                      FutureWarning, stacklevel=3)
+        if title is not None or alpha != 0.05:
+            raise TypeError("summary(): alpha given both by position (first, the former "
+                            "order) and by keyword")
+        return None, None, xname, float(yname)
+    if yname is not None and not isinstance(yname, str):
+        raise TypeError(f"yname must be a string; got {yname!r}")
+    return yname, xname, title, alpha
+
+
+def _level_index(levels, names, term):
+    """Rows of one term labelled by their levels (its column names if the levels repeat)."""
+    index = pd.Index(levels, name=term)
+    return pd.Index(names, name=term) if index.has_duplicates else index
 
 
 class MonteCarloGLMMResultsWrapper(LikelihoodResultsWrapper):
-    _attrs = {"resid_response": "rows", "resid_pearson": "rows"}
+    _attrs = {"resid_response": "rows", "resid_pearson": "rows", "resid_deviance": "rows"}
     _wrap_attrs = wrap.union_dicts(LikelihoodResultsWrapper._wrap_attrs, _attrs)
     _methods = {}
     _wrap_methods = wrap.union_dicts(LikelihoodResultsWrapper._wrap_methods, _methods)

@@ -27,30 +27,37 @@ def _max_ratio(mcse, bse):
     return float(np.max(mcse[ok] / bse[ok])) if ok.any() else np.nan
 
 
-def build_summary(res, alpha=0.05, title=None):
+def build_summary(res, alpha=0.05, title=None, yname=None, xname=None):
     """A statsmodels ``Summary`` of a MCLA or a Laplace fit (``res.method``).
 
     One layout for both: the header, the fixed effects (two-sided p-values), the
     covariance parameters (one-sided p-values for variances, H1: variance > 0; two-sided
     for covariances), lme4's VarCorr table for correlated terms, and the notes.  A MCLA fit
-    adds its Monte Carlo columns (MCSE, ESS, Pareto k); a Laplace fit has none.
+    adds its Monte Carlo columns (MCSE, ESS, Pareto k); a Laplace fit has none.  ``yname``
+    and ``xname`` replace the response's and the parameters' names (statsmodels' meaning).
     """
     k = res.model.k_fe
     names = res.param_names
+    labels = names
+    if xname is not None:
+        labels = [str(x) for x in xname]
+        if len(labels) != len(names):
+            raise ValueError(f"xname must name all {len(names)} parameters (fixed effects, "
+                             f"then {names[k:]}); got {len(labels)} names")
     params = np.asarray(res.params)
     bse = np.asarray(res.bse)
     laplace = getattr(res, "method", "mcla") == "laplace"
     mcse = None if laplace else np.asarray(res.mcse())
     smry = Summary()
-    gleft, gright = _header(res, mcse, bse)
+    gleft, gright = _header(res, mcse, bse, yname)
     default = ("Generalized Linear Mixed Model Results (Laplace)" if laplace
                else "Generalized Linear Mixed Model Results (MCLA)")
     smry.add_table_2cols(res, gleft=gleft, gright=gright, title=title or default)
     est = (params, bse, mcse)
     smry.tables.append(_param_table(est, slice(0, k), names, alpha, "coef", "P>|z|",
-                                    "Fixed effects"))
+                                    "Fixed effects", labels))
     smry.tables.append(_param_table(est, slice(k, len(params)), names, alpha, "variance",
-                                    "P>z (1-sided)", "Variance components"))
+                                    "P>z (1-sided)", "Variance components", labels))
     if res.model.design.cov.has_vector:
         smry.tables.append(_varcorr_table(res, monte_carlo=not laplace))
     smry.add_extra_txt(_notes(res, bse, names, k))
@@ -73,7 +80,7 @@ def _varcorr_table(res, monte_carlo=True):
                        txt_fmt=_txt_fmt())
 
 
-def _header(res, mcse, bse):
+def _header(res, mcse, bse, yname=None):
     """The two columns of the header table: the model (left) and the fit (right)."""
     mod = res.model
     # The levels that occur (a Categorical's unused categories are not groups).
@@ -85,7 +92,7 @@ def _header(res, mcse, bse):
                   for ui in range(len(cov.units))]
     laplace = mcse is None
     gleft = [
-        ("Dep. Variable:", [res.response_label]),
+        ("Dep. Variable:", [res.response_label if yname is None else yname]),
         ("Family:", [mod.family_kind.name.capitalize()]),
         ("Method:", ["Laplace approximation" if laplace
                      else "Monte Carlo likelihood approx."]),
@@ -124,9 +131,10 @@ def two_sided(name, fixed):
     return fixed or " Cov(" in str(name)
 
 
-def _param_table(est, rows_of, names, alpha, what, p_head, title):
+def _param_table(est, rows_of, names, alpha, what, p_head, title, labels=None):
     """Estimates, Wald z and p-values, intervals (and MCSEs, unless ``est[2]`` is None) of
-    the parameters ``rows_of``: p-values as :func:`two_sided` says."""
+    the parameters ``rows_of``: p-values as :func:`two_sided` says; rows named by
+    ``labels`` (default ``names``)."""
     params, bse, mcse = est
     with np.errstate(divide="ignore", invalid="ignore"):
         z = params / bse
@@ -140,7 +148,8 @@ def _param_table(est, rows_of, names, alpha, what, p_head, title):
         rows.append([_fmt(params[j]), _fmt(bse[j]), f"{z[j]:.3f}", _pfmt(p),
                      _fmt(params[j] - q * bse[j]), _fmt(params[j] + q * bse[j])]
                     + ([_fmt(mcse[j])] if mcse is not None else []))
-    return SimpleTable(rows, head, names[rows_of], title=title, txt_fmt=_txt_fmt())
+    stubs = (names if labels is None else labels)[rows_of]
+    return SimpleTable(rows, head, stubs, title=title, txt_fmt=_txt_fmt())
 
 
 def _notes(res, bse, names, k):

@@ -184,7 +184,8 @@ def _family_from_user(family):
     if isinstance(family, type):
         known = issubclass(family, (smf.Binomial, smf.Poisson))
         raise TypeError(f"family: got the class {family.__name__}, not a family object; "
-                        + (f"pass an instance: sm.families.{family.__name__}()" if known else
+                        + (f"pass an instance: sm.families.{family.__name__}() (as "
+                           "statsmodels' GLM takes)" if known else
                            "pass sm.families.Binomial() or sm.families.Poisson()"))
     link = type(getattr(family, "link", None)).__name__
     if isinstance(family, smf.Binomial):

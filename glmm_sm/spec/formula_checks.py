@@ -142,7 +142,7 @@ def check_fixed_formula(formula, fixed):
         term = rhs[m.start():end]
         inner = term[term.index("(") + 1 : -1].strip()
         hint = (f"offset={inner!r} (a column of data)" if inner.isidentifier() else
-                f"offset=<array>, e.g. offset=np.log(data['n']) for offset(log(n))")
+                "offset=<array>, e.g. offset=np.log(data['n']) for offset(log(n))")
         raise ValueError(f"formula {formula!r}: {term} in the formula is not supported; "
                          f"remove it and pass {hint} to from_formula")
 

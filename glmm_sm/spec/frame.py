@@ -104,7 +104,7 @@ def _numpy_column(s):
     if isinstance(dtype, pd.StringDtype) and dtype.na_value is pd.NA:
         return pd.Series(np.array([None if v is pd.NA else v for v in s], dtype=object),
                          index=s.index, name=s.name)
-    if dtype == object:
+    if dtype == np.dtype("O"):
         na = s.isna().to_numpy()
         if na.any() and any(v is pd.NA for v in s.to_numpy()[na]):
             return pd.Series(np.array([None if v is pd.NA else v for v in s], dtype=object),
