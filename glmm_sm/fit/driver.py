@@ -36,6 +36,7 @@ from glmm_sm.fit.options import (  # noqa: F401  (FitLog and monte_carlo_errors:
     FitLog,
     FitOptions,
     FitOutcome,
+    check_draw_budget,
     monte_carlo_errors,
 )
 from glmm_sm.fit.separation import separation_direction
@@ -171,6 +172,7 @@ def mcmle(model, opts: FitOptions, random_state=None, start_params=None, callbac
     the estimates are the same as without it.
     """
     seed = as_seed_sequence(random_state)
+    check_draw_budget(opts, model.arrays.X.shape[0])
     separated = _check_separation(model)
     if opts.time_budget is not None and opts.deadline is None:
         opts = replace(opts, deadline=time.perf_counter() + opts.time_budget)

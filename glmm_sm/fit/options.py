@@ -17,7 +17,7 @@ import numpy as np
 
 from glmm_sm.fit.boundary import BOUNDARY_NU
 from glmm_sm.fit.information import information_errors
-from glmm_sm.mcla.draws import DEFAULT_MEMORY_BUDGET
+from glmm_sm.mcla.draws import DEFAULT_MEMORY_BUDGET, GEN_SIZE
 from glmm_sm.mcla.engine import MCLAEngine, effective_n_jobs
 
 __all__ = ["FitOptions", "FitLog", "FitOutcome", "monte_carlo_errors"]
@@ -223,3 +223,48 @@ def monte_carlo_errors(ev):
     (:func:`~glmm_sm.fit.information.information_errors`)."""
     err = information_errors(ev.hessian, ev.score_var)
     return err.cov, err.mcse_cov
+
+
+#: A lower bound on the cost of one evaluation with derivatives, in nanoseconds per
+#: (observation x draw): the kernels measure 4 to 9 ns on one core
+#: (``benchmarks/bench_engine.py``), so a request that needs more than the time budget at
+#: this rate cannot finish.
+MIN_NS_PER_OBS_DRAW = 1.0
+#: Bytes an evaluation's bookkeeping takes per generation chunk of draws (its ``(k0, k1)``
+#: range and the partition it belongs to), a lower bound.
+BYTES_PER_CHUNK = 64
+
+
+def check_draw_budget(opts, n_obs):
+    """Refuse, before any work, a number of draws no fit can afford.
+
+    ``m`` (when a number) and ``m_start`` are checked: one evaluation on ``m`` draws takes at
+    least ``m * n_obs * MIN_NS_PER_OBS_DRAW`` ns, which must fit ``time_budget``, and the
+    bookkeeping of its ``m / GEN_SIZE`` chunks must fit ``memory_budget`` (draws beyond the
+    budget are regenerated, not stored, so their own size is not the limit).  The message
+    gives the largest ``m`` that passes.
+    """
+    for name in ("m", "m_start"):
+        m = getattr(opts, name)
+        if not isinstance(m, (int, np.integer)) or isinstance(m, (bool, np.bool_)):
+            continue
+        limits = []
+        if opts.time_budget is not None:
+            seconds = m * n_obs * MIN_NS_PER_OBS_DRAW * 1e-9
+            m_max = int(opts.time_budget / (n_obs * MIN_NS_PER_OBS_DRAW * 1e-9))
+            if seconds > opts.time_budget:
+                limits.append(f"one evaluation on {m:,} draws of {n_obs:,} observations takes "
+                              f"at least {seconds:,.0f} s (at {MIN_NS_PER_OBS_DRAW:g} ns per "
+                              f"observation and draw), more than time_budget="
+                              f"{opts.time_budget:g} s: at most {name}={m_max:,} fits it")
+        chunk_bytes = -(-m // GEN_SIZE) * BYTES_PER_CHUNK
+        if chunk_bytes > opts.memory_budget:
+            m_max = opts.memory_budget // BYTES_PER_CHUNK * GEN_SIZE
+            limits.append(f"its {-(-m // GEN_SIZE):,} chunks of {GEN_SIZE} draws need at "
+                          f"least {chunk_bytes:,} bytes of bookkeeping, more than "
+                          f"memory_budget={opts.memory_budget:,}: at most {name}={m_max:,}")
+        if limits:
+            raise ValueError(f"{name}={m:,} cannot fit the fit's budgets: "
+                             + "; ".join(limits) + ". Ask for fewer draws, or raise "
+                             "time_budget / memory_budget.")
+

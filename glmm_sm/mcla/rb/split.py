@@ -52,13 +52,17 @@ def choose_split(data):
     counts = np.zeros((Z.shape[0], data.k_vc), dtype=np.int64)
     rows = np.repeat(np.arange(Z.shape[0]), np.diff(Z.indptr))
     np.add.at(counts, (rows, comp_of_col[Z.indices]), 1)
-    bo = data.block_of_obs
-    for b in range(data.n_blocks):
-        ok = counts[bo == b].max(axis=0) <= 1
-        qbt = data.qbt[b]
-        best = np.flatnonzero(ok & (qbt > 0))
-        if best.size:
-            out[b] = int(best[np.argmax(qbt[best])])
+    # the layout's blocks are contiguous runs of rows: one pass over the rows (was a scan of
+    # every row per block)
+    starts = np.asarray(data.obs_ptr[:-1])
+    nonempty = np.diff(data.obs_ptr) > 0
+    most = np.zeros((data.n_blocks, data.k_vc), dtype=np.int64)
+    if nonempty.any():
+        most[nonempty] = np.maximum.reduceat(counts, starts[nonempty], axis=0)
+    ok = (most <= 1) & (data.qbt > 0)
+    for b in np.flatnonzero(ok.any(axis=1)):
+        best = np.flatnonzero(ok[b])
+        out[b] = int(best[np.argmax(data.qbt[b, best])])
     return out
 
 
