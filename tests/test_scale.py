@@ -83,3 +83,18 @@ def test_the_split_search_gives_the_split_of_its_definition(formula):
     mod = MonteCarloGLMM.from_formula(formula, data=d, family="bernoulli")
     data = mod.layout_data(True)
     np.testing.assert_array_equal(choose_split(data), _brute_split(data))
+
+
+def test_importing_the_package_loads_nothing_heavy():
+    """``import glmm_sm`` took 3 s (statsmodels, numba, scipy.stats, pandas); the public
+    names now load on first use."""
+    import subprocess
+    import sys
+
+    code = ("import sys, glmm_sm; heavy = [m for m in ('statsmodels', 'numba', 'pandas', "
+            "'scipy') if m in sys.modules]; print(heavy); "
+            "from glmm_sm import MonteCarloGLMM, lrtest, datasets; "
+            "print(MonteCarloGLMM.__module__, lrtest.__module__, datasets.__name__)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.splitlines()
+    assert out == ["[]", "glmm_sm.model glmm_sm.inference.lrtest glmm_sm.datasets"]
