@@ -34,7 +34,8 @@ from scipy import sparse
 
 from glmm_sm.fit.information import information_errors
 
-__all__ = ["BOUNDARY_NU", "BOUNDARY_Z", "BoundaryEvidence", "at_boundary", "reduced_model",
+__all__ = ["BOUNDARY_NU", "BOUNDARY_Z", "BoundaryEvidence", "BoundaryView", "boundary_view",
+           "at_boundary", "reduced_model",
            "glm_fit", "boundary_scores", "boundary_evidence", "boundary_decision"]
 
 #: A variance below this (an SD below 1e-3 on the linear-predictor scale) is taken as 0.
@@ -44,6 +45,45 @@ BOUNDARY_NU = 1e-6
 def at_boundary(nu, tol=BOUNDARY_NU):
     """Indices of the variance components below ``tol``."""
     return [int(t) for t in np.flatnonzero(np.asarray(nu) < tol)]
+
+
+@dataclass(frozen=True)
+class BoundaryView:
+    """A fit as its final engine sees it.
+
+    When variance components went to 0 the final engine (and its draws) belongs to the
+    model without them; every use of that engine after the fit (tail diagnostics,
+    conditional moments, predictions, plots) goes through this one view.
+
+    Attributes
+    ----------
+    engine : EngineBase or None
+        The final engine (None when the fit has none: every component at 0, or data removed).
+    theta : ndarray
+        The estimate in the engine's parametrization (the components at 0 left out).
+    keep : ndarray of int
+        The model's variance parameters the engine has, in order.
+    col_map : ndarray of int
+        The model column (of ``exog_vc``) of each of the engine's random-effect columns.
+    """
+
+    engine: object
+    theta: np.ndarray
+    keep: np.ndarray
+    col_map: np.ndarray
+
+
+def boundary_view(model, params, boundary, engine):
+    """The :class:`BoundaryView` of a fit of ``model`` with estimate ``params`` whose
+    variance components ``boundary`` (indices among the model's) were set to 0."""
+    p, T = model.k_fe, model.k_vcp
+    params = np.asarray(params, dtype=float)
+    if model.design.cov.has_vector:  # no boundary procedure with correlated terms
+        return BoundaryView(engine, params, np.arange(T), np.arange(model.ident.size))
+    drop = set(int(t) for t in boundary)
+    keep = np.array([t for t in range(T) if t not in drop], dtype=int)
+    theta = np.concatenate([params[:p], params[p + keep]])
+    return BoundaryView(engine, theta, keep, np.flatnonzero(np.isin(model.ident, keep)))
 
 
 def reduced_model(model, drop):

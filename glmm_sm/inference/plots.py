@@ -55,14 +55,16 @@ def _z(alpha):
 def _engine_params(res):
     """``(engine, theta)``: the final engine and the estimate in its own parametrization
     (without the variance components estimated at 0, which the engine does not have)."""
+    from glmm_sm.fit.boundary import boundary_view
+
     res = _inner(res)
     engine = getattr(res, "engine", None)
     if engine is None:
         return None, None
     mod = res.model
-    drop = [mod.k_fe + mod.vcp_names.index(n) for n in res.boundary]
-    theta = np.delete(np.asarray(res.params, dtype=float), drop)
-    return engine, theta
+    view = boundary_view(mod, res.params, [mod.vcp_names.index(n) for n in res.boundary],
+                         engine)
+    return engine, view.theta
 
 
 def _log_normalizers(engine, theta):

@@ -102,18 +102,14 @@ def _engine_view(res):
 
     After components went to 0 the engine belongs to the model without them.
     """
+    from glmm_sm.fit.boundary import boundary_view
+
     mod = res.model
-    p, T = mod.k_fe, mod.k_vcp
-    if mod.design.cov.has_vector:  # no boundary procedure with correlated terms
-        return res.engine, np.asarray(res.params, dtype=float), np.arange(mod.ident.size)
-    keep = [t for t in range(T) if p + t not in set(res._boundary_idx)]
-    engine = res.engine
-    if engine.data.k_vc != len(keep):
+    view = boundary_view(mod, res.params, [i - mod.k_fe for i in res._boundary_idx],
+                         res.engine)
+    if not mod.design.cov.has_vector and view.engine.data.k_vc != len(view.keep):
         raise RuntimeError("the final engine does not match the fitted components")
-    params = np.asarray(res.params, dtype=float)
-    theta = np.concatenate([params[:p], params[p + np.array(keep, dtype=int)]])
-    col_map = np.flatnonzero(np.isin(mod.ident, keep))
-    return engine, theta, col_map
+    return view.engine, view.theta, view.col_map
 
 
 def conditional_re_cov(res, chunk_size=512):

@@ -138,19 +138,15 @@ def block_pareto_k(engine, params, even=EVEN_WEIGHTS):
     return np.array([_top_k(top[blk]) if ratio[blk] > even else np.nan for blk in range(B)])
 
 
-def checked_pareto_k(engine, params, model, boundary):
-    """Per-block Pareto k at the estimate (empty without draws), with a ConvergenceWarning
-    when a block's weights are too heavy-tailed for its MCSE to mean anything."""
+def checked_pareto_k(engine, theta):
+    """Per-block Pareto k at the estimate ``theta`` (in the engine's parametrization; empty
+    without draws), with a ConvergenceWarning when a block's weights are too heavy-tailed
+    for its MCSE to mean anything."""
     if engine is None:
         return np.zeros(0)
     from statsmodels.tools.sm_exceptions import ConvergenceWarning
 
-    params = np.asarray(params, dtype=float)
-    if boundary:  # the engine is the reduced model's: drop the components at 0
-        keep = np.ones(len(params), bool)
-        keep[[model.k_fe + t for t in boundary]] = False
-        params = params[keep]
-    k = block_pareto_k(engine, params)
+    k = block_pareto_k(engine, np.asarray(theta, dtype=float))
     cut = pareto_k_threshold(engine.m)
     bad = np.flatnonzero(k > cut)
     if bad.size:

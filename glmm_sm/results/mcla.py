@@ -9,6 +9,7 @@ import pandas as pd
 from statsmodels.base import wrapper as wrap
 from statsmodels.base.model import LikelihoodModelResults, LikelihoodResultsWrapper, ResultMixin
 
+from glmm_sm.fit.boundary import boundary_view
 from glmm_sm.mcla.tails import checked_pareto_k
 from glmm_sm.spec.validation import nonnegative_up_to_rounding
 
@@ -97,7 +98,8 @@ class MonteCarloGLMMResults(LikelihoodModelResults, ResultMixin):
         self.engine = outcome.engine
         #: Pareto k (PSIS) of each block's importance weights at the estimate: below 0.5
         #: the MCSE holds; above ``pareto_k_threshold(m)`` (0.7) it means nothing.
-        self.pareto_k = checked_pareto_k(self.engine, outcome.params, model, outcome.boundary)
+        self.pareto_k = checked_pareto_k(self.engine, boundary_view(
+            model, outcome.params, outcome.boundary, self.engine).theta)
         self.boundary = [model.vcp_names[t] for t in outcome.boundary]
         #: Correlated terms (and scalar components) whose covariance is singular at the
         #: estimate (lme4's "boundary (singular) fit"); only with correlated terms.
