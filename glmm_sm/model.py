@@ -491,9 +491,14 @@ class MonteCarloGLMM(LikelihoodModel):
         random_state : None, int, SeedSequence or Generator
             The only source of randomness; the same value gives the same fit.  With
             ``None`` fresh entropy is drawn and recorded in ``results.fit_log.seed_entropy``.
-        sampler : {"laplace", "glmm"}
+        sampler : {"laplace", "glmm", "quadrature"}
             Importance sampler: normal at the conditional mode with a defensive t
-            (default), or glmm's three-part mixture.
+            (default), or glmm's three-part mixture.  ``"quadrature"`` replaces the draws by
+            adaptive Gauss-Hermite nodes where every block has at most one effect left once
+            a component is integrated (a single grouping factor, two nested factors, an
+            observation-level effect within clusters): a deterministic fit, every MCSE 0
+            (:class:`~glmm_sm.mcla.rb.split.QuadratureSampler`; ``sampler_options``
+            ``n_nodes`` and ``outer_nodes`` set the inner and outer rules, 12 and 20).
         target_ratio : float
             Largest acceptable MCSE/SE with ``m="auto"``.
         max_m : int
@@ -550,8 +555,9 @@ class MonteCarloGLMM(LikelihoodModel):
         from glmm_sm.fit.driver import FitOptions, mcmle
         from glmm_sm.results.mcla import MonteCarloGLMMResults, MonteCarloGLMMResultsWrapper
 
-        if sampler not in SAMPLERS:
-            raise ValueError(f"sampler must be one of {sorted(SAMPLERS)}; got {sampler!r}")
+        if sampler not in SAMPLERS and sampler != "quadrature":
+            raise ValueError(f"sampler must be one of {sorted(SAMPLERS) + ['quadrature']}; "
+                             f"got {sampler!r}")
         fields = {f.name for f in dataclasses.fields(FitOptions)}
         unknown = set(kwargs) - fields
         if unknown:

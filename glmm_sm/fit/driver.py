@@ -325,6 +325,8 @@ class _RoundState:
             m_start = M_START_RB if self.rb is not None else M_START
         m = m_start if opts.m == "auto" else int(opts.m)
         self.m = min(m, opts.max_m) if opts.m == "auto" else m
+        if opts.sampler == "quadrature":  # the nodes: set by the sampler, never grown
+            self.m = None
         self.prev_mcse = None
         self.outcome = None
 
@@ -343,6 +345,8 @@ class _RoundState:
                                          opts.memory_budget, materialize=self.client is None,
                                          n_jobs=self.n_jobs)
             engine = MCLAEngine(draws, opts.kernel, opts.chunk_size, self.n_jobs, self.client)
+        if self.m is None or opts.sampler == "quadrature":
+            self.m = draws.m
         theta, res, ev = _maximize(engine, self.centre, self.tr, opts, log, rnd)
         info, err, mcse = self._record(rnd, theta, res, ev, time.perf_counter() - t_round)
         self.outcome = FitOutcome(theta, ev, engine, log, False, self.seed)
@@ -424,7 +428,7 @@ class _RoundState:
         if left is not None and left <= 0:
             log.message = f"time budget of {opts.time_budget:g} s used up"
             return True
-        if opts.m != "auto":
+        if opts.m != "auto" or opts.sampler == "quadrature":
             return False
         m_next = _next_m(self.m, info["max_ratio"], info["min_ess"], opts)
         off_centre = info["moved"] > 3.0 if math.isfinite(info["moved"]) else (

@@ -142,8 +142,8 @@ def checked_pareto_k(engine, theta):
     """Per-block Pareto k at the estimate ``theta`` (in the engine's parametrization; empty
     without draws), with a ConvergenceWarning when a block's weights are too heavy-tailed
     for its MCSE to mean anything."""
-    if engine is None:
-        return np.zeros(0)
+    if engine is None or getattr(getattr(engine, "sampler", None), "deterministic", False):
+        return np.zeros(0)  # no draws (quadrature nodes have no tail)
     from statsmodels.tools.sm_exceptions import ConvergenceWarning
 
     k = block_pareto_k(engine, np.asarray(theta, dtype=float))

@@ -81,10 +81,14 @@ class MonteCarloGLMMResults(LikelihoodModelResults, ResultMixin):
         a = model.arrays
         #: The family's normalizing constants (``llf - llf_mc``), kept for remove_data().
         self._log_constant = float(a.family.log_constant(a.y, a.ntrials, a.weights))
+        #: Whether the likelihood was integrated by quadrature alone (``sampler="quadrature"``):
+        #: no Monte Carlo error, every MCSE 0.
+        self.deterministic = bool(getattr(getattr(outcome.engine, "sampler", None),
+                                          "deterministic", False))
         # 1 / ESS - 1 / m >= 0 (ESS <= m by Cauchy-Schwarz): below 0 only by rounding.
         self.llf_mcse = (float(np.sqrt(np.sum(nonnegative_up_to_rounding(
-            1.0 / ev.ess - 1.0 / self.m, 1.0 / ev.ess, "llf_mcse: 1 / ESS - 1 / m")))) if self.m
-            else 0.0)
+            1.0 / ev.ess - 1.0 / self.m, 1.0 / ev.ess, "llf_mcse: 1 / ESS - 1 / m"))))
+            if self.m and not self.deterministic else 0.0)
         self.converged = outcome.converged
         self.fit_log = outcome.log
         self.laplace_params = outcome.log.laplace.get("params")

@@ -164,6 +164,12 @@ def _notes(res, bse, names, k):
                  "log-likelihood (central differences of its analytic gradient). There is no "
                  "Monte Carlo error (no MCSE column); the approximation's bias is not "
                  "measured: compare with the MCLA fit (glmm_sm.compare).")
+    elif getattr(res, "deterministic", False):
+        first = ("Deterministic fit (sampler='quadrature'): every random effect integrated "
+                 "by adaptive Gauss-Hermite quadrature, nested within each block, so there is "
+                 "no Monte Carlo error (MCSE 0) and no ESS; the quadrature error is not "
+                 "measured here (more nodes: sampler_options={'n_nodes': ..., "
+                 "'outer_nodes': ...}). Standard errors: inverse observed information.")
     else:
         first = ("Standard errors: inverse Monte Carlo observed information. MCSE: Monte "
                  "Carlo standard error of each estimate (Sung and Geyer 2007); it shrinks as "

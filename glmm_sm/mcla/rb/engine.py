@@ -138,6 +138,11 @@ class RBEngine(EngineBase):
             C = (out.sC / out.s0[:, None, None]).sum(axis=0)
             ev.hessian = ev.hessian + 0.5 * (C + C.T)
         self._moments = (params.tobytes(), out)
+        if getattr(self.sampler, "deterministic", False):
+            # nodes, not draws: no Monte Carlo error, and no effective sample size to speak of
+            if ev.score_var is not None:
+                ev.score_var = np.zeros_like(ev.score_var)
+            ev.ess = np.full(self.data.n_blocks, np.inf)
         return ev
 
     def _partial_sums(self, out, params):

@@ -8,7 +8,14 @@ import numpy as np
 from glmm_sm.laplace.step import conditional_mode
 from glmm_sm.mcla.draws import DrawSet
 from glmm_sm.mcla.rb.engine import RBEngine
-from glmm_sm.mcla.rb.split import N_NODES, RBSampler, RBStructure, choose_split, rb_eligible
+from glmm_sm.mcla.rb.split import (
+    N_NODES,
+    QuadratureSampler,
+    RBSampler,
+    RBStructure,
+    choose_split,
+    rb_eligible,
+)
 
 __all__ = ["rb_structure", "rb_round", "rb_record", "PILOT_NODES"]
 
@@ -29,6 +36,12 @@ def rb_structure(model, opts, factorize, client, notes=None):
     ``notes`` (the fit log's warnings, issued as warnings at the end of the fit).
     """
     rb = opts.rao_blackwell
+    if opts.sampler == "quadrature":
+        if model.design.cov.has_vector or client is not None:
+            raise ValueError("sampler='quadrature' is not available for models with "
+                             "correlated random-effect terms or on a Dask cluster; use "
+                             "sampler='laplace'")
+        return RBStructure(model.layout_data(factorize))
     if rb is False or not rb:
         return None
     why = None
@@ -76,6 +89,14 @@ def rb_round(model, structure, centre, mode, factorize, m, seed, opts, n_jobs, p
                if k in ("t_weight", "df", "n_nodes", "integrated")}
     if pilot:
         options.setdefault("n_nodes", PILOT_NODES)
+    if opts.sampler == "quadrature":
+        quad = {k: v for k, v in opts.sampler_options.items()
+                if k in ("n_nodes", "outer_nodes")}
+        if pilot:
+            quad.setdefault("n_nodes", PILOT_NODES)
+        smp = QuadratureSampler(system, centre, mode, structure, **quad)
+        draws = DrawSet.from_sampler(smp, smp.outer, seed, opts.memory_budget, n_jobs=n_jobs)
+        return draws, RBEngine(draws, opts.chunk_size, n_jobs)
     smp = RBSampler(system, centre, mode, structure, **options)
     draws = DrawSet.from_sampler(smp, m, seed, opts.memory_budget, n_jobs=n_jobs)
     return draws, RBEngine(draws, opts.chunk_size, n_jobs)

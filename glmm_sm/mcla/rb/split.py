@@ -29,10 +29,14 @@ from glmm_sm.mcla.kernels.records import RBRule
 from glmm_sm.mcla.rb.proposal import integrated_laplace
 from glmm_sm.mcla.sampler import DrawChunk, _log_t_norm, stratified_counts
 
-__all__ = ["choose_split", "RBStructure", "RBSampler", "rb_eligible", "N_NODES"]
+__all__ = ["choose_split", "RBStructure", "RBSampler", "QuadratureSampler", "rb_eligible",
+           "N_NODES", "OUTER_NODES"]
 
 #: Gauss-Hermite nodes per integrated level.
 N_NODES = 12
+#: Gauss-Hermite nodes of the outer integral of :class:`QuadratureSampler` (the one effect
+#: left per block once a component is integrated).
+OUTER_NODES = 20
 #: "auto" integrates a block's component only in blocks with at least this many effects,
 #: where the sampled dimension falls to at most a quarter.
 AUTO_MIN_Q, AUTO_MAX_SHARE = 100, 0.25
@@ -303,3 +307,63 @@ class RBSampler:
         S = np.zeros((data.n_blocks, data.n_s, size))
         np.add.at(S, (data.block_of_col, data.ident), U * U)
         return DrawChunk(U, logf, S)
+
+
+class QuadratureSampler(RBSampler):
+    """Adaptive Gauss-Hermite nodes in place of random draws: a deterministic fit.
+
+    For layouts in which every block has at most one effect left once a component is
+    integrated (a single grouping factor; two nested factors, the outer one per block; an
+    observation-level effect within clusters), that effect ``v`` is put at the ``K``
+    Gauss-Hermite nodes ``v_k = v_hat + s z_k`` (``z_k = sqrt(2) x_k``; ``v_hat`` and ``s``
+    the mode and curvature of its integrated density, as :class:`RBSampler` centres its
+    draws) and given the log "density" ``logf_k = -log(K) - log(w_k) - x_k^2 - log(sqrt(2) s)``,
+    so that the engine's importance-sampling mean ``(1/K) sum_k f(y, v_k) / exp(logf_k)`` is
+    exactly the adaptive Gauss-Hermite sum ``sqrt(2) s sum_k w_k exp(x_k^2) f(y, v_k)``.
+    Blocks with nothing left to sample need one "draw" (``logf = 0``).  The likelihood is
+    then a nested quadrature with no Monte Carlo error; the engine reports MCSE 0.
+
+    Parameters
+    ----------
+    system, params, mode, structure, shift, n_nodes
+        As :class:`RBSampler` (``n_nodes``: the inner rule's nodes).
+    outer_nodes : int
+        ``K``; ``m`` must be ``K`` (or 1 when no block has an effect left).
+    """
+
+    name = "quadrature"
+    deterministic = True
+
+    def __init__(self, system, params, mode, structure, n_nodes=N_NODES,
+                 outer_nodes=OUTER_NODES, shift=True):
+        super().__init__(system, params, mode, structure, t_weight=0.0, n_nodes=n_nodes,
+                         shift=shift)
+        sizes = np.array([c.size for c in self.v_cols])
+        if sizes.size and sizes.max() > 1:
+            b = int(np.argmax(sizes))
+            raise ValueError(f"sampler='quadrature' needs at most one effect left to sample "
+                             f"per block once a component is integrated; block {b} has "
+                             f"{sizes[b]} (a crossed design): use sampler='laplace'")
+        self.outer = int(outer_nodes) if sizes.size and sizes.max() == 1 else 1
+        x, w = np.polynomial.hermite.hermgauss(self.outer) if self.outer > 1 else \
+            (np.zeros(1), np.full(1, np.sqrt(np.pi)))
+        self.z = np.sqrt(2.0) * x
+        self.log_node = np.log(w) + x * x + 0.5 * np.log(2.0)  # log of w_k e^{x_k^2} sqrt 2
+
+    def generate(self, seed, size):
+        """The ``K`` nodes of every block's effect (``seed`` is not used)."""
+        if size != self.outer:
+            raise ValueError(f"a quadrature draw set has m = {self.outer} (its nodes); "
+                             f"got {size}")
+        data = self.data
+        U = np.zeros((data.q, size))
+        logf = np.zeros((data.n_blocks, size))
+        for b, cols in enumerate(self.v_cols):
+            if not cols.size:
+                continue
+            U[cols] = self.u_hat[cols][:, None] + self.v_root[b][0, 0] * self.z[None, :]
+            logf[b] = -np.log(size) - self.log_node + self.v_half_logdet[b]
+        S = np.zeros((data.n_blocks, data.n_s, size))
+        np.add.at(S, (data.block_of_col, data.ident), U * U)
+        return DrawChunk(U, logf, S)
+
