@@ -221,7 +221,13 @@ def test_all_zero_response_warns_and_is_not_converged():
     with pytest.warns(PerfectSeparationWarning, match="every response is 0"):
         res = mod.fit(random_state=0, disp=False, n_jobs=1)
     assert not res.converged and "does not exist" in res.fit_log.message
-    assert res.llf <= 0.0 and res.llf == min(res.llf_unclipped, 0.0)
+    # llf is the Monte Carlo estimate as it is (never clipped: AIC and BIC follow it); the
+    # true log-likelihood of discrete data is <= 0, so it exceeds 0 only by Monte Carlo
+    # error, and the summary says so when it does
+    assert res.llf == res.llf_unclipped
+    assert res.llf <= 4.0 * max(res.llf_mcse, 1e-12)
+    if res.llf > 0:
+        assert "is above 0" in str(res.summary())
 
 
 def test_perfect_separation_is_detected_with_the_diverging_column():

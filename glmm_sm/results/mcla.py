@@ -75,6 +75,16 @@ class MonteCarloGLMMResults(LikelihoodModelResults, ResultMixin):
         self.df_resid = model.df_resid
         self.k_extra = model.k_extra
         self.mcse_cov = mc
+        # The size of the terms each MCSE variance sums, diag(|H^-1| |V| |H^-1|): a diagonal
+        # of H^-1 V H^-1 below 0 by less than rounding of these is 0 (a parameter the random
+        # effects barely touch, as a within-cluster contrast, has ~1e-20).
+        V = getattr(ev, "score_var", None)
+        # (NaN rows, parameters off the positive definite part, add no scale: their
+        # variance stays NaN)
+        A = None if cov is None else np.where(np.isfinite(cov), np.abs(cov), 0.0)
+        self._mcse_scale = (np.diag(A @ np.abs(np.asarray(V, dtype=float)) @ A)
+                            if A is not None and V is not None and np.all(np.isfinite(V))
+                            else None)
         self.ess = ev.ess
         self.m = outcome.n_draws
         self.llf_mc = ev.value
@@ -182,6 +192,9 @@ class MonteCarloGLMMResults(LikelihoodModelResults, ResultMixin):
         # (NaN stays NaN: a direction where the Hessian is not negative definite).
         var = np.diag(self.mcse_cov).astype(float)
         row = np.nanmax(np.abs(np.asarray(self.mcse_cov, dtype=float)), axis=1, initial=0.0)
+        terms = getattr(self, "_mcse_scale", None)
+        if terms is not None and terms.shape == row.shape:
+            row = np.fmax(row, terms)
         var = nonnegative_up_to_rounding(var, row, "mcse: Monte Carlo variances")
         return pd.Series(np.sqrt(var), index=self.param_names)
 
