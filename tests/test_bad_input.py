@@ -144,6 +144,10 @@ R = 5  # the row given a missing value
 
 CASES = [
     # ------------------------------------------------------ silent wrong answers
+    Case("group column named class", lambda: model(
+        "y ~ x + (1 | class)", data=frame(**{"class": DATA["g"]})), ValueError,
+        match=r"grouping factor 'class' in \(class\): a column named like a Python keyword .*"
+              r"rename it, e.g. data.rename\(columns=\{'class': 'class_'\}\)"),
     Case("group a + b", lambda: model("y ~ x + (1 | a + b)"), ValueError, match=(
         r"\(1 \| a \+ b\).*not a sum.*Invalid grouping factor.*\(1 \| a:b\).*"
         r"\(1 \| a\) \+ \(1 \| b\)")),

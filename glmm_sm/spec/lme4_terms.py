@@ -240,7 +240,7 @@ def vector_term_design(group, expr, data, eval_env=0):
     from glmm_sm.spec.sparse_formula import capture_env, sparse_columns
 
     mgr = FormulaManager()
-    factor = ":".join(f"C({v})" for v in group.split(":"))
+    factor = _factor(group)
     label = f"({expr} | {group})"
     # The group's indicators sparse (only the occurring combinations of a g1:g2 group).
     built = sparse_columns(f"0 + {factor}", data, capture_env(eval_env))
@@ -267,6 +267,21 @@ def vector_term_design(group, expr, data, eval_env=0):
     return Z, names, labels
 
 
+def _factor(group):
+    """``C(g1):C(g2)`` for the grouping ``g1:g2``; a Python keyword (a column named ``class``)
+    cannot be read as a name by the formula engine and is refused with the fix."""
+    import keyword
+
+    names = group.split(":")
+    for v in names:
+        if keyword.iskeyword(v.strip()):
+            raise ValueError(f"grouping factor {v.strip()!r} in ({group}): a column named like "
+                             "a Python keyword cannot be read by the formula engine; rename "
+                             f"it, e.g. data.rename(columns={{{v.strip()!r}: "
+                             f"{v.strip() + '_'!r}}})")
+    return ":".join(f"C({v})" for v in names)
+
+
 def _components(expr, bar, group, formula):
     """``(name, design)`` pairs of one term ``(expr bar group)``."""
     columns = _columns(expr)
@@ -275,7 +290,7 @@ def _components(expr, bar, group, formula):
                          "random effect")
     out = []
     for g in _groups(group):
-        factor = ":".join(f"C({v})" for v in g.split(":"))
+        factor = _factor(g)
         for col in columns:
             if col is None:
                 out.append((g, f"0 + {factor}"))
