@@ -144,8 +144,11 @@ def test_profile_intervals_and_weight_plots_after_a_rao_blackwellized_fit():
 
     mod = crossed()
     rb = mod.fit(random_state=0, disp=False, n_jobs=2)
-    assert rb.fit_log.rao_blackwell is not None
+    # The default Rao-Blackwellizes this design (subjects integrated); the plain fit does not.
+    assert rb.fit_log.rao_blackwell["integrated"] == ["subj"]
+    assert rb.fit_log.rao_blackwell["n_levels"] == 100
     plain = mod.fit(random_state=0, disp=False, n_jobs=2, rao_blackwell=False)
+    assert plain.fit_log.rao_blackwell == {}
     ci_rb = rb.profile_conf_int(cols=["subj"])
     ci_pl = plain.profile_conf_int(cols=["subj"])
     for end in ("lower", "upper"):
