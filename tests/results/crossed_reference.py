@@ -15,7 +15,7 @@ is computed without glmm_sm (``tests/crossed_quadrature.py``, numpy/scipy only):
   (the largest change of the MLE from 20 to 30 nodes, stored as ``quadrature_error``) is
   added in quadrature.
 
-Run from the repository root (about 5 minutes on one core)::
+Run from the repository root (23 minutes on the shared 2-core machine, under load)::
 
     OPENBLAS_NUM_THREADS=1 python tests/results/crossed_reference.py
 
