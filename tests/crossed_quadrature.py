@@ -66,10 +66,12 @@ class CrossedLikelihood:
     data : CrossedData
     n_nodes : int
         Gauss-Hermite nodes per subject integral.
+    chunk : int
+        Item points evaluated together (memory: ``chunk x rows x n_nodes`` floats).
     """
 
-    def __init__(self, data, n_nodes=20):
-        self.d = data
+    def __init__(self, data, n_nodes=20, chunk=256):
+        self.d, self.chunk = data, chunk
         self.t, w = np.polynomial.hermite.hermgauss(n_nodes)
         self.logw_gh = np.log(w) + self.t**2  # int g = sum_k w_k e^{t_k^2} g(t_k)
         self.p = data.X.shape[1]
@@ -127,11 +129,12 @@ class CrossedLikelihood:
     def _log_prior_v(self, V, nu_v):
         return -0.5 * (V**2).sum(axis=1) / nu_v - 0.5 * V.shape[1] * np.log(2 * np.pi * nu_v)
 
-    def log_integrand(self, theta, V, grad=False, chunk=256):
+    def log_integrand(self, theta, V, grad=False, chunk=None):
         """``log phi(v_n; nu_v) + sum_s log I_s(v_n)`` per row of ``V``, and its gradient
         in ``theta`` (N x (p + 2)) with ``grad``."""
         p = self.p
         beta, nu_u, nu_v = theta[:p], theta[p], theta[p + 1]
+        chunk = self.chunk if chunk is None else chunk
         out = np.empty(V.shape[0])
         G = np.zeros((V.shape[0], p + 2)) if grad else None
         for j in range(0, V.shape[0], chunk):
