@@ -56,7 +56,7 @@ def setup(data, theta, n_nodes, v0=None):
     v = np.zeros(data.n_item) if v0 is None else v0
     for _ in range(2):
         lik.place_nodes(theta, v)
-        v, H = lik.item_mode(theta, v)
+        v, H = lik.item_mode(theta, v, analytic=True)
     return lik, TProposal(v, np.linalg.inv(H)), v
 
 
