@@ -66,12 +66,10 @@ class CrossedLikelihood:
     data : CrossedData
     n_nodes : int
         Gauss-Hermite nodes per subject integral.
-    chunk : int
-        Item points evaluated together (memory: ``chunk x rows x n_nodes`` floats).
     """
 
-    def __init__(self, data, n_nodes=20, chunk=256):
-        self.d, self.chunk = data, chunk
+    def __init__(self, data, n_nodes=20):
+        self.d = data
         self.t, w = np.polynomial.hermite.hermgauss(n_nodes)
         self.logw_gh = np.log(w) + self.t**2  # int g = sum_k w_k e^{t_k^2} g(t_k)
         self.p = data.X.shape[1]
@@ -129,12 +127,11 @@ class CrossedLikelihood:
     def _log_prior_v(self, V, nu_v):
         return -0.5 * (V**2).sum(axis=1) / nu_v - 0.5 * V.shape[1] * np.log(2 * np.pi * nu_v)
 
-    def log_integrand(self, theta, V, grad=False, chunk=None):
+    def log_integrand(self, theta, V, grad=False, chunk=256):
         """``log phi(v_n; nu_v) + sum_s log I_s(v_n)`` per row of ``V``, and its gradient
         in ``theta`` (N x (p + 2)) with ``grad``."""
         p = self.p
         beta, nu_u, nu_v = theta[:p], theta[p], theta[p + 1]
-        chunk = self.chunk if chunk is None else chunk
         out = np.empty(V.shape[0])
         G = np.zeros((V.shape[0], p + 2)) if grad else None
         for j in range(0, V.shape[0], chunk):
@@ -148,38 +145,9 @@ class CrossedLikelihood:
                                 + 0.5 * (V[sl] ** 2).sum(axis=1) / nu_v**2)
         return out, G
 
-    def item_gradient(self, theta, v):
-        """Gradient in ``v`` of ``log phi(v; nu_v) + sum_s log I_s(v)`` (one point)."""
-        d, p = self.d, self.p
-        beta, nu_u, nu_v = theta[:p], theta[p], theta[p + 1]
-        u = self.u
-        logphi = -0.5 * u**2 / nu_u - 0.5 * np.log(2 * np.pi * nu_u)
-        eta = (d.X @ beta + np.asarray(v)[d.item])[:, None] + u[d.subj]  # (n, K)
-        ll = d.y[:, None] * eta + log_expit(-eta)
-        logk = _sum_by(ll[None], d.subj, d.n_subj)[0] + self.logw + logphi  # (S, K)
-        post = np.exp(logk - logsumexp(logk, axis=1)[:, None])
-        r = ((d.y[:, None] - expit(eta)) * post[d.subj]).sum(axis=1)  # (n,)
-        return np.bincount(d.item, r, d.n_item) - np.asarray(v) / nu_v
-
-    def item_mode(self, theta, v0=None, analytic=False):
-        """Mode and curvature (negative Hessian) of ``v -> log integrand`` at ``theta``.
-
-        With ``analytic``, BFGS uses :meth:`item_gradient` and the Hessian is its central
-        difference (accurate to ~1e-9; needed in many dimensions); otherwise both come from
-        nested differences of the value (enough for a few items)."""
+    def item_mode(self, theta, v0=None):
+        """Mode and curvature (negative Hessian) of ``v -> log integrand`` at ``theta``."""
         n_item = self.d.n_item
-        if analytic:
-            def fg(v):
-                return (-self.log_integrand(theta, v[None, :])[0][0],
-                        -self.item_gradient(theta, v))
-
-            v0 = np.zeros(n_item) if v0 is None else v0
-            res = optimize.minimize(fg, v0, jac=True, method="BFGS", options={"gtol": 1e-9})
-            h = 1e-5
-            H = np.array([(self.item_gradient(theta, res.x - h * e)
-                           - self.item_gradient(theta, res.x + h * e)) / (2 * h)
-                          for e in np.eye(n_item)])
-            return res.x, 0.5 * (H + H.T)
 
         def f(v):
             return -self.log_integrand(theta, v[None, :])[0][0]
