@@ -80,12 +80,19 @@ def corpus():
 
 
 # VerbAgg (issue 11): the high-m subject and item variances with their standard errors, and
-# the Laplace value.  The reference is the mean of two default (Rao-Blackwellized, integrated
-# Laplace proposal) fits with m = 64000 (this package, seeds 101 and 102: subject 1.817282
-# and 1.817267, item 0.248187 and 0.248434, each with MCSE 0.00018 / 0.00015; ESS 61,000 of
-# 64,000); its SE is the MCSE of their mean.  The previous reference (m = 32000 fits with the
-# proposal adapted to weighted draws) was 1.8172 +- 0.0004 and 0.2483 +- 0.0004; the issue's
-# own m = 2e5 plain-estimator figure was 1.8143 +- 0.0044.
+# the Laplace value.  NOT an independent reference: these are this package's own default
+# (Rao-Blackwellized) estimator at large m -- the mean of two fits with m = 64000 (seeds 101
+# and 102: subject 1.817282 and 1.817267, item 0.248187 and 0.248434, each with MCSE
+# 0.00018 / 0.00015; ESS 61,000 of 64,000), typed in from those runs (no script here
+# produces them; rerun ``model.fit(m=64000, random_state=101)`` and 102 to check).  Its SE
+# is the MCSE of their mean.  A bias of that estimator (e.g. of its 12-node quadrature)
+# would be shared and invisible here; the independent check of the same estimator is
+# tests/results/crossed_reference.py (a 100 x 8 crossed design, computed without glmm_sm).
+# An independent VerbAgg reference needs item draws that move with the item-level fixed
+# effects (btype, situ): with a fixed proposal the 24-dimensional importance weights
+# collapse (ESS 1 of 512 points).  Earlier figures: m = 32000 fits with the proposal
+# adapted to weighted draws, 1.8172 +- 0.0004 and 0.2483 +- 0.0004; the issue's own
+# m = 2e5 plain-estimator figure, 1.8143 +- 0.0044.
 VERBAGG_REF = (1.81727, 0.00013)
 VERBAGG_REF_ITEM = (0.24831, 0.00011)
 VERBAGG_LAPLACE = 1.7948

@@ -259,8 +259,8 @@ def test_no_separation_on_ordinary_data_or_a_poisson_level_with_counts():
 def test_shrinking_variance_ends_within_the_time_budget():
     """A Bernoulli model with one random effect per observation (a variance that is barely
     identified) used to drift toward 0 for 590 s with m at 1e6; now the time budget holds
-    for the whole fit, m grows at most tenfold a round, and the fit ends at the boundary
-    or with a ConvergenceWarning."""
+    for the whole fit, m grows at most tenfold a round, and a fit the budget ends is
+    reported as not converged, with the reason, in its log and a ConvergenceWarning."""
     rng = np.random.default_rng(2)
     n = 100
     x = rng.normal(size=n)
@@ -275,8 +275,17 @@ def test_shrinking_variance_ends_within_the_time_budget():
     assert elapsed < 12, elapsed
     ms = [r["m"] for r in res.fit_log.rounds]
     assert all(b <= 10 * a for a, b in zip(ms, ms[1:], strict=False))
-    assert res.boundary == ["obs"] or res.converged or any(
-        issubclass(w.category, ConvergenceWarning) for w in caught)
+    # The status is honest: a fit that is not converged says why, in the log and in a
+    # ConvergenceWarning; here the budget ends it (converging needs m ~ 1e6, about 70 s on
+    # one core), and a fit that does converge in time warns of nothing.
+    warned = [str(w.message) for w in caught if issubclass(w.category, ConvergenceWarning)]
+    if res.converged:
+        assert not warned, warned
+    else:
+        assert res.fit_log.message.startswith("time budget of 6 s used up"), res.fit_log.message
+        assert len(warned) == 1 and res.fit_log.message in warned[0], warned
+        assert res.mle_retvals["converged"] is False
+    assert np.all(np.isfinite(res.params)) and np.all(np.isfinite(res.mcse()))
 
 
 def test_callback_sees_every_round_including_the_last(salamander_fit):
@@ -342,13 +351,36 @@ def test_integer_codes_without_C_are_refused_but_random_slopes_are_allowed(sal):
     assert mod.k_vcp == 2 and mod.exog_vc.shape[1] == 120
 
 
-def test_formula_errors_are_in_the_error_message_table():
-    import pathlib
+def test_every_row_of_the_error_message_table_is_refused_or_warned():
+    """``tests/results/error_messages.py`` prints the message each bad input gets; every row
+    must raise or warn (none is accepted silently), and the rows of issue 9's silent
+    specifications raise the errors the tests above expect.  The table's two rows that run
+    whole fits on salamander (all-zero response, separation: minutes each, until the time
+    budget) are left out here; the same warnings are checked on BoothHobert above."""
+    from models import load_result
 
-    text = (pathlib.Path(__file__).parent / "results" / "error_messages.py").read_text()
-    for case in ("offest", "exposure", "nested correlated lme4 term", "intercept column",
-                 "one numeric column", "lme4 syntax", "all-zero Bernoulli", "perfectly separated"):
-        assert case in text, case
+    table = load_result("error_messages")
+    fits = {"all-zero Bernoulli response (no finite MLE)", "perfectly separated covariate"}
+    cases = dict(table.cases())
+    assert fits <= set(cases) and len(cases) > 60
+    got = {label: table.outcome(thunk) for label, thunk in cases.items() if label not in fits}
+    silent = [label for label, (kind, _) in got.items() if kind == "(accepted, no message)"]
+    assert not silent, silent
+    expected = {
+        "misspelt keyword `from_formula(..., offest=...)`": ("TypeError", "['offest']"),
+        "unknown keyword to the array constructor": ("TypeError", "['offest']"),
+        "`exposure=` with a Bernoulli family": ("ValueError", "exposure is only defined"),
+        "`exposure=` with a zero (Poisson)": ("ValueError", "exposure must be positive"),
+        "nested correlated lme4 term `(1 + x | Female/Male)`":
+            ("ValueError", "nested correlated"),
+        "vc formula with an intercept column (`\"C(Female)\"`)":
+            ("ValueError", "adds an intercept column"),
+        "vc formula giving one numeric column (`\"0 + code\"` on integer codes)":
+            ("ValueError", "single numeric column"),
+        "vc formula in lme4 syntax (`\"1|Female\"`)": ("ValueError", "is lme4 syntax"),
+    }
+    for label, (kind, fragment) in expected.items():
+        assert got[label][0] == kind and fragment in got[label][1], (label, got[label])
 
 
 def test_statsmodels_family_objects_and_strings_agree(sal):

@@ -40,6 +40,7 @@ import warnings
 import mpmath as mp
 import numpy as np
 import pandas as pd
+import pytest
 import statsmodels.api as sm
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
@@ -248,6 +249,7 @@ def small_designs(draw):
     return formula, vc, df, family, seed
 
 
+@pytest.mark.slow
 @settings(max_examples=60, deadline=None, derandomize=True, database=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(design=small_designs())

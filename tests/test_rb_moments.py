@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 from models import crossed
 
 from glmm_sm import MonteCarloGLMM
@@ -28,6 +29,7 @@ def _small():
                                        family="bernoulli")
 
 
+@pytest.mark.slow
 def test_rao_blackwellized_covariance_matches_joint_draws():
     mod = _small()
     params, _, mode = mod._laplace_estimate()

@@ -161,6 +161,7 @@ def test_resid_quantile_reproducible(res_poisson):
     assert a.shape == (int(res_poisson.nobs),) and np.all((a > 0) & (a < 1))
 
 
+@pytest.mark.slow
 def test_resid_quantile_uniform_under_the_model():
     """Four independent data sets from the model, each fitted; one residual per cluster
     (clusters are independent, so the KS test's assumption holds), pooled and per set."""
@@ -174,6 +175,7 @@ def test_resid_quantile_uniform_under_the_model():
     assert stats.kstest(np.concatenate(pooled), "uniform").pvalue > 1e-3
 
 
+@pytest.mark.slow
 def test_resid_quantile_detects_overdispersion():
     """Observation-level random effect (SD 1) left out of the fit: too many residuals near
     0 and 1 and a dispersion ratio above 1.  The count of residuals in the outer 5% is

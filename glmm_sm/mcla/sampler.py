@@ -10,7 +10,7 @@ variance component.
   P^{-1})`` with ``u_hat`` the conditional mode and ``P`` the Laplace precision; the small
   heavy-tailed component keeps the weights' variance finite (a defensive mixture).
 * :class:`GlmmSampler`: glmm's three-part mixture ``p1 t_df(0, D) + p2 N(u*, D) +
-  p3 N(u*, P^{-1})`` (MCLA_SPEC section 2.3), per block.  With a one-block layout it is
+  p3 N(u*, P^{-1})`` (the R package glmm's), per block.  With a one-block layout it is
   glmm's sampler exactly, but centred at our Laplace fit instead of glmm's PQL.
 
 Component counts are stratified (a fixed share of every chunk, largest-remainder rounding)

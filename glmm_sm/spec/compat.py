@@ -1,9 +1,10 @@
 """statsmodels shims: model data that unpickles safely, and the statsmodels family.
 
 statsmodels rebuilds a formula's model spec on unpickling by looking up the caller's frames
-(STATSMODELS_NOTES P13); the model's data object is switched to a subclass here that falls
-back to an empty environment.  Pickles refer to these classes by their home in
-:mod:`glmm_sm.model` as well (re-exported there).
+(``ModelData.__setstate__``), which fails when ``pickle.loads`` runs at module level; the
+model's data object is switched to a subclass here that falls back to an empty environment.
+Pickles refer to these classes by their home in :mod:`glmm_sm.model` as well (re-exported
+there).
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ FORMULA_ERRORS = ENGINE_ERRORS + (NameError, KeyError, ValueError, TypeError, Sy
 
 
 class _SafeUnpickle:
-    """Model data whose unpickling survives a shallow call stack (statsmodels P13).
+    """Model data whose unpickling survives a shallow call stack (statsmodels' own
+    ``__setstate__`` fails there).
 
     statsmodels rebuilds the formula's model spec on unpickling by looking up the caller's
     frames, which fails at module level; this falls back to an empty environment.

@@ -10,7 +10,8 @@ scale, row by row: ``Var(1), Cov(2, 1), Var(2), Cov(3, 1), ...``.
 Per draw the prior depends on the effects only through ``S``: for every sub-component ``a``
 the sum of squares ``s_aa`` (as for scalar components) and, for every pair ``a > b`` of one
 term, the cross sum ``s_ab = sum_l u_la u_lb``.  With ``P = Sigma^{-1}`` and ``L`` levels in a
-block (MCLA_SPEC section 12.1),
+block (``docs/theory.rst``,
+"Correlated random effects"),
 
     log phi = -1/2 tr(P S) - L/2 log|Sigma| - (L k / 2) log 2 pi,
     d log phi / d theta_j = 1/2 tr(P D_j P S) - L/2 tr(P D_j),

@@ -2,7 +2,8 @@
 
 In a block whose effects split into the *integrated* levels ``a`` of one scalar component A
 (each observation loads on at most one of them) and the *sampled* effects ``v`` (everything
-else), the likelihood given ``v`` factorizes over the levels of A (MCLA_SPEC section 12.2):
+else), the likelihood given ``v`` factorizes over the levels of A (``docs/theory.rst``,
+"Rao-Blackwellized blocks"):
 
     f(y | v) = prod_a I_a(v),   I_a(v) = int phi(alpha; nu_A) prod_{i in a} f(y_i | eta_i) dalpha,
     eta_i = (X beta + offset)_i + (Z_B v)_i + z_iA alpha.

@@ -1,4 +1,5 @@
-"""Rao-Blackwellized MCLA for large crossed blocks (MCLA_SPEC section 12.2).
+"""Rao-Blackwellized MCLA for large crossed blocks (``docs/theory.rst``, "Rao-Blackwellized
+blocks").
 
 A block whose effects include the levels of a scalar component A such that every
 observation loads on at most one of them (subjects in a subjects x items design) is split:
