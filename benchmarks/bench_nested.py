@@ -122,16 +122,25 @@ def _row(label, res, seconds, exact):
     mc = np.asarray(res.mcse())[k:]
     dist = ""
     if exact is not None:
-        dist = f"{np.max(np.abs(np.asarray(res.params) - exact.params) / exact.bse):8.3f}"
+        dist = f"{np.max(np.abs(np.asarray(res.params) - exact.params) / exact.bse):9.2e}"
     m = res.fit_log.rounds[-1]["m"] if res.fit_log.rounds else 0
     ess = np.min(res.ess) if len(res.ess) else np.nan
     vc = "  ".join(f"{v:.4f}+-{e:.4f}" for v, e in zip(nu, mc, strict=True))
     print(f"  {label:<22s} {seconds:7.2f} s  m={m:<7d} ESS={ess:<8.0f} {vc}  {dist}")
 
 
-def main():
+def main(argv=None):
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--designs", default=None,
+                    help="comma-separated names (default: all); guPrenat takes minutes")
+    args = ap.parse_args(argv)
+    wanted = None if args.designs is None else set(args.designs.split(","))
     print("name: fit  seconds  m  smallest ESS  variances +- MCSE  max |est - exact| / SE")
     for name, d, formula, fam, outer, inner, fixed, yname, trials in designs():
+        if wanted is not None and name not in wanted:
+            continue
         print(name, f"(n = {len(d)})")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

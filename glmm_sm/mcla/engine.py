@@ -108,11 +108,11 @@ class EngineBase:
     :class:`~glmm_sm.mcla.rb.engine.RBEngine` for Rao-Blackwellized draws).
 
     It owns what they share: the draw set cut into chunks (``ranges``) and at most
-    :data:`~glmm_sm.mcla.partials.N_PARTITIONS` partitions (``parts``), the number of
+    ``N_PARTITIONS`` partitions (``parts``), the number of
     threads, the validation of ``params`` (length, finite, a valid covariance: otherwise
     ``value = -inf``, as in glmm), and the one-point cache (an evaluation with derivatives
     also answers a later value-only call at the same point).  A subclass computes one
-    evaluation in :meth:`_evaluate`; its partitions, combined in their fixed order, give the
+    evaluation in ``_evaluate``; its partitions, combined in their fixed order, give the
     same bits for any number of threads.
     """
 

@@ -196,7 +196,7 @@ class LaplaceGLMMResults(MonteCarloGLMMResults):
 
     def summary(self, yname=None, xname=None, title=None, alpha=0.05):
         """Header, fixed effects and variance components (no Monte Carlo columns); the
-        arguments as :meth:`MonteCarloGLMMResults.summary`'s (statsmodels' order)."""
+        arguments as :meth:`glmm_sm.MonteCarloGLMMResults.summary`'s (statsmodels' order)."""
         yname, xname, title, alpha = summary_arguments(yname, xname, title, alpha)
         return laplace_summary(self, alpha=alpha, title=title, yname=yname, xname=xname)
 

@@ -1,6 +1,6 @@
 """The named records the kernels take and fill.
 
-They are plain :func:`collections.namedtuple` classes of arrays (and, for the spans, of
+They are plain ``collections.namedtuple`` classes of arrays (and, for the spans, of
 integers): numba compiles a field access by name to the same static index as a positional
 one, so naming costs nothing in the hot loops, and a record passed to an inlined helper is
 free.  The numpy reference kernel takes the same records.
