@@ -21,6 +21,7 @@ import pandas as pd
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
+from glmm_sm.spec.compat import FORMULA_ERRORS
 from glmm_sm.spec.covstruct import CovStructure
 from glmm_sm.spec.formula_checks import check_vc_columns, check_vc_formula
 
@@ -328,7 +329,7 @@ def vc_design_from_formulas(vc_formulas, data, eval_env=0, vcp_names=None, equal
             try:
                 mat = mgr.get_matrices(f, data, eval_env=eval_env, pandas=True,
                                        na_action="raise")
-            except Exception as exc:  # the formula engines raise many types
+            except FORMULA_ERRORS as exc:  # the formula engines raise many types
                 raise ValueError(f"vc_formulas[{label!r}]: could not evaluate {f!r}: "
                                  f"{exc}") from exc
             built = _frame_columns(pd.DataFrame(mat))

@@ -21,6 +21,8 @@ import re
 import numpy as np
 import scipy.sparse as sp
 
+from glmm_sm.spec.compat import FORMULA_ERRORS
+
 __all__ = ["check_vc_formula", "check_vc_columns", "check_formula_text", "check_fixed_formula",
            "no_random_effects", "check_new_data"]
 
@@ -174,7 +176,7 @@ def _check_factor_syntax(formula, fixed):
     try:
         from patsy import ModelDesc
         desc = ModelDesc.from_formula(fixed)
-    except Exception:  # noqa: BLE001 - a parse error is reported by the build, in context
+    except FORMULA_ERRORS:  # a parse error is reported by the build, in context
         return
     for term in [*desc.lhs_termlist, *desc.rhs_termlist]:
         for factor in term.factors:

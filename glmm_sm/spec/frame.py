@@ -27,6 +27,8 @@ import warnings
 import numpy as np
 import pandas as pd
 
+from glmm_sm.spec.compat import FORMULA_ERRORS
+
 __all__ = ["checked_frame", "formula_variables"]
 
 
@@ -166,7 +168,7 @@ def _bare_names(text):
         return []
     try:
         desc = ModelDesc.from_formula(f"0 + {text}" if text.strip() else "0")
-    except Exception:  # noqa: BLE001 - patsy's parse errors are reported by the build
+    except FORMULA_ERRORS:  # patsy's parse errors are reported by the build
         return []
     out = []
     for term in desc.rhs_termlist:

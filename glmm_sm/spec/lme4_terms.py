@@ -33,6 +33,8 @@ import re
 
 import numpy as np
 
+from glmm_sm.spec.compat import FORMULA_ERRORS
+
 __all__ = ["lme4_terms", "remove_terms", "split_random_terms", "vector_terms",
            "vector_term_design"]
 
@@ -198,7 +200,7 @@ def _is_vector(expr, bar, data=None):
     try:
         mat = FormulaManager().get_matrices(expr, data, eval_env=0, pandas=True,
                                             na_action="drop")
-    except Exception:  # evaluated again, with its own message, where it is built
+    except FORMULA_ERRORS:  # evaluated again, with its own message, where it is built
         return False
     return mat.shape[1] > 1
 
@@ -252,7 +254,7 @@ def vector_term_design(group, expr, data, eval_env=0):
         built = (built.matrix.tocsr(), built.names)
         M = pd.DataFrame(mgr.get_matrices(expr, data, eval_env=eval_env, pandas=True,
                                           na_action="raise"))
-    except Exception as exc:  # the formula engines raise many types
+    except FORMULA_ERRORS as exc:  # the formula engines raise many types
         raise ValueError(f"random-effect term {label}: could not evaluate it: {exc}") from exc
     labels = [str(c) for c in M.columns]
     if len(labels) < 2:

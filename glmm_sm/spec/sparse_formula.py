@@ -32,6 +32,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from glmm_sm.spec.compat import FORMULA_ERRORS
+
 __all__ = ["SparseColumns", "capture_env", "sparse_columns", "formula_missing_rows"]
 
 
@@ -110,7 +112,7 @@ def sparse_columns(formula, data, env):
         if terms is None or len(terms) != 1 or not terms[0].factors:
             return None
         factors = _evaluate(terms[0].factors, _converted(data), env)
-    except Exception:  # the formula engine evaluates it again and reports in its words
+    except FORMULA_ERRORS:  # the formula engine evaluates it again and reports in its words
         return None
     if factors is None:
         return None
@@ -160,7 +162,7 @@ def formula_missing_rows(formula, data, env):
                     seen.add(factor)
                     factors.append(factor)
         evaluated = _evaluate(factors, _converted(data), env)
-    except Exception:
+    except FORMULA_ERRORS:  # the build evaluates them again and reports in its words
         return None
     if evaluated is None:
         return None
