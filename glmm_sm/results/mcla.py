@@ -82,9 +82,16 @@ class MonteCarloGLMMResults(LikelihoodModelResults, ResultMixin):
         # (NaN rows, parameters off the positive definite part, add no scale: their
         # variance stays NaN)
         A = None if cov is None else np.where(np.isfinite(cov), np.abs(cov), 0.0)
-        self._mcse_scale = (np.diag(A @ np.abs(np.asarray(V, dtype=float)) @ A)
-                            if A is not None and V is not None and np.all(np.isfinite(V))
-                            else None)
+        self._mcse_scale = None
+        if A is not None and V is not None and np.all(np.isfinite(V)):
+            V = np.abs(np.asarray(V, dtype=float))
+            if V.shape != A.shape:  # the engine of the model without the components at 0
+                keep = np.setdiff1d(np.arange(A.shape[0]),
+                                    [model.k_fe + t for t in outcome.boundary])
+                full = np.zeros_like(A)
+                full[np.ix_(keep, keep)] = V
+                V = full
+            self._mcse_scale = np.diag(A @ V @ A)
         self.ess = ev.ess
         self.m = outcome.n_draws
         self.llf_mc = ev.value
