@@ -52,6 +52,10 @@ def _fit_without(model, drop, start, refit, seed, attempt, m_start=None):
 #: At most this many refits with components put back (a component sent to 0 again by the
 #: rounds while the evidence says it is not at 0 is put back again, up to this count).
 MAX_PUT_BACK = 4
+#: The evidence's draws grow at most to this many (or ``max_m``): a derivative still within
+#: ``BOUNDARY_Z`` MCSEs of 0 there is flat for any purpose (grouseticks' LOCATION: MCSE 2 at
+#: 50,000 draws around a derivative of about 0; growing to max_m took 165 s for nothing).
+EVIDENCE_MAX_M = 100_000
 #: Smallest and largest factor by which m grows when the evidence is ambiguous.
 MIN_EVIDENCE_GROWTH, MAX_EVIDENCE_GROWTH = 2.0, 10.0
 
@@ -65,7 +69,8 @@ class _Budget:
 
     def can_grow(self, m):
         o = self.opts
-        return o is not None and o.m == "auto" and m < o.max_m and self.time_left()
+        return (o is not None and o.m == "auto" and m < min(o.max_m, EVIDENCE_MAX_M)
+                and self.time_left())
 
     def time_left(self):
         o = self.opts
@@ -83,7 +88,8 @@ class _Budget:
                 need = max(need, 1.2 * (BOUNDARY_Z * e.mcse / abs(e.derivative)) ** 2)
             else:
                 need = MAX_EVIDENCE_GROWTH
-        return int(min(self.opts.max_m, math.ceil(m * min(need, MAX_EVIDENCE_GROWTH))))
+        return int(min(self.opts.max_m, EVIDENCE_MAX_M,
+                       math.ceil(m * min(need, MAX_EVIDENCE_GROWTH))))
 
 
 def fit_with_boundary(model, first, refit, opts=None):
@@ -157,8 +163,12 @@ def fit_with_boundary(model, first, refit, opts=None):
         # A component put back before and sent to 0 again while the evidence still says
         # otherwise: the rounds of the full model met Monte Carlo noise near 0 (their own
         # m grows as they need); another refit, within the limits.
+        # Evidence that the component is inside ("interior") earns up to MAX_PUT_BACK
+        # refits; ambiguous evidence at the draws' limit, one: a full model that sends it to
+        # 0 again has then spoken, and the component stays at 0 (recorded as unresolved).
         retry = n_back < MAX_PUT_BACK and budget.time_left()
-        back = [t for t in drop if decided[t] != "boundary" and (retry or t not in put_back)]
+        back = [t for t in drop if t not in put_back and decided[t] != "boundary"
+                or retry and decided[t] == "interior"]
         if not back:
             _record(history, evidence, attempt,
                     {t: ("at 0" if decided[t] == "boundary" else "at 0 (unresolved)")
