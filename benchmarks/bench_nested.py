@@ -59,15 +59,10 @@ from glmm_sm import MonteCarloGLMM  # noqa: E402
 
 
 def _sim2():
-    rng = np.random.default_rng(11)
-    C, M, B = 40, 5, 3
-    comm = np.repeat(np.arange(C), M * B)
-    mom = np.repeat(np.arange(C * M), B)
-    x = rng.normal(size=comm.size)
-    eta = (-0.3 + 0.6 * x + rng.normal(0, np.sqrt(0.6), C)[comm]
-           + rng.normal(0, np.sqrt(1.2), C * M)[mom])
-    y = (rng.random(comm.size) < 1 / (1 + np.exp(-eta))).astype(float)
-    return pd.DataFrame({"y": y, "x": x, "comm": comm, "mom": mom})
+    """The simulated design of the nested honesty test, from that test."""
+    from test_nested_honesty import _data
+
+    return _data()
 
 
 def _sim3():
