@@ -347,8 +347,12 @@ class _RoundState:
             engine = MCLAEngine(draws, opts.kernel, opts.chunk_size, self.n_jobs, self.client)
         if self.m is None or opts.sampler == "quadrature":
             self.m = draws.m
+        compiling = _compile_seconds(engine, self.centre)
+        if compiling and self.deadline is not None:
+            self.deadline += compiling  # compilation is not the fit's work
         theta, res, ev = _maximize(engine, self.centre, self.tr, opts, log, rnd)
-        info, err, mcse = self._record(rnd, theta, res, ev, time.perf_counter() - t_round)
+        info, err, mcse = self._record(rnd, theta, res, ev,
+                                       time.perf_counter() - t_round - compiling)
         self.outcome = FitOutcome(theta, ev, engine, log, False, self.seed)
         bar.update(1)
         bar.set_postfix(m=self.m, ess=f"{info['min_ess']:.0f}", ratio=f"{info['max_ratio']:.3f}")
@@ -440,16 +444,46 @@ class _RoundState:
             # Laplace fit, with a coarser quadrature rule).
             m_next = min(m_next, int(math.ceil(MAX_M_GROWTH_MOVED * self.m)))
         if left is not None:
-            # A round costs about in proportion to m: never start one that cannot finish.
+            # The budget is a safety stop, never a tuning knob: m is what the Monte Carlo
+            # error asks for, whatever the machine's speed, and a round that would not finish
+            # in the time left (a round costs about in proportion to m) is not started: the
+            # fit stops there, unconverged, and says why.
             per_draw = info["seconds"] / self.m
-            affordable = int(left / max(per_draw, 1e-12))
-            if affordable < self.m:
+            if per_draw * m_next > left:
                 log.message = (f"time budget of {opts.time_budget:g} s used up (the next "
-                               f"round would take about {per_draw * self.m:.0f} s more)")
+                               f"round, m = {m_next}, would take about "
+                               f"{per_draw * m_next:.0f} s more)")
                 return True
-            m_next = min(m_next, affordable)
         self.m = m_next
         return False
+
+
+def _kernel_signatures():
+    """How many signatures the compiled kernels have (it grows when numba compiles or loads
+    one from its cache)."""
+    from glmm_sm.mcla.kernels import plain, rb, shift
+
+    count = 0
+    for module in (plain, rb, shift):
+        for obj in vars(module).values():
+            count += len(getattr(obj, "signatures", ()) or ())
+    return count
+
+
+def _compile_seconds(engine, centre):
+    """Seconds the first evaluation of ``engine`` spent compiling its kernels (0 when they
+    were compiled already): the evaluation is timed, and when it compiled, timed again on
+    the same point.  The engine keeps the evaluation, so the round pays nothing more."""
+    before = _kernel_signatures()
+    t0 = time.perf_counter()
+    engine.evaluate(centre)
+    first = time.perf_counter() - t0
+    if _kernel_signatures() == before:
+        return 0.0
+    engine._last = None
+    t0 = time.perf_counter()
+    engine.evaluate(centre)
+    return max(first - (time.perf_counter() - t0), 0.0)
 
 
 def _next_m(m, ratio, min_ess, opts):
