@@ -15,6 +15,7 @@ with fresh draws.  Rounds stop when
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 import time
@@ -330,10 +331,9 @@ class _RoundState:
         self.prev_mcse = None
         self.outcome = None
 
-    def round(self, rnd, callback, bar):
-        """Run round ``rnd``; True when the fit stops after it."""
-        opts, log, p = self.opts, self.log, self.model.k_fe
-        t_round = time.perf_counter()
+    def _run(self, rnd):
+        """Round ``rnd``'s engine on fresh draws, and the maximum on them."""
+        opts, log = self.opts, self.log
         if self.rb is not None:
             draws, engine = rb_round(self.model, self.rb, self.centre, self.centre_mode,
                                      self.factorize, self.m, child_seed(self.seed, rnd), opts,
@@ -347,12 +347,22 @@ class _RoundState:
             engine = MCLAEngine(draws, opts.kernel, opts.chunk_size, self.n_jobs, self.client)
         if self.m is None or opts.sampler == "quadrature":
             self.m = draws.m
-        compiling = _compile_seconds(engine, self.centre)
-        if compiling and self.deadline is not None:
-            self.deadline += compiling  # compilation is not the fit's work
         theta, res, ev = _maximize(engine, self.centre, self.tr, opts, log, rnd)
+        return engine, theta, res, ev
+
+    def round(self, rnd, callback, bar):
+        """Run round ``rnd``; True when the fit stops after it."""
+        opts, log, p = self.opts, self.log, self.model.k_fe
+        t_round = time.perf_counter()
+        with _compile_timer() as compiling:
+            engine, theta, res, ev = self._run(rnd)
+        # Compilation is not the fit's work: it counts neither in the round's seconds (which
+        # size the next round) nor against the time budget.
+        compiled = compiling.duration if compiling.done else 0.0
+        if compiled and self.deadline is not None:
+            self.deadline += compiled
         info, err, mcse = self._record(rnd, theta, res, ev,
-                                       time.perf_counter() - t_round - compiling)
+                                       time.perf_counter() - t_round - compiled)
         self.outcome = FitOutcome(theta, ev, engine, log, False, self.seed)
         bar.update(1)
         bar.set_postfix(m=self.m, ess=f"{info['min_ess']:.0f}", ratio=f"{info['max_ratio']:.3f}")
@@ -458,32 +468,15 @@ class _RoundState:
         return False
 
 
-def _kernel_signatures():
-    """How many signatures the compiled kernels have (it grows when numba compiles or loads
-    one from its cache)."""
-    from glmm_sm.mcla.kernels import plain, rb, shift
+@contextlib.contextmanager
+def _compile_timer():
+    """The seconds numba spends compiling within the block (numba's timing listener on its
+    ``numba:compile`` events: ``.done``, ``.duration``)."""
+    from numba.core import event
 
-    count = 0
-    for module in (plain, rb, shift):
-        for obj in vars(module).values():
-            count += len(getattr(obj, "signatures", ()) or ())
-    return count
-
-
-def _compile_seconds(engine, centre):
-    """Seconds the first evaluation of ``engine`` spent compiling its kernels (0 when they
-    were compiled already): the evaluation is timed, and when it compiled, timed again on
-    the same point.  The engine keeps the evaluation, so the round pays nothing more."""
-    before = _kernel_signatures()
-    t0 = time.perf_counter()
-    engine.evaluate(centre)
-    first = time.perf_counter() - t0
-    if _kernel_signatures() == before:
-        return 0.0
-    engine._last = None
-    t0 = time.perf_counter()
-    engine.evaluate(centre)
-    return max(first - (time.perf_counter() - t0), 0.0)
+    listener = event.TimingListener()
+    with event.install_listener("numba:compile", listener):
+        yield listener
 
 
 def _next_m(m, ratio, min_ess, opts):
