@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import models
+import numpy as np
+import pandas as pd
 import pytest
 
 import glmm_sm
@@ -36,3 +38,16 @@ def booth2_model():
 def radish2_model():
     """The radish2 Poisson model."""
     return models.radish2()
+
+
+@pytest.fixture(scope="module")
+def slope_data():
+    """40 groups of 8 Bernoulli observations with a correlated intercept and slope."""
+    rng = np.random.default_rng(11)
+    L, per = 40, 8
+    g = np.repeat(np.arange(L), per)
+    x = rng.normal(size=L * per)
+    b = rng.multivariate_normal([0, 0], [[1.0, 0.4], [0.4, 0.5]], size=L)
+    eta = -0.3 + 0.8 * x + b[g, 0] + b[g, 1] * x
+    y = (rng.random(L * per) < 1 / (1 + np.exp(-eta))).astype(int)
+    return pd.DataFrame({"y": y, "x": x, "g": g})

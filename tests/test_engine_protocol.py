@@ -47,7 +47,8 @@ def engines():
     mod = _crossed()
     lap = mod.fit(method="laplace")
     params = np.asarray(lap.params, dtype=float)
-    plain = MCLAEngine(mod.sample_draws(300, random_state=1, params=params), n_jobs=1)
+    mod.sample_draws(300, random_state=1, params=params, n_jobs=1)
+    plain = mod.engine
     system = mod.block_system()
     mode = conditional_mode(system, params[:mod.k_fe], params[mod.k_fe:])
     subj = list(mod.vcp_names).index("subj")

@@ -7,7 +7,6 @@ The exact-likelihood reference (2-D adaptive Gauss-Hermite on Contraception) is 
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 import scipy.sparse as sp
 import statsmodels.api as sm
@@ -18,19 +17,6 @@ from glmm_sm.spec.covstruct import CovStructure, log_cholesky_map, singular_term
 from glmm_sm.spec.params import ParamTransform
 
 BINOMIAL = sm.families.Binomial()
-
-
-@pytest.fixture(scope="module")
-def slope_data():
-    """60 groups of 8 Bernoulli observations with a correlated intercept and slope."""
-    rng = np.random.default_rng(11)
-    L, per = 40, 8
-    g = np.repeat(np.arange(L), per)
-    x = rng.normal(size=L * per)
-    b = rng.multivariate_normal([0, 0], [[1.0, 0.4], [0.4, 0.5]], size=L)
-    eta = -0.3 + 0.8 * x + b[g, 0] + b[g, 1] * x
-    y = (rng.random(L * per) < 1 / (1 + np.exp(-eta))).astype(int)
-    return pd.DataFrame({"y": y, "x": x, "g": g})
 
 
 def _model(df, formula="y ~ x + (1 + x | g)"):

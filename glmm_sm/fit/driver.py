@@ -326,8 +326,6 @@ class _RoundState:
             m_start = M_START_RB if self.rb is not None else M_START
         m = m_start if opts.m == "auto" else int(opts.m)
         self.m = min(m, opts.max_m) if opts.m == "auto" else m
-        if opts.sampler == "quadrature":  # the nodes: set by the sampler, never grown
-            self.m = None
         self.prev_mcse = None
         self.outcome = None
 
@@ -345,7 +343,7 @@ class _RoundState:
                                          opts.memory_budget, materialize=self.client is None,
                                          n_jobs=self.n_jobs)
             engine = MCLAEngine(draws, opts.kernel, opts.chunk_size, self.n_jobs, self.client)
-        if self.m is None or opts.sampler == "quadrature":
+        if opts.sampler == "quadrature":  # the nodes: set by the sampler, never grown
             self.m = draws.m
         theta, res, ev = _maximize(engine, self.centre, self.tr, opts, log, rnd)
         return engine, theta, res, ev

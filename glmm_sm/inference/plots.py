@@ -55,16 +55,11 @@ def _z(alpha):
 def _engine_params(res):
     """``(engine, theta)``: the final engine and the estimate in its own parametrization
     (without the variance components estimated at 0, which the engine does not have)."""
-    from glmm_sm.fit.boundary import boundary_view
-
     res = _inner(res)
-    engine = getattr(res, "engine", None)
-    if engine is None:
+    if getattr(res, "engine", None) is None:
         return None, None
-    mod = res.model
-    view = boundary_view(mod, res.params, [mod.vcp_names.index(n) for n in res.boundary],
-                         engine)
-    return engine, view.theta
+    view = res._boundary_view()
+    return view.engine, view.theta
 
 
 def _log_normalizers(engine, theta):

@@ -102,11 +102,8 @@ def _engine_view(res):
 
     After components went to 0 the engine belongs to the model without them.
     """
-    from glmm_sm.fit.boundary import boundary_view
-
     mod = res.model
-    view = boundary_view(mod, res.params, [i - mod.k_fe for i in res._boundary_idx],
-                         res.engine)
+    view = res._boundary_view()
     if not mod.design.cov.has_vector and view.engine.data.k_vc != len(view.keep):
         raise RuntimeError("the final engine does not match the fitted components")
     return view.engine, view.theta, view.col_map

@@ -82,16 +82,14 @@ class MonteCarloGLMMResults(LikelihoodModelResults, ResultMixin):
         # (NaN rows, parameters off the positive definite part, add no scale: their
         # variance stays NaN)
         A = None if cov is None else np.where(np.isfinite(cov), np.abs(cov), 0.0)
+        view = boundary_view(model, outcome.params, outcome.boundary, outcome.engine)
         self._mcse_scale = None
         if A is not None and V is not None and np.all(np.isfinite(V)):
-            V = np.abs(np.asarray(V, dtype=float))
-            if V.shape != A.shape:  # the engine of the model without the components at 0
-                keep = np.setdiff1d(np.arange(A.shape[0]),
-                                    [model.k_fe + t for t in outcome.boundary])
-                full = np.zeros_like(A)
-                full[np.ix_(keep, keep)] = V
-                V = full
-            self._mcse_scale = np.diag(A @ V @ A)
+            # V is the final engine's: without the components at 0 when some went there
+            keep = np.r_[np.arange(model.k_fe), model.k_fe + view.keep]
+            full = np.zeros_like(A)
+            full[np.ix_(keep, keep)] = np.abs(np.asarray(V, dtype=float))
+            self._mcse_scale = np.diag(A @ full @ A)
         self.ess = ev.ess
         self.m = outcome.n_draws
         self.llf_mc = ev.value
@@ -119,8 +117,7 @@ class MonteCarloGLMMResults(LikelihoodModelResults, ResultMixin):
         self.engine = outcome.engine
         #: Pareto k (PSIS) of each block's importance weights at the estimate: below 0.5
         #: the MCSE holds; above ``pareto_k_threshold(m)`` (0.7) it means nothing.
-        self.pareto_k = checked_pareto_k(self.engine, boundary_view(
-            model, outcome.params, outcome.boundary, self.engine).theta)
+        self.pareto_k = checked_pareto_k(self.engine, view.theta)
         self.boundary = [model.vcp_names[t] for t in outcome.boundary]
         #: Correlated terms (and scalar components) whose covariance is singular at the
         #: estimate (lme4's "boundary (singular) fit"); only with correlated terms.
@@ -192,6 +189,13 @@ class MonteCarloGLMMResults(LikelihoodModelResults, ResultMixin):
         """Variance-component estimates on the variance scale (Series)."""
         k = self.model.k_fe
         return pd.Series(np.asarray(self.params)[k:], index=self.model.vcp_names)
+
+    def _boundary_view(self):
+        """The fit as its final engine sees it (:class:`~glmm_sm.fit.boundary.BoundaryView`):
+        without the variance components set to 0."""
+        k = self.model.k_fe
+        return boundary_view(self.model, self.params, [i - k for i in self._boundary_idx],
+                             self.engine)
 
     def mcse(self):
         """Monte Carlo standard errors of the estimates (Series)."""
