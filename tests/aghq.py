@@ -10,9 +10,10 @@ for the binomial families, the probit or complementary log-log link: see :func:`
 
 (family constants ``log C(n, y)`` / ``-log y!`` added separately; with a non-canonical link
 the bracket holds ``y log F(eta) + (n - y) log(1 - F(eta))``).  ``g_i`` is strictly
-concave (``F`` and ``1 - F`` are log-concave for the three binomial links).  Per cluster: its mode ``u_i`` (safeguarded Newton inside a bracket that must hold
-the root, see :func:`_modes`), its curvature ``h_i = -g_i''(u_i)``, and then with the K
-Gauss-Hermite nodes ``x_k`` and weights ``w_k`` (for ``int e^{-x^2} f(x) dx``),
+concave (``F`` and ``1 - F`` are log-concave for the three binomial links).  Per cluster:
+its mode ``u_i`` (safeguarded Newton inside a bracket that must hold the root, see
+:func:`_modes`), its curvature ``h_i = -g_i''(u_i)``, and then with the K Gauss-Hermite
+nodes ``x_k`` and weights ``w_k`` (for ``int e^{-x^2} f(x) dx``),
 
     L_i ~= s_i sum_k w_k exp(x_k^2 + g_i(u_i + s_i x_k)),   s_i = sqrt(2 / h_i).
 

@@ -36,6 +36,7 @@ from models import cbpp_aggregated, salamander
 from scipy import special, stats
 from test_derivatives import _check_ridders, ridders
 
+import glmm_sm
 from glmm_sm import MonteCarloGLMM
 from glmm_sm.mcla.kernels.links import _terms_array
 from glmm_sm.spec.families import LINK_CODES, link_terms
@@ -246,8 +247,9 @@ def test_cloglog_binomial_with_trials_is_the_any_event_poisson_model(cbpp_r):
     rng = np.random.default_rng(3)
     c["t"] = rng.uniform(0.5, 2.0, len(c))
     c["lt"] = np.log(c["t"])
-    mod = MonteCarloGLMM.from_formula("cbind(incidence, size - incidence) ~ C(period) + (1 | herd)",
-                                      data=c, family=_family("cloglog"), offset="lt")
+    mod = MonteCarloGLMM.from_formula(
+        "cbind(incidence, size - incidence) ~ C(period) + (1 | herd)", data=c,
+        family=_family("cloglog"), offset="lt")
     sd = 0.7
     u = rng.normal(scale=sd, size=(400, 15))
     logf = stats.norm.logpdf(u, scale=sd).sum(axis=1)
@@ -370,3 +372,70 @@ def test_default_fit_is_within_3_mcse_of_the_aghq_mle(which):
     diff = np.abs(np.asarray(res.params) - ref.params)
     assert np.all(diff <= 3 * mcse + node_err), (diff / mcse)
     np.testing.assert_allclose(np.asarray(res.bse), ref.bse, rtol=0.10)
+
+
+# ------------------------------------------------------------------ Laplace and after the fit
+@pytest.mark.parametrize("data", ["salamander", "cbpp"])
+@pytest.mark.parametrize("link", ["probit", "cloglog"])
+def test_laplace_score_and_mode_derivatives_are_exact(data, link):
+    """The Laplace score uses the information's derivative in eta (no cumulant with a
+    non-canonical link) and ``du/dbeta`` the information: against Ridders' differences."""
+    from glmm_sm.laplace.step import (
+        conditional_mode,
+        laplace_loglike,
+        laplace_score,
+        mode_derivatives,
+    )
+
+    model = (salamander if data == "salamander" else cbpp)(family=_family(link))
+    p = model.k_fe
+    params, _, mode = model._laplace_estimate()
+    th = params.copy()
+    th[:p] += 0.05 * np.linspace(-1.0, 1.0, p)
+    th[p:] *= 1.2
+    system = model.block_system()
+    md = conditional_mode(system, th[:p], th[p:], u0=mode.u)
+    assert md.converged
+    g = laplace_score(system, th[:p], th[p:], md)
+    h0 = 1e-2 * np.maximum(np.abs(th), 0.1)
+    fd, err = ridders(lambda x: laplace_loglike(system, x[:p], x[p:], u0=md.u)[0], th, h0)
+    _check_ridders(f"Laplace {data} {link}", fd, err, g, "Laplace score")
+    du_dbeta, du_dnu = mode_derivatives(system, th[:p], th[p:], md)
+    J, err = ridders(lambda x: conditional_mode(system, x[:p], x[p:], u0=md.u).u, th, h0)
+    _check_ridders(f"modes {data} {link}", J, err, np.hstack([du_dbeta, du_dnu]), "du/dtheta")
+
+
+def test_a_probit_fit_after_the_fit(cbpp_r):
+    """Predictions use Phi, simulated responses have the fitted success probabilities, the
+    residuals are defined, the summary names the link, and statsmodels' Bayesian mixed GLM
+    (logit only) is refused by ``compare``."""
+    mod = MonteCarloGLMM.from_formula(
+        "cbind(incidence, size - incidence) ~ C(period) + (1 | herd)", data=cbpp_r,
+        family=_family("probit"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = mod.fit(sampler="quadrature", random_state=0, disp=False)
+    lin = np.asarray(res.predict(which="linear"))
+    np.testing.assert_allclose(np.asarray(res.predict()), stats.norm.cdf(lin), rtol=1e-12)
+    assert "Binomial (probit)" in str(res.summary())
+    sim = res.simulate(nrep=400, random_state=1)
+    n = mod.arrays.ntrials
+    assert np.all((sim >= 0) & (sim <= n[:, None]))
+    # E[y] = N E_u Phi(eta + u) = N Phi(eta / sqrt(1 + nu)), to the simulation noise:
+    # Var y = E Var(y | u) + Var E(y | u) <= N / 4 + N^2 / 4 per draw and row.
+    sd = np.sqrt((n + n**2) / 4 / 400)
+    nu = res.params["herd"]
+    marginal = n * stats.norm.cdf(lin / np.sqrt(1 + nu))  # E_u Phi(eta + u), u ~ N(0, nu)
+    assert np.all(np.abs(sim.mean(axis=1) - marginal) <= 5 * sd)
+    for r in (res.resid_pearson, res.resid_deviance, res.resid_response):
+        assert np.all(np.isfinite(np.asarray(r)))
+    assert np.all(np.isfinite(res.resid_quantile(nsim=50, random_state=2)))
+    from statsmodels.genmod.bayes_mixed_glm import BinomialBayesMixedGLM
+
+    d = cbpp_r.assign(y=(cbpp_r["incidence"] > 0).astype(float))
+    bayes = BinomialBayesMixedGLM.from_formula("y ~ C(period)", {"herd": "0 + C(herd)"},
+                                               d).fit_vb()
+    with pytest.raises(ValueError, match=r"other: this model has the probit link, and "
+                                         r"statsmodels' BinomialBayesMixedGLM fits the logit "
+                                         r"link only"):
+        glmm_sm.compare(res, bayes)

@@ -315,8 +315,8 @@ def _check_nested(full, red):
         raise ValueError(f"the models are not nested: reduced has {red.nobs} observations, "
                          f"full {full.nobs} (fit both to the same rows)")
     if red.code != full.code:
-        names = {0: "binomial (logit)", 1: "Poisson", 10: "binomial (probit)",
-                 11: "binomial (cloglog)"}
+        names = {0: "binomial (Logit link)", 1: "Poisson", 10: "binomial (Probit link)",
+                 11: "binomial (CLogLog link)"}
         raise ValueError(f"the models are not nested: reduced is {names[red.code]}, full "
                          f"{names[full.code]}")
     for what, a, b in (("observation weights (or binomial trials)", red.wn, full.wn),

@@ -17,9 +17,9 @@ and the log-density ``w [y log F(eta) + (N - y) log(1 - F(eta))]``.  Its derivat
 is no longer ``w (y - c'(eta))`` and minus its second derivative (the observed information
 that the canonical form's ``w c''(eta)`` stands for) depends on ``y``:
 :func:`link_terms` gives the three per observation, and :func:`link_info_derivative` the
-derivative of the information (what the Laplace score needs in place of the cumulant's third derivative).  Both
-use ``log Phi`` (``scipy.special.log_ndtr``) and ``log(1 - e^-mu)`` in forms that stay exact
-for ``|eta|`` in the hundreds.
+derivative of the information (what the Laplace score needs in place of the cumulant's
+third derivative).  Both use ``log Phi`` (``scipy.special.log_ndtr``) and ``log(1 - e^-mu)``
+in forms that stay exact for ``|eta|`` in the hundreds.
 """
 
 from __future__ import annotations

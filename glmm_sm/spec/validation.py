@@ -213,8 +213,9 @@ def proportion_response(binomial, endog, weights):
             "weights: with a proportion response the weights are the numbers of trials (R's "
             "glm convention) and must be non-negative integers with endog * weights an "
             "integer number of successes; found (endog, weights) = "
-            + ", ".join(f"({y[k]:g}, {w[k]:g})" for k in i) + ". Write the response as two columns 'successes + failures' "
-            "instead, or use weights for likelihood weights with a 0/1 response")
+            + ", ".join(f"({y[k]:g}, {w[k]:g})" for k in i)
+            + ". Write the response as two columns 'successes + failures' instead, or use "
+            "weights for likelihood weights with a 0/1 response")
     succ = np.round(succ)
     return Response(np.column_stack([succ, np.round(w) - succ]), None)
 
