@@ -13,7 +13,8 @@
   Bernoulli (salamander, crossed effects) and binomial with trials (cbpp), frozen and moving
   draws, the numba and numpy kernels, and the deterministic quadrature engine
   (``sampler="quadrature"``, Rao-Blackwellized kernel) on one grouping factor and on nested
-  herd and observation effects.
+  herd and observation effects, and the Rao-Blackwellized sampling engine on crossed
+  factors with observations on no integrated level; the Laplace score and ``du/dtheta``.
 * **Identities**: the cloglog binomial with trials is the "any event" model of Poisson
   counts with exposure; the probit and logit fits agree after the usual scaling.
 * **Exact references** by adaptive Gauss-Hermite quadrature (``tests/aghq.py``, written
@@ -226,6 +227,36 @@ def test_quadrature_engine_derivatives_are_exact(cbpp_r, link, terms):
     _check_ridders(f"quadrature {link} {terms}", fd, err, ev.gradient, "gradient")
     fd, err = ridders(lambda t: eng.evaluate(t).gradient, theta, h0)
     _check_ridders(f"quadrature {link} {terms}", fd, err, ev.hessian, "Hessian")
+
+
+@pytest.mark.parametrize("link", ["probit", "cloglog"])
+def test_rao_blackwellized_sampling_engine_derivatives_are_exact(link):
+    """Crossed factors ``a`` and ``b`` with ``b``'s effect only where ``z = 1``: ``b`` is
+    integrated by quadrature given the sampled ``a`` effects, and the rows with ``z = 0``
+    load on no integrated level (the kernel's "free" observations), so both of the RB
+    kernel's per-observation paths carry the link."""
+    rng = np.random.default_rng(4)
+    A, B = 12, 30
+    d = pd.DataFrame({"a": np.repeat(np.arange(A), B), "b": np.tile(np.arange(B), A)})
+    d["z"] = (rng.random(len(d)) < 0.7).astype(float)
+    d["x"] = rng.normal(size=len(d))
+    eta = (0.2 + 0.5 * d["x"] + rng.normal(0, 0.8, A)[d["a"]]
+           + d["z"] * rng.normal(0, 0.8, B)[d["b"]])
+    d["y"] = (rng.random(len(d)) < stats.norm.cdf(eta)).astype(float)
+    mod = MonteCarloGLMM.from_formula("y ~ x", {"a": "0 + C(a)", "b": "0 + C(b):z"}, d,
+                                      family=_family(link))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = mod.fit(random_state=1, disp=False, rao_blackwell=True)
+    eng = res.engine
+    assert type(eng).__name__ == "RBEngine" and len(eng.structure.free_obs) > 100
+    theta = np.asarray(res.params, dtype=float) * 1.05
+    ev = eng.evaluate(theta)
+    h0 = 1e-2 * np.maximum(np.abs(theta), 0.1)
+    fd, err = ridders(lambda t: eng.evaluate(t, derivs=False).value, theta, h0)
+    _check_ridders(f"RB {link}", fd, err, ev.gradient, "gradient")
+    fd, err = ridders(lambda t: eng.evaluate(t).gradient, theta, h0)
+    _check_ridders(f"RB {link}", fd, err, ev.hessian, "Hessian")
 
 
 # ------------------------------------------------------------------ identities
