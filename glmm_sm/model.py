@@ -28,9 +28,10 @@ from glmm_sm.spec.design import (
     checked_design,
     vc_design_from_formulas,
 )
-from glmm_sm.spec.families import resolve_family
+from glmm_sm.spec.families import is_binomial_family, resolve_family
 from glmm_sm.spec.formula_checks import (
     categorical_response,
+    cbind_response,
     check_fixed_formula,
     check_formula_text,
     no_random_effects,
@@ -46,6 +47,7 @@ from glmm_sm.spec.validation import (
     column,
     exposure_vector,
     observation_weights,
+    proportion_response,
     vector,
 )
 
@@ -147,7 +149,9 @@ class MonteCarloGLMM(LikelihoodModel):
         self.data.__class__ = SAFE_DATA.get(type(self.data), type(self.data))
         n = self.endog.shape[0]
         X = checked_exog(self.exog, list(self.exog_names))
-        fam, y, ntrials = resolve_family(family, self.endog)
+        # R's glm convention: a proportion response with the trials as weights.
+        endog, weights = proportion_response(is_binomial_family(family), self.endog, weights)
+        fam, y, ntrials = resolve_family(family, endog)
         self.design = checked_design(exog_vc, ident, vcp_names, vc_names, n,
                                      list(self.exog_names), cov_terms)
         weights = observation_weights(weights, n)
@@ -244,6 +248,7 @@ class MonteCarloGLMM(LikelihoodModel):
         if not isinstance(data, pd.DataFrame):
             raise TypeError(f"data must be a pandas DataFrame; got {type(data).__name__}")
         check_formula_text(formula)
+        formula = cbind_response(formula)
         data = checked_frame(data, formula, vc_formulas)
         full_formula = formula
         vterms = vector_terms(formula, data)

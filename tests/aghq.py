@@ -1,16 +1,19 @@
 """Exact maximum likelihood for a GLMM with one random intercept per cluster, by adaptive
 Gauss-Hermite quadrature (AGHQ).  Plain numpy/scipy, written independently of ``glmm_sm``.
 
-Model: ``y_ij | u_i ~ f(. ; eta_ij)`` with ``eta_ij = x_ij' beta + u_i``, canonical link,
+Model: ``y_ij | u_i ~ f(. ; eta_ij)`` with ``eta_ij = x_ij' beta + u_i``, canonical link (or,
+for the binomial families, the probit or complementary log-log link: see :func:`obs_terms`),
 ``u_i ~ N(0, nu)`` independent.  The likelihood is a product of one-dimensional integrals
 
     L_i(beta, nu) = int exp(g_i(u)) du,
     g_i(u) = sum_j [y_ij (x_ij' beta + u) - c(x_ij' beta + u)] - u^2 / (2 nu) - log(2 pi nu) / 2
 
-(family constants ``log C(n, y)`` / ``-log y!`` added separately).  ``g_i`` is strictly
-concave.  Per cluster: its mode ``u_i`` (safeguarded Newton inside a bracket that must hold
-the root, see :func:`_modes`), its curvature ``h_i = -g_i''(u_i)``, and then with the K
-Gauss-Hermite nodes ``x_k`` and weights ``w_k`` (for ``int e^{-x^2} f(x) dx``),
+(family constants ``log C(n, y)`` / ``-log y!`` added separately; with a non-canonical link
+the bracket holds ``y log F(eta) + (n - y) log(1 - F(eta))``).  ``g_i`` is strictly
+concave (``F`` and ``1 - F`` are log-concave for the three binomial links).  Per cluster:
+its mode ``u_i`` (safeguarded Newton inside a bracket that must hold the root, see
+:func:`_modes`), its curvature ``h_i = -g_i''(u_i)``, and then with the K Gauss-Hermite
+nodes ``x_k`` and weights ``w_k`` (for ``int e^{-x^2} f(x) dx``),
 
     L_i ~= s_i sum_k w_k exp(x_k^2 + g_i(u_i + s_i x_k)),   s_i = sqrt(2 / h_i).
 
@@ -32,6 +35,8 @@ from scipy import optimize, special
 __all__ = ["AGHQResult", "RandomInterceptGLMM", "glm_beta"]
 
 FAMILIES = ("bernoulli", "binomial", "poisson")
+LINKS = {"bernoulli": ("logit", "probit", "cloglog"), "binomial": ("logit", "probit", "cloglog"),
+         "poisson": ("log",)}
 LOG_2PI = np.log(2.0 * np.pi)
 #: A fit succeeds when the remaining Newton step is at most this many standard errors.
 STEP_TOL = 1e-6
@@ -47,6 +52,39 @@ def cumulants(family, eta, trials):
         return mu, mu, mu
     p = special.expit(eta)
     return trials * np.logaddexp(0.0, eta), trials * p, trials * p * special.expit(-eta)
+
+
+def obs_terms(family, link, eta, y, trials):
+    """Per observation: the log-density without constants, its first derivative in ``eta``
+    and minus its second derivative (the observed information), elementwise.
+
+    Canonical links give ``y eta - c``, ``y - c'`` and ``c''``.  Probit: with
+    ``lam(x) = phi(x) / Phi(x)``, ``d log Phi(x) = lam(x)`` and
+    ``-d^2 log Phi(x) = lam(x) (x + lam(x))``; ``1 - Phi(eta) = Phi(-eta)``.  Complementary
+    log-log, ``F = 1 - exp(-mu)``, ``mu = e^eta``: ``log(1 - F) = -mu``, ``d log F = mu /
+    (e^mu - 1)`` and ``-d^2 log F = mu (mu e^mu - e^mu + 1) / (e^mu - 1)^2``.
+    """
+    if link in ("logit", "log"):
+        c, c1, c2 = cumulants(family, eta, trials)
+        return y * eta - c, y - c1, c2
+    f = trials - y
+    if link == "probit":
+        def lam(x):
+            return np.exp(special.log_ndtr(x) * -1.0 - 0.5 * x * x - 0.5 * LOG_2PI)
+        a, b = lam(eta), lam(-eta)
+        ll = y * special.log_ndtr(eta) + f * special.log_ndtr(-eta)
+        return ll, y * a - f * b, y * a * (eta + a) + f * b * (b - eta)
+    mu = np.exp(np.minimum(eta, 700.0))
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        em1 = np.expm1(mu)
+        d1 = np.where(mu > 700.0, 0.0, mu / em1)
+        # mu e^mu - e^mu + 1 = (mu - 1) em1 + mu: its Taylor series mu^2/2 + mu^3/3 + ...
+        # where the two parts cancel.
+        num = np.where(mu < 1e-4, mu * mu * (0.5 + mu / 3.0 + mu * mu / 8.0),
+                       (mu - 1.0) * em1 + mu)
+        d2 = np.where(mu > 700.0, 0.0, mu * (num / em1) / em1)
+        lp = np.where(mu > 1.0, np.log1p(-np.exp(-mu)), np.log(-np.expm1(-mu)))
+    return y * lp - f * mu, y * d1 - f * mu, y * d2 + f * mu
 
 
 def log_constant(family, y, trials):
@@ -115,11 +153,17 @@ class RandomInterceptGLMM:
         Binomial trials (default 1).
     n_nodes : int
         Gauss-Hermite nodes per cluster.
+    link : {"logit", "probit", "cloglog", "log"}, optional
+        Default the canonical link (logit, or log for Poisson).
     """
 
-    def __init__(self, y, X, groups, family, trials=None, n_nodes=60):
+    def __init__(self, y, X, groups, family, trials=None, n_nodes=60, link=None):
         if family not in FAMILIES:
             raise ValueError(f"family must be one of {FAMILIES}; got {family!r}")
+        link = link or LINKS[family][0]
+        if link not in LINKS[family]:
+            raise ValueError(f"link must be one of {LINKS[family]}; got {link!r}")
+        self.link = link
         X = np.asarray(X, dtype=float)
         y = np.asarray(y, dtype=float)
         if X.ndim != 2 or y.shape != (X.shape[0],) or len(groups) != len(y):
@@ -147,8 +191,9 @@ class RandomInterceptGLMM:
 
     def _mode_derivs(self, eta0, u, nu):
         """``g'(u)`` and ``g''(u)`` per cluster (``u`` one value per cluster)."""
-        _, c1, c2 = cumulants(self.family, eta0 + u[self.codes], self.trials)
-        return self._csum(self.y - c1) - u / nu, -self._csum(c2) - 1.0 / nu
+        _, d1, info = obs_terms(self.family, self.link, eta0 + u[self.codes], self.y,
+                                self.trials)
+        return self._csum(d1) - u / nu, -self._csum(info) - 1.0 / nu
 
     def _modes(self, eta0, nu, tol=1e-13, maxiter=200):
         """Conditional modes of the random intercepts and the curvature ``h = -g''``.
@@ -200,8 +245,8 @@ class RandomInterceptGLMM:
         s = np.sqrt(2.0 / h)
         u = u_hat[:, None] + s[:, None] * self.nodes[None, :]
         eta = eta0[:, None] + u[self.codes]
-        c, _, _ = cumulants(self.family, eta, self.trials[:, None])
-        g = self._csum(self.y[:, None] * eta - c) - u**2 / (2 * nu) - 0.5 * (LOG_2PI + np.log(nu))
+        ll, _, _ = obs_terms(self.family, self.link, eta, self.y[:, None], self.trials[:, None])
+        g = self._csum(ll) - u**2 / (2 * nu) - 0.5 * (LOG_2PI + np.log(nu))
         a = g + self.log_w[None, :]
         log_l = np.log(s) + special.logsumexp(a, axis=1)
         v = np.exp(a - special.logsumexp(a, axis=1, keepdims=True))
@@ -216,8 +261,7 @@ class RandomInterceptGLMM:
         """Complete-data scores ``G`` (J, p+1, K) at every node, ``v``, ``u``, ``c''``."""
         _, nu = self._split(params)
         _, u, v, eta = self.quadrature(params)
-        _, c1, c2 = cumulants(self.family, eta, self.trials[:, None])
-        r = self.y[:, None] - c1
+        _, r, c2 = obs_terms(self.family, self.link, eta, self.y[:, None], self.trials[:, None])
         G_beta = self._csum(self.X[:, :, None] * r[:, None, :])
         G_nu = (u**2 / nu - 1.0) / (2.0 * nu)
         return np.concatenate([G_beta, G_nu[:, None, :]], axis=1), v, u, c2
@@ -251,7 +295,8 @@ class RandomInterceptGLMM:
             scipy's gradient tolerance on the ``(beta, log nu)`` scale.
         """
         if start is None:
-            start = np.r_[glm_beta(self.y, self.X, self.family, self.trials), 1.0]
+            start = np.r_[glm_beta(self.y, self.X, self.family, self.trials, link=self.link),
+                          1.0]
         start = np.asarray(start, dtype=float)
         res = optimize.minimize(self._objective, np.r_[start[:-1], np.log(start[-1])],
                                 jac=True, hess=self._objective_hess, method="trust-exact",
@@ -297,18 +342,21 @@ class RandomInterceptGLMM:
                           nit=int(res.nit), message=str(res.message))
 
 
-def glm_beta(y, X, family, trials=None, tol=1e-12, maxiter=100):
+def glm_beta(y, X, family, trials=None, tol=1e-12, maxiter=100, link=None):
     """The GLM (no random effect) MLE of beta by Newton's method, a start for :meth:`fit`."""
     y, X = np.asarray(y, dtype=float), np.asarray(X, dtype=float)
     trials = np.ones_like(y) if trials is None else np.asarray(trials, dtype=float)
+    link = link or LINKS[family][0]
     if family == "poisson":
         z = np.log(y + 0.5)
     else:
-        z = special.logit((y + 0.5) / (trials + 1.0))
+        pr = (y + 0.5) / (trials + 1.0)
+        z = {"logit": special.logit, "probit": special.ndtri,
+             "cloglog": lambda q: np.log(-np.log1p(-q))}[link](pr)
     beta = np.linalg.lstsq(X, z, rcond=None)[0]
     for _ in range(maxiter):
-        _, c1, c2 = cumulants(family, X @ beta, trials)
-        step = np.linalg.solve((X * c2[:, None]).T @ X, X.T @ (y - c1))
+        _, d1, info = obs_terms(family, link, X @ beta, y, trials)
+        step = np.linalg.solve((X * info[:, None]).T @ X, X.T @ d1)
         beta = beta + step
         if np.max(np.abs(step)) <= tol * (1.0 + np.max(np.abs(beta))):
             break

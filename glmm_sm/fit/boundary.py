@@ -33,6 +33,7 @@ import numpy as np
 from scipy import sparse
 
 from glmm_sm.fit.information import information_errors
+from glmm_sm.spec.compat import sm_family
 
 __all__ = ["BOUNDARY_NU", "BOUNDARY_Z", "BoundaryEvidence", "BoundaryView", "boundary_view",
            "at_boundary", "reduced_model",
@@ -113,7 +114,7 @@ def glm_fit(model):
         n = a.ntrials
         ok = n > 0
         endog = np.where(ok, a.y / np.where(ok, n, 1.0), 0.0)
-        glm = sm.GLM(endog, a.X, family=sm.families.Binomial(), offset=a.offset,
+        glm = sm.GLM(endog, a.X, family=sm_family(a.family), offset=a.offset,
                      var_weights=w * n)
     else:
         glm = sm.GLM(a.y, a.X, family=sm.families.Poisson(), offset=a.offset, var_weights=w)
@@ -123,10 +124,11 @@ def glm_fit(model):
     beta = np.asarray(fit.params, dtype=float)
     eta = a.X @ beta + a.offset
     wn = w * a.ntrials
-    info = (a.X.T * (wn * a.family.variance(eta))) @ a.X
+    ll, _, h = a.family.obs_terms(eta, w * a.y, wn)
+    info = (a.X.T * h) @ a.X
     # No pseudo-inverse: NaN where the information is singular (separated data).
     cov = information_errors(-info).cov
-    value = float(np.sum(w * a.y * eta - wn * a.family.cumulant(eta)))
+    value = float(np.sum(ll))
     return beta, cov, value, bool(fit.converged)
 
 
@@ -262,8 +264,7 @@ def _glm_scores(model, beta, drop):
     fam = a.family
     w = a.weights
     eta = a.X @ beta + a.offset
-    r = w * (a.y - a.ntrials * fam.mean(eta))
-    c = w * a.ntrials * fam.variance(eta)
+    _, r, c = fam.obs_terms(eta, w * a.y, w * a.ntrials)
     out = []
     for t in drop:
         Zt = model.exog_vc[:, np.flatnonzero(model.ident == t)]
@@ -313,8 +314,7 @@ class _ScorePass:
     def _chunks(self, params, max_draws=None):
         fam, wy, wn = self.fam, self.wy, self.wn
         for _, eta, v, sc in self.engine.weighted_draws(params, self.chunk, max_draws):
-            R = wy[:, None] - wn[:, None] * fam.mean(eta)
-            C = wn[:, None] * fam.variance(eta)
+            _, R, C = fam.obs_terms(eta, wy[:, None], wn[:, None])
             yield self.A @ R, -(self.A2 @ C), v, sc
 
     def _moments(self, params, max_draws=None):

@@ -37,6 +37,7 @@ def compare(res, other, labels=None):
     on fixed effects, SD 1 on log SDs), not the likelihood.
     """
     first = _estimates(res)
+    _check_link(res, other)
     second = _estimates(other)
     labels = labels or ("MCLA", _label(other))
     if labels[0] == labels[1]:
@@ -47,6 +48,21 @@ def compare(res, other, labels=None):
     diff = (table[(labels[1], "estimate")] - table[(labels[0], "estimate")])
     table[("difference", "in SE")] = diff / table[(labels[0], "se")]
     return table
+
+
+def _check_link(res, other):
+    """statsmodels' Bayesian mixed GLMs have the canonical links only: a fit with another
+    link estimates different parameters, and is refused."""
+    if hasattr(getattr(other, "_results", other), "mcse_cov"):
+        return
+    fam = getattr(getattr(getattr(res, "_results", res), "model", None), "family_kind", None)
+    if fam is not None and not fam.canonical:
+        raise ValueError(
+            f"other: this model has the {fam.link_name} link, and statsmodels' "
+            f"{type(getattr(other, 'model', other)).__name__} fits the logit link only (it "
+            "has no probit or cloglog mixed GLM), so their estimates are not on the same "
+            "scale; compare with a MonteCarloGLMM fit (e.g. the same model with the logit "
+            "link)")
 
 
 def _label(obj):

@@ -255,7 +255,7 @@ def _glmm_side(res):
         for i, t in enumerate(u):
             param_of[comps[t]] = (mod.vcp_names[_cov_param_index(design.cov, ui, i, i)]
                                   if len(u) > 1 else mod.vcp_names[design.cov.param_ptr[ui]])
-    return SimpleNamespace(code=a.family.code, wy=a.weights * a.y, wn=a.weights * a.ntrials,
+    return SimpleNamespace(code=a.family.kernel, wy=a.weights * a.y, wn=a.weights * a.ntrials,
                            offset=a.offset, X=a.X, fe_names=list(mod.exog_names),
                            vcp_names=comps, Z=mod.exog_vc, ident=mod.ident,
                            nobs=a.nobs, covs=covs, param_of=param_of)
@@ -267,9 +267,13 @@ def _cov_param_index(cov, ui, i, j):
 
 
 def _glm_family_code(glm_model):
-    """0 for a binomial GLM with the logit link, 1 for Poisson with the log link, else None
-    (the link is checked by its values: any class computing the canonical link passes)."""
+    """0 for a binomial GLM with the logit link, 1 for Poisson with the log link, the kernel
+    code of :data:`glmm_sm.spec.families.LINK_CODES` for a binomial GLM with the probit or
+    complementary log-log link, else None (the link is checked by its values: any class
+    computing the link passes)."""
     from statsmodels.genmod import families
+
+    from glmm_sm.spec.families import LINK_CODES
 
     fam = glm_model.family
     p = np.array([0.1, 0.5, 0.8])
@@ -277,6 +281,10 @@ def _glm_family_code(glm_model):
         values = np.asarray(fam.link(p), dtype=float)
     if isinstance(fam, families.Binomial) and np.allclose(values, np.log(p / (1 - p))):
         return 0
+    if isinstance(fam, families.Binomial) and np.allclose(values, stats.norm.ppf(p)):
+        return LINK_CODES["probit"]
+    if isinstance(fam, families.Binomial) and np.allclose(values, np.log(-np.log1p(-p))):
+        return LINK_CODES["cloglog"]
     if isinstance(fam, families.Poisson) and np.allclose(values, np.log(p)):
         return 1
     return None
@@ -290,7 +298,7 @@ def _glm_side(res, family):
     if code is None:
         raise ValueError(f"reduced: a GLM with family {type(glm.family).__name__} and link "
                          f"{type(glm.family.link).__name__} is not nested in a GLMM with "
-                         f"the {family.name} family and its canonical link")
+                         f"the {family.name} family and the {family.link_name} link")
     w = np.asarray(glm.var_weights, dtype=float) * np.asarray(glm.freq_weights, dtype=float)
     n = np.asarray(glm.n_trials, dtype=float) * np.ones(len(w))
     y = np.asarray(glm.endog, dtype=float)
@@ -307,7 +315,8 @@ def _check_nested(full, red):
         raise ValueError(f"the models are not nested: reduced has {red.nobs} observations, "
                          f"full {full.nobs} (fit both to the same rows)")
     if red.code != full.code:
-        names = {0: "binomial", 1: "Poisson"}
+        names = {0: "binomial (Logit link)", 1: "Poisson", 10: "binomial (Probit link)",
+                 11: "binomial (CLogLog link)"}
         raise ValueError(f"the models are not nested: reduced is {names[red.code]}, full "
                          f"{names[full.code]}")
     for what, a, b in (("observation weights (or binomial trials)", red.wn, full.wn),
@@ -377,7 +386,7 @@ def _reduced_llf(res, side, arrays):
     # A GLM: its kernel at its own linear predictor plus the constants of the (same)
     # response, so that the scale is the GLMM's whatever the GLM's binomial coding.
     eta = side.X @ np.asarray(res.params, dtype=float) + side.offset
-    value = float(np.sum(side.wy * eta - side.wn * arrays.family.cumulant(eta)))
+    value = float(np.sum(arrays.family.obs_terms(eta, side.wy, side.wn)[0]))
     return value + arrays.family.log_constant(arrays.y, arrays.ntrials, arrays.weights), 0.0
 
 

@@ -224,7 +224,8 @@ def prediction_offset(res, new, n, offset=None, exposure=None):
     if exposure is not None:
         if mod.family_kind.code != 1:
             raise ValueError(f"exposure: only a log-link (Poisson) model takes an exposure; "
-                             f"this is a {mod.family_kind.name} model with the logit link "
+                             f"this is a {mod.family_kind.name} model with the "
+                             f"{mod.family_kind.link_name} link "
                              "(give binomial trials as the response's second column, or an "
                              "offset)")
         exposure = _per_row(exposure, n, "exposure")

@@ -152,9 +152,10 @@ class ExactGLM:
         a = self.a
         eta = a.X @ theta + a.offset
         w, fam = a.weights, a.family
-        value = float(np.sum(w * a.y * eta - w * a.ntrials * fam.cumulant(eta)))
-        grad = a.X.T @ (w * (a.y - a.ntrials * fam.mean(eta)))
-        H = -(a.X.T * (w * a.ntrials * fam.variance(eta))) @ a.X
+        ll, r, h = fam.obs_terms(eta, w * a.y, w * a.ntrials)
+        value = float(np.sum(ll))
+        grad = a.X.T @ r
+        H = -(a.X.T * h) @ a.X
         return Evaluation(value, grad, H, np.zeros_like(H), np.array([np.inf]),
                           np.array([value]))
 

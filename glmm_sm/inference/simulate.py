@@ -29,7 +29,6 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.special import expit
 
 from glmm_sm.core.random import as_seed_sequence, child_seed, generator
 
@@ -80,7 +79,7 @@ def simulate(res, nrep=1, random_state=None):
     eta = (a.X @ beta + a.offset)[:, None] + np.asarray(a.Z @ U)
     if a.family.is_binomial:
         trials = np.rint(a.ntrials).astype(np.int64)
-        y = rng.binomial(trials[:, None], expit(eta))
+        y = rng.binomial(trials[:, None], a.family.mean(eta))
     else:
         lam = np.exp(np.minimum(eta, 700.0))
         if lam.max(initial=0.0) > _POISSON_MEAN_MAX:

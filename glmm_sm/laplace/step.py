@@ -446,7 +446,11 @@ def mode_derivatives(system: BlockSystem, beta, nu, mode: ModeResult, nu_derivs=
 
 
 def _third_cumulant(data, eta, h):
-    """``w c3(eta)`` (third derivative of the cumulant) from ``h = w c''(eta)``."""
+    """``w c3(eta)`` (third derivative of the cumulant) from ``h = w c''(eta)``; for a
+    non-canonical link the derivative of the observed information ``h`` in ``eta``
+    (:meth:`glmm_sm.spec.families.Family.info_derivative`)."""
+    if not data.family.canonical:
+        return data.family.info_derivative(eta, data.wy, data.wn)
     if data.family.code == 0:
         # c3 = c'' (1 - 2 expit(eta)) = -c'' tanh(eta / 2), for any number of trials.
         return -h * np.tanh(0.5 * eta)
@@ -515,12 +519,11 @@ def glm_start(data: LayoutData, maxiter=50):
     def objective(gm):
         eta = Xw @ gm + data.offset
         with np.errstate(over="ignore", invalid="ignore"):
-            return np.sum(data.wy * eta - data.wn * fam.cumulant(eta)), eta
+            return np.sum(fam.obs_terms(eta, data.wy, data.wn)[0]), eta
 
     val, eta = objective(gamma)
     for _ in range(maxiter):
-        r = data.wy - data.wn * fam.mean(eta)
-        h = data.wn * fam.variance(eta)
+        _, r, h = fam.obs_terms(eta, data.wy, data.wn)
         H = Xw.T @ (h[:, None] * Xw)
         H += 1e-10 * max(float(np.trace(H)), 1e-300) / max(len(H), 1) * np.eye(len(H))
         g = Xw.T @ r

@@ -235,7 +235,7 @@ class MCLAEngine(EngineBase):
         beta, nu = params[:p], params[p:]
         U, S = moved_draws(self.shift, beta, U, S, j0, j1)
         eta = data.linear_fixed(beta)[:, None] + data.Z @ U
-        ll = data.wy[:, None] * eta - data.wn[:, None] * data.family.cumulant(eta)
+        ll = data.family.obs_terms(eta, data.wy[:, None], data.wn[:, None])[0]
         starts = data.obs_ptr[:-1]
         lfy = np.add.reduceat(ll, starts, axis=0)
         qb = np.diff(data.col_ptr)

@@ -306,7 +306,7 @@ def weight_pass(kernel, data, draws, ranges, params, shift=None, moments=False):
         out = Sums(a, s0, s0sq, np.zeros((B, d)), np.zeros((B, d)), np.zeros((B, d, d)),
                    np.zeros((B, d, d)), np.zeros((B, T)), np.zeros(data.X.shape[0]), sU, sUU,
                    lw)
-        fn(data.family.code, False, design, Draws(U, logf, S), j0, j1, prior, False,
+        fn(data.family.kernel, False, design, Draws(U, logf, S), j0, j1, prior, False,
            np.zeros((B, p, 0)), out)
         yield a, s0, sU, sUU, lw
 
@@ -350,7 +350,7 @@ def partition_sums(kernel, data, draws, ranges, params, derivs=True, shift=None)
                 Gp = shift.prior_scores(U, A)
         out = Sums(rows.a[c], rows.s0[c], rows.s0sq[c], rows.s1[c], rows.s1sq[c], rows.s2[c],
                    rows.s2sq[c], rows.sS[c], hc[c], sU_out, _NONE1, _NONE2)
-        fn(data.family.code, derivs, design, Draws(U, logf, S), j0, j1, prior,
+        fn(data.family.kernel, derivs, design, Draws(U, logf, S), j0, j1, prior,
            shift is not None and bool(derivs), Gp, out)
     sc = _scales(rows.a)
     out = rows.combine()

@@ -93,7 +93,8 @@ def _header(res, mcse, bse, yname=None):
     laplace = mcse is None
     gleft = [
         ("Dep. Variable:", [res.response_label if yname is None else yname]),
-        ("Family:", [mod.family_kind.name.capitalize()]),
+        ("Family:", [mod.family_kind.name.capitalize() + (
+            "" if mod.family_kind.canonical else f" ({mod.family_kind.link_name})")]),
         ("Method:", ["Laplace approximation" if laplace
                      else "Monte Carlo likelihood approx."]),
         ("No. Observations:", [f"{int(res.nobs)}"]),

@@ -144,9 +144,7 @@ class LayoutData:
         return self.X @ beta + self.offset
 
     def loglik_terms(self, eta):
-        """Per-observation ``w (y eta - c(eta))``, ``w (y - c'(eta))`` and ``w c''(eta)``."""
-        fam = self.family
-        ll = self.wy * eta - self.wn * fam.cumulant(eta)
-        r = self.wy - self.wn * fam.mean(eta)
-        h = self.wn * fam.variance(eta)
-        return ll, r, h
+        """Per-observation ``w (y eta - c(eta))``, ``w (y - c'(eta))`` and ``w c''(eta)``
+        (for a non-canonical link the log-density, its derivative in ``eta`` and minus its
+        second derivative: :meth:`glmm_sm.spec.families.Family.obs_terms`)."""
+        return self.family.obs_terms(eta, self.wy, self.wn)

@@ -75,7 +75,11 @@ SAFE_DATA = {PandasData: _SafePandasData, ModelData: _SafeModelData}
 
 
 def sm_family(fam):
-    """The statsmodels family object of a family kind (Binomial or Poisson)."""
+    """The statsmodels family object of a family kind (Binomial, with its link, or Poisson)."""
     from statsmodels.genmod import families as smf
 
-    return smf.Poisson() if fam.code == 1 else smf.Binomial()
+    if fam.code == 1:
+        return smf.Poisson()
+    links = {"probit": smf.links.Probit, "cloglog": smf.links.CLogLog}
+    return smf.Binomial(link=links[fam.link_name]()) if fam.link_name in links else \
+        smf.Binomial()

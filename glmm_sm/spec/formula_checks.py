@@ -24,7 +24,7 @@ import scipy.sparse as sp
 from glmm_sm.spec.compat import FORMULA_ERRORS
 
 __all__ = ["check_vc_formula", "check_vc_columns", "check_formula_text", "check_fixed_formula",
-           "no_random_effects", "check_new_data"]
+           "no_random_effects", "check_new_data", "cbind_response"]
 
 def check_vc_formula(label, formula):
     """Refuse lme4's bar inside a variance-component formula."""
@@ -120,6 +120,40 @@ def check_formula_text(formula):
         raise ValueError(f"formula {formula!r}: the '(' at position {i} "
                          f"({formula[i:i + 20]!r}) is never closed; a random-effect term is "
                          "written (1 | g), with both parentheses")
+
+
+_CBIND = re.compile(r"\s*cbind\s*\((.*)\)\s*", re.DOTALL)
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def cbind_response(formula):
+    """``formula`` with lme4's binomial response ``cbind(successes, failures) ~ ...``
+    rewritten as the two-column response ``successes + failures ~ ...`` that the formula
+    engine reads (an argument that is not a plain column name, e.g. ``size - incidence``,
+    becomes ``I(size - incidence)``); other formulas are returned unchanged.
+
+    Raises ``ValueError`` naming the term when ``cbind`` does not have exactly two
+    arguments.
+    """
+    lhs, sep, rhs = formula.partition("~")
+    m = _CBIND.fullmatch(lhs)
+    if m is None:
+        return formula
+    args, depth, cur = [], 0, ""
+    for ch in m.group(1):
+        if ch == "," and depth == 0:
+            args.append(cur.strip())
+            cur = ""
+            continue
+        depth += (ch == "(") - (ch == ")")
+        cur += ch
+    args.append(cur.strip())
+    if len(args) != 2 or not all(args):
+        raise ValueError(f"formula {formula!r}: the response {lhs.strip()} must have two "
+                         "arguments, cbind(successes, failures), e.g. cbind(incidence, "
+                         "size - incidence)")
+    cols = [a if _NAME.fullmatch(a) else f"I({a})" for a in args]
+    return f"{cols[0]} + {cols[1]} {sep}{rhs}"
 
 
 def check_fixed_formula(formula, fixed):

@@ -91,6 +91,10 @@ def _grouping(expr, bar, group, formula):
     if not g:
         raise ValueError(f"{head} has no grouping factor after the bar; write e.g. "
                          f"({expr or '1'} {bar} g) with g a column of data")
+    if not expr.strip():
+        raise ValueError(f"{head} has nothing before the bar; write (1 {bar} {g}) for a "
+                         f"random intercept per level of {g}, or (1 + x {bar} {g}) to add a "
+                         "random slope of x")
     parts = re.split(r"\s*([:/])\s*", g)
     names = []
     for k, part in enumerate(parts):

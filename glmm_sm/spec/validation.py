@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from collections import namedtuple
+
 import numpy as np
 import pandas as pd
 
 __all__ = ["check_finite", "vector", "as_float", "column", "exposure_vector",
            "observation_weights", "checked_exog", "check_full_rank", "show_values",
            "nonnegative_up_to_rounding", "ROUNDING", "checked_start_params",
-           "check_callable"]
+           "check_callable", "proportion_response", "Response"]
+
+#: A response and observation weights as the family reads them (:func:`proportion_response`).
+Response = namedtuple("Response", "endog weights")
 
 
 def check_finite(values, name):
@@ -161,6 +166,58 @@ def show_values(values, k=3):
     """A few distinct values for an error message: ``-1, -0.5`` (and ``...`` if more)."""
     vals = np.unique(values)
     return ", ".join(f"{v:g}" for v in vals[:k]) + (", ..." if vals.size > k else "")
+
+
+def proportion_response(binomial, endog, weights):
+    """R's ``glm`` convention for a binomial response given as proportions.
+
+    A one-column binomial response in [0, 1] that is not all 0/1 is a proportion: with
+    ``weights`` (the number of trials, as R's ``glm`` and lme4's ``glmer`` read them) it is
+    fitted as ``endog * weights`` successes out of ``weights`` trials, the two-column response
+    ``(successes, failures)`` with unit observation weights (the same likelihood up to the
+    binomial constant); without weights it is refused, naming the forms to write.
+
+    Parameters
+    ----------
+    binomial : bool
+        The family is binomial (Bernoulli).
+    endog : array_like
+    weights : array_like or None
+
+    Returns
+    -------
+    Response
+        ``(endog, weights)``: unchanged unless the proportion convention applied.
+    """
+    y = np.asarray(endog, dtype=float) if binomial else None
+    if y is None or y.ndim == 2 and y.shape[1] != 1:
+        return Response(endog, weights)
+    y = y.reshape(-1)
+    if not np.all(np.isfinite(y)) or np.any((y < 0) | (y > 1)) or np.all((y == 0) | (y == 1)):
+        return Response(endog, weights)
+    frac = y[(y != 0) & (y != 1)]
+    if weights is None:
+        raise ValueError(
+            f"endog: a binomial response is 0/1 or successes out of trials; found proportions "
+            f"({show_values(frac)}). Give the numbers of trials as weights= (R's glm "
+            "convention: endog * weights successes out of weights trials), or write the "
+            "response as two columns 'successes + failures ~ ...' (lme4's "
+            "cbind(successes, failures) ~ ...)")
+    w = vector(weights, len(y), "weights", default=1.0)
+    succ = y * w
+    bad = (np.abs(succ - np.round(succ)) > 1e-8 * np.maximum(w, 1.0)) | (w < 0) | (
+        np.abs(w - np.round(w)) > 1e-8 * np.maximum(w, 1.0))
+    if bad.any():
+        i = np.flatnonzero(bad)[:3]
+        raise ValueError(
+            "weights: with a proportion response the weights are the numbers of trials (R's "
+            "glm convention) and must be non-negative integers with endog * weights an "
+            "integer number of successes; found (endog, weights) = "
+            + ", ".join(f"({y[k]:g}, {w[k]:g})" for k in i)
+            + ". Write the response as two columns 'successes + failures' instead, or use "
+            "weights for likelihood weights with a 0/1 response")
+    succ = np.round(succ)
+    return Response(np.column_stack([succ, np.round(w) - succ]), None)
 
 
 def observation_weights(weights, n):

@@ -27,6 +27,7 @@ import numpy as np
 
 from glmm_sm.core.constants import HALF_LOG2PI, POISSON_ETA_MAX
 from glmm_sm.mcla.kernels.fastmath import fexp, flog1p_unit
+from glmm_sm.mcla.kernels.links import link_obs_terms
 from glmm_sm.mcla.kernels.records import Span, Work
 
 TILE = 64
@@ -101,6 +102,8 @@ def _tile_loglik(fam, derivs, sp, kt, nt, design, U, work):
                 lfy[kk] += wyi * e - wni * cum
                 rr[kk] = wyi - wni * mu
                 crow[kk] = wni * tt * inv * inv
+        elif fam >= 10:
+            _link_rows(fam, nt, eta, wyi, wni, lfy, rr, crow)
         else:
             for kk in range(nt):
                 e = eta[kk]
@@ -116,6 +119,18 @@ def _tile_loglik(fam, derivs, sp, kt, nt, design, U, work):
                     grow[kk] += rr[kk] * xij
     if n_pr:
         _fold(nt, lfy, pr)
+
+
+@numba.njit(**dict(_FLAGS, inline="always"))
+def _link_rows(code, nt, eta, wyi, wni, lfy, rr, crow):
+    """A non-canonical link's observation (:mod:`glmm_sm.mcla.kernels.links`): ``lfy`` gets
+    its log-density, ``rr`` its derivative in ``eta`` and ``crow`` minus its second
+    derivative (in place of ``w c''``), for each draw of the tile."""
+    for kk in range(nt):
+        ll, r, h = link_obs_terms(code, eta[kk], wyi, wni)
+        lfy[kk] += ll
+        rr[kk] = r
+        crow[kk] = h
 
 
 @numba.njit(**_FLAGS)
@@ -265,7 +280,8 @@ def chunk_sums(fam, derivs, design, draws, k0, k1, prior, shifted, Gp, out):
     Parameters
     ----------
     fam : int
-        0 binomial (Bernoulli), 1 Poisson.
+        0 binomial (Bernoulli), 1 Poisson, or a non-canonical binomial link's code
+        (:data:`glmm_sm.spec.families.LINK_CODES`: 10 probit, 11 cloglog).
     derivs : bool
         Also the score and Hessian sums (else only ``a``, ``s0``, ``s0sq``).
     design : Design

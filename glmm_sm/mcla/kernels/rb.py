@@ -32,6 +32,7 @@ import numpy as np
 
 from glmm_sm.core.constants import HALF_LOG2PI, POISSON_ETA_MAX
 from glmm_sm.mcla.kernels.fastmath import fexp, flog1p_unit, frecip_unit
+from glmm_sm.mcla.kernels.links import link_obs_terms
 from glmm_sm.mcla.kernels.plain import FOLD
 from glmm_sm.mcla.kernels.records import RBSpan, RBState
 
@@ -47,7 +48,11 @@ TILE = 16
 
 @numba.njit(**_INLINE)
 def _obs_terms(fam, eta, wyi, wni):
-    """``(w (y eta - c(eta)), w (y - c'(eta)), w c''(eta))`` of one observation."""
+    """``(w (y eta - c(eta)), w (y - c'(eta)), w c''(eta))`` of one observation (for a
+    non-canonical link, code ``>= 10``: the log-density, its derivative and minus its second
+    derivative, :mod:`glmm_sm.mcla.kernels.links`)."""
+    if fam >= 10:
+        return link_obs_terms(fam, eta, wyi, wni)
     if fam == 0:
         tt = fexp(-abs(eta))
         inv = frecip_unit(1.0 + tt)
@@ -195,6 +200,12 @@ def _level_obs(fam, a, kt, nt, rb, ev, U, state):
                 lq[f] += wyi * e - wni * (max(e, 0.0) + flog1p_unit(tt))
                 rr[f] = wyi - wni * (inv if e >= 0.0 else tt * inv)
                 cij[rl, f] = wni * tt * inv * inv
+        elif fam >= 10:
+            for f in range(F):
+                ll, rf, hf = link_obs_terms(fam, ze[f] + z * alpha[f], wyi, wni)
+                lq[f] += ll
+                rr[f] = rf
+                cij[rl, f] = hf
         else:
             for f in range(F):
                 e = ze[f] + z * alpha[f]

@@ -12,6 +12,7 @@ from scipy.special import expit
 from threadpoolctl import threadpool_limits
 
 from glmm_sm.core.constants import HALF_LOG2PI, POISSON_ETA_MAX
+from glmm_sm.spec.families import link_terms
 
 
 def chunk_sums(fam, derivs, design, draws, k0, k1, prior, shifted, Gp, out):
@@ -62,7 +63,11 @@ def _chunk_sums(fam, derivs, design, draws, k0, k1, prior, shifted, Gp, out):
         rows = np.arange(o0, o1)
         eta = _gather_eta(o0, o1, design, Uc)
         wyb, wnb = wy[rows, None], wn[rows, None]
-        if fam == 0:
+        if fam >= 10:
+            # A non-canonical link: its log-density, derivative and information
+            # (:func:`glmm_sm.spec.families.link_terms`), in the canonical names below.
+            ll_l, r_l, h_l = link_terms(fam, eta, wyb, wnb)
+        elif fam == 0:
             cum = np.logaddexp(0.0, eta)
             mu = expit(eta)
             t = np.exp(-np.abs(eta))
@@ -75,7 +80,8 @@ def _chunk_sums(fam, derivs, design, draws, k0, k1, prior, shifted, Gp, out):
         lfu = (-HALF_LOG2PI * qb - 0.5 * qbt[b] @ lognu) - 0.5 * (Sb[:T] / nu[:, None]).sum(axis=0)
         if len(pc):
             lfu = lfu - pc @ Sb[T:]
-        bk = (wyb * eta - wnb * cum).sum(axis=0) + lfu - logf[b, k0:k1]
+        ll_b = ll_l if fam >= 10 else wyb * eta - wnb * cum
+        bk = ll_b.sum(axis=0) + lfu - logf[b, k0:k1]
         a = bk.max() if bk.size else -np.inf
         _extras(b, c0, c1, bk, a, Uc, out)
         if not a > -np.inf:
@@ -91,7 +97,7 @@ def _chunk_sums(fam, derivs, design, draws, k0, k1, prior, shifted, Gp, out):
             continue
         live = e > 0
         e, e2 = e[live], e[live] ** 2
-        R = (wyb - wnb * mu)[:, live]
+        R = (r_l if fam >= 10 else wyb - wnb * mu)[:, live]
         Gk = np.empty((live.sum(), p + T + len(pc)))
         Gk[:, :p] = R.T @ X[o0:o1]
         if shifted:
@@ -104,6 +110,6 @@ def _chunk_sums(fam, derivs, design, draws, k0, k1, prior, shifted, Gp, out):
         out_s2[b] = (Gk * e[:, None]).T @ Gk
         out_s2sq[b] = (Gk * e2[:, None]).T @ Gk
         out_sS[b] = Sb[:, live] @ e
-        out_hc[o0:o1] = (wnb * var)[:, live] @ e
+        out_hc[o0:o1] = (h_l if fam >= 10 else wnb * var)[:, live] @ e
         if shifted:
             out_sU[c0:c1] = Uc[c0:c1][:, live] @ e

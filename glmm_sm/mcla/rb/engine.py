@@ -114,7 +114,7 @@ class RBEngine(EngineBase):
                          np.zeros((B, T)), np.zeros(n_h), np.zeros((B, d, d)),
                          np.zeros((st.n_levels, 2)), np.zeros(data.q), np.zeros(data.q))
             lw = np.empty((B, K if keep_lw else 0))
-            rb_chunk_sums(data.family.code, blocks, rule, ev_k, draws, 0, K, out, self._state(),
+            rb_chunk_sums(data.family.kernel, blocks, rule, ev_k, draws, 0, K, out, self._state(),
                           lw)
             rows.append(out)
             lws.append(lw if keep_lw else None)
@@ -206,7 +206,7 @@ class RBEngine(EngineBase):
         for k0, k1 in self.ranges:
             draws, ev_k = self._chunk(ev, dv, k0, k1)
             lw = np.empty((self.data.n_blocks, draws.U.shape[1]))
-            rb_log_weights(self.data.family.code, blocks, rule, ev_k, draws, 0,
+            rb_log_weights(self.data.family.kernel, blocks, rule, ev_k, draws, 0,
                            draws.U.shape[1], lw, self._state())
             yield lw
 

@@ -161,17 +161,14 @@ class _Target:
         # Integrated observations: the nodes of each level, centred at m0 + c'v.
         _, eta, lse, pi = quad.posterior(v[:, None], (self.Zi @ v)[:, None])
         eta, lse, pi = eta[..., 0], lse[:, 0], pi[..., 0]
-        r = quad.wy[:, None] - quad.wn[:, None] * fam.mean(eta)
-        h = quad.wn[:, None] * fam.variance(eta)
+        _, r, h = fam.obs_terms(eta, quad.wy[:, None], quad.wn[:, None])
         pi_i = pi[quad.lev]
         f = np.bincount(self.lev_k, lse, nb)
         grad_v = self.Zi.T @ np.sum(pi_i * r, axis=1)
         h_i = np.sum(pi_i * h, axis=1)
         # Free observations.
         eta_f = self.xb_f + self.Zf @ v
-        ll_f = self.wy_f * eta_f - self.wn_f * fam.cumulant(eta_f)
-        r_f = self.wy_f - self.wn_f * fam.mean(eta_f)
-        h_f = self.wn_f * fam.variance(eta_f)
+        ll_f, r_f, h_f = fam.obs_terms(eta_f, self.wy_f, self.wn_f)
         f += np.bincount(self.free_k, ll_f, nb)
         grad_v += self.Zf.T @ r_f
         Hs = (self.Zi.T @ sp.diags(h_i) @ self.Zi + self.Zf.T @ sp.diags(h_f) @ self.Zf).tocoo()
@@ -226,7 +223,7 @@ class LevelQuadrature:
         A = ((self.m0[:, None] + self.C @ u)[:, None, :]
              + self.s[:, None, None] * self.xs[None, :, None])
         eta = (self.xb[:, None] + zu)[:, None, :] + self.za[:, None, None] * A[self.lev]
-        ll = self.wy[:, None, None] * eta - self.wn[:, None, None] * self.fam.cumulant(eta)
+        ll = self.fam.obs_terms(eta, self.wy[:, None, None], self.wn[:, None, None])[0]
         Lj = (self.agg @ ll.reshape(self.lev.size, J * K)).reshape(-1, J, K)
         Lj += self.logw[None, :, None] - 0.5 * A * A / self.nu_a[:, None, None]
         lse = logsumexp(Lj, axis=1)
