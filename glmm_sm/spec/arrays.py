@@ -9,7 +9,7 @@ import scipy.sparse as sp
 
 from glmm_sm.spec.covstruct import CovStructure
 from glmm_sm.spec.design import BlockLayout
-from glmm_sm.spec.families import Family
+from glmm_sm.spec.families import Family, nb_draw_terms
 
 __all__ = ["ModelArrays", "LayoutData"]
 
@@ -119,6 +119,12 @@ class LayoutData:
         """Number of covariance parameters."""
         return self.cov.k_vcp
 
+    @property
+    def k_fam(self) -> int:
+        """Number of the family's own parameters, after the covariance parameters in
+        ``params`` (1, ``alpha``, for the negative binomial)."""
+        return self.family.k_fam
+
     def cross_sums(self, U):
         """Cross sums ``s_ab`` (B, C, K) of draws ``U`` (q, K) in layout order."""
         K = U.shape[1]
@@ -146,6 +152,9 @@ class LayoutData:
     def loglik_terms(self, eta):
         """Per-observation ``w (y eta - c(eta))``, ``w (y - c'(eta))`` and ``w c''(eta)``."""
         fam = self.family
+        if fam.code == 2:  # negative binomial at its alpha: observed -d2/d eta2
+            t = nb_draw_terms(self.wy, self.wn, eta, fam.alpha)
+            return t.ll, t.r, t.h
         ll = self.wy * eta - self.wn * fam.cumulant(eta)
         r = self.wy - self.wn * fam.mean(eta)
         h = self.wn * fam.variance(eta)

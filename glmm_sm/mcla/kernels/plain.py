@@ -26,6 +26,7 @@ import numba
 import numpy as np
 
 from glmm_sm.core.constants import HALF_LOG2PI, POISSON_ETA_MAX
+from glmm_sm.spec.families import NB_SERIES_X
 from glmm_sm.mcla.kernels.fastmath import fexp, flog1p_unit
 from glmm_sm.mcla.kernels.records import Span, Work
 
@@ -60,6 +61,8 @@ def _tile_loglik(fam, derivs, sp, kt, nt, design, U, work):
     for kk in range(nt):
         lfy[kk] = 0.0
         pr[kk] = 1.0
+        work.ga[kk] = 0.0
+        work.gaa[kk] = 0.0
         for j in range(p):
             G[j, kk] = 0.0
     n_pr = 0
@@ -101,6 +104,8 @@ def _tile_loglik(fam, derivs, sp, kt, nt, design, U, work):
                 lfy[kk] += wyi * e - wni * cum
                 rr[kk] = wyi - wni * mu
                 crow[kk] = wni * tt * inv * inv
+        elif fam == 2:
+            _nb_obs(nt, wyi, wni, design.fpar[0], derivs, work, crow, i - o0)
         else:
             for kk in range(nt):
                 e = eta[kk]
@@ -124,6 +129,60 @@ def _fold(nt, lfy, pr):
     for kk in range(nt):
         lfy[kk] -= math.log(pr[kk])
         pr[kk] = 1.0
+
+
+@numba.njit(**_FLAGS)
+def _nb_f(x):
+    """``log(1 + x) - x / (1 + x)``; its power series below ``x = 0.01``
+    (:func:`glmm_sm.spec.families.nb_draw_terms`)."""
+    if x < NB_SERIES_X:
+        ser = 0.0
+        for k in range(9, 1, -1):
+            ser = (ser + (-1.0) ** k * (k - 1) / k) * x
+        return ser * x
+    return math.log1p(x) - x / (1.0 + x)
+
+
+@numba.njit(**_FLAGS)
+def _nb_g(x):
+    """``x^2 / (1 + x)^2 - 2 (log(1 + x) - x / (1 + x))``; its power series below
+    ``x = 0.01``."""
+    if x < NB_SERIES_X:
+        ser = 0.0
+        for k in range(11, 2, -1):
+            ser = (ser + (-1.0) ** k * (k - 1) * (k - 2) / k) * x
+        return ser * x * x
+    return x * x / ((1.0 + x) * (1.0 + x)) - 2.0 * (math.log1p(x) - x / (1.0 + x))
+
+
+@numba.njit(**_FLAGS)
+def _nb_obs(nt, wyi, wni, alpha, derivs, work, crow, r):
+    """One negative binomial observation (row ``r`` of the block) for the tile's draws:
+    adds ``wy eta - (wy + wn / alpha) log(1 + alpha mu)`` to ``lfy`` and, with ``derivs``,
+    sets its residual ``rr`` and observed ``-d2/d eta2`` (``crow``) and ``d2/d eta d alpha``
+    (``work.cpa[r]``) and adds its ``d/d alpha`` and ``d2/d alpha2`` to ``work.ga`` and
+    ``work.gaa`` (the formulas of :func:`glmm_sm.spec.families.nb_draw_terms`)."""
+    eta, lfy, rr, ga, gaa = work.eta, work.lfy, work.rr, work.ga, work.gaa
+    th = 1.0 / alpha
+    if not derivs:
+        for kk in range(nt):
+            e = eta[kk]
+            mu = fexp(min(e, POISSON_ETA_MAX))
+            lfy[kk] += wyi * e - (wyi + wni * th) * math.log1p(alpha * mu)
+        return
+    arow = work.cpa[r]
+    for kk in range(nt):
+        e = eta[kk]
+        mu = fexp(min(e, POISSON_ETA_MAX))
+        x = alpha * mu
+        inv = 1.0 / (1.0 + x)
+        res = wyi - wni * mu
+        lfy[kk] += wyi * e - (wyi + wni * th) * math.log1p(x)
+        rr[kk] = res * inv
+        crow[kk] = (wni + alpha * wyi) * mu * inv * inv
+        arow[kk] = -res * mu * inv * inv
+        ga[kk] += wni * _nb_f(x) * th * th - wyi * mu * inv
+        gaa[kk] += wni * _nb_g(x) * th * th * th + wyi * mu * mu * inv * inv
 
 
 @numba.njit(**_FLAGS)
@@ -152,6 +211,10 @@ def _rescale(sp, sc, out):
     if out_sUU.shape[0]:
         for j in range(c0, c1):
             out_sUU[j] = out_sUU[j] * sc if sc != 0.0 else 0.0
+    if out.saa.shape[0]:  # negative binomial
+        out.saa[b] = out.saa[b] * sc if sc != 0.0 else 0.0
+        for i in range(o0, o1):
+            out.hca[i] = out.hca[i] * sc if sc != 0.0 else 0.0
 
 
 @numba.njit(**_ACC_FLAGS)
@@ -169,7 +232,7 @@ def _accumulate(sp, kt, nt, k0, work, draws, prior, shifted, Gp, out):
     out_sS, out_hc, out_sU = out.sS, out.hc, out.sU
     p = G.shape[0]
     T = nu.shape[0]
-    d = p + T + nc
+    d = out_s1.shape[1]  # p + T + nc, and alpha last for the negative binomial
     for kk in range(nt):
         w = ew[kk]
         if w == 0.0:
@@ -189,6 +252,8 @@ def _accumulate(sp, kt, nt, k0, work, draws, prior, shifted, Gp, out):
             sk = S[b, c, k]
             gk[p + c] = sk
             out_sS[b, c] += w * sk
+        if d > p + T + nc:
+            gk[p + T + nc] = work.ga[kk]
         for j in range(d):
             out_s1[b, j] += w * gk[j]
             out_s1sq[b, j] += w2 * gk[j]
@@ -210,6 +275,23 @@ def _accumulate(sp, kt, nt, k0, work, draws, prior, shifted, Gp, out):
             for kk in range(nt):
                 acc += ew[kk] * urow[kk]
             out_sU[j] += acc
+
+
+@numba.njit(**_ACC_FLAGS)
+def _accumulate_nb(sp, nt, work, out):
+    """Negative binomial: add the tile's weighted ``d2 log f / d eta d alpha`` per
+    observation (``out.hca``) and ``d2 log f / d alpha2`` (``out.saa``) to block ``sp``."""
+    ew, cpa, gaa = work.ew, work.cpa, work.gaa
+    acc = 0.0
+    for kk in range(nt):
+        acc += ew[kk] * gaa[kk]
+    out.saa[sp.b] += acc
+    for i in range(sp.o0, sp.o1):
+        acc = 0.0
+        arow = cpa[i - sp.o0]
+        for kk in range(nt):
+            acc += ew[kk] * arow[kk]
+        out.hca[i] += acc
 
 
 @numba.njit(**_FLAGS)
@@ -248,14 +330,15 @@ def _moments(sp, kt, nt, ew, U, out):
 
 
 @numba.njit(**_FLAGS)
-def _work(obs_ptr, p, n_s):
-    """The kernel's per-tile work arrays."""
+def _work(obs_ptr, p, n_s, nf):
+    """The kernel's per-tile work arrays (``nf``: the family's own parameters)."""
     max_nb = 0
     for b in range(obs_ptr.shape[0] - 1):
         max_nb = max(max_nb, obs_ptr[b + 1] - obs_ptr[b])
     return Work(np.empty(TILE), np.empty(TILE), np.empty(TILE), np.empty(TILE),
                 np.empty(TILE), np.empty((p, TILE)), np.empty((max_nb, TILE)),
-                np.empty(p + n_s), np.empty(TILE))
+                np.empty(p + n_s + nf), np.empty(TILE), np.empty(TILE), np.empty(TILE),
+                np.empty((max_nb if nf else 0, TILE)))
 
 
 @numba.njit(**_FLAGS)
@@ -265,7 +348,9 @@ def chunk_sums(fam, derivs, design, draws, k0, k1, prior, shifted, Gp, out):
     Parameters
     ----------
     fam : int
-        0 binomial (Bernoulli), 1 Poisson.
+        0 binomial (Bernoulli), 1 Poisson, 2 negative binomial (NB2; ``design.fpar`` is
+        ``[alpha]``, the last score component is ``d/d alpha`` and ``out.hca``/``out.saa``
+        get its second-derivative sums).
     derivs : bool
         Also the score and Hessian sums (else only ``a``, ``s0``, ``s0sq``).
     design : Design
@@ -291,7 +376,8 @@ def chunk_sums(fam, derivs, design, draws, k0, k1, prior, shifted, Gp, out):
     obs_ptr, col_ptr = design.obs_ptr, design.col_ptr
     lognu, nu, qbt = prior.lognu, prior.nu, prior.qbt
     n_blocks = obs_ptr.shape[0] - 1
-    work = _work(obs_ptr, design.X.shape[1], nu.shape[0] + prior.pc.shape[0])
+    work = _work(obs_ptr, design.X.shape[1], nu.shape[0] + prior.pc.shape[0],
+                 design.fpar.shape[0])
     base, ew = work.base, work.ew
     moments = out.sUU.shape[0] > 0
     keep_lw = out.lw.shape[1] > 0
@@ -327,6 +413,8 @@ def chunk_sums(fam, derivs, design, draws, k0, k1, prior, shifted, Gp, out):
                 s0sq += w * w
             if derivs:
                 _accumulate(sp, kt, nt, k0, work, draws, prior, shifted, Gp, out)
+                if fam == 2:
+                    _accumulate_nb(sp, nt, work, out)
             if moments:
                 _moments(sp, kt, nt, ew, draws.U, out)
         out.a[b] = a

@@ -12,6 +12,7 @@ from scipy.special import expit
 from threadpoolctl import threadpool_limits
 
 from glmm_sm.core.constants import HALF_LOG2PI, POISSON_ETA_MAX
+from glmm_sm.spec.families import nb_draw_terms
 
 
 def chunk_sums(fam, derivs, design, draws, k0, k1, prior, shifted, Gp, out):
@@ -30,6 +31,14 @@ def _extras(b, c0, c1, bk, a, Uc, out):
         e = np.exp(bk - a) if a > -np.inf else np.zeros_like(bk)
         out_sU[c0:c1] = Uc[c0:c1] @ e
         out_sUU[c0:c1] = (Uc[c0:c1] ** 2) @ e
+
+
+def _nb_sums(b, o0, o1, nbt, live, e, Gk, out):
+    """Negative binomial: the alpha score (last column of ``Gk``) and the weighted sums of
+    ``d2 log f / d eta d alpha`` per observation and ``d2 log f / d alpha2`` per block."""
+    Gk[:, -1] = nbt.la[:, live].sum(axis=0)
+    out.hca[o0:o1] = nbt.lea[:, live] @ e
+    out.saa[b] = nbt.laa[:, live].sum(axis=0) @ e
 
 
 def _gather_eta(o0, o1, design, Uc):
@@ -62,11 +71,14 @@ def _chunk_sums(fam, derivs, design, draws, k0, k1, prior, shifted, Gp, out):
         rows = np.arange(o0, o1)
         eta = _gather_eta(o0, o1, design, Uc)
         wyb, wnb = wy[rows, None], wn[rows, None]
+        nbt = None
         if fam == 0:
             cum = np.logaddexp(0.0, eta)
             mu = expit(eta)
             t = np.exp(-np.abs(eta))
             var = t / (1.0 + t) ** 2
+        elif fam == 2:
+            nbt = nb_draw_terms(wyb, wnb, eta, design.fpar[0])
         else:
             mu = np.exp(np.minimum(eta, POISSON_ETA_MAX))
             cum = var = mu
@@ -75,7 +87,8 @@ def _chunk_sums(fam, derivs, design, draws, k0, k1, prior, shifted, Gp, out):
         lfu = (-HALF_LOG2PI * qb - 0.5 * qbt[b] @ lognu) - 0.5 * (Sb[:T] / nu[:, None]).sum(axis=0)
         if len(pc):
             lfu = lfu - pc @ Sb[T:]
-        bk = (wyb * eta - wnb * cum).sum(axis=0) + lfu - logf[b, k0:k1]
+        ll = nbt.ll if nbt is not None else wyb * eta - wnb * cum
+        bk = ll.sum(axis=0) + lfu - logf[b, k0:k1]
         a = bk.max() if bk.size else -np.inf
         _extras(b, c0, c1, bk, a, Uc, out)
         if not a > -np.inf:
@@ -84,6 +97,8 @@ def _chunk_sums(fam, derivs, design, draws, k0, k1, prior, shifted, Gp, out):
             out_s2[b] = out_s2sq[b] = 0.0
             out_hc[o0:o1] = 0.0
             out_sU[c0:c1] = 0.0
+            if out.saa.shape[0]:
+                out.saa[b], out.hca[o0:o1] = 0.0, 0.0
             continue
         e = np.exp(bk - a)
         out_a[b], out_s0[b], out_s0sq[b] = a, e.sum(), (e * e).sum()
@@ -91,19 +106,21 @@ def _chunk_sums(fam, derivs, design, draws, k0, k1, prior, shifted, Gp, out):
             continue
         live = e > 0
         e, e2 = e[live], e[live] ** 2
-        R = (wyb - wnb * mu)[:, live]
-        Gk = np.empty((live.sum(), p + T + len(pc)))
+        R = (nbt.r if nbt is not None else wyb - wnb * mu)[:, live]
+        Gk = np.empty((live.sum(), out_s1.shape[1]))
         Gk[:, :p] = R.T @ X[o0:o1]
         if shifted:
             Gk[:, :p] += Gp[b][:, live].T
         Gk[:, p : p + T] = ((Sb[:T, live] / nu[:, None] - qbt[b][:, None])
                             / (2.0 * nu[:, None])).T
-        Gk[:, p + T :] = Sb[T:, live].T
+        Gk[:, p + T : p + T + len(pc)] = Sb[T:, live].T
+        if nbt is not None:
+            _nb_sums(b, o0, o1, nbt, live, e, Gk, out)
         out_s1[b] = e @ Gk
         out_s1sq[b] = e2 @ Gk
         out_s2[b] = (Gk * e[:, None]).T @ Gk
         out_s2sq[b] = (Gk * e2[:, None]).T @ Gk
         out_sS[b] = Sb[:, live] @ e
-        out_hc[o0:o1] = (wnb * var)[:, live] @ e
+        out_hc[o0:o1] = (nbt.h if nbt is not None else wnb * var)[:, live] @ e
         if shifted:
             out_sU[c0:c1] = Uc[c0:c1][:, live] @ e
