@@ -82,7 +82,8 @@ def boundary_view(model, params, boundary, engine):
         return BoundaryView(engine, params, np.arange(T), np.arange(model.ident.size))
     drop = set(int(t) for t in boundary)
     keep = np.array([t for t in range(T) if t not in drop], dtype=int)
-    theta = np.concatenate([params[:p], params[p + keep]])
+    # (the negative binomial's alpha, after the variances, stays)
+    theta = np.concatenate([params[:p], params[p + keep], params[p + T :]])
     return BoundaryView(engine, theta, keep, np.flatnonzero(np.isin(model.ident, keep)))
 
 

@@ -78,4 +78,6 @@ def sm_family(fam):
     """The statsmodels family object of a family kind (Binomial or Poisson)."""
     from statsmodels.genmod import families as smf
 
+    if fam.code == 2:
+        return smf.NegativeBinomial(alpha=fam.alpha)
     return smf.Poisson() if fam.code == 1 else smf.Binomial()

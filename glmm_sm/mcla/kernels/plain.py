@@ -27,7 +27,7 @@ import numpy as np
 
 from glmm_sm.core.constants import HALF_LOG2PI, POISSON_ETA_MAX
 from glmm_sm.spec.families import NB_SERIES_X
-from glmm_sm.mcla.kernels.fastmath import fexp, flog1p_unit
+from glmm_sm.mcla.kernels.fastmath import fexp, flog1p, flog1p_unit
 from glmm_sm.mcla.kernels.records import Span, Work
 
 TILE = 64
@@ -131,28 +131,18 @@ def _fold(nt, lfy, pr):
         pr[kk] = 1.0
 
 
-@numba.njit(**_FLAGS)
-def _nb_f(x):
-    """``log(1 + x) - x / (1 + x)``; its power series below ``x = 0.01``
+@numba.njit(inline="always", **_FLAGS)
+def _nb_fg_series(x):
+    """Below ``x = 0.01``: ``f = log(1 + x) - x / (1 + x)`` and
+    ``g = x^2 / (1 + x)^2 - 2 f`` by their power series
     (:func:`glmm_sm.spec.families.nb_draw_terms`)."""
-    if x < NB_SERIES_X:
-        ser = 0.0
-        for k in range(9, 1, -1):
-            ser = (ser + (-1.0) ** k * (k - 1) / k) * x
-        return ser * x
-    return math.log1p(x) - x / (1.0 + x)
-
-
-@numba.njit(**_FLAGS)
-def _nb_g(x):
-    """``x^2 / (1 + x)^2 - 2 (log(1 + x) - x / (1 + x))``; its power series below
-    ``x = 0.01``."""
-    if x < NB_SERIES_X:
-        ser = 0.0
-        for k in range(11, 2, -1):
-            ser = (ser + (-1.0) ** k * (k - 1) * (k - 2) / k) * x
-        return ser * x * x
-    return x * x / ((1.0 + x) * (1.0 + x)) - 2.0 * (math.log1p(x) - x / (1.0 + x))
+    f = 0.0
+    for k in range(9, 1, -1):
+        f = (f + (-1.0) ** k * (k - 1) / k) * x
+    g = 0.0
+    for k in range(11, 2, -1):
+        g = (g + (-1.0) ** k * (k - 1) * (k - 2) / k) * x
+    return f * x, g * x * x
 
 
 @numba.njit(**_FLAGS)
@@ -168,7 +158,7 @@ def _nb_obs(nt, wyi, wni, alpha, derivs, work, crow, r):
         for kk in range(nt):
             e = eta[kk]
             mu = fexp(min(e, POISSON_ETA_MAX))
-            lfy[kk] += wyi * e - (wyi + wni * th) * math.log1p(alpha * mu)
+            lfy[kk] += wyi * e - (wyi + wni * th) * flog1p(alpha * mu)
         return
     arow = work.cpa[r]
     for kk in range(nt):
@@ -177,12 +167,18 @@ def _nb_obs(nt, wyi, wni, alpha, derivs, work, crow, r):
         x = alpha * mu
         inv = 1.0 / (1.0 + x)
         res = wyi - wni * mu
-        lfy[kk] += wyi * e - (wyi + wni * th) * math.log1p(x)
+        lg = flog1p(x)
+        lfy[kk] += wyi * e - (wyi + wni * th) * lg
         rr[kk] = res * inv
         crow[kk] = (wni + alpha * wyi) * mu * inv * inv
         arow[kk] = -res * mu * inv * inv
-        ga[kk] += wni * _nb_f(x) * th * th - wyi * mu * inv
-        gaa[kk] += wni * _nb_g(x) * th * th * th + wyi * mu * mu * inv * inv
+        # Both forms, then a select: no branch in the loop, so that it vectorises.
+        fs, gs = _nb_fg_series(x)
+        small = x < NB_SERIES_X
+        f = fs if small else lg - x * inv
+        g = gs if small else x * x * inv * inv - 2.0 * f
+        ga[kk] += wni * f * th * th - wyi * mu * inv
+        gaa[kk] += wni * g * th * th * th + wyi * mu * mu * inv * inv
 
 
 @numba.njit(**_FLAGS)
