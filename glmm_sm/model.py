@@ -178,7 +178,7 @@ class MonteCarloGLMM(LikelihoodModel):
         self.offset = offset
         self.factorize = bool(factorize)
         self.k_fe = X.shape[1]
-        self.k_extra = self.k_vcp
+        self.k_extra = self.k_vcp + fam.k_fam  # (the negative binomial: alpha too)
         self.nobs = float(n)
         #: The family's own parameters after the covariance parameters in ``params``:
         #: ``["alpha"]`` for the negative binomial (statsmodels' discrete

@@ -182,3 +182,16 @@ def test_bad_alpha_and_link(owls):
         owls_model(owls, sm.families.NegativeBinomial(alpha=0.0))
     with pytest.raises(ValueError, match="log link"):
         owls_model(owls, sm.families.NegativeBinomial(link=sm.families.links.Identity()))
+
+
+def test_aic_counts_alpha_and_simulate_is_overdispersed(owls):
+    res = owls_model(owls, sm.families.NegativeBinomial(alpha=1.0)).fit(random_state=1,
+                                                                        disp=False)
+    assert abs(res.aic - (-2 * res.llf + 2 * 6)) < 1e-9
+    th = res.theta
+    a = float(res.params["alpha"])
+    assert abs(th["estimate"] - 1 / a) < 1e-12 and abs(th["se"] - res.bse["alpha"] / a**2) < 1e-12
+    # simulated counts at the fit: variance well above the mean (alpha ~ 1.2), per row
+    y = res.simulate(400, random_state=2)
+    m, v = y.mean(axis=1), y.var(axis=1)
+    assert np.median(v / m) > 3.0

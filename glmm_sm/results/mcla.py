@@ -192,6 +192,21 @@ class MonteCarloGLMMResults(LikelihoodModelResults, ResultMixin):
         return pd.Series(np.asarray(self.params)[k : k + self.model.k_vcp],
                          index=self.model.vcp_names)
 
+    @property
+    def theta(self):
+        """The negative binomial's size ``theta = 1/alpha`` (lme4's and glmmTMB's
+        parameter) as a Series ``(estimate, se, mcse)`` by the delta method
+        (``se(theta) = se(alpha) / alpha^2``); None for the other families."""
+        mod = self.model
+        if not getattr(mod, "k_fam", 0):
+            return None
+        j = mod.k_fe + mod.k_vcp
+        a = float(np.asarray(self.params)[j])
+        se = float(np.asarray(self.bse)[j])
+        mc = float(np.asarray(self.mcse())[j])
+        return pd.Series({"estimate": 1.0 / a, "se": se / a**2, "mcse": mc / a**2},
+                         name="theta")
+
     def _boundary_view(self):
         """The fit as its final engine sees it (:class:`~glmm_sm.fit.boundary.BoundaryView`):
         without the variance components set to 0."""
