@@ -195,3 +195,23 @@ def test_aic_counts_alpha_and_simulate_is_overdispersed(owls):
     y = res.simulate(400, random_state=2)
     m, v = y.mean(axis=1), y.var(axis=1)
     assert np.median(v / m) > 3.0
+
+
+def test_lrtest_against_poisson_is_chibar(owls):
+    """NB2 against the Poisson model with the same effects: alpha = 0 on the boundary, so
+    the statistic's null is 0.5 chi2(0) + 0.5 chi2(1) (the chi2(1) p-value halved)."""
+    from scipy import stats
+
+    nb = owls_model(owls, sm.families.NegativeBinomial(alpha=1.0)).fit(random_state=1,
+                                                                       disp=False)
+    po = owls_model(owls, sm.families.Poisson()).fit(random_state=1, disp=False)
+    from glmm_sm.inference.lrtest import lrtest
+
+    lr = lrtest(nb, po)
+    assert lr.mixture == ((0.5, 0), (0.5, 1))
+    assert "alpha" in lr.dropped_vc
+    assert abs(lr.statistic - 2 * (nb.llf - po.llf)) < 1e-6
+    assert lr.statistic > 1000  # Owls are strongly overdispersed
+    assert lr.pvalue == pytest.approx(0.5 * stats.chi2.sf(lr.statistic, 1), abs=1e-300)
+    with pytest.raises(ValueError, match="swap"):
+        lrtest(po, nb)
