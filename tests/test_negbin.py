@@ -215,3 +215,23 @@ def test_lrtest_against_poisson_is_chibar(owls):
     assert lr.pvalue == pytest.approx(0.5 * stats.chi2.sf(lr.statistic, 1), abs=1e-300)
     with pytest.raises(ValueError, match="swap"):
         lrtest(po, nb)
+
+
+def test_laplace_matches_glmmtmb(owls):
+    """The Laplace fit is the model glmmTMB's nbinom2 fits (tests/results/owls_glmmtmb.R,
+    its output in owls_glmmtmb.txt): the same maximum up to the two optimizers' stopping
+    (the log-likelihood's gradient at either is ~1e-6, moving estimates by ~1e-5)."""
+    path = os.path.join(os.path.dirname(__file__), "results", "owls_glmmtmb.txt")
+    ref = {}
+    with open(path) as fh:
+        for line in fh:
+            key, *vals = line.split()
+            if key in ("beta", "se", "nu", "theta", "logLik"):
+                ref[key] = np.array(vals, dtype=float)
+    lap = owls_model(owls, sm.families.NegativeBinomial(alpha=1.0)).fit_laplace()
+    p = np.asarray(lap.params)
+    np.testing.assert_allclose(p[:4], ref["beta"], atol=1e-4)
+    np.testing.assert_allclose(np.asarray(lap.bse)[:4], ref["se"], rtol=1e-3)
+    assert abs(p[4] - ref["nu"][0]) <= 1e-4
+    assert abs(1.0 / p[5] - ref["theta"][0]) <= 1e-4
+    assert abs(lap.llf - ref["logLik"][0]) <= 1e-5

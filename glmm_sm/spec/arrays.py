@@ -9,7 +9,7 @@ import scipy.sparse as sp
 
 from glmm_sm.spec.covstruct import CovStructure
 from glmm_sm.spec.design import BlockLayout
-from glmm_sm.spec.families import Family, nb_draw_terms
+from glmm_sm.spec.families import Family, nb_eta_terms
 
 __all__ = ["ModelArrays", "LayoutData"]
 
@@ -153,8 +153,7 @@ class LayoutData:
         """Per-observation ``w (y eta - c(eta))``, ``w (y - c'(eta))`` and ``w c''(eta)``."""
         fam = self.family
         if fam.code == 2:  # negative binomial at its alpha: observed -d2/d eta2
-            t = nb_draw_terms(self.wy, self.wn, eta, fam.alpha)
-            return t.ll, t.r, t.h
+            return nb_eta_terms(self.wy, self.wn, eta, fam.alpha)[:3]
         ll = self.wy * eta - self.wn * fam.cumulant(eta)
         r = self.wy - self.wn * fam.mean(eta)
         h = self.wn * fam.variance(eta)

@@ -23,7 +23,7 @@ from scipy.special import digamma, expit, gammaln, polygamma
 from glmm_sm.core.constants import POISSON_ETA_MAX
 
 __all__ = ["Family", "BINOMIAL", "POISSON", "NEGBIN", "resolve_family", "nb_constant",
-           "nb_draw_terms"]
+           "nb_draw_terms", "nb_eta_terms"]
 
 
 @dataclass(frozen=True)
@@ -308,13 +308,10 @@ def nb_draw_terms(wy, wn, eta, alpha):
         Named fields ``ll r h dh la lea laa ha`` (arrays of ``eta``'s shape).
     """
     eta = np.asarray(eta, dtype=float)
-    mu = np.exp(np.minimum(eta, POISSON_ETA_MAX))
+    ll, r, h, mu = nb_eta_terms(wy, wn, eta, alpha)
     a = float(alpha)
     x = a * mu
     opx = 1.0 + x
-    ll = wy * eta - (wy + wn / a) * np.log1p(x)
-    r = (wy - wn * mu) / opx
-    h = (wn + a * wy) * mu / opx**2
     dh = h * (1.0 - x) / opx
     la = wn * _nb_f(x) / a**2 - wy * mu / opx
     lea = -(wy - wn * mu) * mu / opx**2
@@ -324,6 +321,18 @@ def nb_draw_terms(wy, wn, eta, alpha):
 
 
 NBTerms = namedtuple("NBTerms", "ll r h dh la lea laa ha")
+
+
+def nb_eta_terms(wy, wn, eta, alpha):
+    """``(ll, r, h, mu)`` of :func:`nb_draw_terms` only (what the conditional modes need)."""
+    mu = np.exp(np.minimum(eta, POISSON_ETA_MAX))
+    a = float(alpha)
+    x = a * mu
+    opx = 1.0 + x
+    ll = wy * eta - (wy + wn / a) * np.log1p(x)
+    r = (wy - wn * mu) / opx
+    h = (wn + a * wy) * mu / opx**2
+    return ll, r, h, mu
 
 #: Counts up to this are summed exactly in :func:`nb_constant`; larger ones use lgamma.
 NB_EXACT_SUM_MAX = 200
@@ -347,17 +356,17 @@ def nb_constant(y, w, alpha):
     a = float(alpha)
     small = y <= NB_EXACT_SUM_MAX
     val = d1 = d2 = 0.0
-    ys, ws = y[small], w[small]
-    if ys.size:
-        top = int(ys.max(initial=0))
-        for j in range(1, top):
-            on = ys > j
-            if not on.any():
-                break
-            wj = ws[on].sum()
-            val += wj * np.log1p(j * a)
-            d1 += wj * j / (1.0 + j * a)
-            d2 -= wj * j * j / (1.0 + j * a) ** 2
+    ys, ws = y[small].astype(np.int64), w[small]
+    top = int(ys.max(initial=0))
+    if top > 1:
+        # W[j] = sum of the weights of the counts y > j, for j = 1 .. top - 1
+        W = np.cumsum(np.bincount(ys, weights=ws, minlength=top + 1)[::-1])[::-1]
+        j = np.arange(1, top, dtype=float)
+        Wj = W[2 : top + 1]
+        opj = 1.0 + j * a
+        val += float(Wj @ np.log1p(j * a))
+        d1 += float(Wj @ (j / opj))
+        d2 -= float(Wj @ (j * j / opj**2))
     yb, wb = y[~small], w[~small]
     if yb.size:
         th = 1.0 / a
