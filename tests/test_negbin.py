@@ -235,3 +235,20 @@ def test_laplace_matches_glmmtmb(owls):
     assert abs(p[4] - ref["nu"][0]) <= 1e-4
     assert abs(1.0 / p[5] - ref["theta"][0]) <= 1e-4
     assert abs(lap.llf - ref["logLik"][0]) <= 1e-5
+
+
+def test_exposure_is_log_offset(owls):
+    """``exposure=BroodSize`` is ``offset=log(BroodSize)``: the same likelihood on the same
+    draws (statsmodels' meaning of exposure), for the negative binomial as for Poisson."""
+    fam = sm.families.NegativeBinomial(alpha=1.0)
+    a = owls_model(owls, fam)
+    b = MonteCarloGLMM.from_formula(FORMULA, {"Nest": "0 + C(Nest)"}, data=owls, family=fam,
+                                    exposure=owls.BroodSize)
+    est = a._laplace_estimate()
+    x = est.params * 1.01
+    evs = []
+    for mod in (a, b):
+        mod.sample_draws(200, random_state=4, params=est.params)
+        evs.append(mod.evaluate(x))
+    assert abs(evs[0].value - evs[1].value) <= 1e-9 * abs(evs[0].value)
+    np.testing.assert_allclose(evs[0].gradient, evs[1].gradient, rtol=1e-9, atol=1e-9)
