@@ -154,31 +154,39 @@ def _nb_obs(nt, wyi, wni, alpha, derivs, work, crow, r):
     ``work.gaa`` (the formulas of :func:`glmm_sm.spec.families.nb_draw_terms`)."""
     eta, lfy, rr, ga, gaa = work.eta, work.lfy, work.rr, work.ga, work.gaa
     th = 1.0 / alpha
+    la = math.log(alpha)
+    # With z = eta + log(alpha) and t = exp(-|z|) (in (0, 1]): log(1 + alpha mu) is the
+    # softplus max(z, 0) + log1p(t), p = x / (1 + x) = expit(z) and mu / (1 + x) = p / alpha,
+    # so one exp, one log1p on [0, 1] and one division serve every term.
     if not derivs:
         for kk in range(nt):
             e = eta[kk]
-            mu = fexp(min(e, POISSON_ETA_MAX))
-            lfy[kk] += wyi * e - (wyi + wni * th) * flog1p(alpha * mu)
+            z = e + la
+            t = fexp(-abs(z))
+            lfy[kk] += wyi * e - (wyi + wni * th) * (max(z, 0.0) + flog1p_unit(t))
         return
     arow = work.cpa[r]
     for kk in range(nt):
         e = eta[kk]
-        mu = fexp(min(e, POISSON_ETA_MAX))
-        x = alpha * mu
-        inv = 1.0 / (1.0 + x)
-        res = wyi - wni * mu
-        lg = flog1p(x)
+        z = e + la
+        t = fexp(-abs(z))
+        inv = 1.0 / (1.0 + t)
+        p = inv if z >= 0.0 else t * inv  # x / (1 + x), x = alpha mu
+        q = 1.0 - p if z >= 0.0 else inv  # 1 / (1 + x)
+        lg = max(z, 0.0) + flog1p_unit(t)
+        pa = p * th  # mu / (1 + x)
         lfy[kk] += wyi * e - (wyi + wni * th) * lg
-        rr[kk] = res * inv
-        crow[kk] = (wni + alpha * wyi) * mu * inv * inv
-        arow[kk] = -res * mu * inv * inv
-        # Both forms, then a select: no branch in the loop, so that it vectorises.
-        fs, gs = _nb_fg_series(x)
-        small = x < NB_SERIES_X
-        f = fs if small else lg - x * inv
-        g = gs if small else x * x * inv * inv - 2.0 * f
-        ga[kk] += wni * f * th * th - wyi * mu * inv
-        gaa[kk] += wni * g * th * th * th + wyi * mu * mu * inv * inv
+        res = wyi * q - wni * pa  # (wy - wn mu) / (1 + x)
+        rr[kk] = res
+        crow[kk] = (wni + alpha * wyi) * pa * q
+        arow[kk] = -res * pa
+        # f, g by their series where x = t < NB_SERIES_X (then z < 0), else closed forms
+        fs, gs = _nb_fg_series(t)
+        small = z < 0.0 and t < NB_SERIES_X
+        f = fs if small else lg - p
+        g = gs if small else p * p - 2.0 * f
+        ga[kk] += wni * f * th * th - wyi * pa
+        gaa[kk] += wni * g * th * th * th + wyi * pa * pa
 
 
 @numba.njit(**_FLAGS)
