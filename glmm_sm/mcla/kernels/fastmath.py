@@ -125,39 +125,3 @@ def _frecip_array(x, out):  # pragma: no cover - exercised through tests
 def _flog1p_array(x, out):  # pragma: no cover - exercised through tests
     for i in range(x.shape[0]):
         out[i] = flog1p_unit(x[i])
-
-
-@intrinsic
-def _float_to_bits(typingctx, x):
-    """Reinterpret the bits of a float64 as an int64 (an LLVM ``bitcast``)."""
-    sig = types.int64(types.float64)
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.IntType(64))
-
-    return sig, codegen
-
-
-_MANT = 0x000FFFFFFFFFFFFF
-_ONE_EXP = 0x3FF0000000000000
-
-
-@numba.njit(**_JIT)
-def flog1p(x):
-    """``log(1 + x)`` for finite ``x >= 0`` (the negative binomial's ``log(1 + alpha mu)``).
-
-    ``[0, 1]``: :func:`flog1p_unit`.  Above: ``1 + x = 2^k m`` with ``m`` in [1, 2) read
-    from the bits, ``log(1 + x) = k log 2 + log1p(m - 1)`` (``m - 1`` exact; rounding
-    ``1 + x`` costs at most half an ulp of a value ``>= log 2``).
-    """
-    big = x > 1.0  # selects, no branch: the loop around it vectorises
-    bits = _float_to_bits(1.0 + x)
-    k = float((bits >> 52) - 1023) if big else 0.0
-    m = _bits_to_float((bits & _MANT) | _ONE_EXP)
-    return k * LN2_HI + (k * LN2_LO + flog1p_unit(m - 1.0 if big else x))
-
-
-@numba.njit(cache=True, error_model="numpy")
-def _flog1p_general_array(x, out):  # pragma: no cover - exercised through tests
-    for i in range(x.shape[0]):
-        out[i] = flog1p(x[i])

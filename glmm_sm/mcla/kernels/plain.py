@@ -26,7 +26,7 @@ import numba
 import numpy as np
 
 from glmm_sm.core.constants import HALF_LOG2PI, POISSON_ETA_MAX
-from glmm_sm.mcla.kernels.fastmath import fexp, flog1p, flog1p_unit
+from glmm_sm.mcla.kernels.fastmath import fexp, flog1p_unit
 from glmm_sm.mcla.kernels.records import Span, Work
 from glmm_sm.spec.families import NB_SERIES_X
 
