@@ -9,7 +9,13 @@ import pandas as pd
 from statsmodels.base.model import LikelihoodModel
 from statsmodels.tools.sm_exceptions import MissingDataError
 
-from glmm_sm.laplace.step import BlockSystem, conditional_mode, laplace_fit
+from glmm_sm.laplace.step import (
+    BlockSystem,
+    conditional_mode,
+    family_system,
+    laplace_fit,
+    split_params,
+)
 from glmm_sm.mcla.draws import DEFAULT_MEMORY_BUDGET, DrawSet
 from glmm_sm.mcla.engine import MCLAEngine, effective_n_jobs
 from glmm_sm.mcla.sampler import GlmmSampler, LaplaceSampler
@@ -176,9 +182,13 @@ class MonteCarloGLMM(LikelihoodModel):
         self.offset = offset
         self.factorize = bool(factorize)
         self.k_fe = X.shape[1]
-        self.k_extra = self.k_vcp
+        self.k_extra = self.k_vcp + fam.k_fam  # (the negative binomial: alpha too)
         self.nobs = float(n)
-        self.data.param_names = list(self.exog_names) + self.vcp_names
+        #: The family's own parameters after the covariance parameters in ``params``:
+        #: ``["alpha"]`` for the negative binomial (statsmodels' discrete
+        #: ``NegativeBinomial`` name), else empty.
+        self.fam_names = ["alpha"] * fam.k_fam
+        self.data.param_names = list(self.exog_names) + self.vcp_names + self.fam_names
         self.data.fe_names = list(self.exog_names)
         self.data.vcp_names = list(self.vcp_names)
         rank = X.shape[1]  # check_full_rank passed
@@ -321,6 +331,12 @@ class MonteCarloGLMM(LikelihoodModel):
         return self.design.cov.k_vcp
 
     @property
+    def k_fam(self) -> int:
+        """Number of the family's own parameters, last in ``params``: 1 (``alpha``) for
+        the negative binomial, else 0."""
+        return self.arrays.family.k_fam
+
+    @property
     def k_vc(self) -> int:
         """Deprecated name of :attr:`k_vcp` (statsmodels' ``k_vc`` counts random-effect
         columns, ``exog_vc.shape[1]`` here)."""
@@ -407,13 +423,20 @@ class MonteCarloGLMM(LikelihoodModel):
             params, _, mode = self._laplace_estimate(factorize=factorize)
         elif mode is None:
             params = self._check_params(params)
-            if not (np.all(np.isfinite(params))
-                    and self.design.cov.valid(params[self.k_fe:])):
+            k = self.k_fe + self.k_vcp
+            if not (np.all(np.isfinite(params)) and np.all(params[k:] > 0)
+                    and self.design.cov.valid(params[self.k_fe : k])):
                 raise ValueError("params: a sampler needs finite beta and every variance nu > 0 "
-                                 "(covariance matrices positive definite); "
-                                 f"got {params.tolist()}")
-            mode = conditional_mode(system, params[: self.k_fe], params[self.k_fe :])
-        return SAMPLERS[sampler](system, params, mode, **options)
+                                 "(covariance matrices positive definite; the negative "
+                                 f"binomial's alpha > 0); got {params.tolist()}")
+            beta, nu, alpha = split_params(system.data, params)
+            mode = conditional_mode(family_system(system, alpha), beta, nu)
+        if self.k_fam and sampler == "quadrature":
+            raise NotImplementedError(
+                "sampler='quadrature' (Rao-Blackwellized integration) does not support the "
+                "negative binomial family yet; use sampler='laplace' (the default) or 'glmm'")
+        alpha = split_params(system.data, params)[2]
+        return SAMPLERS[sampler](family_system(system, alpha), params, mode, **options)
 
     def sample_draws(self, m, random_state=None, params=None, sampler="laplace",
                      factorize=None, memory_budget=DEFAULT_MEMORY_BUDGET, kernel="numba",
@@ -582,14 +605,16 @@ class MonteCarloGLMM(LikelihoodModel):
 
     # ------------------------------------------------------------------ likelihood
     def _check_start_params(self, start_params):
-        return checked_start_params(start_params, list(self.exog_names) + self.vcp_names,
+        return checked_start_params(start_params,
+                                    list(self.exog_names) + self.vcp_names + self.fam_names,
                                     self.k_fe, self.design.cov)
 
     def _check_params(self, params):
         params = np.asarray(params, dtype=np.float64)
-        k = self.k_fe + self.k_vcp
+        k = self.k_fe + self.k_vcp + self.k_fam
         if params.shape != (k,):
-            raise ValueError(f"params must have length {k} (beta then nu); got {params.shape}")
+            what = "beta, nu, then alpha" if self.k_fam else "beta then nu"
+            raise ValueError(f"params must have length {k} ({what}); got {params.shape}")
         return params
 
     def loglike(self, params):

@@ -83,7 +83,8 @@ def boundary_view(model, params, boundary, engine):
         return BoundaryView(engine, params, np.arange(T), np.arange(model.ident.size))
     drop = set(int(t) for t in boundary)
     keep = np.array([t for t in range(T) if t not in drop], dtype=int)
-    theta = np.concatenate([params[:p], params[p + keep]])
+    # (the negative binomial's alpha, after the variances, stays)
+    theta = np.concatenate([params[:p], params[p + keep], params[p + T :]])
     return BoundaryView(engine, theta, keep, np.flatnonzero(np.isin(model.ident, keep)))
 
 
@@ -104,12 +105,25 @@ def reduced_model(model, drop):
                    vc_names=[model.vc_names[j] for j in cols], factorize=model.factorize)
 
 
+def _refuse_negbin_glm(family):
+    """The negative binomial with every variance component at 0 is a negative binomial GLM
+    with its own alpha, which the boundary procedure does not fit yet: a clear error
+    rather than the Poisson GLM's likelihood."""
+    if family.code == 2:
+        raise NotImplementedError(
+            "every variance component of this negative binomial model is at 0 (or a "
+            "profile or test reached 0): the model without random effects is a negative "
+            "binomial GLM, which glmm_sm does not fit yet; fit it with statsmodels' "
+            "discrete NegativeBinomial (loglike_method='nb2') and compare log-likelihoods")
+
+
 def glm_fit(model):
     """Exact ML fit of the model with every variance component at 0: ``(beta, cov, value)``."""
     import statsmodels.api as sm
 
     a = model.arrays
     w = a.weights
+    _refuse_negbin_glm(a.family)
     if a.family.code == 0:
         n = a.ntrials
         ok = n > 0

@@ -89,6 +89,7 @@ def _maximize(engine, start, tr, opts, log, rnd):
     """
     obj = _Objective(engine, tr, log, rnd)
     x0 = tr.to_x(start)
+    n_vc = engine.data.k_vcp  # log alpha (negative binomial) may go low: Poisson's boundary
     lognu_min = math.log(opts.boundary_tol) if opts.boundary_tol > 0 else -math.inf
     if tr.cov is not None:
         # Correlated terms: no boundary procedure (a singular fit is flagged at the end).
@@ -101,7 +102,7 @@ def _maximize(engine, start, tr, opts, log, rnd):
         # A variance on its way to 0 (log nu -> -inf) would take every remaining iteration;
         # below boundary_tol the round stops and the boundary procedure takes over.
         x = intermediate_result.x
-        if np.any(x[tr.p:] < lognu_min):
+        if np.any(x[tr.p : tr.p + n_vc] < lognu_min):
             raise StopIteration
         # At a maximum to far below the Monte Carlo error: the steps that remain (towards
         # gtol, or against the gradient's roundoff floor) would each cost an evaluation
@@ -209,7 +210,8 @@ def _flag_singular(model, outcome):
     cov = model.design.cov
     if not cov.has_vector:
         return
-    names = singular_terms(cov, outcome.params[model.k_fe:], model.vcp_names)
+    names = singular_terms(cov, outcome.params[model.k_fe : model.k_fe + model.k_vcp],
+                           model.vcp_names)
     outcome.singular = names
     if names:
         outcome.log.warnings.append(
@@ -282,7 +284,8 @@ def _mcmle(model, opts, seed, start_params, callback, disp, client):
             "the Laplace step (start values and sampler centre) ended without converged "
             f"conditional modes or with a non-finite value ({lapfit.info.message}); the "
             "Monte Carlo rounds start from it anyway: check the fit, or give start_params")
-    zero = not model.design.cov.has_vector and at_boundary(lap[p:], opts.boundary_tol)
+    kc = p + model.k_vcp  # the negative binomial's alpha after the variances
+    zero = not model.design.cov.has_vector and at_boundary(lap[p:kc], opts.boundary_tol)
     if zero:
         log.message = "Laplace estimate at the boundary"
         return FitOutcome(lap, None, None, log, False, seed, boundary=zero)
@@ -316,7 +319,8 @@ class _RoundState:
         if self.deadline is None and opts.time_budget is not None:
             self.deadline = t_start + opts.time_budget
         self.n_jobs = effective_n_jobs(opts.n_jobs)
-        self.tr = ParamTransform(model.arrays.X, model.k_vcp, cov=model.design.cov)
+        self.tr = ParamTransform(model.arrays.X, model.k_vcp + model.k_fam,
+                                 cov=model.design.cov)
         self.rb = rb_structure(model, opts, factorize, client, notes=log.warnings)
         if self.rb is not None:
             log.rao_blackwell = rb_record(model, self.rb)
@@ -365,8 +369,9 @@ class _RoundState:
         bar.update(1)
         bar.set_postfix(m=self.m, ess=f"{info['min_ess']:.0f}", ratio=f"{info['max_ratio']:.3f}")
         stop = bool(callback(info)) if callback is not None else False
+        kc = p + self.model.k_vcp
         zero = (not self.model.design.cov.has_vector
-                and (at_boundary(theta[p:], opts.boundary_tol)
+                and (at_boundary(theta[p:kc], opts.boundary_tol)
                      or self._shrinking(rnd, theta, err)))
         if zero:
             self.outcome.boundary = zero
@@ -420,11 +425,12 @@ class _RoundState:
         optimizer on ``log nu`` can only approach): in this round the estimate fell below a
         quarter of the sampler centre's and below one standard error."""
         p = self.model.k_fe
-        nu = np.asarray(theta[p:], dtype=float)
-        prev = np.asarray(self.centre[p:], dtype=float)  # the previous round's, or Laplace's
+        kc = p + self.model.k_vcp  # the variances (not the negative binomial's alpha)
+        nu = np.asarray(theta[p:kc], dtype=float)
+        prev = np.asarray(self.centre[p:kc], dtype=float)  # the previous round's, or Laplace's
         if self.opts.boundary_tol <= 0:
             return []
-        se = np.sqrt(np.diag(err.cov))[p:]
+        se = np.sqrt(np.diag(err.cov))[p:kc]
         out = [int(t) for t in np.flatnonzero((nu < 0.25 * prev) & ~(nu >= se))]
         if out:
             names = [self.model.vcp_names[t] for t in out]

@@ -14,7 +14,11 @@ own, so the number of positive ones is binomial(k, 1/2) and
     LR ~ sum_{j=0}^{k} C(k, j) 2^{-k} chi2(d + j),
 
 ``chi2(0)`` being a point mass at 0.  For one component and no fixed effect this is the
-familiar ``0.5 chi2(0) + 0.5 chi2(1)``: the ``chi2(1)`` p-value halved.  (Correlated
+familiar ``0.5 chi2(0) + 0.5 chi2(1)``: the ``chi2(1)`` p-value halved.  The Poisson
+model nested in the negative binomial (``alpha = 0``, also on the boundary ``alpha >= 0``)
+is tested the same way: ``alpha`` counts as one more boundary parameter, so the negative
+binomial against the Poisson model with the same fixed and random effects is
+``0.5 chi2(0) + 0.5 chi2(1)``.  (Correlated
 components change the weights, which then depend on the information matrix; the binomial
 weights are the stated assumption.  ``mixture=False`` gives the naive ``chi2(d + k)``, which
 is conservative.)
@@ -314,11 +318,16 @@ def _check_nested(full, red):
     if red.nobs != full.nobs:
         raise ValueError(f"the models are not nested: reduced has {red.nobs} observations, "
                          f"full {full.nobs} (fit both to the same rows)")
-    if red.code != full.code:
-        names = {0: "binomial (Logit link)", 1: "Poisson", 10: "binomial (Probit link)",
-                 11: "binomial (CLogLog link)"}
+    # The Poisson model is the negative binomial's alpha = 0: on the boundary (alpha >= 0),
+    # so alpha counts as a boundary parameter, with chi-bar-square weights.
+    nb_vs_poisson = full.code == 2 and red.code == 1
+    if red.code != full.code and not nb_vs_poisson:
+        names = {0: "binomial (Logit link)", 1: "Poisson", 2: "negative binomial",
+                 10: "binomial (Probit link)", 11: "binomial (CLogLog link)"}
+        hint = (" (did you swap full and reduced? the Poisson model is nested in the "
+                "negative binomial at alpha = 0)" if red.code == 2 and full.code == 1 else "")
         raise ValueError(f"the models are not nested: reduced is {names[red.code]}, full "
-                         f"{names[full.code]}")
+                         f"{names[full.code]}{hint}")
     for what, a, b in (("observation weights (or binomial trials)", red.wn, full.wn),
                        ("response", red.wy, full.wy),
                        ("offset", red.offset, full.offset)):
@@ -341,6 +350,8 @@ def _check_nested(full, red):
         raise ValueError(f"the models are not nested: reduced's fixed-effect column(s) "
                          f"{outside} are not in the span of full's {full.fe_names}{hint}")
     dropped = [v for v in full.vcp_names if v not in red.vcp_names]
+    if nb_vs_poisson:
+        dropped.append("alpha")
     return full.X.shape[1] - red.X.shape[1], dropped
 
 

@@ -528,12 +528,21 @@ def resid_response(res):
     return a.y - a.ntrials * conditional_mean(res)
 
 
+def _fitted_alpha(res):
+    """The negative binomial's estimated ``alpha`` (after beta and the variances)."""
+    mod = res.model
+    return float(np.asarray(res.params)[mod.k_fe + mod.k_vcp])
+
+
 def resid_pearson(res):
     """``sqrt(w_i) (y_i - N_i mu_i) / sqrt(N_i V(mu_i))``, conditional on the predicted random
     effects (statsmodels GLM's Pearson residuals with ``var_weights = w``)."""
     a = res.model.arrays
     mu = conditional_mean(res)
-    var = a.ntrials * res.model.family.variance(mu)
+    if a.family.code == 2:  # NB2 at the fitted alpha (the model's family holds its start)
+        var = mu + _fitted_alpha(res) * mu * mu
+    else:
+        var = a.ntrials * res.model.family.variance(mu)
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.sqrt(a.weights) * (a.y - a.ntrials * mu) / np.sqrt(var)
 
@@ -545,6 +554,8 @@ def resid_deviance(res):
 
     * binomial, ``p = y / N``: ``d = 2 w N [p log(p / mu) + (1 - p) log((1 - p) / (1 - mu))]``;
     * Poisson: ``d = 2 w [y log(y / mu) - (y - mu)]``;
+    * negative binomial (NB2, fitted ``alpha``):
+      ``d = 2 w [y log(y / mu) - (y + 1/alpha) log((1 + alpha y) / (1 + alpha mu))]``;
 
     ``0 log 0 = 0``.  ``mu`` as in :func:`resid_response`.
     """
@@ -557,6 +568,11 @@ def resid_deviance(res):
         if a.family.code == 1:
             d = 2.0 * w * (xlogy(y, y) - xlogy(y, mu) - (y - mu))
             scale = 2.0 * w * (np.abs(xlogy(y, y)) + np.abs(xlogy(y, mu)) + y + mu)
+        elif a.family.code == 2:
+            alpha = _fitted_alpha(res)
+            tail = (y + 1.0 / alpha) * (np.log1p(alpha * y) - np.log1p(alpha * mu))
+            d = 2.0 * w * (xlogy(y, y) - xlogy(y, mu) - tail)
+            scale = 2.0 * w * (np.abs(xlogy(y, y)) + np.abs(xlogy(y, mu)) + np.abs(tail))
         else:
             p = y / N
             q = 1.0 - p

@@ -93,7 +93,7 @@ from scipy.optimize import minimize
 from threadpoolctl import threadpool_limits
 
 from glmm_sm.core.random import as_seed_sequence, child_seed
-from glmm_sm.fit.boundary import glm_fit, reduced_model
+from glmm_sm.fit.boundary import _refuse_negbin_glm, glm_fit, reduced_model
 from glmm_sm.mcla.draws import DrawSet
 from glmm_sm.mcla.engine import Evaluation, MCLAEngine, effective_n_jobs, weight_chunks
 from glmm_sm.mcla.rb.round import rb_round, rb_structure
@@ -150,6 +150,7 @@ class ExactGLM:
 
     def evaluate(self, theta, derivs=True):
         a = self.a
+        _refuse_negbin_glm(a.family)
         eta = a.X @ theta + a.offset
         w, fam = a.weights, a.family
         ll, r, h = fam.obs_terms(eta, w * a.y, w * a.ntrials)
@@ -433,6 +434,11 @@ class Profiler:
         p, T = model.k_fe, model.k_vcp
         self.index = param_indices(res, [param])[0]
         self.name = res.param_names[self.index]
+        if self.index >= p + T:
+            raise NotImplementedError(
+                f"profile: the negative binomial's {self.name!r} cannot be profiled yet; use "
+                "its Wald interval (res.conf_int(); its MCSE in res.mcse()), or compare "
+                "with the Poisson model by res.compare_lr_test")
         self.is_var, t = self.index >= p, self.index - p
         bnd = [i - p for i in res._boundary_idx]
         self.on_boundary = self.is_var and t in bnd
@@ -441,7 +447,8 @@ class Profiler:
         self.model = reduced_model(model, drop) if drop else model
         self.p, self.j = p, (self.index if not self.is_var else p + self.keep.index(t))
         params = np.asarray(res.params, dtype=float)
-        self.theta_hat = np.concatenate([params[:p], params[p:][self.keep]])
+        self.theta_hat = np.concatenate([params[:p], params[p:][self.keep],
+                                         params[p + T :]])  # (the negative binomial's alpha)
         self.psi_hat = float(params[self.index])
         self.l_hat, self.l_hat_mcse = float(res.llf_mc), float(res.llf_mcse)
         from glmm_sm.fit.driver import FitOptions

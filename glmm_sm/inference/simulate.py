@@ -70,7 +70,8 @@ def simulate(res, nrep=1, random_state=None):
                       "from its conditional distribution", UserWarning, stacklevel=3)
     rng = generator(as_seed_sequence(random_state))
     params = np.asarray(res.params, dtype=float)
-    beta, nu = params[: mod.k_fe], params[mod.k_fe :]
+    kc = mod.k_fe + mod.k_vcp  # (the negative binomial's alpha after the variances)
+    beta, nu = params[: mod.k_fe], params[mod.k_fe : kc]
     cov = mod.design.cov
     sd = np.sqrt(np.clip(cov.variances(nu) if cov.has_vector else nu, 0.0, None))[a.ident]
     U = rng.standard_normal((sd.size, nrep)) * sd[:, None]
@@ -85,6 +86,11 @@ def simulate(res, nrep=1, random_state=None):
         if lam.max(initial=0.0) > _POISSON_MEAN_MAX:
             raise ValueError("simulate: a Poisson mean exceeds 1e18 (linear predictor "
                              f"{eta.max():.1f}); the fitted model cannot be simulated")
+        if a.family.code == 2:
+            # NB2 as the gamma-Poisson mixture: lam * Gamma(theta, 1/theta), theta = 1/alpha
+            # (mean lam, variance lam + alpha lam^2).
+            th = 1.0 / params[kc]
+            lam = lam * rng.gamma(th, 1.0 / th, size=lam.shape)
         y = rng.poisson(lam)
     return y.astype(np.float64)
 

@@ -12,6 +12,7 @@ the centre of the importance sampler.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,12 +22,13 @@ from threadpoolctl import threadpool_limits
 
 from glmm_sm.laplace.prior import PriorPrecision, vector_laplace_score
 from glmm_sm.spec.arrays import LayoutData
+from glmm_sm.spec.families import nb_constant, nb_draw_terms
 from glmm_sm.spec.params import ParamTransform
 
 __all__ = ["BlockSystem", "ModeResult", "conditional_mode", "laplace_loglike", "laplace_score",
            "laplace_fit", "mode_derivatives", "glm_start", "robust_cholesky", "spd_solve",
            "checked_cholesky",
-           "LaplaceFit"]
+           "LaplaceFit", "family_system", "split_params"]
 
 LOGNU_BOUNDS = (np.log(1e-8), np.log(1e8))
 
@@ -363,12 +365,41 @@ def conditional_mode(system: BlockSystem, beta, nu, u0=None, maxiter=100, tol=1e
     return ModeResult(u, chol, obj, logdet, converged, np.flatnonzero(bad))
 
 
+def family_system(system: BlockSystem, alpha):
+    """``system`` with the negative binomial's ``alpha`` set in its data's family (a shallow
+    copy: the arrays are shared); ``system`` itself for the other families."""
+    data = system.data
+    if not data.k_fam or alpha is None:
+        return system
+    if data.family.alpha == float(alpha):
+        return system
+    d = copy.copy(data)
+    d.family = data.family.with_alpha(float(alpha))
+    out = copy.copy(system)
+    out.data = d
+    return out
+
+
+def split_params(data, params):
+    """``(beta, nu, alpha)`` of ``params`` (``alpha`` None unless negative binomial)."""
+    p, k = data.k_fe, data.k_fe + data.k_vcp
+    params = np.asarray(params, dtype=float)
+    return params[:p], params[p:k], (float(params[k]) if data.k_fam else None)
+
+
 def laplace_loglike(system: BlockSystem, beta, nu, u0=None):
-    """Laplace log-likelihood (without the family's constants) and the mode result."""
+    """Laplace log-likelihood (without the family's constants) and the mode result.
+
+    For the negative binomial, ``system.data.family.alpha`` is the dispersion
+    (:func:`family_system`) and the value includes its terms that depend on ``alpha`` only
+    (:func:`~glmm_sm.spec.families.nb_constant`), as the Monte Carlo likelihood does.
+    """
     data = system.data
     nu = np.asarray(nu, dtype=float)
     mode = conditional_mode(system, beta, nu, u0=u0)
     value = mode.h_block.sum() - 0.5 * mode.logdet_block.sum()
+    if data.k_fam:
+        value += nb_constant(data.y, data.wn, data.family.alpha)[0]
     if data.cov.has_vector:
         value -= 0.5 * data.cov.logdet_terms(nu, data.qbt)
     else:
@@ -454,6 +485,8 @@ def _third_cumulant(data, eta, h):
     if data.family.code == 0:
         # c3 = c'' (1 - 2 expit(eta)) = -c'' tanh(eta / 2), for any number of trials.
         return -h * np.tanh(0.5 * eta)
+    if data.family.code == 2:  # negative binomial: d h / d eta of the observed h
+        return nb_draw_terms(data.wy, data.wn, eta, data.family.alpha).dh
     return h
 
 
@@ -491,7 +524,10 @@ def laplace_score(system: BlockSystem, beta, nu, mode: ModeResult):
     a = _third_cumulant(data, eta, h) * lev
     gb = data.X.T @ r - 0.5 * (data.X + data.Z @ du_dbeta).T @ a
     if data.cov.has_vector:
-        return np.concatenate([gb, vector_laplace_score(system, nu, mode, flat, du_dnu, a)])
+        out = [gb, vector_laplace_score(system, nu, mode, flat, du_dnu, a)]
+        if data.k_fam:
+            out.append([_laplace_alpha_score(system, eta, pinv, lev, a)])
+        return np.concatenate(out)
     T = data.k_vc
     diag = np.zeros(data.q)
     for (_, _, cols), M in zip(system.groups, pinv, strict=True):
@@ -500,7 +536,22 @@ def laplace_score(system: BlockSystem, beta, nu, mode: ModeResult):
     tr = np.bincount(data.ident, weights=diag, minlength=T)
     qt = data.qbt.sum(axis=0)
     gn = 0.5 * (uu + tr) / nu**2 - 0.5 * qt / nu - 0.5 * np.asarray(data.Z @ du_dnu).T @ a
+    if data.k_fam:
+        return np.concatenate([gb, gn, [_laplace_alpha_score(system, eta, pinv, lev, a)]])
     return np.concatenate([gb, gn])
+
+
+def _laplace_alpha_score(system, eta, pinv, lev, a):
+    """The negative binomial's ``d/d alpha`` of :func:`laplace_loglike` at the mode:
+    ``sum la + k'(alpha) - 1/2 sum_i s_i (ha_i + dh_i (Z du/dalpha)_i)`` with
+    ``du/dalpha = P^{-1} Z' lea`` (implicit function theorem), ``s_i`` the conditional
+    variance of ``(Z u)_i``, ``a = dh * s`` and the terms of
+    :func:`~glmm_sm.spec.families.nb_draw_terms`."""
+    data = system.data
+    t = nb_draw_terms(data.wy, data.wn, eta, data.family.alpha)
+    du = _apply_blocks(system, pinv, np.asarray(data.Z.T @ t.lea)[:, None])[:, 0]
+    k1 = nb_constant(data.y, data.wn, data.family.alpha)[1]
+    return float(t.la.sum() + k1 - 0.5 * (lev @ t.ha) - 0.5 * (data.Z @ du) @ a)
 
 
 def glm_start(data: LayoutData, maxiter=50):
@@ -615,21 +666,25 @@ def laplace_fit(system: BlockSystem, start=None):
 
 def _laplace_fit(system, start):
     data = system.data
-    p, T = data.k_fe, data.k_vcp
+    p, T, nf = data.k_fe, data.k_vcp, data.k_fam
+    k = p + T
     if start is None:
-        start = np.concatenate([glm_start(data), data.cov.start()])
+        start = np.concatenate([glm_start(data), data.cov.start(),
+                                [data.family.alpha] * nf])
     start = np.asarray(start, dtype=float).copy()
     if data.cov.has_vector:
-        start[p:] = data.cov.clipped(start[p:], 1e-8, 1e8)
+        start[p:k] = data.cov.clipped(start[p:k], 1e-8, 1e8)
     else:
-        start[p:] = np.clip(start[p:], 1e-8, 1e8)
-    tr = ParamTransform(data.X, T, cov=data.cov)
+        start[p:k] = np.clip(start[p:k], 1e-8, 1e8)
+    start[k:] = np.clip(start[k:], 1e-8, 1e8)  # the negative binomial's alpha
+    tr = ParamTransform(data.X, T + nf, cov=data.cov)
     state = {"u": None, "nonfinite": 0, "not_pd": 0, "not_pd_blocks": set()}
 
     def f(x):
         theta = tr.to_theta(x)
-        beta, nu = theta[:p], theta[p:]
-        val, mode = laplace_loglike(system, beta, nu, u0=state["u"])
+        beta, nu, alpha = split_params(data, theta)
+        sysa = family_system(system, alpha)
+        val, mode = laplace_loglike(sysa, beta, nu, u0=state["u"])
         if mode.not_pd.size:
             state["not_pd"] += 1
             state["not_pd_blocks"].update(mode.not_pd.tolist())
@@ -641,14 +696,15 @@ def _laplace_fit(system, start):
             state["u"] = mode.u
         # Analytic gradient: finite differences of a value of size |val| are accurate to
         # only ~1e-8 |val| (radish2: |val| ~ 7e5 left gradients ~0.1 at the optimum).
-        g = laplace_score(system, beta, nu, mode)
+        g = laplace_score(sysa, beta, nu, mode)
         return -val, -tr.gradient(g, theta)
 
     info = minimize(f, tr.to_x(start), jac=True, method="L-BFGS-B",
                     bounds=tr.x_bounds(LOGNU_BOUNDS),
                     options={"maxiter": 500, "ftol": 1e-13, "gtol": 1e-7})
     params = tr.to_theta(info.x)
-    value, mode = laplace_loglike(system, params[:p], params[p:], u0=state["u"])
+    beta, nu, alpha = split_params(data, params)
+    value, mode = laplace_loglike(family_system(system, alpha), beta, nu, u0=state["u"])
     notes = [] if tr.whitening_note is None else [tr.whitening_note]
     if state["not_pd"] or mode.not_pd.size:
         blocks = sorted(state["not_pd_blocks"] | set(mode.not_pd.tolist()))

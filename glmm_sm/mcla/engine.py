@@ -38,6 +38,7 @@ from glmm_sm.mcla.partials import (  # noqa: F401  (re-exported: their home was 
     partition_sums,
     weight_pass,
 )
+from glmm_sm.spec.families import nb_constant
 from glmm_sm.spec.validation import nonnegative_up_to_rounding
 
 __all__ = ["Evaluation", "EngineBase", "MCLAEngine", "PartialSums", "DrawShift", "draw_shift",
@@ -132,7 +133,7 @@ class EngineBase:
 
     @property
     def k_params(self) -> int:
-        return self.data.k_fe + self.data.k_vcp
+        return self.data.k_fe + self.data.k_vcp + self.data.k_fam
 
     def detach(self):
         """Drop any cluster: later evaluations run on local threads (same results)."""
@@ -149,7 +150,9 @@ class EngineBase:
         if params.shape != (self.k_params,):
             raise ValueError(f"params must have length {self.k_params}; got {params.shape}")
         nb = data.n_blocks
-        if not np.all(np.isfinite(params)) or not _valid_cov(data, params[data.k_fe:]):
+        k = data.k_fe + data.k_vcp
+        if (not np.all(np.isfinite(params)) or not _valid_cov(data, params[data.k_fe:k])
+                or np.any(params[k:] <= 0)):  # the negative binomial's alpha > 0
             return Evaluation(-np.inf, None, None, None, np.zeros(nb), np.full(nb, -np.inf))
         # One evaluation per point: score(p) then hessian(p) (or loglike after either)
         # reuse the last one; the draws are frozen, so it is the same computation.
@@ -232,10 +235,14 @@ class MCLAEngine(EngineBase):
         data = self.data
         p = data.k_fe
         params = np.asarray(params, dtype=np.float64)
-        beta, nu = params[:p], params[p:]
+        beta, nu = params[:p], params[p : p + data.k_vcp]
         U, S = moved_draws(self.shift, beta, U, S, j0, j1)
         eta = data.linear_fixed(beta)[:, None] + data.Z @ U
-        ll = data.family.obs_terms(eta, data.wy[:, None], data.wn[:, None])[0]
+        if data.k_fam:
+            alpha = params[p + data.k_vcp]
+            ll = data.family.data_loglik(data.wy[:, None], data.wn[:, None], eta, alpha)
+        else:
+            ll = data.family.obs_terms(eta, data.wy[:, None], data.wn[:, None])[0]
         starts = data.obs_ptr[:-1]
         lfy = np.add.reduceat(ll, starts, axis=0)
         qb = np.diff(data.col_ptr)
@@ -282,7 +289,7 @@ class MCLAEngine(EngineBase):
         """
         data = self.data
         params = np.asarray(params, dtype=np.float64)
-        nu = params[data.k_fe:]
+        nu = params[data.k_fe : data.k_fe + data.k_vcp]
         rows = list(weight_pass(self.kernel, data, self.draws, self.ranges, params,
                                 self.shift, moments=True))
         sc = _scales(np.stack([r[0] for r in rows]))  # each range to the common maximum
@@ -365,25 +372,30 @@ def finish(tot: PartialSums, params, data, m, derivs=True):
     if data.cov.has_vector:
         return _finish_vector(tot, params, data, m, derivs)
     p, T = data.k_fe, data.k_vc
-    nu = params[p:]
+    k, nf = p + T, data.k_fam
+    nu = params[p:k]
     S0 = tot.s0[0]
     value, ess, block_values = _value_ess(tot, m)
+    const = _family_constant(data, params)
+    value += const[0]
     if not derivs or not np.isfinite(value):
         return Evaluation(value, None, None, None, ess, block_values)
     gb = tot.s1[0] / S0[:, None]  # (B, d)
     grad = gb.sum(axis=0)
-    H = np.zeros((p + T, p + T))
+    H = np.zeros((k + nf, k + nf))
     H[:p, :p] = -(tot.hxx[0] / S0[:, None, None]).sum(axis=0)
     SSv = (tot.sS[0] / S0[:, None]).sum(axis=0)
     qt = data.qbt.sum(axis=0)
-    H[p:, p:] = np.diag(qt / (2.0 * nu**2) - SSv / nu**3)
+    H[p:k, p:k] = np.diag(qt / (2.0 * nu**2) - SSv / nu**3)
     outer = np.einsum("bj,bl->bjl", gb, gb)
     H += (tot.s2[0] / S0[:, None, None] - outer).sum(axis=0)
     if np.any(tot.smu[0]):
         # Shifted draws: the prior's beta-nu cross derivative, sum_j M_j ubar_j / nu_t^2.
         C = (tot.smu[0] / S0[:, None, None]).sum(axis=0) / nu**2
-        H[:p, p:] += C
-        H[p:, :p] += C.T
+        H[:p, p:k] += C
+        H[p:k, :p] += C.T
+    if nf:
+        _add_family_terms(tot, S0, p, const, grad, H)
     H = 0.5 * (H + H.T)
     cross = np.einsum("bj,bl->bjl", gb, tot.s1sq[0])
     V = (tot.s2sq[0] - cross - np.swapaxes(cross, 1, 2)
@@ -393,6 +405,29 @@ def finish(tot: PartialSums, params, data, m, derivs=True):
     return Evaluation(value, grad, H, V, ess, block_values)
 
 
+def _family_constant(data, params):
+    """The negative binomial's terms that do not depend on the random effects,
+    ``sum w (lgamma(y + 1/alpha) - lgamma(1/alpha) + y log alpha)``, and their first two
+    alpha derivatives (:func:`~glmm_sm.spec.families.nb_constant`); zeros otherwise.  They
+    come out of the importance-sampling average and are added once."""
+    if not data.k_fam:
+        return 0.0, 0.0, 0.0
+    alpha = float(params[data.k_fe + data.k_vcp])
+    if not alpha > 0:
+        return -np.inf, 0.0, 0.0
+    return nb_constant(data.y, data.wn, alpha)
+
+
+def _add_family_terms(tot, S0, p, const, grad, H):
+    """Add the negative binomial's expected complete-data second derivatives involving
+    alpha (the last parameter) and its constant's derivatives to ``grad`` and ``H``."""
+    cross = (tot.hxa[0] / S0[:, None]).sum(axis=0)  # sum_i x_i E[d2 log f / d eta d alpha]
+    H[:p, -1] += cross
+    H[-1, :p] += cross
+    H[-1, -1] += (tot.saa[0] / S0).sum() + const[2]
+    grad[-1] += const[1]
+
+
 def _finish_vector(tot: PartialSums, params, data, m, derivs=True):
     """:func:`finish` with correlated terms: the kernel's scores ``h`` (beta, per
     sub-component, cross sums) map to the model's by ``G = c_b + J h``
@@ -400,29 +435,35 @@ def _finish_vector(tot: PartialSums, params, data, m, derivs=True):
     ``J . J'`` and the expected complete-data Hessian of the prior comes from the weighted
     means of ``S``."""
     p, cov = data.k_fe, data.cov
-    nu = params[p:]
+    k, nf = p + cov.k_vcp, data.k_fam
+    nu = params[p:k]
     S0 = tot.s0[0]
     value, ess, block_values = _value_ess(tot, m)
+    const = _family_constant(data, params)
+    value += const[0]
     if not derivs or not np.isfinite(value):
         return Evaluation(value, None, None, None, ess, block_values)
     Jc, c = cov.score_map(nu, data.qbt)
-    d = p + cov.k_vcp
-    J = np.zeros((d, p + data.n_s))
+    d = k + nf
+    J = np.zeros((d, p + data.n_s + nf))
     J[:p, :p] = np.eye(p)
-    J[p:, p:] = Jc
+    J[p:k, p : p + data.n_s] = Jc
+    J[k:, p + data.n_s :] = np.eye(nf)  # the family's parameters map to themselves
     gh = tot.s1[0] / S0[:, None]  # (B, d_kernel)
     gb = gh @ J.T
-    gb[:, p:] += c
+    gb[:, p:k] += c
     grad = gb.sum(axis=0)
     outer_h = np.einsum("bj,bl->bjl", gh, gh)
     cov_h = (tot.s2[0] / S0[:, None, None] - outer_h).sum(axis=0)
     H = J @ cov_h @ J.T
     H[:p, :p] -= (tot.hxx[0] / S0[:, None, None]).sum(axis=0)
-    H[p:, p:] += cov.prior_hessian(nu, data.qbt, tot.sS[0] / S0[:, None])
+    H[p:k, p:k] += cov.prior_hessian(nu, data.qbt, tot.sS[0] / S0[:, None])
     if np.any(tot.smu[0]):
         C = (tot.smu[0] / S0[:, None, None]).sum(axis=0)
-        H[:p, p:] += C
-        H[p:, :p] += C.T
+        H[:p, p:k] += C
+        H[p:k, :p] += C.T
+    if nf:
+        _add_family_terms(tot, S0, p, const, grad, H)
     H = 0.5 * (H + H.T)
     cross = np.einsum("bj,bl->bjl", gh, tot.s1sq[0])
     V = (tot.s2sq[0] - cross - np.swapaxes(cross, 1, 2)

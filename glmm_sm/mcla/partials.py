@@ -53,28 +53,36 @@ class PartialSums:
     sS: np.ndarray
     hxx: np.ndarray
     smu: np.ndarray
+    #: Negative binomial only (else None): ``hxa[b] = X_b' (sum e d2 log f / d eta d
+    #: alpha)`` (p,) and ``saa[b] = sum e d2 log f / d alpha2`` per block.
+    hxa: np.ndarray = None
+    saa: np.ndarray = None
 
     @classmethod
-    def empty(cls, n_rows, n_blocks, d, T, p, k_smu=None):
+    def empty(cls, n_rows, n_blocks, d, T, p, k_smu=None, nf=0):
         """Zero sums: ``d`` kernel scores, ``T`` rows of ``S``, ``k_smu`` covariance
-        parameters in the cross term (default ``T``)."""
+        parameters in the cross term (default ``T``), ``nf`` family parameters."""
         z = np.zeros
         k_smu = T if k_smu is None else k_smu
         return cls(np.full((n_rows, n_blocks), -np.inf), z((n_rows, n_blocks)),
                    z((n_rows, n_blocks)), z((n_rows, n_blocks, d)),
                    z((n_rows, n_blocks, d)), z((n_rows, n_blocks, d, d)),
                    z((n_rows, n_blocks, d, d)), z((n_rows, n_blocks, T)),
-                   z((n_rows, n_blocks, p, p)), z((n_rows, n_blocks, p, k_smu)))
+                   z((n_rows, n_blocks, p, p)), z((n_rows, n_blocks, p, k_smu)),
+                   *((z((n_rows, n_blocks, p)), z((n_rows, n_blocks))) if nf else ()))
 
     @classmethod
     def stack(cls, rows):
         """Stack single-row partial sums, in the given order."""
-        return cls(*(np.concatenate([getattr(r, f) for r in rows]) for f in _FIELDS))
+        return cls(*(None if getattr(rows[0], f) is None
+                     else np.concatenate([getattr(r, f) for r in rows]) for f in _FIELDS))
 
     def combine(self):
         """Sum the rows into one, rescaling each to the common maximum per block."""
         sc = _scales(self.a)
         sc2 = sc * sc
+        nb = {} if self.saa is None else {
+            "hxa": (sc[..., None] * self.hxa).sum(0)[None], "saa": (sc * self.saa).sum(0)[None]}
         return PartialSums(
             self.a.max(axis=0)[None], (sc * self.s0).sum(0)[None],
             (sc2 * self.s0sq).sum(0)[None],
@@ -83,10 +91,10 @@ class PartialSums:
             (sc2[..., None, None] * self.s2sq).sum(0)[None],
             (sc[..., None] * self.sS).sum(0)[None],
             (sc[..., None, None] * self.hxx).sum(0)[None],
-            (sc[..., None, None] * self.smu).sum(0)[None])
+            (sc[..., None, None] * self.smu).sum(0)[None], **nb)
 
 
-_FIELDS = ("a", "s0", "s0sq", "s1", "s1sq", "s2", "s2sq", "sS", "hxx", "smu")
+_FIELDS = ("a", "s0", "s0sq", "s1", "s1sq", "s2", "s2sq", "sS", "hxx", "smu", "hxa", "saa")
 
 #: Most partitions an evaluation is split into.  The partitions of a draw set do not depend
 #: on threads or workers, so neither does the order of the final sum.
@@ -274,13 +282,13 @@ def _kernel_args(data, params, X):
     """``(beta, nu, design, prior)``: what the kernel takes at ``params`` with design ``X``
     (``design`` a :class:`~glmm_sm.mcla.kernels.records.Design`, ``prior`` a
     :class:`~glmm_sm.mcla.kernels.records.Prior`)."""
-    p = data.k_fe
+    p, k = data.k_fe, data.k_fe + data.k_vcp
     params = np.asarray(params, dtype=np.float64)
-    beta, nu = params[:p], np.ascontiguousarray(params[p:])
+    beta, nu = params[:p], np.ascontiguousarray(params[p:k])
     xb = np.ascontiguousarray(data.linear_fixed(beta))
     nuk, lognu, pc = kernel_prior(data, nu)
     design = Design(data.obs_ptr, data.col_ptr, xb, data.wy, data.wn, X, data.zptr,
-                    data.zidx, data.zval)
+                    data.zidx, data.zval, np.ascontiguousarray(params[k:]))
     return beta, nu, design, Prior(lognu, nuk, pc, data.qbt)
 
 
@@ -292,7 +300,7 @@ def weight_pass(kernel, data, draws, ranges, params, shift=None, moments=False):
     fn = KERNELS[kernel]
     p = data.k_fe
     beta, _, design, prior = _kernel_args(data, params, data.X if shift is None else shift.Xs)
-    B, q, T, d = data.n_blocks, data.q, data.n_s, p + data.n_s
+    B, q, T, d = data.n_blocks, data.q, data.n_s, p + data.n_s + data.k_fam
     for k0, k1 in ranges:
         U, logf, S, j0, j1 = draws.chunk_arrays(k0, k1)
         if shift is not None:
@@ -330,9 +338,11 @@ def partition_sums(kernel, data, draws, ranges, params, derivs=True, shift=None)
     p = data.k_fe
     X = data.X if shift is None else shift.Xs
     beta, nu, design, prior = _kernel_args(data, params, X)
-    n, B, d = data.X.shape[0], data.n_blocks, p + data.n_s
-    rows = PartialSums.empty(len(ranges), B, d, data.n_s, p, len(nu))
+    nf = data.k_fam
+    n, B, d = data.X.shape[0], data.n_blocks, p + data.n_s + nf
+    rows = PartialSums.empty(len(ranges), B, d, data.n_s, p, len(nu), nf)
     hc = np.zeros((len(ranges), n))
+    hca = np.zeros((len(ranges), n if nf else 0))
     Gp, sU_out = np.zeros((B, p, 0)), np.zeros(data.q)  # unused by frozen draws
     if shift is not None:
         du = shift.offset(beta)
@@ -349,7 +359,8 @@ def partition_sums(kernel, data, draws, ranges, params, derivs=True, shift=None)
             if derivs:
                 Gp = shift.prior_scores(U, A)
         out = Sums(rows.a[c], rows.s0[c], rows.s0sq[c], rows.s1[c], rows.s1sq[c], rows.s2[c],
-                   rows.s2sq[c], rows.sS[c], hc[c], sU_out, _NONE1, _NONE2)
+                   rows.s2sq[c], rows.sS[c], hc[c], sU_out, _NONE1, _NONE2,
+                   *((hca[c], rows.saa[c]) if nf else ()))
         fn(data.family.kernel, derivs, design, Draws(U, logf, S), j0, j1, prior,
            shift is not None and bool(derivs), Gp, out)
     sc = _scales(rows.a)
@@ -357,6 +368,9 @@ def partition_sums(kernel, data, draws, ranges, params, derivs=True, shift=None)
     if derivs:
         h = (sc[:, data.block_of_obs] * hc).sum(axis=0)
         _kernels.block_xhx(data.obs_ptr, X, h, out.hxx[0])
+        if nf:  # X_b' (weighted d2 log f / d eta d alpha), per block
+            ha = (sc[:, data.block_of_obs] * hca).sum(axis=0)
+            np.add.at(out.hxa[0], data.block_of_obs, X * ha[:, None])
         if shift is not None:
             sU = (sc[:, data.block_of_col] * suc).sum(axis=0)
             out.smu[0] = shift.cross_sums(sU, nu)

@@ -78,7 +78,7 @@ class _BlockSampler:
         self.system = system
         self.params = np.asarray(params, dtype=float).copy()
         p = data.k_fe
-        self.nu = self.params[p:]
+        self.nu = self.params[p : p + data.k_vcp]  # (the negative binomial's alpha last)
         self.col_var = data.cov.variances(self.nu)  # each sub-component's variance
         self.u_hat = mode.u.copy()
         # How the conditional modes move with the fixed effects, d u_hat / d beta (q, p),

@@ -25,7 +25,13 @@ from statsmodels.tools.sm_exceptions import ConvergenceWarning
 from glmm_sm.fit.boundary import BOUNDARY_NU, at_boundary
 from glmm_sm.fit.driver import FitLog, FitOutcome
 from glmm_sm.inference.prediction import block_cov_matrix
-from glmm_sm.laplace.step import conditional_mode, laplace_fit, laplace_score
+from glmm_sm.laplace.step import (
+    conditional_mode,
+    family_system,
+    laplace_fit,
+    laplace_score,
+    split_params,
+)
 from glmm_sm.mcla.engine import Evaluation
 from glmm_sm.mcla.partials import kernel_prior
 from glmm_sm.results.mcla import (
@@ -75,8 +81,9 @@ def laplace_hessian(system, params, mode, rel_step=REL_STEP):
     steps = rel_step * np.concatenate([np.maximum(np.abs(params[:p]), 1.0), cov_part])
 
     def score(theta):
-        beta, nu = theta[:p], theta[p:]
-        return laplace_score(system, beta, nu, conditional_mode(system, beta, nu, u0=mode.u))
+        beta, nu, alpha = split_params(system.data, theta)
+        sysa = family_system(system, alpha)  # the negative binomial at its alpha
+        return laplace_score(sysa, beta, nu, conditional_mode(sysa, beta, nu, u0=mode.u))
 
     H = np.empty((k, k))
     for j in range(k):
@@ -120,7 +127,8 @@ def _outcome(model, system, params, value, mode, seconds):
     """The Laplace fit as a :class:`~glmm_sm.fit.driver.FitOutcome` (no draws, no MCSE)."""
     data = system.data
     p = model.k_fe
-    beta, nu = params[:p], params[p:]
+    beta, nu, alpha = split_params(data, params)
+    system = family_system(system, alpha)
     grad = laplace_score(system, beta, nu, mode)
     H = laplace_hessian(system, params, mode)
     vector = data.cov.has_vector

@@ -86,7 +86,8 @@ class MonteCarloGLMMResults(LikelihoodModelResults, ResultMixin):
         self._mcse_scale = None
         if A is not None and V is not None and np.all(np.isfinite(V)):
             # V is the final engine's: without the components at 0 when some went there
-            keep = np.r_[np.arange(model.k_fe), model.k_fe + view.keep]
+            keep = np.r_[np.arange(model.k_fe), model.k_fe + view.keep,
+                         model.k_fe + model.k_vcp + np.arange(model.k_fam)]
             full = np.zeros_like(A)
             full[np.ix_(keep, keep)] = np.abs(np.asarray(V, dtype=float))
             self._mcse_scale = np.diag(A @ full @ A)
@@ -188,7 +189,23 @@ class MonteCarloGLMMResults(LikelihoodModelResults, ResultMixin):
     def vcomp(self):
         """Variance-component estimates on the variance scale (Series)."""
         k = self.model.k_fe
-        return pd.Series(np.asarray(self.params)[k:], index=self.model.vcp_names)
+        return pd.Series(np.asarray(self.params)[k : k + self.model.k_vcp],
+                         index=self.model.vcp_names)
+
+    @property
+    def theta(self):
+        """The negative binomial's size ``theta = 1/alpha`` (lme4's and glmmTMB's
+        parameter) as a Series ``(estimate, se, mcse)`` by the delta method
+        (``se(theta) = se(alpha) / alpha^2``); None for the other families."""
+        mod = self.model
+        if not getattr(mod, "k_fam", 0):
+            return None
+        j = mod.k_fe + mod.k_vcp
+        a = float(np.asarray(self.params)[j])
+        se = float(np.asarray(self.bse)[j])
+        mc = float(np.asarray(self.mcse())[j])
+        return pd.Series({"estimate": 1.0 / a, "se": se / a**2, "mcse": mc / a**2},
+                         name="theta")
 
     def _boundary_view(self):
         """The fit as its final engine sees it (:class:`~glmm_sm.fit.boundary.BoundaryView`):

@@ -56,12 +56,28 @@ def build_summary(res, alpha=0.05, title=None, yname=None, xname=None):
     est = (params, bse, mcse)
     smry.tables.append(_param_table(est, slice(0, k), names, alpha, "coef", "P>|z|",
                                     "Fixed effects", labels))
-    smry.tables.append(_param_table(est, slice(k, len(params)), names, alpha, "variance",
+    kc = k + res.model.k_vcp
+    smry.tables.append(_param_table(est, slice(k, kc), names, alpha, "variance",
                                     "P>z (1-sided)", "Variance components", labels))
+    if kc < len(params):  # the negative binomial's alpha, and theta = 1/alpha
+        smry.tables.append(_param_table(est, slice(kc, len(params)), names, alpha, "estimate",
+                                        "P>z (1-sided)", "Dispersion (NB2: var = mu + "
+                                        "alpha mu^2)", labels))
+        smry.tables.append(_theta_table(params[kc], bse[kc],
+                                        None if mcse is None else mcse[kc]))
     if res.model.design.cov.has_vector:
         smry.tables.append(_varcorr_table(res, monte_carlo=not laplace))
     smry.add_extra_txt(_notes(res, bse, names, k))
     return smry
+
+
+def _theta_table(a, se, mc):
+    """``theta = 1/alpha`` (lme4's and glmmTMB's negative binomial parameter) with its
+    delta-method SE (and MCSE): ``se(theta) = se(alpha) / alpha^2``."""
+    row = [_fmt(1.0 / a), _fmt(se / a**2)] + ([] if mc is None else [_fmt(mc / a**2)])
+    head = ["estimate", "std err"] + ([] if mc is None else ["MCSE"])
+    return SimpleTable([row], head, ["theta = 1/alpha"],
+                       title="NB2 size parameter (lme4, glmmTMB)", txt_fmt=_txt_fmt())
 
 
 def _varcorr_table(res, monte_carlo=True):

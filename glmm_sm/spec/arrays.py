@@ -119,6 +119,12 @@ class LayoutData:
         """Number of covariance parameters."""
         return self.cov.k_vcp
 
+    @property
+    def k_fam(self) -> int:
+        """Number of the family's own parameters, after the covariance parameters in
+        ``params`` (1, ``alpha``, for the negative binomial)."""
+        return self.family.k_fam
+
     def cross_sums(self, U):
         """Cross sums ``s_ab`` (B, C, K) of draws ``U`` (q, K) in layout order."""
         K = U.shape[1]

@@ -78,6 +78,8 @@ def sm_family(fam):
     """The statsmodels family object of a family kind (Binomial, with its link, or Poisson)."""
     from statsmodels.genmod import families as smf
 
+    if fam.code == 2:
+        return smf.NegativeBinomial(alpha=fam.alpha)
     if fam.code == 1:
         return smf.Poisson()
     links = {"probit": smf.links.Probit, "cloglog": smf.links.CLogLog}

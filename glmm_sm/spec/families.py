@@ -24,15 +24,16 @@ in forms that stay exact for ``|eta|`` in the hundreds.
 
 from __future__ import annotations
 
+from collections import namedtuple
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.special import expit, gammaln, log_ndtr, ndtr
+from scipy.special import digamma, expit, gammaln, log_ndtr, ndtr, polygamma
 
 from glmm_sm.core.constants import POISSON_ETA_MAX
 
 __all__ = ["Family", "BINOMIAL", "POISSON", "resolve_family", "LINK_CODES", "link_terms",
-           "link_info_derivative"]
+           "link_info_derivative", "NEGBIN", "nb_constant", "nb_draw_terms", "nb_eta_terms"]
 
 #: Kernel codes of the non-canonical links of the binomial families (a canonical link's
 #: kernel code is its family code: 0 logit binomial, 1 Poisson).
@@ -47,17 +48,39 @@ class Family:
 
     Parameters
     ----------
-    name : {"bernoulli", "binomial", "poisson"}
+    name : {"bernoulli", "binomial", "poisson", "negbin"}
         Bernoulli is the binomial family with one trial per observation.
     code : int
-        Family code: 0 for the binomial families, 1 for Poisson.
+        Family code: 0 for the binomial families, 1 for Poisson, 2 for the negative binomial
+        (NB2, log link; see :func:`nb_draw_terms`).
     link : {"logit", "probit", "cloglog", "log"} or None
         The link; ``None`` is the family's canonical link (logit, log).
+    alpha : float, optional
+        The negative binomial's dispersion (variance ``mu + alpha mu^2``): the start value
+        of its estimate.  None for the other families.
     """
 
     name: str
     code: int
     link: str | None = None
+    alpha: float | None = None
+
+    @property
+    def k_fam(self) -> int:
+        """Number of the family's own parameters (1, ``alpha``, for the negative binomial)."""
+        return 1 if self.code == 2 else 0
+
+    def with_alpha(self, alpha):
+        """The negative binomial family with dispersion ``alpha``."""
+        return Family(self.name, self.code, link=self.link, alpha=float(alpha))
+
+    def data_loglik(self, wy, wn, eta, alpha=None):
+        """The part of ``sum w log f(y | eta)`` that depends on ``eta``, per observation:
+        ``w (y eta - c(eta))``, or for the negative binomial
+        ``w (y eta - (y + 1/alpha) log(1 + alpha e^eta))`` (:func:`nb_draw_terms`)."""
+        if self.code == 2:
+            return nb_draw_terms(wy, wn, eta, self.alpha if alpha is None else alpha)[0]
+        return self.obs_terms(eta, wy, wn)[0]
 
     @property
     def is_binomial(self) -> bool:
@@ -85,6 +108,8 @@ class Family:
         eta = np.asarray(eta, dtype=float)
         if not self.canonical:
             return link_terms(self.kernel, eta, wy, wn)
+        if self.code == 2:
+            return tuple(nb_eta_terms(wy, wn, eta, self.alpha)[:3])
         return (wy * eta - wn * self.cumulant(eta), wy - wn * self.mean(eta),
                 wn * self.variance(eta))
 
@@ -94,6 +119,8 @@ class Family:
         eta = np.asarray(eta, dtype=float)
         if not self.canonical:
             return link_info_derivative(self.kernel, eta, wy, wn)
+        if self.code == 2:
+            return nb_draw_terms(wy, wn, eta, self.alpha).dh
         h = wn * self.variance(eta)
         if self.code == 0:
             # c3 = c'' (1 - 2 expit(eta)) = -c'' tanh(eta / 2), for any number of trials.
@@ -170,11 +197,12 @@ class Family:
                 raise ValueError(f"{name}: failures must be non-negative integers; found "
                                  f"{_show(failures[bad])}")
         else:
+            what = "negative binomial" if self.code == 2 else "Poisson"
             if np.any(y < 0):
-                raise ValueError(f"{name}: Poisson counts must be non-negative; found "
+                raise ValueError(f"{name}: {what} counts must be non-negative; found "
                                  f"{_show(y[y < 0])}")
             if np.any(y != np.round(y)):
-                raise ValueError(f"{name}: Poisson counts must be integers; found "
+                raise ValueError(f"{name}: {what} counts must be integers; found "
                                  f"{_show(y[y != np.round(y)])}")
 
 
@@ -186,8 +214,11 @@ def _show(values, k=3):
 BERNOULLI = Family("bernoulli", 0)
 BINOMIAL = Family("binomial", 0)
 POISSON = Family("poisson", 1)
+#: The negative binomial (NB2) with the start value ``alpha = 1`` (statsmodels' default).
+NEGBIN = Family("negbin", 2, alpha=1.0)
 
-_BY_NAME = {"bernoulli": BERNOULLI, "binomial": BINOMIAL, "poisson": POISSON}
+_BY_NAME = {"bernoulli": BERNOULLI, "binomial": BINOMIAL, "poisson": POISSON,
+            "negbin": NEGBIN}
 
 
 def resolve_family(family, endog):
@@ -298,9 +329,11 @@ def _family_from_user(family):
         if kind == "poisson":
             return POISSON
         return BINOMIAL if link == "logit" else Family("binomial", 0, link)
+    if isinstance(family, smf.NegativeBinomial):
+        return _negbin_from_user(family, type(getattr(family, "link", None)).__name__)
     raise ValueError(
         f"family: {type(family).__name__} is not supported; use statsmodels' Binomial() or "
-        "Poisson() with their canonical links"
+        "Poisson() with their canonical links, or NegativeBinomial(alpha=...) with the log link"
     )
 
 
@@ -387,3 +420,149 @@ def link_info_derivative(code, eta, wy, wn):
                           0.0)
         return wy * ds + wf * mu
     raise ValueError(f"no link with kernel code {code}")
+
+
+def _negbin_from_user(family, link):
+    """statsmodels' ``NegativeBinomial(alpha=a)``: NB2 with the log link, ``a`` the start."""
+    if link != "Log":
+        raise ValueError(f"family: the negative binomial is supported with the log link only, "
+                         f"not {link}; write sm.families.NegativeBinomial(alpha=1.0)")
+    alpha = float(family.alpha)
+    if not (np.isfinite(alpha) and alpha > 0):
+        raise ValueError(f"family: NegativeBinomial(alpha={family.alpha!r}): alpha is the "
+                         "start value of the estimated dispersion and must be positive and "
+                         "finite; write e.g. NegativeBinomial(alpha=1.0) (alpha = 0 is the "
+                         "Poisson model: use sm.families.Poisson())")
+    return NEGBIN.with_alpha(alpha)
+
+
+#: Below this ``x = alpha mu`` the alpha derivatives use their power series (the closed
+#: forms lose about ``eps / x`` relative accuracy to cancellation).
+NB_SERIES_X = 1e-2
+
+
+def _nb_f(x):
+    """``log(1 + x) - x / (1 + x)`` (``~ x^2 / 2``), accurate for small ``x``."""
+    x = np.asarray(x, dtype=float)
+    small = x < NB_SERIES_X
+    xs = np.where(small, x, 0.0)
+    ser = np.zeros_like(xs)
+    for k in range(9, 1, -1):  # sum_k (-1)^k (k - 1) / k x^k, k = 2..9
+        ser = (ser + (-1) ** k * (k - 1) / k) * xs
+    ser = ser * xs
+    with np.errstate(divide="ignore", invalid="ignore"):
+        full = np.log1p(x) - x / (1.0 + x)
+    return np.where(small, ser, full)
+
+
+def _nb_g(x):
+    """``x^2 / (1 + x)^2 - 2 log(1 + x) + 2 x / (1 + x)`` (``~ -2 x^3 / 3``), accurate for
+    small ``x``."""
+    x = np.asarray(x, dtype=float)
+    small = x < NB_SERIES_X
+    xs = np.where(small, x, 0.0)
+    ser = np.zeros_like(xs)
+    for k in range(11, 2, -1):  # sum_k (-1)^k (k - 1)(k - 2) / k x^k, k = 3..11
+        ser = (ser + (-1) ** k * (k - 1) * (k - 2) / k) * xs
+    ser = ser * xs * xs
+    with np.errstate(divide="ignore", invalid="ignore"):
+        full = x**2 / (1.0 + x) ** 2 - 2.0 * (np.log1p(x) - x / (1.0 + x))
+    return np.where(small, ser, full)
+
+
+def nb_draw_terms(wy, wn, eta, alpha):
+    """The random-effect-dependent part of the NB2 log-density and its derivatives.
+
+    With ``theta = 1/alpha``, ``mu = e^eta`` and ``x = alpha mu``, the log-density of one
+    count is ``log f = k(y, alpha) + y eta - (y + theta) log(1 + x)`` with the constant
+    in ``eta`` ``k = lgamma(y + theta) - lgamma(theta) - lgamma(y + 1) + y log alpha``
+    (:func:`nb_constant`).  Per observation, with weights (``wy = w y``, ``wn = w``):
+
+    * ``ll = wy eta - (wy + wn theta) log(1 + x)``;
+    * ``r = d ll / d eta = (wy - wn mu) / (1 + x)``;
+    * ``h = -d2 ll / d eta2 = (wn + alpha wy) mu / (1 + x)^2`` (observed, not expected:
+      it depends on ``y``), ``dh = dh / d eta = h (1 - x) / (1 + x)``;
+    * ``la = d ll / d alpha = wn f(x) / alpha^2 - wy mu / (1 + x)``,
+      ``f(x) = log(1 + x) - x / (1 + x)``;
+    * ``lea = d2 ll / d eta d alpha = -(wy - wn mu) mu / (1 + x)^2``;
+    * ``laa = d2 ll / d alpha2 = wn g(x) / alpha^3 + wy mu^2 / (1 + x)^2``,
+      ``g(x) = x^2 / (1 + x)^2 - 2 f(x)``;
+    * ``ha = dh / d alpha = mu (wy (1 + x) - 2 mu (wn + alpha wy)) / (1 + x)^3``.
+
+    ``f`` and ``g`` use their power series below ``x = 0.01``, so that every term has a
+    finite limit as ``alpha -> 0`` (the Poisson model).
+
+    Returns
+    -------
+    NBTerms
+        Named fields ``ll r h dh la lea laa ha`` (arrays of ``eta``'s shape).
+    """
+    eta = np.asarray(eta, dtype=float)
+    ll, r, h, mu = nb_eta_terms(wy, wn, eta, alpha)
+    a = float(alpha)
+    x = a * mu
+    opx = 1.0 + x
+    dh = h * (1.0 - x) / opx
+    la = wn * _nb_f(x) / a**2 - wy * mu / opx
+    lea = -(wy - wn * mu) * mu / opx**2
+    laa = wn * _nb_g(x) / a**3 + wy * mu**2 / opx**2
+    ha = mu * (wy * opx - 2.0 * mu * (wn + a * wy)) / opx**3
+    return NBTerms(ll, r, h, dh, la, lea, laa, ha)
+
+
+NBTerms = namedtuple("NBTerms", "ll r h dh la lea laa ha")
+
+
+def nb_eta_terms(wy, wn, eta, alpha):
+    """``(ll, r, h, mu)`` of :func:`nb_draw_terms` only (what the conditional modes need)."""
+    mu = np.exp(np.minimum(eta, POISSON_ETA_MAX))
+    a = float(alpha)
+    x = a * mu
+    opx = 1.0 + x
+    ll = wy * eta - (wy + wn / a) * np.log1p(x)
+    r = (wy - wn * mu) / opx
+    h = (wn + a * wy) * mu / opx**2
+    return ll, r, h, mu
+
+#: Counts up to this are summed exactly in :func:`nb_constant`; larger ones use lgamma.
+NB_EXACT_SUM_MAX = 200
+
+
+def nb_constant(y, w, alpha):
+    """``sum w (lgamma(y + 1/alpha) - lgamma(1/alpha) + y log alpha)`` and its first two
+    derivatives in ``alpha``.
+
+    For a count ``y <= 200`` the term is the exact finite sum ``sum_{j<y} log(1 + j alpha)``
+    (derivatives ``sum j / (1 + j alpha)`` and ``-sum j^2 / (1 + j alpha)^2``), which stays
+    accurate as ``alpha -> 0``; larger counts use ``lgamma``, digamma and trigamma.  Together
+    with :func:`nb_draw_terms` and ``-lgamma(y + 1)`` it is the NB2 log-density.
+
+    Returns
+    -------
+    value, d1, d2 : float
+    """
+    y = np.asarray(y, dtype=float)
+    w = np.broadcast_to(np.asarray(w, dtype=float), y.shape)
+    a = float(alpha)
+    small = y <= NB_EXACT_SUM_MAX
+    val = d1 = d2 = 0.0
+    ys, ws = y[small].astype(np.int64), w[small]
+    top = int(ys.max(initial=0))
+    if top > 1:
+        # W[j] = sum of the weights of the counts y > j, for j = 1 .. top - 1
+        W = np.cumsum(np.bincount(ys, weights=ws, minlength=top + 1)[::-1])[::-1]
+        j = np.arange(1, top, dtype=float)
+        Wj = W[2 : top + 1]
+        opj = 1.0 + j * a
+        val += float(Wj @ np.log1p(j * a))
+        d1 += float(Wj @ (j / opj))
+        d2 -= float(Wj @ (j * j / opj**2))
+    yb, wb = y[~small], w[~small]
+    if yb.size:
+        th = 1.0 / a
+        dg = digamma(yb + th) - digamma(th)
+        tg = polygamma(1, yb + th) - polygamma(1, th)
+        val += float(np.sum(wb * (gammaln(yb + th) - gammaln(th) + yb * np.log(a))))
+        d1 += float(np.sum(wb * (-th * th * dg + yb / a)))
+        d2 += float(np.sum(wb * (2.0 * th**3 * dg + th**4 * tg - yb / a**2)))
+    return float(val), float(d1), float(d2)

@@ -75,7 +75,9 @@ class ParamTransform:
         theta = np.asarray(theta, dtype=np.float64)
         p = self.p
         if self.cov is not None:
-            return np.concatenate([self.T_inv @ theta[:p], self._cov_x(theta[p:])])
+            kc = p + self.cov.k_vcp  # then the family's parameters (alpha), on the log scale
+            return np.concatenate([self.T_inv @ theta[:p], self._cov_x(theta[p:kc]),
+                                   np.log(theta[kc:])])
         return np.concatenate([self.T_inv @ theta[:p], np.log(theta[p:])])
 
     def to_theta(self, x):
@@ -83,7 +85,9 @@ class ParamTransform:
         x = np.asarray(x, dtype=np.float64)
         p = self.p
         if self.cov is not None:
-            return np.concatenate([self.T @ x[:p], self._cov_map(x[p:])[0]])
+            kc = p + self.cov.k_vcp
+            return np.concatenate([self.T @ x[:p], self._cov_map(x[p:kc])[0],
+                                   np.exp(x[kc:])])
         return np.concatenate([self.T @ x[:p], np.exp(x[p:])])
 
     def _cov_x(self, nu):
@@ -93,6 +97,20 @@ class ParamTransform:
             out[sl] = (np.log(nu[sl]) if len(u) == 1
                        else log_cholesky_inverse(nu[sl], len(u)))
         return out
+
+    def _cov_jac(self, nu):
+        """:meth:`_cov_map` at the covariance parameters and the family's parameters
+        ``nu`` (these last on the log scale: ``d nu / dx = d2 nu / dx2 = nu``)."""
+        kc = self.cov.k_vcp
+        val, jac, hess = self._cov_map(self._cov_x(nu[:kc]))
+        m, ke = len(nu), len(nu) - kc
+        if not ke:
+            return val, jac, hess
+        J, Hs = np.zeros((m, m)), np.zeros((m, m, m))
+        J[:kc, :kc], Hs[:kc, :kc, :kc] = jac, hess
+        i = np.arange(kc, m)
+        J[i, i] = Hs[i, i, i] = nu[kc:]
+        return np.concatenate([val, nu[kc:]]), J, Hs
 
     def _cov_map(self, xc):
         """``(nu, d nu / dx, d2 nu / dx2)`` of the covariance coordinates."""
@@ -112,7 +130,7 @@ class ParamTransform:
         p = self.p
         nu = np.asarray(theta, dtype=np.float64)[p:]
         if self.cov is not None:
-            jac = self._cov_map(self._cov_x(nu))[1]
+            jac = self._cov_jac(nu)[1]
             return np.concatenate([self.T.T @ g[:p], jac.T @ g[p:]])
         return np.concatenate([self.T.T @ g[:p], g[p:] * nu])
 
@@ -121,7 +139,7 @@ class ParamTransform:
         p = self.p
         nu = np.asarray(theta, dtype=np.float64)[p:]
         if self.cov is not None:
-            _, jac, hess = self._cov_map(self._cov_x(nu))
+            _, jac, hess = self._cov_jac(nu)
             J = np.zeros((p + self.k_vc, p + self.k_vc))
             J[:p, :p] = self.T
             J[p:, p:] = jac
@@ -149,7 +167,7 @@ class ParamTransform:
                 continue
             r, c = np.tril_indices(k)
             out += [half if a == b else (None, None) for a, b in zip(r, c, strict=True)]
-        return out
+        return out + [lognu_bounds] * (self.k_vc - self.cov.k_vcp)
 
 
 class CachedObjective:

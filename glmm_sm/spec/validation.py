@@ -78,9 +78,11 @@ def column(value, data, name):
 
 
 def exposure_vector(exposure, n, fam):
-    """Positive exposures for a Poisson model (``log(exposure)`` joins the offset)."""
-    if fam.code != 1:
-        raise ValueError("exposure is only defined for the Poisson family (log link); for "
+    """Positive exposures for a Poisson or negative binomial model (``log(exposure)`` joins
+    the offset)."""
+    if fam.code not in (1, 2):
+        raise ValueError("exposure is only defined for the Poisson and negative binomial "
+                         "families (log link); for "
                          "binomial data give the number of trials as a second response "
                          "column (successes + failures)")
     arr = vector(exposure, n, "exposure", default=1.0)
@@ -336,9 +338,11 @@ def checked_start_params(start_params, names, k_fe, cov):
     if bad:
         raise ValueError(f"start_params holds NaN or infinite values for {bad}; give finite "
                          "numbers (or omit start_params)")
-    if not cov.valid(arr[k_fe:]):
+    kc = k_fe + cov.k_vcp  # then the family's parameters (the negative binomial's alpha)
+    if not cov.valid(arr[k_fe:kc]) or np.any(arr[kc:] <= 0):
         raise ValueError("start_params: every variance must be > 0 (and each correlated "
-                         "term's covariance matrix positive definite); got "
+                         "term's covariance matrix positive definite; the negative "
+                         "binomial's alpha > 0); got "
                          f"{dict(zip(names[k_fe:], arr[k_fe:].tolist(), strict=True))}")
     return arr
 

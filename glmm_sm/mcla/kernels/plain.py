@@ -29,6 +29,7 @@ from glmm_sm.core.constants import HALF_LOG2PI, POISSON_ETA_MAX
 from glmm_sm.mcla.kernels.fastmath import fexp, flog1p_unit
 from glmm_sm.mcla.kernels.links import link_obs_terms
 from glmm_sm.mcla.kernels.records import Span, Work
+from glmm_sm.spec.families import NB_SERIES_X
 
 TILE = 64
 #: Bernoulli observations per fold of the running products of ``1 + exp(-|eta|)`` (each
@@ -61,6 +62,8 @@ def _tile_loglik(fam, derivs, sp, kt, nt, design, U, work):
     for kk in range(nt):
         lfy[kk] = 0.0
         pr[kk] = 1.0
+        work.ga[kk] = 0.0
+        work.gaa[kk] = 0.0
         for j in range(p):
             G[j, kk] = 0.0
     n_pr = 0
@@ -102,6 +105,8 @@ def _tile_loglik(fam, derivs, sp, kt, nt, design, U, work):
                 lfy[kk] += wyi * e - wni * cum
                 rr[kk] = wyi - wni * mu
                 crow[kk] = wni * tt * inv * inv
+        elif fam == 2:
+            _nb_obs(nt, wyi, wni, design.fpar[0], derivs, work, crow, i - o0)
         elif fam >= 10:
             _link_rows(fam, nt, eta, wyi, wni, lfy, rr, crow)
         else:
@@ -141,6 +146,64 @@ def _fold(nt, lfy, pr):
         pr[kk] = 1.0
 
 
+@numba.njit(inline="always", **_FLAGS)
+def _nb_fg_series(x):
+    """Below ``x = 0.01``: ``f = log(1 + x) - x / (1 + x)`` and
+    ``g = x^2 / (1 + x)^2 - 2 f`` by their power series
+    (:func:`glmm_sm.spec.families.nb_draw_terms`)."""
+    f = 0.0
+    for k in range(9, 1, -1):
+        f = (f + (-1.0) ** k * (k - 1) / k) * x
+    g = 0.0
+    for k in range(11, 2, -1):
+        g = (g + (-1.0) ** k * (k - 1) * (k - 2) / k) * x
+    return f * x, g * x * x
+
+
+@numba.njit(**_FLAGS)
+def _nb_obs(nt, wyi, wni, alpha, derivs, work, crow, r):
+    """One negative binomial observation (row ``r`` of the block) for the tile's draws:
+    adds ``wy eta - (wy + wn / alpha) log(1 + alpha mu)`` to ``lfy`` and, with ``derivs``,
+    sets its residual ``rr`` and observed ``-d2/d eta2`` (``crow``) and ``d2/d eta d alpha``
+    (``work.cpa[r]``) and adds its ``d/d alpha`` and ``d2/d alpha2`` to ``work.ga`` and
+    ``work.gaa`` (the formulas of :func:`glmm_sm.spec.families.nb_draw_terms`)."""
+    eta, lfy, rr, ga, gaa = work.eta, work.lfy, work.rr, work.ga, work.gaa
+    th = 1.0 / alpha
+    la = math.log(alpha)
+    # With z = eta + log(alpha) and t = exp(-|z|) (in (0, 1]): log(1 + alpha mu) is the
+    # softplus max(z, 0) + log1p(t), p = x / (1 + x) = expit(z) and mu / (1 + x) = p / alpha,
+    # so one exp, one log1p on [0, 1] and one division serve every term.
+    if not derivs:
+        for kk in range(nt):
+            e = eta[kk]
+            z = e + la
+            t = fexp(-abs(z))
+            lfy[kk] += wyi * e - (wyi + wni * th) * (max(z, 0.0) + flog1p_unit(t))
+        return
+    arow = work.cpa[r]
+    for kk in range(nt):
+        e = eta[kk]
+        z = e + la
+        t = fexp(-abs(z))
+        inv = 1.0 / (1.0 + t)
+        p = inv if z >= 0.0 else t * inv  # x / (1 + x), x = alpha mu
+        q = 1.0 - p if z >= 0.0 else inv  # 1 / (1 + x)
+        lg = max(z, 0.0) + flog1p_unit(t)
+        pa = p * th  # mu / (1 + x)
+        lfy[kk] += wyi * e - (wyi + wni * th) * lg
+        res = wyi * q - wni * pa  # (wy - wn mu) / (1 + x)
+        rr[kk] = res
+        crow[kk] = (wni + alpha * wyi) * pa * q
+        arow[kk] = -res * pa
+        # f, g by their series where x = t < NB_SERIES_X (then z < 0), else closed forms
+        fs, gs = _nb_fg_series(t)
+        small = z < 0.0 and t < NB_SERIES_X
+        f = fs if small else lg - p
+        g = gs if small else p * p - 2.0 * f
+        ga[kk] += wni * f * th * th - wyi * pa
+        gaa[kk] += wni * g * th * th * th + wyi * pa * pa
+
+
 @numba.njit(**_FLAGS)
 def _rescale(sp, sc, out):
     """Multiply block ``sp``'s running sums by ``sc`` (``sc**2`` for the squared ones).
@@ -167,6 +230,10 @@ def _rescale(sp, sc, out):
     if out_sUU.shape[0]:
         for j in range(c0, c1):
             out_sUU[j] = out_sUU[j] * sc if sc != 0.0 else 0.0
+    if out.saa.shape[0]:  # negative binomial
+        out.saa[b] = out.saa[b] * sc if sc != 0.0 else 0.0
+        for i in range(o0, o1):
+            out.hca[i] = out.hca[i] * sc if sc != 0.0 else 0.0
 
 
 @numba.njit(**_ACC_FLAGS)
@@ -184,7 +251,7 @@ def _accumulate(sp, kt, nt, k0, work, draws, prior, shifted, Gp, out):
     out_sS, out_hc, out_sU = out.sS, out.hc, out.sU
     p = G.shape[0]
     T = nu.shape[0]
-    d = p + T + nc
+    d = out_s1.shape[1]  # p + T + nc, and alpha last for the negative binomial
     for kk in range(nt):
         w = ew[kk]
         if w == 0.0:
@@ -204,6 +271,8 @@ def _accumulate(sp, kt, nt, k0, work, draws, prior, shifted, Gp, out):
             sk = S[b, c, k]
             gk[p + c] = sk
             out_sS[b, c] += w * sk
+        if d > p + T + nc:
+            gk[p + T + nc] = work.ga[kk]
         for j in range(d):
             out_s1[b, j] += w * gk[j]
             out_s1sq[b, j] += w2 * gk[j]
@@ -225,6 +294,23 @@ def _accumulate(sp, kt, nt, k0, work, draws, prior, shifted, Gp, out):
             for kk in range(nt):
                 acc += ew[kk] * urow[kk]
             out_sU[j] += acc
+
+
+@numba.njit(**_ACC_FLAGS)
+def _accumulate_nb(sp, nt, work, out):
+    """Negative binomial: add the tile's weighted ``d2 log f / d eta d alpha`` per
+    observation (``out.hca``) and ``d2 log f / d alpha2`` (``out.saa``) to block ``sp``."""
+    ew, cpa, gaa = work.ew, work.cpa, work.gaa
+    acc = 0.0
+    for kk in range(nt):
+        acc += ew[kk] * gaa[kk]
+    out.saa[sp.b] += acc
+    for i in range(sp.o0, sp.o1):
+        acc = 0.0
+        arow = cpa[i - sp.o0]
+        for kk in range(nt):
+            acc += ew[kk] * arow[kk]
+        out.hca[i] += acc
 
 
 @numba.njit(**_FLAGS)
@@ -263,14 +349,15 @@ def _moments(sp, kt, nt, ew, U, out):
 
 
 @numba.njit(**_FLAGS)
-def _work(obs_ptr, p, n_s):
-    """The kernel's per-tile work arrays."""
+def _work(obs_ptr, p, n_s, nf):
+    """The kernel's per-tile work arrays (``nf``: the family's own parameters)."""
     max_nb = 0
     for b in range(obs_ptr.shape[0] - 1):
         max_nb = max(max_nb, obs_ptr[b + 1] - obs_ptr[b])
     return Work(np.empty(TILE), np.empty(TILE), np.empty(TILE), np.empty(TILE),
                 np.empty(TILE), np.empty((p, TILE)), np.empty((max_nb, TILE)),
-                np.empty(p + n_s), np.empty(TILE))
+                np.empty(p + n_s + nf), np.empty(TILE), np.empty(TILE), np.empty(TILE),
+                np.empty((max_nb if nf else 0, TILE)))
 
 
 @numba.njit(**_FLAGS)
@@ -280,7 +367,9 @@ def chunk_sums(fam, derivs, design, draws, k0, k1, prior, shifted, Gp, out):
     Parameters
     ----------
     fam : int
-        0 binomial (Bernoulli), 1 Poisson, or a non-canonical binomial link's code
+        0 binomial (Bernoulli), 1 Poisson, 2 negative binomial (NB2; ``design.fpar`` is
+        ``[alpha]``, the last score component is ``d/d alpha`` and ``out.hca``/``out.saa``
+        get its second-derivative sums), or a non-canonical binomial link's code
         (:data:`glmm_sm.spec.families.LINK_CODES`: 10 probit, 11 cloglog).
     derivs : bool
         Also the score and Hessian sums (else only ``a``, ``s0``, ``s0sq``).
@@ -307,7 +396,8 @@ def chunk_sums(fam, derivs, design, draws, k0, k1, prior, shifted, Gp, out):
     obs_ptr, col_ptr = design.obs_ptr, design.col_ptr
     lognu, nu, qbt = prior.lognu, prior.nu, prior.qbt
     n_blocks = obs_ptr.shape[0] - 1
-    work = _work(obs_ptr, design.X.shape[1], nu.shape[0] + prior.pc.shape[0])
+    work = _work(obs_ptr, design.X.shape[1], nu.shape[0] + prior.pc.shape[0],
+                 design.fpar.shape[0])
     base, ew = work.base, work.ew
     moments = out.sUU.shape[0] > 0
     keep_lw = out.lw.shape[1] > 0
@@ -343,6 +433,8 @@ def chunk_sums(fam, derivs, design, draws, k0, k1, prior, shifted, Gp, out):
                 s0sq += w * w
             if derivs:
                 _accumulate(sp, kt, nt, k0, work, draws, prior, shifted, Gp, out)
+                if fam == 2:
+                    _accumulate_nb(sp, nt, work, out)
             if moments:
                 _moments(sp, kt, nt, ew, draws.U, out)
         out.a[b] = a

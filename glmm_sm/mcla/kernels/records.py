@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from collections import namedtuple
 
+import numpy as np
+
 __all__ = ["Design", "Draws", "Prior", "Sums", "Work", "Span", "RBBlocks", "RBRule",
            "RBInputs", "RBSums", "RBState", "RBSpan"]
 
@@ -24,7 +26,10 @@ __all__ = ["Design", "Draws", "Prior", "Sums", "Work", "Span", "RBBlocks", "RBRu
 #: effects (``col_ptr``), ``X beta + offset`` (``xb``), weighted responses and trials
 #: (``wy``, ``wn``), the fixed-effects design ``X`` (or the shifted ``X + Z M``) and ``Z`` as
 #: CSR (``zptr``, ``zidx``, ``zval``).
-Design = namedtuple("Design", "obs_ptr col_ptr xb wy wn X zptr zidx zval")
+#: ``fpar`` holds the family's own parameters (``[alpha]`` for the negative binomial, empty
+#: otherwise).
+Design = namedtuple("Design", "obs_ptr col_ptr xb wy wn X zptr zidx zval fpar",
+                    defaults=(np.zeros(0),))
 
 #: A chunk of draws: effects x draws ``U``, their log importance densities ``logf``
 #: (blocks x draws) and sums of squares ``S`` (blocks x components x draws; cross sums of
@@ -42,13 +47,18 @@ Prior = namedtuple("Prior", "lognu nu pc qbt")
 #: ``sS`` (weighted sums of squares), ``hc`` (per observation, weighted ``w c''``), ``sU`` /
 #: ``sUU`` (weighted sums of the effects and their squares; ``sUU`` empty unless moments are
 #: asked for) and ``lw`` (the draws' log weights; empty unless kept).
-Sums = namedtuple("Sums", "a s0 s0sq s1 s1sq s2 s2sq sS hc sU sUU lw")
+#: For the negative binomial also ``hca`` (per observation, weighted ``d2 log f / d eta
+#: d alpha``) and ``saa`` (per block, weighted ``d2 log f / d alpha2``); empty otherwise.
+Sums = namedtuple("Sums", "a s0 s0sq s1 s1sq s2 s2sq sS hc sU sUU lw hca saa",
+                  defaults=(np.zeros(0), np.zeros(0)))
 
 #: The plain kernel's work arrays for one tile of draws: linear predictors ``eta``, data
 #: log-likelihoods ``lfy``, residuals ``rr``, log weights ``base``, rescaled weights ``ew``,
 #: beta scores ``G`` (p x tile), per-observation ``w c''`` rows ``cpp``, one draw's full
 #: score ``gk`` and the running products ``pr`` of ``1 + exp(-|eta|)``.
-Work = namedtuple("Work", "eta lfy rr base ew G cpp gk pr")
+#: For the negative binomial also, per draw, the alpha score ``ga`` and ``d2 log f / d
+#: alpha2`` (``gaa``), and per observation ``d2 log f / d eta d alpha`` rows ``cpa``.
+Work = namedtuple("Work", "eta lfy rr base ew G cpp gk pr ga gaa cpa")
 
 #: One block: its index ``b``, observations ``o0:o1`` and effects ``c0:c1``.
 Span = namedtuple("Span", "b o0 o1 c0 c1")

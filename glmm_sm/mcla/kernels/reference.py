@@ -12,7 +12,7 @@ from scipy.special import expit
 from threadpoolctl import threadpool_limits
 
 from glmm_sm.core.constants import HALF_LOG2PI, POISSON_ETA_MAX
-from glmm_sm.spec.families import link_terms
+from glmm_sm.spec.families import link_terms, nb_draw_terms
 
 
 def chunk_sums(fam, derivs, design, draws, k0, k1, prior, shifted, Gp, out):
@@ -31,6 +31,14 @@ def _extras(b, c0, c1, bk, a, Uc, out):
         e = np.exp(bk - a) if a > -np.inf else np.zeros_like(bk)
         out_sU[c0:c1] = Uc[c0:c1] @ e
         out_sUU[c0:c1] = (Uc[c0:c1] ** 2) @ e
+
+
+def _nb_sums(b, o0, o1, nbt, live, e, Gk, out):
+    """Negative binomial: the alpha score (last column of ``Gk``) and the weighted sums of
+    ``d2 log f / d eta d alpha`` per observation and ``d2 log f / d alpha2`` per block."""
+    Gk[:, -1] = nbt.la[:, live].sum(axis=0)
+    out.hca[o0:o1] = nbt.lea[:, live] @ e
+    out.saa[b] = nbt.laa[:, live].sum(axis=0) @ e
 
 
 def _gather_eta(o0, o1, design, Uc):
@@ -63,24 +71,28 @@ def _chunk_sums(fam, derivs, design, draws, k0, k1, prior, shifted, Gp, out):
         rows = np.arange(o0, o1)
         eta = _gather_eta(o0, o1, design, Uc)
         wyb, wnb = wy[rows, None], wn[rows, None]
+        nbt = None
         if fam >= 10:
             # A non-canonical link: its log-density, derivative and information
-            # (:func:`glmm_sm.spec.families.link_terms`), in the canonical names below.
-            ll_l, r_l, h_l = link_terms(fam, eta, wyb, wnb)
+            # (:func:`glmm_sm.spec.families.link_terms`).
+            ll_b, r_b, h_b = link_terms(fam, eta, wyb, wnb)
         elif fam == 0:
             cum = np.logaddexp(0.0, eta)
             mu = expit(eta)
             t = np.exp(-np.abs(eta))
             var = t / (1.0 + t) ** 2
+            ll_b, r_b, h_b = wyb * eta - wnb * cum, wyb - wnb * mu, wnb * var
+        elif fam == 2:
+            nbt = nb_draw_terms(wyb, wnb, eta, design.fpar[0])
+            ll_b, r_b, h_b = nbt.ll, nbt.r, nbt.h
         else:
             mu = np.exp(np.minimum(eta, POISSON_ETA_MAX))
-            cum = var = mu
+            ll_b, r_b, h_b = wyb * eta - wnb * mu, wyb - wnb * mu, wnb * mu
         T = len(nu)
         Sb = S[b, :, k0:k1]
         lfu = (-HALF_LOG2PI * qb - 0.5 * qbt[b] @ lognu) - 0.5 * (Sb[:T] / nu[:, None]).sum(axis=0)
         if len(pc):
             lfu = lfu - pc @ Sb[T:]
-        ll_b = ll_l if fam >= 10 else wyb * eta - wnb * cum
         bk = ll_b.sum(axis=0) + lfu - logf[b, k0:k1]
         a = bk.max() if bk.size else -np.inf
         _extras(b, c0, c1, bk, a, Uc, out)
@@ -90,6 +102,8 @@ def _chunk_sums(fam, derivs, design, draws, k0, k1, prior, shifted, Gp, out):
             out_s2[b] = out_s2sq[b] = 0.0
             out_hc[o0:o1] = 0.0
             out_sU[c0:c1] = 0.0
+            if out.saa.shape[0]:
+                out.saa[b], out.hca[o0:o1] = 0.0, 0.0
             continue
         e = np.exp(bk - a)
         out_a[b], out_s0[b], out_s0sq[b] = a, e.sum(), (e * e).sum()
@@ -97,19 +111,21 @@ def _chunk_sums(fam, derivs, design, draws, k0, k1, prior, shifted, Gp, out):
             continue
         live = e > 0
         e, e2 = e[live], e[live] ** 2
-        R = (r_l if fam >= 10 else wyb - wnb * mu)[:, live]
-        Gk = np.empty((live.sum(), p + T + len(pc)))
+        R = r_b[:, live]
+        Gk = np.empty((live.sum(), out_s1.shape[1]))
         Gk[:, :p] = R.T @ X[o0:o1]
         if shifted:
             Gk[:, :p] += Gp[b][:, live].T
         Gk[:, p : p + T] = ((Sb[:T, live] / nu[:, None] - qbt[b][:, None])
                             / (2.0 * nu[:, None])).T
-        Gk[:, p + T :] = Sb[T:, live].T
+        Gk[:, p + T : p + T + len(pc)] = Sb[T:, live].T
+        if nbt is not None:
+            _nb_sums(b, o0, o1, nbt, live, e, Gk, out)
         out_s1[b] = e @ Gk
         out_s1sq[b] = e2 @ Gk
         out_s2[b] = (Gk * e[:, None]).T @ Gk
         out_s2sq[b] = (Gk * e2[:, None]).T @ Gk
         out_sS[b] = Sb[:, live] @ e
-        out_hc[o0:o1] = (h_l if fam >= 10 else wnb * var)[:, live] @ e
+        out_hc[o0:o1] = h_b[:, live] @ e
         if shifted:
             out_sU[c0:c1] = Uc[c0:c1][:, live] @ e

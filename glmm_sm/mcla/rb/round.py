@@ -36,6 +36,16 @@ def rb_structure(model, opts, factorize, client, notes=None):
     ``notes`` (the fit log's warnings, issued as warnings at the end of the fit).
     """
     rb = opts.rao_blackwell
+    if getattr(model, "k_fam", 0):
+        # The negative binomial: the Rao-Blackwellized kernel has no alpha terms yet.
+        if opts.sampler == "quadrature" or rb is True:
+            raise NotImplementedError(
+                "the negative binomial family is not available with "
+                + ("sampler='quadrature'" if opts.sampler == "quadrature"
+                   else "rao_blackwell=True")
+                + " (Rao-Blackwellized integration) yet; use sampler='laplace' (the default) "
+                "with rao_blackwell=False or 'auto' (the plain Monte Carlo estimator)")
+        return None
     if opts.sampler == "quadrature":
         if model.design.cov.has_vector or client is not None:
             raise ValueError("sampler='quadrature' is not available for models with "
