@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 from scipy.special import expit
-from statsmodels.tools.sm_exceptions import ConvergenceWarning, PerfectSeparationWarning
+from statsmodels.tools.sm_exceptions import PerfectSeparationWarning
 
 import glmm_sm
 from glmm_sm import MonteCarloGLMM

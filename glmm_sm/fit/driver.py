@@ -215,6 +215,7 @@ def mcmle(model, opts: FitOptions, random_state=None, start_params=None, callbac
         outcome.converged = False
         outcome.log.message = (f"{separated}. The fit stopped after its first round (more "
                                "rounds would only follow the estimate out)")
+        outcome.log.hopeless = outcome.log.message
     _warn_hessian(model, outcome)
     _flag_singular(model, outcome)
     if not outcome.converged:
@@ -415,7 +416,7 @@ class _RoundState:
             return True
         hopeless = self._hopeless(rnd, theta, err, info)
         if hopeless:
-            log.message = hopeless
+            log.message = log.hopeless = hopeless
             return True
         if info["converged"]:
             self.outcome.converged = True
@@ -625,6 +626,10 @@ def _next_m(m, ratio, min_ess, opts):
 def _warn_unconverged(log, opts):
     if not log.rounds:
         warnings.warn(f"The fit did not converge ({log.message}).", ConvergenceWarning,
+                      stacklevel=3)
+        return
+    if log.hopeless:  # more draws, rounds or time would not help: the message says what would
+        warnings.warn(f"Monte Carlo MLE did not converge ({log.message}).", ConvergenceWarning,
                       stacklevel=3)
         return
     last = log.rounds[-1]
