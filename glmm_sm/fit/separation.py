@@ -26,7 +26,8 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.optimize import linprog
 
-__all__ = ["separation_direction", "within_group_separation", "WithinGroupSeparation"]
+__all__ = ["separation_direction", "within_group_separation", "WithinGroupSeparation",
+           "WITHIN_LP_SECONDS"]
 
 #: The LP optimum, per observation used (columns of X scaled to unit largest magnitude), that
 #: counts as positive: above what the solver's feasibility tolerance (1e-7 per constraint)

@@ -105,11 +105,11 @@ from glmm_sm.spec.validation import nonnegative_up_to_rounding
 
 __all__ = ["ProfilePoint", "DrawSets", "ExactGLM", "Profiler", "profile_frame", "profile_conf_int",
            "param_indices", "maximize", "paired_deviance_mcse", "own_mcse", "TimeBudget",
-           "PROFILE_TIME_BUDGET"]
+           "PROFILE_TIME_BUDGET", "DECREMENT_TOL"]
 
 #: Default time budget, in seconds, of one call of :func:`profile_conf_int` (all its
 #: parameters together) or :func:`profile_frame`: the fit's own default
-#: (:class:`~glmm_sm.fit.options.FitOptions` ``time_budget``).
+#: (:class:`~glmm_sm.FitOptions` ``time_budget``).
 PROFILE_TIME_BUDGET = 600.0
 #: A profile maximization stops once the Newton decrement ``g' (-H)^{-1} g`` of ``l_m`` (free
 #: parameters) is below this: the value is then within about half of it of the maximum on
@@ -769,8 +769,12 @@ class Profiler:
         if pt.engine != 0 or not self.sets.engines[0].m or dev_mcse <= POLISH_FACTOR * fresh \
                 or len(self.sets) >= MAX_ENGINES:
             return pt, note, dev_mcse
-        k = self.sets.add(pt.theta)
-        new, new_note = self._root(side, target, self._to_s(pt.psi))
+        try:
+            k = self.sets.add(pt.theta)
+            new, new_note = self._root(side, target, self._to_s(pt.psi))
+        except _OutOfTime as exc:  # the end found stands, with its larger MCSE
+            return pt, "; ".join(n for n in (note, f"not re-solved on centred draws: {exc}")
+                                 if n), dev_mcse
         if new is None or new.engine != k:
             return pt, note, dev_mcse
         new_mcse = self.deviance_mcse(new)
