@@ -25,6 +25,9 @@ import pytest
 import statsmodels.api as sm
 
 from glmm_sm import MonteCarloGLMM
+from glmm_sm.results.mcla import DataRemovedError
+
+ConvergenceWarning = sm.tools.sm_exceptions.ConvergenceWarning
 
 N = 60
 
@@ -122,6 +125,36 @@ def mcla_without_fixed_effects():
         warnings.simplefilter("ignore", sm.tools.sm_exceptions.ConvergenceWarning)
         res = model("y ~ 0 + (1 | g)").fit(m=200, max_rounds=1, random_state=0, disp=False)
     return res.params
+
+
+def short_fit(formula="y ~ x + (1 | g)"):
+    with warnings.catch_warnings():  # one short round: not converged, and it says so
+        warnings.simplefilter("ignore", sm.tools.sm_exceptions.ConvergenceWarning)
+        return model(formula).fit(m=200, max_rounds=1, random_state=0, disp=False)
+
+
+def removed(call):
+    """``call`` on a fit whose data were removed (``remove_data()``)."""
+    def run():
+        res = short_fit()
+        res.remove_data()
+        return call(res)
+    return run
+
+
+def lrtest_removed(side):
+    def run():
+        from glmm_sm import lrtest
+
+        full, red = short_fit(), short_fit("y ~ 1 + (1 | g)")
+        (full if side == "full" else red).remove_data()
+        return lrtest(full, red)
+    return run
+
+
+def huge_counts():
+    cnt = np.random.default_rng(0).poisson(1e7, size=N).astype(float)
+    return model("cnt ~ x + (1 | g)", frame(cnt=cnt), family="poisson").fit(method="laplace")
 
 
 @dataclass(frozen=True)
@@ -236,6 +269,28 @@ CASES = [
          match=r"exog: the new data lack column\(s\) \['x'\], which the formula 'y ~ x'"),
     Case("no fixed effects, MCLA", mcla_without_fixed_effects,
          check=lambda p: list(p.index) == ["g"] and np.isfinite(p["g"]) and p["g"] > 0),
+    Case("no fixed effects, Laplace", lambda: laplace("y ~ 0 + (1 | g)"),
+         check=lambda p: list(p.index) == ["g"] and np.isfinite(p["g"]) and p["g"] > 0),
+    Case("duplicate exog names, arrays", lambda: MonteCarloGLMM(
+        Y01, pd.DataFrame(np.column_stack([np.ones(N), DATA["x"]]), columns=["a", "a"]),
+        np.eye(10)[DATA["g"]], np.zeros(10, dtype=int), family="binomial"), ValueError,
+        match=r"exog: duplicate column name\(s\) \['a'\].*rename the columns"),
+    Case("Laplace at counts near 1e7 warns", huge_counts, warns=ConvergenceWarning,
+         match=r"Laplace log-likelihood is not negative definite"),
+    # ------------------------------------------------------ after remove_data()
+    Case("remove_data, summary", removed(lambda r: str(r.summary())),
+         check=lambda text: "Variance components" in text),
+    Case("remove_data, random_effects", removed(lambda r: r.random_effects()),
+         check=lambda re: re.shape == (10, 2) and np.all(np.isfinite(np.asarray(re)))),
+    Case("remove_data, profile interval", removed(lambda r: r.conf_int(method="profile")),
+         DataRemovedError, match=r"conf_int\(method='profile'\): this result had its data "
+                                 r"removed by remove_data\(\); refit or keep the data"),
+    Case("remove_data, resid_quantile", removed(lambda r: r.resid_quantile()),
+         DataRemovedError, match=r"resid_quantile\(\): this result had its data removed"),
+    Case("remove_data, lrtest full", lrtest_removed("full"), ValueError,
+         match=r"full had its data removed by remove_data\(\).*refit it, or keep the data"),
+    Case("remove_data, lrtest reduced", lrtest_removed("reduced"), ValueError,
+         match=r"reduced had its data removed by remove_data\(\)"),
     # ------------------------------------------------------ formulas
     Case("unclosed parenthesis", lambda: model("y ~ x + (1 | g"), ValueError,
          match=r"the '\(' at position 8 .* is never closed"),

@@ -40,7 +40,7 @@ from glmm_sm.fit.options import (  # noqa: F401  (FitLog and monte_carlo_errors:
     check_draw_budget,
     monte_carlo_errors,
 )
-from glmm_sm.fit.separation import separation_direction
+from glmm_sm.fit.separation import separation_direction, within_group_separation
 from glmm_sm.laplace.step import laplace_fit
 from glmm_sm.mcla.draws import DrawSet
 from glmm_sm.mcla.engine import MCLAEngine, effective_n_jobs
@@ -63,6 +63,22 @@ PILOT_STOP_STEP = 0.25
 MAX_M_GROWTH = 10.0
 #: ... and from a round whose estimate moved by more than 3 (combined MCSE) from its centre.
 MAX_M_GROWTH_MOVED = 3.0
+#: A round whose smallest block ESS is below this has collapsed: ``l_m`` is the log of a
+#: handful of weights, and its maximum follows them.  Two such rounds in a row after the
+#: first (which is centred at the Laplace fit; the second with m grown, re-centred at the
+#: first's estimate), or one where the estimate is not a strict maximum, end the fit: more
+#: draws would not help a proposal that does not cover the posterior.
+ESS_COLLAPSE = 5.0
+#: A correlated term whose relative Cholesky diagonal is below this (a correlation beyond
+#: +-0.9987 for two effects) where the Hessian is not negative definite is diagnosed as a
+#: slope variance the data do not identify (the fit ends; lme4's "singular fit" uses 1e-4
+#: at a converged maximum, this is a fit that cannot reach one).
+NEAR_SINGULAR = 0.05
+#: A fixed effect whose coefficient times its covariate's SD exceeds this (log-odds moving by
+#: more than 10 per SD, an odds ratio above 22,000) along a direction that separates the
+#: responses within groups (:func:`~glmm_sm.fit.separation.within_group_separation`): the
+#: estimate is running off to infinity, and the fit stops.
+RUNAWAY_EFFECT = 10.0
 
 
 class _Objective(CachedObjective):
@@ -176,11 +192,16 @@ def mcmle(model, opts: FitOptions, random_state=None, start_params=None, callbac
     seed = as_seed_sequence(random_state)
     check_draw_budget(opts, model.arrays.X.shape[0])
     separated = _check_separation(model)
+    if separated is not None:
+        # No finite MLE: more rounds would only follow the estimate out, growing m to the
+        # time budget.  One round gives the results their draws; the fit ends unconverged.
+        opts = replace(opts, max_rounds=1)
+    runaway = None if separated is not None else _within_separation(model)
     if opts.time_budget is not None and opts.deadline is None:
         opts = replace(opts, deadline=time.perf_counter() + opts.time_budget)
     # Small dense algebra only: BLAS threads cost far more than they gain here.
     with threadpool_limits(1, user_api="blas"):
-        outcome = _mcmle(model, opts, seed, start_params, callback, disp, client)
+        outcome = _mcmle(model, opts, seed, start_params, callback, disp, client, runaway)
         if outcome.boundary:
             def refit(reduced, seed, start, m_start=None):  # boundary scores need joint draws
                 o = replace(opts, rao_blackwell=False)
@@ -193,7 +214,9 @@ def mcmle(model, opts: FitOptions, random_state=None, start_params=None, callbac
         outcome.engine.detach()
     if separated is not None:
         outcome.converged = False
-        outcome.log.message = f"{separated} (the rounds: {outcome.log.message})"
+        outcome.log.message = (f"{separated}. The fit stopped after its first round (more "
+                               "rounds would only follow the estimate out)")
+        outcome.log.hopeless = outcome.log.message
     _warn_hessian(model, outcome)
     _flag_singular(model, outcome)
     if not outcome.converged:
@@ -246,6 +269,20 @@ def _check_separation(model):
     return text
 
 
+def _within_separation(model):
+    """The covariates and components of a separation within groups
+    (:func:`~glmm_sm.fit.separation.within_group_separation`), or None."""
+    a = model.arrays
+    found = within_group_separation(a.X, a.Z, a.y, a.ntrials, a.weights, a.family.code)
+    if found is None:
+        return None
+    cols = np.flatnonzero(found.fixed)
+    sd = a.X[:, cols].std(axis=0)
+    comps = [model.design.vcp_names[t] for t in np.unique(a.ident[found.columns])]
+    return {"columns": cols, "scale": np.where(sd > 0, sd, 1.0),
+            "covariates": [model.exog_names[j] for j in cols], "components": comps}
+
+
 def _warn_hessian(model, outcome):
     """ConvergenceWarning when ``-H`` is not positive definite at the final estimate."""
     ev = outcome.evaluation
@@ -268,8 +305,10 @@ def _warn_hessian(model, outcome):
                   "a maximum on the boundary", ConvergenceWarning, stacklevel=4)
 
 
-def _mcmle(model, opts, seed, start_params, callback, disp, client):
-    """The rounds; stops early (``outcome.boundary``) when a variance goes to 0."""
+def _mcmle(model, opts, seed, start_params, callback, disp, client, runaway=None):
+    """The rounds; stops early (``outcome.boundary``) when a variance goes to 0, and
+    (unconverged, saying why) when the fit is hopeless (:meth:`_RoundState._hopeless`);
+    ``runaway``: a separation within groups (:func:`_within_separation`)."""
     t_start = time.perf_counter()
     log = FitLog(seed_entropy=seed.entropy)
     p = model.k_fe
@@ -290,6 +329,7 @@ def _mcmle(model, opts, seed, start_params, callback, disp, client):
         log.message = "Laplace estimate at the boundary"
         return FitOutcome(lap, None, None, log, False, seed, boundary=zero)
     state = _RoundState(model, opts, seed, factorize, client, log, t_start, lap, mode)
+    state.runaway = runaway
     bar = _progress(disp, opts.max_rounds)
     try:
         for rnd in range(opts.max_rounds):
@@ -332,6 +372,7 @@ class _RoundState:
         self.m = min(m, opts.max_m) if opts.m == "auto" else m
         self.prev_mcse = None
         self.outcome = None
+        self.runaway, self.collapsed = None, 0
 
     def _run(self, rnd):
         """Round ``rnd``'s engine on fresh draws, and the maximum on them."""
@@ -378,6 +419,10 @@ class _RoundState:
             if not log.message:
                 log.message = f"variance went to 0 in round {rnd}"
             return True
+        hopeless = self._hopeless(rnd, theta, err, info)
+        if hopeless:
+            log.message = log.hopeless = hopeless
+            return True
         if info["converged"]:
             self.outcome.converged = True
             log.message = f"converged after {rnd + 1} rounds"
@@ -419,6 +464,58 @@ class _RoundState:
                 "seconds": seconds}
         self.log.rounds.append(info)
         return info, err, mcse
+
+    def _hopeless(self, rnd, theta, err, info):
+        """Why no number of rounds or draws can make this fit converge, or "" (the fit goes
+        on): an estimate running off along a separation within groups, or an ESS that
+        collapsed and did not recover (see :data:`ESS_COLLAPSE`), with what to fit
+        instead."""
+        model, p = self.model, self.model.k_fe
+        names = list(model.data.param_names)
+        sep = self.runaway
+        if sep is not None:
+            effect = np.abs(theta[sep["columns"]]) * sep["scale"]
+            if np.any(effect > RUNAWAY_EFFECT):
+                est = ", ".join(f"{n} = {theta[j]:.4g}" for n, j in zip(
+                    sep["covariates"], sep["columns"], strict=True))
+                var = ", ".join(f"{names[p + t]} = {theta[p + t]:.4g}"
+                                for t in range(model.k_vcp))
+                return (f"the responses are separated within the levels of "
+                        f"{sep['components']} by {sep['covariates']}: every response is "
+                        f"fitted exactly by a threshold on {sep['covariates']} of its own in "
+                        "each group, and the likelihood keeps increasing as their "
+                        "coefficient(s) and the variance(s) grow together (round "
+                        f"{rnd}: {est}; {var}; an effect above {RUNAWAY_EFFECT:g} per SD of "
+                        "the covariate): the maximum likelihood estimate is at infinity. "
+                        f"Fit the model without the within-group variation of "
+                        f"{sep['covariates']} (e.g. its group means), or use a penalized "
+                        "(Bayesian) fit")
+        singular = singular_terms(model.design.cov, theta[p:], model.vcp_names,
+                                  NEAR_SINGULAR)
+        unidentified = [names[j] for j in np.flatnonzero(err.bad)]
+        if unidentified and _vector_terms(model, singular):
+            # A correlated term at a singular covariance where the likelihood is not a
+            # strict maximum: the optimizer cannot leave it (the Cholesky parametrization's
+            # edge) and no m makes the Hessian negative definite there.
+            return (f"round {rnd}: the estimate is a singular fit that is not a strict "
+                    f"maximum (the Hessian is not negative definite in {unidentified}); "
+                    + _culprits(model, theta, singular, unidentified, self.centre))
+        if info["min_ess"] >= ESS_COLLAPSE:
+            self.collapsed = 0
+            return ""
+        if rnd == 0:  # centred at the Laplace fit: the next round re-centres
+            return ""
+        self.collapsed += 1
+        if not (self.collapsed >= 2 or unidentified):
+            return ""
+        fixed = ("" if self.opts.m == "auto" else
+                 f"; with m fixed at {self.m}, a larger m (or m='auto') may be all it needs")
+        return (f"the Monte Carlo likelihood collapsed: the smallest block ESS was "
+                f"{info['min_ess']:.1f} of m = {self.m} draws in round {rnd}"
+                + (f" and below {ESS_COLLAPSE:g} in the round before" if self.collapsed >= 2
+                   else " where the estimate is not a strict maximum")
+                + ", so the estimate follows a few draws; "
+                + _culprits(model, theta, singular, unidentified, self.centre) + fixed)
 
     def _shrinking(self, rnd, theta, err):
         """Components whose variance keeps shrinking toward 0 (a boundary maximum that the
@@ -472,6 +569,44 @@ class _RoundState:
         return False
 
 
+def _vector_terms(model, singular):
+    """The correlated terms among the names :func:`singular_terms` gave."""
+    names = list(model.data.param_names)[model.k_fe:]
+    return [n for n in singular if any(v.startswith(n + " Var(") for v in names)]
+
+
+def _culprits(model, theta, singular, unidentified, centre):
+    """What the ESS collapse points at and the model to fit instead (text)."""
+    p, cov = model.k_fe, model.design.cov
+    names = list(model.data.param_names)
+    vector = _vector_terms(model, singular)
+    if vector:
+        fixes = []
+        for n in vector:
+            eff = [v[len(n) + 5:-1] for v in names[p:] if v.startswith(n + " Var(")]
+            terms = ["1" if e == "Intercept" else e for e in eff]
+            drop = f"(1 | {n})" if "1" in terms else f"({terms[0]} | {n})"
+            fixes.append(f"{drop} without the slope(s), or ({' + '.join(terms)} || {n}) "
+                         "with independent effects")
+        return (f"the covariance of {vector} is singular at the estimate (a slope variance "
+                "at 0 or a correlation at +-1: the slope's variance is not identified by "
+                "these data). Fit " + "; or ".join(fixes) + " instead")
+    if singular or unidentified:
+        which = list(dict.fromkeys(list(singular) + unidentified))
+        return (f"the estimate is singular or not a strict maximum in {which} (not "
+                "identified by these data). Drop those random effects (or the covariates "
+                "aliased with them), or fix the model's structure")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        moved = np.abs(np.log(np.asarray(theta[p:], float) / np.asarray(centre[p:], float)))
+    moved = np.where(np.isfinite(moved), moved, np.inf)
+    worst = names[p + int(np.argmax(moved))] if len(moved) else "?"
+    kind = " (a correlated term)" if cov.has_vector else ""
+    return (f"the parameter that moved most from the sampler's centre is {worst!r}{kind}. "
+            "Check that each random effect is identified (levels with several rows, "
+            "slopes that vary within groups); simplify the random effects (drop a slope, "
+            "use the || form), or give start_params")
+
+
 @contextlib.contextmanager
 def _compile_timer():
     """The seconds numba spends compiling within the block (numba's timing listener on its
@@ -499,6 +634,10 @@ def _warn_unconverged(log, opts):
         warnings.warn(f"The fit did not converge ({log.message}).", ConvergenceWarning,
                       stacklevel=3)
         return
+    if log.hopeless:  # more draws, rounds or time would not help: the message says what would
+        warnings.warn(f"Monte Carlo MLE did not converge ({log.message}).", ConvergenceWarning,
+                      stacklevel=3)
+        return
     last = log.rounds[-1]
     advice = []
     if last["max_ratio"] > opts.target_ratio:
@@ -516,12 +655,12 @@ def _warn_unconverged(log, opts):
                   ConvergenceWarning, stacklevel=3)
 
 
-def _progress(disp, total):
+def _progress(disp, total, desc="MCLA rounds", unit="round"):
     """A bar of rounds with m, the smallest ESS, MCSE/SE and the elapsed time; shown on a
-    terminal or in a notebook (``tqdm.auto``) when ``disp``, and left in place after."""
+    terminal or in a notebook (``tqdm.auto``) when ``disp``, and left in place after.
+    Profiles use it too (``desc``, ``unit``: what is counted)."""
     from tqdm.auto import tqdm
 
     notebook = "ipykernel" in sys.modules
     enabled = bool(disp) and (sys.stderr.isatty() or notebook)
-    return tqdm(total=total, desc="MCLA rounds", unit="round", disable=not enabled,
-                leave=True)
+    return tqdm(total=total, desc=desc, unit=unit, disable=not enabled, leave=True)

@@ -159,6 +159,10 @@ class FitLog:
         With Rao-Blackwellized blocks (:mod:`glmm_sm.mcla.rb.split`): the integrated
         component of each block, the number of integrated levels, the sampled dimension of
         the largest block and the quadrature nodes; empty otherwise.
+    hopeless : str
+        Why no number of rounds or draws could make the fit converge (no finite MLE, a
+        separation within groups, a collapsed ESS, a slope variance not identified), with
+        the model to fit instead; "" for a fit that was not stopped for such a reason.
     """
 
     evaluations: list = field(default_factory=list)
@@ -170,6 +174,7 @@ class FitLog:
     boundary_evidence: list = field(default_factory=list)
     warnings: list = field(default_factory=list)
     rao_blackwell: dict = field(default_factory=dict)
+    hopeless: str = ""
 
     def to_frame(self):
         """The rounds as a pandas DataFrame."""

@@ -20,10 +20,14 @@ Such a ``d`` is found, or shown not to exist, by a linear program (Konis 2007): 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
+import scipy.sparse as sp
 from scipy.optimize import linprog
 
-__all__ = ["separation_direction"]
+__all__ = ["separation_direction", "within_group_separation", "WithinGroupSeparation",
+           "WITHIN_LP_SECONDS"]
 
 #: The LP optimum, per observation used (columns of X scaled to unit largest magnitude), that
 #: counts as positive: above what the solver's feasibility tolerance (1e-7 per constraint)
@@ -79,3 +83,85 @@ def separation_direction(X, y, ntrials, weights, family_code):
         return None
     d = np.where(np.abs(out.x) > 1e-9, out.x, 0.0) / norms
     return d / np.max(np.abs(d))
+
+
+#: Seconds the LP of :func:`within_group_separation` may take (HiGHS' time limit); beyond
+#: it the check gives up (no diagnosis, the fit runs as usual).
+WITHIN_LP_SECONDS = 10.0
+
+
+@dataclass(frozen=True)
+class WithinGroupSeparation:
+    """A direction that separates the responses within groups (see the module docstring).
+
+    Attributes
+    ----------
+    fixed : ndarray (p,)
+        Fixed-effects part ``d`` (largest entry 1 in magnitude), in the units of ``X``.
+    columns : ndarray of int
+        Columns of ``Z`` the random-effects part uses.
+    """
+
+    fixed: np.ndarray
+    columns: np.ndarray
+
+
+def _margins_lp(A, sign, c, bounds):
+    """Minimize ``c' v`` subject to ``sign_i (A v)_i >= 1``; the solution or None."""
+    A_ub = -sp.diags(sign) @ A
+    out = linprog(c, A_ub=A_ub, b_ub=-np.ones(A.shape[0]), bounds=bounds, method="highs",
+                  options={"time_limit": WITHIN_LP_SECONDS})
+    return out.x if out.status == 0 else None
+
+
+def within_group_separation(X, Z, y, ntrials, weights, family_code):
+    """Complete separation of the responses by ``[X, Z]`` that needs the fixed effects.
+
+    Parameters
+    ----------
+    X : ndarray (n, p)
+    Z : sparse matrix (n, q)
+        Random-effects design.
+    y, ntrials, weights : ndarray (n,)
+    family_code : int
+        0 binomial (Bernoulli included); other families give None (a count between 0 and
+        its bound, or any Poisson count above 0, cannot be fitted exactly).
+
+    Returns
+    -------
+    WithinGroupSeparation or None
+        None when no such direction exists, when ``Z`` alone separates, or when the LP
+        takes longer than :data:`WITHIN_LP_SECONDS`.
+    """
+    X = np.asarray(X, dtype=np.float64)
+    n, p = X.shape
+    if family_code != 0 or p == 0:
+        return None
+    use = (np.asarray(weights) > 0) & (np.asarray(ntrials) > 0)
+    y, nt = np.asarray(y, dtype=float), np.asarray(ntrials, dtype=float)
+    lower, upper = use & (y <= 0), use & (y >= nt)
+    if np.any(use & ~lower & ~upper) or not lower.any() or not upper.any():
+        return None  # a row between 0 and its trials; or all one outcome (the LP above)
+    sign = np.where(upper, 1.0, -1.0)[use]
+    Xs = X[use]
+    norms = np.max(np.abs(Xs), axis=0)
+    norms = np.where(norms > 0, norms, 1.0)
+    Zs = sp.csr_matrix(Z)[np.flatnonzero(use)]
+    q = Zs.shape[1]
+    free = [(None, None)] * q
+    if _margins_lp(Zs, sign, np.zeros(q), free) is not None:
+        return None  # the random effects alone fit every response
+    # d = a - b with a, b >= 0 and the smallest sum |d_j|: the fewest covariates.
+    Xn = Xs / norms
+    A = sp.hstack([sp.csr_matrix(Xn), sp.csr_matrix(-Xn), Zs]).tocsr()
+    c = np.concatenate([np.ones(2 * p), np.zeros(q)])
+    v = _margins_lp(A, sign, c, [(0, None)] * (2 * p) + free)
+    if v is None:
+        return None
+    d = v[:p] - v[p:2 * p]
+    d = np.where(np.abs(d) > 1e-9 * max(1.0, np.max(np.abs(d))), d, 0.0) / norms
+    if not np.any(d):
+        return None
+    e = v[2 * p:]
+    cols = np.flatnonzero(np.abs(e) > 1e-9 * max(1.0, np.max(np.abs(e))))
+    return WithinGroupSeparation(d / np.max(np.abs(d)), cols)

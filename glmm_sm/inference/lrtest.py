@@ -178,6 +178,11 @@ def lrtest(full, reduced, mixture=True):
     if not isinstance(mixture, (bool, np.bool_)):
         raise TypeError(f"mixture must be True or False; got {mixture!r}")
     full_r, red_r = _unwrap(full), _unwrap(reduced)
+    for name, r in (("full", full_r), ("reduced", red_r)):
+        if _is_glmm(r) and r.model.arrays is None:
+            raise ValueError(f"{name} had its data removed by remove_data(): the test "
+                             "compares the two models' designs and responses; refit it, or "
+                             "keep the data")
     if not _is_glmm(full_r):
         raise TypeError("full must be the results of MonteCarloGLMM.fit; got "
                         f"{type(full_r).__name__}")

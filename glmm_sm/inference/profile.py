@@ -84,12 +84,15 @@ GLM), the across-sets estimate is used, floored at 0 (the nearest value allowed)
 
 from __future__ import annotations
 
+import time
+import warnings
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 from scipy.optimize import minimize
+from statsmodels.tools.sm_exceptions import ConvergenceWarning
 from threadpoolctl import threadpool_limits
 
 from glmm_sm.core.random import as_seed_sequence, child_seed
@@ -101,7 +104,60 @@ from glmm_sm.spec.params import CachedObjective, ParamTransform
 from glmm_sm.spec.validation import nonnegative_up_to_rounding
 
 __all__ = ["ProfilePoint", "DrawSets", "ExactGLM", "Profiler", "profile_frame", "profile_conf_int",
-           "param_indices", "maximize", "paired_deviance_mcse", "own_mcse"]
+           "param_indices", "maximize", "paired_deviance_mcse", "own_mcse", "TimeBudget",
+           "PROFILE_TIME_BUDGET", "DECREMENT_TOL"]
+
+#: Default time budget, in seconds, of one call of :func:`profile_conf_int` (all its
+#: parameters together) or :func:`profile_frame`: the fit's own default
+#: (:class:`~glmm_sm.FitOptions` ``time_budget``).
+PROFILE_TIME_BUDGET = 600.0
+#: A profile maximization stops once the Newton decrement ``g' (-H)^{-1} g`` of ``l_m`` (free
+#: parameters) is below this: the value is then within about half of it of the maximum on
+#: those draws, far below any deviance's Monte Carlo error and the root finder's tolerance.
+#: (``gtol`` alone is not reached where the gradient has a roundoff floor: at m = 10^6 every
+#: further step cost an evaluation of seconds, up to ``maxiter`` of them.)
+DECREMENT_TOL = 1e-8
+#: Most trust-region iterations of one profile maximization (each starts at a prediction
+#: along the profile, a few Newton steps from its maximum).
+PROFILE_MAXITER = 50
+
+
+class _OutOfTime(Exception):
+    """The profile's time budget ran out (internal: caught where results are assembled)."""
+
+
+class TimeBudget:
+    """Seconds a profile computation may take, counted from construction.
+
+    Parameters
+    ----------
+    seconds : float or None
+        None: no limit.
+    """
+
+    def __init__(self, seconds):
+        if seconds is not None and not (isinstance(seconds, (int, float, np.integer,
+                                                             np.floating))
+                                        and not isinstance(seconds, bool) and seconds > 0):
+            raise ValueError("time_budget must be a positive number of seconds or None; got "
+                             f"{seconds!r}")
+        self.seconds = None if seconds is None else float(seconds)
+        self.start = time.perf_counter()
+        #: Why the computation stopped early ("" while it has not).
+        self.reason = ""
+
+    def left(self):
+        """Seconds left (inf without a limit)."""
+        if self.seconds is None:
+            return np.inf
+        return self.seconds - (time.perf_counter() - self.start)
+
+    def check(self, during):
+        """Raise the internal out-of-time signal once the budget is used up."""
+        if self.left() <= 0:
+            if not self.reason:
+                self.reason = f"time budget of {self.seconds:g} s used up ({during})"
+            raise _OutOfTime(self.reason)
 
 
 
@@ -165,8 +221,9 @@ class _Restricted(CachedObjective):
     """``-l_m`` over the free parameters on ``x = (gamma, log nu)``; parameter ``j`` is held
     at its value in ``theta`` (``j`` None: every parameter is free)."""
 
-    def __init__(self, engine, theta, j, p):
+    def __init__(self, engine, theta, j, p, budget=None):
         self.theta = np.array(theta, dtype=float)
+        self.budget = budget
         free = np.array([i for i in range(len(theta)) if i != j], dtype=int)
         beta_cols = [i for i in free if i < p]
         X = getattr(engine, "a", None)
@@ -179,10 +236,24 @@ class _Restricted(CachedObjective):
         theta[self.free] = self.tr.to_theta(x)
         return theta
 
+    def _eval(self, x):
+        # Each evaluation on a large draw set takes seconds: the budget is checked before
+        # every new one, not only between iterations.
+        if self.budget is not None and (self._x is None or not np.array_equal(x, self._x)):
+            self.budget.check("in a profile maximization")
+        return super()._eval(x)
 
-def maximize(engine, theta0, j, p, gtol=1e-8, maxiter=200):
+
+def maximize(engine, theta0, j, p, gtol=1e-8, maxiter=200, budget=None, nu_floor=0.0):
     """Maximize ``l_m`` on ``engine``'s draws from ``theta0``, parameter ``j`` held fixed
     (None: all free), by a trust region with the exact gradient and Hessian.
+
+    It stops at ``gtol``, after ``maxiter`` iterations, once the Newton decrement is below
+    :data:`DECREMENT_TOL` (``-H`` positive definite), or once a free variance is below
+    ``nu_floor`` (the fit's ``boundary_tol``: a variance on its way to 0 follows a ridge
+    of ``l_m`` in ``log nu``, flat to within ``nu`` times the slope at 0, on which every
+    step gains a little and costs an evaluation), whichever comes first.  With a
+    :class:`TimeBudget` ``budget``, the budget is checked after every iteration.
 
     Returns
     -------
@@ -193,14 +264,41 @@ def maximize(engine, theta0, j, p, gtol=1e-8, maxiter=200):
         Indices of the free parameters.
     """
     theta0 = np.array(theta0, dtype=float)
-    obj = _Restricted(engine, theta0, j, p)
+    obj = _Restricted(engine, theta0, j, p, budget)
     if len(obj.free):
+        n_beta = int(np.sum(obj.free < p))
+        lognu_min = np.log(nu_floor) if nu_floor > 0 else -np.inf
+
+        def stop(intermediate_result):
+            if budget is not None:
+                budget.check("in a profile maximization")
+            if np.any(intermediate_result.x[n_beta:] < lognu_min):
+                raise StopIteration
+            if obj._x is not None and np.array_equal(intermediate_result.x, obj._x) \
+                    and _newton_decrement(obj._out) <= DECREMENT_TOL:
+                raise StopIteration
+
         r = minimize(obj.fun, obj.tr.to_x(theta0[obj.free]), jac=obj.jac, hess=obj.hess,
-                     method="trust-exact", options={"gtol": gtol, "maxiter": maxiter})
+                     method="trust-exact", callback=stop,
+                     options={"gtol": gtol, "maxiter": maxiter})
         obj._eval(r.x)
         return obj.to_theta(r.x), obj.last, obj.free
     obj._eval(np.zeros(0))
     return theta0, obj.last, obj.free
+
+
+def _newton_decrement(out):
+    """``g' H^{-1} g`` of the objective ``(value, g, H)`` (``-l_m`` on the optimizer's
+    scale); inf where ``H`` is not positive definite or not finite."""
+    _, g, H = out
+    if not (np.all(np.isfinite(g)) and np.all(np.isfinite(H))):
+        return np.inf
+    try:
+        c = np.linalg.cholesky(H)
+    except np.linalg.LinAlgError:
+        return np.inf
+    y = np.linalg.solve(c, g)
+    return float(y @ y)
 
 
 def own_mcse(ev, m):
@@ -274,11 +372,14 @@ class DrawSets:
     interior : bool
         Whether the maximum over all parameters is interior (False for a component the fit
         put at 0: fresh sets then have no same-set maximum).
+    budget : TimeBudget, optional
+        Checked before a fresh set is drawn and after every optimizer iteration.
     """
 
     def __init__(self, model, opts, seed, m, n_jobs, j, p, theta_hat, l_hat, l_hat_mcse,
-                 tol, first=None, interior=True):
+                 tol, first=None, interior=True, budget=None):
         self.model, self.opts, self.seed, self.m, self.n_jobs = model, opts, seed, m, n_jobs
+        self.budget = budget if budget is not None else TimeBudget(None)
         self.tol = tol
         self.j, self.p, self.interior = j, p, interior
         self.theta_hat, self.l_hat, self.l_hat_mcse = theta_hat, l_hat, l_hat_mcse
@@ -294,6 +395,7 @@ class DrawSets:
         """Draw a fresh set from the sampler built at ``theta`` (Rao-Blackwellized where
         the fit was); its index."""
         opts, model = self.opts, self.model
+        self.budget.check(f"before drawing fresh set {len(self.engines)} of {self.m:,} draws")
         factorize = model.factorize if opts.factorize is None else bool(opts.factorize)
         seed = child_seed(self.seed, len(self.engines) + 1)
         if "_rb" not in self.__dict__:  # the same split for every set
@@ -327,7 +429,9 @@ class DrawSets:
         return int(np.nanargmin(dist))
 
     def maximize(self, k, theta0, j):
-        return maximize(self.engines[k], theta0, j, self.p, self.opts.gtol, self.opts.maxiter)
+        return maximize(self.engines[k], theta0, j, self.p, self.opts.gtol,
+                        min(self.opts.maxiter, PROFILE_MAXITER), self.budget,
+                        self.opts.boundary_tol)
 
     def maximum(self, k, pt=None):
         """``L_k`` and ``theta_k`` of set ``k`` (computed once, from ``theta_hat``; again
@@ -425,9 +529,12 @@ class Profiler:
         Seeds the draws of any re-centred draw set and of the fit without a variance
         component (for ``D(0)``); by default a child of the fit's seed, so the profile is
         reproducible.
+    budget : TimeBudget, optional
+        Shared by every step (default: no limit); when it runs out, :meth:`limit` returns
+        a NaN end whose note says so, and ``budget.reason`` is set.
     """
 
-    def __init__(self, results, param, random_state=None):
+    def __init__(self, results, param, random_state=None, budget=None):
         res = getattr(results, "_results", results)
         _check_profilable(res)
         self.res, model = res, res.model
@@ -461,11 +568,12 @@ class Profiler:
         self.m = int(res.m) if res.m else int(m_opt)
         self.n_jobs = effective_n_jobs(self.opts.n_jobs)
         self.tol = max(RECENTRE_MCSE, 2.0 * self.l_hat_mcse)
+        self.budget = budget if budget is not None else TimeBudget(None)
         first = (ExactGLM(model.arrays) if self.model is None
                  else None if self.on_boundary else res.engine)
         self.sets = DrawSets(self.model, self.opts, self.seed, self.m, self.n_jobs, self.j, p,
                              self.theta_hat, self.l_hat, self.l_hat_mcse, self.tol, first,
-                             interior=not self.on_boundary)
+                             interior=not self.on_boundary, budget=self.budget)
         self.points, self._zero = [], None
         bse = float(np.asarray(res.bse)[self.index])
         self.se = bse if np.isfinite(bse) and bse > 0 else np.nan
@@ -526,6 +634,7 @@ class Profiler:
         set centred nearest, re-centring the draws when neither is reliable there."""
         if self.is_var and psi == 0.0:
             return self.zero_point()
+        self.budget.check(f"before the profile point at {self.name} = {psi:.4g}")
         start, pt = self._start(psi), None
         for k in dict.fromkeys([prefer, self.sets.nearest(psi, self.is_var)]):
             if k is not None and k >= 0 and np.isfinite(self.sets.centres[k]):
@@ -569,11 +678,22 @@ class Profiler:
             theta[:p], mcse = beta, 0.0
         else:
             from glmm_sm.fit.driver import mcmle
+            from glmm_sm.fit.options import check_draw_budget
 
             rest = np.array([i for i in range(p, len(theta)) if i != self.j], dtype=int)
             start = np.concatenate([theta[:p], np.maximum(theta[rest], 1e-4)])
-            opts = replace(self.opts, n_jobs=self.n_jobs)
+            left = self.budget.left()
+            self.budget.check("before the fit without the component")
+            opts = replace(self.opts, n_jobs=self.n_jobs, deadline=None,
+                           time_budget=None if not np.isfinite(left) else left)
+            try:
+                check_draw_budget(opts, red.arrays.X.shape[0])
+            except ValueError as exc:  # the fit's own m cannot fit the time left
+                self.budget.reason = (f"time budget of {self.budget.seconds:g} s: too little "
+                                      f"left for the fit without the component ({exc})")
+                raise _OutOfTime(self.budget.reason) from None
             out = mcmle(red, opts, child_seed(self.seed, 0), start, disp=False)
+            self.budget.check("in the fit without the component, for D(0)")
             value = float(out.evaluation.value)
             theta[:p], theta[rest] = out.params[:p], out.params[p:]
             mcse = own_mcse(out.evaluation, out.n_draws) if out.n_draws else 0.0
@@ -618,7 +738,14 @@ class Profiler:
         return s_hat + float(np.clip(step, -MAX_STEP, MAX_STEP))
 
     def limit(self, side, alpha):
-        """``(end, mcse, note)`` of the ``1 - alpha`` interval; ``side`` -1 or +1."""
+        """``(end, mcse, note)`` of the ``1 - alpha`` interval; ``side`` -1 or +1.  When
+        the time budget runs out the end is NaN and the note gives the reason."""
+        try:
+            return self._limit(side, alpha)
+        except _OutOfTime as exc:
+            return np.nan, np.nan, f"not found: {exc}"
+
+    def _limit(self, side, alpha):
         cut = float(stats.chi2.ppf(1.0 - alpha, 1))
         with threadpool_limits(1, user_api="blas"):
             if self.is_var and side < 0:
@@ -650,8 +777,12 @@ class Profiler:
         if pt.engine != 0 or not self.sets.engines[0].m or dev_mcse <= POLISH_FACTOR * fresh \
                 or len(self.sets) >= MAX_ENGINES:
             return pt, note, dev_mcse
-        k = self.sets.add(pt.theta)
-        new, new_note = self._root(side, target, self._to_s(pt.psi))
+        try:
+            k = self.sets.add(pt.theta)
+            new, new_note = self._root(side, target, self._to_s(pt.psi))
+        except _OutOfTime as exc:  # the end found stands, with its larger MCSE
+            return pt, "; ".join(n for n in (note, f"not re-solved on centred draws: {exc}")
+                                 if n), dev_mcse
         if new is None or new.engine != k:
             return pt, note, dev_mcse
         new_mcse = self.deviance_mcse(new)
@@ -696,7 +827,8 @@ class Profiler:
                    f"{abs(self.zeta(pt) - target):.2g})"
 
 
-def profile_conf_int(results, alpha=0.05, cols=None, random_state=None):
+def profile_conf_int(results, alpha=0.05, cols=None, random_state=None,
+                     time_budget=PROFILE_TIME_BUDGET, disp=True):
     """Profile-likelihood confidence intervals with the Monte Carlo error of each end.
 
     Parameters
@@ -708,29 +840,69 @@ def profile_conf_int(results, alpha=0.05, cols=None, random_state=None):
         Parameters (default all).
     random_state : optional
         Seeds re-centred draws and reduced fits (default: derived from the fit's seed).
+    time_budget : float or None
+        Seconds for the whole call, all parameters together (default
+        :data:`PROFILE_TIME_BUDGET`, 600, the fit's own default; None: no limit).  A safety
+        stop: when it runs out, the ends not yet found are NaN, their ``note`` gives the
+        reason, and a ConvergenceWarning says which are missing.
+    disp : bool
+        Show a progress bar of the ends (on a terminal or in a notebook only, as the fit).
 
     Returns
     -------
     DataFrame
         Index: the parameters; columns ``lower``, ``upper``, ``lower_mcse``, ``upper_mcse``
-        and ``note``.
+        and ``note``.  ``attrs["stopped"]``: why the call stopped early ("" when it did
+        not).
     """
+    from glmm_sm.fit.driver import _progress
+
     res = getattr(results, "_results", results)
     _check_alpha(alpha)
+    budget = TimeBudget(time_budget)
     rows = {}
     cache = getattr(res, "_cache", {})
-    for i in param_indices(res, cols):
-        key = ("profile_conf_int", i, float(alpha))  # cached for the default seeds only
-        row = cache.get(key) if random_state is None else None
-        if row is None:
-            prof = Profiler(res, i, random_state)
-            lo, up = prof.limit(-1, alpha), prof.limit(+1, alpha)
-            row = (lo[0], up[0], lo[1], up[1], "; ".join(n for n in (lo[2], up[2]) if n))
-            if random_state is None:
-                cache[key] = row
-        rows[res.param_names[i]] = row
-    return pd.DataFrame.from_dict(rows, orient="index",
-                                  columns=["lower", "upper", "lower_mcse", "upper_mcse", "note"])
+    idx = param_indices(res, cols)
+    bar = _progress(disp, 2 * len(idx), desc="profile ends", unit="end")
+    try:
+        for i in idx:
+            name = res.param_names[i]
+            key = ("profile_conf_int", i, float(alpha))  # cached for the default seeds only
+            row = cache.get(key) if random_state is None else None
+            if row is None:
+                if budget.left() <= 0:
+                    budget.reason = budget.reason or (f"time budget of {budget.seconds:g} s "
+                                                      "used up")
+                    row = (np.nan, np.nan, np.nan, np.nan,
+                           f"not computed: {budget.reason}")
+                else:
+                    prof = Profiler(res, i, random_state, budget)
+                    bar.set_postfix(param=name)
+                    lo = prof.limit(-1, alpha)
+                    bar.update(1)
+                    up = prof.limit(+1, alpha)
+                    row = (lo[0], up[0], lo[1], up[1], "; ".join(n for n in (lo[2], up[2])
+                                                                  if n))
+                    if random_state is None and not budget.reason:  # complete rows only
+                        cache[key] = row
+                    bar.update(1)
+                    rows[name] = row
+                    continue
+            bar.update(2)
+            rows[name] = row
+    finally:
+        bar.close()
+    out = pd.DataFrame.from_dict(rows, orient="index",
+                                 columns=["lower", "upper", "lower_mcse", "upper_mcse", "note"])
+    out.attrs["stopped"] = budget.reason
+    if budget.reason:
+        missing = [f"{n} {side}" for n in out.index for side in ("lower", "upper")
+                   if np.isnan(out.loc[n, side])]
+        warnings.warn(f"profile intervals stopped early: {budget.reason}; the ends not "
+                      f"found are NaN ({missing}). Allow a larger time_budget (or None), ask "
+                      "for fewer parameters (cols), or use the Wald intervals",
+                      ConvergenceWarning, stacklevel=3)
+    return out
 
 
 def _check_alpha(alpha):
@@ -738,7 +910,8 @@ def _check_alpha(alpha):
         raise ValueError(f"alpha must be a number in (0, 1); got {alpha!r}")
 
 
-def profile_frame(results, param, alpha=0.01, n_points=8, random_state=None):
+def profile_frame(results, param, alpha=0.01, n_points=8, random_state=None,
+                  time_budget=PROFILE_TIME_BUDGET, disp=True):
     """The profile of one parameter as a curve, for plotting (lme4's ``profile``).
 
     Parameters
@@ -754,6 +927,13 @@ def profile_frame(results, param, alpha=0.01, n_points=8, random_state=None):
         or ``beta``, in ``nu`` towards an end at 0).
     random_state : optional
         As for :class:`Profiler`.
+    time_budget : float or None
+        Seconds for the whole curve (default :data:`PROFILE_TIME_BUDGET`, 600; None: no
+        limit).  When it runs out the curve holds the points found so far (an end not
+        found is NaN in ``attrs``), ``attrs["stopped"]`` gives the reason and a
+        ConvergenceWarning is issued.
+    disp : bool
+        Show a progress bar of the ends and points (on a terminal or in a notebook only).
 
     Returns
     -------
@@ -764,27 +944,63 @@ def profile_frame(results, param, alpha=0.01, n_points=8, random_state=None):
         ``llf_mc - D / 2``: without the family's constants, as ``llf_mc``) and ``zeta``
         (``D``'s signed root), in increasing ``value``.  ``attrs`` holds ``name``,
         ``estimate``, ``loglike_max`` (``llf_mc``), ``alpha``, the ends, ``deviance_mcse``
-        per row, and ``draw_set`` per row (0 the fit's draws, ``k > 0`` a fresh set, -1 an
-        exact value or the fit without the component).
+        per row, ``draw_set`` per row (0 the fit's draws, ``k > 0`` a fresh set, -1 an
+        exact value or the fit without the component), and ``stopped`` (why the curve
+        stopped early; "" when it did not).
     """
+    from glmm_sm.fit.driver import _progress
+
     _check_alpha(alpha)
     if isinstance(n_points, bool) or not isinstance(n_points, (int, np.integer)) \
             or n_points < 1:
         raise ValueError(f"n_points must be an integer >= 1; got {n_points!r}")
-    prof = Profiler(results, param, random_state)
-    lo, up = prof.limit(-1, alpha), prof.limit(+1, alpha)
+    budget = TimeBudget(time_budget)
+    prof = Profiler(results, param, random_state, budget)
+    bar = _progress(disp, 2 + 2 * n_points, desc=f"profile of {prof.name}", unit="point")
+    pts, ends = [_hat_point(prof)], [np.nan, np.nan]
+    try:
+        for k, side in enumerate((-1, +1)):
+            ends[k] = prof.limit(side, alpha)[0]
+            bar.update(1)
+        with threadpool_limits(1, user_api="blas"):
+            for end in ends:
+                pts += _side_points(prof, end, n_points, bar)
+    except _OutOfTime:
+        pass  # the points found so far; budget.reason says why
+    finally:
+        bar.close()
+    pts = sorted({pt.psi: pt for pt in pts}.values(), key=lambda q: q.psi)
+    dev, mcse = np.zeros(len(pts)), np.zeros(len(pts))
     with threadpool_limits(1, user_api="blas"):
-        pts = [_hat_point(prof)] + _side_points(prof, lo[0], n_points) \
-            + _side_points(prof, up[0], n_points)
-        pts = sorted({pt.psi: pt for pt in pts}.values(), key=lambda q: q.psi)
-        dev = np.array([prof.deviance(q) for q in pts])
-        mcse = [prof.deviance_mcse(q) if q.psi != prof.psi_hat else 0.0 for q in pts]
+        for r, q in enumerate(pts):
+            dev[r], mcse[r] = _deviance_in_budget(prof, q)
+    mcse[[q.psi == prof.psi_hat for q in pts]] = 0.0
+    zeta = np.sign([q.psi - prof.psi_hat for q in pts]) * np.sqrt(np.maximum(dev, 0.0))
     frame = pd.DataFrame({"value": [q.psi for q in pts], "loglike": prof.l_hat - dev / 2.0,
-                          "deviance": dev, "zeta": [prof.zeta(q) for q in pts]})
+                          "deviance": dev, "zeta": zeta})
     frame.attrs.update(name=prof.name, estimate=prof.psi_hat, loglike_max=prof.l_hat,
-                       alpha=alpha, lower=lo[0], upper=up[0], deviance_mcse=mcse,
-                       draw_set=[q.engine for q in pts])
+                       alpha=alpha, lower=ends[0], upper=ends[1], deviance_mcse=list(mcse),
+                       draw_set=[q.engine for q in pts], stopped=budget.reason)
+    if budget.reason:
+        warnings.warn(f"the profile of {prof.name} stopped early: {budget.reason}; it has "
+                      f"{len(pts)} of its {2 * n_points + 1} points (ends found: lower "
+                      f"{ends[0]:.4g}, upper {ends[1]:.4g}). Allow a larger time_budget (or "
+                      "None), or fewer n_points", ConvergenceWarning, stacklevel=3)
     return frame
+
+
+def _deviance_in_budget(prof, pt):
+    """``(D, mcse)`` of ``pt``; once the budget is used up, without a new maximization
+    (the same-set estimate where it was computed, else across draw sets)."""
+    if not prof.budget.reason:
+        try:
+            return prof.sets.deviance(pt)
+        except _OutOfTime:
+            pass
+    if pt.deviance_cache is not None:
+        return pt.deviance_cache[1]
+    return (max(2.0 * (prof.l_hat - pt.value), 0.0),
+            2.0 * float(np.hypot(prof.l_hat_mcse, pt.mcse)))
 
 
 def _hat_point(prof):
@@ -792,7 +1008,7 @@ def _hat_point(prof):
                         0 if len(prof.sets) and not prof.on_boundary else -1)
 
 
-def _side_points(prof, end, n):
+def _side_points(prof, end, n, bar=None):
     """Points from the estimate out to ``end`` (spaced in ``log nu`` or ``beta``; linear
     in ``nu`` towards an end at 0), nearest first so each start is predicted well."""
     if not np.isfinite(end) or end == prof.psi_hat:
@@ -802,4 +1018,9 @@ def _side_points(prof, end, n):
     else:
         s0, s1 = prof._to_s(prof.psi_hat), prof._to_s(end)
         values = [prof._from_s(s) for s in s0 + (s1 - s0) * np.arange(1, n + 1) / n]
-    return [prof.point(float(v)) for v in values]
+    out = []
+    for v in values:
+        out.append(prof.point(float(v)))
+        if bar is not None:
+            bar.update(1)
+    return out

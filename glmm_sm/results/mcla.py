@@ -435,7 +435,8 @@ class MonteCarloGLMMResults(LikelihoodModelResults, ResultMixin):
 
     # --------------------------------------------------------------- inference
     # (likelihood-ratio tests, profiles: glmm_sm/inference/lrtest.py, glmm_sm/inference/profile.py)
-    def conf_int(self, alpha=0.05, cols=None, method="wald", random_state=None):
+    def conf_int(self, alpha=0.05, cols=None, method="wald", random_state=None,
+                 time_budget=600.0, disp=True):
         """Confidence intervals: Wald (statsmodels' default) or profile likelihood.
 
         Parameters
@@ -455,6 +456,12 @@ class MonteCarloGLMMResults(LikelihoodModelResults, ResultMixin):
         random_state : optional
             For ``"profile"``: seeds re-centred draws and fits without a component
             (default: derived from the fit's seed, so the result is reproducible).
+        time_budget : float or None
+            For ``"profile"``: seconds for the whole call (default 600, as the fit's; None:
+            no limit).  Ends not found when it runs out are NaN, with a ConvergenceWarning
+            that says why (the reasons are in :meth:`profile_conf_int`'s ``note``).
+        disp : bool
+            For ``"profile"``: a progress bar of the ends (on a terminal or in a notebook).
 
         Returns
         -------
@@ -479,12 +486,15 @@ class MonteCarloGLMMResults(LikelihoodModelResults, ResultMixin):
         if method == "wald":
             out[rows] = np.asarray(super().conf_int(alpha=alpha))[rows]
         else:
-            ci = profile_conf_int(self, alpha, rows, random_state)
+            ci = profile_conf_int(self, alpha, rows, random_state, time_budget, disp)
             out[rows] = ci[["lower", "upper"]].to_numpy(dtype=float)
         return out
 
-    def profile_conf_int(self, alpha=0.05, cols=None, random_state=None):
-        """Profile-likelihood intervals with the Monte Carlo standard error of each end.
+    def profile_conf_int(self, alpha=0.05, cols=None, random_state=None, time_budget=600.0,
+                         disp=True):
+        """Profile-likelihood intervals with the Monte Carlo standard error of each end;
+        ``time_budget`` (seconds, default 600; None: no limit) and ``disp`` (progress bar)
+        as in :func:`glmm_sm.inference.profile.profile_conf_int`.
 
         Returns
         -------
@@ -496,7 +506,7 @@ class MonteCarloGLMMResults(LikelihoodModelResults, ResultMixin):
 
         self._check_data("profile_conf_int()")
         self._scalar_only("profile_conf_int")
-        return profile_conf_int(self, alpha, cols, random_state)
+        return profile_conf_int(self, alpha, cols, random_state, time_budget, disp)
 
     def _scalar_only(self, what):
         if self.model.design.cov.has_vector:
@@ -505,10 +515,12 @@ class MonteCarloGLMMResults(LikelihoodModelResults, ResultMixin):
                 "yet; use the Wald intervals (conf_int) and varcorr(), or compare_lr_test "
                 "against the model with independent (||) terms")
 
-    def profile(self, name, alpha=0.01, n_points=8, random_state=None):
+    def profile(self, name, alpha=0.01, n_points=8, random_state=None, time_budget=600.0,
+                disp=True):
         """Profile curve of one parameter: DataFrame with ``value``, ``loglike``,
         ``deviance``, ``zeta`` in increasing ``value``
-        (:func:`glmm_sm.inference.profile.profile_frame`).
+        (:func:`glmm_sm.inference.profile.profile_frame`; ``time_budget``, seconds, default
+        600, None: no limit; ``disp``: a progress bar).
         ``deviance >= 0`` (how each is estimated: :mod:`glmm_sm.inference.profile`);
         ``loglike`` is ``llf_mc - deviance / 2``, on the fit's scale whatever the draws.
         """
@@ -517,7 +529,7 @@ class MonteCarloGLMMResults(LikelihoodModelResults, ResultMixin):
         self._check_data("profile()")
         self._scalar_only("profile")
         return profile_frame(self, name, alpha=alpha, n_points=n_points,
-                             random_state=random_state)
+                             random_state=random_state, time_budget=time_budget, disp=disp)
 
     def compare_lr_test(self, restricted, mixture=True):
         """Likelihood-ratio test against a nested ``restricted`` fit (GLMM or GLM).

@@ -406,15 +406,15 @@ def log_cholesky_inverse(theta, k):
     return x
 
 
-def singular_terms(cov, theta, names):
+def singular_terms(cov, theta, names, tol=SINGULAR_TOL):
     """Names (first parameter name) of the units whose covariance is singular at ``theta``:
-    a scalar variance below ``SINGULAR_TOL**2`` or a term whose Cholesky factor has a
-    diagonal entry below ``SINGULAR_TOL`` times its effect's SD."""
+    a scalar variance below ``tol**2`` or a term whose Cholesky factor has a diagonal entry
+    below ``tol`` (default :data:`SINGULAR_TOL`) times its effect's SD."""
     out = []
     for ui, u in enumerate(cov.units):
         sl = cov.unit_params(ui)
         if len(u) == 1:
-            if not theta[sl][0] > SINGULAR_TOL**2:
+            if not theta[sl][0] > tol**2:
                 out.append(names[sl.start])
             continue
         Sg = cov.sigma(theta, ui)
@@ -422,7 +422,7 @@ def singular_terms(cov, theta, names):
         try:
             Lc = np.linalg.cholesky(Sg)
             rel = np.diag(Lc) / np.where(sd > 0, sd, 1.0)
-            bad = (not np.all(rel > SINGULAR_TOL)) or not np.all(sd > SINGULAR_TOL)
+            bad = (not np.all(rel > tol)) or not np.all(sd > tol)
         except np.linalg.LinAlgError:
             bad = True
         if bad:

@@ -241,6 +241,11 @@ def checked_exog(exog, names):
     X = np.asarray(exog, dtype=np.float64)
     if X.ndim != 2:
         raise ValueError(f"exog must be two-dimensional; got shape {X.shape}")
+    dup = sorted({str(n) for n in names if list(names).count(n) > 1})
+    if dup:
+        raise ValueError(f"exog: duplicate column name(s) {dup}: params, the summary and "
+                         "start_params name each fixed effect by its column; rename the "
+                         "columns (or pass fep_names)")
     if not np.all(np.isfinite(X)):
         bad = [names[j] for j in np.flatnonzero(~np.isfinite(X).all(axis=0))]
         raise ValueError(f"exog contains NaN or infinite values in column(s) {bad}")
