@@ -14,16 +14,43 @@ from glmm_sm.mcla.rb.split import (
     RBSampler,
     RBStructure,
     choose_split,
+    quadrature_layout,
     rb_eligible,
 )
 
-__all__ = ["rb_structure", "rb_round", "rb_record", "PILOT_NODES"]
+__all__ = ["rb_structure", "rb_round", "rb_record", "resolve_sampler", "PILOT_NODES"]
 
 #: Gauss-Hermite nodes of the first (pilot) round.  Its quadrature error moves the estimate
 #: by well under one MCSE (VerbAgg at m = 1000: 0.9 MCSE, 0.6% of an SE, against 0.003
 #: MCSE with 12 nodes), far less than that round's distance from the MLE, and the round
 #: costs half as much.
 PILOT_NODES = 6
+
+
+def resolve_sampler(model, opts):
+    """The sampler ``sampler="auto"`` (the default) stands for, and why.
+
+    ``"quadrature"`` (:class:`~glmm_sm.mcla.rb.split.QuadratureSampler`, a deterministic
+    fit) where the structure allows it (:func:`~glmm_sm.mcla.rb.split.quadrature_layout`)
+    and nothing asks for draws; ``"laplace"`` (importance sampling) otherwise: an explicit
+    ``m`` (a number of draws) or ``rao_blackwell=False`` asks for Monte Carlo.  A sampler
+    given by name is used as given.
+
+    Returns
+    -------
+    sampler : str
+    reason : str
+    """
+    if opts.sampler != "auto":
+        return opts.sampler, f"sampler={opts.sampler!r} given"
+    if opts.m != "auto":
+        return "laplace", (f"sampler='auto' with m={opts.m} (a number of draws): "
+                           "importance sampling")
+    if opts.rao_blackwell is False:
+        return "laplace", "sampler='auto' with rao_blackwell=False: importance sampling"
+    factorize = model.factorize if opts.factorize is None else bool(opts.factorize)
+    ok, why = quadrature_layout(model.layout_data(factorize), list(model.design.vcp_names))
+    return ("quadrature" if ok else "laplace"), f"sampler='auto': {why}"
 
 
 def rb_structure(model, opts, factorize, client, notes=None):
@@ -37,10 +64,13 @@ def rb_structure(model, opts, factorize, client, notes=None):
     """
     rb = opts.rao_blackwell
     if opts.sampler == "quadrature":
-        if model.design.cov.has_vector or client is not None:
+        if model.design.cov.has_vector:
             raise ValueError("sampler='quadrature' is not available for models with "
-                             "correlated random-effect terms or on a Dask cluster; use "
-                             "sampler='laplace'")
+                             "correlated random-effect terms; use sampler='laplace'")
+        if client is not None and notes is not None:
+            notes.append("sampler='quadrature': a deterministic fit has no Monte Carlo sums "
+                         "to distribute, so the Dask client was not used (the fit is the "
+                         "same as without it)")
         return RBStructure(model.layout_data(factorize))
     if rb is False or not rb:
         return None
