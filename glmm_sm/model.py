@@ -582,6 +582,8 @@ class MonteCarloGLMM(LikelihoodModel):
             opts = dataclasses.replace(opts, sampler=used, sampler_reason=why)
         outcome = mcmle(self, opts, random_state=random_state, start_params=start_params,
                         callback=callback, disp=disp, client=client)
+        if outcome.sampler_options is not None:  # a deterministic fit refined its rule
+            opts = dataclasses.replace(opts, sampler_options=outcome.sampler_options)
         res = MonteCarloGLMMResults(self, outcome)
         res.fit_options = opts
         return MonteCarloGLMMResultsWrapper(res)

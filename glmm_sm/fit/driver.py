@@ -192,7 +192,7 @@ def mcmle(model, opts: FitOptions, random_state=None, start_params=None, callbac
 
             outcome = fit_with_boundary(model, outcome, refit, opts)
     if opts.sampler == "quadrature" and not outcome.boundary:
-        _quadrature_error(model, outcome, opts)
+        outcome = _refine_quadrature(model, outcome, opts, seed, callback, disp, client)
     if outcome.engine is not None:
         outcome.engine.detach()
     if separated is not None:
@@ -210,19 +210,55 @@ def mcmle(model, opts: FitOptions, random_state=None, start_params=None, callbac
 #: A deterministic fit's quadrature error is acceptable below this many standard errors
 #: (the Monte Carlo fits' target_ratio default).
 QUADRATURE_TOL_SE = 0.1
+#: Refits with a finer rule (twice the inner nodes, 1.5 times the outer) while the error is
+#: larger, at most this many times.
+QUADRATURE_REFINE = 2
 
 
-def _quadrature_error(model, outcome, opts):
+def _refine_quadrature(model, outcome, opts, seed, callback, disp, client):
+    """Measure the deterministic fit's quadrature error (:func:`_quadrature_error`) and,
+    while it exceeds :data:`QUADRATURE_TOL_SE`, refit from the estimate with the finer rule
+    (at most :data:`QUADRATURE_REFINE` times); the last measurement is kept and a warning
+    issued if it still exceeds the tolerance.  Every refit is recorded in the fit log."""
+    history = []  # the measurements that asked for a finer rule
+    for k in range(QUADRATURE_REFINE + 1):
+        finer = _quadrature_error(model, outcome, opts, warn=k == QUADRATURE_REFINE)
+        if finer is None or k == QUADRATURE_REFINE:
+            break
+        history.append(dict(outcome.log.quadrature))
+        opts = replace(opts, sampler_options={**opts.sampler_options, **finer})
+        log = outcome.log
+        refit = _mcmle(model, opts, seed, np.asarray(outcome.params, dtype=float), callback,
+                       disp, client)
+        if refit.boundary or refit.evaluation is None:
+            break
+        # one log for the whole fit: the refit's rounds follow the first fit's
+        log.rounds.extend(refit.log.rounds)
+        log.evaluations.extend(refit.log.evaluations)
+        log.warnings.extend(w for w in refit.log.warnings if w not in log.warnings)
+        log.message = f"{refit.log.message} (refit with {finer} nodes)"
+        refit.log = log
+        if outcome.engine is not None:
+            outcome.engine.detach()
+        outcome = refit
+        outcome.sampler_options = dict(opts.sampler_options)
+    if history and outcome.log.quadrature:
+        outcome.log.quadrature["refinements"] = history
+    return outcome
+
+
+def _quadrature_error(model, outcome, opts, warn=True):
     """The quadrature error of a deterministic fit, measured: the Newton step from the
     estimate under a finer rule (twice the inner nodes, 1.5 times the outer ones), in
-    standard errors, and the change of the log-likelihood; in ``outcome.log.quadrature``,
-    with a warning when the step exceeds :data:`QUADRATURE_TOL_SE` (the MCSE of 0 would
-    otherwise hide it)."""
+    standard errors, and the change of the log-likelihood; in ``outcome.log.quadrature``.
+    When the step exceeds :data:`QUADRATURE_TOL_SE` (the MCSE of 0 would otherwise hide
+    it): returns the finer rule's ``sampler_options`` (and, with ``warn``, adds a warning);
+    None otherwise."""
     from glmm_sm.mcla.rb.split import N_NODES, OUTER_NODES
 
     ev = outcome.evaluation
     if outcome.engine is None or ev is None or ev.hessian is None:
-        return
+        return None
     so = opts.sampler_options
     rule = (int(so.get("n_nodes", N_NODES)), int(so.get("outer_nodes", OUTER_NODES)))
     finer = (2 * rule[0], (3 * rule[1] + 1) // 2)
@@ -238,7 +274,7 @@ def _quadrature_error(model, outcome, opts):
         cov = np.linalg.inv(-H)
         step = -np.linalg.solve(H, fine.gradient)
     except np.linalg.LinAlgError:
-        return
+        return None
     se = np.sqrt(np.abs(np.diag(cov)))
     with np.errstate(divide="ignore", invalid="ignore"):
         in_se = np.abs(step) / se
@@ -246,7 +282,9 @@ def _quadrature_error(model, outcome, opts):
     outcome.log.quadrature = {"nodes": rule, "finer_nodes": finer,
                               "step_in_se": in_se.tolist(), "max_step_in_se": worst,
                               "llf_change": float(fine.value - ev.value)}
-    if not worst <= QUADRATURE_TOL_SE:
+    if worst <= QUADRATURE_TOL_SE:
+        return None
+    if warn:
         names = list(model.data.param_names)
         j = int(np.nanargmax(in_se))
         outcome.log.warnings.append(
@@ -255,6 +293,7 @@ def _quadrature_error(model, outcome, opts):
             f"{names[j]!r} by {worst:.2g} standard errors and the log-likelihood by "
             f"{fine.value - ev.value:.3g}; refit with sampler_options={{'n_nodes': "
             f"{finer[0]}, 'outer_nodes': {finer[1]}}} or more, and compare")
+    return {"n_nodes": finer[0], "outer_nodes": finer[1]}
 
 
 def _flag_singular(model, outcome):

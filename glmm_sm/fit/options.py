@@ -214,6 +214,8 @@ class FitOutcome:
     mcse_cov: np.ndarray | None = None
     m: int | None = None
     re_moments: tuple | None = None
+    #: A deterministic fit refined to a finer rule: the ``sampler_options`` it ended with.
+    sampler_options: dict | None = None
 
     def errors(self):
         """``(cov, mcse_cov)`` of the estimate."""

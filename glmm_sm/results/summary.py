@@ -159,9 +159,12 @@ def _quadrature_note(log):
         return ("the quadrature error is not measured here (more nodes: "
                 "sampler_options={'n_nodes': ..., 'outer_nodes': ...}).")
     (ni, no), (fi, fo) = q["nodes"], q["finer_nodes"]
+    n_ref = len(q.get("refinements", []))
+    refit = (f" (refit {n_ref} time(s) with finer rules, the error being larger)"
+             if n_ref else "")
     return (f"quadrature error, measured against a finer rule ({fi} x {fo} nodes against "
-            f"{ni} x {no}): the estimate moves by at most {q['max_step_in_se']:.1g} standard "
-            f"errors, the log-likelihood by {q['llf_change']:.1g}.")
+            f"{ni} x {no}){refit}: the estimate moves by at most {q['max_step_in_se']:.1g} "
+            f"standard errors, the log-likelihood by {q['llf_change']:.1g}.")
 
 
 def _notes(res, bse, names, k):
