@@ -582,6 +582,10 @@ class MonteCarloGLMM(LikelihoodModel):
             opts = dataclasses.replace(opts, sampler=used, sampler_reason=why)
         outcome = mcmle(self, opts, random_state=random_state, start_params=start_params,
                         callback=callback, disp=disp, client=client)
+        used = outcome.log.sampler.get("used", opts.sampler)
+        if used != opts.sampler:  # a deterministic fit that reached the boundary
+            opts = dataclasses.replace(opts, sampler=used,
+                                       sampler_reason=outcome.log.sampler.get("reason", ""))
         if outcome.sampler_options is not None:  # a deterministic fit refined its rule
             opts = dataclasses.replace(opts, sampler_options=outcome.sampler_options)
         res = MonteCarloGLMMResults(self, outcome)

@@ -220,3 +220,46 @@ def test_the_default_fit_of_the_exact_mle_designs_is_the_exact_mle(name, dataset
     tol = 1e-3 * np.asarray(res.bse) + 3 * EXACT.QUADRATURE_ROUNDING
     np.testing.assert_array_less(np.abs(np.asarray(res.params) - values), tol)
     assert res.fit_log.quadrature["max_step_in_se"] < 1e-3
+
+
+def test_a_coarse_rule_is_measured_and_refined_to_the_exact_mle(cbpp):
+    """The quadrature error is measured (a finer rule's Newton step, in SEs) and a rule too
+    coarse for it is refined: 3 x 4 nodes are not enough for cbpp's herds and observations;
+    the fit ends on a finer rule, within 0.1 SE (the tolerance) of the exact nested MLE."""
+    c = cbpp
+    mod = MonteCarloGLMM.from_formula("incidence + fail ~ C(period) + (1 | herd) + (1 | obs)",
+                                      data=c, family="binomial")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = mod.fit(random_state=0, disp=False, sampler="quadrature",
+                      sampler_options={"n_nodes": 3, "outer_nodes": 4})
+    q = res.fit_log.quadrature
+    assert q["refinements"] and q["refinements"][0]["nodes"] == (3, 4)
+    assert q["refinements"][0]["max_step_in_se"] > 0.1
+    assert res.fit_options.sampler_options["n_nodes"] > 3
+    assert q["max_step_in_se"] <= 0.1
+    assert not [w for w in caught if "quadrature error" in str(w.message)]
+    X = np.asarray(patsy.dmatrix("C(period)", c))
+    exact = NestedInterceptGLMM(c["incidence"], X, c["herd"], c["obs"], "binomial",
+                                trials=c["size"], n_nodes=(20, 20)).fit(np.asarray(res.params))
+    np.testing.assert_array_less(np.abs(np.asarray(res.params) - exact.params),
+                                 0.1 * exact.bse)
+    assert "refit 1 time(s)" in str(res.summary()) or "refit 2 time(s)" in str(res.summary())
+
+
+def test_a_variance_at_zero_goes_to_the_boundary_procedure_with_draws():
+    """No group effect (12 groups x 10): the estimate reaches 0, and the boundary procedure
+    (its evidence needs joint draws) runs with importance sampling, recorded in the fit log
+    and the fit options (it crashed on the quadrature engine)."""
+    rng = np.random.default_rng(3)
+    G, n = 12, 10
+    g = np.repeat(np.arange(G), n)
+    x = rng.normal(size=G * n)
+    y = (rng.random(G * n) < special.expit(0.2 + 0.5 * x)).astype(float)
+    d = pd.DataFrame({"y": y, "x": x, "g": g})
+    mod = MonteCarloGLMM.from_formula("y ~ x + (1 | g)", data=d, family="bernoulli")
+    res = _quiet(mod.fit, random_state=0, disp=False)
+    assert res.boundary == ["g"] and res.params["g"] == 0.0
+    assert res.fit_log.sampler["used"] == "laplace" and res.fit_options.sampler == "laplace"
+    assert "boundary procedure needs draws" in res.fit_log.sampler["reason"]
+    assert not res.deterministic

@@ -183,6 +183,18 @@ def mcmle(model, opts: FitOptions, random_state=None, start_params=None, callbac
     # Small dense algebra only: BLAS threads cost far more than they gain here.
     with threadpool_limits(1, user_api="blas"):
         outcome = _mcmle(model, opts, seed, start_params, callback, disp, client)
+        if outcome.boundary and opts.sampler == "quadrature":
+            # The boundary procedure weighs the evidence for a variance at 0 with joint
+            # draws (its one-sided derivative and that derivative's MCSE): importance
+            # sampling from here on, recorded.
+            log = outcome.log
+            opts = replace(opts, sampler="laplace", sampler_reason=(
+                f"{log.sampler.get('reason', '')}; a variance went to 0 "
+                f"({log.message}): the boundary procedure needs draws, so the fit "
+                "importance-samples (sampler='laplace')"))
+            outcome = _mcmle(model, opts, seed, start_params, callback, disp, client)
+            outcome.log.warnings[:0] = [w for w in log.warnings
+                                        if w not in outcome.log.warnings]
         if outcome.boundary:
             def refit(reduced, seed, start, m_start=None):  # boundary scores need joint draws
                 o = replace(opts, rao_blackwell=False)
@@ -193,6 +205,9 @@ def mcmle(model, opts: FitOptions, random_state=None, start_params=None, callbac
             outcome = fit_with_boundary(model, outcome, refit, opts)
     if opts.sampler == "quadrature" and not outcome.boundary:
         outcome = _refine_quadrature(model, outcome, opts, seed, callback, disp, client)
+    if not outcome.log.sampler:  # the boundary procedure's log: the sampler of the fit
+        outcome.log.sampler = {"used": opts.sampler, "reason": opts.sampler_reason
+                               or f"sampler={opts.sampler!r} given"}
     if outcome.engine is not None:
         outcome.engine.detach()
     if separated is not None:

@@ -83,7 +83,7 @@ def rb_structure(model, opts, factorize, client, notes=None):
         if rb is True:
             raise ValueError(f"rao_blackwell=True is not available for {why}; use "
                              "rao_blackwell=False")
-        if client is not None and notes is not None and opts.sampler == "laplace":
+        if client is not None and notes is not None and opts.sampler in ("laplace", "auto"):
             data = model.layout_data(factorize)
             if rb_eligible(data, choose_split(data)):
                 notes.append("rao_blackwell='auto': this model would be Rao-Blackwellized "
@@ -95,7 +95,9 @@ def rb_structure(model, opts, factorize, client, notes=None):
         return None
     data = model.layout_data(factorize)
     split = choose_split(data)
-    if rb == "auto" and (opts.sampler != "laplace" or not rb_eligible(data, split)):
+    # "auto" stands for "laplace" where it reaches here (a fit resolves it first)
+    if rb == "auto" and (opts.sampler not in ("laplace", "auto")
+                         or not rb_eligible(data, split)):
         return None
     if not np.any(split >= 0):
         if rb is True:
