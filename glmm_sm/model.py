@@ -584,8 +584,10 @@ class MonteCarloGLMM(LikelihoodModel):
                         callback=callback, disp=disp, client=client)
         used = outcome.log.sampler.get("used", opts.sampler)
         if used != opts.sampler:  # a deterministic fit that reached the boundary
-            opts = dataclasses.replace(opts, sampler=used,
-                                       sampler_reason=outcome.log.sampler.get("reason", ""))
+            opts = dataclasses.replace(
+                opts, sampler=used, sampler_reason=outcome.log.sampler.get("reason", ""),
+                sampler_options={k: v for k, v in opts.sampler_options.items()
+                                 if k not in ("n_nodes", "outer_nodes")})
         if outcome.sampler_options is not None:  # a deterministic fit refined its rule
             opts = dataclasses.replace(opts, sampler_options=outcome.sampler_options)
         res = MonteCarloGLMMResults(self, outcome)

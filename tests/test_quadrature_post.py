@@ -263,3 +263,21 @@ def test_a_variance_at_zero_goes_to_the_boundary_procedure_with_draws():
     assert res.fit_log.sampler["used"] == "laplace" and res.fit_options.sampler == "laplace"
     assert "boundary procedure needs draws" in res.fit_log.sampler["reason"]
     assert not res.deterministic
+
+
+def test_an_explicit_rule_at_the_boundary_continues_with_draws():
+    """sampler="quadrature" with its node options on a design whose variance goes to 0:
+    the boundary procedure's sampler gets no quadrature options (it refused them), and
+    post-fit work that draws (a profile) uses the recorded sampler."""
+    rng = np.random.default_rng(3)
+    G, n = 12, 10
+    g = np.repeat(np.arange(G), n)
+    x = rng.normal(size=G * n)
+    y = (rng.random(G * n) < special.expit(0.2 + 0.5 * x)).astype(float)
+    d = pd.DataFrame({"y": y, "x": x, "g": g})
+    mod = MonteCarloGLMM.from_formula("y ~ x + (1 | g)", data=d, family="bernoulli")
+    res = _quiet(mod.fit, random_state=0, disp=False, sampler="quadrature",
+                 sampler_options={"n_nodes": 20, "outer_nodes": 30})
+    assert res.boundary == ["g"]
+    assert res.fit_options.sampler == "laplace"
+    assert "n_nodes" not in res.fit_options.sampler_options

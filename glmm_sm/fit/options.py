@@ -163,6 +163,10 @@ class FitLog:
     sampler : dict
         ``used``: the sampler of the rounds; ``reason``: why (``sampler="auto"`` chooses
         the deterministic quadrature where the structure allows it).
+    quadrature : dict
+        A deterministic fit's measured quadrature error: ``nodes``, ``finer_nodes``,
+        ``step_in_se``, ``max_step_in_se``, ``llf_change`` and the ``refinements`` (the
+        same for each coarser rule the fit refined); empty otherwise.
     rao_blackwell : dict
         With Rao-Blackwellized blocks (:mod:`glmm_sm.mcla.rb.split`): the integrated
         component of each block, the number of integrated levels, the sampled dimension of
