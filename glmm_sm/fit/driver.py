@@ -44,7 +44,7 @@ from glmm_sm.fit.separation import separation_direction, within_group_separation
 from glmm_sm.laplace.step import laplace_fit
 from glmm_sm.mcla.draws import DrawSet
 from glmm_sm.mcla.engine import MCLAEngine, effective_n_jobs
-from glmm_sm.mcla.rb.round import rb_record, rb_round, rb_structure
+from glmm_sm.mcla.rb.round import rb_record, rb_round, rb_structure, resolve_sampler
 from glmm_sm.spec.covstruct import SINGULAR_TOL, singular_terms
 from glmm_sm.spec.params import CachedObjective, ParamTransform
 
@@ -190,6 +190,9 @@ def mcmle(model, opts: FitOptions, random_state=None, start_params=None, callbac
     the estimates are the same as without it.
     """
     seed = as_seed_sequence(random_state)
+    if opts.sampler == "auto":
+        used, why = resolve_sampler(model, opts)
+        opts = replace(opts, sampler=used, sampler_reason=why)
     check_draw_budget(opts, model.arrays.X.shape[0])
     separated = _check_separation(model)
     if separated is not None:
@@ -202,6 +205,20 @@ def mcmle(model, opts: FitOptions, random_state=None, start_params=None, callbac
     # Small dense algebra only: BLAS threads cost far more than they gain here.
     with threadpool_limits(1, user_api="blas"):
         outcome = _mcmle(model, opts, seed, start_params, callback, disp, client, runaway)
+        if outcome.boundary and opts.sampler == "quadrature":
+            # The boundary procedure weighs the evidence for a variance at 0 with joint
+            # draws (its one-sided derivative and that derivative's MCSE): importance
+            # sampling from here on, recorded.
+            log = outcome.log
+            opts = replace(opts, sampler="laplace", sampler_options={
+                k: v for k, v in opts.sampler_options.items()
+                if k not in ("n_nodes", "outer_nodes")}, sampler_reason=(
+                f"{log.sampler.get('reason', '')}; a variance went to 0 "
+                f"({log.message}): the boundary procedure needs draws, so the fit "
+                "importance-samples (sampler='laplace')"))
+            outcome = _mcmle(model, opts, seed, start_params, callback, disp, client, runaway)
+            outcome.log.warnings[:0] = [w for w in log.warnings
+                                        if w not in outcome.log.warnings]
         if outcome.boundary:
             def refit(reduced, seed, start, m_start=None):  # boundary scores need joint draws
                 o = replace(opts, rao_blackwell=False)
@@ -210,6 +227,11 @@ def mcmle(model, opts: FitOptions, random_state=None, start_params=None, callbac
                 return _mcmle(reduced, o, seed, start, callback, disp, client)
 
             outcome = fit_with_boundary(model, outcome, refit, opts)
+    if opts.sampler == "quadrature" and not outcome.boundary:
+        outcome = _refine_quadrature(model, outcome, opts, seed, callback, disp, client)
+    if not outcome.log.sampler:  # the boundary procedure's log: the sampler of the fit
+        outcome.log.sampler = {"used": opts.sampler, "reason": opts.sampler_reason
+                               or f"sampler={opts.sampler!r} given"}
     if outcome.engine is not None:
         outcome.engine.detach()
     if separated is not None:
@@ -224,6 +246,95 @@ def mcmle(model, opts: FitOptions, random_state=None, start_params=None, callbac
     for text in outcome.log.warnings:
         warnings.warn(text, ConvergenceWarning, stacklevel=3)
     return outcome
+
+
+#: A deterministic fit's quadrature error is acceptable below this many standard errors
+#: (the Monte Carlo fits' target_ratio default).
+QUADRATURE_TOL_SE = 0.1
+#: Refits with a finer rule (twice the inner nodes, 1.5 times the outer) while the error is
+#: larger, at most this many times.
+QUADRATURE_REFINE = 2
+
+
+def _refine_quadrature(model, outcome, opts, seed, callback, disp, client):
+    """Measure the deterministic fit's quadrature error (:func:`_quadrature_error`) and,
+    while it exceeds :data:`QUADRATURE_TOL_SE`, refit from the estimate with the finer rule
+    (at most :data:`QUADRATURE_REFINE` times); the last measurement is kept and a warning
+    issued if it still exceeds the tolerance.  Every refit is recorded in the fit log."""
+    history = []  # the measurements that asked for a finer rule
+    for k in range(QUADRATURE_REFINE + 1):
+        finer = _quadrature_error(model, outcome, opts, warn=k == QUADRATURE_REFINE)
+        if finer is None or k == QUADRATURE_REFINE:
+            break
+        history.append(dict(outcome.log.quadrature))
+        opts = replace(opts, sampler_options={**opts.sampler_options, **finer})
+        log = outcome.log
+        refit = _mcmle(model, opts, seed, np.asarray(outcome.params, dtype=float), callback,
+                       disp, client)
+        if refit.boundary or refit.evaluation is None:
+            break
+        # one log for the whole fit: the refit's rounds follow the first fit's
+        log.rounds.extend(refit.log.rounds)
+        log.evaluations.extend(refit.log.evaluations)
+        log.warnings.extend(w for w in refit.log.warnings if w not in log.warnings)
+        log.message = f"{refit.log.message} (refit with {finer} nodes)"
+        refit.log = log
+        if outcome.engine is not None:
+            outcome.engine.detach()
+        outcome = refit
+        outcome.sampler_options = dict(opts.sampler_options)
+    if history and outcome.log.quadrature:
+        outcome.log.quadrature["refinements"] = history
+    return outcome
+
+
+def _quadrature_error(model, outcome, opts, warn=True):
+    """The quadrature error of a deterministic fit, measured: the Newton step from the
+    estimate under a finer rule (twice the inner nodes, 1.5 times the outer ones), in
+    standard errors, and the change of the log-likelihood; in ``outcome.log.quadrature``.
+    When the step exceeds :data:`QUADRATURE_TOL_SE` (the MCSE of 0 would otherwise hide
+    it): returns the finer rule's ``sampler_options`` (and, with ``warn``, adds a warning);
+    None otherwise."""
+    from glmm_sm.mcla.rb.split import N_NODES, OUTER_NODES
+
+    ev = outcome.evaluation
+    if outcome.engine is None or ev is None or ev.hessian is None:
+        return None
+    so = opts.sampler_options
+    rule = (int(so.get("n_nodes", N_NODES)), int(so.get("outer_nodes", OUTER_NODES)))
+    finer = (2 * rule[0], (3 * rule[1] + 1) // 2)
+    fopts = replace(opts, sampler_options={**so, "n_nodes": finer[0], "outer_nodes": finer[1]})
+    factorize = model.factorize if opts.factorize is None else bool(opts.factorize)
+    theta = np.asarray(outcome.params, dtype=float)
+    _, engine = rb_round(model, outcome.engine.structure, theta, None, factorize, finer[1],
+                         outcome.seed, fopts, effective_n_jobs(opts.n_jobs))
+    fine = engine.evaluate(theta)
+    engine.detach()
+    H = ev.hessian
+    try:
+        cov = np.linalg.inv(-H)
+        step = -np.linalg.solve(H, fine.gradient)
+    except np.linalg.LinAlgError:
+        return None
+    se = np.sqrt(np.abs(np.diag(cov)))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        in_se = np.abs(step) / se
+    worst = float(np.nanmax(in_se)) if in_se.size else 0.0
+    outcome.log.quadrature = {"nodes": rule, "finer_nodes": finer,
+                              "step_in_se": in_se.tolist(), "max_step_in_se": worst,
+                              "llf_change": float(fine.value - ev.value)}
+    if worst <= QUADRATURE_TOL_SE:
+        return None
+    if warn:
+        names = list(model.data.param_names)
+        j = int(np.nanargmax(in_se))
+        outcome.log.warnings.append(
+            f"the quadrature error of this deterministic fit is not negligible: a finer rule "
+            f"({finer[0]} inner x {finer[1]} outer nodes against {rule[0]} x {rule[1]}) moves "
+            f"{names[j]!r} by {worst:.2g} standard errors and the log-likelihood by "
+            f"{fine.value - ev.value:.3g}; refit with sampler_options={{'n_nodes': "
+            f"{finer[0]}, 'outer_nodes': {finer[1]}}} or more, and compare")
+    return {"n_nodes": finer[0], "outer_nodes": finer[1]}
 
 
 def _flag_singular(model, outcome):
@@ -311,6 +422,8 @@ def _mcmle(model, opts, seed, start_params, callback, disp, client, runaway=None
     ``runaway``: a separation within groups (:func:`_within_separation`)."""
     t_start = time.perf_counter()
     log = FitLog(seed_entropy=seed.entropy)
+    log.sampler = {"used": opts.sampler,
+                   "reason": opts.sampler_reason or f"sampler={opts.sampler!r} given"}
     p = model.k_fe
     factorize = model.factorize if opts.factorize is None else bool(opts.factorize)
     t0 = time.perf_counter()

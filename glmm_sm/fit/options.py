@@ -34,7 +34,10 @@ class FitOptions:
     """Settings of a Monte Carlo MLE fit (see :meth:`MonteCarloGLMM.fit`)."""
 
     m: int | str = "auto"
-    sampler: str = "laplace"
+    #: "auto" (default): "quadrature" where the structure allows a deterministic fit, else
+    #: "laplace" (:func:`glmm_sm.mcla.rb.round.resolve_sampler`); the fit's options hold the
+    #: resolved name.
+    sampler: str = "auto"
     target_ratio: float = 0.1
     max_m: int = 10**6
     #: Draws of the first round with ``m="auto"``; None: :data:`M_START` (4000), or
@@ -57,6 +60,8 @@ class FitOptions:
     #: (:mod:`glmm_sm.mcla.rb.split`): "auto" (default) where a large block gains, True
     #: wherever a block allows it, False never.
     rao_blackwell: bool | str = "auto"
+    #: Internal: why the sampler was chosen (set by ``fit`` when it resolves "auto").
+    sampler_reason: str = ""
     #: Internal: the absolute ``time.perf_counter()`` by which the whole fit (boundary
     #: refits included) must end; set by :func:`mcmle` from ``time_budget``.
     deadline: float | None = None
@@ -155,6 +160,13 @@ class FitLog:
         empty when no variance went to 0.
     warnings : list of str
         Problems found along the way, each also issued as a ConvergenceWarning.
+    sampler : dict
+        ``used``: the sampler of the rounds; ``reason``: why (``sampler="auto"`` chooses
+        the deterministic quadrature where the structure allows it).
+    quadrature : dict
+        A deterministic fit's measured quadrature error: ``nodes``, ``finer_nodes``,
+        ``step_in_se``, ``max_step_in_se``, ``llf_change`` and the ``refinements`` (the
+        same for each coarser rule the fit refined); empty otherwise.
     rao_blackwell : dict
         With Rao-Blackwellized blocks (:mod:`glmm_sm.mcla.rb.split`): the integrated
         component of each block, the number of integrated levels, the sampled dimension of
@@ -175,6 +187,13 @@ class FitLog:
     warnings: list = field(default_factory=list)
     rao_blackwell: dict = field(default_factory=dict)
     hopeless: str = ""
+    #: The sampler used (``"used"``) and why (``"reason"``): ``sampler="auto"`` resolves to
+    #: ``"quadrature"`` where the structure allows a deterministic fit.
+    sampler: dict = field(default_factory=dict)
+    #: A deterministic fit's measured quadrature error: the rule's ``nodes`` (inner,
+    #: outer), the ``finer_nodes`` it was checked against, the Newton step there in standard
+    #: errors (``step_in_se``, ``max_step_in_se``) and the log-likelihood's ``llf_change``.
+    quadrature: dict = field(default_factory=dict)
 
     def to_frame(self):
         """The rounds as a pandas DataFrame."""
@@ -204,6 +223,8 @@ class FitOutcome:
     mcse_cov: np.ndarray | None = None
     m: int | None = None
     re_moments: tuple | None = None
+    #: A deterministic fit refined to a finer rule: the ``sampler_options`` it ended with.
+    sampler_options: dict | None = None
 
     def errors(self):
         """``(cov, mcse_cov)`` of the estimate."""

@@ -169,6 +169,21 @@ def _param_table(est, rows_of, names, alpha, what, p_head, title, labels=None):
     return SimpleTable(rows, head, stubs, title=title, txt_fmt=_txt_fmt())
 
 
+def _quadrature_note(log):
+    """The measured quadrature error of a deterministic fit (fit log's ``quadrature``)."""
+    q = getattr(log, "quadrature", None) or {}
+    if not q:
+        return ("the quadrature error is not measured here (more nodes: "
+                "sampler_options={'n_nodes': ..., 'outer_nodes': ...}).")
+    (ni, no), (fi, fo) = q["nodes"], q["finer_nodes"]
+    n_ref = len(q.get("refinements", []))
+    refit = (f" (refit {n_ref} time(s) with finer rules, the error being larger)"
+             if n_ref else "")
+    return (f"quadrature error, measured against a finer rule ({fi} x {fo} nodes against "
+            f"{ni} x {no}){refit}: the estimate moves by at most {q['max_step_in_se']:.1g} "
+            f"standard errors, the log-likelihood by {q['llf_change']:.1g}.")
+
+
 def _notes(res, bse, names, k):
     """The notes under the tables: what the errors mean, and any problem with the fit."""
     from glmm_sm.fit.boundary import BOUNDARY_NU
@@ -182,11 +197,14 @@ def _notes(res, bse, names, k):
                  "Monte Carlo error (no MCSE column); the approximation's bias is not "
                  "measured: compare with the MCLA fit (glmm_sm.compare).")
     elif getattr(res, "deterministic", False):
-        first = ("Deterministic fit (sampler='quadrature'): every random effect integrated "
+        log = getattr(res, "fit_log", None)
+        how = ("sampler='quadrature', chosen by sampler='auto' from the design's structure"
+               if getattr(log, "sampler", {}).get("reason", "").startswith("sampler='auto'")
+               else "sampler='quadrature'")
+        first = (f"Deterministic fit ({how}): every random effect integrated "
                  "by adaptive Gauss-Hermite quadrature, nested within each block, so there is "
-                 "no Monte Carlo error (MCSE 0) and no ESS; the quadrature error is not "
-                 "measured here (more nodes: sampler_options={'n_nodes': ..., "
-                 "'outer_nodes': ...}). Standard errors: inverse observed information.")
+                 "no Monte Carlo error (MCSE 0) and no ESS; " + _quadrature_note(log)
+                 + " Standard errors: inverse observed information.")
     else:
         first = ("Standard errors: inverse Monte Carlo observed information. MCSE: Monte "
                  "Carlo standard error of each estimate (Sung and Geyer 2007); it shrinks as "

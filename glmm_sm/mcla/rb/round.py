@@ -14,16 +14,46 @@ from glmm_sm.mcla.rb.split import (
     RBSampler,
     RBStructure,
     choose_split,
+    quadrature_layout,
     rb_eligible,
 )
 
-__all__ = ["rb_structure", "rb_round", "rb_record", "PILOT_NODES"]
+__all__ = ["rb_structure", "rb_round", "rb_record", "resolve_sampler", "PILOT_NODES"]
 
 #: Gauss-Hermite nodes of the first (pilot) round.  Its quadrature error moves the estimate
 #: by well under one MCSE (VerbAgg at m = 1000: 0.9 MCSE, 0.6% of an SE, against 0.003
 #: MCSE with 12 nodes), far less than that round's distance from the MLE, and the round
 #: costs half as much.
 PILOT_NODES = 6
+
+
+def resolve_sampler(model, opts):
+    """The sampler ``sampler="auto"`` (the default) stands for, and why.
+
+    ``"quadrature"`` (:class:`~glmm_sm.mcla.rb.split.QuadratureSampler`, a deterministic
+    fit) where the structure allows it (:func:`~glmm_sm.mcla.rb.split.quadrature_layout`)
+    and nothing asks for draws; ``"laplace"`` (importance sampling) otherwise: an explicit
+    ``m`` (a number of draws) or ``rao_blackwell=False`` asks for Monte Carlo.  A sampler
+    given by name is used as given.
+
+    Returns
+    -------
+    sampler : str
+    reason : str
+    """
+    if opts.sampler != "auto":
+        return opts.sampler, f"sampler={opts.sampler!r} given"
+    if opts.m != "auto":
+        return "laplace", (f"sampler='auto' with m={opts.m} (a number of draws): "
+                           "importance sampling")
+    if opts.rao_blackwell is False:
+        return "laplace", "sampler='auto' with rao_blackwell=False: importance sampling"
+    if getattr(model, "k_fam", 0):
+        return "laplace", ("sampler='auto' with the negative binomial family (the integrated "
+                           "kernels have no alpha terms yet): importance sampling")
+    factorize = model.factorize if opts.factorize is None else bool(opts.factorize)
+    ok, why = quadrature_layout(model.layout_data(factorize), list(model.design.vcp_names))
+    return ("quadrature" if ok else "laplace"), f"sampler='auto': {why}"
 
 
 def rb_structure(model, opts, factorize, client, notes=None):
@@ -47,10 +77,13 @@ def rb_structure(model, opts, factorize, client, notes=None):
                 "with rao_blackwell=False or 'auto' (the plain Monte Carlo estimator)")
         return None
     if opts.sampler == "quadrature":
-        if model.design.cov.has_vector or client is not None:
+        if model.design.cov.has_vector:
             raise ValueError("sampler='quadrature' is not available for models with "
-                             "correlated random-effect terms or on a Dask cluster; use "
-                             "sampler='laplace'")
+                             "correlated random-effect terms; use sampler='laplace'")
+        if client is not None and notes is not None:
+            notes.append("sampler='quadrature': a deterministic fit has no Monte Carlo sums "
+                         "to distribute, so the Dask client was not used (the fit is the "
+                         "same as without it)")
         return RBStructure(model.layout_data(factorize))
     if rb is False or not rb:
         return None
@@ -63,7 +96,7 @@ def rb_structure(model, opts, factorize, client, notes=None):
         if rb is True:
             raise ValueError(f"rao_blackwell=True is not available for {why}; use "
                              "rao_blackwell=False")
-        if client is not None and notes is not None and opts.sampler == "laplace":
+        if client is not None and notes is not None and opts.sampler in ("laplace", "auto"):
             data = model.layout_data(factorize)
             if rb_eligible(data, choose_split(data)):
                 notes.append("rao_blackwell='auto': this model would be Rao-Blackwellized "
@@ -75,7 +108,9 @@ def rb_structure(model, opts, factorize, client, notes=None):
         return None
     data = model.layout_data(factorize)
     split = choose_split(data)
-    if rb == "auto" and (opts.sampler != "laplace" or not rb_eligible(data, split)):
+    # "auto" stands for "laplace" where it reaches here (a fit resolves it first)
+    if rb == "auto" and (opts.sampler not in ("laplace", "auto")
+                         or not rb_eligible(data, split)):
         return None
     if not np.any(split >= 0):
         if rb is True:

@@ -31,7 +31,7 @@ from glmm_sm.mcla.rb.proposal import integrated_laplace
 from glmm_sm.mcla.sampler import DrawChunk, _log_t_norm, stratified_counts
 
 __all__ = ["choose_split", "RBStructure", "RBSampler", "QuadratureSampler", "rb_eligible",
-           "N_NODES", "OUTER_NODES"]
+           "quadrature_layout", "N_NODES", "OUTER_NODES"]
 
 #: Gauss-Hermite nodes per integrated level.
 N_NODES = 12
@@ -81,6 +81,45 @@ def rb_eligible(data, split=None):
         if qb[b] >= AUTO_MIN_Q and sampled <= AUTO_MAX_SHARE * qb[b]:
             return True
     return False
+
+
+def quadrature_layout(data, names=None):
+    """Whether :class:`QuadratureSampler` can integrate the layout, and why (not).
+
+    It can when the random effects are scalar components and every block has at most one
+    effect left once its component :func:`choose_split` picks is integrated: a single
+    grouping factor (nothing left), two nested factors (the outer level's one effect), an
+    observation-level effect within clusters.  Deeper nesting (pupils in classes in schools
+    leaves a school and its classes) and crossed factors leave more.
+
+    Parameters
+    ----------
+    data : LayoutData
+    names : list of str, optional
+        The components' names, for the reason.
+
+    Returns
+    -------
+    ok : bool
+    reason : str
+        One sentence for the fit log.
+    """
+    if data.cov.has_vector:
+        return False, ("correlated random-effect terms: the quadrature integrates scalar "
+                       "components only")
+    split = choose_split(data)
+    qb = np.diff(data.col_ptr)
+    left = qb - np.array([data.qbt[b, t] if t >= 0 else 0.0 for b, t in enumerate(split)])
+    if left.size == 0 or left.max() <= 1:
+        return True, ("every block has at most one effect left once a component is "
+                      "integrated: nested adaptive Gauss-Hermite quadrature, no Monte Carlo "
+                      "error")
+    b = int(np.argmax(left))
+    what = "no component" if split[b] < 0 else (
+        f"{names[split[b]]!r}" if names is not None else f"component {split[b]}")
+    return False, (f"block {b} keeps {int(left[b])} effects once {what} is integrated "
+                   "(crossed factors, or nesting deeper than two levels): importance "
+                   "sampling")
 
 
 class RBStructure:
