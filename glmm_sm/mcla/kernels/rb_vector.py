@@ -29,6 +29,7 @@ import math
 import numba
 import numpy as np
 
+from glmm_sm.mcla.kernels.fastmath import fexp, flog1p_unit, frecip_unit
 from glmm_sm.mcla.kernels.rb import _FLAGS, _obs_terms
 from glmm_sm.mcla.kernels.records import RBVWork
 
@@ -42,8 +43,9 @@ def make_work(p, n_s, r, K, n_h, n_lev, max_lev):
     d = p + n_s
     nc = p + r * (r + 1) // 2
     return RBVWork(np.empty(d), np.empty(n_s), np.empty((d, d)), np.empty(n_h),
-                   np.empty((n_lev, r + r * r)), np.empty(r), np.empty((K, r)), np.empty(K),
-                   np.empty((K, nc)), np.empty(nc, np.int64), np.empty((max(max_lev, 1), K)))
+                   np.empty((n_lev, r + r * r)), np.empty(r), np.empty((r, K)), np.empty(K),
+                   np.empty((nc, K)), np.empty(nc, np.int64), np.empty((max(max_lev, 1), K)),
+                   np.empty(K), np.empty(K))
 
 
 @numba.njit(**_INLINE)
@@ -67,6 +69,7 @@ def _level(fam, a, k, rule, ev, prior, U, work):
     K, r = zs.shape
     p = ev.X.shape[1]
     mu, alpha, lq, hd, slot, cij = work.mu, work.alpha, work.lq, work.hd, work.slot, work.cij
+    ze, rrv = work.ze, work.rr
     G, Seff, Cw, hloc, mAk = work.G, work.Seff, work.Cw, work.hloc, work.mAk
     nud = ev.nu
     moving = ev.gp.shape[2] > 0
@@ -84,43 +87,59 @@ def _level(fam, a, k, rule, ev, prior, U, work):
             s = mu[i]
             for l in range(i + 1):
                 s += rule.R[a, i, l] * zs[j, l]
-            alpha[j, i] = s
+            alpha[i, j] = s
         q = 0.0
         for i in range(r):
             for l in range(r):
-                q += alpha[j, i] * P[i, l] * alpha[j, l]
+                q += alpha[i, j] * P[i, l] * alpha[l, j]
         lq[j] = logw[j] + base - 0.5 * q
         for c in range(p):
-            hd[j, c] = 0.0
+            hd[c, j] = 0.0
         if moving:  # the prior's beta score of the moving node: -M_a' P alpha
             for c in range(p):
                 s = 0.0
                 for i in range(r):
                     for l in range(r):
-                        s += rule.malpha[a, i, c] * P[i, l] * alpha[j, l]
-                hd[j, c] = -s
+                        s += rule.malpha[a, i, c] * P[i, l] * alpha[l, j]
+                hd[c, j] = -s
     o0, o1 = rule.lev_ptr[a], rule.lev_ptr[a + 1]
     X, wy, wn = ev.X, ev.wy, ev.wn
     for ro_i in range(o0, o1):
         i = rule.ro[ro_i]
         e0 = _eta_v(i, k, ev, U)
         rl = ro_i - o0
+        wyi, wni = wy[i], wn[i]
         for j in range(K):
-            e = e0
-            for l in range(r):
-                e += rule.za[ro_i, l] * alpha[j, l]
-            ll, rr, cc = _obs_terms(fam, e, wy[i], wn[i])
-            lq[j] += ll
-            cij[rl, j] = cc
-            for c in range(p):
-                hd[j, c] += rr * X[i, c]
+            ze[j] = e0
+        for l in range(r):
+            z = rule.za[ro_i, l]
+            for j in range(K):
+                ze[j] += z * alpha[l, j]
+        if fam == 0:  # the logit families, written out so that the node loop vectorises
+            for j in range(K):
+                e = ze[j]
+                tt = fexp(-abs(e))
+                inv = frecip_unit(1.0 + tt)
+                lq[j] += wyi * e - wni * (max(e, 0.0) + flog1p_unit(tt))
+                rrv[j] = wyi - wni * (inv if e >= 0.0 else tt * inv)
+                cij[rl, j] = wni * tt * inv * inv
+        else:
+            for j in range(K):
+                ll, rr, cc = _obs_terms(fam, ze[j], wyi, wni)
+                lq[j] += ll
+                rrv[j] = rr
+                cij[rl, j] = cc
+        for c in range(p):
+            xic = X[i, c]
+            for j in range(K):
+                hd[c, j] += rrv[j] * xic
     # node weights
     mx = -np.inf
     for j in range(K):
         mx = max(mx, lq[j])
     tot = 0.0
     for j in range(K):
-        lq[j] = math.exp(lq[j] - mx)
+        lq[j] = fexp(lq[j] - mx)
         tot += lq[j]
     for j in range(K):
         lq[j] /= tot
@@ -135,21 +154,21 @@ def _level(fam, a, k, rule, ev, prior, U, work):
             slot[n] = p + srow
             for j in range(K):
                 if i == l:
-                    hd[j, n] = alpha[j, i] * alpha[j, i] / (2.0 * nud[srow] * nud[srow])
+                    hd[n, j] = alpha[i, j] * alpha[i, j] / (2.0 * nud[srow] * nud[srow])
                 else:
-                    hd[j, n] = alpha[j, i] * alpha[j, l]
+                    hd[n, j] = alpha[i, j] * alpha[l, j]
             n += 1
     nc = n
     # node means: E alpha, E alpha alpha' (to Seff and the moments), beta scores to G
     for i in range(r):
         s = 0.0
         for j in range(K):
-            s += lq[j] * alpha[j, i]
+            s += lq[j] * alpha[i, j]
         mAk[a, i] = s
         for l in range(r):
             s2 = 0.0
             for j in range(K):
-                s2 += lq[j] * alpha[j, i] * alpha[j, l]
+                s2 += lq[j] * alpha[i, j] * alpha[l, j]
             mAk[a, r + i * r + l] = s2
     for i in range(r):
         for l in range(i + 1):
@@ -157,16 +176,16 @@ def _level(fam, a, k, rule, ev, prior, U, work):
     for c in range(nc):
         s = 0.0
         for j in range(K):
-            s += lq[j] * hd[j, c]
+            s += lq[j] * hd[c, j]
         if c < p:
             G[c] += s
         for j in range(K):
-            hd[j, c] -= s
+            hd[c, j] -= s
     for c in range(nc):
         for c2 in range(c + 1):
             s = 0.0
             for j in range(K):
-                s += lq[j] * hd[j, c] * hd[j, c2]
+                s += lq[j] * hd[c, j] * hd[c2, j]
             Cw[slot[c], slot[c2]] += s
             if c2 != c:
                 Cw[slot[c2], slot[c]] += s

@@ -108,9 +108,9 @@ RBVPrior = namedtuple("RBVPrior", "pc P lnorm")
 #: The vector RB kernel's work arrays for one draw: its score ``G`` (kernel coordinates),
 #: effective sums of squares ``Seff``, node covariance ``Cw``, per-observation ``w c''``
 #: node means ``hloc``, level moments ``mAk`` (L, r + r r); per level the node centre
-#: ``mu``, nodes ``alpha`` (K, r), node log weights ``lq``, node scores ``hd`` (K, p + r(r+1)/2)
-#: and their slots ``slot`` in ``G``, per-observation node curvatures ``cij`` and the
-#: linear predictor without the level ``e0`` (one value).
-RBVWork = namedtuple("RBVWork", "G Seff Cw hloc mAk mu alpha lq hd slot cij")
+#: ``mu``, nodes ``alpha`` (r, K), node log weights ``lq``, node scores ``hd``
+#: (p + r(r+1)/2, K) and their slots ``slot`` in ``G``, per-observation node curvatures
+#: ``cij``, and one observation's node linear predictors ``ze`` and residuals ``rr``.
+RBVWork = namedtuple("RBVWork", "G Seff Cw hloc mAk mu alpha lq hd slot cij ze rr")
 
 __all__ += ["RBVRule", "RBVPrior", "RBVWork"]
