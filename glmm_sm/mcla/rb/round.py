@@ -17,6 +17,7 @@ from glmm_sm.mcla.rb.split import (
     rb_eligible,
 )
 from glmm_sm.mcla.rb.vector import (
+    M_START_PER_SAMPLED,
     N_NODES_VECTOR,
     PILOT_NODES_VECTOR,
     VectorRBEngine,
@@ -26,7 +27,7 @@ from glmm_sm.mcla.rb.vector import (
     vector_rb_eligible,
 )
 
-__all__ = ["rb_structure", "rb_round", "rb_record", "PILOT_NODES"]
+__all__ = ["rb_structure", "rb_round", "rb_record", "rb_m_start", "PILOT_NODES"]
 
 #: Gauss-Hermite nodes of the first (pilot) round.  Its quadrature error moves the estimate
 #: by well under one MCSE (VerbAgg at m = 1000: 0.9 MCSE, 0.6% of an SE, against 0.003
@@ -162,3 +163,18 @@ def _vector_record(model, structure):
             "n_levels": int(structure.n_levels), "largest_block": int(qb[big]),
             "largest_block_sampled": int(sampled[big]), "nodes": N_NODES_VECTOR,
             "dimension": int(structure.r)}
+
+
+def rb_m_start(structure, default):
+    """The first round's m of a Rao-Blackwellized fit: ``default``, or with correlated
+    terms at least :data:`~glmm_sm.mcla.rb.vector.M_START_PER_SAMPLED` draws per sampled
+    effect of the largest block (each round's ``l_m`` is trustworthy only where the draws'
+    weights stay even: with 80 sampled effects, m = 400 let the first rounds' maxima jump
+    to ESS 5 of 666 on the 60 x 40 maximal design; m = 2000 converged in 2 rounds)."""
+    if not getattr(structure, "vector", False):
+        return default
+    data = structure.data
+    qb = np.diff(data.col_ptr)
+    sampled = qb - np.array([data.qbt[b, list(data.cov.units[u])].sum() if u >= 0 else 0.0
+                             for b, u in enumerate(structure.split)])
+    return int(max(default, M_START_PER_SAMPLED * sampled.max()))

@@ -48,12 +48,16 @@ from glmm_sm.spec.validation import nonnegative_up_to_rounding
 
 __all__ = ["choose_vector_split", "vector_rb_eligible", "VectorRBStructure",
            "VectorRBSampler", "VectorRBEngine", "N_NODES_VECTOR", "PILOT_NODES_VECTOR",
-           "AUTO_MAX_SHARE_VECTOR"]
+           "AUTO_MAX_SHARE_VECTOR", "M_START_PER_SAMPLED", "tensor_nodes",
+           "vector_integrated_laplace"]
 
 #: Gauss-Hermite nodes per dimension of an integrated level (``n ** r`` nodes per level).
 N_NODES_VECTOR = 7
 #: Nodes per dimension of a pilot round.
 PILOT_NODES_VECTOR = 4
+#: A vector Rao-Blackwellized fit's first round draws at least this many per sampled effect
+#: (:func:`~glmm_sm.mcla.rb.round.rb_m_start`).
+M_START_PER_SAMPLED = 25
 #: With correlated terms, ``"auto"`` integrates where at most this share of a large block
 #: stays sampled (the maximal 60 x 40 design keeps 80 of 200 effects sampled).
 AUTO_MAX_SHARE_VECTOR = 0.5
