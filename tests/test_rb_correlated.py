@@ -151,7 +151,6 @@ def plain_reference(small):
     return mod.engine.evaluate(_near(params))
 
 
-@pytest.mark.slow
 def test_agrees_with_the_plain_sampler(small, plain_reference):
     """l_m at a point near the centre against the plain sampler: within 4 combined MCSE."""
     m_rb = 2000
@@ -161,7 +160,6 @@ def test_agrees_with_the_plain_sampler(small, plain_reference):
     assert abs(ev.value - pl.value) < 4 * se, (ev.value, pl.value, se)
 
 
-@pytest.mark.slow
 def test_mcse_is_honest_over_seeds(small, plain_reference):
     """12 seeds of the RB gradient at a point near the centre: the seed-to-seed SD over
     the RMS reported MCSE (sqrt of the score variance's diagonal) is inside the band of

@@ -167,7 +167,7 @@ def _vector_record(model, structure):
 
 def rb_m_start(structure, default):
     """The first round's m of a Rao-Blackwellized fit: ``default``, or with correlated
-    terms at least :data:`~glmm_sm.mcla.rb.vector.M_START_PER_SAMPLED` draws per sampled
+    terms at least ``M_START_PER_SAMPLED`` (:mod:`glmm_sm.mcla.rb.vector`) draws per sampled
     effect of the largest block (each round's ``l_m`` is trustworthy only where the draws'
     weights stay even: with 80 sampled effects, m = 400 let the first rounds' maxima jump
     to ESS 5 of 666 on the 60 x 40 maximal design; m = 2000 converged in 2 rounds)."""

@@ -4,7 +4,7 @@ The scalar machinery of :mod:`glmm_sm.mcla.rb.split` integrates one *scalar* com
 block.  In a model with correlated terms (the "maximal" crossed model
 ``y ~ cond + (1 + cond | subject) + (1 + cond | item)``, or VerbAgg's
 ``(1 | id) + (1 + Gender | item)``) a block is split here by *units*
-(:attr:`~glmm_sm.spec.covstruct.CovStructure.units`: a scalar component, or a correlated
+(``CovStructure.units``, :class:`~glmm_sm.spec.covstruct.CovStructure`: a scalar component, or a correlated
 term's ``r`` sub-components together): the integrated unit is one whose levels each
 observation loads on at most once (all of a level's ``r`` effects counting as one level);
 every other effect, correlated or not, is importance-sampled.  Each level's ``r``-vector of
@@ -56,7 +56,7 @@ N_NODES_VECTOR = 7
 #: Nodes per dimension of a pilot round.
 PILOT_NODES_VECTOR = 4
 #: A vector Rao-Blackwellized fit's first round draws at least this many per sampled effect
-#: (:func:`~glmm_sm.mcla.rb.round.rb_m_start`).
+#: (``glmm_sm.mcla.rb.round.rb_m_start``).
 M_START_PER_SAMPLED = 25
 #: With correlated terms, ``"auto"`` integrates where at most this share of a large block
 #: stays sampled (the maximal 60 x 40 design keeps 80 of 200 effects sampled).
@@ -321,7 +321,7 @@ class VectorRBSampler(RBSampler):
                        self.malpha)
 
     def moved_rule(self, beta):
-        """The rule at ``beta`` with moving draws (as :meth:`RBSampler.moved_rule`)."""
+        """The rule at ``beta`` with moving draws (as :meth:`glmm_sm.mcla.rb.split.RBSampler.moved_rule`)."""
         st = self.structure
         du = self.du_dbeta @ (np.asarray(beta, dtype=float) - self.beta0)
         dv = np.where(st.is_a, 0.0, du)
@@ -435,7 +435,7 @@ def vector_integrated_laplace(smp, params):
 
 
 class VectorRBEngine(RBEngine):
-    """``l_m`` on frozen draws of a :class:`VectorRBSampler` (see :class:`RBEngine`)."""
+    """``l_m`` on frozen draws of a :class:`VectorRBSampler` (see :class:`~glmm_sm.mcla.rb.engine.RBEngine`)."""
 
     kernel = "numba-rb-vector"
 
@@ -485,7 +485,7 @@ class VectorRBEngine(RBEngine):
         return blocks, (rule, prior), ev, dv
 
     def _vchunk(self, ev, dv, nu, k0, k1):
-        """:meth:`RBEngine._chunk` with the moved draws' prior beta scores at the full
+        """``RBEngine._chunk`` with the moved draws' prior beta scores at the full
         precision of ``nu`` (the model's covariance parameters)."""
         U, logf, S, j0, j1 = self.draws.chunk_arrays(k0, k1)
         logf = np.ascontiguousarray(logf[:, j0:j1])
@@ -550,7 +550,7 @@ class VectorRBEngine(RBEngine):
         return ev
 
     def _partial_sums(self, out, params):
-        """As :meth:`RBEngine._partial_sums`, with the correlated terms' prior parts."""
+        """As ``RBEngine._partial_sums``, with the correlated terms' prior parts."""
         data, st = self.data, self.structure
         p, nb = data.k_fe, data.n_blocks
         params = np.asarray(params, dtype=float)
@@ -612,7 +612,7 @@ class VectorRBEngine(RBEngine):
         return mean, sd
 
     def iter_log_weights(self, params):
-        """The draws' log weights chunk by chunk (see :meth:`RBEngine.iter_log_weights`)."""
+        """The draws' log weights chunk by chunk (see :meth:`glmm_sm.mcla.rb.engine.RBEngine.iter_log_weights`)."""
         params = np.asarray(params, dtype=np.float64)
         got = self.__dict__.get("_log_weights")
         if got is not None and got[0] == params.tobytes():
