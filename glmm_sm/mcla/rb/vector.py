@@ -4,8 +4,8 @@ The scalar machinery of :mod:`glmm_sm.mcla.rb.split` integrates one *scalar* com
 block.  In a model with correlated terms (the "maximal" crossed model
 ``y ~ cond + (1 + cond | subject) + (1 + cond | item)``, or VerbAgg's
 ``(1 | id) + (1 + Gender | item)``) a block is split here by *units*
-(``CovStructure.units``, :class:`~glmm_sm.spec.covstruct.CovStructure`: a scalar component, or a correlated
-term's ``r`` sub-components together): the integrated unit is one whose levels each
+(``CovStructure.units`` of :class:`~glmm_sm.spec.covstruct.CovStructure`: a scalar
+component, or a correlated term's ``r`` sub-components together): the integrated unit is one whose levels each
 observation loads on at most once (all of a level's ``r`` effects counting as one level);
 every other effect, correlated or not, is importance-sampled.  Each level's ``r``-vector of
 effects is integrated given the draw by a tensor-product adaptive Gauss-Hermite rule
@@ -321,7 +321,8 @@ class VectorRBSampler(RBSampler):
                        self.malpha)
 
     def moved_rule(self, beta):
-        """The rule at ``beta`` with moving draws (as :meth:`glmm_sm.mcla.rb.split.RBSampler.moved_rule`)."""
+        """The rule at ``beta`` with moving draws (as
+        :meth:`glmm_sm.mcla.rb.split.RBSampler.moved_rule`)."""
         st = self.structure
         du = self.du_dbeta @ (np.asarray(beta, dtype=float) - self.beta0)
         dv = np.where(st.is_a, 0.0, du)
@@ -435,7 +436,8 @@ def vector_integrated_laplace(smp, params):
 
 
 class VectorRBEngine(RBEngine):
-    """``l_m`` on frozen draws of a :class:`VectorRBSampler` (see :class:`~glmm_sm.mcla.rb.engine.RBEngine`)."""
+    """``l_m`` on frozen draws of a :class:`VectorRBSampler` (see
+    :class:`~glmm_sm.mcla.rb.engine.RBEngine`)."""
 
     kernel = "numba-rb-vector"
 
@@ -612,7 +614,8 @@ class VectorRBEngine(RBEngine):
         return mean, sd
 
     def iter_log_weights(self, params):
-        """The draws' log weights chunk by chunk (see :meth:`glmm_sm.mcla.rb.engine.RBEngine.iter_log_weights`)."""
+        """The draws' log weights chunk by chunk (see
+        :meth:`glmm_sm.mcla.rb.engine.RBEngine.iter_log_weights`)."""
         params = np.asarray(params, dtype=np.float64)
         got = self.__dict__.get("_log_weights")
         if got is not None and got[0] == params.tobytes():
