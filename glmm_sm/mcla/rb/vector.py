@@ -9,7 +9,8 @@ component, or a correlated term's ``r`` sub-components together): the integrated
 one whose levels each observation loads on at most once (all of a level's ``r`` effects
 counting as one level); every other effect, correlated or not, is importance-sampled.
 Each level's ``r``-vector of effects is integrated given the draw by a tensor-product
-adaptive Gauss-Hermite rule (:mod:`glmm_sm.mcla.kernels.rb_vector`), centred at the level's Laplace conditional mean
+adaptive Gauss-Hermite rule (:mod:`glmm_sm.mcla.kernels.rb_vector`), centred at the
+level's Laplace conditional mean
 given ``v`` and scaled by the Cholesky factor of its conditional covariance (the inverse of
 its block of the joint Laplace precision).
 
