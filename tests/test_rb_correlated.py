@@ -178,3 +178,15 @@ def test_mcse_is_honest_over_seeds(small, plain_reference):
     se = np.sqrt(np.mean(mc**2, axis=0) / n + np.diag(ref.score_var))
     assert np.all(np.abs(G.mean(axis=0) - ref.gradient) < 4 * se), (
         (G.mean(axis=0) - ref.gradient) / se)
+
+
+def test_effect_covariance_is_refused_clearly(small):
+    """The conditional covariance of the effects is not implemented for vector levels: a
+    clear NotImplementedError, not an AttributeError from the scalar code."""
+    from glmm_sm.mcla.rb.moments import rb_effect_cov
+
+    eng = _engine(small, 50, 1)
+    with pytest.raises(NotImplementedError, match="correlated terms"):
+        rb_effect_cov(eng, small[2])
+    mean, sd = eng.random_effect_moments(small[2])
+    assert mean.shape == sd.shape == (40,) and np.all(sd > 0)
