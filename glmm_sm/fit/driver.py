@@ -44,7 +44,8 @@ from glmm_sm.fit.separation import separation_direction, within_group_separation
 from glmm_sm.laplace.step import laplace_fit
 from glmm_sm.mcla.draws import DrawSet
 from glmm_sm.mcla.engine import MCLAEngine, effective_n_jobs
-from glmm_sm.mcla.rb.round import rb_record, rb_round, rb_structure, resolve_sampler
+from glmm_sm.mcla.rb.round import (rb_m_start, rb_record, rb_round, rb_structure,
+                                      resolve_sampler)
 from glmm_sm.spec.covstruct import SINGULAR_TOL, singular_terms
 from glmm_sm.spec.params import CachedObjective, ParamTransform
 
@@ -480,7 +481,7 @@ class _RoundState:
         self.centre, self.centre_mode = lap, mode
         m_start = opts.m_start
         if m_start is None:
-            m_start = M_START_RB if self.rb is not None else M_START
+            m_start = rb_m_start(self.rb, M_START_RB) if self.rb is not None else M_START
         m = m_start if opts.m == "auto" else int(opts.m)
         self.m = min(m, opts.max_m) if opts.m == "auto" else m
         self.prev_mcse = None

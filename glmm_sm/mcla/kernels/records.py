@@ -97,3 +97,30 @@ RBState = namedtuple("RBState", "lw G Cw SA hloc mAk e0 mu alpha lq rr gb cij ze
 #: and the number of integrated observations ``n_int`` (where the free ones start in
 #: ``hc``).
 RBSpan = namedtuple("RBSpan", "b lev0 lev1 r0 r1 f0 f1 c0 c1 n_int")
+
+#: The quadrature rule of integrated *vector* levels (:mod:`glmm_sm.mcla.kernels.rb_vector`):
+#: ``r`` effects per level.  Observations per level (``lev_ptr`` into ``ro``, with their
+#: coefficients ``za`` (n, r) on the level's effects), each level's sub-components
+#: (``lev_sub`` (L, r)) and the row of ``S`` of each pair of its effects (``lev_srow``
+#: (L, r, r): the sub-component on the diagonal, the cross sum off it), node centres
+#: ``m0 + C v`` (``m0`` (L, r); ``C`` as CSR over the rows ``a r + i``: ``cptr``/``cidx``/
+#: ``cval``), node scales ``R`` (L, r, r; lower triangular, ``R R'`` the conditional
+#: covariance) and ``log|R|`` (``logdet``), the standard tensor nodes ``zs`` (K, r) with log
+#: weights ``logw`` (K,), and the levels' moving-draw rows ``malpha`` (L, r, p).
+RBVRule = namedtuple("RBVRule", "lev_ptr lev_sub lev_srow ro za m0 cptr cidx cval R logdet zs "
+                                "logw malpha")
+
+#: The prior of a vector Rao-Blackwellized layout at ``theta``: the cross sums'
+#: coefficients ``pc`` (the sampled effects' prior), and per integrated level its
+#: precision ``P`` (L, r, r) and ``-1/2 log|Sigma| - r/2 log 2 pi`` (``lnorm``, (L,)).
+RBVPrior = namedtuple("RBVPrior", "pc P lnorm")
+
+#: The vector RB kernel's work arrays for one draw: its score ``G`` (kernel coordinates),
+#: effective sums of squares ``Seff``, node covariance ``Cw``, per-observation ``w c''``
+#: node means ``hloc``, level moments ``mAk`` (L, r + r r); per level the node centre
+#: ``mu``, nodes ``alpha`` (r, K), node log weights ``lq``, node scores ``hd``
+#: (p + r(r+1)/2, K) and their slots ``slot`` in ``G``, per-observation node curvatures
+#: ``cij``, and one observation's node linear predictors ``ze`` and residuals ``rr``.
+RBVWork = namedtuple("RBVWork", "G Seff Cw hloc mAk mu alpha lq hd slot cij ze rr")
+
+__all__ += ["RBVRule", "RBVPrior", "RBVWork"]

@@ -31,6 +31,12 @@ def rb_effect_cov(engine, params, max_elems=4_000_000):
     ``col_ptr[b]:col_ptr[b+1]``, in that order) at ``params``, from the
     :class:`~glmm_sm.mcla.rb.engine.RBEngine` ``engine``: ``{b: (qb, qb) array}``."""
     data, st = engine.data, engine.structure
+    if getattr(st, "vector", False):
+        raise NotImplementedError(
+            "the conditional covariance of the random effects is not yet available after "
+            "a Rao-Blackwellized fit with correlated terms (its integrated effects are "
+            "vectors); random_effects() gives their conditional means and SDs, or refit "
+            "with rao_blackwell=False")
     params = np.asarray(params, dtype=np.float64)
     _, rule, ev, dv = engine._inputs(params)
     lw = np.concatenate(list(engine.iter_log_weights(params)), axis=1)

