@@ -19,10 +19,13 @@ from glmm_sm.core.random import child_seed
 from glmm_sm.mcla.sampler import DrawChunk
 from glmm_sm.spec.arrays import LayoutData
 
-__all__ = ["DrawSet", "GEN_SIZE", "DEFAULT_MEMORY_BUDGET"]
+__all__ = ["DrawSet", "GEN_SIZE", "DEFAULT_MEMORY_BUDGET", "CHUNK_SHARE", "chunk_width"]
 
 GEN_SIZE = 1024
 DEFAULT_MEMORY_BUDGET = 2**30  # bytes
+#: One evaluation chunk's arrays take at most ``memory_budget / CHUNK_SHARE`` (see
+#: :func:`chunk_width`).
+CHUNK_SHARE = 8
 
 
 class DrawSet:
@@ -108,27 +111,26 @@ class DrawSet:
         if k0 % GEN_SIZE:
             raise ValueError(f"draw ranges start at multiples of {GEN_SIZE}; got {k0}")
         js = range(k0 // GEN_SIZE, -(-k1 // GEN_SIZE))
-        if n_jobs > 1 and len(js) > 1:
+        if len(js) == 1:
+            out = self.generate(js[0])
+            return out if out.U.shape[1] == k1 - k0 else _slice(out, 0, k1 - k0)
+        if n_jobs > 1:
             with ThreadPoolExecutor(n_jobs) as pool:
-                parts = list(pool.map(self.generate, js))
-        else:
-            parts = [self.generate(j) for j in js]
-        out = parts[0] if len(parts) == 1 else DrawChunk(
-            np.concatenate([c.U for c in parts], axis=1),
-            np.concatenate([c.logf for c in parts], axis=1),
-            np.concatenate([c.S for c in parts], axis=2))
-        return out if out.U.shape[1] == k1 - k0 else _slice(out, 0, k1 - k0)
+                return _gather(pool.map(self.generate, js), k1 - k0)
+        return _gather(map(self.generate, js), k1 - k0)
 
     def chunk_ranges(self, chunk_size=None):
         """The ``(k0, k1)`` ranges an evaluation iterates over.
 
-        Resident draws are cut every ``chunk_size`` (default ``4 * GEN_SIZE``) draws,
-        regenerated draws at generation chunks.
+        Resident draws are cut every ``chunk_size`` draws (default :func:`chunk_width`:
+        ``4 * GEN_SIZE``, fewer where the arrays of so many draws would take more than
+        ``memory_budget / CHUNK_SHARE``), regenerated draws at generation chunks.
         """
         if not self.resident:
             return [(j * GEN_SIZE, min((j + 1) * GEN_SIZE, self.m))
                     for j in range(self.n_gen_chunks)]
-        size = 4 * GEN_SIZE if chunk_size is None else int(chunk_size)
+        size = chunk_width(self.data, self.memory_budget) if chunk_size is None \
+            else int(chunk_size)
         if size < 1:
             raise ValueError(f"chunk_size must be at least 1; got {chunk_size}")
         return [(k, min(k + size, self.m)) for k in range(0, self.m, size)]
@@ -149,9 +151,36 @@ class DrawSet:
         return self.generate_range(0, self.m)
 
 
+def _gather(parts, width):
+    """The first ``width`` draws of the chunks ``parts`` (an iterator, in order), copied
+    into one :class:`~glmm_sm.mcla.sampler.DrawChunk` as they come (no second copy of
+    all of them, as a concatenation would make)."""
+    out, k = None, 0
+    for c in parts:
+        if out is None:
+            out = DrawChunk(np.empty((c.U.shape[0], width)), np.empty((c.logf.shape[0], width)),
+                            np.empty(c.S.shape[:2] + (width,)))
+        w = min(c.U.shape[1], width - k)
+        out.U[:, k:k + w] = c.U[:, :w]
+        out.logf[:, k:k + w] = c.logf[:, :w]
+        out.S[:, :, k:k + w] = c.S[:, :, :w]
+        k += w
+    return out
+
+
 def _slice(c, j0, j1):
     return DrawChunk(np.ascontiguousarray(c.U[:, j0:j1]), np.ascontiguousarray(c.logf[:, j0:j1]),
                      np.ascontiguousarray(c.S[:, :, j0:j1]))
+
+
+def chunk_width(data: LayoutData, memory_budget=DEFAULT_MEMORY_BUDGET):
+    """Draws per evaluation chunk of resident draws: ``4 * GEN_SIZE``, or fewer so that
+    the arrays one chunk of ``K`` draws needs at a time, about ``8 K (2 q + B (2 T + 3))``
+    bytes (the draws moved with beta and their sums of squares, the log densities and the
+    log weights of ``B`` blocks with ``T`` squared-sum terms over ``q`` effects), stay
+    within ``memory_budget / CHUNK_SHARE``; at least 1."""
+    per_draw = 8 * (2 * data.q + data.n_blocks * (2 * data.n_s + 3))
+    return int(min(4 * GEN_SIZE, max(1, int(memory_budget) // CHUNK_SHARE // per_draw)))
 
 
 def bytes_needed(data: LayoutData, m):

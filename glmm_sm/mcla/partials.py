@@ -331,14 +331,26 @@ def partition_sums(kernel, data, draws, ranges, params, derivs=True, shift=None)
     X = data.X if shift is None else shift.Xs
     beta, nu, design, prior = _kernel_args(data, params, X)
     n, B, d = data.X.shape[0], data.n_blocks, p + data.n_s
-    rows = PartialSums.empty(len(ranges), B, d, data.n_s, p, len(nu))
-    hc = np.zeros((len(ranges), n))
+    # two rows: row 0 the sums of the ranges so far, row 1 the range at hand, folded into
+    # row 0 after each range (so memory does not grow with the number of ranges)
+    R = min(len(ranges), 2)
+    rows = PartialSums.empty(R, B, d, data.n_s, p, len(nu))
+    hc = np.zeros((R, n))
     Gp, sU_out = np.zeros((B, p, 0)), np.zeros(data.q)  # unused by frozen draws
+    suc = None
     if shift is not None:
         du = shift.offset(beta)
         A = shift.prior_matrix(nu)
-        suc = np.zeros((len(ranges), data.q))
-    for c, (k0, k1) in enumerate(ranges):
+        suc = np.zeros((R, data.q))
+    for i, (k0, k1) in enumerate(ranges):
+        c = min(i, 1)
+        if i > 1:  # row 1 again: start from zero sums
+            for f in _FIELDS:
+                getattr(rows, f)[1] = 0.0
+            rows.a[1] = -np.inf
+            hc[1] = 0.0
+            if suc is not None:
+                suc[1] = 0.0
         U, logf, S, j0, j1 = draws.chunk_arrays(k0, k1)
         if shift is not None:
             U = shift.move(U, j0, j1, du)
@@ -352,13 +364,30 @@ def partition_sums(kernel, data, draws, ranges, params, derivs=True, shift=None)
                    rows.s2sq[c], rows.sS[c], hc[c], sU_out, _NONE1, _NONE2)
         fn(data.family.code, derivs, design, Draws(U, logf, S), j0, j1, prior,
            shift is not None and bool(derivs), Gp, out)
-    sc = _scales(rows.a)
-    out = rows.combine()
+        if c:
+            _fold(rows, hc, suc, data)
+    sc = _scales(rows.a[:1])
+    out = PartialSums(*(getattr(rows, f)[:1].copy() for f in _FIELDS))
     if derivs:
-        h = (sc[:, data.block_of_obs] * hc).sum(axis=0)
+        h = (sc[:, data.block_of_obs] * hc[:1]).sum(axis=0)
         _kernels.block_xhx(data.obs_ptr, X, h, out.hxx[0])
         if shift is not None:
-            sU = (sc[:, data.block_of_col] * suc).sum(axis=0)
+            sU = (sc[:, data.block_of_col] * suc[:1]).sum(axis=0)
             out.smu[0] = shift.cross_sums(sU, nu)
             out.hxx[0] += out.s0[0][:, None, None] * shift.prior_hessian(nu)
     return out
+
+
+def _fold(rows, hc, suc, data):
+    """Fold row 1 of a partition's running sums into row 0, both rescaled to their common
+    maximum log weight per block, with the per-observation ``hc`` and per-effect ``suc``
+    (None when the draws do not move)."""
+    sc = _scales(rows.a)
+    one = rows.combine()
+    for f in _FIELDS:
+        getattr(rows, f)[0] = getattr(one, f)[0]
+    bo = data.block_of_obs
+    hc[0] = sc[0, bo] * hc[0] + sc[1, bo] * hc[1]
+    if suc is not None:
+        boc = data.block_of_col
+        suc[0] = sc[0, boc] * suc[0] + sc[1, boc] * suc[1]
