@@ -89,7 +89,7 @@ def simulate(name, n, seed=2026):
     return pd.DataFrame(cols)
 
 
-def child(name, n, seed):
+def child(name, n, seed, sampler=None):
     """One fit; prints one JSON line."""
     t0, c0 = time.perf_counter(), time.process_time()
     import statsmodels.api as sm
@@ -104,14 +104,15 @@ def child(name, n, seed):
                                         family=sm.families.Binomial())
     t_build = time.perf_counter() - t1
     t2 = time.perf_counter()
-    res = model.fit(random_state=seed, disp=False)
+    res = model.fit(random_state=seed, disp=False,
+                    **({} if sampler is None else {"sampler": sampler}))
     t_fit = time.perf_counter() - t2
     names = list(model.exog_names) + list(model.vcp_names)
     params = np.asarray(res.params, dtype=float)
     bse = np.asarray(res.bse, dtype=float)
     rounds = res.fit_log.rounds
     print(json.dumps({
-        "model": name, "n": n, "groups": int(df["g"].nunique()),
+        "model": name if sampler is None else f"{name} ({sampler})", "n": n, "groups": int(df["g"].nunique()),
         "import_s": t_imp, "build_s": t_build, "fit_s": t_fit,
         "laplace_s": res.fit_log.laplace.get("seconds"),
         "m": int(res.m), "rounds": len(rounds), "converged": bool(res.converged),
@@ -124,8 +125,10 @@ def child(name, n, seed):
     }), flush=True)
 
 
-def run_child(name, n, seed, nice):
+def run_child(name, n, seed, nice, sampler=None):
     cmd = [sys.executable, os.path.abspath(__file__), "--child", name, str(n), str(seed)]
+    if sampler is not None:
+        cmd += ["--sampler", sampler]
     if nice:
         cmd = ["nice", "-n", "19"] + cmd
     t0 = time.perf_counter()
@@ -137,7 +140,7 @@ def run_child(name, n, seed, nice):
         err = errf.read()
     p.returncode = os.waitstatus_to_exitcode(status)
     wall = time.perf_counter() - t0
-    rec = {"model": name, "n": n, "wall_s": wall, "cpu_s": ru.ru_utime + ru.ru_stime,
+    rec = {"model": name if sampler is None else f"{name} ({sampler})", "n": n, "wall_s": wall, "cpu_s": ru.ru_utime + ru.ru_stime,
            "peak_mb": ru.ru_maxrss / 1024.0, "rc": p.returncode}
     lines = [ln for ln in out.splitlines() if ln.startswith("{")]
     if p.returncode == 0 and lines:
@@ -195,18 +198,19 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--nice", action="store_true", help="run the children under nice -n 19")
     ap.add_argument("--warm", action="store_true", help="one small fit first (numba cache)")
+    ap.add_argument("--sampler", help="fit(sampler=...) (default: the fit's default)")
     ap.add_argument("--json", help="append every record to this file (JSON lines)")
     a = ap.parse_args()
     if a.child:
-        child(a.child[0], int(a.child[1]), int(a.child[2]))
+        child(a.child[0], int(a.child[1]), int(a.child[2]), a.sampler)
         return
     if a.warm:
         for name in a.models:
-            run_child(name, 2000, a.seed, a.nice)
+            run_child(name, 2000, a.seed, a.nice, a.sampler)
     recs = []
     for name in a.models:
         for n in a.n:
-            rec = run_child(name, int(n), a.seed, a.nice)
+            rec = run_child(name, int(n), a.seed, a.nice, a.sampler)
             print(json.dumps({k: rec.get(k) for k in ("model", "n", "wall_s", "cpu_s",
                                                        "peak_mb", "m", "rounds",
                                                        "converged", "error")}), flush=True)

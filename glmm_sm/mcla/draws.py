@@ -80,11 +80,14 @@ class DrawSet:
         """
         m = _check_m(m)
         data = sampler.data
-        resident = bytes_needed(data, m) <= memory_budget
+        # draws that move with beta get their sums of squares recomputed at every
+        # evaluation (partials.DrawShift): those are not stored
+        squares = not getattr(sampler, "shift", False)
+        resident = bytes_needed(data, m, squares) <= memory_budget
         out = cls(data, m, sampler=sampler, seed=seed, resident=resident)
         out.memory_budget = int(memory_budget)
         if resident and materialize:
-            out._chunk = out.generate_range(0, m, n_jobs)
+            out._chunk = out.generate_range(0, m, n_jobs, squares)
         return out
 
     @classmethod
@@ -103,21 +106,22 @@ class DrawSet:
         size = min(GEN_SIZE, self.m - j * GEN_SIZE)
         return self.sampler.generate(child_seed(self.seed, j), size)
 
-    def generate_range(self, k0, k1, n_jobs=1):
+    def generate_range(self, k0, k1, n_jobs=1, squares=True):
         """Draws ``k0:k1`` as one :class:`~glmm_sm.mcla.sampler.DrawChunk`, from their seeds.
 
-        ``k0`` must start a generation chunk.
+        ``k0`` must start a generation chunk.  ``squares=False`` leaves out the sums of
+        squares (``S`` of width 0), for draws that move with beta and have them recomputed.
         """
         if k0 % GEN_SIZE:
             raise ValueError(f"draw ranges start at multiples of {GEN_SIZE}; got {k0}")
         js = range(k0 // GEN_SIZE, -(-k1 // GEN_SIZE))
-        if len(js) == 1:
+        if len(js) == 1 and squares:
             out = self.generate(js[0])
             return out if out.U.shape[1] == k1 - k0 else _slice(out, 0, k1 - k0)
-        if n_jobs > 1:
+        if n_jobs > 1 and len(js) > 1:
             with ThreadPoolExecutor(n_jobs) as pool:
-                return _gather(pool.map(self.generate, js), k1 - k0)
-        return _gather(map(self.generate, js), k1 - k0)
+                return _gather(pool.map(self.generate, js), k1 - k0, squares)
+        return _gather(map(self.generate, js), k1 - k0, squares)
 
     def chunk_ranges(self, chunk_size=None):
         """The ``(k0, k1)`` ranges an evaluation iterates over.
@@ -151,19 +155,20 @@ class DrawSet:
         return self.generate_range(0, self.m)
 
 
-def _gather(parts, width):
+def _gather(parts, width, squares=True):
     """The first ``width`` draws of the chunks ``parts`` (an iterator, in order), copied
     into one :class:`~glmm_sm.mcla.sampler.DrawChunk` as they come (no second copy of
-    all of them, as a concatenation would make)."""
+    all of them, as a concatenation would make); without ``squares``, ``S`` of width 0."""
     out, k = None, 0
     for c in parts:
         if out is None:
             out = DrawChunk(np.empty((c.U.shape[0], width)), np.empty((c.logf.shape[0], width)),
-                            np.empty(c.S.shape[:2] + (width,)))
+                            np.empty(c.S.shape[:2] + (width if squares else 0,)))
         w = min(c.U.shape[1], width - k)
         out.U[:, k:k + w] = c.U[:, :w]
         out.logf[:, k:k + w] = c.logf[:, :w]
-        out.S[:, :, k:k + w] = c.S[:, :, :w]
+        if squares:
+            out.S[:, :, k:k + w] = c.S[:, :, :w]
         k += w
     return out
 
@@ -183,9 +188,10 @@ def chunk_width(data: LayoutData, memory_budget=DEFAULT_MEMORY_BUDGET):
     return int(min(4 * GEN_SIZE, max(1, int(memory_budget) // CHUNK_SHARE // per_draw)))
 
 
-def bytes_needed(data: LayoutData, m):
-    """Bytes to store ``m`` draws with their log densities and sums of squares."""
-    return 8 * m * (data.q + data.n_blocks * (1 + data.n_s))
+def bytes_needed(data: LayoutData, m, squares=True):
+    """Bytes to store ``m`` draws with their log densities and (``squares``) their sums of
+    squares."""
+    return 8 * m * (data.q + data.n_blocks * (1 + (data.n_s if squares else 0)))
 
 
 def _check_m(m):

@@ -41,7 +41,7 @@ from glmm_sm.mcla.partials import (  # noqa: F401  (re-exported: their home was 
 from glmm_sm.spec.validation import nonnegative_up_to_rounding
 
 __all__ = ["Evaluation", "EngineBase", "MCLAEngine", "PartialSums", "DrawShift", "draw_shift",
-           "partition_sums", "effective_n_jobs", "weight_chunks"]
+           "partition_sums", "effective_n_jobs", "weight_chunks", "ROW_DRAWS"]
 
 @dataclass
 class Evaluation:
