@@ -97,6 +97,13 @@ class DrawSet:
         return cls(data, U.shape[1], chunk=DrawChunk(U, np.ascontiguousarray(logf),
                                                      np.ascontiguousarray(S)))
 
+    def release(self):
+        """Stop holding the draws: later evaluations regenerate each chunk from its seed
+        (the same numbers; the chunk ranges an engine took stay as they were).  Draws
+        given as arrays (no sampler) are kept."""
+        if self.sampler is not None and self.seed is not None:
+            self._chunk = None
+
     @property
     def n_gen_chunks(self) -> int:
         return -(-self.m // GEN_SIZE)
