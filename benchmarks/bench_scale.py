@@ -112,10 +112,12 @@ def child(name, n, seed, sampler=None):
     bse = np.asarray(res.bse, dtype=float)
     rounds = res.fit_log.rounds
     print(json.dumps({
-        "model": name if sampler is None else f"{name} ({sampler})", "n": n, "groups": int(df["g"].nunique()),
+        "model": name if sampler is None else f"{name} ({sampler})", "n": n,
+        "groups": int(df["g"].nunique()),
         "import_s": t_imp, "build_s": t_build, "fit_s": t_fit,
         "laplace_s": res.fit_log.laplace.get("seconds"),
         "m": int(res.m), "rounds": len(rounds), "converged": bool(res.converged),
+        "message": res.fit_log.message,
         "min_ess": float(np.min(res.ess)) if np.size(res.ess) else None,
         "names": names, "params": params.tolist(), "bse": bse.tolist(),
         "mcse": np.sqrt(np.diag(np.asarray(res.mcse_cov))).tolist(),
@@ -140,7 +142,8 @@ def run_child(name, n, seed, nice, sampler=None):
         err = errf.read()
     p.returncode = os.waitstatus_to_exitcode(status)
     wall = time.perf_counter() - t0
-    rec = {"model": name if sampler is None else f"{name} ({sampler})", "n": n, "wall_s": wall, "cpu_s": ru.ru_utime + ru.ru_stime,
+    rec = {"model": name if sampler is None else f"{name} ({sampler})", "n": n,
+           "wall_s": wall, "cpu_s": ru.ru_utime + ru.ru_stime,
            "peak_mb": ru.ru_maxrss / 1024.0, "rc": p.returncode}
     lines = [ln for ln in out.splitlines() if ln.startswith("{")]
     if p.returncode == 0 and lines:
@@ -176,16 +179,18 @@ def report(recs):
         print(f"- {r['model']} n={r['n']:,}: " + ", ".join(
             f"{nm} {p:.3f} ({s:.3f}, {mc:.1e}; {t:g}) z={(p - t) / s:+.1f}"
             for nm, p, s, mc, t in zip(r["names"], r["params"], r["bse"], r["mcse"],
-                                       r["truth"])))
+                                       r["truth"], strict=True)))
     print("\nGrowth exponent (slope of log cost on log n; 1 = linear):")
     for name in dict.fromkeys(r["model"] for r in recs):
         rs = [r for r in recs if r["model"] == name and "error" not in r]
         if len(rs) < 2:
             continue
         ns = [r["n"] for r in rs]
-        steps = ", ".join(f"{a['n']:.0e}->{b['n']:.0e}: time {_slope([a['n'], b['n']], [a['cpu_s'], b['cpu_s']]):.2f} "
-                          f"mem {_slope([a['n'], b['n']], [a['peak_mb'], b['peak_mb']]):.2f}"
-                          for a, b in zip(rs, rs[1:]))
+        steps = ", ".join(
+            f"{a['n']:.0e}->{b['n']:.0e}: "
+            f"time {_slope([a['n'], b['n']], [a['cpu_s'], b['cpu_s']]):.2f} "
+            f"mem {_slope([a['n'], b['n']], [a['peak_mb'], b['peak_mb']]):.2f}"
+            for a, b in zip(rs, rs[1:], strict=False))
         print(f"- {name}: CPU time {_slope(ns, [r['cpu_s'] for r in rs]):.2f}, "
               f"peak memory {_slope(ns, [r['peak_mb'] for r in rs]):.2f} ({steps})")
 
@@ -213,7 +218,8 @@ def main():
             rec = run_child(name, int(n), a.seed, a.nice, a.sampler)
             print(json.dumps({k: rec.get(k) for k in ("model", "n", "wall_s", "cpu_s",
                                                        "peak_mb", "m", "rounds",
-                                                       "converged", "error")}), flush=True)
+                                                       "converged", "message", "error")}),
+                  flush=True)
             recs.append(rec)
             if a.json:
                 with open(a.json, "a") as fh:

@@ -84,7 +84,7 @@ def test_weighted_draws_hold_no_observations_by_draws_array(model):
 
     def run():
         width, total = 0, 0.0
-        for U, eta, v, sc in eng.weighted_draws(PARAMS, chunk_size=512, max_draws=512):
+        for _, eta, v, sc in eng.weighted_draws(PARAMS, chunk_size=512, max_draws=512):
             width = max(width, eta.shape[1])
             total = total * sc.sum() + v.sum()
         return width
