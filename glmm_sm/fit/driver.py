@@ -511,6 +511,11 @@ class _RoundState:
         """Run round ``rnd``; True when the fit stops after it."""
         opts, log, p = self.opts, self.log, self.model.k_fe
         t_round = time.perf_counter()
+        if self.outcome is not None and self.outcome.engine is not None:
+            # the last round's stored draws are not held while this round's are drawn (at
+            # most one round's draws in memory); should this round be interrupted, the
+            # last round's engine regenerates them from their seeds
+            self.outcome.engine.draws.release()
         with _compile_timer() as compiling:
             engine, theta, res, ev = self._run(rnd)
         # Compilation is not the fit's work: it counts neither in the round's seconds (which

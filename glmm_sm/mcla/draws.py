@@ -19,10 +19,13 @@ from glmm_sm.core.random import child_seed
 from glmm_sm.mcla.sampler import DrawChunk
 from glmm_sm.spec.arrays import LayoutData
 
-__all__ = ["DrawSet", "GEN_SIZE", "DEFAULT_MEMORY_BUDGET"]
+__all__ = ["DrawSet", "GEN_SIZE", "DEFAULT_MEMORY_BUDGET", "CHUNK_SHARE", "chunk_width"]
 
 GEN_SIZE = 1024
 DEFAULT_MEMORY_BUDGET = 2**30  # bytes
+#: One evaluation chunk's arrays take at most ``memory_budget / CHUNK_SHARE`` (see
+#: :func:`chunk_width`).
+CHUNK_SHARE = 8
 
 
 class DrawSet:
@@ -77,11 +80,14 @@ class DrawSet:
         """
         m = _check_m(m)
         data = sampler.data
-        resident = bytes_needed(data, m) <= memory_budget
+        # draws that move with beta get their sums of squares recomputed at every
+        # evaluation (partials.DrawShift): those are not stored
+        squares = not getattr(sampler, "shift", False)
+        resident = bytes_needed(data, m, squares) <= memory_budget
         out = cls(data, m, sampler=sampler, seed=seed, resident=resident)
         out.memory_budget = int(memory_budget)
         if resident and materialize:
-            out._chunk = out.generate_range(0, m, n_jobs)
+            out._chunk = out.generate_range(0, m, n_jobs, squares)
         return out
 
     @classmethod
@@ -90,6 +96,13 @@ class DrawSet:
         U = np.ascontiguousarray(U, dtype=np.float64)
         return cls(data, U.shape[1], chunk=DrawChunk(U, np.ascontiguousarray(logf),
                                                      np.ascontiguousarray(S)))
+
+    def release(self):
+        """Stop holding the draws: later evaluations regenerate each chunk from its seed
+        (the same numbers; the chunk ranges an engine took stay as they were).  Draws
+        given as arrays (no sampler) are kept."""
+        if self.sampler is not None and self.seed is not None:
+            self._chunk = None
 
     @property
     def n_gen_chunks(self) -> int:
@@ -100,35 +113,35 @@ class DrawSet:
         size = min(GEN_SIZE, self.m - j * GEN_SIZE)
         return self.sampler.generate(child_seed(self.seed, j), size)
 
-    def generate_range(self, k0, k1, n_jobs=1):
+    def generate_range(self, k0, k1, n_jobs=1, squares=True):
         """Draws ``k0:k1`` as one :class:`~glmm_sm.mcla.sampler.DrawChunk`, from their seeds.
 
-        ``k0`` must start a generation chunk.
+        ``k0`` must start a generation chunk.  ``squares=False`` leaves out the sums of
+        squares (``S`` of width 0), for draws that move with beta and have them recomputed.
         """
         if k0 % GEN_SIZE:
             raise ValueError(f"draw ranges start at multiples of {GEN_SIZE}; got {k0}")
         js = range(k0 // GEN_SIZE, -(-k1 // GEN_SIZE))
+        if len(js) == 1 and squares:
+            out = self.generate(js[0])
+            return out if out.U.shape[1] == k1 - k0 else _slice(out, 0, k1 - k0)
         if n_jobs > 1 and len(js) > 1:
             with ThreadPoolExecutor(n_jobs) as pool:
-                parts = list(pool.map(self.generate, js))
-        else:
-            parts = [self.generate(j) for j in js]
-        out = parts[0] if len(parts) == 1 else DrawChunk(
-            np.concatenate([c.U for c in parts], axis=1),
-            np.concatenate([c.logf for c in parts], axis=1),
-            np.concatenate([c.S for c in parts], axis=2))
-        return out if out.U.shape[1] == k1 - k0 else _slice(out, 0, k1 - k0)
+                return _gather(pool.map(self.generate, js), k1 - k0, squares)
+        return _gather(map(self.generate, js), k1 - k0, squares)
 
     def chunk_ranges(self, chunk_size=None):
         """The ``(k0, k1)`` ranges an evaluation iterates over.
 
-        Resident draws are cut every ``chunk_size`` (default ``4 * GEN_SIZE``) draws,
-        regenerated draws at generation chunks.
+        Resident draws are cut every ``chunk_size`` draws (default :func:`chunk_width`:
+        ``4 * GEN_SIZE``, fewer where the arrays of so many draws would take more than
+        ``memory_budget / CHUNK_SHARE``), regenerated draws at generation chunks.
         """
         if not self.resident:
             return [(j * GEN_SIZE, min((j + 1) * GEN_SIZE, self.m))
                     for j in range(self.n_gen_chunks)]
-        size = 4 * GEN_SIZE if chunk_size is None else int(chunk_size)
+        size = chunk_width(self.data, self.memory_budget) if chunk_size is None \
+            else int(chunk_size)
         if size < 1:
             raise ValueError(f"chunk_size must be at least 1; got {chunk_size}")
         return [(k, min(k + size, self.m)) for k in range(0, self.m, size)]
@@ -149,14 +162,43 @@ class DrawSet:
         return self.generate_range(0, self.m)
 
 
+def _gather(parts, width, squares=True):
+    """The first ``width`` draws of the chunks ``parts`` (an iterator, in order), copied
+    into one :class:`~glmm_sm.mcla.sampler.DrawChunk` as they come (no second copy of
+    all of them, as a concatenation would make); without ``squares``, ``S`` of width 0."""
+    out, k = None, 0
+    for c in parts:
+        if out is None:
+            out = DrawChunk(np.empty((c.U.shape[0], width)), np.empty((c.logf.shape[0], width)),
+                            np.empty(c.S.shape[:2] + (width if squares else 0,)))
+        w = min(c.U.shape[1], width - k)
+        out.U[:, k:k + w] = c.U[:, :w]
+        out.logf[:, k:k + w] = c.logf[:, :w]
+        if squares:
+            out.S[:, :, k:k + w] = c.S[:, :, :w]
+        k += w
+    return out
+
+
 def _slice(c, j0, j1):
     return DrawChunk(np.ascontiguousarray(c.U[:, j0:j1]), np.ascontiguousarray(c.logf[:, j0:j1]),
                      np.ascontiguousarray(c.S[:, :, j0:j1]))
 
 
-def bytes_needed(data: LayoutData, m):
-    """Bytes to store ``m`` draws with their log densities and sums of squares."""
-    return 8 * m * (data.q + data.n_blocks * (1 + data.n_s))
+def chunk_width(data: LayoutData, memory_budget=DEFAULT_MEMORY_BUDGET):
+    """Draws per evaluation chunk of resident draws: ``4 * GEN_SIZE``, or fewer so that
+    the arrays one chunk of ``K`` draws needs at a time, about ``8 K (2 q + B (2 T + 3))``
+    bytes (the draws moved with beta and their sums of squares, the log densities and the
+    log weights of ``B`` blocks with ``T`` squared-sum terms over ``q`` effects), stay
+    within ``memory_budget / CHUNK_SHARE``; at least 1."""
+    per_draw = 8 * (2 * data.q + data.n_blocks * (2 * data.n_s + 3))
+    return int(min(4 * GEN_SIZE, max(1, int(memory_budget) // CHUNK_SHARE // per_draw)))
+
+
+def bytes_needed(data: LayoutData, m, squares=True):
+    """Bytes to store ``m`` draws with their log densities and (``squares``) their sums of
+    squares."""
+    return 8 * m * (data.q + data.n_blocks * (1 + (data.n_s if squares else 0)))
 
 
 def _check_m(m):

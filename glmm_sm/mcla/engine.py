@@ -42,7 +42,7 @@ from glmm_sm.spec.families import nb_constant
 from glmm_sm.spec.validation import nonnegative_up_to_rounding
 
 __all__ = ["Evaluation", "EngineBase", "MCLAEngine", "PartialSums", "DrawShift", "draw_shift",
-           "partition_sums", "effective_n_jobs", "weight_chunks"]
+           "partition_sums", "effective_n_jobs", "weight_chunks", "ROW_DRAWS"]
 
 @dataclass
 class Evaluation:
@@ -84,6 +84,11 @@ def effective_n_jobs(n_jobs):
         raise ValueError(f"n_jobs must be at least 1 (or -1 / None for all cores); "
                          f"got {n_jobs}")
     return int(n_jobs)
+
+
+#: Most numbers an ``(observations, draws)`` array of :meth:`MCLAEngine.weighted_draws`
+#: holds (32 MB): the linear predictor and the per-observation terms of a chunk of draws.
+ROW_DRAWS = 2**22
 
 
 class ThreadBackend:
@@ -266,7 +271,10 @@ class MCLAEngine(EngineBase):
         self-normalised sums: ``v = exp(b - A)`` (n_blocks, K) are the draws' weights
         relative to the running maximum ``A`` of each block's log weights, and ``sc`` the
         factor by which sums over earlier draws must be rescaled to that maximum.
-        ``max_draws``: only the first ``max_draws`` draws (all when None)."""
+        ``max_draws``: only the first ``max_draws`` draws (all when None).  ``chunk_size``
+        is lowered to ``ROW_DRAWS // n`` (at least 1) for ``n`` observations, so the
+        ``(n, K)`` arrays of a chunk hold at most :data:`ROW_DRAWS` numbers."""
+        chunk_size = max(1, min(int(chunk_size), ROW_DRAWS // self.data.X.shape[0]))
         A = np.full(self.data.n_blocks, -np.inf)
         left = self.m if max_draws is None else int(max_draws)
         for k0, k1 in self.ranges:
@@ -290,13 +298,18 @@ class MCLAEngine(EngineBase):
         data = self.data
         params = np.asarray(params, dtype=np.float64)
         nu = params[data.k_fe : data.k_fe + data.k_vcp]
-        rows = list(weight_pass(self.kernel, data, self.draws, self.ranges, params,
-                                self.shift, moments=True))
-        sc = _scales(np.stack([r[0] for r in rows]))  # each range to the common maximum
         boc = data.block_of_col
-        s0 = sum(w * r[1] for w, r in zip(sc, rows, strict=True))
-        s1 = sum(w[boc] * r[2] for w, r in zip(sc, rows, strict=True))
-        s2 = sum(w[boc] * r[3] for w, r in zip(sc, rows, strict=True))
+        acc = None  # running sums, each range folded in at the common maximum
+        for a, *sums, _ in weight_pass(self.kernel, data, self.draws, self.ranges, params,
+                                       self.shift, moments=True):
+            if acc is None:
+                acc = [a, *sums]
+                continue
+            sc = _scales(np.stack([acc[0], a]))
+            acc = [np.maximum(acc[0], a), sc[0] * acc[1] + sc[1] * sums[0],
+                   sc[0, boc] * acc[2] + sc[1, boc] * sums[1],
+                   sc[0, boc] * acc[3] + sc[1, boc] * sums[2]]
+        _, s0, s1, s2 = acc
         q_model = data.arrays.Z.shape[1]
         prior_sd = np.sqrt(data.cov.variances(nu)[data.arrays.ident])
         mean = np.zeros(q_model)

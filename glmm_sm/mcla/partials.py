@@ -340,15 +340,29 @@ def partition_sums(kernel, data, draws, ranges, params, derivs=True, shift=None)
     beta, nu, design, prior = _kernel_args(data, params, X)
     nf = data.k_fam
     n, B, d = data.X.shape[0], data.n_blocks, p + data.n_s + nf
-    rows = PartialSums.empty(len(ranges), B, d, data.n_s, p, len(nu), nf)
-    hc = np.zeros((len(ranges), n))
-    hca = np.zeros((len(ranges), n if nf else 0))
+    # two rows: row 0 the sums of the ranges so far, row 1 the range at hand, folded into
+    # row 0 after each range (so memory does not grow with the number of ranges)
+    R = min(len(ranges), 2)
+    rows = PartialSums.empty(R, B, d, data.n_s, p, len(nu), nf)
+    hc = np.zeros((R, n))
+    hca = np.zeros((R, n if nf else 0))
     Gp, sU_out = np.zeros((B, p, 0)), np.zeros(data.q)  # unused by frozen draws
+    suc = None
     if shift is not None:
         du = shift.offset(beta)
         A = shift.prior_matrix(nu)
-        suc = np.zeros((len(ranges), data.q))
-    for c, (k0, k1) in enumerate(ranges):
+        suc = np.zeros((R, data.q))
+    for i, (k0, k1) in enumerate(ranges):
+        c = min(i, 1)
+        if i > 1:  # row 1 again: start from zero sums
+            for f in _FIELDS:
+                if getattr(rows, f) is not None:
+                    getattr(rows, f)[1] = 0.0
+            rows.a[1] = -np.inf
+            hc[1] = 0.0
+            hca[1:] = 0.0
+            if suc is not None:
+                suc[1] = 0.0
         U, logf, S, j0, j1 = draws.chunk_arrays(k0, k1)
         if shift is not None:
             U = shift.move(U, j0, j1, du)
@@ -363,16 +377,38 @@ def partition_sums(kernel, data, draws, ranges, params, derivs=True, shift=None)
                    *((hca[c], rows.saa[c]) if nf else ()))
         fn(data.family.kernel, derivs, design, Draws(U, logf, S), j0, j1, prior,
            shift is not None and bool(derivs), Gp, out)
-    sc = _scales(rows.a)
-    out = rows.combine()
+        if c:
+            _fold(rows, hc, suc, data, hca)
+    sc = _scales(rows.a[:1])
+    out = PartialSums(*(None if getattr(rows, f) is None else getattr(rows, f)[:1].copy()
+                        for f in _FIELDS))
     if derivs:
-        h = (sc[:, data.block_of_obs] * hc).sum(axis=0)
+        h = (sc[:, data.block_of_obs] * hc[:1]).sum(axis=0)
         _kernels.block_xhx(data.obs_ptr, X, h, out.hxx[0])
         if nf:  # X_b' (weighted d2 log f / d eta d alpha), per block
-            ha = (sc[:, data.block_of_obs] * hca).sum(axis=0)
+            ha = (sc[:, data.block_of_obs] * hca[:1]).sum(axis=0)
             np.add.at(out.hxa[0], data.block_of_obs, X * ha[:, None])
         if shift is not None:
-            sU = (sc[:, data.block_of_col] * suc).sum(axis=0)
+            sU = (sc[:, data.block_of_col] * suc[:1]).sum(axis=0)
             out.smu[0] = shift.cross_sums(sU, nu)
             out.hxx[0] += out.s0[0][:, None, None] * shift.prior_hessian(nu)
     return out
+
+
+def _fold(rows, hc, suc, data, hca):
+    """Fold row 1 of a partition's running sums into row 0, both rescaled to their common
+    maximum log weight per block, with the per-observation ``hc`` (and the negative
+    binomial's ``hca``, empty otherwise) and per-effect ``suc`` (None when the draws do not
+    move)."""
+    sc = _scales(rows.a)
+    one = rows.combine()
+    for f in _FIELDS:
+        if getattr(rows, f) is not None:
+            getattr(rows, f)[0] = getattr(one, f)[0]
+    bo = data.block_of_obs
+    hc[0] = sc[0, bo] * hc[0] + sc[1, bo] * hc[1]
+    if hca.shape[1]:
+        hca[0] = sc[0, bo] * hca[0] + sc[1, bo] * hca[1]
+    if suc is not None:
+        boc = data.block_of_col
+        suc[0] = sc[0, boc] * suc[0] + sc[1, boc] * suc[1]

@@ -168,7 +168,8 @@ class LaplaceSampler(_BlockSampler):
             chi = rng.chisquare(self.df, (len(ids), n_t))
             z[:, :, size - n_t :] /= np.sqrt(chi / self.df)[:, None, :]
         d2 = np.einsum("gjk,gjk->gk", z, z)
-        u = self.u_hat[cols][:, :, None] + self.root[g] @ z
+        u = self.root[g] @ z
+        u += self.u_hat[cols][:, :, None]  # in place: one (effects x draws) array less
         hl = self.half_logdet[g][:, None]
         log_n = -0.5 * qs * LOG2PI + hl - 0.5 * d2
         if self.t_weight == 0.0:

@@ -31,6 +31,10 @@ from scipy.special import logsumexp
 __all__ = ["pareto_k", "pareto_k_threshold", "tail_size", "block_pareto_k", "EVEN_WEIGHTS",
            "checked_pareto_k"]
 
+#: Numbers a temporary of :func:`block_pareto_k` holds at most (8 MB): the weights of a
+#: draw chunk are taken a few blocks at a time.
+TAIL_SLICE = 2**20
+
 #: Blocks whose largest importance weight is at most this multiple of the mean weight are
 #: not given a Pareto k (see :func:`block_pareto_k`).
 EVEN_WEIGHTS = 2.0
@@ -125,13 +129,17 @@ def block_pareto_k(engine, params, even=EVEN_WEIGHTS):
     params = np.asarray(params, dtype=np.float64)
     B, m = engine.data.n_blocks, engine.m
     keep = min(tail_size(m) + 1, m)
-    top = np.full((B, 0), -np.inf)
+    top = np.full((B, keep), -np.inf)  # the largest log weights so far (-inf: none yet)
     total = np.full(B, -np.inf)
     for b in engine.iter_log_weights(params):
-        total = np.logaddexp(total, logsumexp(b, axis=1))
-        top = np.concatenate([top, b], axis=1)
-        if top.shape[1] > keep:
-            top = -np.partition(-top, keep - 1, axis=1)[:, :keep]
+        # a few blocks at a time: the temporaries stay at TAIL_SLICE numbers, not
+        # blocks x draws (each block's numbers are its own, so the slicing changes no bit)
+        step = max(1, TAIL_SLICE // (keep + b.shape[1]))
+        for r0 in range(0, B, step):
+            r1 = min(r0 + step, B)
+            total[r0:r1] = np.logaddexp(total[r0:r1], logsumexp(b[r0:r1], axis=1))
+            both = np.concatenate([top[r0:r1], b[r0:r1]], axis=1)
+            top[r0:r1] = -np.partition(-both, keep - 1, axis=1)[:, :keep]
     if tail_size(m) < 5 or m <= tail_size(m):
         return np.full(B, np.nan)
     ratio = np.exp(top.max(axis=1) - (total - math.log(m)))

@@ -105,7 +105,7 @@ class RBEngine(EngineBase):
         blocks, rule, ev, dv = self._inputs(params)
         B, T, p = data.n_blocks, data.k_vc, data.k_fe
         d, n_h = p + T, len(st.ro) + len(st.free_obs)
-        rows, lws = [], []
+        acc, lws = None, []
         for k0, k1 in self.ranges[c0:c1]:
             draws, ev_k = self._chunk(ev, dv, k0, k1)
             K = draws.U.shape[1]
@@ -116,9 +116,10 @@ class RBEngine(EngineBase):
             lw = np.empty((B, K if keep_lw else 0))
             rb_chunk_sums(data.family.kernel, blocks, rule, ev_k, draws, 0, K, out, self._state(),
                           lw)
-            rows.append(out)
+            # folded in chunk by chunk: memory does not grow with the number of chunks
+            acc = out if acc is None else _combine([acc, out], st, data)
             lws.append(lw if keep_lw else None)
-        return _combine(rows, st, data), lws
+        return acc, lws
 
     def _sums(self, params):
         """The combined sums at ``params``; the draws' log weights are kept (for the tail

@@ -1,0 +1,231 @@
+"""Time and peak memory of one fit against the number of rows, one fit per process.
+
+Run from the repository root (R is not needed)::
+
+    OPENBLAS_NUM_THREADS=1 python benchmarks/bench_scale.py                 # 10^4, 10^5
+    OPENBLAS_NUM_THREADS=1 python benchmarks/bench_scale.py --n 1e4 1e5 1e6 --nice
+
+Models (simulated, Bernoulli, ``numpy.random.default_rng(seed)``)
+-----------------------------------------------------------------
+intercept
+    ``y ~ x1 + (1 | g)``, n/10 groups; truth ``beta = (-0.5, 0.7)``, ``var(g) = 1.0``.
+slope
+    ``y ~ x1 + x2 + x3 + (1 + x1 | g)``, n/10 groups; truth ``beta = (-0.3, 0.8, -0.5,
+    0.3)``, ``var(Intercept) = 1.0``, ``var(x1) = 0.5``, ``cov = 0.3`` (correlation 0.42).
+crossed
+    ``y ~ x1 + (1 | g) + (1 | h)``, n/10 levels of ``g`` and 20 of ``h`` (every g meets
+    several h: one block, the items sampled, the groups integrated); truth ``beta = (-0.2,
+    0.6)``, ``var(g) = 0.8``, ``var(h) = 0.3``.
+
+Each fit runs in its own child process (``python bench_scale.py --child ...``): the child
+simulates the data, builds the model with ``from_formula`` and fits with the defaults
+(``random_state=0``).  The parent reads the child's wall time, its CPU time (user + system)
+and its peak resident memory (``ru_maxrss`` from ``os.wait4``), so the figures are of that
+fit alone; the child reports the seconds of each stage, m, rounds, convergence and the
+estimates with their standard errors against the truth.  The growth exponent is the slope
+of log(time) and log(memory) against log(n) between consecutive sizes and over all of
+them.  ``--nice`` runs the children under ``nice -n 19`` (the machine is shared).
+
+Numba's on-disk cache is used as it is (run once before timing, or pass ``--warm`` to run
+one small fit first).
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+os.environ.setdefault("NUMBA_NUM_THREADS", "1")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import math  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+MODELS = {
+    "intercept": {"formula": "y ~ x1 + (1 | g)", "per_group": 10,
+                  "beta": [-0.5, 0.7], "vc": {"g": [[1.0]]}, "truth": {"g": 1.0}},
+    "slope": {"formula": "y ~ x1 + x2 + x3 + (1 + x1 | g)", "per_group": 10,
+              "beta": [-0.3, 0.8, -0.5, 0.3], "vc": {"g": [[1.0, 0.3], [0.3, 0.5]]},
+              "truth": {"g Var(Intercept)": 1.0, "g Cov(x1, Intercept)": 0.3,
+                        "g Var(x1)": 0.5}},
+    "crossed": {"formula": "y ~ x1 + (1 | g) + (1 | h)", "per_group": 10, "h_levels": 20,
+                "beta": [-0.2, 0.6], "vc": {"g": [[0.8]], "h": [[0.3]]},
+                "truth": {"g": 0.8, "h": 0.3}},
+}
+
+
+def simulate(name, n, seed=2026):
+    """The data of model ``name`` with ``n`` rows (a pandas DataFrame)."""
+    import pandas as pd
+
+    spec = MODELS[name]
+    rng = np.random.default_rng(seed)
+    n_g = max(n // spec["per_group"], 2)
+    g = rng.integers(0, n_g, n)
+    cols = {"g": g}
+    k = len(spec["beta"]) - 1
+    X = rng.normal(size=(n, k))
+    for j in range(k):
+        cols[f"x{j + 1}"] = X[:, j]
+    eta = spec["beta"][0] + X @ np.asarray(spec["beta"][1:])
+    G = np.asarray(spec["vc"]["g"])
+    b = rng.multivariate_normal(np.zeros(len(G)), G, size=n_g)
+    eta += b[g, 0]
+    if len(G) == 2:
+        eta += b[g, 1] * X[:, 0]
+    if "h" in spec["vc"]:
+        h = rng.integers(0, spec["h_levels"], n)
+        eta += rng.normal(0, math.sqrt(spec["vc"]["h"][0][0]), spec["h_levels"])[h]
+        cols["h"] = h
+    cols["y"] = (rng.random(n) < 1 / (1 + np.exp(-eta))).astype(float)
+    return pd.DataFrame(cols)
+
+
+def child(name, n, seed, sampler=None):
+    """One fit; prints one JSON line."""
+    t0, c0 = time.perf_counter(), time.process_time()
+    import statsmodels.api as sm
+
+    import glmm_sm
+    from glmm_sm import MonteCarloGLMM
+
+    t_imp = time.perf_counter() - t0
+    df = simulate(name, n)
+    t1 = time.perf_counter()
+    model = MonteCarloGLMM.from_formula(MODELS[name]["formula"], data=df,
+                                        family=sm.families.Binomial())
+    t_build = time.perf_counter() - t1
+    t2 = time.perf_counter()
+    res = model.fit(random_state=seed, disp=False,
+                    **({} if sampler is None else {"sampler": sampler}))
+    t_fit = time.perf_counter() - t2
+    names = list(model.exog_names) + list(model.vcp_names)
+    params = np.asarray(res.params, dtype=float)
+    bse = np.asarray(res.bse, dtype=float)
+    rounds = res.fit_log.rounds
+    print(json.dumps({
+        "model": name if sampler is None else f"{name} ({sampler})", "n": n,
+        "groups": int(df["g"].nunique()),
+        "import_s": t_imp, "build_s": t_build, "fit_s": t_fit,
+        "laplace_s": res.fit_log.laplace.get("seconds"),
+        "m": int(res.m), "rounds": len(rounds), "converged": bool(res.converged),
+        "message": res.fit_log.message,
+        "min_ess": float(np.min(res.ess)) if np.size(res.ess) else None,
+        "names": names, "params": params.tolist(), "bse": bse.tolist(),
+        "mcse": np.sqrt(np.diag(np.asarray(res.mcse_cov))).tolist(),
+        "truth": MODELS[name]["beta"] + [MODELS[name]["truth"].get(v) for v in
+                                         model.vcp_names],
+        "glmm_sm": glmm_sm.__file__, "cpu_child_s": time.process_time() - c0,
+    }), flush=True)
+
+
+def run_child(name, n, seed, nice, sampler=None):
+    cmd = [sys.executable, os.path.abspath(__file__), "--child", name, str(n), str(seed)]
+    if sampler is not None:
+        cmd += ["--sampler", sampler]
+    if nice:
+        cmd = ["nice", "-n", "19"] + cmd
+    t0 = time.perf_counter()
+    with tempfile.TemporaryFile("w+") as errf:
+        p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errf, text=True)
+        out = p.stdout.read()  # read before waiting: a full pipe would block the child
+        _, status, ru = os.wait4(p.pid, 0)
+        errf.seek(0)
+        err = errf.read()
+    p.returncode = os.waitstatus_to_exitcode(status)
+    wall = time.perf_counter() - t0
+    rec = {"model": name if sampler is None else f"{name} ({sampler})", "n": n,
+           "wall_s": wall, "cpu_s": ru.ru_utime + ru.ru_stime,
+           "peak_mb": ru.ru_maxrss / 1024.0, "rc": p.returncode}
+    lines = [ln for ln in out.splitlines() if ln.startswith("{")]
+    if p.returncode == 0 and lines:
+        rec.update(json.loads(lines[-1]))
+    else:
+        rec["error"] = (err or out).strip().splitlines()[-5:]
+    return rec
+
+
+def _slope(xs, ys):
+    lx, ly = np.log(xs), np.log(ys)
+    return float(np.polyfit(lx, ly, 1)[0]) if len(xs) > 1 else float("nan")
+
+
+def report(recs):
+    print("\n| model | n | groups | wall s | CPU s | fit s | peak MB | m | rounds | converged "
+          "| min ESS |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in recs:
+        if "error" in r:
+            print(f"| {r['model']} | {r['n']:,} | | {r['wall_s']:.1f} | {r['cpu_s']:.1f} | "
+                  f"| {r['peak_mb']:.0f} | failed: {' '.join(r['error'])[-200:]} | | | |")
+            continue
+        ess = "" if r["min_ess"] is None else f"{r['min_ess']:.0f}"
+        print(f"| {r['model']} | {r['n']:,} | {r['groups']:,} | {r['wall_s']:.1f} | "
+              f"{r['cpu_s']:.1f} | {r['fit_s']:.1f} | {r['peak_mb']:.0f} | {r['m']:,} | "
+              f"{r['rounds']} | {r['converged']} | {ess} |")
+    print("\nEstimates: estimate (SE, MCSE; truth) z = (estimate - truth) / SE; variance "
+          "components on the variance scale:")
+    for r in recs:
+        if "error" in r:
+            continue
+        print(f"- {r['model']} n={r['n']:,}: " + ", ".join(
+            f"{nm} {p:.3f} ({s:.3f}, {mc:.1e}; {t:g}) z={(p - t) / s:+.1f}"
+            for nm, p, s, mc, t in zip(r["names"], r["params"], r["bse"], r["mcse"],
+                                       r["truth"], strict=True)))
+    print("\nGrowth exponent (slope of log cost on log n; 1 = linear):")
+    for name in dict.fromkeys(r["model"] for r in recs):
+        rs = [r for r in recs if r["model"] == name and "error" not in r]
+        if len(rs) < 2:
+            continue
+        ns = [r["n"] for r in rs]
+        steps = ", ".join(
+            f"{a['n']:.0e}->{b['n']:.0e}: "
+            f"time {_slope([a['n'], b['n']], [a['cpu_s'], b['cpu_s']]):.2f} "
+            f"mem {_slope([a['n'], b['n']], [a['peak_mb'], b['peak_mb']]):.2f}"
+            for a, b in zip(rs, rs[1:], strict=False))
+        print(f"- {name}: CPU time {_slope(ns, [r['cpu_s'] for r in rs]):.2f}, "
+              f"peak memory {_slope(ns, [r['peak_mb'] for r in rs]):.2f} ({steps})")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--child", nargs=3, metavar=("MODEL", "N", "SEED"))
+    ap.add_argument("--n", nargs="+", type=float, default=[1e4, 1e5])
+    ap.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--nice", action="store_true", help="run the children under nice -n 19")
+    ap.add_argument("--warm", action="store_true", help="one small fit first (numba cache)")
+    ap.add_argument("--sampler", help="fit(sampler=...) (default: the fit's default)")
+    ap.add_argument("--json", help="append every record to this file (JSON lines)")
+    a = ap.parse_args()
+    if a.child:
+        child(a.child[0], int(a.child[1]), int(a.child[2]), a.sampler)
+        return
+    if a.warm:
+        for name in a.models:
+            run_child(name, 2000, a.seed, a.nice, a.sampler)
+    recs = []
+    for name in a.models:
+        for n in a.n:
+            rec = run_child(name, int(n), a.seed, a.nice, a.sampler)
+            print(json.dumps({k: rec.get(k) for k in ("model", "n", "wall_s", "cpu_s",
+                                                       "peak_mb", "m", "rounds",
+                                                       "converged", "message", "error")}),
+                  flush=True)
+            recs.append(rec)
+            if a.json:
+                with open(a.json, "a") as fh:
+                    fh.write(json.dumps(rec) + "\n")
+    report(recs)
+
+
+if __name__ == "__main__":
+    main()
