@@ -243,11 +243,8 @@ class MCLAEngine(EngineBase):
         beta, nu = params[:p], params[p : p + data.k_vcp]
         U, S = moved_draws(self.shift, beta, U, S, j0, j1)
         eta = data.linear_fixed(beta)[:, None] + data.Z @ U
-        if data.k_fam:
-            alpha = params[p + data.k_vcp]
-            ll = data.family.data_loglik(data.wy[:, None], data.wn[:, None], eta, alpha)
-        else:
-            ll = data.family.obs_terms(eta, data.wy[:, None], data.wn[:, None])[0]
+        alpha = params[p + data.k_vcp] if data.k_fam else None
+        ll = data.family.data_loglik(data.wy[:, None], data.wn[:, None], eta, alpha)
         starts = data.obs_ptr[:-1]
         lfy = np.add.reduceat(ll, starts, axis=0)
         qb = np.diff(data.col_ptr)

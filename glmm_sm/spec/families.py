@@ -79,8 +79,10 @@ class Family:
         ``w (y eta - c(eta))``, or for the negative binomial
         ``w (y eta - (y + 1/alpha) log(1 + alpha e^eta))`` (:func:`nb_draw_terms`)."""
         if self.code == 2:
-            return nb_draw_terms(wy, wn, eta, self.alpha if alpha is None else alpha)[0]
-        return self.obs_terms(eta, wy, wn)[0]
+            return nb_eta_terms(wy, wn, eta, self.alpha if alpha is None else alpha)[0]
+        if not self.canonical:
+            return link_terms(self.kernel, eta, wy, wn)[0]
+        return wy * eta - wn * self.cumulant(eta)
 
     @property
     def is_binomial(self) -> bool:
