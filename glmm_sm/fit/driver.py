@@ -228,7 +228,10 @@ def mcmle(model, opts: FitOptions, random_state=None, start_params=None, callbac
                 return _mcmle(reduced, o, seed, start, callback, disp, client)
 
             outcome = fit_with_boundary(model, outcome, refit, opts)
-    if opts.sampler == "quadrature" and not outcome.boundary:
+    if (opts.sampler == "quadrature" and not outcome.boundary and not outcome.log.hopeless
+            and separated is None):
+        # (a hopeless fit or one without a finite MLE ends where it stopped: no finer rule
+        # can give it an estimate)
         outcome = _refine_quadrature(model, outcome, opts, seed, callback, disp, client)
     if not outcome.log.sampler:  # the boundary procedure's log: the sampler of the fit
         outcome.log.sampler = {"used": opts.sampler, "reason": opts.sampler_reason
