@@ -168,3 +168,23 @@ def test_client_needs_draws_from_a_sampler(model, client):
     draws = model.set_draws(u, -0.5 * (u**2).sum(axis=1) - 0.5 * q * np.log(2 * np.pi))
     with pytest.raises(ValueError, match="set_draws"):
         MCLAEngine(draws, client=client)
+
+
+def test_a_client_closed_mid_fit_is_a_clear_error(model):
+    """Closing the client during the fit (here from the callback after round 0) gave
+    ``AttributeError: 'NoneType' object has no attribute 'scatter'``; a closed client given
+    to fit() the same."""
+    distributed = pytest.importorskip("distributed")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cluster = distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                                           dashboard_address=None, silence_logs=50)
+    c = distributed.Client(cluster)
+    try:
+        with pytest.raises(RuntimeError, match="client: the Dask client was closed during"):
+            model.fit(client=c, callback=lambda info: c.close(), sampler="laplace", **FIT)
+        with pytest.raises(RuntimeError, match="client: the Dask client was closed before"):
+            model.fit(client=c, sampler="laplace", **FIT)
+    finally:
+        c.close()
+        cluster.close()

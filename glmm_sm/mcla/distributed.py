@@ -106,14 +106,26 @@ def _worker_cached_partitions(token):
         return sorted(_CACHE.get(token, {}))
 
 
-def check_client(client):
-    """Raise unless Dask is installed and ``client`` is a ``dask.distributed.Client``."""
+def check_client(client, during=False):
+    """Raise unless Dask is installed and ``client`` is an open ``dask.distributed.Client``
+    (``during``: the check is made during a fit, for the message)."""
     try:
         import distributed
     except ImportError:
         raise ImportError(INSTALL_HINT) from None
     if not isinstance(client, distributed.Client):
         raise TypeError(f"client must be a dask.distributed.Client; got {type(client).__name__}")
+    _check_open(client, during)
+
+
+def _check_open(client, during=False):
+    """Raise a RuntimeError naming ``client`` when it has been closed."""
+    if getattr(client, "status", "running") in ("closing", "closed"):
+        when = "during the fit" if during else "before the fit"
+        raise RuntimeError(
+            f"client: the Dask client was closed {when}, so the fit cannot use its workers; "
+            "keep the client open until fit() returns, or fit without client= (the same "
+            "random_state gives the same fit in one process)")
 
 
 class DaskBackend:
@@ -130,7 +142,7 @@ class DaskBackend:
     """
 
     def __init__(self, client, engine):
-        check_client(client)
+        check_client(client, during=True)
         draws = engine.draws
         if draws.sampler is None:
             raise ValueError("client= needs draws defined by a sampler and seed (as in fit()); "
@@ -171,6 +183,7 @@ class DaskBackend:
 
         params = np.asarray(params, dtype=np.float64)
         n_parts = len(engine.parts)
+        _check_open(self.client, during=True)
         for attempt in range(3):
             if self._spec_future is None:
                 self._scatter()
