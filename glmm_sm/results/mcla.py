@@ -258,6 +258,34 @@ class MonteCarloGLMMResults(LikelihoodModelResults, ResultMixin):
             return varcorr_profile(self, alpha, random_state)
         return varcorr_table(self)
 
+    def degenerate_directions(self):
+        """For each correlated term whose covariance is singular at the estimate (see
+        :attr:`singular`), the degenerate direction in the term's column names and the
+        suggested reduced term
+        (:func:`glmm_sm.inference.singular.degenerate_directions`).
+
+        Returns
+        -------
+        list of DegenerateDirection
+        """
+        from glmm_sm.inference.singular import degenerate_directions
+
+        return degenerate_directions(self)
+
+    def reduced_fits(self, term=None, random_state=None, **fit_kwargs):
+        """Refit a correlated term's reduced models, ``(1 + x || g)`` and ``(1 | g)``, and
+        test each against this fit by a likelihood ratio with its boundary mixture
+        (:func:`glmm_sm.inference.singular.reduced_fits`).  This fit is not changed.
+
+        Returns
+        -------
+        ReducedFits
+        """
+        from glmm_sm.inference.singular import reduced_fits
+
+        self._check_data("reduced_fits()")
+        return reduced_fits(self, term, random_state, **fit_kwargs)
+
     def VarCorr(self):  # noqa: N802  (lme4's name)
         """lme4's name for :meth:`varcorr`."""
         return self.varcorr()
