@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import statsmodels.api as sm
 from scipy import optimize, stats
-from scipy.special import expit, logsumexp
+from scipy.special import logsumexp
 
 from glmm_sm import MonteCarloGLMM
 
@@ -48,7 +48,7 @@ class ExactLoglike:
 
 def _theta(q, fixed):
     """(beta0, beta1, v0, cov, v1) from the free coordinates ``q`` and the fixed one."""
-    full = dict(zip([k for k in ("b0", "b1", "s0", "s1", "z") if k not in fixed], q))
+    full = dict(zip([k for k in ("b0", "b1", "s0", "s1", "z") if k not in fixed], q, strict=True))
     full.update(fixed)
     v0, v1 = np.exp(2 * full["s0"]), np.exp(2 * full["s1"])
     return full["b0"], full["b1"], v0, np.tanh(full["z"]) * np.sqrt(v0 * v1), v1
@@ -59,7 +59,7 @@ def _maximize(ll, fixed, start):
     q0 = np.array([start[k] for k in keys])
     r = optimize.minimize(lambda q: -ll(*_theta(q, fixed)), q0, method="BFGS",
                           options={"gtol": 1e-7})
-    return -r.fun, dict(zip(keys, r.x))
+    return -r.fun, dict(zip(keys, r.x, strict=True))
 
 
 @pytest.fixture(scope="module")

@@ -105,12 +105,17 @@ def _terms(model):
     return out
 
 
-def degenerate_directions(results):
+def degenerate_directions(results, tol=None):
     """The degenerate direction of every correlated term singular at the estimate.
 
     Parameters
     ----------
     results : MonteCarloGLMMResults
+    tol : float, optional
+        Default: the terms :func:`~glmm_sm.spec.covstruct.singular_terms` flags (lme4's
+        rule, as ``results.singular``).  A number: also every term whose smallest
+        eigenvalue is at most ``tol`` times its largest (a nearly singular estimate, where
+        a Monte Carlo fit stops at a small positive variance).
 
     Returns
     -------
@@ -123,10 +128,11 @@ def degenerate_directions(results):
     flagged = set(singular_terms(cov, theta, list(model.vcp_names)))
     out = []
     for ui, name, labels in _terms(model):
-        if name not in flagged:
-            continue
         S = cov.sigma(theta, ui)
         lam, V = np.linalg.eigh(S)
+        near = tol is not None and lam[0] <= float(tol) * lam[-1]
+        if name not in flagged and not near:
+            continue
         v = V[:, 0]
         v = v * np.sign(v[np.argmax(np.abs(v))])
         sd = np.sqrt(np.clip(np.diag(S), 0.0, None))
@@ -181,7 +187,7 @@ class ReducedFits:
         return self.summary()
 
 
-def reduced_fits(results, term=None, random_state=None, **fit_kwargs):
+def reduced_fits(results, term=None, random_state=None, tol=None, **fit_kwargs):
     """Refit a correlated term's reduced models and test them against the fit.
 
     The reduced models: the term with uncorrelated columns (``||``) and, for each column
@@ -197,6 +203,8 @@ def reduced_fits(results, term=None, random_state=None, **fit_kwargs):
         The grouping term (default: the first singular one, else the first correlated one).
     random_state : optional
         Seeds the reduced fits (default: a child of the fit's seed).
+    tol : float, optional
+        As for :func:`degenerate_directions` (which term's direction is reported).
     **fit_kwargs
         Passed to each reduced model's ``fit`` (``disp`` defaults to False, ``n_jobs`` to
         the fit's).
@@ -211,7 +219,7 @@ def reduced_fits(results, term=None, random_state=None, **fit_kwargs):
     if not terms:
         raise ValueError("reduced_fits() is for models with correlated terms (1 + x | g); "
                          "this model has none")
-    dirs = {d.term: d for d in degenerate_directions(res)}
+    dirs = {d.term: d for d in degenerate_directions(res, tol)}
     names = [t[1] for t in terms]
     if term is None:
         term = next((n for n in names if n in dirs), names[0])

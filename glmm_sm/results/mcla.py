@@ -258,7 +258,7 @@ class MonteCarloGLMMResults(LikelihoodModelResults, ResultMixin):
             return varcorr_profile(self, alpha, random_state)
         return varcorr_table(self)
 
-    def degenerate_directions(self):
+    def degenerate_directions(self, tol=None):
         """For each correlated term whose covariance is singular at the estimate (see
         :attr:`singular`), the degenerate direction in the term's column names and the
         suggested reduced term
@@ -270,9 +270,9 @@ class MonteCarloGLMMResults(LikelihoodModelResults, ResultMixin):
         """
         from glmm_sm.inference.singular import degenerate_directions
 
-        return degenerate_directions(self)
+        return degenerate_directions(self, tol)
 
-    def reduced_fits(self, term=None, random_state=None, **fit_kwargs):
+    def reduced_fits(self, term=None, random_state=None, tol=None, **fit_kwargs):
         """Refit a correlated term's reduced models, ``(1 + x || g)`` and ``(1 | g)``, and
         test each against this fit by a likelihood ratio with its boundary mixture
         (:func:`glmm_sm.inference.singular.reduced_fits`).  This fit is not changed.
@@ -284,7 +284,7 @@ class MonteCarloGLMMResults(LikelihoodModelResults, ResultMixin):
         from glmm_sm.inference.singular import reduced_fits
 
         self._check_data("reduced_fits()")
-        return reduced_fits(self, term, random_state, **fit_kwargs)
+        return reduced_fits(self, term, random_state, tol, **fit_kwargs)
 
     def VarCorr(self):  # noqa: N802  (lme4's name)
         """lme4's name for :meth:`varcorr`."""
