@@ -7,7 +7,7 @@ profile holds one *profiled coordinate* fixed and maximizes the Monte Carlo
 log-likelihood ``l_m`` over all the others.  The coordinates here (a profiled
 parametrization, as lme4's ``profile`` on its ``.sig``/``.cor`` scale):
 
-* a fixed effect: ``beta_j`` (the others whitened as in :mod:`glmm_sm.spec.params`);
+* a fixed effect: ``beta_j`` (the others whitened as in ``glmm_sm.spec.params``);
 * a scalar variance component: ``log nu``;
 * a term's variance ``Sigma_aa``: ``s_a = log SD_a``, the interval of the variance being
   the square of the SD's (a profile interval is invariant to reparametrization);
@@ -94,7 +94,7 @@ class ProfileTarget:
         Position in ``theta = (beta, covariance parameters)`` (a correlation: its
         covariance's).
     unit, i, j : int
-        The term (unit of :class:`~glmm_sm.spec.covstruct.CovStructure`) and positions in
+        The term (unit of ``CovStructure``) and positions in
         it (``i >= j``); -1 for a fixed effect.
     """
 

@@ -2,7 +2,7 @@
 
 A correlated term ``(1 + x | g)`` whose estimated covariance ``Sigma`` is singular (lme4's
 "boundary (singular) fit": a variance at 0 or a correlation at +-1; the rule is
-:func:`~glmm_sm.spec.covstruct.singular_terms`) has a *degenerate direction*: the unit
+``glmm_sm.spec.covstruct.singular_terms``) has a *degenerate direction*: the unit
 eigenvector ``v`` of ``Sigma`` with the (near) zero eigenvalue.  The effects ``b_l`` of every
 level then satisfy ``v' b_l = 0``: the combination ``v' (effects)`` does not vary between
 levels.  When ``v`` is (nearly) a coordinate axis, one column's variance is 0 (drop that
@@ -112,7 +112,7 @@ def degenerate_directions(results, tol=None):
     ----------
     results : MonteCarloGLMMResults
     tol : float, optional
-        Default: the terms :func:`~glmm_sm.spec.covstruct.singular_terms` flags (lme4's
+        Default: the terms ``glmm_sm.spec.covstruct.singular_terms`` flags (lme4's
         rule, as ``results.singular``).  A number: also every term whose smallest
         eigenvalue is at most ``tol`` times its largest (a nearly singular estimate, where
         a Monte Carlo fit stops at a small positive variance).

@@ -260,7 +260,7 @@ class MonteCarloGLMMResults(LikelihoodModelResults, ResultMixin):
 
     def degenerate_directions(self, tol=None):
         """For each correlated term whose covariance is singular at the estimate (see
-        :attr:`singular`), the degenerate direction in the term's column names and the
+        ``singular``), the degenerate direction in the term's column names and the
         suggested reduced term
         (:func:`glmm_sm.inference.singular.degenerate_directions`).
 
