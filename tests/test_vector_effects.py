@@ -173,9 +173,6 @@ def test_bad_correlated_terms_are_refused(slope_data):
                        vcp_names=["a", "b"], cov_terms=[("g", [0], ["A"])])
     with pytest.raises(ValueError, match="nested correlated term"):
         _model(slope_data, "y ~ x + (1 + x | g/x)")
-    res = _model(slope_data).fit(random_state=0, disp=False, n_jobs=1, max_rounds=1)
-    with pytest.raises(NotImplementedError, match="correlated"):
-        res.profile_conf_int()
 
 
 def test_likelihood_ratio_tests_of_a_correlated_term(slope_data):

@@ -344,7 +344,8 @@ def plot_profile(res, name, alpha=0.05, profile=None, ax=None, **kwargs):
     ----------
     res : MonteCarloGLMMResults
     name : str
-        A parameter name (``res.model.data.param_names``).
+        A parameter name (``res.model.data.param_names``), or a correlated term's
+        correlation (``g Corr(x, Intercept)``).
     alpha : float
         Level of the interval marked (``1 - alpha``).
     profile : DataFrame, optional
@@ -363,8 +364,13 @@ def plot_profile(res, name, alpha=0.05, profile=None, ax=None, **kwargs):
     inner = _inner(res)
     z = _z(alpha)
     names = list(inner.model.data.param_names)
-    if name not in names:
-        raise ValueError(f"name: unknown parameter {name!r}; use one of {names}")
+    corrs = []
+    if inner.model.design.cov.has_vector:  # a correlated term's correlations too
+        from glmm_sm.inference.profile_cov import profile_targets
+
+        corrs = [t.name for t in profile_targets(inner.model) if t.kind == "corr"]
+    if name not in names + corrs:
+        raise ValueError(f"name: unknown parameter {name!r}; use one of {names + corrs}")
     frame = res.profile(name, **kwargs) if profile is None else profile
     missing = {"value", "zeta"} - set(getattr(frame, "columns", ()))
     if missing:
@@ -373,8 +379,11 @@ def plot_profile(res, name, alpha=0.05, profile=None, ax=None, **kwargs):
     frame = frame.sort_values("value")
     if ax is None:
         _, ax = plt.subplots(figsize=(5, 4), layout="constrained")
-    k = names.index(name)
-    est, se = float(np.asarray(inner.params)[k]), float(np.asarray(inner.bse)[k])
+    if name in names:
+        k = names.index(name)
+        est, se = float(np.asarray(inner.params)[k]), float(np.asarray(inner.bse)[k])
+    else:  # a correlation: its estimate from the profile, no Wald line
+        est, se = float(frame.attrs.get("estimate", np.nan)), np.nan
     ax.plot(frame["value"], frame["zeta"], "-", color="C0", label="profile")
     if np.isfinite(se) and se > 0:
         ax.plot(frame["value"], (frame["value"] - est) / se, ":", color="0.4", label="Wald")

@@ -243,9 +243,14 @@ class MonteCarloGLMMResults(LikelihoodModelResults, ResultMixin):
         """
         return self.llf_mc + self._log_constant
 
-    def varcorr(self):
+    def varcorr(self, ci=None, alpha=0.05, random_state=None):
         """SDs and correlations of the random effects, lme4's ``VarCorr`` columns, with
         delta-method standard errors and MCSEs (:func:`glmm_sm.results.varcorr.varcorr_table`).
+
+        ``ci="profile"`` gives instead lme4's ``as.data.frame(VarCorr(fit))`` columns
+        (``grp``, ``var1``, ``var2``, ``vcov``, ``sdcor``) with the ``1 - alpha`` profile
+        intervals of each SD and correlation and their ends' MCSEs, for models with
+        correlated terms (:func:`glmm_sm.inference.profile_cov.varcorr_profile`).
 
         Returns
         -------
@@ -258,7 +263,45 @@ class MonteCarloGLMMResults(LikelihoodModelResults, ResultMixin):
         """
         from glmm_sm.results.varcorr import varcorr_table
 
+        if ci is not None:
+            if ci != "profile":
+                raise ValueError(f"ci must be None or 'profile'; got {ci!r}")
+            if not self.model.design.cov.has_vector:
+                raise ValueError("varcorr(ci='profile') is for models with correlated terms; "
+                                 "use profile_conf_int() for scalar variance components")
+            from glmm_sm.inference.profile_cov import varcorr_profile
+
+            self._check_data("varcorr(ci='profile')")
+            return varcorr_profile(self, alpha, random_state)
         return varcorr_table(self)
+
+    def degenerate_directions(self, tol=None):
+        """For each correlated term whose covariance is singular at the estimate (see
+        ``singular``), the degenerate direction in the term's column names and the
+        suggested reduced term
+        (:func:`glmm_sm.inference.singular.degenerate_directions`).
+
+        Returns
+        -------
+        list of DegenerateDirection
+        """
+        from glmm_sm.inference.singular import degenerate_directions
+
+        return degenerate_directions(self, tol)
+
+    def reduced_fits(self, term=None, random_state=None, tol=None, **fit_kwargs):
+        """Refit a correlated term's reduced models, ``(1 + x || g)`` and ``(1 | g)``, and
+        test each against this fit by a likelihood ratio with its boundary mixture
+        (:func:`glmm_sm.inference.singular.reduced_fits`).  This fit is not changed.
+
+        Returns
+        -------
+        ReducedFits
+        """
+        from glmm_sm.inference.singular import reduced_fits
+
+        self._check_data("reduced_fits()")
+        return reduced_fits(self, term, random_state, tol, **fit_kwargs)
 
     def VarCorr(self):  # noqa: N802  (lme4's name)
         """lme4's name for :meth:`varcorr`."""
@@ -471,7 +514,7 @@ class MonteCarloGLMMResults(LikelihoodModelResults, ResultMixin):
             Carlo standard errors, with named columns (``lower``, ``upper``,
             ``lower_mcse``, ``upper_mcse``), are :meth:`profile_conf_int`'s.
         """
-        from glmm_sm.inference.profile import _check_alpha, param_indices, profile_conf_int
+        from glmm_sm.inference.profile import _check_alpha, param_indices
 
         if method not in ("wald", "profile"):
             raise ValueError(f"method must be 'wald' or 'profile'; got {method!r}")
@@ -480,13 +523,12 @@ class MonteCarloGLMMResults(LikelihoodModelResults, ResultMixin):
             return super().conf_int(alpha=alpha)
         if method == "profile":
             self._check_data("conf_int(method='profile')")
-            self._scalar_only("conf_int(method='profile')")
         rows = param_indices(self, cols)
         out = np.full((len(self.params), 2), np.nan)
         if method == "wald":
             out[rows] = np.asarray(super().conf_int(alpha=alpha))[rows]
         else:
-            ci = profile_conf_int(self, alpha, rows, random_state, time_budget, disp)
+            ci = self.profile_conf_int(alpha, rows, random_state, time_budget, disp)
             out[rows] = ci[["lower", "upper"]].to_numpy(dtype=float)
         return out
 
@@ -502,18 +544,15 @@ class MonteCarloGLMMResults(LikelihoodModelResults, ResultMixin):
             Columns ``lower``, ``upper``, ``lower_mcse``, ``upper_mcse``, ``note``; see
             :func:`glmm_sm.inference.profile.profile_conf_int`.
         """
-        from glmm_sm.inference.profile import profile_conf_int
+        from glmm_sm.inference.profile import param_indices, profile_conf_int
 
         self._check_data("profile_conf_int()")
-        self._scalar_only("profile_conf_int")
-        return profile_conf_int(self, alpha, cols, random_state, time_budget, disp)
-
-    def _scalar_only(self, what):
         if self.model.design.cov.has_vector:
-            raise NotImplementedError(
-                f"{what} is not available for models with correlated random-effect terms "
-                "yet; use the Wald intervals (conf_int) and varcorr(), or compare_lr_test "
-                "against the model with independent (||) terms")
+            from glmm_sm.inference.profile_cov import cov_profile_conf_int
+
+            targets = None if cols is None else param_indices(self, cols)
+            return cov_profile_conf_int(self, alpha, targets, random_state)
+        return profile_conf_int(self, alpha, cols, random_state, time_budget, disp)
 
     def profile(self, name, alpha=0.01, n_points=8, random_state=None, time_budget=600.0,
                 disp=True):
@@ -527,7 +566,11 @@ class MonteCarloGLMMResults(LikelihoodModelResults, ResultMixin):
         from glmm_sm.inference.profile import profile_frame
 
         self._check_data("profile()")
-        self._scalar_only("profile")
+        if self.model.design.cov.has_vector:
+            from glmm_sm.inference.profile_cov import cov_profile_frame
+
+            return cov_profile_frame(self, name, alpha=alpha, n_points=n_points,
+                                     random_state=random_state)
         return profile_frame(self, name, alpha=alpha, n_points=n_points,
                              random_state=random_state, time_budget=time_budget, disp=disp)
 

@@ -222,6 +222,13 @@ def _notes(res, bse, names, k):
                      "the estimate (a variance at 0 or a correlation at +-1); Wald standard "
                      "errors and the VarCorr table's delta-method errors are not reliable "
                      "there.")
+        if res.model.design.cov.has_vector:
+            from glmm_sm.inference.singular import degenerate_directions
+
+            for d in degenerate_directions(res):
+                notes.append(f"SINGULAR TERM {d.describe()}. res.reduced_fits("
+                             f"{d.term!r}) refits the reduced models (not done "
+                             "automatically) with likelihood-ratio tests.")
     if not res.converged:
         notes.append("WARNING: " + res.fit_log.message if laplace else
                      "WARNING: the Monte Carlo MLE did not converge: " + res.fit_log.message)
