@@ -44,8 +44,7 @@ from glmm_sm.fit.separation import separation_direction, within_group_separation
 from glmm_sm.laplace.step import laplace_fit
 from glmm_sm.mcla.draws import DrawSet
 from glmm_sm.mcla.engine import MCLAEngine, effective_n_jobs
-from glmm_sm.mcla.rb.round import (rb_m_start, rb_record, rb_round, rb_structure,
-                                      resolve_sampler)
+from glmm_sm.mcla.rb.round import rb_m_start, rb_record, rb_round, rb_structure, resolve_sampler
 from glmm_sm.spec.covstruct import SINGULAR_TOL, singular_terms
 from glmm_sm.spec.params import CachedObjective, ParamTransform
 

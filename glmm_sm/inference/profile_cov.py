@@ -46,18 +46,23 @@ below the cut; the note says so.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 from scipy.optimize import minimize
+from statsmodels.tools.sm_exceptions import ConvergenceWarning
 from threadpoolctl import threadpool_limits
 
 from glmm_sm.core.random import as_seed_sequence, child_seed
 from glmm_sm.inference.profile import (
+    PROFILE_TIME_BUDGET,
     DrawSets,
+    TimeBudget,
     _check_alpha,
+    _OutOfTime,
     own_mcse,
     paired_deviance_mcse,
     param_indices,
@@ -229,8 +234,8 @@ class _Objective:
     """``-l_m`` over the free coordinates (beta whitened), the profiled one held at ``s``
     (``s`` None: every coordinate free)."""
 
-    def __init__(self, engine, coords, phi0, X, fixed=True):
-        self.engine, self.c = engine, coords
+    def __init__(self, engine, coords, phi0, X, fixed=True, budget=None):
+        self.engine, self.c, self.budget = engine, coords, budget
         self.phi0 = np.array(phi0, dtype=float)
         d, p = coords.d, coords.p
         self.free = np.array([r for r in range(d) if not (fixed and r == coords.fix)], int)
@@ -256,6 +261,8 @@ class _Objective:
         theta, J, hess = self.c.to_theta(phi)
         out, ev = (np.inf, np.zeros_like(x), np.eye(len(x))), None
         if np.all(np.isfinite(theta)) and self.c.cov.valid(theta[self.c.p:]):
+            if self.budget is not None:
+                self.budget.check("a constrained maximization")
             ev = self.engine.evaluate(theta)
             if ev.gradient is not None and np.isfinite(ev.value) \
                     and np.all(np.isfinite(ev.gradient)) and np.all(np.isfinite(ev.hessian)):
@@ -306,9 +313,10 @@ class CovProfiler:
         fit's seed).
     """
 
-    def __init__(self, results, target, random_state=None):
+    def __init__(self, results, target, random_state=None, budget=None):
         res = getattr(results, "_results", results)
         self.res, model = res, res.model
+        self.budget = budget
         self.target = _resolve_target(res, target)
         self.coords = _Coords(model, self.target)
         self.X = model.arrays.X
@@ -352,7 +360,7 @@ class CovProfiler:
     # ------------------------------------------------------------------ maxima
     def _maximize(self, k, phi0, fixed=True):
         """``(value, theta, H_phi, obj)`` of the maximum on set ``k`` from ``phi0``."""
-        obj = _Objective(self.sets.engines[k], self.coords, phi0, self.X, fixed)
+        obj = _Objective(self.sets.engines[k], self.coords, phi0, self.X, fixed, self.budget)
         r = minimize(obj.fun, obj.to_x(np.asarray(phi0, dtype=float)), jac=obj.jac,
                      hess=obj.hess, method="trust-exact",
                      options={"gtol": self.opts.gtol, "maxiter": self.opts.maxiter})
@@ -633,7 +641,8 @@ def _start_without(model, theta, keep):
     return np.concatenate([theta[:p], theta[p:][keep]])
 
 
-def cov_profile_conf_int(results, alpha=0.05, targets=None, random_state=None):
+def cov_profile_conf_int(results, alpha=0.05, targets=None, random_state=None,
+                         time_budget=PROFILE_TIME_BUDGET):
     """Profile intervals of a fit with correlated terms (module docstring).
 
     Parameters
@@ -643,6 +652,11 @@ def cov_profile_conf_int(results, alpha=0.05, targets=None, random_state=None):
     targets : None or sequence of ProfileTarget, str, int
         Default: every parameter and every correlation.
     random_state : optional
+    time_budget : float or None
+        Seconds for the whole call (default 600; None: no limit), as in
+        :func:`glmm_sm.inference.profile.profile_conf_int`: when it runs out, the
+        quantities not finished are NaN with the reason in ``note`` and
+        ``attrs["stopped"]``, and a ConvergenceWarning lists them.
 
     Returns
     -------
@@ -655,20 +669,36 @@ def cov_profile_conf_int(results, alpha=0.05, targets=None, random_state=None):
     if targets is None:
         targets = profile_targets(res.model)
     cache = getattr(res, "_cache", {})
+    budget = TimeBudget(time_budget)
     rows = {}
     for t in targets:
         t = _resolve_target(res, t)
         key = ("cov_profile_conf_int", t, float(alpha))
         row = cache.get(key) if random_state is None else None
         if row is None:
-            prof = CovProfiler(res, t, random_state)
-            lo, up = prof.limit(-1, alpha), prof.limit(+1, alpha)
-            row = (lo[0], up[0], lo[1], up[1], "; ".join(n for n in (lo[2], up[2]) if n))
-            if random_state is None:
-                cache[key] = row
+            try:
+                if budget.reason:
+                    raise _OutOfTime(budget.reason)
+                budget.check("before the profile of " + t.name)
+                prof = CovProfiler(res, t, random_state, budget)
+                lo, up = prof.limit(-1, alpha), prof.limit(+1, alpha)
+            except _OutOfTime:
+                row = (np.nan, np.nan, np.nan, np.nan, f"not computed: {budget.reason}")
+            else:
+                row = (lo[0], up[0], lo[1], up[1], "; ".join(n for n in (lo[2], up[2]) if n))
+                if random_state is None:
+                    cache[key] = row
         rows[t.name] = row
-    return pd.DataFrame.from_dict(rows, orient="index",
-                                  columns=["lower", "upper", "lower_mcse", "upper_mcse", "note"])
+    out = pd.DataFrame.from_dict(rows, orient="index",
+                                 columns=["lower", "upper", "lower_mcse", "upper_mcse", "note"])
+    out.attrs["stopped"] = budget.reason
+    if budget.reason:
+        missing = [n for n in out.index if np.isnan(out.loc[n, "lower"])]
+        warnings.warn(f"profile intervals stopped early: {budget.reason}; the intervals not "
+                      f"found are NaN ({missing}). Allow a larger time_budget (or None), ask "
+                      "for fewer parameters (cols), or use the Wald intervals",
+                      ConvergenceWarning, stacklevel=3)
+    return out
 
 
 def varcorr_profile(results, alpha=0.05, random_state=None):

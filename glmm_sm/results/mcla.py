@@ -551,7 +551,7 @@ class MonteCarloGLMMResults(LikelihoodModelResults, ResultMixin):
             from glmm_sm.inference.profile_cov import cov_profile_conf_int
 
             targets = None if cols is None else param_indices(self, cols)
-            return cov_profile_conf_int(self, alpha, targets, random_state)
+            return cov_profile_conf_int(self, alpha, targets, random_state, time_budget)
         return profile_conf_int(self, alpha, cols, random_state, time_budget, disp)
 
     def profile(self, name, alpha=0.01, n_points=8, random_state=None, time_budget=600.0,

@@ -55,7 +55,8 @@ def fit(name, **options):
         warnings.simplefilter("ignore")
         model = MonteCarloGLMM.from_formula(formula, vc, glmm_sm.datasets.load(data),
                                             family=family)
-        res = model.fit(random_state=seed, disp=False, **({"n_jobs": 1, "sampler": "laplace"} | options))
+        res = model.fit(random_state=seed, disp=False,
+                        **({"n_jobs": 1, "sampler": "laplace"} | options))
     return {"params": _hex(res.params), "bse": _hex(res.bse), "mcse": _hex(res.mcse()),
             "llf": float(res.llf).hex(), "m": int(res.m), "rounds": len(res.fit_log.rounds),
             "boundary": {k: float(v).hex() for k, v in res.fit_log.boundary.items()}}
