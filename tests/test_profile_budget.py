@@ -121,3 +121,20 @@ def test_the_issues_hanging_profile_ends_within_its_budget():
     assert "time budget of 30 s used up" in ci.attrs["stopped"]
     assert np.isnan(ci[["lower", "upper"]].to_numpy()).any()
     assert any("profile intervals stopped early" in str(w.message) for w in caught)
+
+
+def test_profiles_with_a_correlated_term_respect_the_budget(slope_data, monkeypatch):
+    """The correlated terms' profiles (inference/profile_cov.py) stop at the budget too, with
+    NaN ends, the reason in ``note`` and ``attrs["stopped"]``, and a ConvergenceWarning."""
+    model = MonteCarloGLMM.from_formula("y ~ x + (1 + x | g)", None, slope_data,
+                                        family="bernoulli")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = model.fit(random_state=3, disp=False, n_jobs=1)
+    monkeypatch.setattr(profile_module, "time", FakeClock())
+    with pytest.warns(ConvergenceWarning, match=r"profile intervals stopped early: time "
+                                                r"budget of 5 s used up"):
+        ci = res.profile_conf_int(cols=["x", "g Var(x)"], time_budget=5)
+    assert ci.attrs["stopped"].startswith("time budget of 5 s used up")
+    assert np.isnan(ci.loc["g Var(x)", ["lower", "upper"]].to_numpy(dtype=float)).all()
+    assert "time budget of 5 s used up" in ci.loc["g Var(x)", "note"]
