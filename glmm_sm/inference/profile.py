@@ -278,11 +278,26 @@ def maximize(engine, theta0, j, p, gtol=1e-8, maxiter=200, budget=None, nu_floor
                     and _newton_decrement(obj._out) <= DECREMENT_TOL:
                 raise StopIteration
 
-        r = minimize(obj.fun, obj.tr.to_x(theta0[obj.free]), jac=obj.jac, hess=obj.hess,
-                     method="trust-exact", callback=stop,
-                     options={"gtol": gtol, "maxiter": maxiter})
-        obj._eval(r.x)
-        return obj.to_theta(r.x), obj.last, obj.free
+        x0 = obj.tr.to_x(theta0[obj.free])
+        best = {"x": np.array(x0), "f": np.inf}
+
+        def fun(x):
+            f = obj.fun(x)
+            if f < best["f"]:
+                best["x"], best["f"] = np.array(x), f
+            return f
+
+        try:
+            x = minimize(fun, x0, jac=obj.jac, hess=obj.hess,
+                         method="trust-exact", callback=stop,
+                         options={"gtol": gtol, "maxiter": maxiter}).x
+        except (ValueError, OverflowError, np.linalg.LinAlgError):
+            # The trust-region subproblem failed numerically (a Hessian of extreme scale,
+            # as where a fixed effect runs off along a separation): the best point
+            # evaluated (else the start) stands, its own evaluation telling how good it is.
+            x = best["x"]
+        obj._eval(x)
+        return obj.to_theta(x), obj.last, obj.free
     obj._eval(np.zeros(0))
     return theta0, obj.last, obj.free
 
@@ -303,8 +318,8 @@ def _newton_decrement(out):
 
 def own_mcse(ev, m):
     """MCSE of ``l_m`` at one point: ``sqrt(sum_b (1 / ESS_b - 1 / m))``."""
-    if not m:
-        return 0.0
+    if not m or np.all(np.isinf(ev.ess)):
+        return 0.0  # a deterministic (quadrature) engine reports ESS = inf: no Monte Carlo
     # ESS <= m (Cauchy-Schwarz): below 0 only by rounding.
     return float(np.sqrt(np.sum(nonnegative_up_to_rounding(
         1.0 / ev.ess - 1.0 / m, 1.0 / ev.ess, "MCSE of l_m: 1 / ESS - 1 / m"))))

@@ -211,7 +211,9 @@ class CachedObjective:
                     f = self.free
                     g, H, t = g[f], H[np.ix_(f, f)], theta[f]
                 out = (-ev.value, -self.tr.gradient(g, t), -self.tr.hessian(H, g, t))
-            else:
+                # (the chain rule to x can overflow where theta is finite: a trial point)
+                finite = bool(np.all(np.isfinite(out[1])) and np.all(np.isfinite(out[2])))
+            if not finite:
                 out = (np.inf, np.zeros_like(x), np.eye(len(x)))
             self.on_evaluation(theta, out, finite)
             self._x, self._out, self.last = np.array(x), out, ev

@@ -155,8 +155,8 @@ def cases():
         # family
         ("unknown family `\"gamma\"`", lambda: formula(family="gamma")),
         ("unsupported family `Gaussian()`", lambda: formula(family=sm.families.Gaussian())),
-        ("non-canonical link (probit)",
-         lambda: formula(family=sm.families.Binomial(link=sm.families.links.Probit()))),
+        ("unsupported link (binomial with the log link)",
+         lambda: formula(family=sm.families.Binomial(link=sm.families.links.Log()))),
         # fit
         ("`fit(m=0)`", lambda: fit(m=0)),
         ("`fit(m=2.5)`", lambda: fit(m=2.5)),
