@@ -480,14 +480,7 @@ def _third_cumulant(data, eta, h):
     """``w c3(eta)`` (third derivative of the cumulant) from ``h = w c''(eta)``; for a
     non-canonical link the derivative of the observed information ``h`` in ``eta``
     (:meth:`glmm_sm.spec.families.Family.info_derivative`)."""
-    if not data.family.canonical:
-        return data.family.info_derivative(eta, data.wy, data.wn)
-    if data.family.code == 0:
-        # c3 = c'' (1 - 2 expit(eta)) = -c'' tanh(eta / 2), for any number of trials.
-        return -h * np.tanh(0.5 * eta)
-    if data.family.code == 2:  # negative binomial: d h / d eta of the observed h
-        return nb_draw_terms(data.wy, data.wn, eta, data.family.alpha).dh
-    return h
+    return data.family.info_derivative(eta, data.wy, data.wn, h)
 
 
 def laplace_score(system: BlockSystem, beta, nu, mode: ModeResult):

@@ -115,15 +115,17 @@ class Family:
         return (wy * eta - wn * self.cumulant(eta), wy - wn * self.mean(eta),
                 wn * self.variance(eta))
 
-    def info_derivative(self, eta, wy, wn):
+    def info_derivative(self, eta, wy, wn, h=None):
         """``d/deta`` of the observed information of :meth:`obs_terms` (``w`` times the
-        cumulant's third derivative for a canonical link)."""
+        cumulant's third derivative for a canonical link); ``h``: that information where
+        the caller has it (a canonical link's derivative is a multiple of it)."""
         eta = np.asarray(eta, dtype=float)
         if not self.canonical:
             return link_info_derivative(self.kernel, eta, wy, wn)
         if self.code == 2:
             return nb_draw_terms(wy, wn, eta, self.alpha).dh
-        h = wn * self.variance(eta)
+        if h is None:
+            h = wn * self.variance(eta)
         if self.code == 0:
             # c3 = c'' (1 - 2 expit(eta)) = -c'' tanh(eta / 2), for any number of trials.
             return -h * np.tanh(0.5 * eta)

@@ -41,7 +41,7 @@ from glmm_sm.mcla.engine import finish
 from glmm_sm.mcla.kernels import plain as _kernels
 from glmm_sm.mcla.kernels.rb_vector import make_work, rbv_chunk_sums
 from glmm_sm.mcla.kernels.records import Draws, RBBlocks, RBInputs, RBSums, RBVPrior, RBVRule
-from glmm_sm.mcla.partials import DrawShift, PartialSums
+from glmm_sm.mcla.partials import PartialSums
 from glmm_sm.mcla.rb.engine import RBEngine, _combine
 from glmm_sm.mcla.rb.split import AUTO_MIN_Q, RBSampler
 from glmm_sm.mcla.sampler import DrawChunk
@@ -441,16 +441,6 @@ class VectorRBEngine(RBEngine):
     :class:`~glmm_sm.mcla.rb.engine.RBEngine`)."""
 
     kernel = "numba-rb-vector"
-
-    def _shift(self):
-        got = self.__dict__.get("_shift_cache")
-        if got is None and self.sampler.shift:
-            data, smp = self.data, self.sampler
-            Mv = np.where(self.structure.is_a[:, None], 0.0, smp.du_dbeta)
-            got = (DrawShift(data, Mv, smp.beta0),
-                   np.ascontiguousarray(data.X + data.Z @ smp.du_dbeta))
-            self._shift_cache = got
-        return got
 
     def _level_prior(self, nu):
         """``(P (L, r, r), lnorm (L,), Sigma per unit)`` of the integrated levels."""
