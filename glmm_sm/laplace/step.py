@@ -16,6 +16,7 @@ import copy
 from dataclasses import dataclass, field
 
 import numpy as np
+import scipy.sparse as sp
 from scipy.linalg import solve_triangular
 from scipy.optimize import minimize
 from threadpoolctl import threadpool_limits
@@ -27,23 +28,277 @@ from glmm_sm.spec.params import ParamTransform
 
 __all__ = ["BlockSystem", "ModeResult", "conditional_mode", "laplace_loglike", "laplace_score",
            "laplace_fit", "mode_derivatives", "glm_start", "robust_cholesky", "spd_solve",
-           "checked_cholesky",
+           "checked_cholesky", "SchurBlock", "SchurFactor", "schur_blocks", "SCHUR_MIN_Q", "SCHUR_MAX_REST",
            "LaplaceFit", "family_system", "split_params"]
 
 LOGNU_BOUNDS = (np.log(1e-8), np.log(1e8))
+
+#: Blocks of at least this many effects are factored through a Schur complement
+#: (:class:`SchurFactor`) where one scalar component's part of the precision is diagonal
+#: (every observation of the block loads on at most one of its levels: the groups of a
+#: groups x items design).  A dense factor of such a block costs ``q^2`` memory and ``q^3 / 3``
+#: flops per evaluation (800 MB and 3e11 flops at q = 10,020).
+SCHUR_MIN_Q = 500
+#: ... provided the other effects of the block (the dense Schur complement's dimension) are
+#: at most this many.
+SCHUR_MAX_REST = 2000
+#: Rows per chunk of the Schur blocks' leverages (bounds the working set to this many rows
+#: times the Schur complement's dimension).
+SCHUR_CHUNK_ROWS = 65536
+
+
+@dataclass
+class SchurBlock:
+    """The fixed pattern of one block factored through a Schur complement.
+
+    The block's effects are ordered ``cols = (a_cols, v_cols)``: the levels ``a`` of a scalar
+    component on which every observation loads at most once (so that ``P_aa`` is diagonal),
+    then the other effects ``v``.  With ``P_aa = diag(d)``, ``B = P_av`` and the Schur
+    complement ``S = P_vv - B' diag(1/d) B``, ``det P = prod(d) det S`` and every solve,
+    draw and leverage costs ``O(rows + nonzeros)`` plus ``O(n_v^3)``.
+
+    Attributes
+    ----------
+    block : int
+    component : int
+        The component of the ``a`` levels.
+    a_cols, v_cols, cols : ndarray of int
+        Layout columns (``cols`` their concatenation, the block-local order of
+        :class:`SchurFactor`).
+    row0, row1 : int
+        The block's rows (layout order).
+    a_of_row, za : ndarray
+        Per row of the block, its ``a`` level (index into ``a_cols``; -1 for none) and its
+        coefficient there (0 for none).
+    Zv : scipy.sparse.csr_matrix (rows, n_v)
+        The block's rows of ``Z`` on ``v_cols``.
+    """
+
+    block: int
+    component: int
+    a_cols: np.ndarray
+    v_cols: np.ndarray
+    cols: np.ndarray
+    row0: int
+    row1: int
+    a_of_row: np.ndarray
+    za: np.ndarray
+    Zv: object
+
+    @property
+    def n_a(self) -> int:
+        return len(self.a_cols)
+
+    @property
+    def Za(self):
+        """The block's rows of ``Z`` on ``a_cols`` (CSR, at most one entry per row)."""
+        has = self.a_of_row >= 0
+        n = self.row1 - self.row0
+        return sp.csr_matrix((self.za[has], (np.flatnonzero(has), self.a_of_row[has])),
+                             shape=(n, self.n_a))
+
+
+@dataclass
+class SchurFactor:
+    """A :class:`SchurBlock`'s precision ``P = [[diag(d), B], [B', P_vv]]`` at one point,
+    factored through ``S = P_vv - B' diag(1/d) B = L L'``.
+
+    Attributes
+    ----------
+    d : ndarray (n_a,)
+        ``P_aa``'s diagonal.
+    B : scipy.sparse.csr_matrix (n_a, n_v)
+        ``P_av``.
+    L : ndarray (n_v, n_v)
+        Lower Cholesky factor of ``S``; where ``ok`` is false, that of a jittered matrix
+        (:func:`robust_cholesky`), with ``d`` replaced where it is not positive (a usable
+        scale for Newton steps and proposals, never in a log-likelihood).
+    ok : bool
+        ``P`` is finite and positive definite in floating point (every ``d > 0`` and ``S``
+        factored).
+    """
+
+    d: np.ndarray
+    B: object
+    L: np.ndarray
+    ok: bool
+
+    @classmethod
+    def build(cls, sb: SchurBlock, h, dinv):
+        """The factor at the per-row weights ``h`` (``w c''``, the whole layout's) and the
+        prior precision's diagonal ``dinv`` (layout order)."""
+        hb = h[sb.row0 : sb.row1]
+        has = sb.a_of_row >= 0
+        d = np.bincount(sb.a_of_row[has], weights=hb[has] * sb.za[has] ** 2,
+                        minlength=sb.n_a) + dinv[sb.a_cols]
+        Hv = sp.csr_matrix(sb.Zv.multiply(hb[:, None]))
+        B = sp.csr_matrix((sb.Za.T @ Hv))
+        Pvv = np.asarray((sb.Zv.T @ Hv).toarray()) + np.diag(dinv[sb.v_cols])
+        ok = bool(np.all(np.isfinite(d)) and np.all(d > 0))
+        if not ok:
+            fin = np.isfinite(d) & (d > 0)
+            big = float(np.max(np.abs(d[np.isfinite(d)]))) if np.isfinite(d).any() else 1.0
+            d = np.where(fin, d, max(big, 1e-300))
+        DiB = sp.diags(1.0 / d) @ B
+        S = Pvv - np.asarray((B.T @ DiB).toarray())
+        S = 0.5 * (S + S.T)
+        if S.shape[0] == 0:
+            return cls(d, B, np.zeros((0, 0)), ok)
+        L, ok_s = checked_cholesky(S[None])
+        return cls(d, B, L[0], bool(ok and ok_s[0]))
+
+    @property
+    def n_a(self) -> int:
+        return len(self.d)
+
+    @property
+    def logdet(self) -> float:
+        """``log det P`` (meaningful where ``ok``)."""
+        return float(np.log(self.d).sum() + 2.0 * np.log(np.diag(self.L)).sum())
+
+    def solve(self, R):
+        """``P^{-1} R`` for ``R`` of shape ``(n_a + n_v,)`` or ``(n_a + n_v, k)``."""
+        R = np.asarray(R, dtype=float)
+        na = self.n_a
+        ra, rv = R[:na], R[na:]
+        dd = self.d if R.ndim == 1 else self.d[:, None]
+        t = rv - self.B.T @ (ra / dd)
+        xv = _tri_solve(self.L, _tri_solve(self.L, t[..., None] if R.ndim == 1 else t),
+                        trans=True)
+        if R.ndim == 1:
+            xv = xv[:, 0]
+        xa = (ra - self.B @ xv) / dd
+        return np.concatenate([xa, xv])
+
+    def color(self, Zs):
+        """``x`` with ``x' P x = z' z``, for standard normal ``z`` ((n_a + n_v, k)): then
+        ``x ~ N(0, P^{-1})``.  ``x_v = L^{-T} z_v`` and ``x_a = (z_a / sqrt(d)) - B x_v / d``
+        (the conditional of ``a`` given ``v``)."""
+        na = self.n_a
+        xv = _tri_solve(self.L, Zs[na:], trans=True)
+        xa = Zs[:na] / np.sqrt(self.d)[:, None] - (self.B @ xv) / self.d[:, None]
+        return np.concatenate([xa, xv])
+
+    def whiten(self, X):
+        """``z`` with ``z' z = x' P x`` (the inverse of :meth:`color`)."""
+        na = self.n_a
+        zv = self.L.T @ X[na:]
+        za = np.sqrt(self.d)[:, None] * X[:na] + (self.B @ X[na:]) / np.sqrt(self.d)[:, None]
+        return np.concatenate([za, zv])
+
+    def inv_diag(self):
+        """The diagonal of ``P^{-1}`` (block-local order)."""
+        na = self.n_a
+        out = np.empty(na + self.L.shape[0])
+        if self.L.shape[0]:
+            Li = _tri_solve(self.L, np.eye(self.L.shape[0]))
+            out[na:] = np.einsum("ij,ij->j", Li, Li)
+            # (P^-1)_aa = 1/d + diag(D^-1 B S^-1 B' D^-1), row by row.
+            W = _tri_solve(self.L, np.asarray((self.B.T @ sp.diags(1.0 / self.d)).toarray()))
+            out[:na] = 1.0 / self.d + np.einsum("ij,ij->j", W, W)
+        else:
+            out[:na] = 1.0 / self.d
+        return out
+
+    def inv_vv(self):
+        """``(P^{-1})_vv = S^{-1}``."""
+        Li = _tri_solve(self.L, np.eye(self.L.shape[0]))
+        return Li.T @ Li
+
+    def leverage(self, sb: SchurBlock):
+        """``z_i' P^{-1} z_i`` for each row ``i`` of the block: with
+        ``w_i = z_iv - B' z_ia / d`` (the row's loadings given ``a``),
+        ``z_ia^2 / d_a + |L^{-1} w_i|^2``; in chunks of :data:`SCHUR_CHUNK_ROWS` rows."""
+        n = sb.row1 - sb.row0
+        has = sb.a_of_row >= 0
+        out = np.zeros(n)
+        out[has] = sb.za[has] ** 2 / self.d[sb.a_of_row[has]]
+        if not self.L.shape[0]:
+            return out
+        Za = sb.Za
+        DiB = sp.csr_matrix(sp.diags(1.0 / self.d) @ self.B)
+        for r0 in range(0, n, SCHUR_CHUNK_ROWS):
+            r1 = min(n, r0 + SCHUR_CHUNK_ROWS)
+            W = np.asarray((sb.Zv[r0:r1] - Za[r0:r1] @ DiB).toarray())
+            Y = _tri_solve(self.L, W.T)
+            out[r0:r1] += np.einsum("ij,ij->j", Y, Y)
+        return out
+
+
+def schur_blocks(data: LayoutData, min_q=SCHUR_MIN_Q, max_rest=SCHUR_MAX_REST):
+    """The blocks of ``data`` factored through a Schur complement (list of
+    :class:`SchurBlock`).
+
+    A block qualifies with at least ``min_q`` effects and a scalar component of which every
+    observation of the block loads on at most one column, leaving at most ``max_rest``
+    other effects; among such components, the one with the most columns in the block (the
+    rule of the Rao-Blackwellized split, so that both integrate the same levels).  Models
+    with correlated terms (an off-diagonal prior precision) are factored densely.
+    """
+    if data.cov.has_vector or data.q == 0:
+        return []
+    qb = np.diff(data.col_ptr)
+    out = []
+    Z = data.Z
+    for b in np.flatnonzero(qb >= min_q):
+        r0, r1 = int(data.obs_ptr[b]), int(data.obs_ptr[b + 1])
+        c0 = int(data.col_ptr[b])
+        Zb = Z[r0:r1]
+        comp = data.ident[Zb.indices]
+        rows = np.repeat(np.arange(r1 - r0), np.diff(Zb.indptr))
+        counts = np.zeros((r1 - r0, data.k_vc), dtype=np.int64)
+        np.add.at(counts, (rows, comp), 1)
+        most = counts.max(axis=0) if r1 > r0 else np.zeros(data.k_vc, np.int64)
+        ok = (most <= 1) & (data.qbt[b] > 0)
+        if not ok.any():
+            continue
+        best = np.flatnonzero(ok)
+        t = int(best[np.argmax(data.qbt[b, best])])
+        cols = np.arange(c0, int(data.col_ptr[b + 1]))
+        is_a = data.ident[cols] == t
+        a_cols, v_cols = cols[is_a], cols[~is_a]
+        if len(v_cols) > max_rest:
+            continue
+        pos = np.full(data.q, -1)
+        pos[a_cols] = np.arange(len(a_cols))
+        in_a = comp == t
+        a_of_row = np.full(r1 - r0, -1, dtype=np.int64)
+        za = np.zeros(r1 - r0)
+        a_of_row[rows[in_a]] = pos[Zb.indices[in_a]]
+        za[rows[in_a]] = Zb.data[in_a]
+        vpos = np.full(data.q, -1)
+        vpos[v_cols] = np.arange(len(v_cols))
+        Zv = sp.csr_matrix((Zb.data[~in_a], (rows[~in_a], vpos[Zb.indices[~in_a]])),
+                           shape=(r1 - r0, len(v_cols)))
+        out.append(SchurBlock(int(b), t, a_cols, v_cols, np.concatenate([a_cols, v_cols]),
+                              r0, r1, a_of_row, za, Zv))
+    return out
 
 
 class BlockSystem:
     """Block-diagonal linear algebra for one layout, batched over blocks of equal size.
 
     Blocks are grouped by their number of random effects ``qs``; each group's precision
-    matrices are one stacked array of shape ``(n_g, qs, qs)``.
+    matrices are one stacked array of shape ``(n_g, qs, qs)``.  Large blocks with a diagonal
+    part (:func:`schur_blocks`) are in no group: they are listed in ``schur`` and factored
+    through their Schur complement (:class:`SchurFactor`).
+
+    Parameters
+    ----------
+    data : LayoutData
+    schur_min_q : int, optional
+        :func:`schur_blocks`'s ``min_q`` (default :data:`SCHUR_MIN_Q`); ``None`` or a number
+        above every block's size factors every block densely.
     """
 
-    def __init__(self, data: LayoutData):
+    def __init__(self, data: LayoutData, schur_min_q=SCHUR_MIN_Q):
         self.data = data
         col_ptr = data.col_ptr
-        qb = np.diff(col_ptr)
+        qb = np.diff(col_ptr).copy()
+        self.schur = [] if schur_min_q is None else schur_blocks(data, schur_min_q)
+        in_schur = np.zeros(len(qb), dtype=bool)
+        in_schur[[sb.block for sb in self.schur]] = True
+        qb[in_schur] = 0
         self.groups = []  # (qs, block ids, layout column index array (n_g, qs))
         sizes = sorted(set(qb[qb > 0].tolist()))
         group_of_block = np.full(len(qb), -1)
@@ -63,7 +318,8 @@ class BlockSystem:
         Z = data.Z
         tgt, obs, val = [], [], []
         group_qs = np.array([qs for qs, _, _ in self.groups] or [0])
-        nnz_row = np.diff(Z.indptr)
+        nnz_row = np.diff(Z.indptr).copy()
+        nnz_row[in_schur[data.block_of_obs]] = 0
         for k in np.unique(nnz_row[nnz_row > 0]):
             rsel = np.flatnonzero(nnz_row == k)
             starts = Z.indptr[rsel]
@@ -84,6 +340,12 @@ class BlockSystem:
         self.pair_val = np.concatenate(val) if val else np.zeros(0)
         self.pair_obs = np.concatenate(obs) if obs else np.zeros(0, np.int64)
         self.total = offsets[-1]
+
+    def schur_factors(self, h, dinv):
+        """:class:`SchurFactor` of each of ``schur`` at the weights ``h`` and prior precision
+        ``dinv`` (a :class:`~glmm_sm.laplace.prior.PriorPrecision` or its diagonal)."""
+        d = dinv.dinv if isinstance(dinv, PriorPrecision) else dinv
+        return [SchurFactor.build(sb, h, d) for sb in self.schur]
 
     def ztwz(self, h):
         """Stacked ``Z_b' diag(h) Z_b`` per group."""
@@ -256,6 +518,9 @@ class ModeResult:
     not_pd : ndarray of int
         Blocks whose precision did not factor: their ``chol`` is that of a jittered matrix
         (usable as a proposal's scale, never in a log-likelihood).
+    schur : list of SchurFactor
+        The factors of the system's ``schur`` blocks (:class:`BlockSystem`), in its order;
+        those blocks have no entry in ``chol``.
     """
 
     u: np.ndarray
@@ -264,6 +529,7 @@ class ModeResult:
     logdet_block: np.ndarray
     converged: bool
     not_pd: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    schur: list = field(default_factory=list)
 
 
 def _block_objective(data, xb, u, prior):
@@ -318,6 +584,8 @@ def conditional_mode(system: BlockSystem, beta, nu, u0=None, maxiter=100, tol=1e
         step = np.zeros_like(u)
         for (_, _, cols), M in zip(system.groups, P, strict=True):
             step[cols] = spd_solve(M, grad[cols])
+        for sb, fac in zip(system.schur, system.schur_factors(h, dinv), strict=True):
+            step[sb.cols] = fac.solve(grad[sb.cols])
         dec = np.bincount(data.block_of_col, weights=grad * step, minlength=data.n_blocks)
         if dec.max() < tol:
             converged = True
@@ -359,10 +627,14 @@ def conditional_mode(system: BlockSystem, beta, nu, u0=None, maxiter=100, tol=1e
         chol.append(L)
         logdet[ids] = 2.0 * np.log(np.diagonal(L, axis1=1, axis2=2)).sum(axis=1)
         bad[ids[~ok]] = True
+    schur = system.schur_factors(h, dinv)
+    for sb, fac in zip(system.schur, schur, strict=True):
+        logdet[sb.block] = fac.logdet if fac.ok else 0.0
+        bad[sb.block] = not fac.ok
     # A precision that does not factor has no log-determinant: the Laplace value is -inf
     # there (a trial point the optimizer is turned back from), never a jittered number.
     logdet[bad] = np.inf
-    return ModeResult(u, chol, obj, logdet, converged, np.flatnonzero(bad))
+    return ModeResult(u, chol, obj, logdet, converged, np.flatnonzero(bad), schur)
 
 
 def family_system(system: BlockSystem, alpha):
@@ -416,11 +688,16 @@ def _precision_inverses(mode):
     return out
 
 
-def _apply_blocks(system, mats, R):
-    """``blockdiag(mats) @ R`` for ``R`` of shape ``(q, k)`` in layout order."""
+def _apply_blocks(system, mats, R, mode=None):
+    """``blockdiag(mats) @ R`` for ``R`` of shape ``(q, k)`` in layout order; the
+    system's Schur blocks get ``P^{-1} R`` from ``mode.schur`` (``mats`` holding the dense
+    groups' ``P^{-1}``)."""
     out = np.empty_like(R)
     for (_, _, cols), M in zip(system.groups, mats, strict=True):
         out[cols] = M @ R[cols]
+    if system.schur:
+        for sb, fac in zip(system.schur, mode.schur, strict=True):
+            out[sb.cols] = fac.solve(R[sb.cols])
     return out
 
 
@@ -431,16 +708,16 @@ def _mode_pieces(system, beta, nu, mode, nu_derivs=True):
     _, r, h = data.loglik_terms(eta)
     pinv = _precision_inverses(mode)
     zthx = np.asarray(data.Z.T @ (h[:, None] * data.X))
-    du_dbeta = -_apply_blocks(system, pinv, zthx)
+    du_dbeta = -_apply_blocks(system, pinv, zthx, mode)
     du_dnu = None
     if nu_derivs and data.cov.has_vector:
         dP = data.cov.precision_derivatives(nu, data.pairs, data.ident)
         E = -np.stack([np.asarray(D @ mode.u) for D in dP], axis=1)
-        du_dnu = _apply_blocks(system, pinv, E)
+        du_dnu = _apply_blocks(system, pinv, E, mode)
     elif nu_derivs:
         E = np.zeros((data.q, data.k_vc))
         E[np.arange(data.q), data.ident] = mode.u / nu[data.ident] ** 2
-        du_dnu = _apply_blocks(system, pinv, E)
+        du_dnu = _apply_blocks(system, pinv, E, mode)
     return eta, r, h, pinv, du_dbeta, du_dnu
 
 
@@ -513,28 +790,33 @@ def laplace_score(system: BlockSystem, beta, nu, mode: ModeResult):
     eta, r, h, pinv, du_dbeta, du_dnu = _mode_pieces(system, beta, nu, mode)
     flat = np.concatenate([M.ravel() for M in pinv]) if pinv else np.zeros(0)
     lev = np.bincount(system.pair_obs, weights=system.pair_val * flat[system.pair_target],
-                      minlength=len(eta))
+                      minlength=len(eta)).astype(np.float64, copy=False)  # (int when empty)
+    for sb, fac in zip(system.schur, mode.schur, strict=True):
+        lev[sb.row0 : sb.row1] = fac.leverage(sb)
     a = _third_cumulant(data, eta, h) * lev
     gb = data.X.T @ r - 0.5 * (data.X + data.Z @ du_dbeta).T @ a
     if data.cov.has_vector:
         out = [gb, vector_laplace_score(system, nu, mode, flat, du_dnu, a)]
         if data.k_fam:
-            out.append([_laplace_alpha_score(system, eta, pinv, lev, a)])
+            out.append([_laplace_alpha_score(system, eta, pinv, lev, a, mode)])
         return np.concatenate(out)
     T = data.k_vc
     diag = np.zeros(data.q)
     for (_, _, cols), M in zip(system.groups, pinv, strict=True):
         diag[cols] = np.diagonal(M, axis1=1, axis2=2)
+    for sb, fac in zip(system.schur, mode.schur, strict=True):
+        diag[sb.cols] = fac.inv_diag()
     uu = np.bincount(data.ident, weights=mode.u**2, minlength=T)
     tr = np.bincount(data.ident, weights=diag, minlength=T)
     qt = data.qbt.sum(axis=0)
     gn = 0.5 * (uu + tr) / nu**2 - 0.5 * qt / nu - 0.5 * np.asarray(data.Z @ du_dnu).T @ a
     if data.k_fam:
-        return np.concatenate([gb, gn, [_laplace_alpha_score(system, eta, pinv, lev, a)]])
+        return np.concatenate([gb, gn, [_laplace_alpha_score(system, eta, pinv, lev, a,
+                                                             mode)]])
     return np.concatenate([gb, gn])
 
 
-def _laplace_alpha_score(system, eta, pinv, lev, a):
+def _laplace_alpha_score(system, eta, pinv, lev, a, mode=None):
     """The negative binomial's ``d/d alpha`` of :func:`laplace_loglike` at the mode:
     ``sum la + k'(alpha) - 1/2 sum_i s_i (ha_i + dh_i (Z du/dalpha)_i)`` with
     ``du/dalpha = P^{-1} Z' lea`` (implicit function theorem), ``s_i`` the conditional
@@ -542,7 +824,7 @@ def _laplace_alpha_score(system, eta, pinv, lev, a):
     :func:`~glmm_sm.spec.families.nb_draw_terms`."""
     data = system.data
     t = nb_draw_terms(data.wy, data.wn, eta, data.family.alpha)
-    du = _apply_blocks(system, pinv, np.asarray(data.Z.T @ t.lea)[:, None])[:, 0]
+    du = _apply_blocks(system, pinv, np.asarray(data.Z.T @ t.lea)[:, None], mode)[:, 0]
     k1 = nb_constant(data.y, data.wn, data.family.alpha)[1]
     return float(t.la.sum() + k1 - 0.5 * (lev @ t.ha) - 0.5 * (data.Z @ du) @ a)
 
