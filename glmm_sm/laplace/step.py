@@ -203,7 +203,8 @@ class SchurFactor:
     def inv_vv(self):
         """``(P^{-1})_vv = S^{-1}``."""
         Li = _tri_solve(self.L, np.eye(self.L.shape[0]))
-        return Li.T @ Li
+        M = Li.T @ Li
+        return 0.5 * (M + M.T)
 
     def leverage(self, sb: SchurBlock):
         """``z_i' P^{-1} z_i`` for each row ``i`` of the block: with

@@ -100,6 +100,10 @@ class _BlockSampler:
             E = np.zeros((len(cols), data.k_vc, qs))
             E[np.arange(len(cols))[:, None], data.ident[cols], np.arange(qs)[None, :]] = 1.0
             self.indicator.append(E)
+        # Blocks factored through a Schur complement (BlockSystem.schur): drawn with their
+        # SchurFactor (never a dense root); log det P / 2 from it.
+        self.schur = list(mode.schur)
+        self.schur_half_logdet = [0.5 * f.logdet for f in self.schur]
 
     @property
     def data(self):
@@ -118,11 +122,20 @@ class _BlockSampler:
             U[cols] = u
             logf[ids] = lf
             S[ids, :T] = self.indicator[g] @ (u * u)
+        for k, sb in enumerate(self.system.schur):
+            u, lf = self._schur_draws(rng, k, size)
+            U[sb.cols] = u
+            logf[sb.block] = lf
+            S[sb.block, :T] = 0.0
+            np.add.at(S[sb.block], data.ident[sb.cols], u * u)
         if data.n_s > T:
             S[:, T:] = data.cross_sums(U)
         return DrawChunk(U, logf, S)
 
     def _group_draws(self, rng, g, size):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _schur_draws(self, rng, k, size):  # pragma: no cover - abstract
         raise NotImplementedError
 
 
@@ -170,13 +183,30 @@ class LaplaceSampler(_BlockSampler):
         d2 = np.einsum("gjk,gjk->gk", z, z)
         u = self.root[g] @ z
         u += self.u_hat[cols][:, :, None]  # in place: one (effects x draws) array less
-        hl = self.half_logdet[g][:, None]
+        return u, self._log_density(qs, self.half_logdet[g][:, None], d2)
+
+    def _log_density(self, qs, hl, d2):
+        """The mixture's log density at draws whose standardized squared norm is ``d2``."""
         log_n = -0.5 * qs * LOG2PI + hl - 0.5 * d2
         if self.t_weight == 0.0:
-            return u, log_n
+            return log_n
         log_t = _log_t_norm(self.df, qs) + hl - 0.5 * (self.df + qs) * np.log1p(d2 / self.df)
-        lf = np.logaddexp(np.log1p(-self.t_weight) + log_n, np.log(self.t_weight) + log_t)
-        return u, lf
+        return np.logaddexp(np.log1p(-self.t_weight) + log_n, np.log(self.t_weight) + log_t)
+
+    def _schur_draws(self, rng, k, size):
+        """A Schur block's draws (:class:`~glmm_sm.laplace.step.SchurFactor`), as
+        :meth:`_group_draws`'s for one block."""
+        sb, fac = self.system.schur[k], self.schur[k]
+        qs = sb.cols.size
+        n_t = stratified_counts([1.0 - self.t_weight, self.t_weight], size)[1]
+        z = rng.standard_normal((qs, size))
+        if n_t:
+            chi = rng.chisquare(self.df, n_t)
+            z[:, size - n_t :] /= np.sqrt(chi / self.df)[None, :]
+        d2 = np.einsum("jk,jk->k", z, z)
+        u = fac.color(z)
+        u += self.u_hat[sb.cols][:, None]
+        return u, self._log_density(qs, self.schur_half_logdet[k], d2)
 
 
 class GlmmSampler(_BlockSampler):
@@ -237,3 +267,33 @@ class GlmmSampler(_BlockSampler):
         terms = np.stack([lp[0] + lg1, lp[1] + lg2, lp[2] + lg3])
         lf = np.logaddexp.reduce(terms[self.probs > 0], axis=0)
         return u, lf
+
+    def _schur_draws(self, rng, k, size):
+        """A Schur block's draws (:class:`~glmm_sm.laplace.step.SchurFactor`), as
+        :meth:`_group_draws`'s for one block."""
+        sb, fac = self.system.schur[k], self.schur[k]
+        qs = sb.cols.size
+        n1, n2, _ = stratified_counts(self.probs, size)
+        d = self.col_var[self.data.ident[sb.cols]][:, None]  # (qs, 1)
+        sd = np.sqrt(d)
+        center = self.u_hat[sb.cols][:, None]
+        z = rng.standard_normal((qs, size))
+        chi = rng.chisquare(self.df, n1)
+        u = np.empty_like(z)
+        u[:, :n1] = sd * z[:, :n1] / np.sqrt(chi / self.df)[None, :]
+        u[:, n1 : n1 + n2] = center + sd * z[:, n1 : n1 + n2]
+        u[:, n1 + n2 :] = center + fac.color(z[:, n1 + n2 :])
+        half_logdet_d = 0.5 * np.log(d[:, 0]).sum()
+        dev = u - center
+        q1 = np.einsum("jk,jk->k", u, u / d)
+        q2 = np.einsum("jk,jk->k", dev, dev / d)
+        w3 = fac.whiten(dev)
+        q3 = np.einsum("jk,jk->k", w3, w3)
+        lg1 = (_log_t_norm(self.df, qs) - half_logdet_d
+               - 0.5 * (self.df + qs) * np.log1p(q1 / self.df))
+        lg2 = -0.5 * qs * LOG2PI - half_logdet_d - 0.5 * q2
+        lg3 = -0.5 * qs * LOG2PI + self.schur_half_logdet[k] - 0.5 * q3
+        with np.errstate(divide="ignore"):
+            lp = np.log(self.probs)
+        terms = np.stack([lp[0] + lg1, lp[1] + lg2, lp[2] + lg3])
+        return u, np.logaddexp.reduce(terms[self.probs > 0], axis=0)

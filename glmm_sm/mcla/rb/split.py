@@ -269,6 +269,8 @@ class RBSampler:
                     ccol.extend(cb[v_loc][nz].tolist())
                     cval.extend(c[nz].tolist())
                 self._v_marginal(b, cb[v_loc], Pb, v_loc)
+        for sb, fac in zip(system.schur, mode.schur, strict=True):
+            self._schur_block(sb, fac, lev_of_col, (crow, ccol, cval))
         C = sp.csr_matrix((cval, (crow, ccol)), shape=(L, data.q))
         C.sort_indices()
         self.cptr, self.cidx = C.indptr.astype(np.int64), C.indices.astype(np.int64)
@@ -284,6 +286,37 @@ class RBSampler:
         root = np.linalg.cholesky(0.5 * (cov + cov.T)) if v_loc.size else np.zeros((0, 0))
         self.v_cols[b], self.v_root[b] = np.asarray(vcols, np.int64), root
         self.v_half_logdet[b] = -float(np.log(np.diag(root)).sum()) if v_loc.size else 0.0
+
+    def _schur_block(self, sb, fac, lev_of_col, coo):
+        """:meth:`_per_block` for a block factored through its Schur complement
+        (:class:`~glmm_sm.laplace.step.SchurFactor`), whose diagonal part is the integrated
+        component: level ``a``'s rule has ``s_a = d_a^{-1/2}`` and ``c_a = -B_a / d_a``, and
+        the sampled effects' marginal covariance is ``S^{-1}``, all without the dense
+        precision."""
+        st = self.structure
+        if not (np.all(st.is_a[sb.a_cols]) and not np.any(st.is_a[sb.v_cols])):
+            raise ValueError(f"block {sb.block}: the Rao-Blackwellized split integrates other "
+                             "effects than the block's Schur factorization takes as diagonal; "
+                             "pass rao_blackwell=False")
+        crow, ccol, cval = coo
+        lv = lev_of_col[sb.a_cols]
+        self.s[lv] = 1.0 / np.sqrt(fac.d)
+        Bc = fac.B.tocoo()
+        c = -Bc.data / fac.d[Bc.row]
+        self.m0[lv] = self.u_hat[sb.a_cols] - np.bincount(
+            Bc.row, weights=c * self.u_hat[sb.v_cols][Bc.col], minlength=sb.n_a)
+        nz = c != 0
+        crow.extend(lv[Bc.row[nz]].tolist())
+        ccol.extend(sb.v_cols[Bc.col[nz]].tolist())
+        cval.extend(c[nz].tolist())
+        while len(self.v_cols) <= sb.block:
+            self.v_cols.append(np.zeros(0, np.int64))
+            self.v_root.append(np.zeros((0, 0)))
+            self.v_half_logdet.append(0.0)
+        nv = sb.v_cols.size
+        root = np.linalg.cholesky(fac.inv_vv()) if nv else np.zeros((0, 0))
+        self.v_cols[sb.block], self.v_root[sb.block] = np.asarray(sb.v_cols, np.int64), root
+        self.v_half_logdet[sb.block] = -float(np.log(np.diag(root)).sum()) if nv else 0.0
 
     def _adapt(self, moments):
         """Centre and spread the sampled effects' proposal at the mode and curvature of
