@@ -26,6 +26,12 @@ estimates with their standard errors against the truth.  The growth exponent is 
 of log(time) and log(memory) against log(n) between consecutive sizes and over all of
 them.  ``--nice`` runs the children under ``nice -n 19`` (the machine is shared).
 
+``--r`` also fits each data set with glmer (Laplace, ``nAGQ = 1``) and glmmTMB, one R
+process per fit (``benchmarks/r_scale.R``, on the same simulated data written to a CSV
+file), measured the same way: the process's CPU time and peak resident memory (R, lme4 and
+glmmTMB loaded, the CSV read: about 150-250 MB), and the fit's own CPU seconds
+(``proc.time`` around the call).
+
 Numba's on-disk cache is used as it is (run once before timing, or pass ``--warm`` to run
 one small fit first).
 """
@@ -153,6 +159,63 @@ def run_child(name, n, seed, nice, sampler=None):
     return rec
 
 
+R_ENGINES = ("glmer", "glmmTMB")
+
+
+def run_r(name, n, engine, nice):
+    """One R fit (``benchmarks/r_scale.R``) of model ``name`` at ``n`` rows, measured as
+    :func:`run_child` measures a glmm_sm fit."""
+    import shutil
+
+    rec = {"model": f"{name} [{engine}]", "n": n, "engine": engine}
+    if shutil.which("Rscript") is None:
+        return {**rec, "error": ["Rscript not found"], "wall_s": 0.0, "cpu_s": 0.0,
+                "peak_mb": 0.0}
+    with tempfile.TemporaryDirectory() as tmp:
+        src, out = os.path.join(tmp, "d.csv"), os.path.join(tmp, "r.json")
+        simulate(name, n).to_csv(src, index=False)
+        cmd = ["Rscript", os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                       "r_scale.R"), src, MODELS[name]["formula"], engine, out]
+        if nice:
+            cmd = ["nice", "-n", "19"] + cmd
+        t0 = time.perf_counter()
+        with tempfile.TemporaryFile("w+") as errf:
+            p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=errf)
+            _, status, ru = os.wait4(p.pid, 0)
+            errf.seek(0)
+            err = errf.read()
+        rc = os.waitstatus_to_exitcode(status)
+        rec.update({"wall_s": time.perf_counter() - t0, "cpu_s": ru.ru_utime + ru.ru_stime,
+                    "peak_mb": ru.ru_maxrss / 1024.0, "rc": rc})
+        if rc == 0 and os.path.exists(out):
+            with open(out) as fh:
+                rec["r"] = json.load(fh)
+        else:
+            rec["error"] = err.strip().splitlines()[-5:]
+    return rec
+
+
+def report_r(recs):
+    """The R fits' table and estimates."""
+    if not recs:
+        return
+    print("\n| engine | model | n | wall s | CPU s (process) | CPU s (fit) | peak MB |")
+    print("|---|---|---|---|---|---|---|")
+    for r in recs:
+        fit = "" if "r" not in r else f"{r['r']['cpu_s']:.1f}"
+        err = "" if "error" not in r else f" failed: {' '.join(r['error'])[-200:]}"
+        print(f"| {r['engine']} | {r['model'].split(' [')[0]} | {r['n']:,} | {r['wall_s']:.1f} "
+              f"| {r['cpu_s']:.1f} | {fit} | {r['peak_mb']:.0f}{err} |")
+    for r in recs:
+        if "r" not in r:
+            continue
+        est = {**r["r"]["fixef"], **r["r"]["varcomp"]}
+        print(f"- {r['model']} n={r['n']:,}: " + ", ".join(
+            f"{k} {v:.3f}" + (f" ({r['r']['se'][k]:.3f})" if k in r["r"]["se"] else "")
+            for k, v in est.items()) + f"; {r['r']['versions']['R']}, lme4 "
+            f"{r['r']['versions']['lme4']}, glmmTMB {r['r']['versions']['glmmTMB']}")
+
+
 def _slope(xs, ys):
     lx, ly = np.log(xs), np.log(ys)
     return float(np.polyfit(lx, ly, 1)[0]) if len(xs) > 1 else float("nan")
@@ -205,6 +268,8 @@ def main():
     ap.add_argument("--warm", action="store_true", help="one small fit first (numba cache)")
     ap.add_argument("--sampler", help="fit(sampler=...) (default: the fit's default)")
     ap.add_argument("--json", help="append every record to this file (JSON lines)")
+    ap.add_argument("--r", action="store_true",
+                    help="also glmer and glmmTMB on the same data (benchmarks/r_scale.R)")
     a = ap.parse_args()
     if a.child:
         child(a.child[0], int(a.child[1]), int(a.child[2]), a.sampler)
@@ -212,9 +277,17 @@ def main():
     if a.warm:
         for name in a.models:
             run_child(name, 2000, a.seed, a.nice, a.sampler)
-    recs = []
+    recs, r_recs = [], []
     for name in a.models:
         for n in a.n:
+            for engine in R_ENGINES if a.r else ():
+                rec = run_r(name, int(n), engine, a.nice)
+                print(json.dumps({k: rec.get(k) for k in ("model", "n", "wall_s", "cpu_s",
+                                                           "peak_mb", "error")}), flush=True)
+                r_recs.append(rec)
+                if a.json:
+                    with open(a.json, "a") as fh:
+                        fh.write(json.dumps(rec) + "\n")
             rec = run_child(name, int(n), a.seed, a.nice, a.sampler)
             print(json.dumps({k: rec.get(k) for k in ("model", "n", "wall_s", "cpu_s",
                                                        "peak_mb", "m", "rounds",
@@ -225,6 +298,7 @@ def main():
                 with open(a.json, "a") as fh:
                     fh.write(json.dumps(rec) + "\n")
     report(recs)
+    report_r(r_recs)
 
 
 if __name__ == "__main__":
