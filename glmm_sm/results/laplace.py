@@ -14,6 +14,7 @@ conditional mode with covariance ``P^{-1}``, ``P = Z' W Z + D^{-1}`` (lme4's ``c
 
 from __future__ import annotations
 
+import functools
 import inspect
 import time
 import warnings
@@ -114,13 +115,35 @@ def _precision_inverse(chol):
 
 
 def laplace_re_cov(model, system, nu, mode):
-    """Laplace conditional covariance of the random effects, sparse ``(q, q)``, model order."""
+    """Laplace conditional covariance of the random effects, sparse ``(q, q)``, model order.
+
+    A block factored through its Schur complement (:class:`~glmm_sm.laplace.step.SchurFactor`)
+    enters as its whole ``P^{-1}``: dense, ``q_b^2`` numbers (asked for only through
+    ``random_effects_cov``; the SDs come from :func:`laplace_re_var`).
+    """
     q = len(model.vc_names)
     groups = [(ids, cols) for _, ids, cols in system.groups]
     mats = [_precision_inverse(L) for L in mode.chol]
+    for sb, fac in zip(system.schur, mode.schur, strict=True):
+        groups.append((np.array([sb.block]), sb.cols[None, :]))
+        inv = fac.solve(np.eye(sb.cols.size))
+        mats.append((0.5 * (inv + inv.T))[None])
     var = model.design.cov.variances(nu) if model.design.cov.has_vector else np.asarray(nu)
     return block_cov_matrix(system.data.layout, np.arange(q), q, groups, mats,
                             var[model.ident])
+
+
+def laplace_re_var(model, system, nu, mode):
+    """The diagonal of :func:`laplace_re_cov` (model order) without the off-diagonal
+    blocks: O(q_b) per Schur-factored block (:meth:`~glmm_sm.laplace.step.SchurFactor.inv_diag`)."""
+    layout = system.data.layout
+    var = model.design.cov.variances(nu) if model.design.cov.has_vector else np.asarray(nu)
+    out = np.asarray(var[model.ident], dtype=float).copy()  # columns outside every block
+    for (_, _, cols), L in zip(system.groups, mode.chol, strict=True):
+        out[layout.col_perm[cols]] = np.diagonal(_precision_inverse(L), axis1=1, axis2=2)
+    for sb, fac in zip(system.schur, mode.schur, strict=True):
+        out[layout.col_perm[sb.cols]] = fac.inv_diag()
+    return out
 
 
 def _outcome(model, system, params, value, mode, seconds):
@@ -155,10 +178,14 @@ def _outcome(model, system, params, value, mode, seconds):
         log.warnings.append(text)
         log.message = text + "; " + log.message
         warnings.warn(text, ConvergenceWarning, stacklevel=4)
-    re_cov = laplace_re_cov(model, system, nu, mode)
+    if system.schur:  # the whole P^{-1} of a Schur-factored block on request only
+        re_cov = functools.partial(laplace_re_cov, model, system, nu, mode)
+        diag = laplace_re_var(model, system, nu, mode)
+    else:
+        re_cov = laplace_re_cov(model, system, nu, mode)
+        diag = re_cov.diagonal()  # sums of squares (L^-T L^-1) and prior variances: >= 0
     mean = np.zeros(len(model.vc_names))
     mean[data.layout.col_perm] = mode.u
-    diag = re_cov.diagonal()  # sums of squares (L^-T L^-1) and prior variances: >= 0
     sd = np.sqrt(nonnegative_up_to_rounding(diag, np.abs(diag), "Laplace conditional "
                                             "variances of the random effects"))
     outcome = FitOutcome(params, ev, None, log, converged, None, boundary=boundary, cov=cov,
@@ -199,7 +226,10 @@ class LaplaceGLMMResults(MonteCarloGLMMResults):
 
     @property
     def random_effects_cov(self):
-        """Laplace conditional covariance of the random effects (sparse, model order)."""
+        """Laplace conditional covariance of the random effects (sparse, model order; a
+        block factored through its Schur complement is computed on first access)."""
+        if callable(self._laplace_re_cov):
+            self._laplace_re_cov = self._laplace_re_cov()
         return self._laplace_re_cov
 
     def summary(self, yname=None, xname=None, title=None, alpha=0.05):
