@@ -28,7 +28,8 @@ from glmm_sm.spec.params import ParamTransform
 
 __all__ = ["BlockSystem", "ModeResult", "conditional_mode", "laplace_loglike", "laplace_score",
            "laplace_fit", "mode_derivatives", "glm_start", "robust_cholesky", "spd_solve",
-           "checked_cholesky", "SchurBlock", "SchurFactor", "schur_blocks", "SCHUR_MIN_Q", "SCHUR_MAX_REST",
+           "checked_cholesky", "SchurBlock", "SchurFactor", "schur_blocks", "SCHUR_MIN_Q",
+           "SCHUR_MAX_REST", "SCHUR_CHUNK_ROWS",
            "LaplaceFit", "family_system", "split_params"]
 
 LOGNU_BOUNDS = (np.log(1e-8), np.log(1e8))
@@ -132,7 +133,7 @@ class SchurFactor:
         d = np.bincount(sb.a_of_row[has], weights=hb[has] * sb.za[has] ** 2,
                         minlength=sb.n_a) + dinv[sb.a_cols]
         Hv = sp.csr_matrix(sb.Zv.multiply(hb[:, None]))
-        B = sp.csr_matrix((sb.Za.T @ Hv))
+        B = sp.csr_matrix(sb.Za.T @ Hv)
         Pvv = np.asarray((sb.Zv.T @ Hv).toarray()) + np.diag(dinv[sb.v_cols])
         ok = bool(np.all(np.isfinite(d)) and np.all(d > 0))
         if not ok:

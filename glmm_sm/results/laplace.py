@@ -135,7 +135,8 @@ def laplace_re_cov(model, system, nu, mode):
 
 def laplace_re_var(model, system, nu, mode):
     """The diagonal of :func:`laplace_re_cov` (model order) without the off-diagonal
-    blocks: O(q_b) per Schur-factored block (:meth:`~glmm_sm.laplace.step.SchurFactor.inv_diag`)."""
+    blocks: O(q_b) per Schur-factored block
+    (:meth:`~glmm_sm.laplace.step.SchurFactor.inv_diag`)."""
     layout = system.data.layout
     var = model.design.cov.variances(nu) if model.design.cov.has_vector else np.asarray(nu)
     out = np.asarray(var[model.ident], dtype=float).copy()  # columns outside every block
