@@ -95,7 +95,7 @@ def simulate(name, n, seed=2026):
     return pd.DataFrame(cols)
 
 
-def child(name, n, seed, sampler=None):
+def child(name, n, seed, sampler=None, method=None):
     """One fit; prints one JSON line."""
     t0, c0 = time.perf_counter(), time.process_time()
     import statsmodels.api as sm
@@ -110,15 +110,17 @@ def child(name, n, seed, sampler=None):
                                         family=sm.families.Binomial())
     t_build = time.perf_counter() - t1
     t2 = time.perf_counter()
-    res = model.fit(random_state=seed, disp=False,
-                    **({} if sampler is None else {"sampler": sampler}))
+    kw = {"method": method} if method == "laplace" else {"random_state": seed, "disp": False}
+    if sampler is not None:
+        kw["sampler"] = sampler
+    res = model.fit(**kw)
     t_fit = time.perf_counter() - t2
     names = list(model.exog_names) + list(model.vcp_names)
     params = np.asarray(res.params, dtype=float)
     bse = np.asarray(res.bse, dtype=float)
     rounds = res.fit_log.rounds
     print(json.dumps({
-        "model": name if sampler is None else f"{name} ({sampler})", "n": n,
+        "model": _label(name, sampler, method), "n": n,
         "groups": int(df["g"].nunique()),
         "import_s": t_imp, "build_s": t_build, "fit_s": t_fit,
         "laplace_s": res.fit_log.laplace.get("seconds"),
@@ -133,10 +135,17 @@ def child(name, n, seed, sampler=None):
     }), flush=True)
 
 
-def run_child(name, n, seed, nice, sampler=None):
+def _label(name, sampler, method):
+    return name + ("" if sampler is None else f" ({sampler})") + (
+        "" if method is None else f" (method={method})")
+
+
+def run_child(name, n, seed, nice, sampler=None, method=None):
     cmd = [sys.executable, os.path.abspath(__file__), "--child", name, str(n), str(seed)]
     if sampler is not None:
         cmd += ["--sampler", sampler]
+    if method is not None:
+        cmd += ["--method", method]
     if nice:
         cmd = ["nice", "-n", "19"] + cmd
     t0 = time.perf_counter()
@@ -148,7 +157,7 @@ def run_child(name, n, seed, nice, sampler=None):
         err = errf.read()
     p.returncode = os.waitstatus_to_exitcode(status)
     wall = time.perf_counter() - t0
-    rec = {"model": name if sampler is None else f"{name} ({sampler})", "n": n,
+    rec = {"model": _label(name, sampler, method), "n": n,
            "wall_s": wall, "cpu_s": ru.ru_utime + ru.ru_stime,
            "peak_mb": ru.ru_maxrss / 1024.0, "rc": p.returncode}
     lines = [ln for ln in out.splitlines() if ln.startswith("{")]
@@ -267,16 +276,17 @@ def main():
     ap.add_argument("--nice", action="store_true", help="run the children under nice -n 19")
     ap.add_argument("--warm", action="store_true", help="one small fit first (numba cache)")
     ap.add_argument("--sampler", help="fit(sampler=...) (default: the fit's default)")
+    ap.add_argument("--method", help="fit(method=...): 'laplace' times the Laplace fit alone")
     ap.add_argument("--json", help="append every record to this file (JSON lines)")
     ap.add_argument("--r", action="store_true",
                     help="also glmer and glmmTMB on the same data (benchmarks/r_scale.R)")
     a = ap.parse_args()
     if a.child:
-        child(a.child[0], int(a.child[1]), int(a.child[2]), a.sampler)
+        child(a.child[0], int(a.child[1]), int(a.child[2]), a.sampler, a.method)
         return
     if a.warm:
         for name in a.models:
-            run_child(name, 2000, a.seed, a.nice, a.sampler)
+            run_child(name, 2000, a.seed, a.nice, a.sampler, a.method)
     recs, r_recs = [], []
     for name in a.models:
         for n in a.n:
@@ -288,7 +298,7 @@ def main():
                 if a.json:
                     with open(a.json, "a") as fh:
                         fh.write(json.dumps(rec) + "\n")
-            rec = run_child(name, int(n), a.seed, a.nice, a.sampler)
+            rec = run_child(name, int(n), a.seed, a.nice, a.sampler, a.method)
             print(json.dumps({k: rec.get(k) for k in ("model", "n", "wall_s", "cpu_s",
                                                        "peak_mb", "m", "rounds",
                                                        "converged", "message", "error")}),
