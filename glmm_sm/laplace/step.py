@@ -13,6 +13,7 @@ the centre of the importance sampler.
 from __future__ import annotations
 
 import copy
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -90,7 +91,7 @@ class SchurBlock:
     def n_a(self) -> int:
         return len(self.a_cols)
 
-    @property
+    @functools.cached_property
     def Za(self):
         """The block's rows of ``Z`` on ``a_cols`` (CSR, at most one entry per row)."""
         has = self.a_of_row >= 0
