@@ -187,15 +187,18 @@ def test_glmm_sampler_density(pair):
     _close(ch.logf[0], ref, rtol=1e-11)
 
 
-def test_rao_blackwell_rules_match(pair):
+@pytest.mark.parametrize("split", [None, 1], ids=["default", "integrate-h"])
+def test_rao_blackwell_rules_match(pair, split):
+    """The default split integrates g, the Schur factor's diagonal part; a split given
+    explicitly that integrates h takes the rules from the block's whole precision."""
     data, dense, schur = pair
     params = np.r_[BETA, NU]
-    st = RBStructure(data)
+    st = RBStructure(data, None if split is None else np.full(data.n_blocks, split))
     out = []
     for system in (dense, schur):
         smp = RBSampler(system, params, conditional_mode(system, BETA, NU), st)
         out.append((smp.m0, smp.s, smp.cptr, smp.cidx, smp.cval, smp.v_root[0], smp.u_hat,
-                    smp.v_half_logdet[0], smp.du_dbeta))
+                    smp.v_half_logdet[0], smp.du_dbeta, smp.v_cols[0]))
     for a, b in zip(*out, strict=True):
         _close(a, b)
 

@@ -202,6 +202,18 @@ class SchurFactor:
             out[:na] = 1.0 / self.d
         return out
 
+    def dense(self):
+        """``P`` itself, dense (block-local order): ``(n_a + n_v)^2`` numbers, for callers
+        that need the whole matrix of a block small enough to hold."""
+        na = self.n_a
+        B = np.asarray(self.B.toarray())
+        P = np.empty((na + self.L.shape[0],) * 2)
+        P[:na, :na] = np.diag(self.d)
+        P[:na, na:] = B
+        P[na:, :na] = B.T
+        P[na:, na:] = self.L @ self.L.T + B.T @ (B / self.d[:, None])
+        return P
+
     def inv_vv(self):
         """``(P^{-1})_vv = S^{-1}``."""
         Li = _tri_solve(self.L, np.eye(self.L.shape[0]))

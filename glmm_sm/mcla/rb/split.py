@@ -294,11 +294,23 @@ class RBSampler:
         the sampled effects' marginal covariance is ``S^{-1}``, all without the dense
         precision."""
         st = self.structure
-        if not (np.all(st.is_a[sb.a_cols]) and not np.any(st.is_a[sb.v_cols])):
-            raise ValueError(f"block {sb.block}: the Rao-Blackwellized split integrates other "
-                             "effects than the block's Schur factorization takes as diagonal; "
-                             "pass rao_blackwell=False")
         crow, ccol, cval = coo
+        if not (np.all(st.is_a[sb.a_cols]) and not np.any(st.is_a[sb.v_cols])):
+            # A split given explicitly that integrates another component: the dense rules
+            # from the block's whole precision, as _per_block's (q_b^2 numbers).
+            cb, Pb = sb.cols, fac.dense()
+            v_loc = np.flatnonzero(~st.is_a[cb])
+            for i in np.flatnonzero(st.is_a[cb]):
+                lv, paa = lev_of_col[cb[i]], Pb[i, i]
+                c = -Pb[i, v_loc] / paa
+                self.s[lv] = 1.0 / np.sqrt(paa)
+                self.m0[lv] = self.u_hat[cb[i]] - c @ self.u_hat[cb[v_loc]]
+                nz = np.flatnonzero(c)
+                crow.extend([lv] * nz.size)
+                ccol.extend(cb[v_loc][nz].tolist())
+                cval.extend(c[nz].tolist())
+            self._v_marginal(sb.block, cb[v_loc], Pb, v_loc)
+            return
         lv = lev_of_col[sb.a_cols]
         self.s[lv] = 1.0 / np.sqrt(fac.d)
         Bc = fac.B.tocoo()
