@@ -13,6 +13,10 @@ kernel (:mod:`glmm_sm.mcla.kernels.rb`) carries the dispersion ``alpha``.
   (the fit's measured quadrature error is ~1e-8 SE, the two optimizers stop at Newton
   steps of ~1e-6 SE), the log-likelihood to 1e-6, and the standard errors to 0.1% (the
   reference's Hessian is a finite difference of its difference score, accurate to ~1e-4).
+* The profile interval of alpha (on the log scale, as the variances') against the exact
+  AGHQ profile (constrained maxima by BFGS on the quadrature log-likelihood): to the root
+  finder's tolerance for the deterministic fit, to 3 MCSE of each end by importance
+  sampling.
 """
 
 from __future__ import annotations
@@ -26,10 +30,12 @@ import patsy
 import pytest
 import statsmodels.api as sm
 from aghq import NegBinRandomIntercept
+from scipy import optimize, stats
 from test_derivatives import _check_ridders, ridders
 
 from glmm_sm import MonteCarloGLMM
 from glmm_sm.fit.options import FitOptions
+from glmm_sm.inference.profile import ZETA_TOL
 from glmm_sm.mcla.rb.round import rb_round, rb_structure, resolve_sampler
 
 DATA = os.path.join(os.path.dirname(__file__), "data", "owls.csv")
@@ -161,3 +167,65 @@ def test_quadrature_and_rao_blackwell_true_are_accepted(owls):
     assert a.fit_log.sampler["used"] == "quadrature"
     b = owls_model(owls).fit(random_state=1, disp=False)
     np.testing.assert_allclose(np.asarray(a.params), np.asarray(b.params), rtol=1e-10)
+
+
+# ------------------------------------------------------------------ profile of alpha
+def _aghq_profile(ref_model, ref_fit):
+    """The exact profile log-likelihood of alpha: the AGHQ log-likelihood maximized over
+    ``(beta, log nu)`` with alpha held (BFGS from the MLE)."""
+    def prof(alpha):
+        start = ref_fit.params
+        r = optimize.minimize(
+            lambda x: -ref_model.loglike(np.r_[x[:-1], np.exp(x[-1]), alpha]),
+            np.r_[start[:-2], np.log(start[-2])], method="BFGS", options={"gtol": 1e-8})
+        return -r.fun
+
+    return prof
+
+
+@pytest.fixture(scope="module")
+def aghq_profile(owls):
+    X = np.asarray(patsy.dmatrix("FoodTreatment * SexParent", owls))
+    ref = NegBinRandomIntercept(owls.SiblingNegotiation.values, X, owls.Nest.values,
+                                np.log(owls.BroodSize.values), n_nodes=40)
+    fit = ref.fit()
+    assert fit.success
+    prof = _aghq_profile(ref, fit)
+    return fit, lambda a: float(np.sign(a - fit.params[-1])
+                                * np.sqrt(max(2.0 * (fit.llf - prof(a)), 0.0)))
+
+
+def test_alpha_profile_interval_is_the_exact_one(owls_fits, aghq_profile):
+    """Deterministic fit: the profile ends of alpha solve ``zeta = -+ z_0.975`` on the exact
+    AGHQ profile to the root finder's tolerance ``ZETA_TOL`` on ``zeta`` (the quadrature
+    error of ``D`` is ~1e-8)."""
+    _, res = owls_fits
+    _, zeta = aghq_profile
+    ci = res.profile_conf_int(cols=["alpha"])
+    lo, up = ci.loc["alpha", "lower"], ci.loc["alpha", "upper"]
+    assert 0 < lo < res.params["alpha"] < up
+    assert ci.loc["alpha", "lower_mcse"] == 0 and ci.loc["alpha", "upper_mcse"] == 0
+    z = stats.norm.ppf(0.975)
+    assert abs(zeta(lo) + z) <= ZETA_TOL, zeta(lo)
+    assert abs(zeta(up) - z) <= ZETA_TOL, zeta(up)
+
+
+def test_alpha_profile_interval_by_importance_sampling(owls, aghq_profile):
+    """Importance sampling: each end within 3 of its MCSE of the exact end, plus the root
+    finder's tolerance (``ZETA_TOL`` on ``zeta``, converted by the exact profile's slope)."""
+    fit, zeta = aghq_profile
+    res = owls_model(owls).fit(random_state=2, disp=False, rao_blackwell=False)
+    assert res.fit_log.sampler["used"] == "laplace"
+    ci = res.profile_conf_int(cols=["alpha"])
+    z = stats.norm.ppf(0.975)
+    a_hat = fit.params[-1]
+    for side, col in ((-1, "lower"), (1, "upper")):
+        end, mcse = ci.loc["alpha", col], ci.loc["alpha", f"{col}_mcse"]
+        assert np.isfinite(end) and mcse > 0
+        exact = optimize.brentq(lambda la, s=side: zeta(np.exp(la)) - s * z,
+                                np.log(a_hat) + (side - 1) * 0.5,
+                                np.log(a_hat) + (side + 1) * 0.5, xtol=1e-10)
+        exact = float(np.exp(exact))
+        h = 1e-4 * exact
+        slope = (zeta(exact + h) - zeta(exact - h)) / (2 * h)
+        assert abs(end - exact) <= 3 * mcse + ZETA_TOL / abs(slope), (col, end, exact, mcse)
