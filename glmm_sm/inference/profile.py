@@ -690,8 +690,9 @@ class Profiler:
         theta = self.theta_hat.copy()
         theta[self.j] = 0.0
         if red is None:
-            beta, _, value, _ = glm_fit(res.model)
-            theta[:p], mcse = beta, 0.0
+            beta, _, value, _ = glm_fit(res.model)  # (negative binomial: alpha last)
+            theta[:p], mcse = beta[:p], 0.0
+            theta[len(theta) - (len(beta) - p):] = beta[p:]
         else:
             from glmm_sm.fit.driver import mcmle
             from glmm_sm.fit.options import check_draw_budget
