@@ -49,7 +49,8 @@ def owls_model(d, vc=None):
                                        offset=np.log(d.BroodSize))
 
 
-def test_every_variance_at_zero_is_the_negative_binomial_glm():
+@pytest.fixture(scope="module")
+def glm_case():
     rng = np.random.default_rng(3)
     n = 400
     df = pd.DataFrame({"g": np.repeat(np.arange(40), 10), "x": rng.normal(size=n)})
@@ -60,6 +61,11 @@ def test_every_variance_at_zero_is_the_negative_binomial_glm():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         res = mod.fit(random_state=1, disp=False)
+    return df, res
+
+
+def test_every_variance_at_zero_is_the_negative_binomial_glm(glm_case):
+    df, res = glm_case
     assert res.params["g"] == 0.0
     assert "fitted exactly as a GLM" in res.fit_log.message
     ref = sm.NegativeBinomial(df.y, sm.add_constant(df.x), loglike_method="nb2").fit(disp=0)
@@ -107,5 +113,26 @@ def test_profile_of_the_only_variance(owls):
     lo, up = ci.loc["Nest", "lower"], ci.loc["Nest", "upper"]
     assert 0 < lo < res.params["Nest"] < up  # D(0) is above the cut: the end is not 0
     z = stats.norm.ppf(0.975)
+    assert abs(zeta(lo) + z) <= ZETA_TOL, zeta(lo)
+    assert abs(zeta(up) - z) <= ZETA_TOL, zeta(up)
+
+
+def test_profile_of_alpha_in_the_negative_binomial_glm(glm_case):
+    """A fit that is the NB GLM profiles alpha exactly: at each end the exact profile
+    (statsmodels' GLM with the NB family at that alpha, its beta maximized) is at
+    ``zeta = -+ z_0.975`` to the root finder's tolerance."""
+    df, res = glm_case
+    X = sm.add_constant(df.x)
+    top = sm.NegativeBinomial(df.y, X, loglike_method="nb2").fit(disp=0).llf
+
+    def zeta(a):
+        llf = sm.GLM(df.y, X, family=sm.families.NegativeBinomial(alpha=a)).fit(
+            tol=1e-12).llf
+        return float(np.sign(a - res.params["alpha"]) * np.sqrt(max(2 * (top - llf), 0)))
+
+    ci = res.profile_conf_int(cols=["alpha"])
+    lo, up = ci.loc["alpha", "lower"], ci.loc["alpha", "upper"]
+    z = stats.norm.ppf(0.975)
+    assert 0 < lo < res.params["alpha"] < up
     assert abs(zeta(lo) + z) <= ZETA_TOL, zeta(lo)
     assert abs(zeta(up) - z) <= ZETA_TOL, zeta(up)

@@ -105,18 +105,6 @@ def reduced_model(model, drop):
                    vc_names=[model.vc_names[j] for j in cols], factorize=model.factorize)
 
 
-def _refuse_negbin_glm(family):
-    """The negative binomial with every variance component at 0 is a negative binomial GLM
-    with its own alpha, which the exact-GLM engine of the profiles does not evaluate: a
-    clear error rather than the Poisson GLM's likelihood."""
-    if family.code == 2:
-        raise NotImplementedError(
-            "every variance component of this negative binomial model is at 0: the model "
-            "is a negative binomial GLM, whose profile intervals glmm_sm does not compute; "
-            "fit it with statsmodels' discrete NegativeBinomial (loglike_method='nb2') and "
-            "use its intervals")
-
-
 def glm_fit(model):
     """Exact ML fit of the model with every variance component at 0:
     ``(beta, cov, value, converged)``.
@@ -173,8 +161,6 @@ def nb_glm_fit(a):
     """
     import statsmodels.api as sm
 
-    from glmm_sm.spec.families import nb_constant, nb_draw_terms
-
     w = np.asarray(a.weights, dtype=float)
     if not np.all(w == 1.0):
         raise NotImplementedError(
@@ -197,14 +183,7 @@ def nb_glm_fit(a):
                          "are not overdispersed; fit the Poisson model")
 
     def terms(beta, alpha):
-        t = nb_draw_terms(y, w, X @ beta + off, alpha)
-        c = nb_constant(y, w, alpha)
-        g = np.r_[X.T @ t.r, t.la.sum() + c[1]]
-        H = np.zeros((p + 1, p + 1))
-        H[:p, :p] = -(X.T * t.h) @ X
-        H[:p, p] = H[p, :p] = X.T @ t.lea
-        H[p, p] = t.laa.sum() + c[2]
-        return float(t.ll.sum() + c[0]), g, H
+        return nb_glm_loglike(a, np.r_[beta, alpha])
 
     value, g, H = terms(beta, alpha)
     for _ in range(NB_GLM_NEWTON):
@@ -226,6 +205,25 @@ def nb_glm_fit(a):
             break
     cov = information_errors(H).cov
     return np.r_[beta, alpha], cov, value, converged
+
+
+def nb_glm_loglike(a, params):
+    """``(value, gradient, Hessian)`` of the negative binomial GLM of the arrays ``a`` at
+    ``params = (beta, alpha)``, exact (:func:`~glmm_sm.spec.families.nb_draw_terms`,
+    :func:`~glmm_sm.spec.families.nb_constant`; ``value`` without ``-sum w log y!``)."""
+    from glmm_sm.spec.families import nb_constant, nb_draw_terms
+
+    X, p = a.X, a.X.shape[1]
+    w = np.asarray(a.weights, dtype=float)
+    beta, alpha = np.asarray(params[:p], dtype=float), float(params[p])
+    t = nb_draw_terms(w * a.y, w, X @ beta + a.offset, alpha)
+    c = nb_constant(a.y, w, alpha)
+    g = np.r_[X.T @ t.r, t.la.sum() + c[1]]
+    H = np.zeros((p + 1, p + 1))
+    H[:p, :p] = -(X.T * t.h) @ X
+    H[:p, p] = H[p, :p] = X.T @ t.lea
+    H[p, p] = t.laa.sum() + c[2]
+    return float(t.ll.sum() + c[0]), g, H
 
 
 def boundary_scores(model, beta, drop, engine=None, red_params=None, chunk=512):

@@ -96,7 +96,7 @@ from statsmodels.tools.sm_exceptions import ConvergenceWarning
 from threadpoolctl import threadpool_limits
 
 from glmm_sm.core.random import as_seed_sequence, child_seed
-from glmm_sm.fit.boundary import _refuse_negbin_glm, glm_fit, reduced_model
+from glmm_sm.fit.boundary import glm_fit, nb_glm_loglike, reduced_model
 from glmm_sm.mcla.draws import DrawSet
 from glmm_sm.mcla.engine import Evaluation, MCLAEngine, effective_n_jobs, weight_chunks
 from glmm_sm.mcla.rb.round import rb_round, rb_structure
@@ -206,7 +206,13 @@ class ExactGLM:
 
     def evaluate(self, theta, derivs=True):
         a = self.a
-        _refuse_negbin_glm(a.family)
+        if a.family.code == 2:  # the negative binomial GLM: theta = (beta, alpha)
+            if not (np.all(np.isfinite(theta)) and theta[-1] > 0):
+                return Evaluation(-np.inf, None, None, None, np.array([np.inf]),
+                                  np.array([-np.inf]))
+            value, grad, H = nb_glm_loglike(a, theta)
+            return Evaluation(value, grad, H, np.zeros_like(H), np.array([np.inf]),
+                              np.array([value]))
         eta = a.X @ theta + a.offset
         w, fam = a.weights, a.family
         ll, r, h = fam.obs_terms(eta, w * a.y, w * a.ntrials)
