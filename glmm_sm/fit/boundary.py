@@ -38,6 +38,7 @@ from glmm_sm.spec.compat import sm_family
 __all__ = ["BOUNDARY_NU", "BOUNDARY_Z", "BoundaryEvidence", "BoundaryView", "boundary_view",
            "at_boundary", "reduced_model",
            "glm_fit", "boundary_scores", "boundary_evidence", "boundary_decision"]
+__all__ += ["nb_glm_fit", "nb_glm_loglike"]
 
 #: A variance below this (an SD below 1e-3 on the linear-predictor scale) is taken as 0.
 BOUNDARY_NU = 1e-6
@@ -110,8 +111,8 @@ def glm_fit(model):
     ``(beta, cov, value, converged)``.
 
     For the negative binomial the model without random effects is the negative binomial
-    GLM (:func:`nb_glm_fit`): ``beta`` then ends with its ``alpha`` and ``cov`` is over
-    ``(beta, alpha)``.
+    GLM (:func:`~glmm_sm.fit.boundary.nb_glm_fit`): ``beta`` then ends with its ``alpha``
+    and ``cov`` is over ``(beta, alpha)``.
     """
     import statsmodels.api as sm
 

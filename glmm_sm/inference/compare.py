@@ -41,7 +41,7 @@ def compare(res, other, labels=None):
     negative binomial mixed GLM, and a Poisson posterior is the posterior of another model
     (``alpha = 0``, the overdispersion left to the random effects), whose fixed effects and
     variances are not estimates of the negative binomial's: a negative binomial fit is
-    compared with another :class:`~glmm_sm.model.MonteCarloGLMM` fit (a Poisson fit of the
+    compared with another :class:`~glmm_sm.MonteCarloGLMM` fit (a Poisson fit of the
     same model by the likelihood ratio test ``compare_lr_test``), and a Bayesian fit of
     another family is refused with a ``ValueError``.
     """
