@@ -431,10 +431,6 @@ class MonteCarloGLMM(LikelihoodModel):
                                  f"binomial's alpha > 0); got {params.tolist()}")
             beta, nu, alpha = split_params(system.data, params)
             mode = conditional_mode(family_system(system, alpha), beta, nu)
-        if self.k_fam and sampler == "quadrature":
-            raise NotImplementedError(
-                "sampler='quadrature' (Rao-Blackwellized integration) does not support the "
-                "negative binomial family yet; use sampler='laplace' (the default) or 'glmm'")
         alpha = split_params(system.data, params)[2]
         return SAMPLERS[sampler](family_system(system, alpha), params, mode, **options)
 

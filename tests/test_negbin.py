@@ -157,8 +157,12 @@ def test_owls_against_aghq(owls):
                                        np.log(d.BroodSize.values), n_nodes=K).fit()
         assert ref[K].success
     node_err = np.abs(ref[40].params - ref[25].params)
-    res = owls_model(d, sm.families.NegativeBinomial(alpha=1.0)).fit(random_state=1, disp=False)
+    # importance sampling (the default is the deterministic quadrature:
+    # tests/test_nb_integrated.py)
+    res = owls_model(d, sm.families.NegativeBinomial(alpha=1.0)).fit(random_state=1, disp=False,
+                                                                      rao_blackwell=False)
     assert res.converged
+    assert res.fit_log.sampler["used"] == "laplace"
     assert list(res.params.index[-2:]) == ["Nest", "alpha"]
     mcse = np.asarray(res.mcse())
     z = np.abs(np.asarray(res.params) - ref[40].params) / (mcse + node_err)
@@ -167,14 +171,6 @@ def test_owls_against_aghq(owls):
     assert np.all(np.abs(ratio - 1.0) <= 0.10), ratio
     # llf on the scale of the other packages (glmmTMB: -1741.805 at its Laplace MLE)
     assert abs(res.llf - ref[40].llf) <= 3 * res.llf_mcse + 0.05
-
-
-def test_rao_blackwell_and_quadrature_refused(owls):
-    mod = owls_model(owls, sm.families.NegativeBinomial(alpha=1.0))
-    with pytest.raises(NotImplementedError, match="sampler='laplace'"):
-        mod.fit(sampler="quadrature", random_state=1, disp=False)
-    with pytest.raises(NotImplementedError, match="rao_blackwell"):
-        mod.fit(rao_blackwell=True, random_state=1, disp=False)
 
 
 def test_bad_alpha_and_link(owls):

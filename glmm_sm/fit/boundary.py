@@ -38,6 +38,7 @@ from glmm_sm.spec.compat import sm_family
 __all__ = ["BOUNDARY_NU", "BOUNDARY_Z", "BoundaryEvidence", "BoundaryView", "boundary_view",
            "at_boundary", "reduced_model",
            "glm_fit", "boundary_scores", "boundary_evidence", "boundary_decision"]
+__all__ += ["nb_glm_fit", "nb_glm_loglike"]
 
 #: A variance below this (an SD below 1e-3 on the linear-predictor scale) is taken as 0.
 BOUNDARY_NU = 1e-6
@@ -105,25 +106,20 @@ def reduced_model(model, drop):
                    vc_names=[model.vc_names[j] for j in cols], factorize=model.factorize)
 
 
-def _refuse_negbin_glm(family):
-    """The negative binomial with every variance component at 0 is a negative binomial GLM
-    with its own alpha, which the boundary procedure does not fit yet: a clear error
-    rather than the Poisson GLM's likelihood."""
-    if family.code == 2:
-        raise NotImplementedError(
-            "every variance component of this negative binomial model is at 0 (or a "
-            "profile or test reached 0): the model without random effects is a negative "
-            "binomial GLM, which glmm_sm does not fit yet; fit it with statsmodels' "
-            "discrete NegativeBinomial (loglike_method='nb2') and compare log-likelihoods")
-
-
 def glm_fit(model):
-    """Exact ML fit of the model with every variance component at 0: ``(beta, cov, value)``."""
+    """Exact ML fit of the model with every variance component at 0:
+    ``(beta, cov, value, converged)``.
+
+    For the negative binomial the model without random effects is the negative binomial
+    GLM (:func:`~glmm_sm.fit.boundary.nb_glm_fit`): ``beta`` then ends with its ``alpha``
+    and ``cov`` is over ``(beta, alpha)``.
+    """
     import statsmodels.api as sm
 
     a = model.arrays
     w = a.weights
-    _refuse_negbin_glm(a.family)
+    if a.family.code == 2:
+        return nb_glm_fit(a)
     if a.family.code == 0:
         n = a.ntrials
         ok = n > 0
@@ -144,6 +140,91 @@ def glm_fit(model):
     cov = information_errors(-info).cov
     value = float(np.sum(ll))
     return beta, cov, value, bool(fit.converged)
+
+
+#: Exact Newton steps that polish statsmodels' negative binomial GLM fit on glmm_sm's own
+#: formulas (its derivatives then vanish to roundoff); at most this many.
+NB_GLM_NEWTON = 8
+
+
+def nb_glm_fit(a):
+    """The negative binomial (NB2) GLM of the arrays ``a`` (every variance component at 0):
+    ``(beta + [alpha], cov, value, converged)``.
+
+    statsmodels' discrete ``NegativeBinomial`` (``loglike_method="nb2"``, with the offset)
+    fits it, as a statsmodels user would; a few exact Newton steps on ``(beta, log alpha)``
+    with :func:`~glmm_sm.spec.families.nb_draw_terms` and
+    :func:`~glmm_sm.spec.families.nb_constant` then put it at the maximum of glmm_sm's
+    log-likelihood (the same function: the steps move it by the optimizer's tolerance).
+    ``value`` omits ``-sum log y!`` as the other families' values omit their constants, and
+    ``cov`` is the inverse observed information over ``(beta, alpha)``.  Prior weights are
+    refused (statsmodels' discrete models have none).
+    """
+    import statsmodels.api as sm
+
+    w = np.asarray(a.weights, dtype=float)
+    if not np.all(w == 1.0):
+        raise NotImplementedError(
+            "every variance component of this negative binomial model is at 0: the model is "
+            "a negative binomial GLM, which is fitted with statsmodels' discrete "
+            "NegativeBinomial, and that takes no weights; refit without weights= (or with "
+            "a random effect kept)")
+    y, X, off = a.y, a.X, a.offset
+    p = X.shape[1]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit = sm.NegativeBinomial(y, X, loglike_method="nb2", offset=off).fit(
+            disp=0, maxiter=200, method="newton")
+    start = np.asarray(fit.params, dtype=float)
+    beta, alpha = start[:p].copy(), float(start[p])
+    converged = bool(fit.mle_retvals.get("converged", False)) and alpha > 0
+    if not alpha > 0:
+        raise ValueError("the negative binomial GLM (every variance component at 0) has no "
+                         f"positive alpha (statsmodels' estimate {alpha:.3g}): the counts "
+                         "are not overdispersed; fit the Poisson model")
+
+    def terms(beta, alpha):
+        return nb_glm_loglike(a, np.r_[beta, alpha])
+
+    value, g, H = terms(beta, alpha)
+    for _ in range(NB_GLM_NEWTON):
+        # Newton in (beta, log alpha): the chain rule's extra term is alpha's score
+        J = np.r_[np.ones(p), alpha]
+        Hs = H * np.outer(J, J)
+        Hs[p, p] += alpha * g[p]
+        try:
+            step = -np.linalg.solve(Hs, g * J)
+        except np.linalg.LinAlgError:
+            break
+        nb, na = beta + step[:p], alpha * np.exp(step[p])
+        nv, ng, nH = terms(nb, na)
+        if not nv >= value - 1e-12 * abs(value):
+            break
+        done = np.max(np.abs(step)) <= 1e-12 * (1.0 + np.max(np.abs(np.r_[beta, alpha])))
+        beta, alpha, value, g, H = nb, na, nv, ng, nH
+        if done:
+            break
+    cov = information_errors(H).cov
+    return np.r_[beta, alpha], cov, value, converged
+
+
+def nb_glm_loglike(a, params):
+    """``(value, gradient, Hessian)`` of the negative binomial GLM of the arrays ``a`` at
+    ``params = (beta, alpha)``, exact (:func:`~glmm_sm.spec.families.nb_draw_terms`,
+    :func:`~glmm_sm.spec.families.nb_constant`; ``value`` without ``-sum w log y!``)."""
+    from glmm_sm.spec.families import nb_constant, nb_draw_terms
+
+    X, p = a.X, a.X.shape[1]
+    w = np.asarray(a.weights, dtype=float)
+    beta, alpha = np.asarray(params[:p], dtype=float), float(params[p])
+    t = nb_draw_terms(w * a.y, w, X @ beta + a.offset, alpha)
+    c = nb_constant(a.y, w, alpha)
+    g = np.r_[X.T @ t.r, t.la.sum() + c[1]]
+    H = np.zeros((p + 1, p + 1))
+    H[:p, :p] = -(X.T * t.h) @ X
+    H[:p, p] = H[p, :p] = X.T @ t.lea
+    H[p, p] = t.laa.sum() + c[2]
+    return float(t.ll.sum() + c[0]), g, H
 
 
 def boundary_scores(model, beta, drop, engine=None, red_params=None, chunk=512):
@@ -277,6 +358,9 @@ def _glm_scores(model, beta, drop):
     a = model.arrays
     fam = a.family
     w = a.weights
+    p = a.X.shape[1]
+    if fam.code == 2:  # the negative binomial GLM: beta ends with its alpha
+        fam, beta = fam.with_alpha(float(beta[p])), beta[:p]
     eta = a.X @ beta + a.offset
     _, r, c = fam.obs_terms(eta, w * a.y, w * a.ntrials)
     out = []

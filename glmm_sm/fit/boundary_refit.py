@@ -39,14 +39,24 @@ def _fit_without(model, drop, start, refit, seed, attempt, m_start=None):
         if red is None:
             return None, None, drop, attempt
         keep = [t for t in range(T) if t not in drop]
-        red_start = np.concatenate([start[:p], np.maximum(start[p:][keep], 1e-4)])
+        # (the negative binomial's alpha, after the variances, is kept)
+        red_start = np.concatenate([start[:p], np.maximum(start[p : p + T][keep], 1e-4),
+                                    start[p + T :]])
         outcome = refit(red, child_seed(seed, 1000 + attempt), red_start, m_start)
         if not outcome.boundary:
             return red, outcome, drop, attempt
         drop = sorted(set(drop) | {keep[t] for t in outcome.boundary})
-        start = start.copy()
-        start[:p] = outcome.params[:p]
-        start[p:][keep] = outcome.params[p:]
+        start = _merged_start(start, outcome.params, p, T, keep)
+
+
+def _merged_start(start, red_params, p, T, keep):
+    """``start`` (the full model's parameters) with a reduced model's estimate
+    ``red_params`` (its components ``keep``, then the family's parameters) put in."""
+    start = np.array(start, dtype=float)
+    start[:p] = red_params[:p]
+    start[p : p + T][keep] = red_params[p : p + len(keep)]
+    start[p + T :] = red_params[p + len(keep) :]
+    return start
 
 
 #: At most this many refits with components put back (a component sent to 0 again by the
@@ -145,15 +155,15 @@ def fit_with_boundary(model, first, refit, opts=None):
         if red is None:
             glm = glm_fit(model)
             evidence = boundary_evidence(model, drop, beta=glm[0])
-            start[:p] = glm[0]
+            start[:p] = glm[0][:p]
+            start[p + T :] = glm[0][p:]  # the negative binomial GLM's alpha
         else:
             glm = None
             evidence = boundary_evidence(model, drop, engine=outcome.engine,
                                          red_params=outcome.params,
                                          mcse_cov=outcome.errors()[1])
             keep = [t for t in range(T) if t not in drop]
-            start[:p] = outcome.params[:p]
-            start[p:][keep] = outcome.params[p:]
+            start = _merged_start(start, outcome.params, p, T, keep)
         decided = {t: e.decision for t, e in zip(drop, evidence, strict=True)}
         if (red is not None and "undecided" in decided.values()
                 and budget.can_grow(outcome.n_draws)):
@@ -230,15 +240,18 @@ def _boundary_outcome(model, first, drop, evidence, outcome, glm, history):
     """The full model's outcome from the fit without ``drop`` (``outcome``, or the exact
     ``glm = (beta, cov, value, converged)`` when no component is left)."""
     p, T = model.k_fe, model.k_vcp
+    nf = getattr(model, "k_fam", 0)  # the negative binomial's alpha, last
+    fam_idx = np.arange(p + T, p + T + nf)
     q = model.exog_vc.shape[1]
-    params = np.zeros(p + T)
-    cov = np.zeros((p + T, p + T))
-    mcse_cov = np.zeros((p + T, p + T))
+    params = np.zeros(p + T + nf)
+    cov = np.zeros((p + T + nf, p + T + nf))
+    mcse_cov = np.zeros((p + T + nf, p + T + nf))
     mean, sd = np.zeros(q), np.zeros(q)
     if glm is not None:
-        beta, cov_b, value, converged = glm
-        params[:p] = beta
-        cov[:p, :p] = cov_b
+        beta, cov_b, value, converged = glm  # (beta then alpha for the negative binomial)
+        idx = np.concatenate([np.arange(p), fam_idx]).astype(int)
+        params[idx] = beta
+        cov[np.ix_(idx, idx)] = cov_b
         log = FitLog(seed_entropy=first.seed.entropy)
         log.laplace = first.log.laplace
         ev = Evaluation(value, None, None, None, np.zeros(0), np.zeros(0))
@@ -246,7 +259,8 @@ def _boundary_outcome(model, first, drop, evidence, outcome, glm, history):
         message = "no variance component left: fitted exactly as a GLM"
     else:
         keep = [t for t in range(T) if t not in drop]
-        idx = np.concatenate([np.arange(p), p + np.array(keep, dtype=int)]).astype(int)
+        idx = np.concatenate([np.arange(p), p + np.array(keep, dtype=int),
+                              fam_idx]).astype(int)
         params[idx] = outcome.params
         c_red, mc_red = outcome.errors()
         cov[np.ix_(idx, idx)] = c_red

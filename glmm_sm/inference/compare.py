@@ -35,8 +35,18 @@ def compare(res, other, labels=None):
     A variational (``fit_vb``) posterior is mean-field: its SDs ignore posterior
     correlations, and it approximates a posterior under statsmodels' priors (normal with SD 2
     on fixed effects, SD 1 on log SDs), not the likelihood.
+
+    A Bayesian fit must be of the same family: ``BinomialBayesMixedGLM`` for a Bernoulli or
+    binomial model, ``PoissonBayesMixedGLM`` for a Poisson model.  statsmodels has no
+    negative binomial mixed GLM, and a Poisson posterior is the posterior of another model
+    (``alpha = 0``, the overdispersion left to the random effects), whose fixed effects and
+    variances are not estimates of the negative binomial's: a negative binomial fit is
+    compared with another :class:`~glmm_sm.MonteCarloGLMM` fit (a Poisson fit of the
+    same model by the likelihood ratio test ``compare_lr_test``), and a Bayesian fit of
+    another family is refused with a ``ValueError``.
     """
     first = _estimates(res)
+    _check_family(res, other)
     _check_link(res, other)
     second = _estimates(other)
     labels = labels or ("MCLA", _label(other))
@@ -48,6 +58,33 @@ def compare(res, other, labels=None):
     diff = (table[(labels[1], "estimate")] - table[(labels[0], "estimate")])
     table[("difference", "in SE")] = diff / table[(labels[0], "se")]
     return table
+
+
+#: statsmodels' Bayesian mixed GLMs and the family code (``Family.code``) each fits.
+BAYES_FAMILIES = {"BinomialBayesMixedGLM": 0, "PoissonBayesMixedGLM": 1}
+
+
+def _check_family(res, other):
+    """A Bayesian fit of another family than ``res``'s estimates other parameters: refused,
+    the negative binomial (which statsmodels has no Bayesian mixed GLM for) with its own
+    message."""
+    if hasattr(getattr(other, "_results", other), "mcse_cov"):
+        return
+    fam = getattr(getattr(getattr(res, "_results", res), "model", None), "family_kind", None)
+    kind = type(getattr(other, "model", other)).__name__
+    if fam is None or kind not in BAYES_FAMILIES or BAYES_FAMILIES[kind] == fam.code:
+        return
+    if fam.code == 2:
+        raise ValueError(
+            f"other: statsmodels has no negative binomial mixed GLM, and {kind} fits the "
+            "Poisson model (alpha = 0), a different model whose estimates are not those of "
+            "this negative binomial fit; compare the two models by the likelihood ratio "
+            "test (fit the Poisson model with MonteCarloGLMM and use "
+            "res.compare_lr_test(poisson_res)), or compare with another MonteCarloGLMM fit "
+            "of this negative binomial model")
+    want = [k for k, v in BAYES_FAMILIES.items() if v == fam.code]
+    raise ValueError(f"other: a {kind} fit is of another family than this {fam.name} model; "
+                     f"compare with a {' or '.join(want)} fit of the same model")
 
 
 def _check_link(res, other):

@@ -96,7 +96,7 @@ from statsmodels.tools.sm_exceptions import ConvergenceWarning
 from threadpoolctl import threadpool_limits
 
 from glmm_sm.core.random import as_seed_sequence, child_seed
-from glmm_sm.fit.boundary import _refuse_negbin_glm, glm_fit, reduced_model
+from glmm_sm.fit.boundary import glm_fit, nb_glm_loglike, reduced_model
 from glmm_sm.mcla.draws import DrawSet
 from glmm_sm.mcla.engine import Evaluation, MCLAEngine, effective_n_jobs, weight_chunks
 from glmm_sm.mcla.rb.round import rb_round, rb_structure
@@ -206,7 +206,13 @@ class ExactGLM:
 
     def evaluate(self, theta, derivs=True):
         a = self.a
-        _refuse_negbin_glm(a.family)
+        if a.family.code == 2:  # the negative binomial GLM: theta = (beta, alpha)
+            if not (np.all(np.isfinite(theta)) and theta[-1] > 0):
+                return Evaluation(-np.inf, None, None, None, np.array([np.inf]),
+                                  np.array([-np.inf]))
+            value, grad, H = nb_glm_loglike(a, theta)
+            return Evaluation(value, grad, H, np.zeros_like(H), np.array([np.inf]),
+                              np.array([value]))
         eta = a.X @ theta + a.offset
         w, fam = a.weights, a.family
         ll, r, h = fam.obs_terms(eta, w * a.y, w * a.ntrials)
@@ -556,18 +562,19 @@ class Profiler:
         p, T = model.k_fe, model.k_vcp
         self.index = param_indices(res, [param])[0]
         self.name = res.param_names[self.index]
-        if self.index >= p + T:
-            raise NotImplementedError(
-                f"profile: the negative binomial's {self.name!r} cannot be profiled yet; use "
-                "its Wald interval (res.conf_int(); its MCSE in res.mcse()), or compare "
-                "with the Poisson model by res.compare_lr_test")
-        self.is_var, t = self.index >= p, self.index - p
+        # The negative binomial's alpha (after the variances) is profiled on the log scale,
+        # as the variances are; it has no "0" end of its own (alpha -> 0 is the Poisson
+        # model, reached only in the limit).
+        self.is_fam = self.index >= p + T
+        self.log_scale = self.index >= p
+        self.is_var, t = p <= self.index < p + T, self.index - p
         bnd = [i - p for i in res._boundary_idx]
         self.on_boundary = self.is_var and t in bnd
         drop = [s for s in bnd if s != t]
         self.keep = [s for s in range(T) if s not in drop]
         self.model = reduced_model(model, drop) if drop else model
-        self.p, self.j = p, (self.index if not self.is_var else p + self.keep.index(t))
+        self.p, self.j = p, (p + len(self.keep) if self.is_fam else
+                             self.index if not self.is_var else p + self.keep.index(t))
         params = np.asarray(res.params, dtype=float)
         self.theta_hat = np.concatenate([params[:p], params[p:][self.keep],
                                          params[p + T :]])  # (the negative binomial's alpha)
@@ -651,7 +658,7 @@ class Profiler:
             return self.zero_point()
         self.budget.check(f"before the profile point at {self.name} = {psi:.4g}")
         start, pt = self._start(psi), None
-        for k in dict.fromkeys([prefer, self.sets.nearest(psi, self.is_var)]):
+        for k in dict.fromkeys([prefer, self.sets.nearest(psi, self.log_scale)]):
             if k is not None and k >= 0 and np.isfinite(self.sets.centres[k]):
                 pt = self._optimum(k, psi, start)
                 if self._reliable(pt):
@@ -689,8 +696,9 @@ class Profiler:
         theta = self.theta_hat.copy()
         theta[self.j] = 0.0
         if red is None:
-            beta, _, value, _ = glm_fit(res.model)
-            theta[:p], mcse = beta, 0.0
+            beta, _, value, _ = glm_fit(res.model)  # (negative binomial: alpha last)
+            theta[:p], mcse = beta[:p], 0.0
+            theta[len(theta) - (len(beta) - p):] = beta[p:]
         else:
             from glmm_sm.fit.driver import mcmle
             from glmm_sm.fit.options import check_draw_budget
@@ -731,12 +739,12 @@ class Profiler:
 
     # ------------------------------------------------------------------ limits
     def _to_s(self, psi):
-        if self.is_var:
+        if self.log_scale:
             return np.log(psi) if psi > 0 else -np.inf
         return psi / (self.se if np.isfinite(self.se) else 1.0)
 
     def _from_s(self, s):
-        if self.is_var:
+        if self.log_scale:
             return float(np.exp(s))
         return float(s * (self.se if np.isfinite(self.se) else 1.0))
 
@@ -746,7 +754,7 @@ class Profiler:
             d = self.res.fit_log.boundary.get(self.name, np.nan)
             guess = target**2 / (-2.0 * d) if np.isfinite(d) and d < 0 else 1.0
             return float(np.log(np.clip(guess, 1e-4, 1e4)))
-        if self.is_var:
+        if self.log_scale:
             step = target * self.se / self.psi_hat if np.isfinite(self.se) else side
         else:
             step = target
@@ -772,6 +780,9 @@ class Profiler:
                     return 0.0, 0.0, f"D(0) = {d0:.3g} <= {cut:.3g}"
             target = side * np.sqrt(cut)
             pt, note = self._root(side, target)
+            if pt is None and self.is_fam and side < 0:
+                # log alpha -> -inf: alpha -> 0, the Poisson model's limit
+                return 0.0, 0.0, note + " (alpha -> 0: the Poisson model)"
             if pt is None:
                 return side * np.inf, np.nan, note
             pt, note, dev_mcse = self._polish(pt, note, side, target)
@@ -820,7 +831,7 @@ class Profiler:
                 s_in = s
             else:
                 s_out = s
-            dpsi_ds = pt.psi if self.is_var else self._from_s(1.0)
+            dpsi_ds = pt.psi if self.log_scale else self._from_s(1.0)
             dz = -pt.slope / z * dpsi_ds if abs(z) > 1e-8 else np.nan
             newton = s - err / dz if np.isfinite(dz) and dz > 0 else np.nan
             if s_out is None:
@@ -1030,6 +1041,8 @@ def _side_points(prof, end, n, bar=None):
         return []
     if prof.is_var and (end == 0.0 or prof.psi_hat == 0.0):
         values = prof.psi_hat + (end - prof.psi_hat) * np.arange(1, n + 1) / n
+    elif prof.is_fam and end == 0.0:  # alpha -> 0 (Poisson) is a limit, not a point
+        values = prof.psi_hat * (1.0 - np.arange(1, n) / n)
     else:
         s0, s1 = prof._to_s(prof.psi_hat), prof._to_s(end)
         values = [prof._from_s(s) for s in s0 + (s1 - s0) * np.arange(1, n + 1) / n]

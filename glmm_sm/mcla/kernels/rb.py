@@ -21,6 +21,13 @@ draws of ``v`` (with ``S`` replaced by ``S_eff``: the sampled effects' sums of s
 the node means of ``alpha_a^2``), the node covariances ``sC`` and, for the conditional
 moments, the weighted node means of ``alpha_a`` and ``alpha_a^2`` and the weighted sums of
 the draws.
+
+For the negative binomial (family code 2) the dispersion ``alpha`` (``ev.fpar[0]``; not to
+be confused with the integrated effects, called ``alpha`` in the code) is a parameter
+after the variances: each node's score gets its ``d log f / d alpha`` (``state.ga``), the
+node covariance its alpha row, each draw its node means of ``d2 log f / d alpha2`` (``saak``)
+and, per observation, of ``d2 log f / d eta d alpha`` (``hla``), summed over the draws into
+``out.saa`` and ``out.hca`` (the expected complete-data Hessian's alpha terms).
 """
 
 from __future__ import annotations
@@ -33,8 +40,9 @@ import numpy as np
 from glmm_sm.core.constants import HALF_LOG2PI, POISSON_ETA_MAX
 from glmm_sm.mcla.kernels.fastmath import fexp, flog1p_unit, frecip_unit
 from glmm_sm.mcla.kernels.links import link_obs_terms
-from glmm_sm.mcla.kernels.plain import FOLD
+from glmm_sm.mcla.kernels.plain import FOLD, _nb_fg_series
 from glmm_sm.mcla.kernels.records import RBSpan, RBState
+from glmm_sm.spec.families import NB_SERIES_X
 
 _FLAGS = dict(cache=True, nogil=True, error_model="numpy",
               fastmath={"nsz", "arcp", "contract", "afn"})
@@ -64,6 +72,28 @@ def _obs_terms(fam, eta, wyi, wni):
 
 
 @numba.njit(**_INLINE)
+def _nb_terms(e, wyi, wni, disp, th, ld):
+    """The negative binomial's terms of one observation at ``eta = e`` with dispersion
+    ``disp`` (``th = 1 / disp``, ``ld = log(disp)``): ``(ll, r, h, la, lea, laa)`` of
+    :func:`glmm_sm.spec.families.nb_draw_terms`, computed as the plain kernel's
+    ``_nb_obs`` does (one exp, one log1p on [0, 1] and one division)."""
+    z = e + ld
+    t = fexp(-abs(z))
+    inv = 1.0 / (1.0 + t)
+    pp = inv if z >= 0.0 else t * inv  # x / (1 + x), x = disp mu
+    q = 1.0 - pp if z >= 0.0 else inv  # 1 / (1 + x)
+    lg = max(z, 0.0) + flog1p_unit(t)
+    pa = pp * th  # mu / (1 + x)
+    res = wyi * q - wni * pa
+    fs, gs = _nb_fg_series(t)
+    small = z < 0.0 and t < NB_SERIES_X
+    f = fs if small else lg - pp
+    g = gs if small else pp * pp - 2.0 * f
+    return (wyi * e - (wyi + wni * th) * lg, res, (wni + disp * wyi) * pa * q,
+            wni * f * th * th - wyi * pa, -res * pa, wni * g * th * th * th + wyi * pa * pa)
+
+
+@numba.njit(**_INLINE)
 def _eta_b(i, kt, nt, ev, U, e0):
     """``e0[t] = (X beta + offset)_i + (Z_B v_{kt+t})_i``: without ``alpha``."""
     xb, zptr, zidx, zval, is_a = ev.xb, ev.zptr, ev.zidx, ev.zval, ev.is_a
@@ -77,16 +107,19 @@ def _eta_b(i, kt, nt, ev, U, e0):
                 e0[t] += zv * U[j, kt + t]
 
 
-def make_state(T_tile, K, p, T, n_h, n_lev, max_lev):
-    """Work arrays of ``_tile`` (see there)."""
-    d = p + T
+def make_state(T_tile, K, p, T, n_h, n_lev, max_lev, nf=0):
+    """Work arrays of ``_tile`` (see there); ``nf`` family parameters (1: the negative
+    binomial's alpha, last in the scores)."""
+    d = p + T + nf
     F = T_tile * K
     return RBState(np.empty(T_tile), np.empty((T_tile, d)), np.empty((T_tile, d, d)),
                    np.empty((T_tile, T)), np.empty((T_tile, n_h)),
                    np.empty((T_tile, n_lev, 2)), np.empty(T_tile), np.empty(T_tile),
                    np.empty(F), np.empty(F), np.empty(F), np.empty((p, F)),
                    np.empty((max_lev, F)), np.empty(F), np.empty(F), np.empty((2, T_tile)),
-                   np.empty((2, K)), np.empty((6, T_tile)))
+                   np.empty((2, K)), np.empty((6, T_tile)), np.empty(F * nf),
+                   np.empty(F * nf), np.empty((max_lev if nf else 0, F)),
+                   np.empty((T_tile, n_h if nf else 0)), np.empty(T_tile * nf))
 
 
 @numba.njit(**_INLINE)
@@ -97,11 +130,14 @@ def _start(b, kt, nt, ev, blocks, draws, state):
     const_b = blocks.const_b
     nu, gp = ev.nu, ev.gp
     T = nu.shape[0]
+    nf = ev.fpar.shape[0]
     d = G.shape[1]
-    p = d - T
+    p = d - T - nf
     for t in range(nt):
         k = kt + t
         lw[t] = const_b[b] - logf[b, k]
+        if nf:
+            state.saak[t] = 0.0
         for j in range(d):
             G[t, j] = 0.0
             for l in range(d):
@@ -124,12 +160,36 @@ def _free(fam, b, kt, nt, ev, blocks, U, state, n_int):
     for r in range(free_bptr[b], free_bptr[b + 1]):
         i = free_obs[r]
         _eta_b(i, kt, nt, ev, U, e0)
+        if fam == 2:
+            _free_nb(i, r + n_int, nt, ev, state)
+            continue
         for t in range(nt):
             ll, rr, cc = _obs_terms(fam, e0[t], wy[i], wn[i])
             lw[t] += ll
             hloc[t, n_int + r] = cc
             for c in range(p):
                 G[t, c] += rr * X[i, c]
+
+
+@numba.njit(**_INLINE)
+def _free_nb(i, rh, nt, ev, state):
+    """A free negative binomial observation ``i`` (row ``rh`` of ``hloc``) for every draw
+    of the tile (``state.e0`` its ``eta``): log weight, scores (alpha last) and the alpha
+    terms of the expected Hessian."""
+    wyi, wni, X = ev.wy[i], ev.wn[i], ev.X
+    disp = ev.fpar[0]
+    th, ld = 1.0 / disp, math.log(disp)
+    lw, G, hloc, e0 = state.lw, state.G, state.hloc, state.e0
+    dA = G.shape[1] - 1
+    for t in range(nt):
+        ll, rr, cc, la, lea, laa = _nb_terms(e0[t], wyi, wni, disp, th, ld)
+        lw[t] += ll
+        hloc[t, rh] = cc
+        for c in range(X.shape[1]):
+            G[t, c] += rr * X[i, c]
+        G[t, dA] += la
+        state.saak[t] += laa
+        state.hla[t, rh] = lea
 
 
 @numba.njit(**_INLINE)
@@ -163,6 +223,10 @@ def _nodes(a, kt, nt, rb, ev, U, state):
         mac = malpha[a, c] * inv_nu if gp.shape[2] else 0.0
         for f in range(F):
             gb[c, f] = -mac * alpha[f]
+    if ev.fpar.shape[0]:
+        for f in range(F):
+            state.ga[f] = 0.0
+            state.gaa[f] = 0.0
 
 
 @numba.njit(**_INLINE)
@@ -206,6 +270,8 @@ def _level_obs(fam, a, kt, nt, rb, ev, U, state):
                 lq[f] += ll
                 rr[f] = rf
                 cij[rl, f] = hf
+        elif fam == 2:
+            _level_obs_nb(rl, F, z, wyi, wni, ev, state)
         else:
             for f in range(F):
                 e = ze[f] + z * alpha[f]
@@ -214,6 +280,25 @@ def _level_obs(fam, a, kt, nt, rb, ev, U, state):
                 rr[f] = wyi - wni * mu_f
                 cij[rl, f] = wni * mu_f
         _add_gb(i, F, X, rr, gb)
+
+
+@numba.njit(**_INLINE)
+def _level_obs_nb(rl, F, z, wyi, wni, ev, state):
+    """One negative binomial observation (row ``rl`` of its level) at every (node, draw)
+    pair: its log-density, residual and ``-d2/d eta2`` as the other families', and its
+    alpha score, ``d2/d alpha2`` and ``d2/d eta d alpha`` (``ga``, ``gaa``, ``cea``)."""
+    disp = ev.fpar[0]
+    th, ld = 1.0 / disp, math.log(disp)
+    ze, alpha, lq, rr, cij = state.ze, state.alpha, state.lq, state.rr, state.cij
+    ga, gaa, cea = state.ga, state.gaa, state.cea
+    for f in range(F):
+        ll, rf, hf, la, lea, laa = _nb_terms(ze[f] + z * alpha[f], wyi, wni, disp, th, ld)
+        lq[f] += ll
+        rr[f] = rf
+        cij[rl, f] = hf
+        ga[f] += la
+        gaa[f] += laa
+        cea[rl, f] = lea
 
 
 @numba.njit(**_INLINE)
@@ -354,6 +439,8 @@ def _level_close(a, nt, rb, ev, state):
         mAk[t, a, 0] = ea[t]
         mAk[t, a, 1] = ea2[t]
     _score_means(nt, K, om, gb, G, sv)
+    if ev.fpar.shape[0]:
+        _nb_close(a, nt, K, rb, state, sv)
     _node_cov(nt, K, tc, inu, state, gnb, sv)
     o0 = lev_ptr[a]
     for r in range(o0, lev_ptr[a + 1]):
@@ -365,6 +452,45 @@ def _level_close(a, nt, rb, ev, state):
                 sv[t] += om[j * nt + t] * cij[rl, j * nt + t]
         for t in range(nt):
             hloc[t, r] = sv[t]
+
+
+@numba.njit(**_INLINE)
+def _nb_close(a, nt, K, rb, state, sv):
+    """Negative binomial, level ``a``: add the node means of the alpha scores to each
+    draw's ``G`` (last) and centre ``ga``; add the node means of ``d2 log f / d alpha2`` to
+    ``saak`` and set those of ``d2 log f / d eta d alpha`` per observation (``hla``)."""
+    om, ga, gaa, cea, G = state.lq, state.ga, state.gaa, state.cea, state.G
+    dA = G.shape[1] - 1
+    for t in range(nt):
+        sv[t] = 0.0
+    for j in range(K):
+        for t in range(nt):
+            f = j * nt + t
+            sv[t] += om[f] * ga[f]
+    for t in range(nt):
+        G[t, dA] += sv[t]
+    for j in range(K):
+        for t in range(nt):
+            ga[j * nt + t] -= sv[t]
+    for t in range(nt):
+        sv[t] = 0.0
+    for j in range(K):
+        for t in range(nt):
+            f = j * nt + t
+            sv[t] += om[f] * gaa[f]
+    for t in range(nt):
+        state.saak[t] += sv[t]
+    o0 = rb.lev_ptr[a]
+    for r in range(o0, rb.lev_ptr[a + 1]):
+        rl = r - o0
+        for t in range(nt):
+            sv[t] = 0.0
+        for j in range(K):
+            for t in range(nt):
+                f = j * nt + t
+                sv[t] += om[f] * cea[rl, f]
+        for t in range(nt):
+            state.hla[t, r] = sv[t]
 
 
 @numba.njit(**_INLINE)
@@ -414,6 +540,31 @@ def _node_cov(nt, K, tc, inu, state, gnb, sv):
                 Cw[t, k1, k2] += sv[t]
                 if k2 != k1:
                     Cw[t, k2, k1] += sv[t]
+    if state.ga.shape[0]:
+        _node_cov_nb(nt, K, dn, state, sv)
+
+
+@numba.njit(**_INLINE)
+def _node_cov_nb(nt, K, dn, state, sv):
+    """The negative binomial's row of :func:`_node_cov`: the node covariances of the
+    centred alpha scores ``ga`` with the beta scores, the ``nu_tc`` score (at ``dn``) and
+    themselves, in row and column ``-1`` of ``Cw``."""
+    om, gb, Cw, gn, ga = state.lq, state.gb, state.Cw, state.rr, state.ga
+    p = gb.shape[0]
+    dA = Cw.shape[1] - 1
+    for c2 in range(p + 2):
+        for t in range(nt):
+            sv[t] = 0.0
+        for j in range(K):
+            for t in range(nt):
+                f = j * nt + t
+                g2 = gb[c2, f] if c2 < p else (gn[f] if c2 == p else ga[f])
+                sv[t] += om[f] * ga[f] * g2
+        k2 = c2 if c2 < p else (dn if c2 == p else dA)
+        for t in range(nt):
+            Cw[t, dA, k2] += sv[t]
+            if k2 != dA:
+                Cw[t, k2, dA] += sv[t]
 
 
 @numba.njit(**_INLINE)
@@ -458,6 +609,12 @@ def _rescale(sc, out, span):
     for j in range(c0, c1):
         sU[j] *= sc
         sUU[j] *= sc
+    if out.saa.shape[0]:  # negative binomial
+        out.saa[b] *= sc
+        for r in range(r0, r1):
+            out.hca[r] *= sc
+        for r in range(f0, f1):
+            out.hca[n_int + r] *= sc
 
 
 @numba.njit(**_INLINE)
@@ -469,8 +626,9 @@ def _add_draw(k, t, w, state, draws, ev, blocks, out, span):
     G, Cw, SA, hloc, mAk = state.G, state.Cw, state.SA, state.hloc, state.mAk
     b, lev0, lev1, r0, r1, f0, f1, c0, c1, n_int = span
     T = nu.shape[0]
+    nf = ev.fpar.shape[0]
     d = G.shape[1]
-    p = d - T
+    p = d - T - nf
     for c in range(T):
         G[t, p + c] = ((S[b, c, k] + SA[t, c]) / nu[c] - qbt[b, c]) / (2.0 * nu[c])
         sS[b, c] += w * (S[b, c, k] + SA[t, c])
@@ -492,6 +650,13 @@ def _add_draw(k, t, w, state, draws, ev, blocks, out, span):
         u = U[j, k]
         sU[j] += w * u
         sUU[j] += w * u * u
+    if nf:  # negative binomial
+        hla = state.hla
+        out.saa[b] += w * state.saak[t]
+        for r in range(r0, r1):
+            out.hca[r] += w * hla[t, r]
+        for r in range(f0, f1):
+            out.hca[n_int + r] += w * hla[t, n_int + r]
 
 
 @numba.njit(**_FLAGS)

@@ -79,18 +79,30 @@ RBRule = namedtuple("RBRule", "lev_ptr lev_comp ro za m0 s cptr cidx cval xs log
 #: What the RB kernel reads at ``theta``: ``xb``, ``wy``, ``wn``, ``X``, ``Z`` as CSR, which
 #: columns are integrated (``is_a``), ``nu`` and ``lognu``, and the prior's beta scores of the
 #: moved draws ``gp`` (blocks x p x draws; empty for frozen draws).
-RBInputs = namedtuple("RBInputs", "xb wy wn X zptr zidx zval is_a nu lognu gp")
+#: ``fpar`` holds the family's own parameters (``[alpha]`` for the negative binomial, empty
+#: otherwise).
+RBInputs = namedtuple("RBInputs", "xb wy wn X zptr zidx zval is_a nu lognu gp fpar",
+                      defaults=(np.zeros(0),))
 
 #: The RB kernel's sums per block: as :class:`Sums`, plus the node covariances ``sC``, the
 #: levels' weighted node moments ``mA`` and the weighted sums of the draws ``sU``/``sUU``.
-RBSums = namedtuple("RBSums", "a s0 s0sq s1 s1sq s2 s2sq sS hc sC mA sU sUU")
+#: For the negative binomial also ``hca`` (per observation, in ``hc``'s order, the weighted
+#: node means of ``d2 log f / d eta d alpha``) and ``saa`` (per block, the weighted node
+#: means of ``d2 log f / d alpha2``); empty otherwise.
+RBSums = namedtuple("RBSums", "a s0 s0sq s1 s1sq s2 s2sq sS hc sC mA sU sUU hca saa",
+                    defaults=(np.zeros(0), np.zeros(0)))
 
 #: The RB kernel's work arrays (one set per thread): per draw of the tile its log weight
 #: ``lw``, score ``G``, node covariance ``Cw``, node sums of squares ``SA``, per-observation
 #: ``w c''`` node means ``hloc`` and level moments ``mAk``; per draw or (node, draw) pair
 #: ``e0``, ``mu``, ``alpha``, ``lq`` (node log weights), ``rr``, ``gb`` (node beta scores),
-#: ``cij``, ``ze``, ``pr``, ``eb``, ``ec`` and the accumulators ``acc``.
-RBState = namedtuple("RBState", "lw G Cw SA hloc mAk e0 mu alpha lq rr gb cij ze pr eb ec acc")
+#: ``cij``, ``ze``, ``pr``, ``eb``, ``ec`` and the accumulators ``acc``.  For the negative
+#: binomial (empty otherwise) the node alpha scores ``ga`` and node sums of ``d2 log f /
+#: d alpha2`` ``gaa`` per (node, draw) pair, per observation and pair ``d2 log f / d eta
+#: d alpha`` (``cea``), and per draw its node means per observation (``hla``) and the
+#: draw's expected ``d2 log f / d alpha2`` (``saak``).
+RBState = namedtuple("RBState", "lw G Cw SA hloc mAk e0 mu alpha lq rr gb cij ze pr eb ec acc "
+                                "ga gaa cea hla saak")
 
 #: One block ``b`` of a Rao-Blackwellized layout: its levels ``lev0:lev1``, their
 #: observations ``r0:r1`` (in ``ro`` order), free observations ``f0:f1``, effects ``c0:c1``

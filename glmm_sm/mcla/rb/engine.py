@@ -61,9 +61,9 @@ class RBEngine(EngineBase):
 
     def _inputs(self, params):
         data, st = self.data, self.structure
-        p = data.k_fe
+        p, k = data.k_fe, data.k_fe + data.k_vcp
         params = np.asarray(params, dtype=np.float64)
-        beta, nu = params[:p], np.ascontiguousarray(params[p:])
+        beta, nu = params[:p], np.ascontiguousarray(params[p:k])
         lognu = np.log(nu)
         qb = (st.qbt_sampled).sum(axis=1)
         const_b = -HALF_LOG2PI * qb - 0.5 * st.qbt_sampled @ lognu
@@ -75,7 +75,7 @@ class RBEngine(EngineBase):
             rule, dv = self.sampler.moved_rule(beta)
         ev = RBInputs(np.ascontiguousarray(data.linear_fixed(beta)), data.wy, data.wn, X,
                       data.zptr, data.zidx, data.zval, st.is_a, nu, lognu,
-                      np.zeros((data.n_blocks, p, 0)))
+                      np.zeros((data.n_blocks, p, 0)), np.ascontiguousarray(params[k:]))
         return blocks, rule, ev, dv
 
     def _chunk(self, ev, dv, k0, k1):
@@ -97,14 +97,14 @@ class RBEngine(EngineBase):
         lens = np.diff(st.lev_ptr)
         return make_state(TILE, len(self.sampler.xs), data.k_fe, data.k_vc,
                           len(st.ro) + len(st.free_obs), st.n_levels,
-                          int(lens.max()) if lens.size else 1)
+                          int(lens.max()) if lens.size else 1, data.k_fam)
 
     def _partition(self, params, c0, c1, keep_lw):
         """Combined sums of chunks ``c0:c1`` and their draws' log weights (or Nones)."""
         data, st = self.data, self.structure
         blocks, rule, ev, dv = self._inputs(params)
-        B, T, p = data.n_blocks, data.k_vc, data.k_fe
-        d, n_h = p + T, len(st.ro) + len(st.free_obs)
+        B, T, p, nf = data.n_blocks, data.k_vc, data.k_fe, data.k_fam
+        d, n_h = p + T + nf, len(st.ro) + len(st.free_obs)
         acc, lws = None, []
         for k0, k1 in self.ranges[c0:c1]:
             draws, ev_k = self._chunk(ev, dv, k0, k1)
@@ -112,7 +112,8 @@ class RBEngine(EngineBase):
             out = RBSums(np.full(B, -np.inf), np.zeros(B), np.zeros(B), np.zeros((B, d)),
                          np.zeros((B, d)), np.zeros((B, d, d)), np.zeros((B, d, d)),
                          np.zeros((B, T)), np.zeros(n_h), np.zeros((B, d, d)),
-                         np.zeros((st.n_levels, 2)), np.zeros(data.q), np.zeros(data.q))
+                         np.zeros((st.n_levels, 2)), np.zeros(data.q), np.zeros(data.q),
+                         np.zeros(n_h if nf else 0), np.zeros(B if nf else 0))
             lw = np.empty((B, K if keep_lw else 0))
             rb_chunk_sums(data.family.kernel, blocks, rule, ev_k, draws, 0, K, out, self._state(),
                           lw)
@@ -151,14 +152,14 @@ class RBEngine(EngineBase):
         ``X' diag(h) X`` per block and, for moving draws, the prior's beta parts."""
         data, st = self.data, self.structure
         p, nb, T = data.k_fe, data.n_blocks, data.k_vc
-        a, s0, s0sq, s1, s1sq, s2, s2sq, sS, hc, sC, mA, sU, sUU = out
+        a, s0, s0sq, s1, s1sq, s2, s2sq, sS, hc, sC, mA, sU, sUU = out[:13]
         shift = self._shift()
         X = data.X if shift is None else shift[1]
         hxx = np.zeros((1, nb, p, p))
         _kernels.block_xhx(data.obs_ptr, X, st.h_layout(hc), hxx[0])
         smu = np.zeros((1, nb, p, T))
         if shift is not None:
-            nu = np.asarray(params, dtype=float)[p:]
+            nu = np.asarray(params, dtype=float)[p : p + T]
             Ma = self.sampler.malpha
             prior = shift[0].prior_hessian(nu)
             np.add.at(prior, st.lev_block, np.einsum("ai,aj->aij", Ma, Ma)
@@ -166,8 +167,13 @@ class RBEngine(EngineBase):
             hxx[0] += s0[:, None, None] * prior
             smu[0] = shift[0].cross_sums(sU)
             np.add.at(smu[0], (st.lev_block, slice(None), st.lev_comp), Ma * mA[:, :1])
+        fam = {}
+        if data.k_fam:  # the negative binomial: X_b' (weighted d2 log f / d eta d alpha)
+            hxa = np.zeros((1, nb, p))
+            np.add.at(hxa[0], data.block_of_obs, X * st.h_layout(out.hca)[:, None])
+            fam = {"hxa": hxa, "saa": out.saa[None]}
         return PartialSums(a[None], s0[None], s0sq[None], s1[None], s1sq[None], s2[None],
-                           s2sq[None], sS[None], hxx, smu)
+                           s2sq[None], sS[None], hxx, smu, **fam)
 
     def random_effect_moments(self, params):
         """Conditional means and SDs of every random effect (model column order): sampled
@@ -178,14 +184,14 @@ class RBEngine(EngineBase):
         if got is None or got[0] != params.tobytes():
             self.evaluate(params)
             got = self._moments
-        a, s0, *_, mA, sU, sUU = got[1]
+        s0, mA, sU, sUU = got[1].s0, got[1].mA, got[1].sU, got[1].sUU
         boc = data.block_of_col
         mean_l, m2_l = sU / s0[boc], sUU / s0[boc]
         lb = st.lev_block
         mean_l[st.lev_col] = mA[:, 0] / s0[lb]
         m2_l[st.lev_col] = mA[:, 1] / s0[lb]
         q_model = data.arrays.Z.shape[1]
-        nu = params[data.k_fe:]
+        nu = params[data.k_fe : data.k_fe + data.k_vcp]
         mean = np.zeros(q_model)
         sd = np.sqrt(nu[data.arrays.ident])
         cp = data.layout.col_perm
@@ -235,7 +241,9 @@ def _combine(rows, st, data):
             acc = acc + s[j].reshape(s[j].shape + (1,) * extra) * getattr(r, name)
         return acc
 
+    nb = () if not rows[0].saa.shape[0] else (tot("hca", sc[:, bo_h]), tot("saa", sc))
     return RBSums(a.max(axis=0), tot("s0", sc), tot("s0sq", sc2), tot("s1", sc, 1),
                   tot("s1sq", sc2, 1), tot("s2", sc, 2), tot("s2sq", sc2, 2),
                   tot("sS", sc, 1), tot("hc", sc[:, bo_h]), tot("sC", sc, 2),
-                  tot("mA", sc[:, lb], 1), tot("sU", sc[:, boc]), tot("sUU", sc[:, boc]))
+                  tot("mA", sc[:, lb], 1), tot("sU", sc[:, boc]), tot("sUU", sc[:, boc]),
+                  *nb)

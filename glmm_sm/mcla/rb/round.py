@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from glmm_sm.laplace.step import conditional_mode
+from glmm_sm.laplace.step import conditional_mode, family_system
 from glmm_sm.mcla.draws import DrawSet
 from glmm_sm.mcla.rb.engine import RBEngine
 from glmm_sm.mcla.rb.split import (
@@ -59,9 +59,6 @@ def resolve_sampler(model, opts):
                            "importance sampling")
     if opts.rao_blackwell is False:
         return "laplace", "sampler='auto' with rao_blackwell=False: importance sampling"
-    if getattr(model, "k_fam", 0):
-        return "laplace", ("sampler='auto' with the negative binomial family (the integrated "
-                           "kernels have no alpha terms yet): importance sampling")
     factorize = model.factorize if opts.factorize is None else bool(opts.factorize)
     ok, why = quadrature_layout(model.layout_data(factorize), list(model.design.vcp_names))
     return ("quadrature" if ok else "laplace"), f"sampler='auto': {why}"
@@ -78,16 +75,6 @@ def rb_structure(model, opts, factorize, client, notes=None):
     ``notes`` (the fit log's warnings, issued as warnings at the end of the fit).
     """
     rb = opts.rao_blackwell
-    if getattr(model, "k_fam", 0):
-        # The negative binomial: the Rao-Blackwellized kernel has no alpha terms yet.
-        if opts.sampler == "quadrature" or rb is True:
-            raise NotImplementedError(
-                "the negative binomial family is not available with "
-                + ("sampler='quadrature'" if opts.sampler == "quadrature"
-                   else "rao_blackwell=True")
-                + " (Rao-Blackwellized integration) yet; use sampler='laplace' (the default) "
-                "with rao_blackwell=False or 'auto' (the plain Monte Carlo estimator)")
-        return None
     if opts.sampler == "quadrature":
         if model.design.cov.has_vector:
             raise ValueError("sampler='quadrature' is not available for models with "
@@ -100,6 +87,14 @@ def rb_structure(model, opts, factorize, client, notes=None):
     if rb is False or not rb:
         return None
     if model.design.cov.has_vector and client is None:
+        if getattr(model, "k_fam", 0):
+            # The negative binomial: the vector (correlated-term) kernel has no alpha terms.
+            if rb is True:
+                raise NotImplementedError(
+                    "rao_blackwell=True with correlated random-effect terms is not available "
+                    "for the negative binomial family (the vector Rao-Blackwellized kernel "
+                    "has no alpha terms); use rao_blackwell=False or 'auto'")
+            return None
         return _vector_structure(model, opts, factorize, rb)
     why = None
     if client is not None:
@@ -154,10 +149,11 @@ def rb_round(model, structure, centre, mode, factorize, m, seed, opts, n_jobs, p
     ``pilot`` round (the first, centred at the Laplace fit: it only finds the next round's
     centre, and is never the final round) integrates with :data:`PILOT_NODES` nodes unless
     ``n_nodes`` is given."""
-    system = model.block_system(factorize)
-    p = model.k_fe
+    p, k = model.k_fe, model.k_fe + model.k_vcp
+    # the negative binomial's alpha (after the variances) set in the family
+    system = family_system(model.block_system(factorize), centre[k] if model.k_fam else None)
     if mode is None:
-        mode = conditional_mode(system, centre[:p], centre[p:])
+        mode = conditional_mode(system, centre[:p], centre[p:k])
     options = {k: v for k, v in opts.sampler_options.items()
                if k in ("t_weight", "df", "n_nodes", "integrated")}
     if getattr(structure, "vector", False):

@@ -229,7 +229,8 @@ class RBSampler:
         self.shift = bool(shift)
         p = data.k_fe
         self.beta0 = self.params[:p].copy()
-        self.du_dbeta = mode_derivatives(system, self.beta0, self.params[p:], mode,
+        self.du_dbeta = mode_derivatives(system, self.beta0,
+                                         self.params[p : p + data.k_vcp], mode,
                                          nu_derivs=False)[0]
         self.malpha = np.ascontiguousarray(self.du_dbeta[structure.lev_col]) if self.shift \
             else np.zeros((structure.n_levels, p))

@@ -548,7 +548,7 @@ class VectorRBEngine(RBEngine):
         p, nb = data.k_fe, data.n_blocks
         params = np.asarray(params, dtype=float)
         nu = params[p:]
-        a, s0, s0sq, s1, s1sq, s2, s2sq, sS, hc, sC, mA, sU, sUU = out
+        a, s0, s0sq, s1, s1sq, s2, s2sq, sS, hc, sC, mA, sU, sUU = out[:13]
         shift = self._shift()
         X = data.X if shift is None else shift[1]
         hxx = np.zeros((1, nb, p, p))
@@ -587,7 +587,7 @@ class VectorRBEngine(RBEngine):
         if got is None or got[0] != params.tobytes():
             self.evaluate(params)
             got = self._moments
-        a, s0, *_, mA, sU, sUU = got[1]
+        s0, mA, sU, sUU = got[1].s0, got[1].mA, got[1].sU, got[1].sUU
         boc = data.block_of_col
         mean_l, m2_l = sU / s0[boc], sUU / s0[boc]
         lb, r = st.lev_block, st.r
