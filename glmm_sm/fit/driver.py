@@ -831,7 +831,11 @@ def _warn_unconverged(log, opts):
     if last["min_ess"] < opts.min_ess:
         advice.append(f"the smallest block ESS is {last['min_ess']:.0f}: increase m, or check "
                       "for variance components at zero")
-    if not last["optimizer_success"]:
+    if last["optimizer_status"] == TRUST_STATUS:
+        advice.append("the last round's maximum lay beyond the points where its draws' "
+                      "weights hold up (the ESS trust region): allow more max_rounds, or "
+                      "simplify the random effects")
+    elif not last["optimizer_success"]:
         advice.append("the trust-region optimizer did not converge: try start_params or "
                       "more maxiter")
     if last["moved"] > 3:
