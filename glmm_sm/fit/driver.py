@@ -11,6 +11,14 @@ with fresh draws.  Rounds stop when
   ``(ratio / target_ratio)^2``, as MCSE shrinks like ``m^(-1/2)``), and
 * every block's effective sample size is at least ``min_ess`` (an MCSE estimated from a
   handful of effective draws is not to be trusted).
+
+Within a round the optimizer stays where the frozen draws' importance weights are usable
+(a trust region bounded by the ESS): a trial point at which some block's ESS falls below
+``min(ESS_TRUST * ESS at the round's start, min_ess)`` is outside, and is rejected (the
+trust radius shrinks, so the step is shortened); after ``TRUST_EXITS`` (3) such trial
+points the round ends at the last accepted point, and the next round draws afresh there.
+Without it, ``l_m`` far from the draws' centre is the log of a handful of weights and its
+maximum follows them (on VerbAgg's ``(1 + Gender | item)`` the ESS fell to 1).
 """
 
 from __future__ import annotations
@@ -69,6 +77,15 @@ MAX_M_GROWTH_MOVED = 3.0
 #: first's estimate), or one where the estimate is not a strict maximum, end the fit: more
 #: draws would not help a proposal that does not cover the posterior.
 ESS_COLLAPSE = 5.0
+#: The ESS trust region (see the module docstring): a trial point where some block's ESS
+#: is below this fraction of its ESS at the round's start (and below ``min_ess``) is outside
+#: the region where the round's draws can be trusted ...
+ESS_TRUST = 0.25
+#: ... and the round ends at the last accepted point once this many trial points were
+#: outside (each rejection shrinks scipy's trust radius four-fold first).
+TRUST_EXITS = 3
+#: ``optimizer_status`` of a round ended by the ESS trust region.
+TRUST_STATUS = 10
 #: A correlated term whose relative Cholesky diagonal is below this (a correlation beyond
 #: +-0.9987 for two effects) where the Hessian is not negative definite is diagnosed as a
 #: slope variance the data do not identify (the fit ends; lme4's "singular fit" uses 1e-4
@@ -83,18 +100,51 @@ RUNAWAY_EFFECT = 10.0
 
 class _Objective(CachedObjective):
     """``-l_m`` on the optimizer's ``x = (gamma, log nu)``, every evaluation logged and the
-    non-finite ones counted."""
+    non-finite ones counted.
 
-    def __init__(self, engine, tr, log, rnd):
+    With ``min_ess`` > 0 it bounds the optimizer by the ESS (see the module docstring): the
+    first evaluation (the round's start) sets each block's floor,
+    ``min(ESS_TRUST * ESS_b, min_ess)``, and a later point where some block's ESS is below
+    its floor is *outside*: it gets ``-l_m = inf``, which scipy's trust region rejects
+    (shrinking its radius), and is counted in ``n_outside``.
+    """
+
+    def __init__(self, engine, tr, log, rnd, min_ess=0.0):
         super().__init__(engine, tr)
         self.log, self.rnd = log, rnd
         self.n_nonfinite = 0
+        self.min_ess = float(min_ess)
+        self.ess_floor = None  # per block, set by the first evaluation
+        self.n_outside = 0
+        self.outside_ess = math.inf  # the smallest ESS seen outside
 
     def on_evaluation(self, theta, out, finite):
         self.n_nonfinite += not finite
         self.log.evaluations.append({"round": self.rnd, "theta": theta, "value": -out[0],
                                      "grad_norm": float(np.linalg.norm(out[1])),
                                      "finite": bool(finite)})
+
+    def _eval(self, x):
+        new = self._x is None or not np.array_equal(x, self._x)
+        out = super()._eval(x)
+        if not new or self.min_ess <= 0 or self.last is None:
+            return out
+        ess = np.asarray(self.last.ess, dtype=float)
+        rec = self.log.evaluations[-1]
+        rec["min_ess"] = float(ess.min()) if ess.size else math.inf
+        if self.ess_floor is None:
+            with np.errstate(invalid="ignore"):
+                self.ess_floor = np.fmin(ESS_TRUST * ess, self.min_ess)
+            return out
+        inside = bool(np.all(ess >= self.ess_floor))
+        rec["inside"] = inside
+        if not inside and np.isfinite(out[0]):
+            # Outside the draws' trust region: a trial point the trust region rejects.
+            self.n_outside += 1
+            self.outside_ess = min(self.outside_ess, float(ess.min()))
+            out = (np.inf, np.zeros_like(x), np.eye(len(x)))
+            self._out = out
+        return out
 
 
 def _maximize(engine, start, tr, opts, log, rnd):
@@ -103,7 +153,7 @@ def _maximize(engine, start, tr, opts, log, rnd):
     A linear-algebra failure inside the optimizer ends the round as an optimizer failure
     (status -1, its message kept) at the best point seen, instead of reaching the user.
     """
-    obj = _Objective(engine, tr, log, rnd)
+    obj = _Objective(engine, tr, log, rnd, opts.min_ess)
     x0 = tr.to_x(start)
     n_vc = engine.data.k_vcp  # log alpha (negative binomial) may go low: Poisson's boundary
     lognu_min = math.log(opts.boundary_tol) if opts.boundary_tol > 0 else -math.inf
@@ -111,7 +161,7 @@ def _maximize(engine, start, tr, opts, log, rnd):
         # Correlated terms: no boundary procedure (a singular fit is flagged at the end).
         lognu_min = -math.inf
 
-    at_max = []
+    at_max, left_region = [], []
     tol = PILOT_STOP_STEP if _is_pilot(rnd, opts) else STOP_STEP
 
     def at_edge(intermediate_result):
@@ -127,6 +177,11 @@ def _maximize(engine, start, tr, opts, log, rnd):
         if obj._x is not None and np.array_equal(x, obj._x) and _near_maximum(obj.last, tol):
             at_max.append(True)
             raise StopIteration
+        # The maximum of l_m on these draws lies where their weights are not to be trusted:
+        # the round ends here, and the next one draws afresh at this point.
+        if obj.n_outside >= TRUST_EXITS:
+            left_region.append(True)
+            raise StopIteration
 
     try:
         res = minimize(obj.fun, x0, jac=obj.jac, hess=obj.hess, method="trust-exact",
@@ -139,8 +194,16 @@ def _maximize(engine, start, tr, opts, log, rnd):
         res.success, res.status = True, 0
         res.message = (f"at a maximum: the remaining Newton step is below {tol:g} Monte "
                        "Carlo standard errors")
+    elif left_region:
+        res.success, res.status = False, TRUST_STATUS
+        res.message = (f"left the draws' trust region: {obj.n_outside} trial steps reached "
+                       f"points where a block's ESS fell below its floor (down to "
+                       f"{obj.outside_ess:.1f}; floor min({ESS_TRUST:g} x the ESS at the "
+                       f"round's start, min_ess={opts.min_ess:g})); the round ends at the "
+                       "last point inside, where the next round draws afresh")
     ev = obj.evaluation_at(res.x)
     res.n_nonfinite = obj.n_nonfinite
+    res.n_outside = obj.n_outside
     return tr.to_theta(res.x), res, ev
 
 
@@ -581,8 +644,9 @@ class _RoundState:
                 "iterations": int(res.nit), "optimizer_success": bool(res.success),
                 "optimizer_status": int(res.status), "optimizer_message": str(res.message),
                 "at_maximum": accepted, "hessian_negative_definite": err.positive_definite,
-                "nonfinite_evaluations": int(res.n_nonfinite), "converged": converged,
-                "seconds": seconds}
+                "nonfinite_evaluations": int(res.n_nonfinite),
+                "outside_evaluations": int(getattr(res, "n_outside", 0)),
+                "converged": converged, "seconds": seconds}
         self.log.rounds.append(info)
         return info, err, mcse
 
@@ -767,7 +831,11 @@ def _warn_unconverged(log, opts):
     if last["min_ess"] < opts.min_ess:
         advice.append(f"the smallest block ESS is {last['min_ess']:.0f}: increase m, or check "
                       "for variance components at zero")
-    if not last["optimizer_success"]:
+    if last["optimizer_status"] == TRUST_STATUS:
+        advice.append("the last round's maximum lay beyond the points where its draws' "
+                      "weights hold up (the ESS trust region): allow more max_rounds, or "
+                      "simplify the random effects")
+    elif not last["optimizer_success"]:
         advice.append("the trust-region optimizer did not converge: try start_params or "
                       "more maxiter")
     if last["moved"] > 3:

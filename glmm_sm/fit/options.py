@@ -131,7 +131,10 @@ class FitLog:
     Attributes
     ----------
     evaluations : list of dict
-        ``round``, ``theta`` (beta, nu), ``value``, ``grad_norm`` for every objective call.
+        ``round``, ``theta`` (beta, nu), ``value``, ``grad_norm`` for every objective call;
+        with ``min_ess`` > 0 also the smallest block ``min_ess`` and, after a round's first
+        point, whether the point was ``inside`` the ESS trust region
+        (:mod:`glmm_sm.fit.driver`).
     rounds : list of dict
         ``round``, ``m``, ``params``, ``value``, ``min_ess``, ``max_ratio`` (largest
         MCSE/SE), ``moved`` (largest move since the sampler centre, in units of the larger
@@ -140,7 +143,8 @@ class FitLog:
         ``optimizer_message``, ``at_maximum`` (its stop accepted: success, or a Newton step
         far below Monte Carlo error), ``hessian_negative_definite``,
         ``nonfinite_evaluations`` (trial points where ``l_m`` was not finite),
-        ``converged`` and ``seconds``.
+        ``outside_evaluations`` (trial points outside the ESS trust region; optimizer status
+        10 when they ended the round), ``converged`` and ``seconds``.
     laplace : dict
         The Laplace start: ``params``, ``value``, L-BFGS-B's ``optimizer_success``,
         ``optimizer_status``, ``optimizer_message`` and ``iterations``, ``mode_converged``,
