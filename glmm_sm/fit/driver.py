@@ -212,7 +212,7 @@ def mcmle(model, opts: FitOptions, random_state=None, start_params=None, callbac
             log = outcome.log
             opts = replace(opts, sampler="laplace", sampler_options={
                 k: v for k, v in opts.sampler_options.items()
-                if k not in ("n_nodes", "outer_nodes")}, sampler_reason=(
+                if k not in ("n_nodes", "outer_nodes", "recentre")}, sampler_reason=(
                 f"{log.sampler.get('reason', '')}; a variance went to 0 "
                 f"({log.message}): the boundary procedure needs draws, so the fit "
                 "importance-samples (sampler='laplace')"))
