@@ -8,10 +8,10 @@
 * The re-centred rule converges to the independent ``tests/aghq_nested.py`` (60 x 60 nodes,
   which agrees with its own 40 x 40 rule to 1e-8) on a design with a large outer variance
   (2 mothers of 20 Bernoulli births per community, community variance 25): within 5e-6 in
-  the log-likelihood with 12 inner nodes (the linear rule: 1e-5), 1e-7 with 24.  (It is not the default: on
-  guPrenat's mothers, 1 to 4 concordant births and a variance near 45, each integrand is
-  half a normal cut by the logistic, and the conditional curvature at the mode understates
-  its spread: at 48 x 45 nodes the re-centred rule is 0.03 off in the log-likelihood, the
+  the log-likelihood with 12 inner nodes (the linear rule: 1e-5), 1e-7 with 24.  (It is
+  not the default: on guPrenat's mothers, 1 to 4 concordant births and a variance near 45,
+  each integrand is half a normal cut by the logistic, and the conditional curvature at the
+  mode understates its spread: at 48 x 45 nodes the re-centred rule is 0.03 off in the log-likelihood, the
   linear one 2e-4; ``benchmarks/README.md``.)
 * The default rule (``recentre="outer"``) puts the outer nodes at the mode and curvature of
   each community's integrated density found with the re-centred inner rules (Newton steps in
