@@ -11,8 +11,8 @@
   the log-likelihood with 12 inner nodes (the linear rule: 1e-5), 1e-7 with 24.  (It is
   not the default: on guPrenat's mothers, 1 to 4 concordant births and a variance near 45,
   each integrand is half a normal cut by the logistic, and the conditional curvature at the
-  mode understates its spread: at 48 x 45 nodes the re-centred rule is 0.03 off in the log-likelihood, the
-  linear one 2e-4; ``benchmarks/README.md``.)
+  mode understates its spread: at 48 x 45 nodes the re-centred rule is 0.03 off in the
+  log-likelihood, the linear one 2e-4; ``benchmarks/README.md``.)
 * The default rule (``recentre="outer"``) puts the outer nodes at the mode and curvature of
   each community's integrated density found with the re-centred inner rules (Newton steps in
   one dimension per community, in numba): every block is adapted, and the modes and
