@@ -449,7 +449,7 @@ class QuadratureSampler(RBSampler):
             out))
         self.dmu, self.sk = centre - lin, scale
 
-    def _outer_mode(self, lv, zv, xb, tol=1e-9, maxiter=50):
+    def _outer_mode(self, lv, zv, xb, tol=1e-7, maxiter=50):
         """Centre and scale each block's sampled effect at the mode and curvature of its
         integrated density, the levels integrated by the re-centred rule: Newton steps per
         block, halved while the log density falls.  Blocks where it fails (a Hessian not
@@ -492,10 +492,11 @@ class QuadratureSampler(RBSampler):
 
         v = np.where(has, self.u_hat[np.maximum(vcol, 0)], 0.0)
         f, g, H, _ = terms(v)
+        self.outer_evaluations = 1
         ok = has.copy()
         active = has.copy()
         for _ in range(maxiter):
-            ok &= np.isfinite(f) & (H < 0)
+            ok &= np.isfinite(f) & np.isfinite(g) & (H < 0)
             active &= ok
             step = np.where(active, -g / np.where(H < 0, H, -1.0), 0.0)
             # a block is done once its step is below tol of its SD
@@ -503,18 +504,20 @@ class QuadratureSampler(RBSampler):
             if not active.any():
                 break
             step[~active] = 0.0
+            # Newton's method on the score, each step halved until the score shrinks: the
+            # value (its inner nodes move with v) and the score (Louis' identity at fixed
+            # nodes) differ by the rule's error, so the value cannot judge steps near the
+            # mode; the score's root is the mode the rule's own derivatives give
             t = np.ones(B)
-            for _ in range(30):
+            for _ in range(20):
                 fn, gn, Hn, _ = terms(v + t * step)
-                worse = ~(fn >= f - 1e-12 * (1.0 + np.abs(f))) & active
+                self.outer_evaluations += 1
+                worse = ~(np.abs(gn) < np.abs(g)) & active
                 if not worse.any():
                     break
                 t[worse] *= 0.5
-            # where no step along the Newton direction gains, the mode is found to the
-            # accuracy of the rule's derivatives
-            stuck = worse | (fn - f <= 1e-12 * (1.0 + np.abs(f)))
             t[worse] = 0.0
-            active &= ~stuck
+            active &= ~worse
             v, f, g, H = v + t * step, np.where(worse, f, fn), np.where(worse, g, gn), \
                 np.where(worse, H, Hn)
         f, g, H, fail = terms(v)
