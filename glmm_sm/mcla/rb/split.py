@@ -364,16 +364,22 @@ class QuadratureSampler(RBSampler):
     Blocks with nothing left to sample need one "draw" (``logf = 0``).  The likelihood is
     then a nested quadrature with no Monte Carlo error; the engine reports MCSE 0.
 
-    With ``recentre`` (the default) the rule is the nested adaptive one
-    (:mod:`glmm_sm.mcla.kernels.rb_nested`): ``v_hat`` and ``s`` are the mode and curvature
-    of ``v``'s integrated density computed with the re-centred inner rules (one-dimensional
-    Newton steps per block), and at each outer node every integrated level's nodes are
-    centred at its conditional mode given that node and scaled by its conditional curvature
-    there (``rule().dmu``, ``rule().sk``).  Both are fixed at the sampler's ``params``, so
-    the value stays a smooth function of ``theta`` with exact derivatives.  Without it the
-    inner nodes sit at the joint Laplace linearization ``m0 + c' v`` of :class:`RBSampler`
-    (off by far more where a level's conditional density is far from normal: a large inner
-    variance and few observations per level).
+    The outer rule (``recentre="outer"``, the default, or ``True``): ``v_hat`` and ``s`` are
+    the mode and curvature of ``v``'s integrated density, each level integrated by a rule
+    re-centred at its conditional mode given the trial ``v`` and scaled by its conditional
+    curvature (:mod:`glmm_sm.mcla.kernels.rb_nested`; one-dimensional Newton steps on the
+    score per block, ``_outer_mode``).  The inner rule: with ``recentre=True`` every
+    integrated level's nodes are re-centred in the same way at each outer node
+    (``rule().dmu``, ``rule().sk``); by default they sit at the joint Laplace linearization
+    ``m0 + c' v`` of :class:`RBSampler`.  Either way the rule is fixed at the sampler's
+    ``params``, so the value stays a smooth function of ``theta`` with exact derivatives.
+    Re-centring the inner rules is not the default: where a level's integrand is far from
+    normal (guPrenat's mothers: 1 to 4 concordant Bernoulli births, a variance near 45, half
+    a normal cut by the logistic) the curvature at the conditional mode understates the
+    spread and the linearized rule is the more accurate at the same nodes
+    (``benchmarks/README.md``).  ``recentre=False`` places the outer rule as
+    :class:`RBSampler` centres its draws
+    (:func:`~glmm_sm.mcla.rb.proposal.integrated_laplace`, with the linearized inner rules).
 
     Parameters
     ----------
@@ -381,14 +387,17 @@ class QuadratureSampler(RBSampler):
         As :class:`RBSampler` (``n_nodes``: the inner rule's nodes).
     outer_nodes : int
         ``K``; ``m`` must be ``K`` (or 1 when no block has an effect left).
-    recentre : bool
-        Re-centre the inner rules at every outer node (default).
+    recentre : {"outer", True, False}
+        Where the rules are re-centred (above).
 
     Attributes
     ----------
     recentre_failures : int
-        (Level, outer node) pairs and blocks whose Newton's method failed (a log integrand
-        not concave there): they keep the linear rule (0 on every design tried).
+        (Level, node) pairs and blocks whose Newton's method failed (a log integrand not
+        concave there): they keep the linear rule, or the joint Laplace marginal for a
+        block's outer rule.
+    adapted : list of int
+        The blocks whose outer rule sits at their integrated mode.
     """
 
     name = "quadrature"
