@@ -461,8 +461,9 @@ class QuadratureSampler(RBSampler):
     def _outer_mode(self, lv, zv, xb, tol=1e-7, maxiter=50):
         """Centre and scale each block's sampled effect at the mode and curvature of its
         integrated density, the levels integrated by the re-centred rule: Newton steps per
-        block, halved while the log density falls.  Blocks where it fails (a Hessian not
-        negative) keep the joint Laplace marginal and count in ``recentre_failures``."""
+        block on its score, halved until the score shrinks.  Blocks where it fails (a
+        Hessian not negative) keep the joint Laplace marginal and count in
+        ``recentre_failures``; ``outer_evaluations`` counts the kernel calls."""
         data, st = self.data, self.structure
         B = data.n_blocks
         vcol = np.array([c[0] if c.size else -1 for c in self.v_cols], dtype=np.int64)
