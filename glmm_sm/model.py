@@ -521,7 +521,8 @@ class MonteCarloGLMM(LikelihoodModel):
             grouping factor, two nested factors, an observation-level effect within
             clusters): a deterministic fit, every MCSE 0
             (:class:`~glmm_sm.mcla.rb.split.QuadratureSampler`; ``sampler_options``
-            ``n_nodes`` and ``outer_nodes`` set the inner and outer rules, 12 and 20).
+            ``n_nodes`` and ``outer_nodes`` set the inner and outer rules, 12 and 20;
+            ``recentre=True`` re-centres the inner rules at every outer node).
             ``"laplace"``: importance sampling from a normal at the conditional mode with a
             defensive t; ``"glmm"``: glmm's three-part mixture.  ``"auto"`` (default):
             ``"quadrature"`` where the structure allows it and ``m`` is ``"auto"``,
@@ -611,7 +612,7 @@ class MonteCarloGLMM(LikelihoodModel):
             opts = dataclasses.replace(
                 opts, sampler=used, sampler_reason=outcome.log.sampler.get("reason", ""),
                 sampler_options={k: v for k, v in opts.sampler_options.items()
-                                 if k not in ("n_nodes", "outer_nodes")})
+                                 if k not in ("n_nodes", "outer_nodes", "recentre")})
         if outcome.sampler_options is not None:  # a deterministic fit refined its rule
             opts = dataclasses.replace(opts, sampler_options=outcome.sampler_options)
         res = MonteCarloGLMMResults(self, outcome)

@@ -275,7 +275,7 @@ def mcmle(model, opts: FitOptions, random_state=None, start_params=None, callbac
             log = outcome.log
             opts = replace(opts, sampler="laplace", sampler_options={
                 k: v for k, v in opts.sampler_options.items()
-                if k not in ("n_nodes", "outer_nodes")}, sampler_reason=(
+                if k not in ("n_nodes", "outer_nodes", "recentre")}, sampler_reason=(
                 f"{log.sampler.get('reason', '')}; a variance went to 0 "
                 f"({log.message}): the boundary procedure needs draws, so the fit "
                 "importance-samples (sampler='laplace')"))
@@ -335,8 +335,10 @@ def _refine_quadrature(model, outcome, opts, seed, callback, disp, client):
         history.append(dict(outcome.log.quadrature))
         opts = replace(opts, sampler_options={**opts.sampler_options, **finer})
         log = outcome.log
-        refit = _mcmle(model, opts, seed, np.asarray(outcome.params, dtype=float), callback,
-                       disp, client)
+        theta = np.asarray(outcome.params, dtype=float)
+        # the refit's rounds start at the estimate (not at the Laplace fit: on guPrenat that
+        # is a mother variance of 330 against 49, five rounds away)
+        refit = _mcmle(model, opts, seed, theta, callback, disp, client, centre=theta)
         if refit.boundary or refit.evaluation is None:
             break
         # one log for the whole fit: the refit's rounds follow the first fit's
@@ -482,10 +484,13 @@ def _warn_hessian(model, outcome):
                   "a maximum on the boundary", ConvergenceWarning, stacklevel=4)
 
 
-def _mcmle(model, opts, seed, start_params, callback, disp, client, runaway=None):
+def _mcmle(model, opts, seed, start_params, callback, disp, client, runaway=None,
+           centre=None):
     """The rounds; stops early (``outcome.boundary``) when a variance goes to 0, and
     (unconverged, saying why) when the fit is hopeless (:meth:`_RoundState._hopeless`);
-    ``runaway``: a separation within groups (:func:`_within_separation`)."""
+    ``runaway``: a separation within groups (:func:`_within_separation`); ``centre``: the
+    first round's centre where it is not the Laplace fit (a deterministic fit refined from
+    its estimate)."""
     t_start = time.perf_counter()
     log = FitLog(seed_entropy=seed.entropy)
     log.sampler = {"used": opts.sampler,
@@ -493,11 +498,15 @@ def _mcmle(model, opts, seed, start_params, callback, disp, client, runaway=None
     p = model.k_fe
     factorize = model.factorize if opts.factorize is None else bool(opts.factorize)
     t0 = time.perf_counter()
-    lapfit = laplace_fit(model.block_system(factorize), start_params)
-    lap, mode = lapfit.params, lapfit.mode
-    log.laplace = {**lapfit.record(), "seconds": time.perf_counter() - t0}
-    log.warnings.extend(lapfit.notes)  # whitening not done, precisions not PD
-    if not lapfit.ok:
+    if centre is not None:
+        lapfit = None
+        lap, mode = np.asarray(centre, dtype=float), None
+    else:
+        lapfit = laplace_fit(model.block_system(factorize), start_params)
+        lap, mode = lapfit.params, lapfit.mode
+        log.laplace = {**lapfit.record(), "seconds": time.perf_counter() - t0}
+        log.warnings.extend(lapfit.notes)  # whitening not done, precisions not PD
+    if lapfit is not None and not lapfit.ok:
         log.warnings.append(
             "the Laplace step (start values and sampler centre) ended without converged "
             f"conditional modes or with a non-finite value ({lapfit.info.message}); the "

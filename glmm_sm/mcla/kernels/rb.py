@@ -117,7 +117,7 @@ def make_state(T_tile, K, p, T, n_h, n_lev, max_lev, nf=0):
                    np.empty((T_tile, n_lev, 2)), np.empty(T_tile), np.empty(T_tile),
                    np.empty(F), np.empty(F), np.empty(F), np.empty((p, F)),
                    np.empty((max_lev, F)), np.empty(F), np.empty(F), np.empty((2, T_tile)),
-                   np.empty((2, K)), np.empty((6, T_tile)), np.empty(F * nf),
+                   np.empty((2, F)), np.empty((8, T_tile)), np.empty(F * nf),
                    np.empty(F * nf), np.empty((max_lev if nf else 0, F)),
                    np.empty((T_tile, n_h if nf else 0)), np.empty(T_tile * nf))
 
@@ -195,11 +195,13 @@ def _free_nb(i, rh, nt, ev, state):
 @numba.njit(**_INLINE)
 def _nodes(a, kt, nt, rb, ev, U, state):
     """Level ``a``'s nodes for every draw of the tile, with their prior log weights (and,
-    for moving draws, the prior's beta score of each node)."""
+    for moving draws, the prior's beta score of each node); each draw's scale in
+    ``state.acc[6]`` (a re-centred rule's own per draw, ``rb.sk``)."""
     m0, s, cptr, cidx, cval, xs, logw, malpha = (rb.m0, rb.s, rb.cptr, rb.cidx, rb.cval, rb.xs,
                                                  rb.logw, rb.malpha)
     nu, lognu, gp = ev.nu, ev.lognu, ev.gp
     mu, alpha, lq, gb = state.mu, state.alpha, state.lq, state.gb
+    sd, base = state.acc[6], state.acc[7]
     K = xs.shape[0]
     p = gb.shape[0]
     tc = rb.lev_comp[a]
@@ -210,14 +212,22 @@ def _nodes(a, kt, nt, rb, ev, U, state):
         row = cidx[nz]
         for t in range(nt):
             mu[t] += cv * U[row, kt + t]
-    sa = s[a]
-    base = math.log(sa) - HALF_LOG2PI - 0.5 * lognu[tc]
+    b0 = -HALF_LOG2PI - 0.5 * lognu[tc]
+    if rb.dmu.shape[1]:
+        for t in range(nt):
+            mu[t] += rb.dmu[a, kt + t]
+            sd[t] = rb.sk[a, kt + t]
+            base[t] = math.log(sd[t]) + b0
+    else:
+        for t in range(nt):
+            sd[t] = s[a]
+            base[t] = math.log(s[a]) + b0
     inv_nu = 1.0 / nu[tc]
     for j in range(K):
         for t in range(nt):
-            al = mu[t] + sa * xs[j]
+            al = mu[t] + sd[t] * xs[j]
             alpha[j * nt + t] = al
-            lq[j * nt + t] = logw[j] + base - 0.5 * al * al * inv_nu
+            lq[j * nt + t] = logw[j] + base[t] - 0.5 * al * al * inv_nu
     F = nt * K
     for c in range(p):
         mac = malpha[a, c] * inv_nu if gp.shape[2] else 0.0
@@ -317,15 +327,25 @@ ETA_CLAMP, MAX_OFFSET = 650.0, 30.0
 
 
 @numba.njit(**_INLINE)
-def _node_offsets(zs, xs, ec):
-    """``ec[0, j] = exp(c_j)``, ``ec[1, j] = exp(-c_j)`` for ``c_j = zs x_j``; returns
-    ``max |c_j|``."""
+def _node_offsets(z, sd, nt, per, xs, ec):
+    """``ec[0, f] = exp(c_f)``, ``ec[1, f] = exp(-c_f)`` for ``c_f = z sd_t x_j`` (``f = j
+    nt + t``; with one scale for the tile, ``per`` false, computed once per node and copied);
+    returns ``max |c_f|``."""
     cmax = 0.0
     for j in range(xs.shape[0]):
-        c = zs * xs[j]
-        cmax = max(cmax, abs(c))
-        ec[0, j] = fexp(c)
-        ec[1, j] = fexp(-c)
+        if per:
+            for t in range(nt):
+                c = z * sd[t] * xs[j]
+                cmax = max(cmax, abs(c))
+                ec[0, j * nt + t] = fexp(c)
+                ec[1, j * nt + t] = fexp(-c)
+        else:
+            c = z * sd[0] * xs[j]
+            cmax = max(cmax, abs(c))
+            ep, em = fexp(c), fexp(-c)
+            for t in range(nt):
+                ec[0, j * nt + t] = ep
+                ec[1, j * nt + t] = em
     return cmax
 
 
@@ -335,16 +355,18 @@ def _level_obs_bernoulli(a, kt, nt, rb, ev, U, state):
     change no formula: ``sum_i log(1 + t_i)`` is the log of a product (one ``log`` per node
     and ``FOLD`` observations, not one per observation), and ``t = exp(-|eta|)`` at node
     ``j`` is ``exp(+-b) exp(+-c_j)`` with ``b = eta_0 + z mu_a(v)`` per draw and
-    ``c_j = z s_a x_j`` per node (two ``exp`` per observation and draw, not one per node).
+    ``c_j = z s_a x_j`` per node (two ``exp`` per observation and draw, not one per node;
+    a re-centred rule's ``c`` is per node and draw, computed once per level).
     """
-    lev_ptr, ro, za, s, xs = rb.lev_ptr, rb.ro, rb.za, rb.s, rb.xs
+    lev_ptr, ro, za, xs = rb.lev_ptr, rb.ro, rb.za, rb.xs
     K = xs.shape[0]
     wy, X = ev.wy, ev.X
     e0, mu, alpha, lq, rr, gb, cij = state.e0, state.mu, state.alpha, state.lq, state.rr, \
         state.gb, state.cij
     pr, eb, ec = state.pr, state.eb, state.ec
+    sd = state.acc[6]
+    per = rb.dmu.shape[1] > 0
     F = nt * K
-    sa = s[a]
     o0, o1 = lev_ptr[a], lev_ptr[a + 1]
     for f in range(F):
         pr[f] = 1.0
@@ -357,18 +379,17 @@ def _level_obs_bernoulli(a, kt, nt, rb, ev, U, state):
         rl = r - o0
         if z != z_prev:
             z_prev = z
-            cmax = _node_offsets(z * sa, xs, ec)
+            cmax = _node_offsets(z, sd, nt, per, xs, ec)
         if cmax <= MAX_OFFSET:
             for t in range(nt):
                 bt = min(max(e0[t] + z * mu[t], -ETA_CLAMP), ETA_CLAMP)
                 eb[0, t] = fexp(bt)
                 eb[1, t] = fexp(-bt)
             for j in range(K):
-                cp, cm = ec[0, j], ec[1, j]
                 for t in range(nt):
                     f = j * nt + t
                     e = e0[t] + z * alpha[f]
-                    tt = eb[0, t] * cp if e < 0.0 else eb[1, t] * cm
+                    tt = eb[0, t] * ec[0, f] if e < 0.0 else eb[1, t] * ec[1, f]
                     opt = 1.0 + tt
                     inv = frecip_unit(opt)
                     pr[f] *= opt

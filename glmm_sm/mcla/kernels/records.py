@@ -73,8 +73,12 @@ RBBlocks = namedtuple("RBBlocks", "lev_bptr free_bptr free_obs col_ptr const_b q
 #: ``ro``/``za``: layout rows and their coefficients), each level's component
 #: (``lev_comp``), node centres ``m0 + c' v`` (``m0``; ``c`` as CSR ``cptr``/``cidx``/
 #: ``cval``) and scales ``s``, the standard nodes ``xs`` and log weights ``logw``, and the
-#: levels' moving-draw rows ``malpha``.
-RBRule = namedtuple("RBRule", "lev_ptr lev_comp ro za m0 s cptr cidx cval xs logw malpha")
+#: levels' moving-draw rows ``malpha``.  A re-centred rule (nested adaptive quadrature,
+#: :mod:`glmm_sm.mcla.kernels.rb_nested`) adds per level and draw the centre's offset ``dmu``
+#: (L, m: added to ``m0 + c' v``) and the scale ``sk`` (L, m: in place of ``s``); both have no
+#: columns otherwise.
+RBRule = namedtuple("RBRule", "lev_ptr lev_comp ro za m0 s cptr cidx cval xs logw malpha "
+                               "dmu sk", defaults=(np.zeros((0, 0)), np.zeros((0, 0))))
 
 #: What the RB kernel reads at ``theta``: ``xb``, ``wy``, ``wn``, ``X``, ``Z`` as CSR, which
 #: columns are integrated (``is_a``), ``nu`` and ``lognu``, and the prior's beta scores of the
@@ -110,6 +114,13 @@ RBState = namedtuple("RBState", "lw G Cw SA hloc mAk e0 mu alpha lq rr gb cij ze
 #: ``hc``).
 RBSpan = namedtuple("RBSpan", "b lev0 lev1 r0 r1 f0 f1 c0 c1 n_int")
 
+#: The integrated levels of a deterministic fit, for re-centring their rules
+#: (:mod:`glmm_sm.mcla.kernels.rb_nested`): observations per level (``lev_ptr`` into the
+#: arrays below, in ``RBRule.ro`` order), their coefficients on the level (``za``) and on
+#: their block's sampled effect (``zv``; 0 where none), weighted responses and trials
+#: (``wy``, ``wn``), and each level's prior variance ``nu`` (L,).
+RBLevels = namedtuple("RBLevels", "lev_ptr za zv wy wn nu")
+
 #: The quadrature rule of integrated *vector* levels (:mod:`glmm_sm.mcla.kernels.rb_vector`):
 #: ``r`` effects per level.  Observations per level (``lev_ptr`` into ``ro``, with their
 #: coefficients ``za`` (n, r) on the level's effects), each level's sub-components
@@ -135,4 +146,4 @@ RBVPrior = namedtuple("RBVPrior", "pc P lnorm")
 #: ``cij``, and one observation's node linear predictors ``ze`` and residuals ``rr``.
 RBVWork = namedtuple("RBVWork", "G Seff Cw hloc mAk mu alpha lq hd slot cij ze rr")
 
-__all__ += ["RBVRule", "RBVPrior", "RBVWork"]
+__all__ += ["RBVRule", "RBVPrior", "RBVWork", "RBLevels"]

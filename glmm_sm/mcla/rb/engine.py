@@ -115,8 +115,8 @@ class RBEngine(EngineBase):
                          np.zeros((st.n_levels, 2)), np.zeros(data.q), np.zeros(data.q),
                          np.zeros(n_h if nf else 0), np.zeros(B if nf else 0))
             lw = np.empty((B, K if keep_lw else 0))
-            rb_chunk_sums(data.family.kernel, blocks, rule, ev_k, draws, 0, K, out, self._state(),
-                          lw)
+            rb_chunk_sums(data.family.kernel, blocks, _draw_rule(rule, k0, k1), ev_k, draws, 0, K,
+                          out, self._state(), lw)
             # folded in chunk by chunk: memory does not grow with the number of chunks
             acc = out if acc is None else _combine([acc, out], st, data)
             lws.append(lw if keep_lw else None)
@@ -213,8 +213,8 @@ class RBEngine(EngineBase):
         for k0, k1 in self.ranges:
             draws, ev_k = self._chunk(ev, dv, k0, k1)
             lw = np.empty((self.data.n_blocks, draws.U.shape[1]))
-            rb_log_weights(self.data.family.kernel, blocks, rule, ev_k, draws, 0,
-                           draws.U.shape[1], lw, self._state())
+            rb_log_weights(self.data.family.kernel, blocks, _draw_rule(rule, k0, k1), ev_k,
+                           draws, 0, draws.U.shape[1], lw, self._state())
             yield lw
 
     def weighted_draws(self, params, chunk_size=512):
@@ -222,6 +222,15 @@ class RBEngine(EngineBase):
             "this quantity needs joint draws of every random effect, which a "
             "Rao-Blackwellized fit does not keep (its integrated effects are summed by "
             "quadrature); refit with rao_blackwell=False for it")
+
+
+def _draw_rule(rule, k0, k1):
+    """``rule`` for draws ``k0:k1``: a re-centred rule's per-draw centres and scales
+    (``dmu``, ``sk``) cut to those columns (the kernel numbers a chunk's draws from 0)."""
+    if not rule.dmu.shape[1]:
+        return rule
+    return rule._replace(dmu=np.ascontiguousarray(rule.dmu[:, k0:k1]),
+                         sk=np.ascontiguousarray(rule.sk[:, k0:k1]))
 
 
 def _combine(rows, st, data):

@@ -166,7 +166,7 @@ def rb_round(model, structure, centre, mode, factorize, m, seed, opts, n_jobs, p
         options.setdefault("n_nodes", PILOT_NODES)
     if opts.sampler == "quadrature":
         quad = {k: v for k, v in opts.sampler_options.items()
-                if k in ("n_nodes", "outer_nodes")}
+                if k in ("n_nodes", "outer_nodes", "recentre")}
         if pilot:
             quad.setdefault("n_nodes", PILOT_NODES)
         smp = QuadratureSampler(system, centre, mode, structure, **quad)

@@ -26,7 +26,8 @@ import scipy.sparse as sp
 
 from glmm_sm.core.constants import HALF_LOG2PI
 from glmm_sm.laplace.step import mode_derivatives
-from glmm_sm.mcla.kernels.records import RBRule
+from glmm_sm.mcla.kernels.rb_nested import recentre_levels
+from glmm_sm.mcla.kernels.records import RBLevels, RBRule
 from glmm_sm.mcla.rb.proposal import integrated_laplace
 from glmm_sm.mcla.sampler import DrawChunk, _log_t_norm, stratified_counts
 
@@ -409,21 +410,50 @@ class QuadratureSampler(RBSampler):
     Blocks with nothing left to sample need one "draw" (``logf = 0``).  The likelihood is
     then a nested quadrature with no Monte Carlo error; the engine reports MCSE 0.
 
+    The outer rule (``recentre="outer"``, the default, or ``True``): ``v_hat`` and ``s`` are
+    the mode and curvature of ``v``'s integrated density, each level integrated by a rule
+    re-centred at its conditional mode given the trial ``v`` and scaled by its conditional
+    curvature (:mod:`glmm_sm.mcla.kernels.rb_nested`; one-dimensional Newton steps on the
+    score per block, ``_outer_mode``).  The inner rule: with ``recentre=True`` every
+    integrated level's nodes are re-centred in the same way at each outer node
+    (``rule().dmu``, ``rule().sk``); by default they sit at the joint Laplace linearization
+    ``m0 + c' v`` of :class:`RBSampler`.  Either way the rule is fixed at the sampler's
+    ``params``, so the value stays a smooth function of ``theta`` with exact derivatives.
+    Re-centring the inner rules is not the default: where a level's integrand is far from
+    normal (guPrenat's mothers: 1 to 4 concordant Bernoulli births, a variance near 45, half
+    a normal cut by the logistic) the curvature at the conditional mode understates the
+    spread and the linearized rule is the more accurate at the same nodes
+    (``benchmarks/README.md``).  ``recentre=False`` places the outer rule as
+    :class:`RBSampler` centres its draws
+    (:func:`~glmm_sm.mcla.rb.proposal.integrated_laplace`, with the linearized inner rules).
+
     Parameters
     ----------
     system, params, mode, structure, shift, n_nodes
         As :class:`RBSampler` (``n_nodes``: the inner rule's nodes).
     outer_nodes : int
         ``K``; ``m`` must be ``K`` (or 1 when no block has an effect left).
+    recentre : {"outer", True, False}
+        Where the rules are re-centred (above).
+
+    Attributes
+    ----------
+    recentre_failures : int
+        (Level, node) pairs and blocks whose Newton's method failed (a log integrand not
+        concave there): they keep the linear rule, or the joint Laplace marginal for a
+        block's outer rule.
+    adapted : list of int
+        The blocks whose outer rule sits at their integrated mode.
     """
 
     name = "quadrature"
     deterministic = True
 
     def __init__(self, system, params, mode, structure, n_nodes=N_NODES,
-                 outer_nodes=OUTER_NODES, shift=True):
+                 outer_nodes=OUTER_NODES, shift=True, recentre="outer"):
+        self.recentre = recentre if recentre == "outer" else bool(recentre)
         super().__init__(system, params, mode, structure, t_weight=0.0, n_nodes=n_nodes,
-                         shift=shift)
+                         shift=shift, integrated=not self.recentre)
         sizes = np.array([c.size for c in self.v_cols])
         if sizes.size and sizes.max() > 1:
             b = int(np.argmax(sizes))
@@ -435,6 +465,130 @@ class QuadratureSampler(RBSampler):
             (np.zeros(1), np.full(1, np.sqrt(np.pi)))
         self.z = np.sqrt(2.0) * x
         self.log_node = np.log(w) + x * x + 0.5 * np.log(2.0)  # log of w_k e^{x_k^2} sqrt 2
+        self.dmu, self.sk = np.zeros((0, 0)), np.zeros((0, 0))
+        self.recentre_failures = 0
+        if self.recentre:
+            self._nested()
+
+    def _levels(self):
+        """``(RBLevels, zv)``: the integrated levels at the sampler's ``nu`` and every
+        observation's coefficient on its block's sampled effect."""
+        data, st = self.data, self.structure
+        nu = self.params[data.k_fe:]
+        zv = np.asarray(data.Z @ (~st.is_a).astype(np.float64)).ravel()
+        ro = st.ro
+        return RBLevels(st.lev_ptr, st.za, np.ascontiguousarray(zv[ro]),
+                        np.ascontiguousarray(data.wy[ro], dtype=np.float64),
+                        np.ascontiguousarray(data.wn[ro], dtype=np.float64),
+                        np.ascontiguousarray(nu[st.lev_comp], dtype=np.float64)), zv
+
+    def _nested(self):
+        """The nested adaptive rule: the outer nodes at the mode and curvature of each
+        block's integrated density (:meth:`_outer_mode`), then each level's centre and scale
+        at every outer node (``dmu``, ``sk``)."""
+        data, st = self.data, self.structure
+        lv, zv = self._levels()
+        xb = data.linear_fixed(self.params[:data.k_fe])
+        self._outer_mode(lv, zv, xb)
+        if self.recentre == "outer":
+            return
+        U = self.generate(None, self.outer).U
+        C = sp.csr_matrix((self.cval, self.cidx, self.cptr), shape=(st.n_levels, data.q))
+        lin = self.m0[:, None] + C @ U
+        e0 = xb[st.ro][:, None] + (data.Z[st.ro] @ np.where(st.is_a[:, None], 0.0, U))
+        centre = np.array(lin, dtype=np.float64, order="C")  # a copy: lin is kept
+        scale = np.ascontiguousarray(np.repeat(self.s[:, None], self.outer, axis=1))
+        out = np.empty((3,) + centre.shape)
+        self.recentre_failures += int(recentre_levels(
+            data.family.kernel, lv, np.ascontiguousarray(e0), self.xs, self.logw, centre, scale,
+            out))
+        self.dmu, self.sk = centre - lin, scale
+
+    def _outer_mode(self, lv, zv, xb, tol=1e-7, maxiter=50):
+        """Centre and scale each block's sampled effect at the mode and curvature of its
+        integrated density, the levels integrated by the re-centred rule: Newton steps per
+        block on its score, halved until the score shrinks.  Blocks where it fails (a
+        Hessian not negative) keep the joint Laplace marginal and count in
+        ``recentre_failures``; ``outer_evaluations`` counts the kernel calls."""
+        data, st = self.data, self.structure
+        B = data.n_blocks
+        vcol = np.array([c[0] if c.size else -1 for c in self.v_cols], dtype=np.int64)
+        has = vcol >= 0
+        if not has.any():
+            return
+        nu_v = np.ones(B)
+        nu_v[has] = self.params[data.k_fe:][data.ident[vcol[has]]]
+        bro = data.block_of_obs[st.ro]
+        free = st.free_obs
+        bfree = data.block_of_obs[free]
+        fam = data.family
+        centre = np.ascontiguousarray(self.m0[:, None] + np.zeros((1, 1)))
+        scale = np.ascontiguousarray(self.s[:, None].copy())
+        out = np.empty((3, st.n_levels, 1))
+        # each level's coefficient on its block's one sampled effect: its linear rule's
+        # centre is m0 + c v (Newton's start)
+        lin_c = np.bincount(np.repeat(np.arange(st.n_levels), np.diff(self.cptr)), self.cval,
+                            st.n_levels)
+
+        def terms(v):
+            centre[:, 0] = self.m0 + lin_c * v[st.lev_block]
+            e0 = (xb[st.ro] + lv.zv * v[bro])[:, None]
+            fail = recentre_levels(fam.kernel, lv, np.ascontiguousarray(e0), self.xs,
+                                   self.logw, centre, scale, out)
+            f = np.bincount(st.lev_block, out[0, :, 0], B)
+            g = np.bincount(st.lev_block, out[1, :, 0], B)
+            H = np.bincount(st.lev_block, out[2, :, 0], B)
+            if free.size:
+                ll, r, h = fam.obs_terms(xb[free] + zv[free] * v[bfree], data.wy[free],
+                                         data.wn[free])
+                f += np.bincount(bfree, ll, B)
+                g += np.bincount(bfree, zv[free] * r, B)
+                H -= np.bincount(bfree, zv[free] ** 2 * h, B)
+            return f - 0.5 * v * v / nu_v, g - v / nu_v, H - 1.0 / nu_v, fail
+
+        v = np.where(has, self.u_hat[np.maximum(vcol, 0)], 0.0)
+        f, g, H, _ = terms(v)
+        self.outer_evaluations = 1
+        ok = has.copy()
+        active = has.copy()
+        for _ in range(maxiter):
+            ok &= np.isfinite(f) & np.isfinite(g) & (H < 0)
+            active &= ok
+            step = np.where(active, -g / np.where(H < 0, H, -1.0), 0.0)
+            # a block is done once its step is below tol of its SD
+            active &= np.abs(step) > tol / np.sqrt(np.abs(H))
+            if not active.any():
+                break
+            step[~active] = 0.0
+            # Newton's method on the score, each step halved until the score shrinks: the
+            # value (its inner nodes move with v) and the score (Louis' identity at fixed
+            # nodes) differ by the rule's error, so the value cannot judge steps near the
+            # mode; the score's root is the mode the rule's own derivatives give
+            t = np.ones(B)
+            for _ in range(20):
+                fn, gn, Hn, _ = terms(v + t * step)
+                self.outer_evaluations += 1
+                worse = ~(np.abs(gn) < np.abs(g)) & active
+                if not worse.any():
+                    break
+                t[worse] *= 0.5
+            t[worse] = 0.0
+            active &= ~worse
+            v, f, g, H = v + t * step, np.where(worse, f, fn), np.where(worse, g, gn), \
+                np.where(worse, H, Hn)
+        f, g, H, fail = terms(v)
+        ok &= np.isfinite(f) & (H < 0)
+        self.recentre_failures += int(fail) + int(np.sum(has & ~ok))
+        for b in np.flatnonzero(ok):
+            sd = 1.0 / np.sqrt(-H[b])
+            self.u_hat[vcol[b]] = v[b]
+            self.v_root[b] = np.array([[sd]])
+            self.v_half_logdet[b] = -float(np.log(sd))
+        self.adapted = [int(b) for b in np.flatnonzero(ok)]
+
+    def rule(self):
+        """The kernel's rule, with the re-centred centres and scales per outer node."""
+        return super().rule()._replace(dmu=self.dmu, sk=self.sk)
 
     def generate(self, seed, size):
         """The ``K`` nodes of every block's effect (``seed`` is not used)."""
