@@ -7,11 +7,13 @@ the fit with statsmodels' variational ``BinomialBayesMixedGLM``.
 
 ``warmup``: numba compiles a kernel the first time a process calls it and keeps the machine
 code in its on-disk cache (next to the package when that directory is writable, else in the
-user's cache directory, or in ``NUMBA_CACHE_DIR`` when set), so only the first fit after an
-install pays for compiling (tens of seconds of CPU).  ``warmup`` pays it once, up front (after
-``pip install``, in a CI image or a container build), by fitting small simulated models that
-call every kernel (:func:`warmup`).  The cache is keyed by the kernels' source files (their
-modification times): a reinstall or upgrade invalidates it, and ``warmup`` is run again.
+user's cache directory, or in ``NUMBA_CACHE_DIR`` when set), so only the first fit in a new
+environment pays for compiling (tens of seconds of CPU).  ``warmup`` pays it once, up front
+(after ``pip install``, in a CI image or a container build), by fitting small simulated
+models that call every kernel (:func:`warmup`).  numba keys the cache by the kernels' source
+(a hash of each file's contents and its directory) and by the CPU: a new version of glmm_sm,
+another install location or another processor compiles again (see ``docs/performance.rst``,
+"Cold start").
 """
 
 from __future__ import annotations
