@@ -38,8 +38,13 @@ from glmm_sm.mcla.kernels.records import RBSpan, RBState
 
 _FLAGS = dict(cache=True, nogil=True, error_model="numpy",
               fastmath={"nsz", "arcp", "contract", "afn"})
-# The per-level and per-draw steps are inlined into the loops that call them: a call per
-# level and draw would pay for passing (and reference-counting) every array it reads.
+# The per-observation and per-draw steps are inlined into the loops that call them: a call
+# per observation or draw would pay for passing (and reference-counting) every array it
+# reads.  The per-tile and per-level steps (``_tile``, ``_start``, ``_free``, ``_nodes``,
+# ``_level_obs``, ``_level_obs_bernoulli``, ``_level_close``, ``_rescale``) are compiled once
+# as functions of their own: inlined at numba's IR level they were typed and lowered again
+# at every call site, a third or more of a cold fit's compile time, for no measurable speed
+# (docs/performance.rst, "Cold start"; the bits are the same).
 _INLINE = dict(_FLAGS, inline="always")
 #: Draws processed together: each observation's work is one loop over (draw, node) pairs of
 #: the tile, long enough to vectorise.
@@ -89,7 +94,7 @@ def make_state(T_tile, K, p, T, n_h, n_lev, max_lev):
                    np.empty((2, K)), np.empty((6, T_tile)))
 
 
-@numba.njit(**_INLINE)
+@numba.njit(**_FLAGS)
 def _start(b, kt, nt, ev, blocks, draws, state):
     """Each draw's prior part of the log weight and of the scores (moving draws: ``gp``)."""
     lw, G, Cw, SA = state.lw, state.G, state.Cw, state.SA
@@ -114,7 +119,7 @@ def _start(b, kt, nt, ev, blocks, draws, state):
                 G[t, c] += gp[b, c, k]
 
 
-@numba.njit(**_INLINE)
+@numba.njit(**_FLAGS)
 def _free(fam, b, kt, nt, ev, blocks, U, state, n_int):
     """Observations of block ``b`` on no integrated level."""
     free_bptr, free_obs = blocks.free_bptr, blocks.free_obs
@@ -132,7 +137,7 @@ def _free(fam, b, kt, nt, ev, blocks, U, state, n_int):
                 G[t, c] += rr * X[i, c]
 
 
-@numba.njit(**_INLINE)
+@numba.njit(**_FLAGS)
 def _nodes(a, kt, nt, rb, ev, U, state):
     """Level ``a``'s nodes for every draw of the tile, with their prior log weights (and,
     for moving draws, the prior's beta score of each node)."""
@@ -165,7 +170,7 @@ def _nodes(a, kt, nt, rb, ev, U, state):
             gb[c, f] = -mac * alpha[f]
 
 
-@numba.njit(**_INLINE)
+@numba.njit(**_FLAGS)
 def _level_obs(fam, a, kt, nt, rb, ev, U, state):
     """Add the observations of level ``a`` to its nodes' log weights and beta scores."""
     lev_ptr, ro, za, xs = rb.lev_ptr, rb.ro, rb.za, rb.xs
@@ -244,7 +249,7 @@ def _node_offsets(zs, xs, ec):
     return cmax
 
 
-@numba.njit(**_INLINE)
+@numba.njit(**_FLAGS)
 def _level_obs_bernoulli(a, kt, nt, rb, ev, U, state):
     """:func:`_level_obs` for a Bernoulli level with unit weights, with two savings that
     change no formula: ``sum_i log(1 + t_i)`` is the log of a product (one ``log`` per node
@@ -311,7 +316,7 @@ def _level_obs_bernoulli(a, kt, nt, rb, ev, U, state):
                 pr[f] = 1.0
 
 
-@numba.njit(**_INLINE)
+@numba.njit(**_FLAGS)
 def _level_close(a, nt, rb, ev, state):
     """Level ``a`` for every draw of the tile: ``log I_a``, the node weights, and the node
     means and covariance of the scores, added to each draw's pieces (node-major layout
@@ -416,7 +421,7 @@ def _node_cov(nt, K, tc, inu, state, gnb, sv):
                     Cw[t, k2, k1] += sv[t]
 
 
-@numba.njit(**_INLINE)
+@numba.njit(**_FLAGS)
 def _tile(fam, b, kt, nt, rb, ev, blocks, draws, state):
     """Log weights ``state.lw[:nt]`` of draws ``kt:kt+nt`` of block ``b`` and their scores,
     node covariances, node moments and per-observation ``w c''`` node means."""
@@ -430,7 +435,7 @@ def _tile(fam, b, kt, nt, rb, ev, blocks, draws, state):
         _level_close(a, nt, rb, ev, state)
 
 
-@numba.njit(**_INLINE)
+@numba.njit(**_FLAGS)
 def _rescale(sc, out, span):
     """Multiply block ``span.b``'s running sums by ``sc`` (``sc**2`` for the squared
     ones)."""
