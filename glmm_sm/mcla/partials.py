@@ -15,20 +15,50 @@ what is summed in which order, so every backend gives the same bits.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
 
-from glmm_sm.mcla.kernels import plain as _kernels
 from glmm_sm.mcla.kernels import reference as _kernels_numpy
 from glmm_sm.mcla.kernels.records import Design, Draws, Prior, Sums
-from glmm_sm.mcla.kernels.shift import add_offset, csr_times
 
 __all__ = ["KERNELS", "N_PARTITIONS", "PartialSums", "DrawShift", "draw_shift",
            "moved_draws", "partition_bounds", "partition_sums"]
 
-KERNELS = {"numba": _kernels.chunk_sums, "numpy": _kernels_numpy.chunk_sums}
+
+
+def _numba_kernels():
+    """:mod:`glmm_sm.mcla.kernels.plain`, imported on first use: importing it imports numba
+    (about 0.2 s), which a model that is never fitted by MCLA does not need."""
+    from glmm_sm.mcla.kernels import plain
+
+    return plain
+
+
+class _Kernels(Mapping):
+    """The chunk kernels by name, ``"numba"`` (:func:`glmm_sm.mcla.kernels.plain.chunk_sums`)
+    and ``"numpy"`` (:func:`glmm_sm.mcla.kernels.reference.chunk_sums`); the numba module is
+    imported when its kernel is first asked for."""
+
+    _NAMES = ("numba", "numpy")
+
+    def __getitem__(self, name):
+        if name == "numba":
+            return _numba_kernels().chunk_sums
+        if name == "numpy":
+            return _kernels_numpy.chunk_sums
+        raise KeyError(name)
+
+    def __iter__(self):
+        return iter(self._NAMES)
+
+    def __len__(self):
+        return len(self._NAMES)
+
+
+KERNELS = _Kernels()
 
 
 @dataclass
@@ -178,12 +208,16 @@ class DrawShift:
 
     def move(self, U, j0, j1, du):
         """Draws ``j0:j1`` of ``U`` moved by ``du`` (:meth:`offset`), as a new array."""
+        from glmm_sm.mcla.kernels.shift import add_offset
+
         out = np.empty((U.shape[0], j1 - j0))
         add_offset(U, j0, j1, du, out)
         return out
 
     def sums_of_squares(self, U):
         """``S`` (B, T + C, K) of the (moved) draws ``U`` (q, K), cross sums included."""
+        from glmm_sm.mcla.kernels.shift import csr_times
+
         B, T, _ = self._dims
         ind = self._ind
         S = np.empty((B * T, U.shape[1]))
@@ -211,6 +245,8 @@ class DrawShift:
     def prior_scores(self, U, A):
         """``Gp[b, :, k] = -M_b' D_b^{-1} u_kb`` (B, p, K) of the moved draws ``U``; ``A``
         from :meth:`prior_matrix`."""
+        from glmm_sm.mcla.kernels.shift import csr_times
+
         B, _, p = self._dims
         out = np.empty((B * p, U.shape[1]))
         csr_times(A.indptr, A.indices, A.data, _c(U), False, out)
@@ -384,7 +420,7 @@ def partition_sums(kernel, data, draws, ranges, params, derivs=True, shift=None)
                         for f in _FIELDS))
     if derivs:
         h = (sc[:, data.block_of_obs] * hc[:1]).sum(axis=0)
-        _kernels.block_xhx(data.obs_ptr, X, h, out.hxx[0])
+        _numba_kernels().block_xhx(data.obs_ptr, X, h, out.hxx[0])
         if nf:  # X_b' (weighted d2 log f / d eta d alpha), per block
             ha = (sc[:, data.block_of_obs] * hca[:1]).sum(axis=0)
             np.add.at(out.hxa[0], data.block_of_obs, X * ha[:, None])

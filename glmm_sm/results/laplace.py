@@ -24,7 +24,7 @@ from statsmodels.base import wrapper as wrap
 from statsmodels.tools.sm_exceptions import ConvergenceWarning
 
 from glmm_sm.fit.boundary import BOUNDARY_NU, at_boundary
-from glmm_sm.fit.driver import FitLog, FitOutcome
+from glmm_sm.fit.options import FitLog, FitOutcome
 from glmm_sm.inference.prediction import block_cov_matrix
 from glmm_sm.laplace.step import (
     conditional_mode,

@@ -46,8 +46,13 @@ from glmm_sm.spec.families import NB_SERIES_X
 
 _FLAGS = dict(cache=True, nogil=True, error_model="numpy",
               fastmath={"nsz", "arcp", "contract", "afn"})
-# The per-level and per-draw steps are inlined into the loops that call them: a call per
-# level and draw would pay for passing (and reference-counting) every array it reads.
+# The per-observation and per-draw steps are inlined into the loops that call them: a call
+# per observation or draw would pay for passing (and reference-counting) every array it
+# reads.  The per-tile and per-level steps (``_tile``, ``_start``, ``_free``, ``_nodes``,
+# ``_level_obs``, ``_level_obs_bernoulli``, ``_level_close``, ``_rescale``) are compiled once
+# as functions of their own: inlined at numba's IR level they were typed and lowered again
+# at every call site, a third or more of a cold fit's compile time, for no measurable speed
+# (docs/performance.rst, "Cold start"; the bits are the same).
 _INLINE = dict(_FLAGS, inline="always")
 #: Draws processed together: each observation's work is one loop over (draw, node) pairs of
 #: the tile, long enough to vectorise.
@@ -122,7 +127,7 @@ def make_state(T_tile, K, p, T, n_h, n_lev, max_lev, nf=0):
                    np.empty((T_tile, n_h if nf else 0)), np.empty(T_tile * nf))
 
 
-@numba.njit(**_INLINE)
+@numba.njit(**_FLAGS)
 def _start(b, kt, nt, ev, blocks, draws, state):
     """Each draw's prior part of the log weight and of the scores (moving draws: ``gp``)."""
     lw, G, Cw, SA = state.lw, state.G, state.Cw, state.SA
@@ -150,7 +155,7 @@ def _start(b, kt, nt, ev, blocks, draws, state):
                 G[t, c] += gp[b, c, k]
 
 
-@numba.njit(**_INLINE)
+@numba.njit(**_FLAGS)
 def _free(fam, b, kt, nt, ev, blocks, U, state, n_int):
     """Observations of block ``b`` on no integrated level."""
     free_bptr, free_obs = blocks.free_bptr, blocks.free_obs
@@ -192,7 +197,7 @@ def _free_nb(i, rh, nt, ev, state):
         state.hla[t, rh] = lea
 
 
-@numba.njit(**_INLINE)
+@numba.njit(**_FLAGS)
 def _nodes(a, kt, nt, rb, ev, U, state):
     """Level ``a``'s nodes for every draw of the tile, with their prior log weights (and,
     for moving draws, the prior's beta score of each node); each draw's scale in
@@ -239,7 +244,7 @@ def _nodes(a, kt, nt, rb, ev, U, state):
             state.gaa[f] = 0.0
 
 
-@numba.njit(**_INLINE)
+@numba.njit(**_FLAGS)
 def _level_obs(fam, a, kt, nt, rb, ev, U, state):
     """Add the observations of level ``a`` to its nodes' log weights and beta scores."""
     lev_ptr, ro, za, xs = rb.lev_ptr, rb.ro, rb.za, rb.xs
@@ -349,7 +354,7 @@ def _node_offsets(z, sd, nt, per, xs, ec):
     return cmax
 
 
-@numba.njit(**_INLINE)
+@numba.njit(**_FLAGS)
 def _level_obs_bernoulli(a, kt, nt, rb, ev, U, state):
     """:func:`_level_obs` for a Bernoulli level with unit weights, with two savings that
     change no formula: ``sum_i log(1 + t_i)`` is the log of a product (one ``log`` per node
@@ -417,7 +422,7 @@ def _level_obs_bernoulli(a, kt, nt, rb, ev, U, state):
                 pr[f] = 1.0
 
 
-@numba.njit(**_INLINE)
+@numba.njit(**_FLAGS)
 def _level_close(a, nt, rb, ev, state):
     """Level ``a`` for every draw of the tile: ``log I_a``, the node weights, and the node
     means and covariance of the scores, added to each draw's pieces (node-major layout
@@ -588,7 +593,7 @@ def _node_cov_nb(nt, K, dn, state, sv):
                 Cw[t, k2, dA] += sv[t]
 
 
-@numba.njit(**_INLINE)
+@numba.njit(**_FLAGS)
 def _tile(fam, b, kt, nt, rb, ev, blocks, draws, state):
     """Log weights ``state.lw[:nt]`` of draws ``kt:kt+nt`` of block ``b`` and their scores,
     node covariances, node moments and per-observation ``w c''`` node means."""
@@ -602,7 +607,7 @@ def _tile(fam, b, kt, nt, rb, ev, blocks, draws, state):
         _level_close(a, nt, rb, ev, state)
 
 
-@numba.njit(**_INLINE)
+@numba.njit(**_FLAGS)
 def _rescale(sc, out, span):
     """Multiply block ``span.b``'s running sums by ``sc`` (``sc**2`` for the squared
     ones)."""
