@@ -1,0 +1,472 @@
+"""Fits whose data stay partitioned: a Dask fit where each worker holds only its partitions.
+
+``MonteCarloGLMM.from_formula(formula, data=parts, family=...)`` with ``parts`` a
+``dask.dataframe.DataFrame`` or a list of partitions (pandas data frames, or Dask futures of
+them) gives a :class:`PartitionedGLMM`.  Its :meth:`~PartitionedGLMM.fit` with
+``client=`` builds each partition's design where the partition is, and the client only
+receives sizes, names and small sums:
+
+1. *Metadata*: per partition its rows, blocks, random-effect levels, the ``R`` factor of its
+   fixed-effects design (``p x p``) and the levels of the fixed effects' categorical
+   columns, whose union codes every partition alike.  A grouping level in two partitions is
+   refused (a block must lie in one partition; see :func:`check_aligned`).
+2. *Start*: the fixed-effects GLM by Newton on summed scores and informations, then the
+   Laplace MLE by L-BFGS-B on summed Laplace log-likelihoods and gradients (each partition's
+   conditional modes computed where it is).
+3. *Monte Carlo rounds*: per round each partition builds its blocks' Laplace sampler and
+   draws its share of the round's draws (the single machine's numbers:
+   :mod:`glmm_sm.mcla.partitioned`); every evaluation sends ``theta`` and receives the
+   partitions' per-block partial sums.  Rounds, stopping rules and m follow
+   :mod:`glmm_sm.fit.driver`.
+
+Same answer: the Monte Carlo log-likelihood and its derivatives at any ``theta`` are the
+single machine's bit for bit (same draws, same per-block sums, same order of summation),
+and the fit is the same, bit for bit, in this process (``client=None``) and on any
+cluster, whatever worker computes which partition and whether workers die.  The start
+sums the partitions' shares of the GLM and Laplace objectives (an order of summation a
+single machine does not have) and whitens with the partitions' ``R`` factors, so against
+``fit()`` of the concatenated data the estimates agree to the optimizers' tolerance, far
+below the Monte Carlo standard error, not to the last bit.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+import warnings
+
+import numpy as np
+import pandas as pd
+from scipy.optimize import minimize
+from statsmodels.tools.sm_exceptions import ConvergenceWarning
+from threadpoolctl import threadpool_limits
+
+from glmm_sm.core.random import as_seed_sequence, child_seed
+from glmm_sm.fit.driver import _mcse, _progress, _RoundState, _warn_hessian, _warn_unconverged
+from glmm_sm.fit.information import information_errors
+from glmm_sm.fit.options import FitLog, FitOptions
+from glmm_sm.laplace.step import LOGNU_BOUNDS, spd_solve
+from glmm_sm.mcla.partitioned import (
+    BlocksMeta,
+    PartitionedEngine,
+    Pieces,
+    draw_plans,
+    piece_glm,
+    piece_laplace,
+    piece_meta,
+    piece_sampler,
+)
+from glmm_sm.spec.params import ParamTransform
+
+__all__ = ["PartitionedGLMM", "PartitionedResults", "check_aligned", "is_partitioned"]
+
+
+def is_partitioned(data):
+    """Whether ``data`` is partitioned data: a Dask DataFrame, or a list or tuple of
+    partitions (pandas data frames or Dask futures)."""
+    if hasattr(data, "to_delayed") and hasattr(data, "npartitions"):
+        return True
+    return isinstance(data, (list, tuple)) and len(data) > 0 and all(
+        isinstance(p, pd.DataFrame) or type(p).__name__ == "Future" for p in data)
+
+
+def _fixed_part(formula):
+    """The formula without its lme4 random-effect terms ``( ... | ... )``."""
+    return re.sub(r"\([^()]*\|[^()]*\)", "", formula)
+
+
+def partition_levels(frame, columns):
+    """The levels of ``columns`` in one partition (run where the partition is)."""
+    return {c: pd.unique(frame[c].dropna()).tolist() for c in columns if c in frame}
+
+
+def with_levels(frame, levels):
+    """``frame`` with ``levels``' columns as categoricals of the union's levels, so that
+    every partition codes the fixed effects alike."""
+    if not levels:
+        return frame
+    frame = frame.copy()
+    for c, lv in levels.items():
+        frame[c] = pd.Categorical(frame[c], categories=lv)
+    return frame
+
+
+def check_aligned(metas):
+    """Refuse partitions that split a block: a random effect (a grouping level) present in
+    two partitions.  Returns nothing; raises ValueError saying how to partition."""
+    owner = {}
+    for i, m in enumerate(metas):
+        for name in m.col_names:
+            j = owner.setdefault(name, i)
+            if j != i:
+                raise ValueError(
+                    f"data: the random effect {name!r} has rows in partitions {j} and {i}; "
+                    "every block (a grouping level and the levels crossed or nested with "
+                    "it) must lie in one partition, so that a worker integrates it alone. "
+                    "Partition by the grouping factor, e.g. ddf.shuffle(on='g') or "
+                    "ddf.set_index('g') for (1 | g), or split the pandas frame with "
+                    "groupby('g') before giving the partitions")
+
+
+class PartitionedGLMM:
+    """A GLMM whose data stay in partitions (see the module docstring).
+
+    Built by :meth:`MonteCarloGLMM.from_formula <glmm_sm.model.MonteCarloGLMM.from_formula>`
+    when ``data`` is a ``dask.dataframe.DataFrame`` or a list of partitions; only the
+    importance-sampling fit (``sampler="laplace"``) is available, with Bernoulli, binomial
+    or Poisson responses.  Post-fit tools that need the rows (predictions, profiles,
+    likelihood-ratio tests, random-effect predictions) need a local model: build one with
+    ``MonteCarloGLMM.from_formula(formula, data=<a pandas frame>)``.
+
+    Parameters
+    ----------
+    partitions : dask DataFrame or list
+        The partitions (pandas data frames, or Dask futures of them).
+    build : callable
+        ``build(frame, levels)``: one partition's :class:`~glmm_sm.mcla.partitioned.Piece`
+        (a picklable function: it runs on the workers).
+    formula : str
+        The model's formula (its fixed part names the columns coded by the union of
+        their levels).
+    """
+
+    def __init__(self, partitions, build, formula):
+        self.partitions = partitions
+        self.build = build
+        self.formula = formula
+        self.pieces = None
+        self.metas = None
+
+    # ------------------------------------------------------------------ partitions
+    def _frames(self, client):
+        """The partitions: local frames (``client`` None) or futures on the cluster."""
+        parts = self.partitions
+        if hasattr(parts, "to_delayed"):
+            delayed = parts.to_delayed()
+            if client is None:
+                return [d.compute() for d in delayed]
+            return client.compute(delayed)
+        parts = list(parts)
+        futures = [p for p in parts if not isinstance(p, pd.DataFrame)]
+        if futures and client is None:
+            raise ValueError("data: partitions given as Dask futures need fit(client=...)")
+        if client is None:
+            return parts
+        return [client.scatter(p, hash=False) if isinstance(p, pd.DataFrame) else p
+                for p in parts]
+
+    def _categorical_columns(self, frames, client):
+        fixed = _fixed_part(self.formula)
+        words = set(re.findall(r"[A-Za-z_][A-Za-z0-9_.]*", fixed))
+        if hasattr(self.partitions, "dtypes"):
+            dtypes = self.partitions.dtypes
+        elif client is None:
+            dtypes = frames[0].dtypes
+        else:
+            dtypes = client.submit(lambda f: f.dtypes, frames[0], pure=False).result()
+        return [c for c, t in dtypes.items() if c in words and not (
+            pd.api.types.is_numeric_dtype(t) and not pd.api.types.is_bool_dtype(t))]
+
+    def _prepare(self, client):
+        """Build the pieces where the partitions are and gather their metadata."""
+        frames = self._frames(client)
+        cats = self._categorical_columns(frames, client)
+        levels = {}
+        if cats:
+            per = Pieces(frames, client).gather(partition_levels, columns=cats)
+            for c in cats:
+                seen = []
+                for d in per:
+                    seen.extend(d.get(c, []))
+                levels[c] = sorted(set(seen), key=lambda v: (str(type(v)), v))
+        pieces = Pieces(Pieces(frames, client).keep(self.build, levels=levels), client)
+        metas = pieces.gather(piece_meta)
+        names = {m.param_names for m in metas}
+        if len(names) != 1:
+            raise ValueError(f"data: the partitions give different parameters {sorted(names)}; "
+                             "give every partition every column, with the same types")
+        check_aligned(metas)
+        self.pieces, self.metas, self._frames_kept = pieces, metas, frames
+        return pieces, metas
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, client=None, m="auto", random_state=None, sampler="laplace", *,
+            max_rounds=8, target_ratio=0.1, max_m=10**6, m_start=None, min_ess=200.0,
+            time_budget=600.0, kernel="numba", chunk_size=None, memory_budget=None,
+            sampler_options=None, start_params=None, disp=False, callback=None):
+        """Monte Carlo MLE with the data kept in their partitions.
+
+        Parameters
+        ----------
+        client : dask.distributed.Client, optional
+            Build and evaluate each partition on the cluster's workers; ``None`` evaluates
+            the partitions one after the other in this process (the same fit, bit for bit).
+        m, random_state, max_rounds, target_ratio, max_m, m_start, min_ess, time_budget, \
+kernel, chunk_size, memory_budget, sampler_options, disp, callback
+            As for :meth:`MonteCarloGLMM.fit <glmm_sm.model.MonteCarloGLMM.fit>`.
+        sampler : {"laplace"}
+            The importance sampler (the only one available with partitioned data).
+        start_params : array_like, optional
+            Start of the Laplace step ``(beta, nu)``; default the fixed-effects GLM and
+            ``nu = 1``.
+
+        Returns
+        -------
+        PartitionedResults
+        """
+        if sampler != "laplace":
+            raise ValueError(f"sampler: partitioned data are fitted with sampler='laplace' "
+                             f"(importance sampling per block); got {sampler!r}. For "
+                             "sampler='quadrature' or 'glmm' fit a local model")
+        if client is not None:
+            from glmm_sm.mcla.distributed import check_client
+
+            check_client(client)
+        opts = FitOptions(m=m, sampler="laplace", max_rounds=max_rounds,
+                          target_ratio=target_ratio, max_m=max_m, m_start=m_start,
+                          min_ess=min_ess, time_budget=time_budget, kernel=kernel,
+                          chunk_size=chunk_size, rao_blackwell=False,
+                          sampler_options=dict(sampler_options or {}),
+                          sampler_reason="sampler='laplace' (partitioned data)",
+                          **({} if memory_budget is None else {"memory_budget": memory_budget}))
+        seed = as_seed_sequence(random_state)
+        pieces, metas = self._prepare(client)
+        view = _ModelView(metas)
+        if view.k_fam:
+            raise NotImplementedError("family: the negative binomial is not available with "
+                                      "partitioned data; fit a local model")
+        t_start = time.perf_counter()
+        if opts.time_budget is not None:
+            from dataclasses import replace
+
+            opts = replace(opts, deadline=t_start + opts.time_budget)
+        tr = _transform(metas, view)
+        log = FitLog(seed_entropy=seed.entropy)
+        log.sampler = {"used": "laplace", "reason": opts.sampler_reason}
+        with threadpool_limits(1, user_api="blas"):
+            lap = _laplace_start(pieces, view, tr, start_params, log)
+            state = _PartitionedRounds(view, pieces, metas, opts, seed, client, log, t_start,
+                                       lap, tr)
+            bar = _progress(disp, opts.max_rounds)
+            try:
+                for rnd in range(opts.max_rounds):
+                    if state.round(rnd, callback, bar):
+                        break
+                else:
+                    log.message = f"no convergence in max_rounds={opts.max_rounds} rounds"
+            finally:
+                bar.close()
+        outcome = state.outcome
+        if outcome.boundary:
+            outcome.converged = False
+            log.message = (f"{log.message}: a variance went to 0, and the boundary procedure "
+                           "(refits without the component) needs a local model")
+        _warn_hessian(view, outcome)
+        if not outcome.converged:
+            _warn_unconverged(log, opts)
+        for text in log.warnings:
+            warnings.warn(text, ConvergenceWarning, stacklevel=2)
+        return PartitionedResults.from_outcome(view, outcome, state.m, lap)
+
+
+class _ModelView:
+    """What the round logic of :mod:`glmm_sm.fit.driver` reads of a model, from the
+    partitions' metadata."""
+
+    def __init__(self, metas):
+        m0 = metas[0]
+        self.k_fe = len(m0.exog_names)
+        self.exog_names = list(m0.exog_names)
+        self.param_names = list(m0.param_names)
+        cov = m0.cov
+        self.k_vcp = cov.k_vcp
+        self.k_fam = m0.family.k_fam
+        self.vcp_names = self.param_names[self.k_fe : self.k_fe + self.k_vcp]
+        self.design = _Design(cov)
+        self.data = _Names(self.param_names)
+        self.nobs = sum(m.nobs for m in metas)
+        self.blocks = BlocksMeta(np.concatenate([m.qbt for m in metas]),
+                                 sum(m.q for m in metas), self.k_fe, cov, m0.family)
+
+
+class _Design:
+    def __init__(self, cov):
+        self.cov = cov
+
+
+class _Names:
+    def __init__(self, names):
+        self.param_names = names
+
+
+def _transform(metas, view):
+    """The optimizers' whitening from the partitions' ``R`` factors: ``R'R = X'X``, so the
+    stacked factors have the columns' norms and the triangular factor of the whole
+    design; refused where the design is not of full column rank."""
+    R = np.vstack([m.r_factor for m in metas])
+    tr = ParamTransform(R, view.k_vcp + view.k_fam, cov=view.blocks.cov)
+    if tr.whitening_note is not None:
+        raise ValueError(f"exog: {tr.whitening_note.replace('the optimizers work', 'it')}; "
+                         "with partitioned data the fixed-effects design must have full "
+                         "column rank: drop or merge columns")
+    tr.T = tr.T * math.sqrt(view.nobs / R.shape[0])
+    tr.T_inv = np.linalg.inv(tr.T)
+    return tr
+
+
+def _glm_start(pieces, view, tr, maxiter=50):
+    """Fixed-effects-only MLE by damped Newton on the partitions' summed terms, in the
+    whitened coordinates (as :func:`~glmm_sm.laplace.step.glm_start`)."""
+    p = view.k_fe
+    T = tr.T
+
+    def terms(gamma):
+        got = pieces.gather(piece_glm, beta=T @ gamma)
+        val = sum(t.value for t in got)
+        g = sum(t.score for t in got)
+        H = sum(t.information for t in got)
+        return val, T.T @ g, T.T @ H @ T
+
+    gamma = np.zeros(p)
+    val, g, H = terms(gamma)
+    for _ in range(maxiter):
+        H = H + 1e-10 * max(float(np.trace(H)), 1e-300) / max(p, 1) * np.eye(p)
+        step = spd_solve(H[None], g[None])[0]
+        a = 1.0
+        for _ in range(40):
+            new, g_new, H_new = terms(gamma + a * step)
+            if new >= val:
+                break
+            a *= 0.5
+        else:
+            break
+        gamma, val, done = gamma + a * step, new, g @ step < 1e-12
+        g, H = g_new, H_new
+        if done:
+            break
+    return T @ gamma
+
+
+def _laplace_start(pieces, view, tr, start, log):
+    """The Laplace MLE by L-BFGS-B on the partitions' summed Laplace log-likelihoods and
+    gradients (conditional modes from zero at every point)."""
+    p, k = view.k_fe, view.k_fe + view.k_vcp
+    cov = view.blocks.cov
+    t0 = time.perf_counter()
+    if start is None:
+        start = np.concatenate([_glm_start(pieces, view, tr), cov.start()])
+    start = np.asarray(start, dtype=float).copy()
+    start[p:k] = cov.clipped(start[p:k], 1e-8, 1e8) if cov.has_vector else np.clip(
+        start[p:k], 1e-8, 1e8)
+    state = {"nonfinite": 0}
+
+    def f(x):
+        theta = tr.to_theta(x)
+        got = pieces.gather(piece_laplace, params=theta)
+        val = sum(t.value for t in got)
+        if not np.isfinite(val) or any(t.gradient is None for t in got):
+            state["nonfinite"] += 1
+            return 1e300, np.zeros_like(x)
+        g = sum(t.gradient for t in got)
+        return -val, -tr.gradient(g, theta)
+
+    info = minimize(f, tr.to_x(start), jac=True, method="L-BFGS-B",
+                    bounds=tr.x_bounds(LOGNU_BOUNDS),
+                    options={"maxiter": 500, "ftol": 1e-13, "gtol": 1e-7})
+    params = tr.to_theta(info.x)
+    got = pieces.gather(piece_laplace, params=params, gradient=False)
+    value = sum(t.value for t in got)
+    converged = all(t.converged for t in got)
+    log.laplace = {"params": params, "value": value, "optimizer_success": bool(info.success),
+                   "optimizer_status": int(info.status),
+                   "optimizer_message": str(info.message), "iterations": int(info.nit),
+                   "mode_converged": converged, "nonfinite_evaluations": state["nonfinite"],
+                   "notes": [], "seconds": time.perf_counter() - t0}
+    if not (np.isfinite(value) and converged):
+        log.warnings.append(
+            "the Laplace step (start values and sampler centre) ended without converged "
+            f"conditional modes or with a non-finite value ({info.message}); the Monte Carlo "
+            "rounds start from it anyway: check the fit, or give start_params")
+    return params
+
+
+class _PartitionedRounds(_RoundState):
+    """:class:`~glmm_sm.fit.driver._RoundState` whose rounds draw and evaluate on the
+    partitions (:class:`~glmm_sm.mcla.partitioned.PartitionedEngine`)."""
+
+    def __init__(self, view, pieces, metas, opts, seed, client, log, t_start, lap, tr):
+        self.model, self.opts, self.seed, self.factorize = view, opts, seed, True
+        self.client, self.log, self.t_start = client, log, t_start
+        self.deadline = opts.deadline
+        self.n_jobs = 1
+        self.tr = tr
+        self.rb = None
+        self.centre, self.centre_mode = lap, None
+        m = (opts.m_start or 4000) if opts.m == "auto" else int(opts.m)
+        self.m = min(m, opts.max_m) if opts.m == "auto" else m
+        self.prev_mcse = None
+        self.outcome = None
+        self.runaway, self.collapsed = None, 0
+        self.pieces, self.plans = pieces, draw_plans(metas)
+
+    def _run(self, rnd):
+        from glmm_sm.fit.driver import _maximize
+
+        opts = self.opts
+        samplers = self.pieces.keep(piece_sampler, params=np.asarray(self.centre, float),
+                                    options=dict(opts.sampler_options))
+        engine = PartitionedEngine(self.pieces, samplers, self.plans, self.model.blocks,
+                                   self.m, child_seed(self.seed, rnd), opts.kernel,
+                                   opts.chunk_size, opts.memory_budget,
+                                   shift=opts.sampler_options.get("shift", True))
+        theta, res, ev = _maximize(engine, self.centre, self.tr, opts, self.log, rnd)
+        return engine, theta, res, ev
+
+
+class PartitionedResults:
+    """Estimates of a partitioned fit: what follows from the final evaluation.
+
+    Attributes
+    ----------
+    params, bse, mcse : pandas.Series
+    cov_params : pandas.DataFrame
+        ``-H^{-1}`` at the estimate.
+    mcse_cov : ndarray
+        The Monte Carlo covariance of the estimate ``H^{-1} V H^{-1}``.
+    llf_mc : float
+        ``l_m`` at the estimate (without the family's constants).
+    converged : bool
+    fit_log : FitLog
+    m : int
+        Draws of the last round.
+    laplace_params : ndarray
+        The Laplace MLE (the first round's centre).
+    nobs : int
+    """
+
+    @classmethod
+    def from_outcome(cls, view, outcome, m, lap):
+        self = cls()
+        names = view.param_names
+        err = information_errors(outcome.evaluation.hessian, outcome.evaluation.score_var)
+        self.params = pd.Series(np.asarray(outcome.params, dtype=float), index=names)
+        self.cov_params = pd.DataFrame(err.cov, index=names, columns=names)
+        self.bse = pd.Series(np.sqrt(np.diag(err.cov)), index=names)
+        self.mcse_cov = err.mcse_cov
+        self.mcse = pd.Series(_mcse(err.mcse_cov), index=names)
+        self.llf_mc = float(outcome.evaluation.value)
+        self.converged = bool(outcome.converged)
+        self.fit_log = outcome.log
+        self.m = int(m)
+        self.laplace_params = np.asarray(lap, dtype=float)
+        self.nobs = int(view.nobs)
+        return self
+
+    def summary(self):
+        """The estimates, standard errors and Monte Carlo standard errors as a table."""
+        return pd.DataFrame({"coef": self.params, "std err": self.bse, "mcse": self.mcse})
+
+    def __repr__(self):
+        return (f"PartitionedResults(nobs={self.nobs}, m={self.m}, converged="
+                f"{self.converged})\n{self.summary()}")
