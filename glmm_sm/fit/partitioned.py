@@ -31,22 +31,29 @@ below the Monte Carlo standard error, not to the last bit.
 
 from __future__ import annotations
 
-import math
 import re
 import time
 import warnings
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
-from scipy.optimize import minimize
 from statsmodels.tools.sm_exceptions import ConvergenceWarning
 from threadpoolctl import threadpool_limits
 
 from glmm_sm.core.random import as_seed_sequence, child_seed
-from glmm_sm.fit.driver import _mcse, _progress, _RoundState, _warn_hessian, _warn_unconverged
+from glmm_sm.fit.boundary import at_boundary
+from glmm_sm.fit.driver import (
+    _maximize,
+    _mcse,
+    _progress,
+    _RoundState,
+    _warn_hessian,
+    _warn_unconverged,
+)
 from glmm_sm.fit.information import information_errors
-from glmm_sm.fit.options import FitLog, FitOptions
-from glmm_sm.laplace.step import LOGNU_BOUNDS, spd_solve
+from glmm_sm.fit.options import M_START, FitLog, FitOptions, check_draw_budget
+from glmm_sm.laplace.step import glm_newton, laplace_optimize, laplace_value, score_from_sums
 from glmm_sm.mcla.partitioned import (
     BlocksMeta,
     PartitionedEngine,
@@ -57,6 +64,7 @@ from glmm_sm.mcla.partitioned import (
     piece_meta,
     piece_sampler,
 )
+from glmm_sm.spec.folds import fold
 from glmm_sm.spec.params import ParamTransform
 
 __all__ = ["PartitionedGLMM", "PartitionedResults", "check_aligned", "is_partitioned"]
@@ -236,18 +244,36 @@ kernel, chunk_size, memory_budget, sampler_options, disp, callback
         if view.k_fam:
             raise NotImplementedError("family: the negative binomial is not available with "
                                       "partitioned data; fit a local model")
+        if view.blocks.cov.has_vector:
+            raise NotImplementedError(
+                "correlated random effects ((1 + x | g)) are not available with partitioned "
+                "data yet; write independent effects (1 + x || g) or fit a local model")
+        check_draw_budget(opts, view.nobs)
         t_start = time.perf_counter()
         if opts.time_budget is not None:
-            from dataclasses import replace
-
             opts = replace(opts, deadline=t_start + opts.time_budget)
-        tr = _transform(metas, view)
         log = FitLog(seed_entropy=seed.entropy)
         log.sampler = {"used": "laplace", "reason": opts.sampler_reason}
+        p, kc = view.k_fe, view.k_fe + view.k_vcp
         with threadpool_limits(1, user_api="blas"):
-            lap = _laplace_start(pieces, view, tr, start_params, log)
-            state = _PartitionedRounds(view, pieces, metas, opts, seed, client, log, t_start,
-                                       lap, tr)
+            oracle = PiecesLaplace(pieces, metas, view)
+            t0 = time.perf_counter()
+            lapfit = laplace_optimize(oracle, start_params)
+            log.laplace = {**lapfit.record(), "seconds": time.perf_counter() - t0}
+            log.warnings.extend(lapfit.notes)
+            if not lapfit.ok:
+                log.warnings.append(
+                    "the Laplace step (start values and sampler centre) ended without "
+                    "converged conditional modes or with a non-finite value "
+                    f"({lapfit.info.message}); the Monte Carlo rounds start from it anyway: "
+                    "check the fit, or give start_params")
+            if at_boundary(lapfit.params[p:kc], opts.boundary_tol):
+                raise ValueError(
+                    "the Laplace estimate has a variance at 0 (boundary): the boundary "
+                    "procedure (refits without the component) needs a local model; fit "
+                    "MonteCarloGLMM.from_formula(formula, data=<a pandas frame>)")
+            state = _PartitionedRounds(view, oracle, metas, opts, seed, client, log, t_start,
+                                       lapfit)
             bar = _progress(disp, opts.max_rounds)
             try:
                 for rnd in range(opts.max_rounds):
@@ -267,7 +293,7 @@ kernel, chunk_size, memory_budget, sampler_options, disp, callback
             _warn_unconverged(log, opts)
         for text in log.warnings:
             warnings.warn(text, ConvergenceWarning, stacklevel=2)
-        return PartitionedResults.from_outcome(view, outcome, state.m, lap)
+        return PartitionedResults.from_outcome(view, outcome, state.m, lapfit.params)
 
 
 class _ModelView:
@@ -300,123 +326,87 @@ class _Names:
         self.param_names = names
 
 
-def _transform(metas, view):
-    """The optimizers' whitening from the partitions' ``R`` factors: ``R'R = X'X``, so the
-    stacked factors have the columns' norms and the triangular factor of the whole
-    design; refused where the design is not of full column rank."""
-    R = np.vstack([m.r_factor for m in metas])
-    tr = ParamTransform(R, view.k_vcp + view.k_fam, cov=view.blocks.cov)
-    if tr.whitening_note is not None:
-        raise ValueError(f"exog: {tr.whitening_note.replace('the optimizers work', 'it')}; "
-                         "with partitioned data the fixed-effects design must have full "
-                         "column rank: drop or merge columns")
-    tr.T = tr.T * math.sqrt(view.nobs / R.shape[0])
-    tr.T_inv = np.linalg.inv(tr.T)
-    return tr
+class PiecesLaplace:
+    """The Laplace objective from the pieces, as
+    :func:`~glmm_sm.laplace.step.laplace_optimize` asks for it: the numbers of
+    :class:`~glmm_sm.laplace.step.LocalLaplace` on the whole data, bit for bit (every sum
+    is the pieces' per-block sums folded in block order)."""
+
+    def __init__(self, pieces, metas, view):
+        self.pieces, self.data = pieces, view.blocks
+        self.nobs = view.nobs
+        self.gram = fold(np.concatenate([m.grams for m in metas]))
+        q = np.cumsum([0] + [m.q for m in metas])
+        self.q_slices = [slice(int(a), int(b)) for a, b in zip(q[:-1], q[1:], strict=True)]
+        b = np.cumsum([0] + [m.n_blocks for m in metas])
+        self.block_offsets = b[:-1]
+
+    def transform(self, k):
+        """The optimizer's :class:`~glmm_sm.spec.params.ParamTransform`."""
+        return ParamTransform.from_gram(self.gram, self.nobs, k, cov=self.data.cov)
+
+    def glm_start(self):
+        """The fixed-effects GLM estimate (:func:`~glmm_sm.laplace.step.glm_newton`)."""
+        def terms(beta):
+            got = self.pieces.gather(piece_glm, beta=beta)
+            return tuple(fold(np.concatenate([g[i] for g in got])) for i in range(3))
+
+        return glm_newton(terms, self.transform(0).T)
+
+    def evaluate(self, theta, u0, gradient=True):
+        """``(value, gradient or None, modes)`` at ``theta``, modes from ``u0``."""
+        theta = np.asarray(theta, dtype=np.float64)
+        u0s = [None] * len(self.q_slices) if u0 is None else [u0[s] for s in self.q_slices]
+        got = self.pieces.gather(piece_laplace, u0s, params=theta, gradient=gradient)
+        d = self.data
+        nu = theta[d.k_fe : d.k_fe + d.k_vcp]
+        val = laplace_value(d, nu, fold(np.concatenate([t.values for t in got])))
+        g = None
+        if gradient and np.isfinite(val):
+            g = score_from_sums(d, nu, fold(np.concatenate([t.scores for t in got])))
+        mode = _Modes(np.concatenate([t.u for t in got]), all(t.converged for t in got),
+                      np.concatenate([t.not_pd + o for t, o in
+                                      zip(got, self.block_offsets, strict=True)]))
+        return val, g, mode
 
 
-def _glm_start(pieces, view, tr, maxiter=50):
-    """Fixed-effects-only MLE by damped Newton on the partitions' summed terms, in the
-    whitened coordinates (as :func:`~glmm_sm.laplace.step.glm_start`)."""
-    p = view.k_fe
-    T = tr.T
+class _Modes:
+    """The pieces' conditional modes, in layout order (what the Laplace fit keeps of a
+    :class:`~glmm_sm.laplace.step.ModeResult`)."""
 
-    def terms(gamma):
-        got = pieces.gather(piece_glm, beta=T @ gamma)
-        val = sum(t.value for t in got)
-        g = sum(t.score for t in got)
-        H = sum(t.information for t in got)
-        return val, T.T @ g, T.T @ H @ T
-
-    gamma = np.zeros(p)
-    val, g, H = terms(gamma)
-    for _ in range(maxiter):
-        H = H + 1e-10 * max(float(np.trace(H)), 1e-300) / max(p, 1) * np.eye(p)
-        step = spd_solve(H[None], g[None])[0]
-        a = 1.0
-        for _ in range(40):
-            new, g_new, H_new = terms(gamma + a * step)
-            if new >= val:
-                break
-            a *= 0.5
-        else:
-            break
-        gamma, val, done = gamma + a * step, new, g @ step < 1e-12
-        g, H = g_new, H_new
-        if done:
-            break
-    return T @ gamma
-
-
-def _laplace_start(pieces, view, tr, start, log):
-    """The Laplace MLE by L-BFGS-B on the partitions' summed Laplace log-likelihoods and
-    gradients (conditional modes from zero at every point)."""
-    p, k = view.k_fe, view.k_fe + view.k_vcp
-    cov = view.blocks.cov
-    t0 = time.perf_counter()
-    if start is None:
-        start = np.concatenate([_glm_start(pieces, view, tr), cov.start()])
-    start = np.asarray(start, dtype=float).copy()
-    start[p:k] = cov.clipped(start[p:k], 1e-8, 1e8) if cov.has_vector else np.clip(
-        start[p:k], 1e-8, 1e8)
-    state = {"nonfinite": 0}
-
-    def f(x):
-        theta = tr.to_theta(x)
-        got = pieces.gather(piece_laplace, params=theta)
-        val = sum(t.value for t in got)
-        if not np.isfinite(val) or any(t.gradient is None for t in got):
-            state["nonfinite"] += 1
-            return 1e300, np.zeros_like(x)
-        g = sum(t.gradient for t in got)
-        return -val, -tr.gradient(g, theta)
-
-    info = minimize(f, tr.to_x(start), jac=True, method="L-BFGS-B",
-                    bounds=tr.x_bounds(LOGNU_BOUNDS),
-                    options={"maxiter": 500, "ftol": 1e-13, "gtol": 1e-7})
-    params = tr.to_theta(info.x)
-    got = pieces.gather(piece_laplace, params=params, gradient=False)
-    value = sum(t.value for t in got)
-    converged = all(t.converged for t in got)
-    log.laplace = {"params": params, "value": value, "optimizer_success": bool(info.success),
-                   "optimizer_status": int(info.status),
-                   "optimizer_message": str(info.message), "iterations": int(info.nit),
-                   "mode_converged": converged, "nonfinite_evaluations": state["nonfinite"],
-                   "notes": [], "seconds": time.perf_counter() - t0}
-    if not (np.isfinite(value) and converged):
-        log.warnings.append(
-            "the Laplace step (start values and sampler centre) ended without converged "
-            f"conditional modes or with a non-finite value ({info.message}); the Monte Carlo "
-            "rounds start from it anyway: check the fit, or give start_params")
-    return params
+    def __init__(self, u, converged, not_pd):
+        self.u, self.converged, self.not_pd = u, converged, np.asarray(not_pd, dtype=np.int64)
 
 
 class _PartitionedRounds(_RoundState):
     """:class:`~glmm_sm.fit.driver._RoundState` whose rounds draw and evaluate on the
-    partitions (:class:`~glmm_sm.mcla.partitioned.PartitionedEngine`)."""
+    pieces (:class:`~glmm_sm.mcla.partitioned.PartitionedEngine`)."""
 
-    def __init__(self, view, pieces, metas, opts, seed, client, log, t_start, lap, tr):
+    def __init__(self, view, oracle, metas, opts, seed, client, log, t_start, lapfit):
         self.model, self.opts, self.seed, self.factorize = view, opts, seed, True
         self.client, self.log, self.t_start = client, log, t_start
         self.deadline = opts.deadline
         self.n_jobs = 1
-        self.tr = tr
+        self.tr = oracle.transform(view.k_vcp + view.k_fam)
         self.rb = None
-        self.centre, self.centre_mode = lap, None
-        m = (opts.m_start or 4000) if opts.m == "auto" else int(opts.m)
+        self.centre, self.centre_mode = lapfit.params, lapfit.mode
+        m_start = M_START if opts.m_start is None else opts.m_start
+        m = m_start if opts.m == "auto" else int(opts.m)
         self.m = min(m, opts.max_m) if opts.m == "auto" else m
         self.prev_mcse = None
         self.outcome = None
         self.runaway, self.collapsed = None, 0
-        self.pieces, self.plans = pieces, draw_plans(metas)
+        self.oracle, self.plans = oracle, draw_plans(metas)
 
     def _run(self, rnd):
-        from glmm_sm.fit.driver import _maximize
-
-        opts = self.opts
-        samplers = self.pieces.keep(piece_sampler, params=np.asarray(self.centre, float),
-                                    options=dict(opts.sampler_options))
-        engine = PartitionedEngine(self.pieces, samplers, self.plans, self.model.blocks,
+        opts, oracle = self.opts, self.oracle
+        u0 = [None] * len(oracle.q_slices)
+        if self.centre_mode is not None:  # the Laplace fit's modes (round 0)
+            u0 = [self.centre_mode.u[s] for s in oracle.q_slices]
+        samplers = oracle.pieces.keep(piece_sampler, u0,
+                                      params=np.asarray(self.centre, dtype=np.float64),
+                                      options=dict(opts.sampler_options))
+        engine = PartitionedEngine(oracle.pieces, samplers, self.plans, self.model.blocks,
                                    self.m, child_seed(self.seed, rnd), opts.kernel,
                                    opts.chunk_size, opts.memory_budget,
                                    shift=opts.sampler_options.get("shift", True))

@@ -38,14 +38,16 @@ import numpy as np
 from glmm_sm.core.random import child_seed, generator
 from glmm_sm.laplace.step import (
     conditional_mode,
-    laplace_loglike,
-    laplace_score,
+    glm_block_terms,
+    score_blocks,
     split_params,
+    value_blocks,
 )
 from glmm_sm.mcla.draws import GEN_SIZE, DrawSet, bytes_needed
 from glmm_sm.mcla.engine import EngineBase, finish
 from glmm_sm.mcla.partials import KERNELS, PartialSums, draw_shift, partition_sums
 from glmm_sm.mcla.sampler import DrawChunk, LaplaceSampler
+from glmm_sm.spec.folds import block_grams
 
 __all__ = ["Piece", "PieceMeta", "DrawPlan", "BlocksMeta", "Pieces", "PartitionedEngine",
            "piece_meta", "piece_laplace", "piece_glm", "piece_sampler", "piece_draws",
@@ -98,9 +100,8 @@ class PieceMeta:
     col_names : tuple of str
         The piece's random effects (each level lies in one piece).
     exog_names, param_names : tuple of str
-    r_factor : ndarray (min(nobs, p), p)
-        ``R`` of the QR decomposition of the piece's fixed-effects design (for the whitening
-        and the rank check: ``R'R = X'X`` of the piece).
+    grams : ndarray (n_blocks, p, p)
+        Per block ``X_b' X_b`` (the whitening's Gram matrix is their fold in block order).
     cov : CovStructure
     family : Family
     """
@@ -113,7 +114,7 @@ class PieceMeta:
     col_names: tuple
     exog_names: tuple
     param_names: tuple
-    r_factor: np.ndarray
+    grams: np.ndarray
     cov: object
     family: object
 
@@ -124,59 +125,61 @@ def piece_meta(piece):
     qb = np.diff(d.col_ptr)
     sizes, counts = np.unique(qb[qb > 0], return_counts=True)
     X = d.X
-    R = np.linalg.qr(X, mode="r") if X.shape[0] else np.zeros((0, X.shape[1]))
+    grams = block_grams(d.obs_ptr, X)
     return PieceMeta(int(X.shape[0]), int(d.n_blocks), int(d.q), np.array(d.qbt),
                      {int(s): int(c) for s, c in zip(sizes, counts, strict=True)},
                      tuple(piece.col_names), tuple(piece.exog_names),
-                     tuple(piece.param_names), R, d.cov, d.family)
+                     tuple(piece.param_names), grams, d.cov, d.family)
 
 
 @dataclass(frozen=True)
 class LaplaceTerms:
-    """A piece's share of the Laplace log-likelihood and its gradient."""
+    """A piece's share of the Laplace log-likelihood and its gradient, per block.
 
-    value: float
-    gradient: np.ndarray | None
+    Attributes
+    ----------
+    values : ndarray (n_blocks, 2)
+        :func:`~glmm_sm.laplace.step.value_blocks`.
+    scores : ndarray (n_blocks, p + 3 T) or None
+        :func:`~glmm_sm.laplace.step.score_blocks` (None when not asked for, or where a
+        value is not finite).
+    u : ndarray (q,)
+        The conditional modes.
+    converged : bool
+    not_pd : ndarray of int
+        The piece's blocks whose precision did not factor.
+    """
+
+    values: np.ndarray
+    scores: np.ndarray | None
+    u: np.ndarray
     converged: bool
-    not_pd: int
+    not_pd: np.ndarray
 
 
-def piece_laplace(piece, params, gradient=True):
-    """The piece's Laplace log-likelihood (:func:`~glmm_sm.laplace.step.laplace_loglike`:
-    a sum over its blocks) and its gradient, conditional modes from zero."""
+def piece_laplace(piece, u0, params, gradient=True):
+    """The piece's :class:`LaplaceTerms` at ``params``, conditional modes from ``u0``
+    (zeros when None)."""
     beta, nu, _ = split_params(piece.data, params)
-    value, mode = laplace_loglike(piece.system, beta, nu)
-    g = None
-    if gradient and np.isfinite(value):
-        g = laplace_score(piece.system, beta, nu, mode)
-    return LaplaceTerms(float(value), g, bool(mode.converged), int(mode.not_pd.size))
-
-
-@dataclass(frozen=True)
-class GlmTerms:
-    """A piece's share of the fixed-effects-only GLM log-likelihood, score and
-    information at ``beta``."""
-
-    value: float
-    score: np.ndarray
-    information: np.ndarray
+    mode = conditional_mode(piece.system, beta, nu, u0=u0)
+    values = value_blocks(mode)
+    scores = None
+    if gradient and np.all(np.isfinite(values)):
+        scores = score_blocks(piece.system, beta, nu, mode)
+    return LaplaceTerms(values, scores, mode.u, bool(mode.converged), mode.not_pd)
 
 
 def piece_glm(piece, beta):
-    """:class:`GlmTerms` of the piece at ``beta`` (random effects at zero)."""
-    d = piece.data
-    eta = d.linear_fixed(np.asarray(beta, dtype=np.float64))
-    with np.errstate(over="ignore", invalid="ignore"):
-        val, r, h = d.family.obs_terms(eta, d.wy, d.wn)
-    return GlmTerms(float(np.sum(val)), d.X.T @ r, d.X.T @ (h[:, None] * d.X))
+    """Per block the piece's fixed-effects-only GLM terms at ``beta``
+    (:func:`~glmm_sm.laplace.step.glm_block_terms`)."""
+    return glm_block_terms(piece.data, beta)
 
 
-def piece_sampler(piece, params, options):
+def piece_sampler(piece, u0, params, options):
     """The piece's :class:`~glmm_sm.mcla.sampler.LaplaceSampler` at ``params``: its
-    blocks' conditional modes (from zero, as a single machine's later rounds) and Laplace
-    covariances."""
+    blocks' conditional modes (from ``u0``, zeros when None) and Laplace covariances."""
     beta, nu, _ = split_params(piece.data, params)
-    mode = conditional_mode(piece.system, beta, nu)
+    mode = conditional_mode(piece.system, beta, nu, u0=u0)
     return LaplaceSampler(piece.system, params, mode, **options)
 
 
