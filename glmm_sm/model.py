@@ -134,6 +134,9 @@ class MonteCarloGLMM(LikelihoodModel):
     def __init__(self, endog, exog, exog_vc, ident, vcp_p=None, fe_p=None, fep_names=None,
                  vcp_names=None, vc_names=None, *, family=None, weights=None, offset=None,
                  factorize=True, exposure=None, cov_terms=None, **kwargs):
+        # One partition of partitioned data: its columns may be rank deficient alone (a
+        # level it lacks); the whole design's rank is checked from the partitions' sums.
+        piece = bool(kwargs.pop("_piece", False))
         unknown = sorted(set(kwargs) - _MODEL_KWARGS)
         if unknown:
             raise TypeError(f"MonteCarloGLMM() got unknown argument(s) {unknown}")
@@ -154,7 +157,7 @@ class MonteCarloGLMM(LikelihoodModel):
         self.n_dropped = n_dropped
         self.data.__class__ = SAFE_DATA.get(type(self.data), type(self.data))
         n = self.endog.shape[0]
-        X = checked_exog(self.exog, list(self.exog_names))
+        X = checked_exog(self.exog, list(self.exog_names), full_rank=not piece)
         # R's glm convention: a proportion response with the trials as weights.
         endog, weights = proportion_response(is_binomial_family(family), self.endog, weights)
         fam, y, ntrials = resolve_family(family, endog)
@@ -843,10 +846,10 @@ def _partition_piece(frame, levels, formula, vc_formulas, family, options):
     from glmm_sm.mcla.partitioned import Piece
 
     mod = MonteCarloGLMM.from_formula(formula, vc_formulas, data=with_levels(frame, levels),
-                                      family=family, **options)
+                                      family=family, _piece=True, **options)
     return Piece.from_model(mod)
 
 
 _MODEL_KWARGS = {"missing", "hasconst", "missing_idx", "formula", "model_spec", "design_info"}
 #: Keyword arguments ``from_formula`` passes on to the constructor or the formula engine.
-_FORMULA_KWARGS = {"eval_env", "hasconst", "factorize", "vc_names"}
+_FORMULA_KWARGS = {"eval_env", "hasconst", "factorize", "vc_names", "_piece"}

@@ -340,6 +340,12 @@ class PiecesLaplace:
         self.q_slices = [slice(int(a), int(b)) for a, b in zip(q[:-1], q[1:], strict=True)]
         b = np.cumsum([0] + [m.n_blocks for m in metas])
         self.block_offsets = b[:-1]
+        note = self.transform(0).whitening_note
+        if note is not None and "rank deficient" in note:
+            # (each partition was built without the rank check: a level it lacks)
+            raise ValueError(f"exog: the partitions' fixed-effects design together is not of "
+                             f"full column rank ({note}); the fixed effects are not "
+                             "identifiable: drop or recode the aliased column(s)")
 
     def transform(self, k):
         """The optimizer's :class:`~glmm_sm.spec.params.ParamTransform`."""
