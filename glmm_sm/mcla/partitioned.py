@@ -414,6 +414,13 @@ class PartitionedEngine(EngineBase):
     shift : bool
         Whether the samplers' draws move with the fixed effects (their squares are then not
         stored, as on one machine).
+
+    Attributes
+    ----------
+    last_bytes : int
+        Bytes of the per-block sums the last evaluation brought from the pieces: about
+        ``8 n_blocks (2 d^2 + p^2 + 3 d)`` for ``d`` parameters and ``p`` fixed effects,
+        whatever the rows and ``m``.
     """
 
     def __init__(self, pieces, samplers, plans, meta, m, seed, kernel="numba",
@@ -430,12 +437,15 @@ class PartitionedEngine(EngineBase):
                              kernel)
         self.samplers = samplers
         self.draws_by_piece = pieces.keep(piece_draws, samplers, plans, spec=self.spec)
+        self.last_bytes = 0
 
     def partial_sums(self, params, derivs=True):
         """The whole layout's per-block partial sums (one row), pieces in order."""
         rows = self.pieces.gather(piece_sums, self.samplers, self.draws_by_piece,
                                   spec=self.spec, params=np.asarray(params, dtype=np.float64),
                                   derivs=bool(derivs))
+        self.last_bytes = sum(getattr(r, f).nbytes for r in rows for f in _FIELDS
+                              if getattr(r, f) is not None)
         return PartialSums(*(None if getattr(rows[0], f) is None
                              else np.concatenate([getattr(r, f) for r in rows], axis=1)
                              for f in _FIELDS))
