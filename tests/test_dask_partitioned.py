@@ -117,8 +117,9 @@ def test_evaluations_equal_the_single_machine_engine(bernoulli_parts, bernoulli_
 
     view = _ModelView(metas)
     samplers = pieces.keep(piece_sampler, [None] * len(pieces), params=theta, options={})
+    offsets = np.cumsum([0] + [m.n_blocks for m in metas])[:-1]
     eng = PartitionedEngine(pieces, samplers, draw_plans(metas), view.blocks, 3000, seed,
-                            memory_budget=budget)
+                            memory_budget=budget, block_offsets=offsets)
     assert eng.spec.resident == draws.resident == (budget == 2**30)
     ev = eng.evaluate(theta)
     assert ev.value == local.value
@@ -171,7 +172,13 @@ def _piece_sizes(pieces):
     return pieces.gather(lambda p: p.data.X.shape[0])
 
 
-def test_dask_fit_on_two_workers_equals_the_local_fit(bernoulli_local):
+def test_dask_fit_on_two_workers_equals_the_local_fit(bernoulli_local, monkeypatch):
+    from glmm_sm.spec import folds
+
+    # Chunks of 16 blocks: every partition (40 blocks) shares chunks with its neighbours,
+    # and the fit is still the local one (in-process workers see the same FOLD_CHUNK).
+    monkeypatch.setattr(folds, "FOLD_CHUNK", 16)
+    bernoulli_local = (bernoulli_local[0], bernoulli_local[0].fit(disp=False, **FIT))
     cluster, client = _cluster(processes=False)
     try:
         ddf = _ddf(bernoulli_partition)
@@ -229,3 +236,20 @@ def test_dask_partitioned_fit_survives_a_killed_worker(bernoulli_local):
 def test_pieces_map_in_partition_order():
     got = Pieces([1, 2, 3]).gather(lambda p, a, b=0: p * 10 + a + b, [4, 5, 6], b=100)
     assert got == [114, 125, 136]
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 16, 1024])
+def test_folds_of_pieces_equal_the_fold_of_the_whole(monkeypatch, chunk):
+    """Any split of the blocks into pieces, chunk boundaries inside pieces or not, folds to
+    the bits of the whole (and differently from numpy's pairwise sum, which a piece could
+    not reproduce)."""
+    from glmm_sm.spec import folds
+
+    monkeypatch.setattr(folds, "FOLD_CHUNK", chunk)
+    rng = np.random.default_rng(3)
+    c = rng.standard_normal((101, 2, 3)) * 10.0 ** rng.integers(-8, 8, (101, 1, 1))
+    whole = folds.fold(c)
+    for cuts in ([0, 101], [0, 1, 2, 50, 101], [0, 16, 32, 33, 101], [0, 40, 80, 101]):
+        parts = [folds.partial_fold(c[a:b], a, 101) for a, b in zip(cuts[:-1], cuts[1:])]
+        assert np.array_equal(folds.merge_folds(parts, 101), whole)
+    assert np.allclose(whole, c.sum(axis=0))

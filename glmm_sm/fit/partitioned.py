@@ -60,11 +60,12 @@ from glmm_sm.mcla.partitioned import (
     Pieces,
     draw_plans,
     piece_glm,
+    piece_gram,
     piece_laplace,
     piece_meta,
     piece_sampler,
 )
-from glmm_sm.spec.folds import fold
+from glmm_sm.spec.folds import merge_folds
 from glmm_sm.spec.params import ParamTransform
 
 __all__ = ["PartitionedGLMM", "PartitionedResults", "check_aligned", "is_partitioned"]
@@ -335,11 +336,12 @@ class PiecesLaplace:
     def __init__(self, pieces, metas, view):
         self.pieces, self.data = pieces, view.blocks
         self.nobs = view.nobs
-        self.gram = fold(np.concatenate([m.grams for m in metas]))
         q = np.cumsum([0] + [m.q for m in metas])
         self.q_slices = [slice(int(a), int(b)) for a, b in zip(q[:-1], q[1:], strict=True)]
         b = np.cumsum([0] + [m.n_blocks for m in metas])
-        self.block_offsets = b[:-1]
+        self.block_offsets = [int(v) for v in b[:-1]]
+        self.n_blocks = int(b[-1])
+        self.gram = self._fold(piece_gram)
         note = self.transform(0).whitening_note
         if note is not None and "rank deficient" in note:
             # (each partition was built without the rank check: a level it lacks)
@@ -351,11 +353,18 @@ class PiecesLaplace:
         """The optimizer's :class:`~glmm_sm.spec.params.ParamTransform`."""
         return ParamTransform.from_gram(self.gram, self.nobs, k, cov=self.data.cov)
 
+    def _fold(self, fn, **common):
+        """:func:`~glmm_sm.spec.folds.fold` of the blocks' terms that ``fn`` gives per
+        piece (as :class:`~glmm_sm.spec.folds.PartialFold`)."""
+        got = self.pieces.gather(fn, self.block_offsets, n_blocks=self.n_blocks, **common)
+        return merge_folds(got, self.n_blocks)
+
     def glm_start(self):
         """The fixed-effects GLM estimate (:func:`~glmm_sm.laplace.step.glm_newton`)."""
         def terms(beta):
-            got = self.pieces.gather(piece_glm, beta=beta)
-            return tuple(fold(np.concatenate([g[i] for g in got])) for i in range(3))
+            got = self.pieces.gather(piece_glm, self.block_offsets, beta=beta,
+                                     n_blocks=self.n_blocks)
+            return tuple(merge_folds([g[i] for g in got], self.n_blocks) for i in range(3))
 
         return glm_newton(terms, self.transform(0).T)
 
@@ -363,13 +372,14 @@ class PiecesLaplace:
         """``(value, gradient or None, modes)`` at ``theta``, modes from ``u0``."""
         theta = np.asarray(theta, dtype=np.float64)
         u0s = [None] * len(self.q_slices) if u0 is None else [u0[s] for s in self.q_slices]
-        got = self.pieces.gather(piece_laplace, u0s, params=theta, gradient=gradient)
+        got = self.pieces.gather(piece_laplace, u0s, self.block_offsets, params=theta,
+                                 n_blocks=self.n_blocks, gradient=gradient)
         d = self.data
         nu = theta[d.k_fe : d.k_fe + d.k_vcp]
-        val = laplace_value(d, nu, fold(np.concatenate([t.values for t in got])))
+        val = laplace_value(d, nu, merge_folds([t.values for t in got], self.n_blocks))
         g = None
         if gradient and np.isfinite(val):
-            g = score_from_sums(d, nu, fold(np.concatenate([t.scores for t in got])))
+            g = score_from_sums(d, nu, merge_folds([t.scores for t in got], self.n_blocks))
         mode = _Modes(np.concatenate([t.u for t in got]), all(t.converged for t in got),
                       np.concatenate([t.not_pd + o for t, o in
                                       zip(got, self.block_offsets, strict=True)]))
@@ -415,7 +425,8 @@ class _PartitionedRounds(_RoundState):
         engine = PartitionedEngine(oracle.pieces, samplers, self.plans, self.model.blocks,
                                    self.m, child_seed(self.seed, rnd), opts.kernel,
                                    opts.chunk_size, opts.memory_budget,
-                                   shift=opts.sampler_options.get("shift", True))
+                                   shift=opts.sampler_options.get("shift", True),
+                                   block_offsets=oracle.block_offsets)
         theta, res, ev = _maximize(engine, self.centre, self.tr, opts, self.log, rnd)
         return engine, theta, res, ev
 

@@ -44,10 +44,10 @@ from glmm_sm.laplace.step import (
     value_blocks,
 )
 from glmm_sm.mcla.draws import GEN_SIZE, DrawSet, bytes_needed
-from glmm_sm.mcla.engine import EngineBase, finish
+from glmm_sm.mcla.engine import EngineBase, finish_blocks, finish_sums
 from glmm_sm.mcla.partials import KERNELS, PartialSums, draw_shift, partition_sums
 from glmm_sm.mcla.sampler import DrawChunk, LaplaceSampler
-from glmm_sm.spec.folds import block_grams
+from glmm_sm.spec.folds import block_grams, merge_folds, partial_fold
 
 __all__ = ["Piece", "PieceMeta", "DrawPlan", "BlocksMeta", "Pieces", "PartitionedEngine",
            "piece_meta", "piece_laplace", "piece_glm", "piece_sampler", "piece_draws",
@@ -100,8 +100,6 @@ class PieceMeta:
     col_names : tuple of str
         The piece's random effects (each level lies in one piece).
     exog_names, param_names : tuple of str
-    grams : ndarray (n_blocks, p, p)
-        Per block ``X_b' X_b`` (the whitening's Gram matrix is their fold in block order).
     cov : CovStructure
     family : Family
     """
@@ -114,7 +112,6 @@ class PieceMeta:
     col_names: tuple
     exog_names: tuple
     param_names: tuple
-    grams: np.ndarray
     cov: object
     family: object
 
@@ -125,11 +122,17 @@ def piece_meta(piece):
     qb = np.diff(d.col_ptr)
     sizes, counts = np.unique(qb[qb > 0], return_counts=True)
     X = d.X
-    grams = block_grams(d.obs_ptr, X)
     return PieceMeta(int(X.shape[0]), int(d.n_blocks), int(d.q), np.array(d.qbt),
                      {int(s): int(c) for s, c in zip(sizes, counts, strict=True)},
                      tuple(piece.col_names), tuple(piece.exog_names),
-                     tuple(piece.param_names), grams, d.cov, d.family)
+                     tuple(piece.param_names), d.cov, d.family)
+
+
+def piece_gram(piece, b0, n_blocks):
+    """The piece's share (:class:`~glmm_sm.spec.folds.PartialFold`) of the fold of the
+    blocks' ``X_b' X_b`` (its first block is block ``b0`` of ``n_blocks``)."""
+    d = piece.data
+    return partial_fold(block_grams(d.obs_ptr, d.X), b0, n_blocks)
 
 
 @dataclass(frozen=True)
@@ -138,10 +141,10 @@ class LaplaceTerms:
 
     Attributes
     ----------
-    values : ndarray (n_blocks, 2)
-        :func:`~glmm_sm.laplace.step.value_blocks`.
-    scores : ndarray (n_blocks, p + 3 T) or None
-        :func:`~glmm_sm.laplace.step.score_blocks` (None when not asked for, or where a
+    values : PartialFold
+        Of :func:`~glmm_sm.laplace.step.value_blocks`.
+    scores : PartialFold or None
+        Of :func:`~glmm_sm.laplace.step.score_blocks` (None when not asked for, or where a
         value is not finite).
     u : ndarray (q,)
         The conditional modes.
@@ -150,29 +153,30 @@ class LaplaceTerms:
         The piece's blocks whose precision did not factor.
     """
 
-    values: np.ndarray
-    scores: np.ndarray | None
+    values: object
+    scores: object
     u: np.ndarray
     converged: bool
     not_pd: np.ndarray
 
 
-def piece_laplace(piece, u0, params, gradient=True):
+def piece_laplace(piece, u0, b0, params, n_blocks, gradient=True):
     """The piece's :class:`LaplaceTerms` at ``params``, conditional modes from ``u0``
-    (zeros when None)."""
+    (zeros when None); its first block is block ``b0`` of ``n_blocks``."""
     beta, nu, _ = split_params(piece.data, params)
     mode = conditional_mode(piece.system, beta, nu, u0=u0)
     values = value_blocks(mode)
     scores = None
     if gradient and np.all(np.isfinite(values)):
-        scores = score_blocks(piece.system, beta, nu, mode)
-    return LaplaceTerms(values, scores, mode.u, bool(mode.converged), mode.not_pd)
+        scores = partial_fold(score_blocks(piece.system, beta, nu, mode), b0, n_blocks)
+    return LaplaceTerms(partial_fold(values, b0, n_blocks), scores, mode.u,
+                        bool(mode.converged), mode.not_pd)
 
 
-def piece_glm(piece, beta):
-    """Per block the piece's fixed-effects-only GLM terms at ``beta``
+def piece_glm(piece, b0, beta, n_blocks):
+    """The piece's shares of the folds of the fixed-effects-only GLM terms at ``beta``
     (:func:`~glmm_sm.laplace.step.glm_block_terms`)."""
-    return glm_block_terms(piece.data, beta)
+    return tuple(partial_fold(c, b0, n_blocks) for c in glm_block_terms(piece.data, beta))
 
 
 def piece_sampler(piece, u0, params, options):
@@ -308,7 +312,7 @@ def piece_draws(piece, sampler, plan, spec):
     return PieceDraws(sampler, plan, spec.seed, spec.m, spec.resident)
 
 
-def piece_sums(piece, sampler, draws, spec, params, derivs):
+def piece_block_sums(piece, sampler, draws, spec, params, derivs):
     """The piece's partial sums at ``params``: per draw partition of ``spec`` the kernel's
     sums (:func:`~glmm_sm.mcla.partials.partition_sums`), combined in partition order: one
     row over the piece's blocks, the whole layout's sums for these blocks."""
@@ -319,6 +323,24 @@ def piece_sums(piece, sampler, draws, spec, params, derivs):
         rows = [partition_sums(spec.kernel, piece.data, draws, spec.ranges[c0:c1], params,
                                derivs, shift) for c0, c1 in spec.parts]
     return PartialSums.stack(rows).combine()
+
+
+@dataclass(frozen=True)
+class PieceSums:
+    """What a piece sends for one evaluation: its blocks' ESS and ``l_b`` and its share of
+    the fold of the blocks' terms (:func:`~glmm_sm.mcla.engine.finish_blocks`)."""
+
+    ess: np.ndarray
+    block_values: np.ndarray
+    terms: object
+
+
+def piece_sums(piece, sampler, draws, b0, spec, params, derivs, n_blocks):
+    """The piece's :class:`PieceSums` at ``params`` (its first block is block ``b0`` of
+    ``n_blocks``)."""
+    tot = piece_block_sums(piece, sampler, draws, spec, params, derivs)
+    ess, block_values, terms = finish_blocks(tot, spec.m, derivs)
+    return PieceSums(ess, block_values, partial_fold(terms, b0, n_blocks))
 
 
 class BlocksMeta:
@@ -414,17 +436,21 @@ class PartitionedEngine(EngineBase):
     shift : bool
         Whether the samplers' draws move with the fixed effects (their squares are then not
         stored, as on one machine).
+    block_offsets : sequence of int
+        Each piece's first block in the whole layout.
 
     Attributes
     ----------
     last_bytes : int
-        Bytes of the per-block sums the last evaluation brought from the pieces: about
-        ``8 n_blocks (2 d^2 + p^2 + 3 d)`` for ``d`` parameters and ``p`` fixed effects,
-        whatever the rows and ``m``.
+        Bytes of the arrays the last evaluation brought from the pieces: each block's ESS
+        and ``l_b`` (16 bytes a block), and per piece the sums of its whole chunks of
+        :data:`~glmm_sm.spec.folds.FOLD_CHUNK` blocks and its own blocks' terms in the (at
+        most two) chunks it shares, about ``8 (2 d^2 + p^2 + 3 d)`` bytes each; whatever
+        the rows and ``m``.
     """
 
     def __init__(self, pieces, samplers, plans, meta, m, seed, kernel="numba",
-                 chunk_size=None, memory_budget=None, shift=True):
+                 chunk_size=None, memory_budget=None, shift=True, block_offsets=None):
         if kernel not in KERNELS:
             raise ValueError(f"kernel must be one of {sorted(KERNELS)}; got {kernel!r}")
         resident = bytes_needed(meta, m, not shift) <= memory_budget
@@ -437,22 +463,33 @@ class PartitionedEngine(EngineBase):
                              kernel)
         self.samplers = samplers
         self.draws_by_piece = pieces.keep(piece_draws, samplers, plans, spec=self.spec)
+        self.block_offsets = [int(g) for g in block_offsets]
         self.last_bytes = 0
 
     def partial_sums(self, params, derivs=True):
-        """The whole layout's per-block partial sums (one row), pieces in order."""
+        """The pieces' :class:`PieceSums` at ``params``, in piece order."""
         rows = self.pieces.gather(piece_sums, self.samplers, self.draws_by_piece,
-                                  spec=self.spec, params=np.asarray(params, dtype=np.float64),
-                                  derivs=bool(derivs))
-        self.last_bytes = sum(getattr(r, f).nbytes for r in rows for f in _FIELDS
-                              if getattr(r, f) is not None)
-        return PartialSums(*(None if getattr(rows[0], f) is None
-                             else np.concatenate([getattr(r, f) for r in rows], axis=1)
-                             for f in _FIELDS))
+                                  self.block_offsets, spec=self.spec,
+                                  params=np.asarray(params, dtype=np.float64),
+                                  derivs=bool(derivs), n_blocks=self.data.n_blocks)
+        self.last_bytes = sum(_nbytes(r) for r in rows)
+        return rows
 
     def _evaluate(self, params, derivs):
-        return finish(self.partial_sums(params, derivs), params, self.data, self.m, derivs)
+        rows = self.partial_sums(params, derivs)
+        s = merge_folds([r.terms for r in rows], self.data.n_blocks)
+        return finish_sums(np.atleast_1d(s), np.concatenate([r.ess for r in rows]),
+                           np.concatenate([r.block_values for r in rows]), params, self.data,
+                           derivs)
 
 
-_FIELDS = ("a", "s0", "s0sq", "s1", "s1sq", "s2", "s2sq", "sS", "hxx", "smu", "hxa", "saa")
+def _nbytes(obj):
+    """Bytes of the arrays in ``obj`` (a :class:`PieceSums` or what it holds)."""
+    if isinstance(obj, np.ndarray):
+        return obj.nbytes
+    if isinstance(obj, dict):
+        return sum(_nbytes(v) for v in obj.values())
+    if hasattr(obj, "__dataclass_fields__"):
+        return sum(_nbytes(getattr(obj, f)) for f in obj.__dataclass_fields__)
+    return 0
 

@@ -3,8 +3,8 @@
 Every sum over the whole data that a fit takes (the Gram matrix of the fixed-effects design,
 the GLM start's score and information, the Laplace log-likelihood and its gradient) is
 formed in two steps: each block's rows are added in layout order (:func:`block_sums`,
-:func:`block_grams`), then the blocks' sums are added one after the other in block order
-(:func:`fold`).  The result does not depend on how the blocks are split among partitions
+:func:`block_grams`), then the blocks' sums are added one after the other in block order within chunks of
+:data:`FOLD_CHUNK` blocks, and the chunks' sums one after the other (:func:`fold`).  The result does not depend on how the blocks are split among partitions
 or workers: a cluster that holds the data in pieces (:mod:`glmm_sm.mcla.partitioned`)
 computes each piece's block sums where the piece is and folds them in block order, and gets
 the single machine's bits (BLAS products group rows in ways that depend on the matrix's
@@ -13,10 +13,13 @@ size, so a piece's ``X' r`` would not add up to the same bits).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numba
 import numpy as np
 
-__all__ = ["block_sums", "block_grams", "fold"]
+__all__ = ["block_sums", "block_grams", "fold", "FOLD_CHUNK", "PartialFold", "partial_fold",
+           "merge_folds"]
 
 _FLAGS = dict(cache=True, nogil=True, error_model="numpy")
 
@@ -73,11 +76,95 @@ def block_grams(ptr, X, w=None):
     return out
 
 
+#: Blocks per chunk of :func:`fold`: a piece of the data sends the sums of the chunks it
+#: holds whole, and its blocks' own sums only in the (at most two) chunks it shares.
+FOLD_CHUNK = 1024
+
+
+def _chunk_sums(c2, B, C):
+    """Sums of the chunks of ``C`` rows of the ``B``-row array ``c2``."""
+    out = np.zeros((-(-B // C), c2.shape[1]))
+    for k in range(out.shape[0]):
+        _fold(c2[k * C : min((k + 1) * C, B)], out[k])
+    return out
+
+
 def fold(c):
-    """The sum of the blocks' sums ``c`` (n_blocks, ...) over the blocks, added one after
-    the other in block order (shape ``c.shape[1:]``; a float for ``(n_blocks,)``)."""
+    """The sum of the blocks' sums ``c`` (n_blocks, ...) over the blocks: within chunks of
+    :data:`FOLD_CHUNK` blocks one after the other in block order, then the chunks' sums in
+    order (shape ``c.shape[1:]``; a float for ``(n_blocks,)``)."""
     c = _f64(c)
     shape = c.shape[1:]
-    out = np.zeros(int(np.prod(shape, dtype=np.int64)))
-    _fold(c.reshape(c.shape[0], -1), out)
+    B = c.shape[0]
+    chunks = _chunk_sums(c.reshape(B, -1), B, FOLD_CHUNK)
+    out = np.zeros(chunks.shape[1])
+    _fold(chunks, out)
+    return float(out[0]) if not shape else out.reshape(shape)
+
+
+@dataclass(frozen=True)
+class PartialFold:
+    """A piece's share of :func:`fold` over the whole layout's blocks.
+
+    Attributes
+    ----------
+    chunks : dict
+        Chunk index -> its sum, for the chunks whose blocks all lie in the piece.
+    edges : dict
+        Chunk index -> the piece's blocks' own sums (rows in block order), for the chunks
+        it shares with other pieces.
+    shape : tuple
+    chunk : int
+        Blocks per chunk (:data:`FOLD_CHUNK` where the piece was).
+    """
+
+    chunks: dict
+    edges: dict
+    shape: tuple
+    chunk: int
+
+
+def partial_fold(c, b0, n_blocks):
+    """:class:`PartialFold` of the block sums ``c`` of a piece whose first block is block
+    ``b0`` of a layout of ``n_blocks`` blocks."""
+    c = _f64(c)
+    shape = c.shape[1:]
+    B = c.shape[0]
+    c2 = c.reshape(B, -1)
+    b1 = b0 + B
+    C = FOLD_CHUNK
+    chunks, edges = {}, {}
+    for k in range(b0 // C, -(-b1 // C)):
+        lo, hi = k * C, min((k + 1) * C, n_blocks)
+        a, b = max(lo, b0) - b0, min(hi, b1) - b0
+        if lo >= b0 and hi <= b1:
+            out = np.zeros(c2.shape[1])
+            _fold(c2[a:b], out)
+            chunks[k] = out
+        else:
+            edges[k] = c2[a:b].copy()
+    return PartialFold(chunks, edges, shape, C)
+
+
+def merge_folds(parts, n_blocks):
+    """:func:`fold` of the whole layout from the pieces' :class:`PartialFold`, in piece
+    order: the same bits."""
+    C = parts[0].chunk
+    if any(p.chunk != C for p in parts) or C != FOLD_CHUNK:
+        raise ValueError(f"the pieces folded in chunks of {sorted({p.chunk for p in parts})} "
+                         f"blocks, here {FOLD_CHUNK}: every process must use the same "
+                         "FOLD_CHUNK")
+    n_chunks = -(-n_blocks // C)
+    shape = parts[0].shape
+    K = int(np.prod(shape, dtype=np.int64))
+    sums = np.zeros((n_chunks, K))
+    for k in range(n_chunks):
+        whole = [p.chunks[k] for p in parts if k in p.chunks]
+        if whole:
+            sums[k] = whole[0]
+            continue
+        rows = np.concatenate([p.edges[k] for p in parts if k in p.edges])
+        _fold(rows, sums[k])
+    out = np.zeros(K)
+    _fold(sums, out)
     return float(out[0]) if not shape else out.reshape(shape)
