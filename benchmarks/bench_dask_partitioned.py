@@ -7,9 +7,11 @@ Run from the repository root (needs ``pip install ".[distributed]"`` and pyarrow
     OPENBLAS_NUM_THREADS=1 python benchmarks/bench_dask_partitioned.py --groups 20000 --limit 900
 
 The data (Bernoulli, ``y ~ x1 + x2 + (1 | g)``, ``--per`` rows per group, ``--parts``
-partitions of ``--groups`` groups each) are a ``dask.dataframe`` made by
-``dd.from_map``: each partition is generated on the worker that computes it, and the client
-never builds the frame.  A ``LocalCluster`` of 2 single-threaded worker processes, each
+partitions of ``--groups`` groups each, and ``--wide`` further columns the model does not
+use, as a wide table has) are a ``dask.dataframe`` made by ``dd.from_map``: each partition
+is generated on the worker that computes it, the model's columns are selected there, and
+the client never builds the frame (except for the single-machine reference fit at the end,
+which ``--no-local`` leaves out).  A ``LocalCluster`` of 2 single-threaded worker processes, each
 with ``memory_limit=--limit`` MiB, fits it (``sampler="laplace"``, ``m`` fixed,
 ``max_rounds=2``).  The script prints
 
@@ -42,16 +44,22 @@ import pandas as pd  # noqa: E402
 MIB = 2**20
 
 
-def make_partition(i, groups=5000, per=5):
-    """Partition ``i``: ``groups`` levels of ``g`` of its own, ``per`` rows each."""
+def make_partition(i, groups=5000, per=5, wide=0):
+    """Partition ``i``: ``groups`` levels of ``g`` of its own, ``per`` rows each, and
+    ``wide`` further columns the model does not use (a wide table)."""
     r = np.random.default_rng(7000 + i)
     n = groups * per
     gi = np.repeat(np.arange(groups), per)
     x1, x2 = r.standard_normal(n), r.standard_normal(n)
     eta = -0.4 + 0.8 * x1 - 0.5 * x2 + r.normal(0, 1.0, groups)[gi]
     y = (r.random(n) < 1 / (1 + np.exp(-eta))).astype(float)
-    return pd.DataFrame({"y": y, "x1": x1, "x2": x2,
-                         "g": pd.Series([f"p{i}g{k}" for k in gi], dtype=object)})
+    out = pd.DataFrame({"y": y, "x1": x1, "x2": x2,
+                        "g": pd.Series([f"p{i}g{k}" for k in gi], dtype=object)})
+    if wide:
+        extra = np.random.default_rng(9000 + i).standard_normal((n, wide))
+        out = pd.concat([out, pd.DataFrame(extra, columns=[f"z{j}" for j in range(wide)])],
+                        axis=1)
+    return out
 
 
 def _piece_bytes(piece):
@@ -92,6 +100,12 @@ def main():
     ap.add_argument("--per", type=int, default=5, help="rows per group")
     ap.add_argument("--m", type=int, default=500)
     ap.add_argument("--limit", type=int, default=600, help="worker memory limit, MiB")
+    ap.add_argument("--wide", type=int, default=0, help="unused columns of the table")
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--budget", type=int, default=1024,
+                    help="memory_budget of the draws, MiB (beyond it they are regenerated)")
+    ap.add_argument("--no-local", action="store_true",
+                    help="skip the single-machine fit (it holds the whole data here)")
     args = ap.parse_args()
 
     import dask.dataframe as dd
@@ -102,13 +116,15 @@ def main():
     from glmm_sm.model import MonteCarloGLMM
 
     formula = "y ~ x1 + x2 + (1 | g)"
-    fit_args = dict(sampler="laplace", m=args.m, random_state=1, max_rounds=2)
-    make = [(i, args.groups, args.per) for i in range(args.parts)]
-    ddf = dd.from_map(lambda a: make_partition(*a), make)
+    fit_args = dict(sampler="laplace", m=args.m, random_state=1, max_rounds=args.rounds,
+                    memory_budget=args.budget * MIB)
+    make = [(i, args.groups, args.per, args.wide) for i in range(args.parts)]
+    table = dd.from_map(lambda a: make_partition(*a), make)
+    ddf = table[["y", "x1", "x2", "g"]]  # the model's columns, selected on the workers
     n = args.parts * args.groups * args.per
     print(f"glmm_sm {glmm_sm.__file__}")
-    print(f"data: {args.parts} partitions x {args.groups} groups x {args.per} rows = {n} rows, "
-          f"m = {args.m}")
+    print(f"data: {args.parts} partitions x {args.groups} groups x {args.per} rows = {n} rows "
+          f"({4 + args.wide} columns), m = {args.m}")
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -117,7 +133,7 @@ def main():
                                            dashboard_address=None, silence_logs=50)
     client = distributed.Client(cluster)
     try:
-        data_bytes = int(ddf.memory_usage_per_partition(deep=True).compute().sum())
+        data_bytes = int(table.memory_usage_per_partition(deep=True).compute().sum())
         base = client.run(_worker_memory)
         print(f"data in memory (pandas, deep): {data_bytes / MIB:.1f} MiB; worker memory "
               f"limit {args.limit} MiB each; worker RSS before: "
@@ -159,7 +175,10 @@ def main():
         client.close()
         cluster.close()
 
-    full = pd.concat([make_partition(*a) for a in make], ignore_index=True)
+    if args.no_local:
+        return
+    full = pd.concat([make_partition(*a)[["y", "x1", "x2", "g"]] for a in make],
+                     ignore_index=True)
     mod = MonteCarloGLMM.from_formula(formula, data=full, family="binomial")
     c0 = time.process_time()
     ref = mod.fit(disp=False, **fit_args)
