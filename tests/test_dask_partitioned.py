@@ -127,6 +127,13 @@ def test_evaluations_equal_the_single_machine_engine(bernoulli_parts, bernoulli_
         assert np.array_equal(getattr(ev, f), getattr(local, f)), f
 
 
+def test_empty_partitions_are_left_out(bernoulli_parts, bernoulli_local):
+    parts = [bernoulli_parts[0].iloc[:0], *bernoulli_parts[:2], bernoulli_parts[2].iloc[:0],
+             *bernoulli_parts[2:]]
+    res = MonteCarloGLMM.from_formula(BERNOULLI, data=parts, family="binomial").fit(**FIT)
+    _same_fit(res, bernoulli_local[1])
+
+
 def test_a_level_in_two_partitions_is_refused(bernoulli_parts):
     parts = [p.copy() for p in bernoulli_parts[:2]]
     parts[1].loc[parts[1].index[:3], "g"] = parts[0]["g"].iloc[0]

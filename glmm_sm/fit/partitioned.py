@@ -180,6 +180,11 @@ class PartitionedGLMM:
     def _prepare(self, client):
         """Build the pieces where the partitions are and gather their metadata."""
         frames = self._frames(client)
+        # Empty partitions (a shuffle by the grouping factor leaves some) hold no block.
+        rows = Pieces(frames, client).gather(len)
+        frames = [f for f, r in zip(frames, rows, strict=True) if r]
+        if not frames:
+            raise ValueError("data: every partition is empty")
         cats = self._categorical_columns(frames, client)
         levels = {}
         if cats:

@@ -43,7 +43,7 @@ from glmm_sm.spec.folds import fold
 from glmm_sm.spec.validation import nonnegative_up_to_rounding
 
 __all__ = ["Evaluation", "EngineBase", "MCLAEngine", "PartialSums", "DrawShift", "draw_shift",
-           "finish", "finish_blocks", "finish_sums",
+           "finish_blocks", "finish_sums",
            "partition_sums", "effective_n_jobs", "weight_chunks", "ROW_DRAWS"]
 
 @dataclass

@@ -225,8 +225,8 @@ def _skip(draw, n):
 
 def piece_chunk(sampler, plan, seed, size):
     """The piece's share of the whole layout's draw chunk ``size`` from ``seed``: the
-    numbers :meth:`LaplaceSampler.generate <glmm_sm.mcla.sampler._BlockSampler.generate>`
-    draws for these blocks on one machine."""
+    numbers the whole layout's :class:`~glmm_sm.mcla.sampler.LaplaceSampler` draws for
+    these blocks on one machine."""
     data = sampler.data
     rng = generator(seed)
     U = np.empty((data.q, size))

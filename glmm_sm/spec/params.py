@@ -75,7 +75,7 @@ class ParamTransform:
         """The transform of a design with Gram matrix ``G = X'X`` (p, p) and ``n`` rows:
         ``T = sqrt(n) D^{-1} R^{-1}`` with ``R'R = D^{-1} G D^{-1}`` (a Cholesky factor; the
         same ``T`` as the QR of ``X D^{-1}`` in exact arithmetic), for fits whose data are
-        summed block by block (:func:`for_layout`) or held in pieces.  A scaled Gram
+        summed block by block (:meth:`for_layout`) or held in pieces.  A scaled Gram
         matrix that is not positive definite in floating point, or whose factor's diagonal
         spans more than 10 orders of magnitude, leaves ``T = I`` with a note."""
         G = np.asarray(G, dtype=np.float64)
