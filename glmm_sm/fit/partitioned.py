@@ -121,7 +121,7 @@ def check_aligned(metas):
 class PartitionedGLMM:
     """A GLMM whose data stay in partitions (see the module docstring).
 
-    Built by :meth:`MonteCarloGLMM.from_formula <glmm_sm.model.MonteCarloGLMM.from_formula>`
+    Built by :meth:`MonteCarloGLMM.from_formula <glmm_sm.MonteCarloGLMM.from_formula>`
     when ``data`` is a ``dask.dataframe.DataFrame`` or a list of partitions; only the
     importance-sampling fit (``sampler="laplace"``) is available, with Bernoulli, binomial
     or Poisson responses.  Post-fit tools that need the rows (predictions, profiles,
@@ -218,7 +218,7 @@ class PartitionedGLMM:
             the partitions one after the other in this process (the same fit, bit for bit).
         m, random_state, max_rounds, target_ratio, max_m, m_start, min_ess, time_budget, \
 kernel, chunk_size, memory_budget, sampler_options, disp, callback
-            As for :meth:`MonteCarloGLMM.fit <glmm_sm.model.MonteCarloGLMM.fit>`.
+            As for :meth:`MonteCarloGLMM.fit <glmm_sm.MonteCarloGLMM.fit>`.
         sampler : {"laplace"}
             The importance sampler (the only one available with partitioned data).
         start_params : array_like, optional
@@ -400,7 +400,7 @@ class _Modes:
 
 
 class _PartitionedRounds(_RoundState):
-    """:class:`~glmm_sm.fit.driver._RoundState` whose rounds draw and evaluate on the
+    """``_RoundState`` whose rounds draw and evaluate on the
     pieces (:class:`~glmm_sm.mcla.partitioned.PartitionedEngine`)."""
 
     def __init__(self, view, oracle, metas, opts, seed, client, log, t_start, lapfit):

@@ -31,7 +31,7 @@ __all__ = ["BlockSystem", "ModeResult", "conditional_mode", "laplace_loglike", "
            "checked_cholesky",
            "LaplaceFit", "family_system", "split_params", "laplace_value", "score_blocks",
            "score_from_sums", "glm_block_terms", "glm_newton", "LocalLaplace",
-           "laplace_optimize"]
+           "laplace_optimize", "value_blocks"]
 
 LOGNU_BOUNDS = (np.log(1e-8), np.log(1e8))
 

@@ -174,7 +174,7 @@ class DrawShift:
 
     def offset(self, beta):
         """``du = M (beta - beta0)`` (q,), each effect's entry from its own row of ``M``
-        (as :meth:`~glmm_sm.spec.arrays.LayoutData.linear_fixed`: a partition's effects get
+        (as ``linear_fixed``: a partition's effects get
         the bits of the same effects of the whole layout)."""
         return np.einsum("ij,j->i", self.M, np.asarray(beta, dtype=np.float64) - self.beta0)
 

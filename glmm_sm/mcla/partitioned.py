@@ -1,7 +1,7 @@
 """Monte Carlo sums over data partitions that stay where they are (Dask workers).
 
 A *piece* is one data partition's rows in block layout (:class:`Piece`): its own
-:class:`~glmm_sm.spec.arrays.LayoutData` and :class:`~glmm_sm.laplace.step.BlockSystem`.
+``LayoutData`` and ``BlockSystem``.
 Every block (a grouping level and everything tied to it through crossed or nested factors)
 lies in one partition, and the whole data's block layout is the pieces' layouts one after
 the other, in partition order (blocks are numbered by first appearance in observation
@@ -22,7 +22,7 @@ The client receives those per-block sums (bytes in proportion to the blocks and 
 parameters squared, never to the rows or to ``m``), concatenates them in block order and
 forms the value and derivatives with the same :func:`~glmm_sm.mcla.engine.finish` as a
 single machine: the evaluation is the single machine's, bit for bit.  Per-row products use
-row-local sums (:meth:`~glmm_sm.spec.arrays.LayoutData.linear_fixed`) for the same reason.
+row-local sums (``linear_fixed``) for the same reason.
 
 :class:`Pieces` runs a function on every piece, in this process or on a Dask cluster where
 each piece is a future that lives on a worker; a piece lost with its worker is rebuilt by
@@ -314,7 +314,7 @@ def piece_draws(piece, sampler, plan, spec):
 
 def piece_block_sums(piece, sampler, draws, spec, params, derivs):
     """The piece's partial sums at ``params``: per draw partition of ``spec`` the kernel's
-    sums (:func:`~glmm_sm.mcla.partials.partition_sums`), combined in partition order: one
+    sums (``partition_sums``), combined in partition order: one
     row over the piece's blocks, the whole layout's sums for these blocks."""
     from threadpoolctl import threadpool_limits
 
