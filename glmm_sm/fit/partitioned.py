@@ -6,27 +6,32 @@ them) gives a :class:`PartitionedGLMM`.  Its :meth:`~PartitionedGLMM.fit` with
 ``client=`` builds each partition's design where the partition is, and the client only
 receives sizes, names and small sums:
 
-1. *Metadata*: per partition its rows, blocks, random-effect levels, the ``R`` factor of its
-   fixed-effects design (``p x p``) and the levels of the fixed effects' categorical
-   columns, whose union codes every partition alike.  A grouping level in two partitions is
-   refused (a block must lie in one partition; see :func:`check_aligned`).
-2. *Start*: the fixed-effects GLM by Newton on summed scores and informations, then the
-   Laplace MLE by L-BFGS-B on summed Laplace log-likelihoods and gradients (each partition's
-   conditional modes computed where it is).
+1. *Metadata*: per partition its rows, blocks, random-effect levels (and per block its
+   effects per component), and the levels of the fixed effects' categorical columns, whose
+   union codes every partition alike.  A grouping level in two partitions is refused (a
+   block must lie in one partition; see :func:`check_aligned`); empty partitions are left
+   out.
+2. *Start*: the whitening from the Gram matrix, the fixed-effects GLM by Newton and the
+   Laplace MLE by L-BFGS-B (:func:`~glmm_sm.laplace.step.laplace_optimize`), every sum over
+   the data formed as on one machine: per block where the partition is, then folded in
+   block order (:mod:`glmm_sm.spec.folds`; a partition sends the sums of the chunks of
+   blocks it holds whole and its own blocks' terms in the chunks it shares).  The
+   conditional modes (one number per random effect) come back to the client, which sends
+   them as the next evaluation's start, as the single machine keeps them.
 3. *Monte Carlo rounds*: per round each partition builds its blocks' Laplace sampler and
    draws its share of the round's draws (the single machine's numbers:
-   :mod:`glmm_sm.mcla.partitioned`); every evaluation sends ``theta`` and receives the
-   partitions' per-block partial sums.  Rounds, stopping rules and m follow
-   :mod:`glmm_sm.fit.driver`.
+   :mod:`glmm_sm.mcla.partitioned`); every evaluation sends ``theta`` and receives each
+   block's ESS and ``l_b`` and the partitions' shares of the folded sums.  Rounds,
+   stopping rules and m follow :mod:`glmm_sm.fit.driver`.
 
-Same answer: the Monte Carlo log-likelihood and its derivatives at any ``theta`` are the
-single machine's bit for bit (same draws, same per-block sums, same order of summation),
-and the fit is the same, bit for bit, in this process (``client=None``) and on any
-cluster, whatever worker computes which partition and whether workers die.  The start
-sums the partitions' shares of the GLM and Laplace objectives (an order of summation a
-single machine does not have) and whitens with the partitions' ``R`` factors, so against
-``fit()`` of the concatenated data the estimates agree to the optimizers' tolerance, far
-below the Monte Carlo standard error, not to the last bit.
+Same answer: the fit is ``fit(sampler="laplace")`` of the concatenated data, bit for bit
+(with ``rao_blackwell=False`` where that fit would Rao-Blackwellize a crossed block), in
+this process (``client=None``) and on any cluster, whatever worker computes which
+partition and whether workers die (Dask recomputes a lost partition from its lineage).
+Not done on partitioned data: the separation checks (``fit`` warns of a separation of the
+whole data; here none is looked for), the boundary refits (a variance at 0 ends the fit
+with the advice to fit a local model), correlated terms, the negative binomial, and the
+post-fit tools that need the rows.
 """
 
 from __future__ import annotations

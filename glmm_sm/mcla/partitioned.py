@@ -18,11 +18,13 @@ blocks, exactly what the whole layout computes for the same blocks:
 * the kernel's per-block partial sums over the same draw partitions, combined in the same
   order (:func:`piece_sums`).
 
-The client receives those per-block sums (bytes in proportion to the blocks and the
-parameters squared, never to the rows or to ``m``), concatenates them in block order and
-forms the value and derivatives with the same :func:`~glmm_sm.mcla.engine.finish` as a
-single machine: the evaluation is the single machine's, bit for bit.  Per-row products use
-row-local sums (``linear_fixed``) for the same reason.
+Each piece turns its blocks' sums into the terms :func:`~glmm_sm.mcla.engine.finish` adds
+over the blocks and folds them (:mod:`glmm_sm.spec.folds`); the client receives each block's
+ESS and ``l_b`` and the pieces' shares of the fold (never rows, nothing in proportion to
+``m``), merges them in block order and forms the value and derivatives with the same
+:func:`~glmm_sm.mcla.engine.finish_sums` as a single machine: the evaluation is the single
+machine's, bit for bit.  Per-row products use row-local sums (``LayoutData.linear_fixed``)
+for the same reason.
 
 :class:`Pieces` runs a function on every piece, in this process or on a Dask cluster where
 each piece is a future that lives on a worker; a piece lost with its worker is rebuilt by
