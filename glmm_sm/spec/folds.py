@@ -77,8 +77,9 @@ def block_grams(ptr, X, w=None):
 
 
 #: Blocks per chunk of :func:`fold`: a piece of the data sends the sums of the chunks it
-#: holds whole, and its blocks' own sums only in the (at most two) chunks it shares.
-FOLD_CHUNK = 1024
+#: starts, and its blocks' own terms only in a chunk another piece started (at most
+#: ``FOLD_CHUNK - 1`` blocks).
+FOLD_CHUNK = 128
 
 
 def _chunk_sums(c2, B, C):
@@ -109,10 +110,12 @@ class PartialFold:
     Attributes
     ----------
     chunks : dict
-        Chunk index -> its sum, for the chunks whose blocks all lie in the piece.
+        Chunk index -> the sum of the piece's blocks in it, for the chunks the piece starts
+        (the first blocks of a chunk's sum, in order: the whole sum where the chunk lies in
+        the piece).
     edges : dict
-        Chunk index -> the piece's blocks' own sums (rows in block order), for the chunks
-        it shares with other pieces.
+        Chunk index -> the piece's blocks' own terms (rows in block order), for the chunk
+        another piece started (the sum goes on from that piece's part).
     shape : tuple
     chunk : int
         Blocks per chunk (:data:`FOLD_CHUNK` where the piece was).
@@ -137,7 +140,7 @@ def partial_fold(c, b0, n_blocks):
     for k in range(b0 // C, -(-b1 // C)):
         lo, hi = k * C, min((k + 1) * C, n_blocks)
         a, b = max(lo, b0) - b0, min(hi, b1) - b0
-        if lo >= b0 and hi <= b1:
+        if lo >= b0:  # the piece starts chunk k: its part's sum starts the chunk's
             out = np.zeros(c2.shape[1])
             _fold(c2[a:b], out)
             chunks[k] = out
@@ -159,12 +162,10 @@ def merge_folds(parts, n_blocks):
     K = int(np.prod(shape, dtype=np.int64))
     sums = np.zeros((n_chunks, K))
     for k in range(n_chunks):
-        whole = [p.chunks[k] for p in parts if k in p.chunks]
-        if whole:
-            sums[k] = whole[0]
-            continue
-        rows = np.concatenate([p.edges[k] for p in parts if k in p.edges])
-        _fold(rows, sums[k])
+        sums[k] = next(p.chunks[k] for p in parts if k in p.chunks)
+        for p in parts:
+            if k in p.edges:
+                _fold(p.edges[k], sums[k])
     out = np.zeros(K)
     _fold(sums, out)
     return float(out[0]) if not shape else out.reshape(shape)
