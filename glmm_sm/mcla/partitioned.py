@@ -51,7 +51,8 @@ from glmm_sm.mcla.partials import KERNELS, PartialSums, draw_shift, partition_su
 from glmm_sm.mcla.sampler import DrawChunk, LaplaceSampler
 from glmm_sm.spec.folds import block_grams, merge_folds, partial_fold
 
-__all__ = ["Piece", "PieceMeta", "DrawPlan", "BlocksMeta", "Pieces", "PartitionedEngine",
+__all__ = ["Piece", "PieceMeta", "DrawPlan", "DrawSpec", "PieceDraws", "PieceSums",
+           "LaplaceTerms", "BlocksMeta", "Pieces", "PartitionedEngine",
            "piece_meta", "piece_laplace", "piece_glm", "piece_sampler", "piece_draws",
            "piece_sums", "draw_plans"]
 
