@@ -1029,7 +1029,9 @@ def _side_points(prof, end, n, bar=None):
     if not np.isfinite(end) or end == prof.psi_hat:
         return []
     if prof.is_var and (end == 0.0 or prof.psi_hat == 0.0):
-        values = prof.psi_hat + (end - prof.psi_hat) * np.arange(1, n + 1) / n
+        # (k / n first: the last point is then ``end`` exactly, 0 for a variance, never
+        # a roundoff below it)
+        values = prof.psi_hat + (end - prof.psi_hat) * (np.arange(1, n + 1) / n)
     else:
         s0, s1 = prof._to_s(prof.psi_hat), prof._to_s(end)
         values = [prof._from_s(s) for s in s0 + (s1 - s0) * np.arange(1, n + 1) / n]
