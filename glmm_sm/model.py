@@ -134,6 +134,9 @@ class MonteCarloGLMM(LikelihoodModel):
     def __init__(self, endog, exog, exog_vc, ident, vcp_p=None, fe_p=None, fep_names=None,
                  vcp_names=None, vc_names=None, *, family=None, weights=None, offset=None,
                  factorize=True, exposure=None, cov_terms=None, **kwargs):
+        # One partition of partitioned data: its columns may be rank deficient alone (a
+        # level it lacks); the whole design's rank is checked from the partitions' sums.
+        piece = bool(kwargs.pop("_piece", False))
         unknown = sorted(set(kwargs) - _MODEL_KWARGS)
         if unknown:
             raise TypeError(f"MonteCarloGLMM() got unknown argument(s) {unknown}")
@@ -154,7 +157,7 @@ class MonteCarloGLMM(LikelihoodModel):
         self.n_dropped = n_dropped
         self.data.__class__ = SAFE_DATA.get(type(self.data), type(self.data))
         n = self.endog.shape[0]
-        X = checked_exog(self.exog, list(self.exog_names))
+        X = checked_exog(self.exog, list(self.exog_names), full_rank=not piece)
         # R's glm convention: a proportion response with the trials as weights.
         endog, weights = proportion_response(is_binomial_family(family), self.endog, weights)
         fam, y, ntrials = resolve_family(family, endog)
@@ -222,7 +225,11 @@ class MonteCarloGLMM(LikelihoodModel):
             or a list of formulas with ``varcomps_equal`` / ``varcomps_names`` (glmm style).
             Optional when ``formula`` holds lme4 terms such as ``(1 | Female)``, which are
             read as components of the same form (:mod:`glmm_sm.spec.lme4_terms`).
-        data : pandas.DataFrame
+        data : pandas.DataFrame, dask.dataframe.DataFrame or list of partitions
+            A Dask DataFrame or a list of partitions (pandas data frames, or Dask futures
+            of them) gives a :class:`~glmm_sm.fit.partitioned.PartitionedGLMM`, whose
+            ``fit(client=...)`` keeps each partition's rows on the worker that holds it
+            (every grouping level in one partition; :mod:`glmm_sm.fit.partitioned`).
         family : statsmodels family or str
         varcomps_equal : sequence of int, optional
             glmm's ``varcomps.equal`` for the list form.
@@ -242,6 +249,14 @@ class MonteCarloGLMM(LikelihoodModel):
         unknown = sorted(set(kwargs) - _FORMULA_KWARGS)
         if unknown:
             raise TypeError(f"from_formula() got unknown argument(s) {unknown}")
+        from glmm_sm.fit.partitioned import is_partitioned
+
+        if is_partitioned(data):
+            return _partitioned_model(formula, vc_formulas, data, family, subset, drop_cols,
+                                      dict(varcomps_equal=varcomps_equal,
+                                           varcomps_names=varcomps_names, weights=weights,
+                                           offset=offset, exposure=exposure, missing=missing,
+                                           **kwargs))
         if isinstance(vc_formulas, pd.DataFrame) and (data is None or isinstance(data, dict)):
             # statsmodels' other models take (formula, data): the data frame second is
             # unambiguous (a frame is never vc_formulas), so it still works, with a
@@ -798,6 +813,40 @@ def _random_design(vc_formulas, vterms, data, eval_env, vcp_names, equal):
 
 #: Keyword arguments the constructor passes on to statsmodels (the formula machinery adds
 #: ``formula``, ``model_spec`` and ``missing_idx``).
+def _partitioned_model(formula, vc_formulas, data, family, subset, drop_cols, options):
+    """A :class:`~glmm_sm.fit.partitioned.PartitionedGLMM` of partitioned ``data``."""
+    from functools import partial
+
+    from glmm_sm.fit.partitioned import PartitionedGLMM
+
+    if subset is not None or drop_cols is not None:
+        raise ValueError("subset, drop_cols: not available with partitioned data; select the "
+                         "rows and columns of the partitions (ddf[...]) before the model")
+    for name in ("weights", "offset", "exposure"):
+        v = options[name]
+        if v is not None and not isinstance(v, str):
+            raise ValueError(f"{name}: with partitioned data give the name of a column of "
+                             f"the partitions (an array cannot follow the rows to the "
+                             f"workers); got {type(v).__name__}")
+    if not isinstance(formula, str):
+        raise TypeError(f"formula must be a string; got {type(formula).__name__}")
+    build = partial(_partition_piece, formula=formula, vc_formulas=vc_formulas, family=family,
+                    options=options)
+    return PartitionedGLMM(data, build, formula)
+
+
+def _partition_piece(frame, levels, formula, vc_formulas, family, options):
+    """One partition's :class:`~glmm_sm.mcla.partitioned.Piece`: its model in block layout,
+    the fixed effects' categorical columns coded by the union of ``levels`` (runs on the
+    worker that holds ``frame``)."""
+    from glmm_sm.fit.partitioned import with_levels
+    from glmm_sm.mcla.partitioned import Piece
+
+    mod = MonteCarloGLMM.from_formula(formula, vc_formulas, data=with_levels(frame, levels),
+                                      family=family, _piece=True, **options)
+    return Piece.from_model(mod)
+
+
 _MODEL_KWARGS = {"missing", "hasconst", "missing_idx", "formula", "model_spec", "design_info"}
 #: Keyword arguments ``from_formula`` passes on to the constructor or the formula engine.
-_FORMULA_KWARGS = {"eval_env", "hasconst", "factorize", "vc_names"}
+_FORMULA_KWARGS = {"eval_env", "hasconst", "factorize", "vc_names", "_piece"}

@@ -547,8 +547,9 @@ class _RoundState:
         if self.deadline is None and opts.time_budget is not None:
             self.deadline = t_start + opts.time_budget
         self.n_jobs = effective_n_jobs(opts.n_jobs)
-        self.tr = ParamTransform(model.arrays.X, model.k_vcp + model.k_fam,
-                                 cov=model.design.cov)
+        # The Gram matrix summed block by block (the same bits with the data in pieces).
+        self.tr = ParamTransform.for_layout(model.layout_data(factorize),
+                                            model.k_vcp + model.k_fam, cov=model.design.cov)
         self.rb = rb_structure(model, opts, factorize, client, notes=log.warnings)
         if self.rb is not None:
             log.rao_blackwell = rb_record(model, self.rb)

@@ -1040,7 +1040,9 @@ def _side_points(prof, end, n, bar=None):
     if not np.isfinite(end) or end == prof.psi_hat:
         return []
     if prof.is_var and (end == 0.0 or prof.psi_hat == 0.0):
-        values = prof.psi_hat + (end - prof.psi_hat) * np.arange(1, n + 1) / n
+        # (k / n first: the last point is then ``end`` exactly, 0 for a variance, never
+        # a roundoff below it)
+        values = prof.psi_hat + (end - prof.psi_hat) * (np.arange(1, n + 1) / n)
     elif prof.is_fam and end == 0.0:  # alpha -> 0 (Poisson) is a limit, not a point
         values = prof.psi_hat * (1.0 - np.arange(1, n) / n)
     else:

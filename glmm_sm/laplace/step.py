@@ -25,13 +25,16 @@ from threadpoolctl import threadpool_limits
 from glmm_sm.laplace.prior import PriorPrecision, vector_laplace_score
 from glmm_sm.spec.arrays import LayoutData
 from glmm_sm.spec.families import nb_constant, nb_draw_terms
+from glmm_sm.spec.folds import block_grams, block_sums, fold
 from glmm_sm.spec.params import ParamTransform
 
 __all__ = ["BlockSystem", "ModeResult", "conditional_mode", "laplace_loglike", "laplace_score",
            "laplace_fit", "mode_derivatives", "glm_start", "robust_cholesky", "spd_solve",
            "checked_cholesky", "SchurBlock", "SchurFactor", "schur_blocks", "SCHUR_MIN_Q",
            "SCHUR_MAX_REST", "SCHUR_CHUNK_ROWS",
-           "LaplaceFit", "family_system", "split_params"]
+           "LaplaceFit", "family_system", "split_params", "laplace_value", "score_blocks",
+           "score_from_sums", "glm_block_terms", "glm_newton", "LocalLaplace",
+           "laplace_optimize", "value_blocks"]
 
 LOGNU_BOUNDS = (np.log(1e-8), np.log(1e8))
 
@@ -684,14 +687,27 @@ def laplace_loglike(system: BlockSystem, beta, nu, u0=None):
     data = system.data
     nu = np.asarray(nu, dtype=float)
     mode = conditional_mode(system, beta, nu, u0=u0)
-    value = mode.h_block.sum() - 0.5 * mode.logdet_block.sum()
+    return laplace_value(data, nu, fold(value_blocks(mode))), mode
+
+
+def value_blocks(mode):
+    """Per block ``(h_b, log det P_b)`` at the conditional modes (n_blocks, 2)."""
+    return np.stack([mode.h_block, mode.logdet_block], axis=1)
+
+
+def laplace_value(data, nu, sums):
+    """The Laplace log-likelihood from the blocks' ``(h_b, log det P_b)`` summed in block
+    order (:func:`~glmm_sm.spec.folds.fold`), with the prior's ``log nu`` terms (and the
+    negative binomial's constant); ``data`` needs the family, ``cov`` and ``qbt`` only
+    (and the response for the negative binomial)."""
+    value = sums[0] - 0.5 * sums[1]
     if data.k_fam:
         value += nb_constant(data.y, data.wn, data.family.alpha)[0]
     if data.cov.has_vector:
         value -= 0.5 * data.cov.logdet_terms(nu, data.qbt)
     else:
         value -= 0.5 * float(data.qbt.sum(axis=0) @ np.log(nu))
-    return value, mode
+    return value
 
 
 def _precision_inverses(mode):
@@ -802,6 +818,8 @@ def laplace_score(system: BlockSystem, beta, nu, mode: ModeResult):
     """
     data = system.data
     nu = np.asarray(nu, dtype=float)
+    if not (data.cov.has_vector or data.k_fam):
+        return score_from_sums(data, nu, fold(score_blocks(system, beta, nu, mode)))
     eta, r, h, pinv, du_dbeta, du_dnu = _mode_pieces(system, beta, nu, mode)
     flat = np.concatenate([M.ravel() for M in pinv]) if pinv else np.zeros(0)
     lev = np.bincount(system.pair_obs, weights=system.pair_val * flat[system.pair_target],
@@ -831,6 +849,46 @@ def laplace_score(system: BlockSystem, beta, nu, mode: ModeResult):
     return np.concatenate([gb, gn])
 
 
+def score_blocks(system, beta, nu, mode):
+    """Per block the sums :func:`laplace_score` adds (scalar components, no family
+    parameter): ``(n_blocks, p + 3 T)``, the rows' ``x_i r_i - 1/2 (x_i + z_i du/dbeta)
+    a_i`` and ``(z_i du/dnu) a_i``, then the columns' ``u_j^2`` and ``(P^{-1})_jj`` per
+    component (:func:`score_from_sums` forms the gradient from their fold)."""
+    data = system.data
+    nu = np.asarray(nu, dtype=float)
+    eta, r, h, pinv, du_dbeta, du_dnu = _mode_pieces(system, beta, nu, mode)
+    flat = np.concatenate([M.ravel() for M in pinv]) if pinv else np.zeros(0)
+    lev = np.bincount(system.pair_obs, weights=system.pair_val * flat[system.pair_target],
+                      minlength=len(eta)).astype(np.float64, copy=False)  # (int when empty)
+    for sb, fac in zip(system.schur, mode.schur, strict=True):
+        lev[sb.row0 : sb.row1] = fac.leverage(sb)
+    a = _third_cumulant(data, eta, h) * lev
+    rows = np.concatenate([data.X * r[:, None] - 0.5 * (data.X + data.Z @ du_dbeta)
+                           * a[:, None], np.asarray(data.Z @ du_dnu) * a[:, None]], axis=1)
+    T = data.k_vc
+    diag = np.zeros(data.q)
+    for (_, _, cols), M in zip(system.groups, pinv, strict=True):
+        diag[cols] = np.diagonal(M, axis1=1, axis2=2)
+    for sb, fac in zip(system.schur, mode.schur, strict=True):
+        diag[sb.cols] = fac.inv_diag()
+    E = np.zeros((data.q, 2 * T))
+    j = np.arange(data.q)
+    E[j, data.ident] = mode.u**2
+    E[j, T + data.ident] = diag
+    return np.concatenate([block_sums(data.obs_ptr, rows), block_sums(data.col_ptr, E)],
+                          axis=1)
+
+
+def score_from_sums(data, nu, s):
+    """:func:`laplace_score` from the fold of :func:`score_blocks` (``data`` needs
+    ``k_fe``, ``k_vc`` and ``qbt`` only)."""
+    p, T = data.k_fe, data.k_vc
+    gb, zdn, uu, tr = s[:p], s[p : p + T], s[p + T : p + 2 * T], s[p + 2 * T :]
+    qt = data.qbt.sum(axis=0)
+    gn = 0.5 * (uu + tr) / nu**2 - 0.5 * qt / nu - 0.5 * zdn
+    return np.concatenate([gb, gn])
+
+
 def _laplace_alpha_score(system, eta, pinv, lev, a, mode=None):
     """The negative binomial's ``d/d alpha`` of :func:`laplace_loglike` at the mode:
     ``sum la + k'(alpha) - 1/2 sum_i s_i (ha_i + dh_i (Z du/dalpha)_i)`` with
@@ -849,38 +907,52 @@ def glm_start(data: LayoutData, maxiter=50):
 
     Newton runs in whitened coordinates (:class:`~glmm_sm.spec.params.ParamTransform`), so it
     takes the same steps whatever the covariates' scale; a separated design (no finite MLE)
-    stops after ``maxiter`` steps with large coefficients.
+    stops after ``maxiter`` steps with large coefficients.  Its sums run block by block
+    (:func:`glm_block_terms`, :mod:`glmm_sm.spec.folds`).
     """
-    X = data.X
-    tr = ParamTransform(X, 0)
-    Xw = X @ tr.T
-    gamma = np.zeros(X.shape[1])
-    fam = data.family
+    tr = ParamTransform.for_layout(data, 0)
+    return glm_newton(lambda beta: tuple(fold(c) for c in glm_block_terms(data, beta)), tr.T,
+                      maxiter)
+
+
+def glm_block_terms(data, beta):
+    """Per block the fixed-effects-only GLM log-likelihood, score ``X_b' r_b`` and
+    information ``X_b' diag(h_b) X_b`` at ``beta``."""
+    eta = data.linear_fixed(np.asarray(beta, dtype=np.float64))
+    with np.errstate(over="ignore", invalid="ignore"):
+        val, r, h = data.family.obs_terms(eta, data.wy, data.wn)
+    ptr = data.obs_ptr
+    return block_sums(ptr, val), block_sums(ptr, data.X * r[:, None]), \
+        block_grams(ptr, data.X, h)
+
+
+def glm_newton(terms, T, maxiter=50):
+    """Damped Newton for the GLM start in the coordinates ``beta = T gamma``; ``terms(beta)``
+    gives the summed ``(value, score, information)``."""
+    p = T.shape[0]
 
     def objective(gm):
-        eta = Xw @ gm + data.offset
-        with np.errstate(over="ignore", invalid="ignore"):
-            return np.sum(fam.obs_terms(eta, data.wy, data.wn)[0]), eta
+        val, g, H = terms(T @ gm)
+        return val, T.T @ g, T.T @ H @ T
 
-    val, eta = objective(gamma)
+    gamma = np.zeros(p)
+    val, g, H = objective(gamma)
     for _ in range(maxiter):
-        _, r, h = fam.obs_terms(eta, data.wy, data.wn)
-        H = Xw.T @ (h[:, None] * Xw)
-        H += 1e-10 * max(float(np.trace(H)), 1e-300) / max(len(H), 1) * np.eye(len(H))
-        g = Xw.T @ r
+        H = H + 1e-10 * max(float(np.trace(H)), 1e-300) / max(len(H), 1) * np.eye(len(H))
         step = spd_solve(H[None], g[None])[0]
         a = 1.0
         for _ in range(40):
-            new, eta_new = objective(gamma + a * step)
+            new, g_new, H_new = objective(gamma + a * step)
             if new >= val:
                 break
             a *= 0.5
         else:
             break
-        gamma, val, eta = gamma + a * step, new, eta_new
-        if g @ step < 1e-12:
+        done = g @ step < 1e-12
+        gamma, val, g, H = gamma + a * step, new, g_new, H_new
+        if done:
             break
-    return tr.T @ gamma
+    return T @ gamma
 
 
 @dataclass
@@ -950,16 +1022,49 @@ def laplace_fit(system: BlockSystem, start=None):
     LaplaceFit
         Unpacks as ``(params, value, mode, info)``.
     """
+    return laplace_optimize(LocalLaplace(system), start)
+
+
+class LocalLaplace:
+    """The Laplace objective of a layout held here, as :func:`laplace_optimize` asks for it
+    (a fit whose data are in pieces gives the same numbers from its pieces:
+    :mod:`glmm_sm.fit.partitioned`)."""
+
+    def __init__(self, system):
+        self.system, self.data = system, system.data
+
+    def glm_start(self):
+        """The fixed-effects GLM estimate (:func:`glm_start`)."""
+        return glm_start(self.data)
+
+    def transform(self, k):
+        """The optimizer's :class:`~glmm_sm.spec.params.ParamTransform` (``k`` parameters
+        after beta)."""
+        return ParamTransform.for_layout(self.data, k, cov=self.data.cov)
+
+    def evaluate(self, theta, u0, gradient=True):
+        """``(value, gradient or None, ModeResult)`` at ``theta``, modes from ``u0``."""
+        beta, nu, alpha = split_params(self.data, theta)
+        sysa = family_system(self.system, alpha)
+        val, mode = laplace_loglike(sysa, beta, nu, u0=u0)
+        g = laplace_score(sysa, beta, nu, mode) if gradient and np.isfinite(val) else None
+        return val, g, mode
+
+
+def laplace_optimize(oracle, start=None):
+    """:func:`laplace_fit` on an objective ``oracle`` (:class:`LocalLaplace`, or a fit's
+    data in pieces): its ``data`` (sizes, ``cov``, family), ``glm_start()``,
+    ``transform(k)`` and ``evaluate(theta, u0, gradient)``."""
     with threadpool_limits(1, user_api="blas"):
-        return _laplace_fit(system, start)
+        return _laplace_fit(oracle, start)
 
 
-def _laplace_fit(system, start):
-    data = system.data
+def _laplace_fit(oracle, start):
+    data = oracle.data
     p, T, nf = data.k_fe, data.k_vcp, data.k_fam
     k = p + T
     if start is None:
-        start = np.concatenate([glm_start(data), data.cov.start(),
+        start = np.concatenate([oracle.glm_start(), data.cov.start(),
                                 [data.family.alpha] * nf])
     start = np.asarray(start, dtype=float).copy()
     if data.cov.has_vector:
@@ -967,14 +1072,12 @@ def _laplace_fit(system, start):
     else:
         start[p:k] = np.clip(start[p:k], 1e-8, 1e8)
     start[k:] = np.clip(start[k:], 1e-8, 1e8)  # the negative binomial's alpha
-    tr = ParamTransform(data.X, T + nf, cov=data.cov)
+    tr = oracle.transform(T + nf)
     state = {"u": None, "nonfinite": 0, "not_pd": 0, "not_pd_blocks": set()}
 
     def f(x):
         theta = tr.to_theta(x)
-        beta, nu, alpha = split_params(data, theta)
-        sysa = family_system(system, alpha)
-        val, mode = laplace_loglike(sysa, beta, nu, u0=state["u"])
+        val, g, mode = oracle.evaluate(theta, state["u"])
         if mode.not_pd.size:
             state["not_pd"] += 1
             state["not_pd_blocks"].update(mode.not_pd.tolist())
@@ -986,15 +1089,13 @@ def _laplace_fit(system, start):
             state["u"] = mode.u
         # Analytic gradient: finite differences of a value of size |val| are accurate to
         # only ~1e-8 |val| (radish2: |val| ~ 7e5 left gradients ~0.1 at the optimum).
-        g = laplace_score(sysa, beta, nu, mode)
         return -val, -tr.gradient(g, theta)
 
     info = minimize(f, tr.to_x(start), jac=True, method="L-BFGS-B",
                     bounds=tr.x_bounds(LOGNU_BOUNDS),
                     options={"maxiter": 500, "ftol": 1e-13, "gtol": 1e-7})
     params = tr.to_theta(info.x)
-    beta, nu, alpha = split_params(data, params)
-    value, mode = laplace_loglike(family_system(system, alpha), beta, nu, u0=state["u"])
+    value, _, mode = oracle.evaluate(params, state["u"], gradient=False)
     notes = [] if tr.whitening_note is None else [tr.whitening_note]
     if state["not_pd"] or mode.not_pd.size:
         blocks = sorted(state["not_pd_blocks"] | set(mode.not_pd.tolist()))

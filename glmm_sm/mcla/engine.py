@@ -39,9 +39,11 @@ from glmm_sm.mcla.partials import (  # noqa: F401  (re-exported: their home was 
     weight_pass,
 )
 from glmm_sm.spec.families import nb_constant
+from glmm_sm.spec.folds import fold
 from glmm_sm.spec.validation import nonnegative_up_to_rounding
 
 __all__ = ["Evaluation", "EngineBase", "MCLAEngine", "PartialSums", "DrawShift", "draw_shift",
+           "finish_blocks", "finish_sums",
            "partition_sums", "effective_n_jobs", "weight_chunks", "ROW_DRAWS"]
 
 @dataclass
@@ -378,39 +380,80 @@ def _value_ess(tot, m):
 
 
 def finish(tot: PartialSums, params, data, m, derivs=True):
-    """Form the value, derivatives, MCSE middle and ESS from combined partial sums."""
+    """Form the value, derivatives, MCSE middle and ESS from combined partial sums.
+
+    Each block's terms (:func:`finish_blocks`) are summed over the blocks by
+    :func:`~glmm_sm.spec.folds.fold` (block order, in chunks), so that a layout held in
+    pieces sums them to the same bits (:mod:`glmm_sm.mcla.partitioned`)."""
     if data.cov.has_vector:
         return _finish_vector(tot, params, data, m, derivs)
+    ess, block_values, terms = finish_blocks(tot, m, derivs)
+    return finish_sums(fold(terms), ess, block_values, params, data, derivs)
+
+
+def finish_blocks(tot: PartialSums, m, derivs=True):
+    """``(ess, block_values, terms)``: per block the ESS, ``l_b`` and the row of the terms
+    whose sums over the blocks :func:`finish_sums` takes (scalar components): ``l_b``, the
+    block's score ``g_b = s1/S0``, ``hxx/S0``, ``sS/S0``, ``s2/S0 - g_b g_b'``,
+    ``smu/S0``, the MCSE middle's block term, and for the negative binomial ``hxa/S0`` and
+    ``saa/S0`` (only ``l_b`` without ``derivs``)."""
+    S0 = tot.s0[0]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        block_values = tot.a[0] + np.log(S0) - np.log(m)
+        ess = np.where(S0 > 0, S0**2 / tot.s0sq[0], 0.0)
+        B = len(S0)
+        cols = [block_values[:, None]]
+        if derivs:
+            gb = tot.s1[0] / S0[:, None]  # (B, d)
+            outer = np.einsum("bj,bl->bjl", gb, gb)
+            cross = np.einsum("bj,bl->bjl", gb, tot.s1sq[0])
+            V = (tot.s2sq[0] - cross - np.swapaxes(cross, 1, 2)
+                 + tot.s0sq[0][:, None, None] * outer) / (S0**2)[:, None, None]
+            cols += [gb, tot.hxx[0] / S0[:, None, None], tot.sS[0] / S0[:, None],
+                     tot.s2[0] / S0[:, None, None] - outer, tot.smu[0] / S0[:, None, None], V]
+            if tot.hxa is not None:
+                cols += [tot.hxa[0] / S0[:, None], (tot.saa[0] / S0)[:, None]]
+    return ess, block_values, np.concatenate([c.reshape(B, -1) for c in cols], axis=1)
+
+
+def finish_sums(s, ess, block_values, params, data, derivs=True):
+    """:func:`finish` from the blocks' terms (:func:`finish_blocks`) summed over the blocks
+    (``data`` needs the sizes, ``cov``, ``qbt`` and, for the negative binomial, the
+    response)."""
     p, T = data.k_fe, data.k_vc
     k, nf = p + T, data.k_fam
+    d = k + nf
     nu = params[p:k]
-    S0 = tot.s0[0]
-    value, ess, block_values = _value_ess(tot, m)
+    value = float(s[0])
     const = _family_constant(data, params)
     value += const[0]
     if not derivs or not np.isfinite(value):
         return Evaluation(value, None, None, None, ess, block_values)
-    gb = tot.s1[0] / S0[:, None]  # (B, d)
-    grad = gb.sum(axis=0)
-    H = np.zeros((k + nf, k + nf))
-    H[:p, :p] = -(tot.hxx[0] / S0[:, None, None]).sum(axis=0)
-    SSv = (tot.sS[0] / S0[:, None]).sum(axis=0)
+    sizes = {"g": d, "hxx": p * p, "sS": T, "h2": d * d, "smu": p * T, "V": d * d,
+             "hxa": p if nf else 0, "saa": 1 if nf else 0}
+    parts, i = {}, 1
+    for name, size in sizes.items():
+        parts[name] = s[i : i + size]
+        i += size
+    grad = parts["g"].copy()
+    H = np.zeros((d, d))
+    H[:p, :p] = -parts["hxx"].reshape(p, p)
+    SSv = parts["sS"]
     qt = data.qbt.sum(axis=0)
     H[p:k, p:k] = np.diag(qt / (2.0 * nu**2) - SSv / nu**3)
-    outer = np.einsum("bj,bl->bjl", gb, gb)
-    H += (tot.s2[0] / S0[:, None, None] - outer).sum(axis=0)
-    if np.any(tot.smu[0]):
-        # Shifted draws: the prior's beta-nu cross derivative, sum_j M_j ubar_j / nu_t^2.
-        C = (tot.smu[0] / S0[:, None, None]).sum(axis=0) / nu**2
-        H[:p, p:k] += C
-        H[p:k, :p] += C.T
+    H += parts["h2"].reshape(d, d)
+    # Shifted draws: the prior's beta-nu cross derivative, sum_j M_j ubar_j / nu_t^2 (zero
+    # for draws that do not move).
+    C = parts["smu"].reshape(p, T) / nu**2
+    H[:p, p:k] += C
+    H[p:k, :p] += C.T
     if nf:
-        _add_family_terms(tot, S0, p, const, grad, H)
+        H[:p, -1] += parts["hxa"]
+        H[-1, :p] += parts["hxa"]
+        H[-1, -1] += parts["saa"][0] + const[2]
+        grad[-1] += const[1]
     H = 0.5 * (H + H.T)
-    cross = np.einsum("bj,bl->bjl", gb, tot.s1sq[0])
-    V = (tot.s2sq[0] - cross - np.swapaxes(cross, 1, 2)
-         + tot.s0sq[0][:, None, None] * outer) / (S0**2)[:, None, None]
-    V = V.sum(axis=0)
+    V = parts["V"].reshape(d, d)
     V = 0.5 * (V + V.T)
     return Evaluation(value, grad, H, V, ess, block_values)
 

@@ -203,8 +203,10 @@ class DrawShift:
         self.vector = data.cov.has_vector
 
     def offset(self, beta):
-        """``du = M (beta - beta0)`` (q,)."""
-        return self.M @ (np.asarray(beta, dtype=np.float64) - self.beta0)
+        """``du = M (beta - beta0)`` (q,), each effect's entry from its own row of ``M``
+        (as ``linear_fixed``: a partition's effects get
+        the bits of the same effects of the whole layout)."""
+        return np.einsum("ij,j->i", self.M, np.asarray(beta, dtype=np.float64) - self.beta0)
 
     def move(self, U, j0, j1, du):
         """Draws ``j0:j1`` of ``U`` moved by ``du`` (:meth:`offset`), as a new array."""

@@ -173,12 +173,27 @@ class LaplaceSampler(_BlockSampler):
         self.t_weight = float(t_weight)
         self.df = float(df)
 
+    def n_heavy(self, size):
+        """How many of ``size`` draws come from the t component (stratified)."""
+        return int(stratified_counts([1.0 - self.t_weight, self.t_weight], size)[1])
+
     def _group_draws(self, rng, g, size):
-        qs, ids, cols = self.system.groups[g]
-        n_t = stratified_counts([1.0 - self.t_weight, self.t_weight], size)[1]
+        qs, ids, _ = self.system.groups[g]
+        n_t = self.n_heavy(size)
         z = rng.standard_normal((len(ids), qs, size))
-        if n_t:
-            chi = rng.chisquare(self.df, (len(ids), n_t))
+        chi = rng.chisquare(self.df, (len(ids), n_t)) if n_t else None
+        return self.group_from_normals(g, z, chi)
+
+    def group_from_normals(self, g, z, chi):
+        """Group ``g``'s draws and log densities from its standard normals ``z`` (n_g, qs,
+        size; overwritten) and, for the t component's draws (the last of each block's),
+        the chi-square variates ``chi`` (n_g, n_t), or None when there are none.  A block's
+        draws depend on its own rows of ``z`` and ``chi`` only
+        (:mod:`glmm_sm.mcla.partitioned` generates a partition's share of them)."""
+        qs, _, cols = self.system.groups[g]
+        size = z.shape[2]
+        if chi is not None:
+            n_t = chi.shape[1]
             z[:, :, size - n_t :] /= np.sqrt(chi / self.df)[:, None, :]
         d2 = np.einsum("gjk,gjk->gk", z, z)
         u = self.root[g] @ z

@@ -146,8 +146,13 @@ class LayoutData:
         return self.X.shape[1]
 
     def linear_fixed(self, beta):
-        """``X beta + offset`` in layout order."""
-        return self.X @ beta + self.offset
+        """``X beta + offset`` in layout order.
+
+        Each row's product is summed over its own columns only (``einsum``, not BLAS, whose
+        ``gemv`` groups rows so that one row's bits depend on the rows around it): the rows
+        of a data partition give the same bits as the same rows of the whole data
+        (:mod:`glmm_sm.mcla.partitioned`)."""
+        return np.einsum("ij,j->i", self.X, np.asarray(beta, dtype=np.float64)) + self.offset
 
     def loglik_terms(self, eta):
         """Per-observation ``w (y eta - c(eta))``, ``w (y - c'(eta))`` and ``w c''(eta)``

@@ -70,6 +70,55 @@ class ParamTransform:
                     "columns")
         self.T_inv = np.linalg.inv(self.T) if p else self.T
 
+    @classmethod
+    def from_gram(cls, G, n, k_vc, cov=None):
+        """The transform of a design with Gram matrix ``G = X'X`` (p, p) and ``n`` rows:
+        ``T = sqrt(n) D^{-1} R^{-1}`` with ``R'R = D^{-1} G D^{-1}`` (a Cholesky factor; the
+        same ``T`` as the QR of ``X D^{-1}`` in exact arithmetic), for fits whose data are
+        summed block by block (:meth:`for_layout`) or held in pieces.  A scaled Gram
+        matrix that is not positive definite in floating point, or whose factor's diagonal
+        spans more than 10 orders of magnitude, leaves ``T = I`` with a note."""
+        G = np.asarray(G, dtype=np.float64)
+        p = G.shape[0]
+        out = cls(np.zeros((0, p)), k_vc, whiten=False, cov=cov)
+        if n < p:
+            out.whitening_note = (f"the fixed-effects design has fewer rows ({n}) than "
+                                  f"columns ({p}); the optimizers work on beta unwhitened")
+            return out
+        if not p:
+            return out
+        norms = np.sqrt(np.maximum(np.diag(G), 0.0))
+        norms = np.where(norms > 0, norms, 1.0)
+        C = G / norms[:, None] / norms[None, :]
+        try:
+            d = np.abs(np.diag(np.linalg.cholesky(C)))
+            ok = d.min() > 1e-10 * d.max()
+        except np.linalg.LinAlgError:
+            ok = False
+        if ok:
+            R = np.linalg.cholesky(C).T
+            out.T = np.sqrt(n) * np.linalg.solve(R, np.eye(p)) / norms[:, None]
+            out.T_inv = np.linalg.inv(out.T)
+            return out
+        ev = np.linalg.eigvalsh(C)
+        cond = np.sqrt(ev.max() / ev.min()) if ev.min() > 0 else np.inf
+        out.whitening_note = (
+            "the fixed-effects design is nearly rank deficient (condition number of "
+            f"its scaled columns about {cond:.3g}); the optimizers work on beta unwhitened, "
+            "so the path (not the maximum) depends on the covariates' units: rescale or "
+            "drop nearly collinear columns")
+        return out
+
+    @classmethod
+    def for_layout(cls, data, k_vc, cov=None):
+        """:meth:`from_gram` of a layout's design, its Gram matrix summed block by block in
+        block order (:mod:`glmm_sm.spec.folds`): the same bits whether the blocks are
+        summed here or in pieces elsewhere."""
+        from glmm_sm.spec.folds import block_grams, fold
+
+        return cls.from_gram(fold(block_grams(data.obs_ptr, data.X)), data.X.shape[0], k_vc,
+                             cov=cov)
+
     def to_x(self, theta):
         """``x = (T^{-1} beta, log nu)``; needs every ``nu > 0``."""
         theta = np.asarray(theta, dtype=np.float64)

@@ -236,8 +236,9 @@ def observation_weights(weights, n):
     return weights
 
 
-def checked_exog(exog, names):
-    """``exog`` as a finite, full-rank, two-dimensional float64 array."""
+def checked_exog(exog, names, full_rank=True):
+    """``exog`` as a finite, full-rank (unless ``full_rank`` is False: one partition of a
+    design whose rank is checked as a whole), two-dimensional float64 array."""
     X = np.asarray(exog, dtype=np.float64)
     if X.ndim != 2:
         raise ValueError(f"exog must be two-dimensional; got shape {X.shape}")
@@ -249,7 +250,8 @@ def checked_exog(exog, names):
     if not np.all(np.isfinite(X)):
         bad = [names[j] for j in np.flatnonzero(~np.isfinite(X).all(axis=0))]
         raise ValueError(f"exog contains NaN or infinite values in column(s) {bad}")
-    check_full_rank(X, names)
+    if full_rank:
+        check_full_rank(X, names)
     return X
 
 
