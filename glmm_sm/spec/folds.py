@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numba
 import numpy as np
 
 __all__ = ["block_sums", "block_grams", "fold", "FOLD_CHUNK", "PartialFold", "partial_fold",
@@ -24,16 +23,14 @@ __all__ = ["block_sums", "block_grams", "fold", "FOLD_CHUNK", "PartialFold", "pa
 _FLAGS = dict(cache=True, nogil=True, error_model="numpy")
 
 
-@numba.njit(**_FLAGS)
-def _block_sums(ptr, M, out):
+def _block_sums_py(ptr, M, out):
     for b in range(ptr.shape[0] - 1):
         for i in range(ptr[b], ptr[b + 1]):
             for j in range(M.shape[1]):
                 out[b, j] += M[i, j]
 
 
-@numba.njit(**_FLAGS)
-def _block_grams(ptr, X, w, out):
+def _block_grams_py(ptr, X, w, out):
     p = X.shape[1]
     for b in range(ptr.shape[0] - 1):
         for i in range(ptr[b], ptr[b + 1]):
@@ -44,11 +41,24 @@ def _block_grams(ptr, X, w, out):
                     out[b, j, k] += v * X[i, k]
 
 
-@numba.njit(**_FLAGS)
-def _fold(c, out):
+def _fold_py(c, out):
     for b in range(c.shape[0]):
         for j in range(c.shape[1]):
             out[j] += c[b, j]
+
+
+_JIT = {}
+
+
+def _jit(f):
+    """``f`` compiled by numba on first use (numba is imported then, not with the
+    package: ``import glmm_sm`` stays light)."""
+    g = _JIT.get(f.__name__)
+    if g is None:
+        import numba
+
+        g = _JIT[f.__name__] = numba.njit(**_FLAGS)(f)
+    return g
 
 
 def _f64(a):
@@ -62,7 +72,7 @@ def block_sums(ptr, M):
     flat = M.ndim == 1
     M2 = M.reshape(len(M), -1)
     out = np.zeros((len(ptr) - 1, M2.shape[1]))
-    _block_sums(np.asarray(ptr, dtype=np.int64), M2, out)
+    _jit(_block_sums_py)(np.asarray(ptr, dtype=np.int64), M2, out)
     return out[:, 0] if flat else out
 
 
@@ -72,7 +82,7 @@ def block_grams(ptr, X, w=None):
     X = _f64(X)
     w = np.ones(X.shape[0]) if w is None else _f64(w)
     out = np.zeros((len(ptr) - 1, X.shape[1], X.shape[1]))
-    _block_grams(np.asarray(ptr, dtype=np.int64), X, w, out)
+    _jit(_block_grams_py)(np.asarray(ptr, dtype=np.int64), X, w, out)
     return out
 
 
@@ -86,7 +96,7 @@ def _chunk_sums(c2, B, C):
     """Sums of the chunks of ``C`` rows of the ``B``-row array ``c2``."""
     out = np.zeros((-(-B // C), c2.shape[1]))
     for k in range(out.shape[0]):
-        _fold(c2[k * C : min((k + 1) * C, B)], out[k])
+        _jit(_fold_py)(c2[k * C : min((k + 1) * C, B)], out[k])
     return out
 
 
@@ -99,7 +109,7 @@ def fold(c):
     B = c.shape[0]
     chunks = _chunk_sums(c.reshape(B, -1), B, FOLD_CHUNK)
     out = np.zeros(chunks.shape[1])
-    _fold(chunks, out)
+    _jit(_fold_py)(chunks, out)
     return float(out[0]) if not shape else out.reshape(shape)
 
 
@@ -142,7 +152,7 @@ def partial_fold(c, b0, n_blocks):
         a, b = max(lo, b0) - b0, min(hi, b1) - b0
         if lo >= b0:  # the piece starts chunk k: its part's sum starts the chunk's
             out = np.zeros(c2.shape[1])
-            _fold(c2[a:b], out)
+            _jit(_fold_py)(c2[a:b], out)
             chunks[k] = out
         else:
             edges[k] = c2[a:b].copy()
@@ -165,7 +175,7 @@ def merge_folds(parts, n_blocks):
         sums[k] = next(p.chunks[k] for p in parts if k in p.chunks)
         for p in parts:
             if k in p.edges:
-                _fold(p.edges[k], sums[k])
+                _jit(_fold_py)(p.edges[k], sums[k])
     out = np.zeros(K)
-    _fold(sums, out)
+    _jit(_fold_py)(sums, out)
     return float(out[0]) if not shape else out.reshape(shape)
