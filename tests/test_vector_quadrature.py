@@ -154,3 +154,88 @@ def test_a_second_grouping_factor_is_importance_sampled_and_explicit_quadrature_
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             mod.fit(sampler="quadrature", disp=False, max_rounds=1)
+
+
+# --------------------------------------------------------------------------- profiles
+TRUE_SIGMA = np.array([[1.0, 0.3], [0.3, 0.5]])
+
+
+@cache
+def coverage_design():
+    """A data set of the profile-coverage design (``benchmarks/bench_profile_coverage.py``:
+    50 groups of 12, ``y ~ x + (1 + x | g)``), its deterministic fit and its profile
+    intervals."""
+    rng = np.random.default_rng([2024, 0])
+    G, n = 50, 12
+    g = np.repeat(np.arange(G), n)
+    x = rng.normal(size=G * n)
+    b = rng.multivariate_normal([0.0, 0.0], TRUE_SIGMA, size=G)
+    eta = -0.3 + 0.8 * x + b[g, 0] + b[g, 1] * x
+    y = (rng.random(G * n) < 1.0 / (1.0 + np.exp(-eta))).astype(float)
+    d = pd.DataFrame({"y": y, "x": x, "g": g})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = MonteCarloGLMM.from_formula("y ~ x + (1 + x | g)", data=d,
+                                          family="bernoulli").fit(random_state=0, disp=False)
+        ci = res.profile_conf_int()
+    return d, res, ci
+
+
+def _reference_profile(ref, theta0, name, value):
+    """The exact profile log-likelihood (2-D AGHQ, 20 nodes per dimension) with ``name``
+    held at ``value``: maximized over the other parameters in unconstrained coordinates
+    (the betas, ``log SD``s and ``atanh`` of the correlation) from ``theta0``."""
+    from scipy import optimize
+
+    def theta(free):
+        f = list(free)
+        beta = [value if name == "Intercept" else f.pop(0),
+                value if name == "x" else f.pop(0)]
+        sa = np.exp(f.pop(0))
+        sb = np.sqrt(value) if name == "g Var(x)" else np.exp(f.pop(0))
+        rho = value if name == "g Corr(x, Intercept)" else np.tanh(f.pop(0))
+        return np.r_[beta, sa * sa, rho * sa * sb, sb * sb]
+
+    b0, s = theta0[:2], theta0[2:]
+    sa, sb = np.sqrt(s[0]), np.sqrt(s[2])
+    start = [*(v for k, v in zip(("Intercept", "x"), b0, strict=True) if k != name),
+             np.log(sa)]
+    if name != "g Var(x)":
+        start.append(np.log(sb))
+    if name != "g Corr(x, Intercept)":
+        start.append(np.arctanh(s[1] / (sa * sb)))
+    r = optimize.minimize(lambda f: -ref.loglike(theta(f)), start, method="BFGS",
+                          options={"gtol": 1e-8})
+    return -r.fun
+
+
+@pytest.mark.parametrize("name", ["x", "g Var(x)", "g Corr(x, Intercept)"])
+def test_profile_ends_of_a_deterministic_fit_are_where_the_exact_profile_crosses(name):
+    # Both ends of each 95% interval: the exact profile deviance there (independent 2-D
+    # AGHQ at 20 nodes per dimension, maximized by BFGS) is the chi2(1) quantile, to 0.02
+    # (the profile's root tolerance in zeta, 2e-3, is 0.008 in the deviance; the rest is
+    # optimizer slack).  No Monte Carlo error: the ends' MCSEs are 0.
+    from aghq2d import VectorRandomEffectsGLMM
+    from scipy import stats
+
+    d, res, ci = coverage_design()
+    assert res.fit_log.sampler["used"] == "quadrature"
+    ref = VectorRandomEffectsGLMM(d["y"], np.c_[np.ones(len(d)), d["x"]],
+                                  np.c_[np.ones(len(d)), d["x"]], d["g"], "bernoulli",
+                                  n_nodes=20)
+    top = ref.fit(np.asarray(res.params))
+    assert top.success
+    row = ci.loc[name]
+    assert row["lower_mcse"] == 0.0 and row["upper_mcse"] == 0.0
+    crit = stats.chi2.ppf(0.95, 1)
+    for end in (row["lower"], row["upper"]):
+        if name.startswith("g Corr") and abs(end) == 1.0:
+            # an end at the edge (the package's deviance at |rho| = 1 - 1e-4 is below the
+            # cut): the exact deviance at |rho| = 0.99 is below it (nearer the edge the
+            # reference's conditional modes do not converge)
+            dev = 2 * (top.llf - _reference_profile(ref, np.asarray(res.params), name,
+                                                    end * 0.99))
+            assert dev < crit, (end, dev)
+            continue
+        dev = 2 * (top.llf - _reference_profile(ref, np.asarray(res.params), name, end))
+        assert dev == pytest.approx(crit, abs=0.02), (end, dev)
