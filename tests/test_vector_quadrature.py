@@ -97,8 +97,8 @@ def test_node_study_against_the_exact_likelihood():
     res = default_fit()
     theta = PARAMS + np.r_[0.3 * BSE[:-3], 0.05, -0.02, 0.05]
     exact = reference_model().loglike(theta)
-    from glmm_sm.mcla.rb.round import rb_round
     from glmm_sm.fit.options import FitOptions
+    from glmm_sm.mcla.rb.round import rb_round
 
     mod = _contraception()
     errs = {}

@@ -427,7 +427,7 @@ class CovProfiler:
         """A deterministic fit's point, re-solved on a rule whose nodes are placed at the
         point (its conditional modes and curvatures), as the fit's rounds place them at the
         estimate, until the maximum moves the log-likelihood by at most
-        :data:`RECENTRE_QUAD_TOL` (at most :data:`RECENTRE_QUAD_ROUNDS` rules).  A rule
+        ``RECENTRE_QUAD_TOL`` (at most ``RECENTRE_QUAD_ROUNDS`` rules).  A rule
         placed elsewhere loses accuracy, and a maximization on it can follow its error: on
         a 50 x 12 slope design the deviance at the lower end of ``Var(x)`` on the fit's rule
         was 0.27 low, 0.11 low after one re-centring.  There is no Monte Carlo error to
