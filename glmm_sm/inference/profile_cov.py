@@ -434,7 +434,11 @@ class CovProfiler:
         weigh, so the last re-centred point is the one kept."""
         cur = pt
         for _ in range(RECENTRE_QUAD_ROUNDS):
-            centre = cur.theta if np.isfinite(cur.value) else self.coords.to_theta(start)[0]
+            # a constrained maximum above the fit's (the unconstrained one) is the rule's
+            # error, followed by the optimizer: the rule is then placed at the start (the
+            # nearest point found) instead
+            sound = np.isfinite(cur.value) and cur.value <= self.l_hat + RECENTRE_QUAD_TOL
+            centre = cur.theta if sound else self.coords.to_theta(start)[0]
             k = self.sets.add(centre)
             self.sets.centres[k] = s
             new = self._solve(k, self.coords.to_phi(centre), s)
@@ -443,8 +447,7 @@ class CovProfiler:
                 break
             if cur.engine > 0:
                 self.sets.retire(cur.engine)
-            done = (np.isfinite(cur.value)
-                    and abs(new.value - cur.value) <= RECENTRE_QUAD_TOL)
+            done = (sound and abs(new.value - cur.value) <= RECENTRE_QUAD_TOL)
             cur = new
             if done:
                 break
