@@ -44,7 +44,7 @@ def simulate(seed, groups, per):
     return pd.DataFrame({"y": y, "x": x, "g": g})
 
 
-def one(seed, groups, per):
+def one(seed, groups, per, time_budget=600.0):
     import statsmodels.api as sm
 
     from glmm_sm import MonteCarloGLMM
@@ -59,13 +59,14 @@ def one(seed, groups, per):
         t1 = time.process_time()
         rec = {"seed": seed, "fit_cpu": t1 - t0, "m": int(res.m), "singular": res.singular}
         try:
-            ci = res.profile_conf_int()
+            ci = res.profile_conf_int(time_budget=time_budget)
         except ValueError as e:  # a singular estimate cannot be profiled
             rec.update(error=str(e), profile_cpu=time.process_time() - t1)
             return rec
     rec["profile_cpu"] = time.process_time() - t1
     rec["ci"] = {k: [float(r.lower), float(r.upper), float(r.lower_mcse),
-                     float(r.upper_mcse)] for k, r in ci.iterrows()}
+                     float(r.upper_mcse), str(r.note)] for k, r in ci.iterrows()}
+    rec["sampler"] = res.fit_log.sampler.get("used")
     return rec
 
 
@@ -79,18 +80,20 @@ def report(path):
         c = hits.mean() if n else np.nan
         below = np.mean([truth < r["ci"][name][0] for r in ok]) if n else np.nan
         above = np.mean([truth > r["ci"][name][1] for r in ok]) if n else np.nan
+        nan = int(sum(not np.all(np.isfinite(r["ci"][name][:2])) for r in ok))
         rows.append((name, truth, n, c, np.sqrt(c * (1 - c) / n) if n else np.nan,
-                     below, above))
+                     below, above, nan))
     fit = np.array([r["fit_cpu"] for r in recs])
     prof = np.array([r["profile_cpu"] for r in recs])
     out = [f"data sets: {len(recs)} ({len(recs) - len(ok)} not profiled: singular "
            "estimate); fit CPU s median "
            f"{np.median(fit):.2f}, profile CPU s median {np.median(prof):.1f} "
            f"(total {fit.sum() + prof.sum():.0f} s)", "",
-           "| parameter | true | n | coverage | MC error | truth below | truth above |",
-           "|---|---|---|---|---|---|---|"]
-    out += [f"| {n} | {t:.3f} | {k} | {c:.3f} | {se:.3f} | {b:.3f} | {a:.3f} |"
-            for n, t, k, c, se, b, a in rows]
+           "| parameter | true | n | coverage | MC error | truth below | truth above "
+           "| no end (NaN, counted as a miss) |",
+           "|---|---|---|---|---|---|---|---|"]
+    out += [f"| {n} | {t:.3f} | {k} | {c:.3f} | {se:.3f} | {b:.3f} | {a:.3f} | {m} |"
+            for n, t, k, c, se, b, a, m in rows]
     return "\n".join(out)
 
 
@@ -102,11 +105,15 @@ def main():
     ap.add_argument("--per", type=int, default=10)
     ap.add_argument("--out", default="profile_coverage.jsonl")
     ap.add_argument("--report", action="store_true", help="only print the table of --out")
+    ap.add_argument("--time-budget", type=float, default=600.0,
+                    help="each data set's profile budget in wall-clock seconds (0: none)")
+    ap.add_argument("--seeds", type=int, nargs="+", help="these seeds instead of --first/--n")
     args = ap.parse_args()
     if not args.report:
         with open(args.out, "a") as f:
-            for seed in range(args.first, args.first + args.n):
-                rec = one(seed, args.groups, args.per)
+            seeds = args.seeds or range(args.first, args.first + args.n)
+            for seed in seeds:
+                rec = one(seed, args.groups, args.per, args.time_budget or None)
                 rec.update(groups=args.groups, per=args.per)
                 f.write(json.dumps(rec) + "\n")
                 f.flush()

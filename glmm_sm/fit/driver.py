@@ -369,6 +369,8 @@ def _quadrature_error(model, outcome, opts, warn=True):
     if outcome.engine is None or ev is None or ev.hessian is None:
         return None
     so = opts.sampler_options
+    if getattr(outcome.engine.structure, "vector", False):  # nodes per dimension
+        from glmm_sm.mcla.rb.vector import N_NODES_VECTOR as N_NODES
     rule = (int(so.get("n_nodes", N_NODES)), int(so.get("outer_nodes", OUTER_NODES)))
     finer = (2 * rule[0], (3 * rule[1] + 1) // 2)
     fopts = replace(opts, sampler_options={**so, "n_nodes": finer[0], "outer_nodes": finer[1]})

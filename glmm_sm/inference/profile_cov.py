@@ -75,6 +75,11 @@ __all__ = ["ProfileTarget", "CovProfiler", "profile_targets", "cov_profile_conf_
 
 #: Re-centring tolerance on a point's own MCSE (as :mod:`glmm_sm.inference.profile`).
 RECENTRE_MCSE = 0.05
+#: A deterministic fit's profile point is re-solved on rules placed at it until its maximum
+#: moves by at most this much (log-likelihood; 2e-4 in the deviance, well below the root's
+#: tolerance, 2e-3 in ``zeta`` or 0.008 in the deviance at the 95% cut), on at most this
+#: many rules.
+RECENTRE_QUAD_TOL, RECENTRE_QUAD_ROUNDS = 1e-4, 6
 #: Root finding: tolerance on ``zeta``, largest step and largest distance from the estimate
 #: (on the coordinate, in units of its standard error for ``beta`` and a covariance).
 ZETA_TOL, MAX_STEP, MAX_DISTANCE, MAX_ITER, MAX_SETS = 2e-3, 1.5, 12.0, 40, 12
@@ -340,6 +345,8 @@ class CovProfiler:
         self.n_jobs = effective_n_jobs(self.opts.n_jobs)
         self.m = int(res.m)
         self.tol = max(RECENTRE_MCSE, 2.0 * self.l_hat_mcse)
+        # a deterministic (quadrature) fit: every point on a rule placed at it
+        self.deterministic = bool(getattr(res, "deterministic", False))
         self.sets = DrawSets(model, self.opts, self.seed, self.m, self.n_jobs,
                              self.target.index, self.p, self.theta_hat, self.l_hat,
                              self.l_hat_mcse, self.tol, res.engine)
@@ -397,6 +404,8 @@ class CovProfiler:
         not cover it (at most two; the point with the smaller MCSE of ``D`` is kept)."""
         start = self._start(s)
         pt = self._solve(self._nearest(s), start, s)
+        if self.deterministic:
+            return self._recentred(pt, start, s)
         found = [pt]
         for _ in range(2):
             if self._reliable(pt) or len(self.sets) >= MAX_SETS:
@@ -413,6 +422,37 @@ class CovProfiler:
                 self.sets.retire(q.engine)
         self.points.append(best)
         return best
+
+    def _recentred(self, pt, start, s):
+        """A deterministic fit's point, re-solved on a rule whose nodes are placed at the
+        point (its conditional modes and curvatures), as the fit's rounds place them at the
+        estimate, until the maximum moves the log-likelihood by at most
+        ``RECENTRE_QUAD_TOL`` (at most ``RECENTRE_QUAD_ROUNDS`` rules).  A rule
+        placed elsewhere loses accuracy, and a maximization on it can follow its error: on
+        a 50 x 12 slope design the deviance at the lower end of ``Var(x)`` on the fit's rule
+        was 0.27 low, 0.11 low after one re-centring.  There is no Monte Carlo error to
+        weigh, so the last re-centred point is the one kept."""
+        cur = pt
+        for _ in range(RECENTRE_QUAD_ROUNDS):
+            # a constrained maximum above the fit's (the unconstrained one) is the rule's
+            # error, followed by the optimizer: the rule is then placed at the start (the
+            # nearest point found) instead
+            sound = np.isfinite(cur.value) and cur.value <= self.l_hat + RECENTRE_QUAD_TOL
+            centre = cur.theta if sound else self.coords.to_theta(start)[0]
+            k = self.sets.add(centre)
+            self.sets.centres[k] = s
+            new = self._solve(k, self.coords.to_phi(centre), s)
+            if not np.isfinite(new.value) and np.isfinite(cur.value):
+                self.sets.retire(k)
+                break
+            if cur.engine > 0:
+                self.sets.retire(cur.engine)
+            done = (sound and abs(new.value - cur.value) <= RECENTRE_QUAD_TOL)
+            cur = new
+            if done:
+                break
+        self.points.append(cur)
+        return cur
 
     def _nearest(self, s):
         c = np.array([self.s_hat] + list(self.sets.centres[1:]), dtype=float)

@@ -21,10 +21,12 @@ from glmm_sm.mcla.rb.vector import (
     M_START_PER_SAMPLED,
     N_NODES_VECTOR,
     PILOT_NODES_VECTOR,
+    VectorQuadratureSampler,
     VectorRBEngine,
     VectorRBSampler,
     VectorRBStructure,
     choose_vector_split,
+    vector_quadrature_layout,
     vector_rb_eligible,
 )
 
@@ -42,8 +44,10 @@ def resolve_sampler(model, opts):
     """The sampler ``sampler="auto"`` (the default) stands for, and why.
 
     ``"quadrature"`` (:class:`~glmm_sm.mcla.rb.split.QuadratureSampler`, a deterministic
-    fit) where the structure allows it (:func:`~glmm_sm.mcla.rb.split.quadrature_layout`)
-    and nothing asks for draws; ``"laplace"`` (importance sampling) otherwise: an explicit
+    fit) where the structure allows it (:func:`~glmm_sm.mcla.rb.split.quadrature_layout`;
+    with correlated terms :func:`~glmm_sm.mcla.rb.vector.vector_quadrature_layout`, the
+    tensor rule of :class:`~glmm_sm.mcla.rb.vector.VectorQuadratureSampler` for one grouping
+    factor) and nothing asks for draws; ``"laplace"`` (importance sampling) otherwise: an explicit
     ``m`` (a number of draws) or ``rao_blackwell=False`` asks for Monte Carlo.  A sampler
     given by name is used as given.
 
@@ -60,7 +64,10 @@ def resolve_sampler(model, opts):
     if opts.rao_blackwell is False:
         return "laplace", "sampler='auto' with rao_blackwell=False: importance sampling"
     factorize = model.factorize if opts.factorize is None else bool(opts.factorize)
-    ok, why = quadrature_layout(model.layout_data(factorize), list(model.design.vcp_names))
+    data, names = model.layout_data(factorize), list(model.design.vcp_names)
+    # correlated terms: the tensor rule where nothing is left to sample
+    layout = vector_quadrature_layout if data.cov.has_vector else quadrature_layout
+    ok, why = layout(data, names)
     return ("quadrature" if ok else "laplace"), f"sampler='auto': {why}"
 
 
@@ -77,12 +84,18 @@ def rb_structure(model, opts, factorize, client, notes=None):
     rb = opts.rao_blackwell
     if opts.sampler == "quadrature":
         if model.design.cov.has_vector:
-            raise ValueError("sampler='quadrature' is not available for models with "
-                             "correlated random-effect terms; use sampler='laplace'")
+            data = model.layout_data(factorize)
+            ok, why = vector_quadrature_layout(data, list(model.design.vcp_names))
+            if not ok:
+                raise ValueError(f"sampler='quadrature' with correlated random-effect terms "
+                                 f"integrates one grouping factor only: {why}; use "
+                                 "sampler='laplace'")
         if client is not None and notes is not None:
             notes.append("sampler='quadrature': a deterministic fit has no Monte Carlo sums "
                          "to distribute, so the Dask client was not used (the fit is the "
                          "same as without it)")
+        if model.design.cov.has_vector:
+            return VectorRBStructure(data)
         return RBStructure(model.layout_data(factorize))
     if rb is False or not rb:
         return None
@@ -159,6 +172,11 @@ def rb_round(model, structure, centre, mode, factorize, m, seed, opts, n_jobs, p
     if getattr(structure, "vector", False):
         if pilot:
             options.setdefault("n_nodes", PILOT_NODES_VECTOR)
+        if opts.sampler == "quadrature":  # the tensor rule alone: one empty "draw"
+            quad = {k: v for k, v in options.items() if k == "n_nodes"}
+            smp = VectorQuadratureSampler(system, centre, mode, structure, **quad)
+            draws = DrawSet.from_sampler(smp, 1, seed, opts.memory_budget, n_jobs=n_jobs)
+            return draws, VectorRBEngine(draws, opts.chunk_size, n_jobs)
         smp = VectorRBSampler(system, centre, mode, structure, **options)
         draws = DrawSet.from_sampler(smp, m, seed, opts.memory_budget, n_jobs=n_jobs)
         return draws, VectorRBEngine(draws, opts.chunk_size, n_jobs)
