@@ -93,8 +93,10 @@ def test_budget_is_checked_and_progress_is_shown_only_when_asked(booth, monkeypa
 
 
 # The case of the issue: a simulated data set of the salamander design whose profile ran for
-# more than 15 minutes (the fit grows m to 10^6 after an ESS collapse in round 2, and every
-# profile evaluation then takes seconds).
+# more than 15 minutes (the fit grew m to 10^6 after an ESS collapse in round 2, and every
+# profile evaluation then took seconds).  The driver's ESS trust region now keeps round 2
+# inside the region where its draws' weights hold up, and the fit ends at m = 65,650; the
+# budget is cut to match, so that the profile still outlasts it.
 RESPONSES = ("011111010100000101100010011010110100101001011101100010111111001011101111001000"
              "101110111010000011101011100010110001100010000110110100000111010110001110011000"
              "000010111000110100001011010100110101001100001101101110000001100100010011110111"
@@ -109,16 +111,16 @@ def test_the_issues_hanging_profile_ends_within_its_budget():
                                                              "M": "0 + C(Male)"}, df,
                                         family="bernoulli")
     res = model.fit(random_state=43, disp=False)
-    assert res.m == 10**6
-    budget = 30.0
+    assert res.m < 10**6  # no ESS collapse (fit/driver.py's trust region)
+    budget = 5.0
     t0 = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         ci = res.profile_conf_int(time_budget=budget)
     took = time.perf_counter() - t0
-    # at most one engine evaluation (seconds at m = 10^6) past the budget
+    # at most one engine evaluation past the budget
     assert took < budget + 60.0
-    assert "time budget of 30 s used up" in ci.attrs["stopped"]
+    assert "time budget of 5 s used up" in ci.attrs["stopped"]
     assert np.isnan(ci[["lower", "upper"]].to_numpy()).any()
     assert any("profile intervals stopped early" in str(w.message) for w in caught)
 

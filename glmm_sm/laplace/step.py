@@ -933,6 +933,9 @@ def glm_newton(terms, T, maxiter=50):
 
     def objective(gm):
         val, g, H = terms(T @ gm)
+        if not (np.isfinite(val) and np.isfinite(g).all() and np.isfinite(H).all()):
+            # an overflowing trial point: the line search halves the step
+            return -np.inf, None, None
         return val, T.T @ g, T.T @ H @ T
 
     gamma = np.zeros(p)
