@@ -398,9 +398,14 @@ def _quadrature_error(model, outcome, opts, warn=True):
     if warn:
         names = list(model.data.param_names)
         j = int(np.nanargmax(in_se))
+        if getattr(outcome.engine.structure, "vector", False):
+            what = (f"{finer[0]} nodes per dimension of each level's tensor rule against "
+                    f"{rule[0]}")
+        else:
+            what = f"{finer[0]} inner x {finer[1]} outer nodes against {rule[0]} x {rule[1]}"
         outcome.log.warnings.append(
             f"the quadrature error of this deterministic fit is not negligible: a finer rule "
-            f"({finer[0]} inner x {finer[1]} outer nodes against {rule[0]} x {rule[1]}) moves "
+            f"({what}) moves "
             f"{names[j]!r} by {worst:.2g} standard errors and the log-likelihood by "
             f"{fine.value - ev.value:.3g}; refit with sampler_options={{'n_nodes': "
             f"{finer[0]}, 'outer_nodes': {finer[1]}}} or more, and compare")
@@ -815,12 +820,21 @@ def _compile_timer():
         yield listener
 
 
+#: Growth of m after a round with no finite MCSE/SE ratio (:func:`_next_m`).
+NONFINITE_M_GROWTH = 2.0
+
+
 def _next_m(m, ratio, min_ess, opts):
     """The next round's m: MCSE shrinks like m^(-1/2); at most 10 times the last m, so that
     no round jumps by orders of magnitude on one noisy ratio."""
     grow = 1.0
     if math.isfinite(ratio) and ratio > opts.target_ratio:
         grow = max(grow, 1.2 * (ratio / opts.target_ratio) ** 2)
+    elif not math.isfinite(ratio):
+        # No finite MCSE/SE (an information matrix that is not negative definite at the
+        # round's estimate, or an infinite MCSE): the round says nothing of the m it needs,
+        # and the same m would give the same kind of round: double it.
+        grow = NONFINITE_M_GROWTH
     if min_ess < opts.min_ess:
         grow = max(grow, 1.5 * opts.min_ess / max(min_ess, 1.0))
     return int(min(opts.max_m, math.ceil(m * min(grow, MAX_M_GROWTH))))
