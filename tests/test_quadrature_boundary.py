@@ -69,6 +69,8 @@ def test_no_draws(grouse):
     assert ev.derivative < 0
     assert log.boundary == {"LOCATION": ev.derivative}
     assert np.all(np.nan_to_num(np.asarray(res.mcse())[: mod.k_fe + 1]) == 0.0)
+    # the reduced fit's quadrature error is measured as a default deterministic fit's
+    assert log.quadrature and log.quadrature["max_step_in_se"] <= 0.1, log.quadrature
 
 
 def test_matches_independent_quadrature(grouse):

@@ -355,7 +355,11 @@ def _quadrature_boundary(model, first, opts, callback, disp, client):
                 "deterministic: importance sampling (sampler='laplace')"))
             if m_start is not None:
                 o = replace(o, m_start=int(m_start))
-        return _mcmle(reduced, o, seed, start, callback, disp, client)
+        out = _mcmle(reduced, o, seed, start, callback, disp, client)
+        if o.sampler == "quadrature" and not out.boundary and not out.log.hopeless:
+            # the reduced fit's quadrature error, measured as a default fit's is
+            out = _refine_quadrature(reduced, out, o, seed, callback, disp, client)
+        return out
 
     def evidence_of(full, drop, outcome):
         if outcome.log.sampler.get("used") != "quadrature":
