@@ -537,7 +537,10 @@ class MonteCarloGLMM(LikelihoodModel):
             clusters): a deterministic fit, every MCSE 0
             (:class:`~glmm_sm.mcla.rb.split.QuadratureSampler`; ``sampler_options``
             ``n_nodes`` and ``outer_nodes`` set the inner and outer rules, 12 and 20;
-            ``recentre=True`` re-centres the inner rules at every outer node).
+            ``recentre=True`` re-centres the inner rules at every outer node).  A variance
+            that reaches 0 is decided without draws: the model without it is refitted by
+            quadrature where its structure allows it, and the one-sided derivative of the
+            log-likelihood at 0 is exact (MCSE 0; ``results.fit_log.boundary_evidence``).
             ``"laplace"``: importance sampling from a normal at the conditional mode with a
             defensive t; ``"glmm"``: glmm's three-part mixture.  ``"auto"`` (default):
             ``"quadrature"`` where the structure allows it and ``m`` is ``"auto"``,

@@ -249,8 +249,9 @@ def test_a_coarse_rule_is_measured_and_refined_to_the_exact_mle(cbpp):
 
 def test_a_variance_at_zero_goes_to_the_boundary_procedure_with_draws():
     """No group effect (12 groups x 10): the estimate reaches 0, and the boundary procedure
-    (its evidence needs joint draws) runs with importance sampling, recorded in the fit log
-    and the fit options (it crashed on the quadrature engine)."""
+    decides without draws (the model without ``g`` is the exact GLM, its derivative at 0
+    exact; ``tests/test_quadrature_boundary.py``), recorded in the fit log and the fit
+    options (it crashed on the quadrature engine, then importance-sampled)."""
     rng = np.random.default_rng(3)
     G, n = 12, 10
     g = np.repeat(np.arange(G), n)
@@ -260,15 +261,17 @@ def test_a_variance_at_zero_goes_to_the_boundary_procedure_with_draws():
     mod = MonteCarloGLMM.from_formula("y ~ x + (1 | g)", data=d, family="bernoulli")
     res = _quiet(mod.fit, random_state=0, disp=False)
     assert res.boundary == ["g"] and res.params["g"] == 0.0
-    assert res.fit_log.sampler["used"] == "laplace" and res.fit_options.sampler == "laplace"
-    assert "boundary procedure needs draws" in res.fit_log.sampler["reason"]
-    assert not res.deterministic
+    assert res.fit_log.sampler["used"] == "quadrature"
+    assert res.fit_options.sampler == "quadrature"
+    (ev,) = res.fit_log.boundary_evidence
+    assert ev.decision == "boundary" and ev.mcse == 0.0 and ev.m == 0 and ev.derivative < 0
+    assert not res.fit_log.rounds or all(r["m"] == 1 for r in res.fit_log.rounds)
 
 
 def test_an_explicit_rule_at_the_boundary_continues_with_draws():
     """sampler="quadrature" with its node options on a design whose variance goes to 0:
-    the boundary procedure's sampler gets no quadrature options (it refused them), and
-    post-fit work that draws (a profile) uses the recorded sampler."""
+    the boundary is decided without draws (``tests/test_quadrature_boundary.py``), and the
+    fit options keep the rule (an importance sampler refused them when it took over)."""
     rng = np.random.default_rng(3)
     G, n = 12, 10
     g = np.repeat(np.arange(G), n)
@@ -279,5 +282,5 @@ def test_an_explicit_rule_at_the_boundary_continues_with_draws():
     res = _quiet(mod.fit, random_state=0, disp=False, sampler="quadrature",
                  sampler_options={"n_nodes": 20, "outer_nodes": 30})
     assert res.boundary == ["g"]
-    assert res.fit_options.sampler == "laplace"
-    assert "n_nodes" not in res.fit_options.sampler_options
+    assert res.fit_options.sampler == "quadrature"  # decided without draws
+    assert res.fit_options.sampler_options["n_nodes"] == 20

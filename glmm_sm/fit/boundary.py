@@ -312,7 +312,8 @@ class BoundaryEvidence:
     mcse_estimate : float
         Carried from the Monte Carlo error of the reduced estimate.
     m : int
-        Draws of the reduced fit (0: no component left, the derivative is exact).
+        Draws of the reduced fit (0: the derivative is exact: no component left, or the
+        reduced fit is a deterministic quadrature fit).
     decision : str
         ``"boundary"`` (``derivative <= -BOUNDARY_Z * mcse``; with ``mcse = 0``,
         ``derivative <= 0``), ``"interior"`` (``derivative > BOUNDARY_Z * mcse``) or

@@ -102,7 +102,7 @@ class _Budget:
                        math.ceil(m * min(need, MAX_EVIDENCE_GROWTH))))
 
 
-def fit_with_boundary(model, first, refit, opts=None):
+def fit_with_boundary(model, first, refit, opts=None, evidence_of=None):
     """Refit ``model`` with the components ``first.boundary`` at 0; a full-size outcome.
 
     The decision rests on the one-sided derivative of the log-likelihood at ``nu_t = 0``,
@@ -138,6 +138,11 @@ def fit_with_boundary(model, first, refit, opts=None):
     opts : FitOptions, optional
         The fit's options (``m``, ``max_m``, ``deadline``): whether and how far m may grow.
         None: m never grows.
+    evidence_of : callable, optional
+        ``evidence_of(model, drop, outcome) -> list of BoundaryEvidence or None``: the
+        evidence from a reduced fit ``outcome`` computed otherwise (the driver's exact
+        derivatives of a deterministic quadrature fit, MCSE 0); None (or a None answer):
+        :func:`~glmm_sm.fit.boundary.boundary_evidence` on the reduced fit's draws.
     """
     seed = first.seed
     drop = sorted(first.boundary)
@@ -159,9 +164,11 @@ def fit_with_boundary(model, first, refit, opts=None):
             start[p + T :] = glm[0][p:]  # the negative binomial GLM's alpha
         else:
             glm = None
-            evidence = boundary_evidence(model, drop, engine=outcome.engine,
-                                         red_params=outcome.params,
-                                         mcse_cov=outcome.errors()[1])
+            evidence = None if evidence_of is None else evidence_of(model, drop, outcome)
+            if evidence is None:
+                evidence = boundary_evidence(model, drop, engine=outcome.engine,
+                                             red_params=outcome.params,
+                                             mcse_cov=outcome.errors()[1])
             keep = [t for t in range(T) if t not in drop]
             start = _merged_start(start, outcome.params, p, T, keep)
         decided = {t: e.decision for t, e in zip(drop, evidence, strict=True)}

@@ -36,7 +36,7 @@ from statsmodels.tools.sm_exceptions import ConvergenceWarning, PerfectSeparatio
 from threadpoolctl import threadpool_limits
 
 from glmm_sm.core.random import as_seed_sequence, child_seed
-from glmm_sm.fit.boundary import at_boundary
+from glmm_sm.fit.boundary import BoundaryEvidence, at_boundary, boundary_decision
 from glmm_sm.fit.boundary_refit import fit_with_boundary
 from glmm_sm.fit.information import information_errors
 from glmm_sm.fit.options import (  # noqa: F401  (FitLog and monte_carlo_errors: their home was here)
@@ -268,7 +268,15 @@ def mcmle(model, opts: FitOptions, random_state=None, start_params=None, callbac
     # Small dense algebra only: BLAS threads cost far more than they gain here.
     with threadpool_limits(1, user_api="blas"):
         outcome = _mcmle(model, opts, seed, start_params, callback, disp, client, runaway)
-        if outcome.boundary and opts.sampler == "quadrature":
+        decided = False
+        if (outcome.boundary and opts.sampler == "quadrature"
+                and not model.design.cov.has_vector):
+            # A deterministic fit decides the boundary deterministically: the reduced model
+            # refitted by quadrature where its structure allows it, the one-sided
+            # derivatives at 0 exact (MCSE 0); no draws.
+            outcome = _quadrature_boundary(model, outcome, opts, callback, disp, client)
+            decided = True
+        if outcome.boundary and opts.sampler == "quadrature" and not decided:
             # The boundary procedure weighs the evidence for a variance at 0 with joint
             # draws (its one-sided derivative and that derivative's MCSE): importance
             # sampling from here on, recorded.
@@ -282,7 +290,7 @@ def mcmle(model, opts: FitOptions, random_state=None, start_params=None, callbac
             outcome = _mcmle(model, opts, seed, start_params, callback, disp, client, runaway)
             outcome.log.warnings[:0] = [w for w in log.warnings
                                         if w not in outcome.log.warnings]
-        if outcome.boundary:
+        if outcome.boundary and not decided:
             def refit(reduced, seed, start, m_start=None):  # boundary scores need joint draws
                 o = replace(opts, rao_blackwell=False)
                 if m_start is not None:
@@ -312,6 +320,93 @@ def mcmle(model, opts: FitOptions, random_state=None, start_params=None, callbac
     for text in outcome.log.warnings:
         warnings.warn(text, ConvergenceWarning, stacklevel=3)
     return outcome
+
+
+#: The one-sided derivative of a deterministic fit at ``nu_t = 0`` is extrapolated from the
+#: exact quadrature gradients at ``nu_t = eps`` and ``2 eps`` (``2 g(eps) - g(2 eps)``, error
+#: ``O(eps^2)``), ``eps`` this variance.
+QUADRATURE_BOUNDARY_EPS = 1e-6
+
+
+def _quadrature_boundary(model, first, opts, callback, disp, client):
+    """The boundary procedure of a deterministic (quadrature) fit whose variance(s) went to
+    0 (:func:`~glmm_sm.fit.boundary_refit.fit_with_boundary` with no draws): the model
+    without them is refitted with ``sampler="auto"`` (a deterministic fit where its
+    structure allows it, else importance sampling without Rao-Blackwellization, as the Monte
+    Carlo procedure does), and each dropped component's one-sided derivative of the
+    log-likelihood at 0 is computed on the full model's quadrature at the reduced estimate
+    (:data:`QUADRATURE_BOUNDARY_EPS`): at most 0, the component stays at 0; above 0 it is
+    put back.  The evidence is recorded as the Monte Carlo procedure records its own
+    (``log.boundary_evidence``), with MCSE 0 and ``m = 0`` (exact)."""
+    factorize = model.factorize if opts.factorize is None else bool(opts.factorize)
+    n_jobs = effective_n_jobs(opts.n_jobs)
+
+    def refit(reduced, seed, start, m_start=None):
+        used, why = resolve_sampler(reduced, replace(opts, sampler="auto", m="auto"))
+        if used == "quadrature":
+            o = replace(opts, sampler="quadrature", sampler_reason=(
+                f"{why}; the model without the variance component(s) at 0, fitted "
+                "deterministically (the boundary decided from exact derivatives, no draws)"))
+        else:
+            o = replace(opts, sampler="laplace", rao_blackwell=False, sampler_options={
+                k: v for k, v in opts.sampler_options.items()
+                if k not in ("n_nodes", "outer_nodes", "recentre")}, sampler_reason=(
+                f"{why}; the model without the variance component(s) at 0 is not "
+                "deterministic: importance sampling (sampler='laplace')"))
+            if m_start is not None:
+                o = replace(o, m_start=int(m_start))
+        out = _mcmle(reduced, o, seed, start, callback, disp, client)
+        if o.sampler == "quadrature" and not out.boundary and not out.log.hopeless:
+            # the reduced fit's quadrature error, measured as a default fit's is
+            out = _refine_quadrature(reduced, out, o, seed, callback, disp, client)
+        return out
+
+    def evidence_of(full, drop, outcome):
+        if outcome.log.sampler.get("used") != "quadrature":
+            return None  # Monte Carlo evidence on the reduced fit's draws
+        d = quadrature_boundary_derivatives(full, drop, outcome.params, opts, factorize,
+                                            n_jobs, first.seed)
+        return [BoundaryEvidence(full.vcp_names[t], float(dt), 0.0, 0.0, 0.0, 0,
+                                 boundary_decision(float(dt), 0.0))
+                for t, dt in zip(drop, d, strict=True)]
+
+    return fit_with_boundary(model, first, refit, opts, evidence_of=evidence_of)
+
+
+def quadrature_boundary_derivatives(model, drop, red_params, opts, factorize, n_jobs, seed):
+    """Exact (to quadrature accuracy) one-sided derivatives ``d l / d nu_t`` at ``nu_t = 0``
+    for the components ``drop``, at the estimate ``red_params`` of the model without them
+    (its fixed effects, kept variances, then the family's parameters).
+
+    The full model's quadrature (:func:`~glmm_sm.mcla.rb.round.rb_round` with
+    ``sampler="quadrature"``) is placed at the reduced estimate with the dropped variances at
+    ``eps`` = :data:`QUADRATURE_BOUNDARY_EPS`, and again at ``2 eps``; the exact gradients
+    there are extrapolated to 0 (``2 g(eps) - g(2 eps)``).
+
+    Returns
+    -------
+    ndarray (len(drop),)
+    """
+    p, T = model.k_fe, model.k_vcp
+    keep = [t for t in range(T) if t not in drop]
+    red_params = np.asarray(red_params, dtype=float)
+    theta = np.zeros(len(red_params) + len(drop))
+    theta[:p] = red_params[:p]
+    theta[p + np.array(keep, dtype=int)] = red_params[p : p + len(keep)]
+    theta[p + T :] = red_params[p + len(keep) :]
+    idx = p + np.asarray(drop, dtype=int)
+    eps = QUADRATURE_BOUNDARY_EPS
+    qopts = replace(opts, sampler="quadrature")
+    structure = rb_structure(model, qopts, factorize, None)
+    g = []
+    for h in (eps, 2 * eps):
+        # the rule placed at each point (a rule placed at eps integrates the variance's
+        # score at 2 eps poorly: its nodes are sqrt(2) too narrow there)
+        theta[idx] = h
+        _, engine = rb_round(model, structure, theta, None, factorize, 1, seed, qopts, n_jobs)
+        g.append(engine.evaluate(theta).gradient[idx])
+        engine.detach()
+    return 2 * g[0] - g[1]
 
 
 #: A deterministic fit's quadrature error is acceptable below this many standard errors
