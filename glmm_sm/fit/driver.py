@@ -915,21 +915,12 @@ def _compile_timer():
         yield listener
 
 
-#: Growth of m after a round with no finite MCSE/SE ratio (:func:`_next_m`).
-NONFINITE_M_GROWTH = 2.0
-
-
 def _next_m(m, ratio, min_ess, opts):
     """The next round's m: MCSE shrinks like m^(-1/2); at most 10 times the last m, so that
     no round jumps by orders of magnitude on one noisy ratio."""
     grow = 1.0
     if math.isfinite(ratio) and ratio > opts.target_ratio:
         grow = max(grow, 1.2 * (ratio / opts.target_ratio) ** 2)
-    elif not math.isfinite(ratio):
-        # No finite MCSE/SE (an information matrix that is not negative definite at the
-        # round's estimate, or an infinite MCSE): the round says nothing of the m it needs,
-        # and the same m would give the same kind of round: double it.
-        grow = NONFINITE_M_GROWTH
     if min_ess < opts.min_ess:
         grow = max(grow, 1.5 * opts.min_ess / max(min_ess, 1.0))
     return int(min(opts.max_m, math.ceil(m * min(grow, MAX_M_GROWTH))))
