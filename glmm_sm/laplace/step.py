@@ -791,6 +791,27 @@ def _third_cumulant(data, eta, h):
     return data.family.info_derivative(eta, data.wy, data.wn, h)
 
 
+def _leverages(system, mode, pinv, n):
+    """The dense groups' ``P^{-1}`` flattened, and each observation's conditional variance
+    ``s_i = z_i' P^{-1} z_i`` of ``(Z u)_i`` (the Schur blocks' from their factors)."""
+    flat = np.concatenate([M.ravel() for M in pinv]) if pinv else np.zeros(0)
+    lev = np.bincount(system.pair_obs, weights=system.pair_val * flat[system.pair_target],
+                      minlength=n).astype(np.float64, copy=False)  # (int when empty)
+    for sb, fac in zip(system.schur, mode.schur, strict=True):
+        lev[sb.row0 : sb.row1] = fac.leverage(sb)
+    return flat, lev
+
+
+def _inverse_diagonal(system, mode, pinv):
+    """The diagonal of ``P^{-1}`` in layout order (the Schur blocks' from their factors)."""
+    diag = np.zeros(system.data.q)
+    for (_, _, cols), M in zip(system.groups, pinv, strict=True):
+        diag[cols] = np.diagonal(M, axis1=1, axis2=2)
+    for sb, fac in zip(system.schur, mode.schur, strict=True):
+        diag[sb.cols] = fac.inv_diag()
+    return diag
+
+
 def laplace_score(system: BlockSystem, beta, nu, mode: ModeResult):
     """Gradient of :func:`laplace_loglike` with respect to ``(beta, nu)``.
 
@@ -821,11 +842,7 @@ def laplace_score(system: BlockSystem, beta, nu, mode: ModeResult):
     if not (data.cov.has_vector or data.k_fam):
         return score_from_sums(data, nu, fold(score_blocks(system, beta, nu, mode)))
     eta, r, h, pinv, du_dbeta, du_dnu = _mode_pieces(system, beta, nu, mode)
-    flat = np.concatenate([M.ravel() for M in pinv]) if pinv else np.zeros(0)
-    lev = np.bincount(system.pair_obs, weights=system.pair_val * flat[system.pair_target],
-                      minlength=len(eta)).astype(np.float64, copy=False)  # (int when empty)
-    for sb, fac in zip(system.schur, mode.schur, strict=True):
-        lev[sb.row0 : sb.row1] = fac.leverage(sb)
+    flat, lev = _leverages(system, mode, pinv, len(eta))
     a = _third_cumulant(data, eta, h) * lev
     gb = data.X.T @ r - 0.5 * (data.X + data.Z @ du_dbeta).T @ a
     if data.cov.has_vector:
@@ -834,11 +851,7 @@ def laplace_score(system: BlockSystem, beta, nu, mode: ModeResult):
             out.append([_laplace_alpha_score(system, eta, pinv, lev, a, mode)])
         return np.concatenate(out)
     T = data.k_vc
-    diag = np.zeros(data.q)
-    for (_, _, cols), M in zip(system.groups, pinv, strict=True):
-        diag[cols] = np.diagonal(M, axis1=1, axis2=2)
-    for sb, fac in zip(system.schur, mode.schur, strict=True):
-        diag[sb.cols] = fac.inv_diag()
+    diag = _inverse_diagonal(system, mode, pinv)
     uu = np.bincount(data.ident, weights=mode.u**2, minlength=T)
     tr = np.bincount(data.ident, weights=diag, minlength=T)
     qt = data.qbt.sum(axis=0)
@@ -857,20 +870,12 @@ def score_blocks(system, beta, nu, mode):
     data = system.data
     nu = np.asarray(nu, dtype=float)
     eta, r, h, pinv, du_dbeta, du_dnu = _mode_pieces(system, beta, nu, mode)
-    flat = np.concatenate([M.ravel() for M in pinv]) if pinv else np.zeros(0)
-    lev = np.bincount(system.pair_obs, weights=system.pair_val * flat[system.pair_target],
-                      minlength=len(eta)).astype(np.float64, copy=False)  # (int when empty)
-    for sb, fac in zip(system.schur, mode.schur, strict=True):
-        lev[sb.row0 : sb.row1] = fac.leverage(sb)
+    flat, lev = _leverages(system, mode, pinv, len(eta))
     a = _third_cumulant(data, eta, h) * lev
     rows = np.concatenate([data.X * r[:, None] - 0.5 * (data.X + data.Z @ du_dbeta)
                            * a[:, None], np.asarray(data.Z @ du_dnu) * a[:, None]], axis=1)
     T = data.k_vc
-    diag = np.zeros(data.q)
-    for (_, _, cols), M in zip(system.groups, pinv, strict=True):
-        diag[cols] = np.diagonal(M, axis1=1, axis2=2)
-    for sb, fac in zip(system.schur, mode.schur, strict=True):
-        diag[sb.cols] = fac.inv_diag()
+    diag = _inverse_diagonal(system, mode, pinv)
     E = np.zeros((data.q, 2 * T))
     j = np.arange(data.q)
     E[j, data.ident] = mode.u**2

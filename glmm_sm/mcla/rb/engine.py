@@ -140,8 +140,12 @@ class RBEngine(EngineBase):
             C = (out.sC / out.s0[:, None, None]).sum(axis=0)
             ev.hessian = ev.hessian + 0.5 * (C + C.T)
         self._moments = (params.tobytes(), out)
+        return self._deterministic(ev)
+
+    def _deterministic(self, ev):
+        """``ev`` of a deterministic sampler (nodes, not draws): no Monte Carlo error, and no
+        effective sample size to speak of (ESS inf); other samplers' ``ev`` as it is."""
         if getattr(self.sampler, "deterministic", False):
-            # nodes, not draws: no Monte Carlo error, and no effective sample size to speak of
             if ev.score_var is not None:
                 ev.score_var = np.zeros_like(ev.score_var)
             ev.ess = np.full(self.data.n_blocks, np.inf)

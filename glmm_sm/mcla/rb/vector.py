@@ -637,12 +637,7 @@ class VectorRBEngine(RBEngine):
             C = J @ (out.sC / out.s0[:, None, None]).sum(axis=0) @ J.T
             ev.hessian = ev.hessian + 0.5 * (C + C.T)
         self._moments = (params.tobytes(), out)
-        if getattr(self.sampler, "deterministic", False):
-            # the tensor rule alone: no Monte Carlo error, no effective sample size
-            if ev.score_var is not None:
-                ev.score_var = np.zeros_like(ev.score_var)
-            ev.ess = np.full(self.data.n_blocks, np.inf)
-        return ev
+        return self._deterministic(ev)
 
     def _partial_sums(self, out, params):
         """As ``RBEngine._partial_sums``, with the correlated terms' prior parts."""
