@@ -111,8 +111,7 @@ def _header(res, mcse, bse, yname=None):
         ("Dep. Variable:", [res.response_label if yname is None else yname]),
         ("Family:", [mod.family_kind.name.capitalize() + (
             "" if mod.family_kind.canonical else f" ({mod.family_kind.link_name})")]),
-        ("Method:", ["Laplace approximation" if laplace
-                     else "Monte Carlo likelihood approx."]),
+        ("Method:", [_method_label(res, laplace)]),
         ("No. Observations:", [f"{int(res.nobs)}"]),
         ("Levels per component:",
          [", ".join(f"{n} {levels[u[0]]}" for n, u in zip(unit_names, cov.units,
@@ -122,6 +121,15 @@ def _header(res, mcse, bse, yname=None):
     if laplace:
         return gleft, [("Log-Likelihood:", [f"{res.llf:.4f}"]),
                        ("AIC:", [f"{res.aic:.4f}"]),
+                       ("Converged:", [str(bool(res.converged))])]
+    if getattr(res, "deterministic", False):
+        q = getattr(getattr(res, "fit_log", None), "quadrature", None) or {}
+        nodes = " x ".join(str(n) for n in q["nodes"]) if q.get("nodes") else "n/a"
+        err = f"{q['llf_change']:.1g}" if "llf_change" in q else "not measured"
+        return gleft, [("Quadrature nodes:", [nodes]),
+                       ("Log-Likelihood:", [f"{res.llf:.4f}"]),
+                       ("  its quadrature error:", [err]),
+                       ("Monte Carlo error:", ["none (MCSE 0)"]),
                        ("Converged:", [str(bool(res.converged))])]
     gright = [
         ("Monte Carlo draws m:", [f"{res.m}" if res.m else "none (exact GLM)"]),
@@ -182,6 +190,17 @@ def _quadrature_note(log):
     return (f"quadrature error, measured against a finer rule ({fi} x {fo} nodes against "
             f"{ni} x {no}){refit}: the estimate moves by at most {q['max_step_in_se']:.1g} "
             f"standard errors, the log-likelihood by {q['llf_change']:.1g}.")
+
+
+def _method_label(res, laplace):
+    """The header's method: what approximates the likelihood of this fit."""
+    if laplace:
+        return "Laplace approximation"
+    if getattr(res, "deterministic", False):
+        return "Adaptive Gauss-Hermite quadrature"
+    if not res.m:
+        return "Exact GLM (every variance 0)"
+    return "Monte Carlo likelihood approx."
 
 
 def _notes(res, bse, names, k):
