@@ -120,7 +120,7 @@ def _chunk_sums(fam, derivs, design, draws, k0, k1, prior, shifted, Gp, out):
         Gk = np.empty((live.sum(), out_s1.shape[1]))
         Gk[:, :p] = R.T @ X[o0:o1]
         if shifted:
-            Gk[:, :p] += Gp[b][:, live].T
+            Gk[:, :p] += Gp[b][:, : kb - k0][:, live].T
         Gk[:, p : p + T] = ((Sb[:T, live] / nu[:, None] - qbt[b][:, None])
                             / (2.0 * nu[:, None])).T
         Gk[:, p + T : p + T + len(pc)] = Sb[T:, live].T
