@@ -642,6 +642,11 @@ def _mcmle(model, opts, seed, start_params, callback, disp, client, runaway=None
 class _RoundState:
     """What carries from one Monte Carlo round to the next: centre, m, MCSEs, history."""
 
+    #: Per-block draw counts (``FitOptions.per_block_m``; a subclass that sets up its own
+    #: rounds, as the partitioned fit's, has none).
+    per_block = False
+    block_m = None
+
     def __init__(self, model, opts, seed, factorize, client, log, t_start, lap, mode):
         self.model, self.opts, self.seed, self.factorize = model, opts, seed, factorize
         self.client, self.log, self.t_start = client, log, t_start
