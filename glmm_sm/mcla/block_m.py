@@ -5,7 +5,8 @@ The blocks are independent given ``theta``, so ``l_m = sum_b l_b`` with each
 ``l_b = log((1/m_b) sum_{k < m_b} e^{b_k})`` over the block's own ``m_b`` draws (a prefix of
 the draw set's draws, :meth:`~glmm_sm.mcla.draws.DrawSet.set_block_m`), and the MCSE middle
 is the sum of the blocks' terms ``V_b = sum_k v_k^2 (G_k - g_b)(G_k - g_b)'``
-(:attr:`~glmm_sm.mcla.engine.Evaluation.block_score_var`).  ``V_b`` shrinks like ``1 / m_b``.
+(``block_score_var`` of an :class:`~glmm_sm.mcla.engine.Evaluation`).  ``V_b`` shrinks
+like ``1 / m_b``.
 
 The rule (:func:`allocate_block_m`).  With ``A = (-H)^{-1}`` and ``se_j^2 = A_jj``, block
 ``b``'s share of the squared MCSE/SE ratio of parameter ``j`` is ``(A V_b A)_jj / se_j^2``;
@@ -17,14 +18,14 @@ the parameters, so that a bound on ``sum_b w_b / m_b`` bounds every parameter's 
     m_b = lambda sqrt(w_b / c_b),
 
 with ``lambda`` set so that the constraint holds.  ``tau = target_ratio / sqrt(MARGIN)``
-(the margin of the uniform rule, :func:`glmm_sm.fit.driver._next_m`'s 1.2).  Each ``m_b`` is
+(the margin of the uniform rule, which grows m by ``1.2 (ratio / target)^2``).  Each ``m_b`` is
 bounded below by ``m_min`` and by the ESS target (``ESS_MARGIN * min_ess`` effective draws,
 at the block's measured ESS per draw) and above by ``m_max`` and a growth cap; with bounds
 active, ``lambda`` is found by bisection on the clipped counts (water-filling).  Counts are
-then rounded up to whole generation chunks (:data:`~glmm_sm.mcla.draws.GEN_SIZE`: a chunk's
-mixture components are stratified, so only whole chunks sample the mixture in its
-proportions); the draw set holds ``m = max_b m_b`` draws.  Nothing is random: the same
-round's estimates give the same counts.
+then rounded up to whole generation chunks (``GEN_SIZE`` draws,
+:mod:`glmm_sm.mcla.draws`: a chunk's mixture components are stratified, so only whole
+chunks sample the mixture in its proportions); the draw set holds ``m = max_b m_b``
+draws.  Nothing is random: the same round's estimates give the same counts.
 """
 
 from __future__ import annotations
