@@ -255,3 +255,61 @@ def test_per_block_counts_need_fewer_draws_x_rows_for_the_same_mcse():
     # both near the target (MCSE estimates of their own draws)
     assert r_u <= target and r_b <= target
     assert factor >= 2.0
+
+
+def test_same_seed_same_fit_for_any_number_of_threads():
+    model = hetero(n_groups=30, big=100, small=3, every=5, seed=11)
+    kw = dict(random_state=5, sampler="laplace", per_block_m=True, disp=False,
+              target_ratio=0.05)
+    a = model.fit(n_jobs=1, **kw)
+    b = model.fit(n_jobs=2, **kw)
+    assert a.block_m is not None
+    np.testing.assert_array_equal(a.block_m, b.block_m)
+    np.testing.assert_array_equal(a.params, b.params)
+    np.testing.assert_array_equal(a.mcse(), b.mcse())
+    assert a.llf == b.llf
+
+
+def test_per_block_m_where_it_cannot_apply_is_reported_not_silent():
+    model = hetero(n_groups=12, big=40, small=3, every=4)
+    with pytest.warns(Warning, match="per_block_m=True is not used: m is fixed"):
+        res = model.fit(m=2000, random_state=0, sampler="laplace", per_block_m=True,
+                        disp=False, max_rounds=1)
+    assert res.block_m is None
+    assert any("per_block_m" in w for w in res.fit_log.warnings)
+
+
+def test_bad_counts_and_options_are_refused(small):
+    model, _ = small
+    draws = model.sample_draws(2 * GEN_SIZE + 10, random_state=0)
+    B = draws.data.n_blocks
+    with pytest.raises(ValueError, match=r"block_m\[0\] = 1000: .*multiple of 1024"):
+        model.engine.set_block_m(np.full(B, 1000))
+    with pytest.raises(ValueError, match=r"block_m\[0\] = 4096"):
+        model.engine.set_block_m(np.full(B, 4096))
+    with pytest.raises(ValueError, match="one per block"):
+        model.engine.set_block_m(np.full(B + 1, GEN_SIZE))
+    with pytest.raises(ValueError, match="one per block"):
+        model.engine.set_block_m(np.full(B, 1024.0))
+    with pytest.raises(TypeError, match="per_block_m must be True or False"):
+        model.fit(per_block_m="yes", disp=False)
+
+
+def test_allocation_follows_the_rule():
+    """The Lagrange solution ``m_b = lambda sqrt(w_b / c_b)`` where no bound binds, the
+    constraint met, bounds and whole chunks respected, and a block of no weight (w = inf)
+    at its upper bound."""
+    w = np.array([4.0, 1.0, 0.25, 1e-6, np.inf]) * 10
+    c = np.array([100.0, 1.0, 1.0, 1.0, 10.0])
+    a = allocate_block_m(w, c, 0.05, m_min=GEN_SIZE, m_max=10**6,
+                         upper=np.full(5, 2.0e5))
+    bm = a.block_m
+    assert np.all(bm % GEN_SIZE == 0) and bm.max() == a.m
+    assert bm[3] == GEN_SIZE  # at the floor
+    assert bm[4] == a.m and 2.0e5 <= bm[4] < 2.0e5 + GEN_SIZE  # no weight: the most draws
+    assert a.work == np.sum(c * bm)
+    fin = np.isfinite(w)
+    assert np.sum(w[fin] / bm[fin]) <= 0.05**2 / 1.2 * (1 + 1e-9)
+    # free blocks 0-2: in proportion to sqrt(w / c) up to the rounding to whole chunks
+    ratio = bm[:3] / np.sqrt(w[:3] / c[:3])
+    assert ratio.max() / ratio.min() < 1 + GEN_SIZE / bm[:3].min()
