@@ -111,7 +111,7 @@ class DrawSet:
         """Let block ``b`` use only the first ``block_m[b]`` draws (None: every block uses
         all ``m``).
 
-        Each count must be ``m`` or a multiple of :data:`GEN_SIZE`, at least 1: a
+        Each count must be ``m`` or a multiple of ``GEN_SIZE``, at least 1: a
         generation chunk's mixture components are stratified (fixed counts, heavy-tailed
         draws last), so only whole chunks are a sample in the mixture's proportions.  The
         draws stay those of the draw set's seed; a block's draws are a prefix of them, so
