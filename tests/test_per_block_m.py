@@ -313,3 +313,11 @@ def test_allocation_follows_the_rule():
     # free blocks 0-2: in proportion to sqrt(w / c) up to the rounding to whole chunks
     ratio = bm[:3] / np.sqrt(w[:3] / c[:3])
     assert ratio.max() / ratio.min() < 1 + GEN_SIZE / bm[:3].min()
+
+
+def test_growth_cap_wins_over_the_ess_target():
+    """A block whose ESS target asks for more than the growth cap gets the cap (one m
+    grows at most MAX_M_GROWTH-fold a round, too)."""
+    a = allocate_block_m(np.array([1.0, 1.0]), np.array([1.0, 1.0]), 0.1,
+                         lower=np.array([5e5, 1.0]), upper=np.array([4e4, 4e4]))
+    assert a.block_m[0] == 40960 and a.block_m[1] == GEN_SIZE

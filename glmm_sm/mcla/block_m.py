@@ -18,14 +18,15 @@ the parameters, so that a bound on ``sum_b w_b / m_b`` bounds every parameter's 
     m_b = lambda sqrt(w_b / c_b),
 
 with ``lambda`` set so that the constraint holds.  ``tau = target_ratio / sqrt(MARGIN)``
-(the margin of the uniform rule, which grows m by ``1.2 (ratio / target)^2``).  Each ``m_b`` is
-bounded below by ``m_min`` and by the ESS target (``ESS_MARGIN * min_ess`` effective draws,
-at the block's measured ESS per draw) and above by ``m_max`` and a growth cap; with bounds
-active, ``lambda`` is found by bisection on the clipped counts (water-filling).  Counts are
-then rounded up to whole generation chunks (``GEN_SIZE`` draws,
-:mod:`glmm_sm.mcla.draws`: a chunk's mixture components are stratified, so only whole
-chunks sample the mixture in its proportions); the draw set holds ``m = max_b m_b``
-draws.  Nothing is random: the same round's estimates give the same counts.
+(the margin of the uniform rule, which grows m by ``1.2 (ratio / target)^2``).  Each
+``m_b`` is bounded below by ``m_min`` and by the ESS target (``ESS_MARGIN * min_ess``
+effective draws, at the block's measured ESS per draw) and above by ``m_max`` and a growth
+cap (which wins where the two conflict); with bounds active, ``lambda`` is found by
+bisection on the clipped counts (water-filling).  Counts are then rounded up to whole
+generation chunks (``GEN_SIZE`` draws, :mod:`glmm_sm.mcla.draws`: a chunk's mixture
+components are stratified, so only whole chunks sample the mixture in its proportions);
+the draw set holds ``m = max_b m_b`` draws.  Nothing is random: the same round's estimates
+give the same counts.
 """
 
 from __future__ import annotations
@@ -128,7 +129,9 @@ def allocate_block_m(w, cost, target_ratio, *, m_min=GEN_SIZE, m_max=10**6, lowe
     m_min, m_max : int
         Bounds on every count (``m_max`` the fit's ``max_m``).
     lower, upper : ndarray (n_blocks,), optional
-        Per-block bounds (the ESS target, a growth cap), within ``[m_min, m_max]``.
+        Per-block bounds (the ESS target, a growth cap), within ``[m_min, m_max]``; where
+        they conflict the upper bound wins (no block grows faster than the cap in one
+        round, as with one m).
 
     Returns
     -------
@@ -143,7 +146,7 @@ def allocate_block_m(w, cost, target_ratio, *, m_min=GEN_SIZE, m_max=10**6, lowe
         np.asarray(lower, float), m_min, m_max)
     hi = np.full(B, float(m_max)) if upper is None else np.clip(
         np.asarray(upper, float), m_min, m_max)
-    hi = np.maximum(hi, lo)
+    lo = np.minimum(lo, hi)  # a growth cap wins over the ESS target (as for one m)
     tau2 = float(target_ratio) ** 2 / MARGIN
     inf = ~np.isfinite(w)
     wf = np.where(inf, 0.0, np.maximum(w, 0.0))
