@@ -321,3 +321,20 @@ def test_growth_cap_wins_over_the_ess_target():
     a = allocate_block_m(np.array([1.0, 1.0]), np.array([1.0, 1.0]), 0.1,
                          lower=np.array([5e5, 1.0]), upper=np.array([4e4, 4e4]))
     assert a.block_m[0] == 40960 and a.block_m[1] == GEN_SIZE
+
+
+def test_weighted_draws_use_each_blocks_own_draws(small):
+    """The draws' weights streamed for diagnostics and predictions
+    (:func:`~glmm_sm.mcla.engine.weight_chunks`, numpy) give each block's ESS over its own
+    draws: the kernel's."""
+    from glmm_sm.mcla.engine import weight_chunks
+
+    model, params = small
+    draws = model.sample_draws(3 * GEN_SIZE, random_state=6)
+    model.engine.set_block_m(_unequal(draws.data.n_blocks, draws.m))
+    ev = model.evaluate(params, derivs=False)
+    s0 = s0sq = 0.0
+    for v, sc in weight_chunks(model.engine, params):
+        s0 = sc * s0 + v.sum(axis=1)
+        s0sq = sc**2 * s0sq + (v**2).sum(axis=1)
+    np.testing.assert_allclose(s0**2 / s0sq, ev.ess, rtol=1e-10)
