@@ -912,9 +912,8 @@ class _RoundState:
     def _allocate(self, info, growth):
         """The next round's per-block draw counts
         (:func:`~glmm_sm.mcla.block_m.allocate_block_m`) from this round's blocks' MCSE
-        terms at its estimate, or None
-        (one m for every block, by the uniform rule) where they give no ratio (``-H`` not
-        positive definite, no finite MCSE/SE)."""
+        terms at its estimate, or None (one m for every block, by the uniform rule) where
+        they give no ratio (``-H`` not positive definite, no finite MCSE/SE)."""
         ev, err, bm = self._alloc
         opts = self.opts
         V = getattr(ev, "block_score_var", None)
