@@ -338,3 +338,30 @@ def test_weighted_draws_use_each_blocks_own_draws(small):
         s0 = sc * s0 + v.sum(axis=1)
         s0sq = sc**2 * s0sq + (v**2).sum(axis=1)
     np.testing.assert_allclose(s0**2 / s0sq, ev.ess, rtol=1e-10)
+
+
+def test_a_dask_client_gives_the_local_fit_bit_for_bit():
+    """The workers get the counts with the round's draw definition (and again when they
+    change): the same fit as on local threads."""
+    import warnings
+
+    distributed = pytest.importorskip("distributed")
+    model = hetero(n_groups=30, big=100, small=3, every=5, seed=11)
+    kw = dict(random_state=5, sampler="laplace", per_block_m=True, disp=False,
+              target_ratio=0.05)
+    local = model.fit(**kw)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                                           dashboard_address=None, silence_logs=50)
+    client = distributed.Client(cluster)
+    try:
+        remote = model.fit(client=client, **kw)
+    finally:
+        client.close()
+        cluster.close()
+    assert local.block_m is not None and local.block_m.min() < local.block_m.max()
+    np.testing.assert_array_equal(remote.block_m, local.block_m)
+    np.testing.assert_array_equal(remote.params, local.params)
+    np.testing.assert_array_equal(remote.mcse(), local.mcse())
+    assert remote.llf == local.llf

@@ -677,12 +677,12 @@ class _RoundState:
         if self.per_block:
             why = ("m is fixed" if opts.m != "auto" else
                    "the fit is Rao-Blackwellized or deterministic" if self.rb is not None
-                   else "a Dask client evaluates the draws" if client is not None else "")
+                   else "")
             if why:
                 self.per_block = False
                 log.warnings.append(f"per_block_m=True is not used: {why} (per-block draw "
                                     "counts need m='auto' and the plain importance-sampling "
-                                    "engine on local threads); every block used the same m")
+                                    "engine); every block used the same m")
         if self.per_block:
             self.rows = np.diff(model.layout_data(factorize).obs_ptr).astype(float)
 

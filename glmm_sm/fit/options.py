@@ -65,7 +65,7 @@ class FitOptions:
     #: ``sum_b rows_b m_b`` minimised at the target ratio, each block at least the ESS
     #: target), a prefix of the round's draws.  False (default): one m for every block, as
     #: the fits pinned bit for bit (``tests/test_bit_identity.py``) were made.  The plain
-    #: importance-sampling engine on local threads only.
+    #: importance-sampling engine only (local threads or a Dask client).
     per_block_m: bool = False
     #: Internal: why the sampler was chosen (set by ``fit`` when it resolves "auto").
     sampler_reason: str = ""

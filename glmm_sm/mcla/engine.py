@@ -236,10 +236,6 @@ class MCLAEngine(EngineBase):
         #: (``Evaluation.block_score_var``), for allocating per-block draw counts.
         self.keep_block_var = False
         if client is not None:
-            if draws.block_m is not None:
-                raise ValueError("per-block draw counts (DrawSet.block_m) are evaluated on "
-                                 "local threads only: give client=None, or leave block_m "
-                                 "unset")
             from glmm_sm.mcla.distributed import DaskBackend
 
             self.backend = DaskBackend(client, self)
@@ -250,11 +246,11 @@ class MCLAEngine(EngineBase):
 
     def set_block_m(self, block_m):
         """Per-block draw counts (:meth:`~glmm_sm.mcla.draws.DrawSet.set_block_m`; None:
-        every block uses all ``m``); the cached evaluation is dropped."""
-        if block_m is not None and not isinstance(self.backend, ThreadBackend):
-            raise ValueError("per-block draw counts are evaluated on local threads only: "
-                             "detach() the Dask client first")
+        every block uses all ``m``); the cached evaluation is dropped.  A Dask backend's
+        workers get them with the next evaluation."""
         self.draws.set_block_m(block_m)
+        if hasattr(self.backend, "set_block_m"):
+            self.backend.set_block_m(self.draws.block_m)
         self._last = None
 
     def __getstate__(self):
