@@ -578,7 +578,9 @@ class MonteCarloGLMM(LikelihoodModel):
             where one crossed factor's levels can be integrated by quadrature and at most a
             quarter of the effects remain sampled, only those are importance-sampled;
             ``True``: wherever a block allows it; ``False``: never; see
-            :mod:`glmm_sm.mcla.rb.split`).
+            :mod:`glmm_sm.mcla.rb.split`), ``per_block_m`` (``True``: with ``m="auto"``
+            each independent block gets the draws its own share of the MCSE needs, a
+            prefix of the round's draws, :mod:`glmm_sm.mcla.block_m`; default ``False``).
 
         Returns
         -------

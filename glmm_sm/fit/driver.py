@@ -50,7 +50,8 @@ from glmm_sm.fit.options import (  # noqa: F401  (FitLog and monte_carlo_errors:
 )
 from glmm_sm.fit.separation import separation_direction, within_group_separation
 from glmm_sm.laplace.step import laplace_fit
-from glmm_sm.mcla.draws import DrawSet
+from glmm_sm.mcla.block_m import ESS_MARGIN, allocate_block_m, block_contributions
+from glmm_sm.mcla.draws import GEN_SIZE, DrawSet
 from glmm_sm.mcla.engine import MCLAEngine, effective_n_jobs
 from glmm_sm.mcla.rb.round import rb_m_start, rb_record, rb_round, rb_structure, resolve_sampler
 from glmm_sm.spec.covstruct import SINGULAR_TOL, singular_terms
@@ -641,6 +642,11 @@ def _mcmle(model, opts, seed, start_params, callback, disp, client, runaway=None
 class _RoundState:
     """What carries from one Monte Carlo round to the next: centre, m, MCSEs, history."""
 
+    #: Per-block draw counts (``FitOptions.per_block_m``; a subclass that sets up its own
+    #: rounds, as the partitioned fit's, has none).
+    per_block = False
+    block_m = None
+
     def __init__(self, model, opts, seed, factorize, client, log, t_start, lap, mode):
         self.model, self.opts, self.seed, self.factorize = model, opts, seed, factorize
         self.client, self.log, self.t_start = client, log, t_start
@@ -664,6 +670,21 @@ class _RoundState:
         self.prev_mcse = None
         self.outcome = None
         self.runaway, self.collapsed = None, 0
+        # Per-block draw counts (mcla.block_m): from the second round on, allocated from
+        # the last round's blocks' MCSE terms; None: every block uses all m.
+        self.block_m, self._alloc = None, None
+        self.per_block = bool(opts.per_block_m)
+        if self.per_block:
+            why = ("m is fixed" if opts.m != "auto" else
+                   "the fit is Rao-Blackwellized or deterministic" if self.rb is not None
+                   else "")
+            if why:
+                self.per_block = False
+                log.warnings.append(f"per_block_m=True is not used: {why} (per-block draw "
+                                    "counts need m='auto' and the plain importance-sampling "
+                                    "engine); every block used the same m")
+        if self.per_block:
+            self.rows = np.diff(model.layout_data(factorize).obs_ptr).astype(float)
 
     def _run(self, rnd):
         """Round ``rnd``'s engine on fresh draws, and the maximum on them."""
@@ -679,6 +700,9 @@ class _RoundState:
                                          opts.memory_budget, materialize=self.client is None,
                                          n_jobs=self.n_jobs)
             engine = MCLAEngine(draws, opts.kernel, opts.chunk_size, self.n_jobs, self.client)
+            if self.per_block:
+                engine.keep_block_var = True
+                engine.set_block_m(self.block_m)
         if opts.sampler == "quadrature":  # the nodes: set by the sampler, never grown
             self.m = draws.m
         theta, res, ev = _maximize(engine, self.centre, self.tr, opts, log, rnd)
@@ -759,6 +783,14 @@ class _RoundState:
                 "nonfinite_evaluations": int(res.n_nonfinite),
                 "outside_evaluations": int(getattr(res, "n_outside", 0)),
                 "converged": converged, "seconds": seconds}
+        if self.per_block:
+            bm = np.full(len(self.rows), self.m, dtype=np.int64) if self.block_m is None \
+                else self.block_m
+            info.update({"draws_total": int(bm.sum()), "m_block_min": int(bm.min()),
+                         "m_block_median": float(np.median(bm)),
+                         "m_block_max": int(bm.max()),
+                         "draw_rows": float(np.sum(bm * self.rows))})
+            self._alloc = (ev, err, bm)
         self.log.rounds.append(info)
         return info, err, mcse
 
@@ -851,19 +883,50 @@ class _RoundState:
             # round of a Rao-Blackwellized fit counts as off-centre (it is centred at the
             # Laplace fit, with a coarser quadrature rule).
             m_next = min(m_next, int(math.ceil(MAX_M_GROWTH_MOVED * self.m)))
+        alloc = None
+        if self.per_block:
+            alloc = self._allocate(info, MAX_M_GROWTH_MOVED if off_centre else MAX_M_GROWTH)
+            if alloc is not None:
+                m_next = alloc.m
         if left is not None:
             # The budget is a safety stop, never a tuning knob: m is what the Monte Carlo
             # error asks for, whatever the machine's speed, and a round that would not finish
             # in the time left (a round costs about in proportion to m) is not started: the
             # fit stops there, unconverged, and says why.
             per_draw = info["seconds"] / self.m
-            if per_draw * m_next > left:
+            cost = per_draw * m_next
+            if self.per_block and alloc is not None:  # in proportion to draws x rows
+                cost = info["seconds"] * alloc.work / info["draw_rows"]
+            if cost > left:
                 log.message = (f"time budget of {opts.time_budget:g} s used up (the next "
                                f"round, m = {m_next}, would take about "
-                               f"{per_draw * m_next:.0f} s more)")
+                               f"{cost:.0f} s more)")
                 return True
         self.m = m_next
+        if self.per_block:
+            self.block_m = None if alloc is None else alloc.block_m
+            if alloc is not None:
+                info["next_block_m"] = alloc.record()
         return False
+
+    def _allocate(self, info, growth):
+        """The next round's per-block draw counts
+        (:func:`~glmm_sm.mcla.block_m.allocate_block_m`) from this round's blocks' MCSE
+        terms at its estimate, or None (one m for every block, by the uniform rule) where
+        they give no ratio (``-H`` not positive definite, no finite MCSE/SE)."""
+        ev, err, bm = self._alloc
+        opts = self.opts
+        V = getattr(ev, "block_score_var", None)
+        if V is None or not math.isfinite(info["max_ratio"]) or not err.positive_definite:
+            return None
+        w = block_contributions(V, err.cov, bm)
+        # each block's ESS target at its measured ESS per draw
+        with np.errstate(divide="ignore"):
+            lower = np.ceil(ESS_MARGIN * opts.min_ess * bm / np.maximum(ev.ess, 1.0))
+        m_min = min(GEN_SIZE, opts.max_m)
+        return allocate_block_m(w, self.rows, opts.target_ratio, m_min=m_min,
+                                m_max=opts.max_m, lower=lower,
+                                upper=np.ceil(growth * bm).astype(float))
 
 
 def _vector_terms(model, singular):

@@ -60,6 +60,13 @@ class FitOptions:
     #: (:mod:`glmm_sm.mcla.rb.split`): "auto" (default) where a large block gains, True
     #: wherever a block allows it, False never.
     rao_blackwell: bool | str = "auto"
+    #: Per-block draw counts with ``m="auto"`` (:mod:`glmm_sm.mcla.block_m`): after each
+    #: round every independent block gets the draws its own share of the MCSE needs (work
+    #: ``sum_b rows_b m_b`` minimised at the target ratio, each block at least the ESS
+    #: target), a prefix of the round's draws.  False (default): one m for every block, as
+    #: the fits pinned bit for bit (``tests/test_bit_identity.py``) were made.  The plain
+    #: importance-sampling engine only (local threads or a Dask client).
+    per_block_m: bool = False
     #: Internal: why the sampler was chosen (set by ``fit`` when it resolves "auto").
     sampler_reason: str = ""
     #: Internal: the absolute ``time.perf_counter()`` by which the whole fit (boundary
@@ -101,6 +108,8 @@ class FitOptions:
         if not (self.rao_blackwell == "auto" or isinstance(self.rao_blackwell, (bool, np.bool_))):
             raise ValueError(f"rao_blackwell must be 'auto', True or False; got "
                              f"{self.rao_blackwell!r}")
+        if not isinstance(self.per_block_m, (bool, np.bool_)):
+            raise TypeError(f"per_block_m must be True or False; got {self.per_block_m!r}")
         if self.factorize is not None and not isinstance(self.factorize, (bool, np.bool_)):
             raise TypeError(f"factorize must be True, False or None; got {self.factorize!r}")
         if not isinstance(self.sampler_options, dict):

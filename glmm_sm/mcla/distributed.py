@@ -18,7 +18,7 @@ import pickle
 import threading
 import uuid
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -48,13 +48,16 @@ class DrawSpec:
     parts: tuple
     kernel: str
     memory_budget: int
+    #: Per-block draw counts (:meth:`~glmm_sm.mcla.draws.DrawSet.set_block_m`), or None.
+    block_m: object = None
 
 
 class _PartitionView:
-    """A worker's copy of draws ``K0:K1`` answering ``chunk_arrays`` like a DrawSet."""
+    """A worker's copy of draws ``K0:K1`` answering ``chunk_arrays`` like a DrawSet (with
+    the draw set's per-block counts, ``block_m``)."""
 
-    def __init__(self, chunk, k0):
-        self.chunk, self.k0 = chunk, k0
+    def __init__(self, chunk, k0, block_m=None):
+        self.chunk, self.k0, self.block_m = chunk, k0, block_m
 
     def chunk_arrays(self, k0, k1):
         c = self.chunk
@@ -70,7 +73,7 @@ def _partition_draws(token, spec, draws, i):
     with _CACHE_LOCK:
         got = _CACHE.get(token, {}).get(i)
     if got is not None:
-        return _PartitionView(got, k0)
+        return _PartitionView(got, k0, spec.block_m)
     chunk = draws.generate_range(k0, k1)
     with _CACHE_LOCK:
         store = _CACHE.setdefault(token, {})
@@ -80,7 +83,7 @@ def _partition_draws(token, spec, draws, i):
         used = sum(bytes_needed(draws.data, c.U.shape[1]) for c in store.values())
         if used + bytes_needed(draws.data, k1 - k0) <= spec.memory_budget:
             store[i] = chunk
-    return _PartitionView(chunk, k0)
+    return _PartitionView(chunk, k0, spec.block_m)
 
 
 def worker_partitions(token, spec, part_ids, params, derivs):
@@ -91,6 +94,7 @@ def worker_partitions(token, spec, part_ids, params, derivs):
         data = spec.sampler.data
         draws = DrawSet(data, spec.m, sampler=spec.sampler, seed=spec.seed,
                         resident=spec.resident)
+        draws.block_m = spec.block_m
         out = []
         for i in part_ids:
             c0, c1 = spec.parts[i]
@@ -151,11 +155,17 @@ class DaskBackend:
         self.token = uuid.uuid4().hex
         self.spec = DrawSpec(draws.sampler, draws.m, draws.seed, draws.resident,
                              tuple(engine.ranges), tuple(engine.parts), engine.kernel,
-                             int(draws.memory_budget))
+                             int(draws.memory_budget), draws.block_m)
         self._spec_future = None
         self._home = {}
         self._n_eval = 0
         self.last_bytes = {"sent": 0, "received": 0}
+
+    def set_block_m(self, block_m):
+        """New per-block draw counts: the definition is scattered again at the next
+        evaluation (the draws, and the partitions the workers keep, stay the same)."""
+        self.spec = replace(self.spec, block_m=block_m)
+        self._spec_future = None
 
     def _scatter(self):
         self._spec_future = self.client.scatter(self.spec, broadcast=True, hash=False)

@@ -54,6 +54,9 @@ class DrawSet:
         self.seed = seed
         self.resident = bool(resident)
         self.memory_budget = DEFAULT_MEMORY_BUDGET
+        #: Per-block draw counts (int64, n_blocks) or None: block ``b`` uses draws
+        #: ``0:block_m[b]`` only (:meth:`set_block_m`).
+        self.block_m = None
 
     @property
     def stored(self) -> bool:
@@ -103,6 +106,31 @@ class DrawSet:
         given as arrays (no sampler) are kept."""
         if self.sampler is not None and self.seed is not None:
             self._chunk = None
+
+    def set_block_m(self, block_m):
+        """Let block ``b`` use only the first ``block_m[b]`` draws (None: every block uses
+        all ``m``).
+
+        Each count must be ``m`` or a multiple of ``GEN_SIZE``, at least 1: a
+        generation chunk's mixture components are stratified (fixed counts, heavy-tailed
+        draws last), so only whole chunks are a sample in the mixture's proportions.  The
+        draws stay those of the draw set's seed; a block's draws are a prefix of them, so
+        the same seed and counts give the same numbers whatever else changes.
+        """
+        if block_m is None:
+            self.block_m = None
+            return
+        bm = np.asarray(block_m)
+        if bm.shape != (self.data.n_blocks,) or not np.issubdtype(bm.dtype, np.integer):
+            raise ValueError(f"block_m must be {self.data.n_blocks} integers (one per block); "
+                             f"got shape {bm.shape}, dtype {bm.dtype}")
+        bad = (bm < 1) | (bm > self.m) | ((bm != self.m) & (bm % GEN_SIZE != 0))
+        if bad.any():
+            b = int(np.flatnonzero(bad)[0])
+            raise ValueError(f"block_m[{b}] = {int(bm[b])}: each block's draws must number "
+                             f"m = {self.m} or a multiple of {GEN_SIZE} (whole generation "
+                             f"chunks) between 1 and m")
+        self.block_m = bm.astype(np.int64)
 
     @property
     def n_gen_chunks(self) -> int:

@@ -43,7 +43,7 @@ from glmm_sm.spec.folds import fold
 from glmm_sm.spec.validation import nonnegative_up_to_rounding
 
 __all__ = ["Evaluation", "EngineBase", "MCLAEngine", "PartialSums", "DrawShift", "draw_shift",
-           "finish_blocks", "finish_sums",
+           "finish_blocks", "finish_sums", "block_score_var",
            "partition_sums", "effective_n_jobs", "weight_chunks", "ROW_DRAWS"]
 
 @dataclass
@@ -62,6 +62,10 @@ class Evaluation:
         Effective sample size ``1 / sum v_k^2`` per block.
     block_values : ndarray (n_blocks,)
         ``l_b(theta)`` per block.
+    block_score_var : ndarray (n_blocks, d, d) or None
+        Each block's term of ``score_var`` (they sum to it), in the model's coordinates;
+        only where the engine was asked to keep them (``keep_block_var``: the per-block
+        draw counts of :mod:`glmm_sm.mcla.block_m` are allocated from them).
     """
 
     value: float
@@ -70,6 +74,7 @@ class Evaluation:
     score_var: np.ndarray | None
     ess: np.ndarray
     block_values: np.ndarray
+    block_score_var: np.ndarray | None = None
 
 
 def effective_n_jobs(n_jobs):
@@ -137,6 +142,20 @@ class EngineBase:
     @property
     def m(self) -> int:
         return self.draws.m
+
+    @property
+    def block_m(self):
+        """Each block's number of draws (int64, n_blocks): the first ``m_b`` of the draw
+        set's draws (:meth:`~glmm_sm.mcla.draws.DrawSet.set_block_m`); None when every
+        block uses all ``m``."""
+        return getattr(self.draws, "block_m", None)
+
+    @property
+    def m_per_block(self):
+        """``block_m``, or ``m`` (a scalar) when every block uses every draw: the ``m`` of
+        each block's ``l_b = log((1/m_b) sum_k e^{b_k})``."""
+        bm = self.block_m
+        return self.m if bm is None else bm
 
     @property
     def k_params(self) -> int:
@@ -213,6 +232,9 @@ class MCLAEngine(EngineBase):
         self.kernel = kernel
         self.shift = draw_shift(draws.sampler)
         self.backend = ThreadBackend(self.n_jobs)
+        #: Keep each block's MCSE-middle term on the evaluations
+        #: (``Evaluation.block_score_var``), for allocating per-block draw counts.
+        self.keep_block_var = False
         if client is not None:
             from glmm_sm.mcla.distributed import DaskBackend
 
@@ -221,6 +243,15 @@ class MCLAEngine(EngineBase):
     def detach(self):
         """Drop a Dask client: later evaluations run on local threads (same results)."""
         self.backend = ThreadBackend(self.n_jobs)
+
+    def set_block_m(self, block_m):
+        """Per-block draw counts (:meth:`~glmm_sm.mcla.draws.DrawSet.set_block_m`; None:
+        every block uses all ``m``); the cached evaluation is dropped.  A Dask backend's
+        workers get them with the next evaluation."""
+        self.draws.set_block_m(block_m)
+        if hasattr(self.backend, "set_block_m"):
+            self.backend.set_block_m(self.draws.block_m)
+        self._last = None
 
     def __getstate__(self):
         d = self.__dict__.copy()
@@ -233,7 +264,10 @@ class MCLAEngine(EngineBase):
 
     def _evaluate(self, params, derivs):
         tot = self.partial_sums(params, derivs).combine()
-        return finish(tot, params, self.data, self.m, derivs)
+        ev = finish(tot, params, self.data, self.m_per_block, derivs)
+        if derivs and self.keep_block_var and ev.gradient is not None:
+            ev.block_score_var = block_score_var(tot, params, self.data)
+        return ev
 
     def draw_terms(self, params, U, logf, S, j0, j1):
         """``(U, eta, b)`` of draws ``j0:j1`` at ``params`` (numpy): the draws (moved with
@@ -276,6 +310,7 @@ class MCLAEngine(EngineBase):
         chunk_size = max(1, min(int(chunk_size), ROW_DRAWS // self.data.X.shape[0]))
         A = np.full(self.data.n_blocks, -np.inf)
         left = self.m if max_draws is None else int(max_draws)
+        bm = self.block_m
         for k0, k1 in self.ranges:
             if left <= 0:
                 return
@@ -284,6 +319,9 @@ class MCLAEngine(EngineBase):
                 a1 = min(a0 + chunk_size, j1, a0 + left)
                 left -= a1 - a0
                 Ub, eta, b = self.draw_terms(params, U, logf, S, a0, a1)
+                if bm is not None:  # a block's draws beyond its own m_b weigh nothing
+                    k = k0 + (a0 - j0) + np.arange(a1 - a0)
+                    b = np.where(k[None, :] < bm[:, None], b, -np.inf)
                 A, v, sc = _rescaled(A, b)
                 yield Ub, eta, v, sc
 
@@ -368,6 +406,31 @@ def _valid_cov(data, nu):
     if data.cov.has_vector:
         return data.cov.valid(nu)
     return not np.any(nu <= 0)
+
+
+def block_score_var(tot: PartialSums, params, data):
+    """Each block's term of the MCSE middle ``sum_k v_k^2 (G_k - g_b)(G_k - g_b)'``
+    (n_blocks, d, d), in the model's coordinates (correlated terms mapped by ``J . J'`` as
+    in :func:`finish`); their sum over the blocks is ``Evaluation.score_var`` (to
+    rounding).  A block without weight gets NaN."""
+    S0 = tot.s0[0]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        gh = tot.s1[0] / S0[:, None]
+        cross = np.einsum("bj,bl->bjl", gh, tot.s1sq[0])
+        V = (tot.s2sq[0] - cross - np.swapaxes(cross, 1, 2)
+             + tot.s0sq[0][:, None, None] * np.einsum("bj,bl->bjl", gh, gh)) \
+            / (S0**2)[:, None, None]
+    if data.cov.has_vector:
+        p, nf = data.k_fe, data.k_fam
+        k = p + data.cov.k_vcp
+        nu = np.asarray(params, dtype=np.float64)[p:k]
+        Jc, _ = data.cov.score_map(nu, data.qbt)
+        J = np.zeros((k + nf, p + data.n_s + nf))
+        J[:p, :p] = np.eye(p)
+        J[p:k, p : p + data.n_s] = Jc
+        J[k:, p + data.n_s :] = np.eye(nf)
+        V = np.einsum("ij,bjk,lk->bil", J, V, J)
+    return 0.5 * (V + np.swapaxes(V, 1, 2))
 
 
 def _value_ess(tot, m):

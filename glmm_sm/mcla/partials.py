@@ -25,7 +25,7 @@ from glmm_sm.mcla.kernels import reference as _kernels_numpy
 from glmm_sm.mcla.kernels.records import Design, Draws, Prior, Sums
 
 __all__ = ["KERNELS", "N_PARTITIONS", "PartialSums", "DrawShift", "draw_shift",
-           "moved_draws", "partition_bounds", "partition_sums"]
+           "moved_draws", "partition_bounds", "partition_sums", "block_kend"]
 
 
 
@@ -306,6 +306,18 @@ def moved_draws(shift, beta, U, S, j0, j1):
 
 #: Empty optional outputs of the kernels (no moments, no log weights).
 _NONE1, _NONE2 = np.zeros(0), np.zeros((0, 0))
+_NO_KEND = np.zeros(0, dtype=np.int64)
+
+
+def block_kend(draws, k0, k1, j0):
+    """Where each block's draws end among the columns ``j0:j0 + (k1 - k0)`` holding draws
+    ``k0:k1`` (the kernels' ``Draws.kend``): ``j0 + clip(m_b - k0, 0, k1 - k0)`` for the
+    per-block draw counts ``m_b`` of ``draws.block_m``; empty (every block uses every draw)
+    when ``draws`` has none."""
+    bm = getattr(draws, "block_m", None)
+    if bm is None:
+        return _NO_KEND
+    return (j0 + np.clip(bm - k0, 0, k1 - k0)).astype(np.int64)
 
 
 def kernel_prior(data, nu):
@@ -352,7 +364,8 @@ def weight_pass(kernel, data, draws, ranges, params, shift=None, moments=False):
         out = Sums(a, s0, s0sq, np.zeros((B, d)), np.zeros((B, d)), np.zeros((B, d, d)),
                    np.zeros((B, d, d)), np.zeros((B, T)), np.zeros(data.X.shape[0]), sU, sUU,
                    lw)
-        fn(data.family.kernel, False, design, Draws(U, logf, S), j0, j1, prior, False,
+        fn(data.family.kernel, False, design,
+           Draws(U, logf, S, block_kend(draws, k0, k1, j0)), j0, j1, prior, False,
            np.zeros((B, p, 0)), out)
         yield a, s0, sU, sUU, lw
 
@@ -413,7 +426,8 @@ def partition_sums(kernel, data, draws, ranges, params, derivs=True, shift=None)
         out = Sums(rows.a[c], rows.s0[c], rows.s0sq[c], rows.s1[c], rows.s1sq[c], rows.s2[c],
                    rows.s2sq[c], rows.sS[c], hc[c], sU_out, _NONE1, _NONE2,
                    *((hca[c], rows.saa[c]) if nf else ()))
-        fn(data.family.kernel, derivs, design, Draws(U, logf, S), j0, j1, prior,
+        fn(data.family.kernel, derivs, design,
+           Draws(U, logf, S, block_kend(draws, k0, k1, j0)), j0, j1, prior,
            shift is not None and bool(derivs), Gp, out)
         if c:
             _fold(rows, hc, suc, data, hca)

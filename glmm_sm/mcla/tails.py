@@ -142,7 +142,8 @@ def block_pareto_k(engine, params, even=EVEN_WEIGHTS):
             top[r0:r1] = -np.partition(-both, keep - 1, axis=1)[:, :keep]
     if tail_size(m) < 5 or m <= tail_size(m):
         return np.full(B, np.nan)
-    ratio = np.exp(top.max(axis=1) - (total - math.log(m)))
+    bm = getattr(engine, "block_m", None)  # per-block draw counts: each block's own mean
+    ratio = np.exp(top.max(axis=1) - (total - (math.log(m) if bm is None else np.log(bm))))
     return np.array([_top_k(top[blk]) if ratio[blk] > even else np.nan for blk in range(B)])
 
 

@@ -93,6 +93,10 @@ class MonteCarloGLMMResults(LikelihoodModelResults, ResultMixin):
             self._mcse_scale = np.diag(A @ full @ A)
         self.ess = ev.ess
         self.m = outcome.n_draws
+        #: Each block's draws where they differ between blocks (``per_block_m=True``,
+        #: :mod:`glmm_sm.mcla.block_m`: block ``b`` used the first ``block_m[b]`` of the
+        #: ``m`` draws); None when every block used all ``m``.
+        self.block_m = getattr(outcome.engine, "block_m", None) if outcome.m is None else None
         self.llf_mc = ev.value
         a = model.arrays
         #: The family's normalizing constants (``llf - llf_mc``), kept for remove_data().
@@ -102,8 +106,9 @@ class MonteCarloGLMMResults(LikelihoodModelResults, ResultMixin):
         self.deterministic = bool(getattr(getattr(outcome.engine, "sampler", None),
                                           "deterministic", False))
         # 1 / ESS - 1 / m >= 0 (ESS <= m by Cauchy-Schwarz): below 0 only by rounding.
+        m_b = self.m if self.block_m is None else self.block_m
         self.llf_mcse = (float(np.sqrt(np.sum(nonnegative_up_to_rounding(
-            1.0 / ev.ess - 1.0 / self.m, 1.0 / ev.ess, "llf_mcse: 1 / ESS - 1 / m"))))
+            1.0 / ev.ess - 1.0 / m_b, 1.0 / ev.ess, "llf_mcse: 1 / ESS - 1 / m"))))
             if self.m and not self.deterministic else 0.0)
         self.converged = outcome.converged
         self.fit_log = outcome.log

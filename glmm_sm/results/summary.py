@@ -132,7 +132,7 @@ def _header(res, mcse, bse, yname=None):
                        ("Monte Carlo error:", ["none (MCSE 0)"]),
                        ("Converged:", [str(bool(res.converged))])]
     gright = [
-        ("Monte Carlo draws m:", [f"{res.m}" if res.m else "none (exact GLM)"]),
+        ("Monte Carlo draws m:", [_draws(res)]),
         ("Smallest block ESS:", [f"{np.min(res.ess):.0f}" if len(res.ess) else "n/a"]),
         ("Log-Likelihood:", [f"{res.llf:.4f}"]),
         ("  its MCSE:", [f"{res.llf_mcse:.4f}"]),
@@ -141,6 +141,16 @@ def _header(res, mcse, bse, yname=None):
         ("Converged:", [str(bool(res.converged))]),
     ]
     return gleft, gright
+
+
+def _draws(res):
+    """m, or with per-block draw counts their range and median (``res.block_m``)."""
+    if not res.m:
+        return "none (exact GLM)"
+    bm = getattr(res, "block_m", None)
+    if bm is None or len(bm) == 0 or bm.min() == bm.max():
+        return f"{res.m}"
+    return f"{int(bm.min())}-{int(bm.max())} per block (median {np.median(bm):.0f})"
 
 
 def _pareto(res):

@@ -378,7 +378,9 @@ def chunk_sums(fam, derivs, design, draws, k0, k1, prior, shifted, Gp, out):
         fixed-effects design and ``Z`` as CSR (:mod:`glmm_sm.mcla.kernels.records`).
     draws : Draws
         The draws (effects x draws), their log importance densities and sums of squares
-        (cross sums after the ``T`` components for correlated terms).
+        (cross sums after the ``T`` components for correlated terms); with a non-empty
+        ``kend``, block ``b`` sums draws ``k0:min(k1, kend[b])`` only (its log weights
+        beyond, when kept, are ``-inf``).
     prior : Prior
         Each component's (kernel) variance and its log, the cross sums' coefficients
         (:mod:`glmm_sm.spec.covstruct`; empty without correlated terms), and the columns per
@@ -401,8 +403,16 @@ def chunk_sums(fam, derivs, design, draws, k0, k1, prior, shifted, Gp, out):
     base, ew = work.base, work.ew
     moments = out.sUU.shape[0] > 0
     keep_lw = out.lw.shape[1] > 0
+    kend = draws.kend
+    per_block = kend.shape[0] > 0
     for b in range(n_blocks):
         sp = Span(b, obs_ptr[b], obs_ptr[b + 1], col_ptr[b], col_ptr[b + 1])
+        kb = k1  # this block's draws end here (per-block draw counts: draws.kend)
+        if per_block:
+            kb = min(k1, max(k0, kend[b]))
+            if keep_lw:
+                for k in range(kb, k1):
+                    out.lw[b, k - k0] = -np.inf
         const = -HALF_LOG2PI * (sp.c1 - sp.c0)
         for t in range(nu.shape[0]):
             const -= 0.5 * qbt[b, t] * lognu[t]
@@ -410,8 +420,8 @@ def chunk_sums(fam, derivs, design, draws, k0, k1, prior, shifted, Gp, out):
         s0 = 0.0
         s0sq = 0.0
         _rescale(sp, 0.0, out)
-        for kt in range(k0, k1, TILE):
-            nt = min(TILE, k1 - kt)
+        for kt in range(k0, kb, TILE):
+            nt = min(TILE, kb - kt)
             _tile_loglik(fam, derivs, sp, kt, nt, design, draws.U, work)
             tmax = _tile_log_weights(b, kt, nt, const, draws, prior, work)
             if keep_lw:

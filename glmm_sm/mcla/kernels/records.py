@@ -33,8 +33,12 @@ Design = namedtuple("Design", "obs_ptr col_ptr xb wy wn X zptr zidx zval fpar",
 
 #: A chunk of draws: effects x draws ``U``, their log importance densities ``logf``
 #: (blocks x draws) and sums of squares ``S`` (blocks x components x draws; cross sums of
-#: correlated terms after the ``T`` components).
-Draws = namedtuple("Draws", "U logf S")
+#: correlated terms after the ``T`` components).  ``kend`` (int64, per block; empty: every
+#: block uses every draw of the chunk) is where each block's draws end in the chunk's
+#: columns, for per-block draw counts (:mod:`glmm_sm.mcla.block_m`): block ``b`` uses
+#: columns ``k0:min(k1, kend[b])`` only (the plain kernels; the Rao-Blackwellized ones
+#: leave it empty).
+Draws = namedtuple("Draws", "U logf S kend", defaults=(np.zeros(0, dtype=np.int64),))
 
 #: The prior at ``nu``: each component's kernel variance ``nu`` and its log ``lognu``, the
 #: cross sums' coefficients ``pc`` (empty without correlated terms) and the columns per

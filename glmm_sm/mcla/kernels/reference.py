@@ -22,11 +22,13 @@ def chunk_sums(fam, derivs, design, draws, k0, k1, prior, shifted, Gp, out):
 
 
 def _extras(b, c0, c1, bk, a, Uc, out):
-    """The optional outputs: the draws' log weights, and the weighted sums of the block's
-    effects and their squares (conditional moments)."""
+    """The optional outputs: the draws' log weights (``-inf`` beyond the block's own
+    draws), and the weighted sums of the block's effects and their squares (conditional
+    moments)."""
     out_sU, out_sUU, out_lw = out.sU, out.sUU, out.lw
     if out_lw.shape[1]:
-        out_lw[b] = bk
+        out_lw[b, : bk.size] = bk
+        out_lw[b, bk.size :] = -np.inf
     if out_sUU.shape[0]:
         e = np.exp(bk - a) if a > -np.inf else np.zeros_like(bk)
         out_sU[c0:c1] = Uc[c0:c1] @ e
@@ -63,8 +65,11 @@ def _chunk_sums(fam, derivs, design, draws, k0, k1, prior, shifted, Gp, out):
     out_s2, out_s2sq, out_sS, out_hc, out_sU = out.s2, out.s2sq, out.sS, out.hc, out.sU
     n_blocks = len(obs_ptr) - 1
     p = X.shape[1]
-    Uc = U[:, k0:k1]
+    kend = getattr(draws, "kend", np.zeros(0, dtype=np.int64))
     for b in range(n_blocks):
+        # per-block draw counts: block b uses draws k0:kb only (draws.kend)
+        kb = k1 if not len(kend) else min(k1, max(k0, int(kend[b])))
+        Uc = U[:, k0:kb]
         o0, o1 = obs_ptr[b], obs_ptr[b + 1]
         c0, c1 = col_ptr[b], col_ptr[b + 1]
         qb = col_ptr[b + 1] - col_ptr[b]
@@ -89,11 +94,11 @@ def _chunk_sums(fam, derivs, design, draws, k0, k1, prior, shifted, Gp, out):
             mu = np.exp(np.minimum(eta, POISSON_ETA_MAX))
             ll_b, r_b, h_b = wyb * eta - wnb * mu, wyb - wnb * mu, wnb * mu
         T = len(nu)
-        Sb = S[b, :, k0:k1]
+        Sb = S[b, :, k0:kb]
         lfu = (-HALF_LOG2PI * qb - 0.5 * qbt[b] @ lognu) - 0.5 * (Sb[:T] / nu[:, None]).sum(axis=0)
         if len(pc):
             lfu = lfu - pc @ Sb[T:]
-        bk = ll_b.sum(axis=0) + lfu - logf[b, k0:k1]
+        bk = ll_b.sum(axis=0) + lfu - logf[b, k0:kb]
         a = bk.max() if bk.size else -np.inf
         _extras(b, c0, c1, bk, a, Uc, out)
         if not a > -np.inf:
@@ -115,7 +120,7 @@ def _chunk_sums(fam, derivs, design, draws, k0, k1, prior, shifted, Gp, out):
         Gk = np.empty((live.sum(), out_s1.shape[1]))
         Gk[:, :p] = R.T @ X[o0:o1]
         if shifted:
-            Gk[:, :p] += Gp[b][:, live].T
+            Gk[:, :p] += Gp[b][:, : kb - k0][:, live].T
         Gk[:, p : p + T] = ((Sb[:T, live] / nu[:, None] - qbt[b][:, None])
                             / (2.0 * nu[:, None])).T
         Gk[:, p + T : p + T + len(pc)] = Sb[T:, live].T
