@@ -270,6 +270,7 @@ def test_same_seed_same_fit_for_any_number_of_threads():
     assert a.llf == b.llf
 
 
+@pytest.mark.filterwarnings("ignore:Monte Carlo MLE did not converge")
 def test_per_block_m_where_it_cannot_apply_is_reported_not_silent():
     model = hetero(n_groups=12, big=40, small=3, every=4)
     with pytest.warns(Warning, match="per_block_m=True is not used: m is fixed"):
