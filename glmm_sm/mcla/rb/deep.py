@@ -42,6 +42,7 @@ import scipy.sparse as sp
 
 from glmm_sm.core.constants import HALF_LOG2PI
 from glmm_sm.mcla.engine import EngineBase, Evaluation
+from glmm_sm.mcla.kernels.rb_deep import LeafOut, LeafRows, LeafRule, leaf_level
 from glmm_sm.mcla.sampler import DrawChunk
 from glmm_sm.spec.validation import nonnegative_up_to_rounding
 
@@ -326,12 +327,13 @@ class DeepQuadratureEngine(EngineBase):
         """Ranges of top-level units evaluated together."""
         st, smp = self.structure, self.sampler
         d = self.k_params
-        P = int(np.prod(smp.K))
+        Pa = int(np.prod(smp.K[:-1]))
         n0 = st.cols[0].size
-        # rows under each top unit
-        top_of_row = st.row_unit[0]
-        per_top = np.bincount(top_of_row, minlength=n0)
-        cost = (per_top + 1) * P * max(d * d, 1)
+        # the leaves' scores and Hessians and the rows' linear predictors at every path of
+        # the leaves' ancestors' nodes, per top unit
+        rows = np.bincount(st.row_unit[0], minlength=n0)
+        leaves = np.bincount(st.anc[-1][:, 0], minlength=n0)
+        cost = (leaves * (d * d + d + 1) + rows) * Pa
         out, t0, acc = [], 0, 0
         for t in range(n0):
             if acc and acc + cost[t] > DEEP_CHUNK:
@@ -376,32 +378,45 @@ class DeepQuadratureEngine(EngineBase):
             hi.append(int(st.child_ptr[lev][hi[-1]]))
         r0, r1 = int(st.row_ptr[lo[-1]]), int(st.row_ptr[hi[-1]])
         rows = st.rows[r0:r1]
-        P = int(np.prod(smp.K))
-        eta = np.repeat(xb[rows][:, None], P, axis=1)
-        for lev in range(D):
-            rep = int(np.prod(smp.K[lev + 1 :]))
+        # the leaf level in the kernel: the rows' linear predictors without the leaf at
+        # every path of the ancestors' nodes
+        Pa = int(np.prod(smp.K[:-1]))
+        e0 = np.repeat(xb[rows][:, None], Pa, axis=1)
+        for lev in range(D - 1):
+            rep = int(np.prod(smp.K[lev + 1 : D - 1]))
             a = smp.nodes[lev][st.row_unit[lev, r0:r1]]
-            eta += st.row_z[lev, r0:r1][:, None] * np.repeat(a, rep, axis=1)
-        ll, r, hh = data.family.obs_terms(eta, data.wy[rows][:, None], data.wn[rows][:, None])
-        ptr = st.row_ptr[lo[-1] : hi[-1] + 1] - r0
-        F = _segment_sum(ll, ptr)
-        G = Hs = None
-        if derivs:
-            X = data.X[rows]
-            G = np.zeros(F.shape + (d,))
-            G[..., :p] = _segment_sum(r[:, :, None] * X[:, None, :], ptr)
-            Hs = np.zeros(F.shape + (d, d))
-            Hs[..., :p, :p] = -_segment_sum(
-                hh[:, :, None, None] * (X[:, :, None] * X[:, None, :])[:, None], ptr)
-        cw = []
-        for lev in range(D - 1, -1, -1):
+            e0 += st.row_z[lev, r0:r1][:, None] * np.repeat(a, rep, axis=1)
+        leaf = D - 1
+        n_leaf = hi[leaf] - lo[leaf]
+        t = int(st.comp[leaf])
+        out = LeafOut(np.empty((n_leaf, Pa)),
+                      np.empty((n_leaf, Pa, d) if derivs else (0, 0, 0)),
+                      np.empty((n_leaf, Pa, d, d) if derivs else (0, 0, 0, 0)),
+                      np.empty((n_leaf, Pa * smp.K[leaf]) if weights else (0, 0)))
+        leaf_level(data.family.kernel,
+                   LeafRows(st.row_ptr[lo[leaf] : hi[leaf] + 1] - r0, e0,
+                            np.ascontiguousarray(st.row_z[leaf, r0:r1]),
+                            np.ascontiguousarray(data.wy[rows], dtype=np.float64),
+                            np.ascontiguousarray(data.wn[rows], dtype=np.float64),
+                            np.ascontiguousarray(data.X[rows])),
+                   LeafRule(smp.nodes[leaf][lo[leaf] : hi[leaf]],
+                            np.ascontiguousarray(smp.log_node[leaf][lo[leaf] : hi[leaf]]),
+                            float(nu[t]), t),
+                   out, bool(derivs))
+        cw = [out.cw] if weights else []
+        val, g, Hn = out.val, out.g, out.H
+        for lev in range(D - 2, -1, -1):
+            # the level below summed into this level's units
+            cp = st.child_ptr[lev + 1][lo[lev] : hi[lev] + 1] - lo[lev + 1]
+            F = _segment_sum(val, cp)
+            if derivs:
+                G = _segment_sum(g, cp)
+                Hs = _segment_sum(Hn, cp)
             t = st.comp[lev]
             a = smp.nodes[lev][lo[lev] : hi[lev]]  # (n_l, P_l)
             n_l = a.shape[0]
             Kl = smp.K[lev]
             Pl = a.shape[1]
-            if F.shape[1] != Pl:  # the level's paths: the rows' were the deepest
-                raise AssertionError("path sizes out of step")
             F = F - HALF_LOG2PI - 0.5 * np.log(nu[t]) - 0.5 * a * a / nu[t]
             F = F + np.tile(smp.log_node[lev][lo[lev] : hi[lev]], (1, Pl // Kl))
             F3 = F.reshape(n_l, Pl // Kl, Kl)
@@ -421,18 +436,10 @@ class DeepQuadratureEngine(EngineBase):
                 Hn = (np.einsum("npk,npkij->npij", w, H5)
                       + np.einsum("npk,npki,npkj->npij", w, G4, G4)
                       - g[..., :, None] * g[..., None, :])
-            if lev == 0:
-                v = val[:, 0]
-                if derivs:
-                    return v, g[:, 0], Hn[:, 0], cw[::-1]
-                return v, None, None, cw[::-1]
-            # sum the level's units into their parents
-            cp = st.child_ptr[lev][lo[lev - 1] : hi[lev - 1] + 1] - lo[lev]
-            F = _segment_sum(val, cp)
-            if derivs:
-                G = _segment_sum(g, cp)
-                Hs = _segment_sum(Hn, cp)
-        raise AssertionError("unreachable")
+        v = val[:, 0]
+        if derivs:
+            return v, g[:, 0], Hn[:, 0], cw[::-1]
+        return v, None, None, cw[::-1]
 
     def random_effect_moments(self, params):
         """Conditional means and SDs of every random effect (model column order), from the
