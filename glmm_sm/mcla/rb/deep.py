@@ -476,6 +476,82 @@ class DeepQuadratureEngine(EngineBase):
             m2_l - mean_l**2, m2_l, "conditional variances of the random effects"))
         return mean, sd
 
+    def _posterior(self, c0, c1, xb, nu):
+        """For top units ``c0:c1``: ``(lo, cw, post)`` with per level the first unit
+        ``lo[l]``, the nodes' weights given the path above (``cw[l]``, (n_l, P_l)) and the
+        posterior weight of every path (``post[l]``, the same shape)."""
+        st, smp = self.structure, self.sampler
+        cw = self._chunk(c0, c1, xb, nu, False, weights=True)[3]
+        lo = [c0]
+        for lev in range(1, st.depth):
+            lo.append(int(st.child_ptr[lev][lo[-1]]))
+        post = [cw[0]]
+        for lev in range(1, st.depth):
+            par = st.anc[lev][lo[lev] : lo[lev] + cw[lev].shape[0], lev - 1] - lo[lev - 1]
+            post.append(np.repeat(post[-1][par], smp.K[lev], axis=1) * cw[lev])
+        return lo, cw, post
+
+    def effect_cov(self, params):
+        """Per block, the conditional covariance of its effects (layout columns
+        ``col_ptr[b]:col_ptr[b+1]``, in that order) at ``params``: ``{b: (qb, qb)}``.
+
+        Effects ``u`` and ``v`` with deepest common ancestor (or self) ``c`` are
+        independent given the path of nodes down to ``c``: ``E[a_u a_v] = sum_pi
+        post_c(pi) E[a_u | pi] E[a_v | pi]``, the conditional means given a path found by
+        summing each level's node weights from the effect up."""
+        data, st, smp = self.data, self.structure, self.sampler
+        params = np.asarray(params, dtype=np.float64)
+        p, T, D = data.k_fe, data.k_vc, st.depth
+        nu = params[p : p + T]
+        xb = data.linear_fixed(params[:p])
+        out = {}
+        for c0, c1 in self._chunks:
+            lo, cw, post = self._posterior(c0, c1, xb, nu)
+            n = [c.shape[0] for c in cw]
+            # M[lev][l]: E[a_v | path at level l] of each unit v of level lev, l <= lev
+            M = []
+            for lev in range(D):
+                Ml = {lev: smp.nodes[lev][lo[lev] : lo[lev] + n[lev]]}
+                for l_ in range(lev, 0, -1):
+                    a_l = st.anc[lev][lo[lev] : lo[lev] + n[lev], l_] - lo[l_] if l_ < lev \
+                        else np.arange(n[lev])
+                    w = cw[l_][a_l].reshape(n[lev], -1, smp.K[l_])
+                    Ml[l_ - 1] = (w * Ml[l_].reshape(w.shape)).sum(axis=2)
+                M.append(Ml)
+            means = [(post[lev] * M[lev][lev]).sum(axis=1) for lev in range(D)]
+            second = [(post[lev] * M[lev][lev] ** 2).sum(axis=1) for lev in range(D)]
+            for top in range(c0, c1):
+                b = int(st.block_of_top[top])
+                cb0 = int(data.col_ptr[b])
+                qb = int(data.col_ptr[b + 1]) - cb0
+                # the block's effects: (level, local index, ancestors-or-self by level)
+                units = [(0, top - lo[0])]
+                for lev in range(1, D):
+                    idx = np.flatnonzero(st.anc[lev][lo[lev] : lo[lev] + n[lev], 0] == top)
+                    units.extend((lev, int(i)) for i in idx)
+
+                def path(lev, i):
+                    g = lo[lev] + i
+                    return [int(a) - lo[l_] for l_, a in enumerate(st.anc[lev][g])] + [i]
+
+                paths = [path(lev, i) for lev, i in units]
+                C = np.zeros((qb, qb))
+                pos = [int(st.cols[lev][lo[lev] + i]) - cb0 for lev, i in units]
+                for x, (lu, iu) in enumerate(units):
+                    C[pos[x], pos[x]] = second[lu][iu] - means[lu][iu] ** 2
+                    for y in range(x):
+                        lv, iv = units[y]
+                        lc = 0
+                        while (lc + 1 <= min(lu, lv)
+                               and paths[x][lc + 1] == paths[y][lc + 1]):
+                            lc += 1
+                        c = paths[x][lc]
+                        e = (post[lc][c] * M[lu][lc][iu] * M[lv][lc][iv]).sum()
+                        C[pos[x], pos[y]] = C[pos[y], pos[x]] = (
+                            e - means[lu][iu] * means[lv][iv])
+                out[b] = C
+        return out
+
     def iter_log_weights(self, params):
         """The one "draw"'s log weight per block: its value (there is nothing sampled)."""
         ev = self.evaluate(np.asarray(params, dtype=np.float64), derivs=False)
