@@ -17,7 +17,7 @@ sim-3level
     Simulated, 20 schools x 4 classes x 6 pupils x 2 Bernoulli answers,
     ``y ~ x + (1 | school) + (1 | klass) + (1 | pupil)``: three nested levels.  The default
     fit (``sampler="auto"``) integrates every level by the nested rule of
-    ``glmm_sm.mcla.rb.deep`` (12 nodes per level below the top, 20 at the top; before issue
+    ``glmm_sm.mcla.rb.deep`` (8 nodes per level below the top, 12 at the top; before issue
     20's item 1 it importance-sampled the school and class effects left once the pupils were
     integrated).  The exact MLE: one Newton step from the default estimate on the score of
     ``tests/aghq_nested3.py`` (16 nodes per level, central differences; the fit's inverse

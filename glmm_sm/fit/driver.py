@@ -466,6 +466,9 @@ def _quadrature_error(model, outcome, opts, warn=True):
     so = opts.sampler_options
     if getattr(outcome.engine.structure, "vector", False):  # nodes per dimension
         from glmm_sm.mcla.rb.vector import N_NODES_VECTOR as N_NODES
+    if getattr(outcome.engine.structure, "deep", False):  # a tree of depth >= 3
+        from glmm_sm.mcla.rb.deep import DEEP_NODES as N_NODES
+        from glmm_sm.mcla.rb.deep import DEEP_OUTER_NODES as OUTER_NODES
     rule = (int(so.get("n_nodes", N_NODES)), int(so.get("outer_nodes", OUTER_NODES)))
     finer = (2 * rule[0], (3 * rule[1] + 1) // 2)
     fopts = replace(opts, sampler_options={**so, "n_nodes": finer[0], "outer_nodes": finer[1]})

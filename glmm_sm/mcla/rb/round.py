@@ -8,6 +8,7 @@ import numpy as np
 from glmm_sm.laplace.step import conditional_mode, family_system
 from glmm_sm.mcla.draws import DrawSet
 from glmm_sm.mcla.rb.deep import (
+    DEEP_NODES,
     DeepQuadratureEngine,
     DeepQuadratureSampler,
     DeepTree,
@@ -228,7 +229,7 @@ def rb_record(model, structure):
         return {"integrated": [names[t] for t in structure.comp], "depth": structure.depth,
                 "n_levels": int(structure.n_levels), "largest_block": int(
                     np.diff(data.col_ptr).max()), "largest_block_sampled": 0,
-                "nodes": N_NODES}
+                "nodes": DEEP_NODES}
     names = list(model.design.vcp_names)
     qb = np.diff(data.col_ptr)
     sampled = qb - np.array([data.qbt[b, t] if t >= 0 else 0.0
