@@ -50,7 +50,7 @@ __all__ = ["deep_tree_layout", "DeepTree", "DeepQuadratureSampler", "DeepQuadrat
            "DEEP_NODES", "DEEP_OUTER_NODES", "DEEP_CHUNK"]
 
 #: Gauss-Hermite nodes of every level below the top (``n_nodes``).  Fewer than the
-#: two-level rule's inner :data:`~glmm_sm.mcla.rb.split.N_NODES` (12): a fit costs their
+#: two-level rule's inner ``N_NODES`` (12): a fit costs their
 #: product, and on ``benchmarks/bench_nested.py``'s sim-3level 8 x 8 below 12 at the top
 #: move the estimate by 0.002 SE from the 12 x 12 x 20 rule's (1.3 s against 3.7 s of CPU);
 #: the measured quadrature error refines a rule too coarse for the data.
