@@ -533,12 +533,9 @@ class DeepQuadratureEngine(EngineBase):
                 for lev in range(1, D):
                     idx = np.flatnonzero(st.anc[lev][lo[lev] : lo[lev] + n[lev], 0] == top)
                     units.extend((lev, int(i)) for i in idx)
-
-                def path(lev, i):
-                    g = lo[lev] + i
-                    return [int(a) - lo[l_] for l_, a in enumerate(st.anc[lev][g])] + [i]
-
-                paths = [path(lev, i) for lev, i in units]
+                # each effect's ancestors-or-self by level (indices local to the chunk)
+                paths = [[int(a) - lo[l_] for l_, a in enumerate(st.anc[lev][lo[lev] + i])]
+                         + [i] for lev, i in units]
                 C = np.zeros((qb, qb))
                 pos = [int(st.cols[lev][lo[lev] + i]) - cb0 for lev, i in units]
                 for x, (lu, iu) in enumerate(units):
