@@ -260,3 +260,40 @@ def test_profile_lrtest_simulate_on_a_three_level_fit(three):
     np.testing.assert_array_equal(sim, res.simulate(nrep=50, random_state=1))
     r = res.resid_quantile(nsim=100, random_state=2)
     assert r.shape == (len(d),) and np.all((r > 0) & (r < 1))
+
+
+def test_conditional_covariances_are_the_reference_curvatures_in_offsets(three):
+    """``Cov(a_u, a_v | y) = nu_u nu_v (d2 log L / do_u do_v + [u = v] / nu_u)``, ``o_u`` an
+    offset on the observations of unit ``u`` (shifting ``a_u``'s prior mean): the reference's
+    curvature by central differences (its offsets as extra columns of X), for a school, one
+    of its classes and one of that class's pupils, against ``random_effects_cov``."""
+    d, mod, res = three
+    theta = np.asarray(res.params)
+    names = list(mod.vc_names)
+    which = [(names.index("C(school)[0]"), d["school"] == 0, theta[2]),
+             (names.index("C(school)[0]:C(klass)[1]"),
+              (d["school"] == 0) & (d["klass"] == 1), theta[3]),
+             (names.index("C(school)[0]:C(klass)[1]:C(pupil)[2]"),
+              (d["school"] == 0) & (d["klass"] == 1) & (d["pupil"] == 2), theta[4])]
+    X = np.c_[np.ones(len(d)), d["x"]]
+    Xo = np.c_[X, np.column_stack([np.asarray(m, dtype=float) for _, m, _ in which])]
+    ref = Nested3GLMM(d["y"], Xo, [d["school"], d["klass"], d["pupil"]], "bernoulli",
+                      n_nodes=(12, 12, 12))
+
+    def ll(o):
+        return ref.loglike(np.r_[theta[:2], o, theta[2:]])
+
+    h = 1e-3
+    cov = res.random_effects_cov
+    cov = cov.toarray() if hasattr(cov, "toarray") else np.asarray(cov)
+    err = abs(res.fit_log.quadrature["llf_change"])  # the rule's measured error
+    for i in range(3):
+        for j in range(i + 1):
+            ei, ej = np.eye(3)[i] * h, np.eye(3)[j] * h
+            d2 = (ll(ei + ej) - ll(ei - ej) - ll(ej - ei) + ll(-ei - ej)) / (4 * h * h)
+            nu_i, nu_j = which[i][2], which[j][2]
+            want = nu_i * nu_j * (d2 + (1.0 / nu_i if i == j else 0.0))
+            got = cov[which[i][0], which[j][0]]
+            # central differences: O(h^2) and rounding 1e-16 |l| / h^2 ~ 4e-8; the rule's
+            # error in the moments is of the order of its error in the value
+            assert got == pytest.approx(want, abs=1e-5 + 10 * err), (i, j, got, want)
