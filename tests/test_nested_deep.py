@@ -297,3 +297,13 @@ def test_conditional_covariances_are_the_reference_curvatures_in_offsets(three):
             # central differences: O(h^2) and rounding 1e-16 |l| / h^2 ~ 4e-8; the rule's
             # error in the moments is of the order of its error in the value
             assert got == pytest.approx(want, abs=1e-5 + 10 * err), (i, j, got, want)
+
+
+def test_plots_on_a_three_level_fit(three, tmp_path):
+    pytest.importorskip("matplotlib")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    _, _, res = three
+    res.plot_diagnostics().savefig(tmp_path / "diag.png")
+    res.plot_random_effects().savefig(tmp_path / "re.png")
