@@ -335,3 +335,25 @@ def test_a_poisson_tree_agrees_with_the_reference():
     r12 = Nested3GLMM(d["y"], X, levels, "poisson", n_nodes=(12,) * 3).loglike(theta) - const
     r8 = Nested3GLMM(d["y"], X, levels, "poisson", n_nodes=(8,) * 3).loglike(theta) - const
     assert abs(own - r12) <= 2 * abs(fine - own) + 10 * abs(r12 - r8) + 1e-9
+
+
+def test_a_variance_put_back_by_its_exact_derivative_stays_in():
+    """Two answers per pupil: Laplace puts the pupil variance at 0, the exact one-sided
+    derivative there is positive (it is inside) and the refit with it put back starts its
+    rounds there (it started at its Laplace fit, which sent it to 0 again, five times, and
+    the fit reported it at 0 "unresolved"); the estimate is the reference MLE within the
+    measured quadrature error."""
+    d = _data3(A=2)
+    mod = MonteCarloGLMM.from_formula(FORMULA, data=d, family="bernoulli")
+    res = _quiet(mod.fit, random_state=0, disp=False)
+    assert res.boundary == [] and res.deterministic and res.converged
+    (ev, *_) = res.fit_log.boundary_evidence
+    assert ev.decision == "interior" and ev.derivative > 0 and ev.mcse == 0.0
+    assert res.laplace_params is not None
+    theta = np.asarray(res.params)
+    cov = np.asarray(res.cov_params())
+    se = np.sqrt(np.diag(cov))
+    steps = {k: cov @ _reference(d, k).score(theta) / se for k in ((10, 10, 10), (12, 12, 12))}
+    ref_err = np.abs(steps[(12, 12, 12)] - steps[(10, 10, 10)])
+    measured = res.fit_log.quadrature["max_step_in_se"]
+    assert np.all(np.abs(steps[(12, 12, 12)]) <= 3 * measured + 10 * ref_err + 1e-5)

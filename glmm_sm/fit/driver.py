@@ -355,7 +355,18 @@ def _quadrature_boundary(model, first, opts, callback, disp, client):
                 "deterministic: importance sampling (sampler='laplace')"))
             if m_start is not None:
                 o = replace(o, m_start=int(m_start))
-        out = _mcmle(reduced, o, seed, start, callback, disp, client)
+        # The full model with components put back (their exact derivative at 0 said they
+        # are inside): its rounds start at the put-back start, not at its Laplace fit,
+        # which sends them to 0 again where Laplace underestimates them (and a Laplace
+        # estimate at the boundary ends a fit before its first round)
+        k = model.k_fe + model.k_vcp
+        centre = None
+        if reduced is model and start is not None and np.all(
+                np.asarray(start, dtype=float)[model.k_fe:k] > 0):
+            centre = np.asarray(start, dtype=float)
+        out = _mcmle(reduced, o, seed, start, callback, disp, client, centre=centre)
+        if centre is not None and not out.log.laplace:
+            out.log.laplace = first.log.laplace
         if o.sampler == "quadrature" and not out.boundary and not out.log.hopeless:
             # the reduced fit's quadrature error, measured as a default fit's is
             out = _refine_quadrature(reduced, out, o, seed, callback, disp, client)
