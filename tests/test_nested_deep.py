@@ -357,3 +357,20 @@ def test_a_variance_put_back_by_its_exact_derivative_stays_in():
     ref_err = np.abs(steps[(12, 12, 12)] - steps[(10, 10, 10)])
     measured = res.fit_log.quadrature["max_step_in_se"]
     assert np.all(np.abs(steps[(12, 12, 12)]) <= 3 * measured + 10 * ref_err + 1e-5)
+
+
+def test_a_coarse_deep_rule_is_measured_and_refined(three):
+    """The quadrature error of a deep rule is measured as the two-level rule's (twice the
+    nodes of every level below the top, 1.5 times the top's) and a rule too coarse for it is
+    refined: 3 x 3 below 4 moves the estimate by 0.3 SE; the fit ends on a finer rule within
+    the 0.1 SE tolerance, and within that of the default fit."""
+    _, mod, res = three
+    fit = _quiet(mod.fit, random_state=0, disp=False, sampler="quadrature",
+                 sampler_options={"n_nodes": 3, "outer_nodes": 4})
+    q = fit.fit_log.quadrature
+    assert q["refinements"] and q["refinements"][0]["nodes"] == (3, 4)
+    assert q["refinements"][0]["max_step_in_se"] > 0.1
+    assert q["max_step_in_se"] <= 0.1 and fit.fit_options.sampler_options["n_nodes"] > 3
+    np.testing.assert_array_less(np.abs(np.asarray(fit.params) - np.asarray(res.params)),
+                                 (q["max_step_in_se"] + res.fit_log.quadrature[
+                                     "max_step_in_se"]) * 3 * np.asarray(res.bse) + 1e-8)
