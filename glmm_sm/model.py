@@ -541,11 +541,14 @@ class MonteCarloGLMM(LikelihoodModel):
             that reaches 0 is decided without draws: the model without it is refitted by
             quadrature where its structure allows it, and the one-sided derivative of the
             log-likelihood at 0 is exact (MCSE 0; ``results.fit_log.boundary_evidence``).
+            A nesting tree of depth 3 or more (pupils in classes in schools) is integrated
+            level by level (:mod:`glmm_sm.mcla.rb.deep`; ``n_nodes`` per level below the
+            top, 8, and ``outer_nodes`` at the top, 12).
             ``"laplace"``: importance sampling from a normal at the conditional mode with a
             defensive t; ``"glmm"``: glmm's three-part mixture.  ``"auto"`` (default):
             ``"quadrature"`` where the structure allows it and ``m`` is ``"auto"``,
-            ``"laplace"`` otherwise (crossed factors, nesting deeper than two levels,
-            correlated terms, an explicit ``m``, ``rao_blackwell=False``); the choice and
+            ``"laplace"`` otherwise (crossed factors, correlated terms on more than one
+            grouping factor, an explicit ``m``, ``rao_blackwell=False``); the choice and
             its reason are in ``results.fit_log.sampler``
             (:func:`~glmm_sm.mcla.rb.round.resolve_sampler`).
         target_ratio : float

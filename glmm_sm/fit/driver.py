@@ -356,7 +356,18 @@ def _quadrature_boundary(model, first, opts, callback, disp, client):
                 "deterministic: importance sampling (sampler='laplace')"))
             if m_start is not None:
                 o = replace(o, m_start=int(m_start))
-        out = _mcmle(reduced, o, seed, start, callback, disp, client)
+        # The full model with components put back (their exact derivative at 0 said they
+        # are inside): its rounds start at the put-back start, not at its Laplace fit,
+        # which sends them to 0 again where Laplace underestimates them (and a Laplace
+        # estimate at the boundary ends a fit before its first round)
+        k = model.k_fe + model.k_vcp
+        centre = None
+        if reduced is model and start is not None and np.all(
+                np.asarray(start, dtype=float)[model.k_fe:k] > 0):
+            centre = np.asarray(start, dtype=float)
+        out = _mcmle(reduced, o, seed, start, callback, disp, client, centre=centre)
+        if centre is not None and not out.log.laplace:
+            out.log.laplace = first.log.laplace
         if o.sampler == "quadrature" and not out.boundary and not out.log.hopeless:
             # the reduced fit's quadrature error, measured as a default fit's is
             out = _refine_quadrature(reduced, out, o, seed, callback, disp, client)
@@ -467,6 +478,9 @@ def _quadrature_error(model, outcome, opts, warn=True):
     so = opts.sampler_options
     if getattr(outcome.engine.structure, "vector", False):  # nodes per dimension
         from glmm_sm.mcla.rb.vector import N_NODES_VECTOR as N_NODES
+    if getattr(outcome.engine.structure, "deep", False):  # a tree of depth >= 3
+        from glmm_sm.mcla.rb.deep import DEEP_NODES as N_NODES
+        from glmm_sm.mcla.rb.deep import DEEP_OUTER_NODES as OUTER_NODES
     rule = (int(so.get("n_nodes", N_NODES)), int(so.get("outer_nodes", OUTER_NODES)))
     finer = (2 * rule[0], (3 * rule[1] + 1) // 2)
     fopts = replace(opts, sampler_options={**so, "n_nodes": finer[0], "outer_nodes": finer[1]})

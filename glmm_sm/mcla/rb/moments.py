@@ -31,6 +31,8 @@ def rb_effect_cov(engine, params, max_elems=4_000_000):
     ``col_ptr[b]:col_ptr[b+1]``, in that order) at ``params``, from the
     :class:`~glmm_sm.mcla.rb.engine.RBEngine` ``engine``: ``{b: (qb, qb) array}``."""
     data, st = engine.data, engine.structure
+    if getattr(st, "deep", False):  # a nesting tree of depth >= 3: its own node weights
+        return engine.effect_cov(params)
     if getattr(st, "vector", False):
         raise NotImplementedError(
             "the conditional covariance of the random effects is not yet available after "

@@ -7,6 +7,13 @@ import numpy as np
 
 from glmm_sm.laplace.step import conditional_mode, family_system
 from glmm_sm.mcla.draws import DrawSet
+from glmm_sm.mcla.rb.deep import (
+    DEEP_NODES,
+    DeepQuadratureEngine,
+    DeepQuadratureSampler,
+    DeepTree,
+    deep_tree_layout,
+)
 from glmm_sm.mcla.rb.engine import RBEngine
 from glmm_sm.mcla.rb.split import (
     N_NODES,
@@ -68,6 +75,12 @@ def resolve_sampler(model, opts):
     # correlated terms: the tensor rule where nothing is left to sample
     layout = vector_quadrature_layout if data.cov.has_vector else quadrature_layout
     ok, why = layout(data, names)
+    if not ok and not data.cov.has_vector:
+        # a nesting tree of depth 3 or more: the nested rule of every level
+        # (glmm_sm.mcla.rb.deep)
+        deep, deep_why = deep_tree_layout(data, names)
+        if deep:
+            ok, why = True, deep_why
     return ("quadrature" if ok else "laplace"), f"sampler='auto': {why}"
 
 
@@ -96,7 +109,10 @@ def rb_structure(model, opts, factorize, client, notes=None):
                          "same as without it)")
         if model.design.cov.has_vector:
             return VectorRBStructure(data)
-        return RBStructure(model.layout_data(factorize))
+        data = model.layout_data(factorize)
+        if not quadrature_layout(data)[0] and deep_tree_layout(data)[0]:
+            return DeepTree(data)
+        return RBStructure(data)
     if rb is False or not rb:
         return None
     if model.design.cov.has_vector and client is None:
@@ -180,6 +196,14 @@ def rb_round(model, structure, centre, mode, factorize, m, seed, opts, n_jobs, p
         smp = VectorRBSampler(system, centre, mode, structure, **options)
         draws = DrawSet.from_sampler(smp, m, seed, opts.memory_budget, n_jobs=n_jobs)
         return draws, VectorRBEngine(draws, opts.chunk_size, n_jobs)
+    if getattr(structure, "deep", False):  # a tree of depth >= 3: the nested rule
+        quad = {k: v for k, v in opts.sampler_options.items()
+                if k in ("n_nodes", "outer_nodes")}
+        if pilot:
+            quad.setdefault("n_nodes", PILOT_NODES)
+        smp = DeepQuadratureSampler(system, centre, mode, structure, **quad)
+        draws = DrawSet.from_sampler(smp, 1, seed, opts.memory_budget, n_jobs=n_jobs)
+        return draws, DeepQuadratureEngine(draws, opts.chunk_size, n_jobs)
     if pilot:
         options.setdefault("n_nodes", PILOT_NODES)
     if opts.sampler == "quadrature":
@@ -200,6 +224,12 @@ def rb_record(model, structure):
     data = structure.data
     if getattr(structure, "vector", False):
         return _vector_record(model, structure)
+    if getattr(structure, "deep", False):
+        names = list(model.design.vcp_names)
+        return {"integrated": [names[t] for t in structure.comp], "depth": structure.depth,
+                "n_levels": int(structure.n_levels), "largest_block": int(
+                    np.diff(data.col_ptr).max()), "largest_block_sampled": 0,
+                "nodes": DEEP_NODES}
     names = list(model.design.vcp_names)
     qb = np.diff(data.col_ptr)
     sampled = qb - np.array([data.qbt[b, t] if t >= 0 else 0.0

@@ -1,0 +1,146 @@
+"""The leaf level of a nesting tree's nested rule (:mod:`glmm_sm.mcla.rb.deep`).
+
+For each leaf ``u`` (a pupil) and each path ``pi`` of nodes of its ancestors (a school's
+node, then its class's node given it, ...), the leaf's ``K`` nodes ``a_k`` are summed:
+
+    I_u(pi) = sum_k exp(lw_uk + log phi(a_k; nu) + sum_{r in u} l_r(e0_r(pi) + z_r a_k)),
+
+``e0_r(pi)`` the observation's linear predictor without the leaf.  With derivatives, the
+score and Hessian in ``theta = (beta, nu)`` of ``log I_u(pi)`` at the fixed nodes (Louis'
+identity over the leaf's nodes: ``g = sum_k v_k G_k``, ``H = sum_k v_k (H_k + G_k G_k') -
+g g'``, ``v_k`` the nodes' posterior weights).  This is the one pass over every observation
+at every full path of nodes (``n x K_1 x ... x K_D`` terms); the levels above work on sums
+per unit, in numpy.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numba
+import numpy as np
+
+from glmm_sm.core.constants import HALF_LOG2PI
+from glmm_sm.mcla.kernels.rb import _obs_terms
+
+__all__ = ["LeafRows", "LeafRule", "LeafOut", "leaf_level"]
+
+_FLAGS = dict(cache=True, nogil=True, error_model="numpy")
+
+
+class LeafRows(NamedTuple):
+    """The observations of a chunk of leaves, sorted by leaf.
+
+    ``ptr`` (n_leaf + 1): each leaf's rows; ``e0`` (rows, P): linear predictors without the
+    leaf at each path of the ancestors' nodes; ``z`` (rows,): the coefficient on the leaf;
+    ``wy``, ``wn``, ``X`` as the layout's."""
+
+    ptr: np.ndarray
+    e0: np.ndarray
+    z: np.ndarray
+    wy: np.ndarray
+    wn: np.ndarray
+    X: np.ndarray
+
+
+class LeafRule(NamedTuple):
+    """``nodes`` (n_leaf, P * K): each leaf's nodes at each path (its own node fastest);
+    ``lw`` (n_leaf, K): log node weights; ``nu``, ``t``: the leaves' variance and its index
+    among the variances."""
+
+    nodes: np.ndarray
+    lw: np.ndarray
+    nu: float
+    t: int
+
+
+class LeafOut(NamedTuple):
+    """``val`` (n_leaf, P); ``g`` (n_leaf, P, d) and ``H`` (n_leaf, P, d, d), or empty
+    without derivatives; ``cw`` (n_leaf, P * K): the nodes' posterior weights given the
+    path, or empty."""
+
+    val: np.ndarray
+    g: np.ndarray
+    H: np.ndarray
+    cw: np.ndarray
+
+
+@numba.njit(**_FLAGS)
+def leaf_level(fam, rows, rule, out, derivs):
+    """Fill ``out`` (:class:`LeafOut`) for every leaf and path; see the module docstring.
+    ``fam``: the family's kernel code; ``derivs``: score and Hessian as well.
+
+    A node's complete-data score involves ``beta`` and the leaves' variance only: the sums
+    run over those ``p + 1`` coordinates (index ``p`` stands for the variance)."""
+    n_leaf, P = out.val.shape
+    K = rule.lw.shape[1]
+    p = rows.X.shape[1]
+    nu = rule.nu
+    inu = 1.0 / nu
+    jt = p + rule.t
+    e = p + 1 if derivs else 0
+    Fk = np.empty(K)
+    Gk = np.zeros((K, e))
+    Hk = np.zeros((K, e, e))
+    g = np.zeros(e)
+    const = -HALF_LOG2PI - 0.5 * math.log(nu)
+    want_w = out.cw.shape[0] > 0
+    if derivs:
+        out.g[:] = 0.0
+        out.H[:] = 0.0
+    for u in range(n_leaf):
+        r0, r1 = rows.ptr[u], rows.ptr[u + 1]
+        for pi in range(P):
+            for k in range(K):
+                a = rule.nodes[u, pi * K + k]
+                f = rule.lw[u, k] + const - 0.5 * a * a * inu
+                if derivs:
+                    for i in range(p):
+                        Gk[k, i] = 0.0
+                        for j in range(i + 1):
+                            Hk[k, i, j] = 0.0
+                    Gk[k, p] = -0.5 * inu + 0.5 * a * a * inu * inu
+                    Hk[k, p, p] = 0.5 * inu * inu - a * a * inu * inu * inu
+                for r in range(r0, r1):
+                    ll, rr, cc = _obs_terms(fam, rows.e0[r, pi] + rows.z[r] * a, rows.wy[r],
+                                            rows.wn[r])
+                    f += ll
+                    if derivs:
+                        for i in range(p):
+                            xi = rows.X[r, i]
+                            Gk[k, i] += rr * xi
+                            ci = cc * xi
+                            for j in range(i + 1):
+                                Hk[k, i, j] -= ci * rows.X[r, j]
+                Fk[k] = f
+            mx = Fk.max()
+            tot = 0.0
+            for k in range(K):
+                Fk[k] = math.exp(Fk[k] - mx)
+                tot += Fk[k]
+            out.val[u, pi] = mx + math.log(tot)
+            for k in range(K):
+                Fk[k] /= tot
+                if want_w:
+                    out.cw[u, pi * K + k] = Fk[k]
+            if not derivs:
+                continue
+            for i in range(e):
+                s = 0.0
+                for k in range(K):
+                    s += Fk[k] * Gk[k, i]
+                g[i] = s
+                out.g[u, pi, i if i < p else jt] = s
+            for i in range(e):
+                ii = i if i < p else jt
+                for j in range(i + 1):
+                    jj = j if j < p else jt
+                    s = 0.0
+                    for k in range(K):
+                        # Hk: beta's lower triangle and the variance's diagonal (zero between)
+                        h = Hk[k, i, j] if (i < p or j == p) else 0.0
+                        s += Fk[k] * (h + Gk[k, i] * Gk[k, j])
+                    s -= g[i] * g[j]
+                    out.H[u, pi, ii, jj] = s
+                    out.H[u, pi, jj, ii] = s
