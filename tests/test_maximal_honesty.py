@@ -2,7 +2,7 @@
 (issue 24).
 
 A simulated 30 subjects x 4 items design, every subject seeing every item twice in each of
-two conditions (Bernoulli, 960 rows), ``y ~ cond + (1 + cond | subject) + (1 + cond | item)``,
+two conditions (Bernoulli, 480 rows), ``y ~ cond + (1 + cond | subject) + (1 + cond | item)``,
 is fitted by the default Monte Carlo fit: the correlated Rao-Blackwellized crossed engine
 (:mod:`glmm_sm.mcla.rb.vector`: the items' eight effects sampled, each subject's 2-vector
 integrated by the tensor rule given each draw).  With 30 subjects the block has 68 < 100
