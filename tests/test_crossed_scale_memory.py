@@ -139,3 +139,11 @@ def test_tile_width_bounds_the_tile_arrays():
     assert rb_kernel.TILE <= big < rb_kernel.TILE_MAX
     assert big * (1_000_000 + 2 * 100_000) <= rb_kernel.TILE_NUMBERS
     assert w(10**9, 10**8) == rb_kernel.TILE  # never below TILE
+
+
+def test_tile_is_no_wider_than_the_draws():
+    # a tile-wide array is (tile x observations): with 5 draws, 5 rows, not 64
+    smp = _sampler(_crossed(3_000, 200, 8))
+    eng = RBEngine(DrawSet.from_sampler(smp, 5, SeedSequence(4)), n_jobs=1)
+    assert eng._state().lw.shape[0] == 5
+    assert eng._state().hloc.shape == (5, 3_000)

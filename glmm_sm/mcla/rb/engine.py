@@ -96,7 +96,9 @@ class RBEngine(EngineBase):
         data, st = self.data, self.structure
         lens = np.diff(st.lev_ptr)
         n_h = len(st.ro) + len(st.free_obs)
-        return make_state(tile_width(n_h, st.n_levels), len(self.sampler.xs), data.k_fe,
+        # no wider than the draws (a quadrature fit's outer nodes may be one "draw")
+        tile = max(min(tile_width(n_h, st.n_levels), self.m), 1)
+        return make_state(tile, len(self.sampler.xs), data.k_fe,
                           data.k_vc, n_h, st.n_levels,
                           int(lens.max()) if lens.size else 1, data.k_fam)
 
