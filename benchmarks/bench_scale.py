@@ -24,7 +24,8 @@ and its peak resident memory (``ru_maxrss`` from ``os.wait4``), so the figures a
 fit alone; the child reports the seconds of each stage, m, rounds, convergence and the
 estimates with their standard errors against the truth.  The growth exponent is the slope
 of log(time) and log(memory) against log(n) between consecutive sizes and over all of
-them.  ``--nice`` runs the children under ``nice -n 19`` (the machine is shared).
+them.  ``--nice`` runs the children under ``nice -n 19`` (the machine is shared);
+``--time-budget`` sets the fits' ``time_budget`` (wall seconds).
 
 ``--r`` also fits each data set with glmer (Laplace, ``nAGQ = 1``) and glmmTMB, one R
 process per fit (``benchmarks/r_scale.R``, on the same simulated data written to a CSV
@@ -95,7 +96,7 @@ def simulate(name, n, seed=2026):
     return pd.DataFrame(cols)
 
 
-def child(name, n, seed, sampler=None, method=None):
+def child(name, n, seed, sampler=None, method=None, time_budget=None):
     """One fit; prints one JSON line."""
     t0, c0 = time.perf_counter(), time.process_time()
     import statsmodels.api as sm
@@ -113,6 +114,8 @@ def child(name, n, seed, sampler=None, method=None):
     kw = {"method": method} if method == "laplace" else {"random_state": seed, "disp": False}
     if sampler is not None:
         kw["sampler"] = sampler
+    if time_budget is not None and method != "laplace":
+        kw["time_budget"] = time_budget
     res = model.fit(**kw)
     t_fit = time.perf_counter() - t2
     names = list(model.exog_names) + list(model.vcp_names)
@@ -140,10 +143,12 @@ def _label(name, sampler, method):
         "" if method is None else f" (method={method})")
 
 
-def run_child(name, n, seed, nice, sampler=None, method=None):
+def run_child(name, n, seed, nice, sampler=None, method=None, time_budget=None):
     cmd = [sys.executable, os.path.abspath(__file__), "--child", name, str(n), str(seed)]
     if sampler is not None:
         cmd += ["--sampler", sampler]
+    if time_budget is not None:
+        cmd += ["--time-budget", str(time_budget)]
     if method is not None:
         cmd += ["--method", method]
     if nice:
@@ -278,11 +283,16 @@ def main():
     ap.add_argument("--sampler", help="fit(sampler=...) (default: the fit's default)")
     ap.add_argument("--method", help="fit(method=...): 'laplace' times the Laplace fit alone")
     ap.add_argument("--json", help="append every record to this file (JSON lines)")
+    ap.add_argument("--time-budget", type=float,
+                    help="fit(time_budget=...) in seconds of wall time (default: the fit's "
+                         "600 s; on a loaded machine a 10^6-row fit's wall time is several "
+                         "times its CPU time)")
     ap.add_argument("--r", action="store_true",
                     help="also glmer and glmmTMB on the same data (benchmarks/r_scale.R)")
     a = ap.parse_args()
     if a.child:
-        child(a.child[0], int(a.child[1]), int(a.child[2]), a.sampler, a.method)
+        child(a.child[0], int(a.child[1]), int(a.child[2]), a.sampler, a.method,
+              a.time_budget)
         return
     if a.warm:
         for name in a.models:
@@ -298,7 +308,8 @@ def main():
                 if a.json:
                     with open(a.json, "a") as fh:
                         fh.write(json.dumps(rec) + "\n")
-            rec = run_child(name, int(n), a.seed, a.nice, a.sampler, a.method)
+            rec = run_child(name, int(n), a.seed, a.nice, a.sampler, a.method,
+                            a.time_budget)
             print(json.dumps({k: rec.get(k) for k in ("model", "n", "wall_s", "cpu_s",
                                                        "peak_mb", "m", "rounds",
                                                        "converged", "message", "error")}),

@@ -55,8 +55,27 @@ _FLAGS = dict(cache=True, nogil=True, error_model="numpy",
 # (docs/performance.rst, "Cold start"; the bits are the same).
 _INLINE = dict(_FLAGS, inline="always")
 #: Draws processed together: each observation's work is one loop over (draw, node) pairs of
-#: the tile, long enough to vectorise.
+#: the tile, long enough to vectorise.  The kernel takes its tile width from its work
+#: arrays (:func:`make_state`); :func:`tile_width` picks it between ``TILE`` and
+#: ``TILE_MAX``.
 TILE = 16
+#: The widest tile: each tile pays a fixed cost per integrated level (the calls of
+#: ``_nodes``, ``_level_obs`` and ``_level_close``, whose records are passed by value), so
+#: with few observations per level wider tiles are faster (1.4 times at 64 than at 16 on
+#: 10 Bernoulli rows per level, benchmarks/README.md).
+TILE_MAX = 64
+#: The tile-wide work arrays that grow with the data (``hloc``: tile x observations,
+#: ``mAk``: tile x levels x 2) hold at most this many numbers (256 MB) when the tile is
+#: wider than ``TILE``.
+TILE_NUMBERS = 2**25
+
+
+def tile_width(n_h, n_lev):
+    """The kernel's tile width for ``n_h`` observations and ``n_lev`` integrated levels:
+    ``TILE_MAX`` while the tile-wide arrays stay within :data:`TILE_NUMBERS` numbers,
+    narrower as the data grow, never below ``TILE``."""
+    per = max(int(n_h) + 2 * int(n_lev), 1)
+    return int(min(TILE_MAX, max(TILE, TILE_NUMBERS // per)))
 
 
 @numba.njit(**_INLINE)
@@ -715,6 +734,7 @@ def rb_chunk_sums(fam, blocks, rule, ev, draws, k0, k1, out, state, out_lw):
     lev_ptr = rule.lev_ptr
     n_int = rule.ro.shape[0]
     lw = state.lw
+    tile = lw.shape[0]
     for b in range(lev_bptr.shape[0] - 1):
         lev0, lev1 = lev_bptr[b], lev_bptr[b + 1]
         span = RBSpan(b, lev0, lev1, lev_ptr[lev0], lev_ptr[lev1], free_bptr[b],
@@ -723,8 +743,8 @@ def rb_chunk_sums(fam, blocks, rule, ev, draws, k0, k1, out, state, out_lw):
         amax = -np.inf
         acc0 = 0.0
         acc0sq = 0.0
-        for kt in range(k0, k1, TILE):
-            nt = min(TILE, k1 - kt)
+        for kt in range(k0, k1, tile):
+            nt = min(tile, k1 - kt)
             _tile(fam, b, kt, nt, rule, ev, blocks, draws, state)
             for t in range(nt):
                 if keep:
@@ -750,9 +770,10 @@ def rb_chunk_sums(fam, blocks, rule, ev, draws, k0, k1, out, state, out_lw):
 @numba.njit(**_FLAGS)
 def rb_log_weights(fam, blocks, rule, ev, draws, k0, k1, out_lw, state):
     """Log weights ``out_lw[b, k - k0]`` of draws ``k0:k1`` (no sums)."""
+    tile = state.lw.shape[0]
     for b in range(out_lw.shape[0]):
-        for kt in range(k0, k1, TILE):
-            nt = min(TILE, k1 - kt)
+        for kt in range(k0, k1, tile):
+            nt = min(tile, k1 - kt)
             _tile(fam, b, kt, nt, rule, ev, blocks, draws, state)
             for t in range(nt):
                 out_lw[b, kt + t - k0] = state.lw[t]

@@ -15,7 +15,7 @@ import numpy as np
 from glmm_sm.core.constants import HALF_LOG2PI
 from glmm_sm.mcla.engine import EngineBase, finish
 from glmm_sm.mcla.kernels import plain as _kernels
-from glmm_sm.mcla.kernels.rb import TILE, make_state, rb_chunk_sums, rb_log_weights
+from glmm_sm.mcla.kernels.rb import make_state, rb_chunk_sums, rb_log_weights, tile_width
 from glmm_sm.mcla.kernels.records import Draws, RBBlocks, RBInputs, RBSums
 from glmm_sm.mcla.partials import DrawShift, PartialSums, _scales
 from glmm_sm.spec.validation import nonnegative_up_to_rounding
@@ -95,8 +95,11 @@ class RBEngine(EngineBase):
         """Fresh work arrays for the kernel (one set per thread)."""
         data, st = self.data, self.structure
         lens = np.diff(st.lev_ptr)
-        return make_state(TILE, len(self.sampler.xs), data.k_fe, data.k_vc,
-                          len(st.ro) + len(st.free_obs), st.n_levels,
+        n_h = len(st.ro) + len(st.free_obs)
+        # no wider than the draws (a quadrature fit's outer nodes may be one "draw")
+        tile = max(min(tile_width(n_h, st.n_levels), self.m), 1)
+        return make_state(tile, len(self.sampler.xs), data.k_fe,
+                          data.k_vc, n_h, st.n_levels,
                           int(lens.max()) if lens.size else 1, data.k_fam)
 
     def _partition(self, params, c0, c1, keep_lw):

@@ -28,6 +28,9 @@ from scipy.special import logsumexp
 
 __all__ = ["integrated_laplace", "LevelQuadrature"]
 
+#: (Observation, node) numbers per run of levels in :meth:`_Target.derivatives` (2 MB
+#: arrays): its working set does not grow with the rows.
+PART_SIZE = 2**18
 #: Newton stops once every step is below this fraction of the effect's proposal SD.
 NEWTON_TOL = 1e-6
 NEWTON_MAXITER = 30
@@ -152,37 +155,58 @@ class _Target:
             shape=(self.n_lev * qmax, self.Zi.shape[0]))
         self.slot_k, self.slot_a = self.vpos // qmax, self.vpos % qmax
         self.lev_ptr_k = np.searchsorted(self.lev_k, np.arange(len(self.blocks) + 1))
+        # Runs of whole levels of at most PART_SIZE (observation, node) numbers: the
+        # working set of derivatives() is a few such arrays, whatever the rows.
+        self.parts = self.quad.parts(PART_SIZE)
+        self.G_parts = [self.G_map[l0 * qmax:l1 * qmax, r0:r1].tocsr()
+                        for l0, l1, r0, r1 in self.parts]
 
     def derivatives(self, V):
-        """``(log g, gradient, Hessian)`` per block at the padded sampled effects ``V``."""
+        """``(log g, gradient, Hessian)`` per block at the padded sampled effects ``V``.
+
+        The integrated observations are taken a run of whole levels at a time
+        (:meth:`LevelQuadrature.parts`): the (observations x nodes) arrays are at most
+        :data:`PART_SIZE` numbers each.  With one run (small data) the operations, and so
+        the bits, are those of a single pass over every level."""
         nb, qmax = V.shape
         fam, quad = self.fam, self.quad
         v = V.flat[self.vpos]
-        # Integrated observations: the nodes of each level, centred at m0 + c'v.
-        _, eta, lse, pi = quad.posterior(v[:, None], (self.Zi @ v)[:, None])
-        eta, lse, pi = eta[..., 0], lse[:, 0], pi[..., 0]
-        _, r, h = fam.obs_terms(eta, quad.wy[:, None], quad.wn[:, None])
-        pi_i = pi[quad.lev]
-        f = np.bincount(self.lev_k, lse, nb)
-        grad_v = self.Zi.T @ np.sum(pi_i * r, axis=1)
-        h_i = np.sum(pi_i * h, axis=1)
+        zv = self.Zi @ v
+        n_i = quad.lev.size
+        r_i, h_i = np.empty(n_i), np.empty(n_i)
+        f = np.zeros(nb)
+        H = np.zeros((nb, qmax, qmax))
+        for (l0, l1, r0, r1), G_map in zip(self.parts, self.G_parts, strict=True):
+            # Integrated observations: the nodes of each level, centred at m0 + c'v.
+            _, eta, lse, pi = quad.posterior(v[:, None], zv[r0:r1, None], l0, l1)
+            eta, lse, pi = eta[..., 0], lse[:, 0], pi[..., 0]
+            _, r, h = fam.obs_terms(eta, quad.wy[r0:r1, None], quad.wn[r0:r1, None])
+            pi_i = pi[quad.lev[r0:r1] - l0]
+            f += np.bincount(self.lev_k[l0:l1], lse, nb)
+            r_i[r0:r1] = np.sum(pi_i * r, axis=1)
+            h_i[r0:r1] = np.sum(pi_i * h, axis=1)
+            del eta, pi_i, h
+            # Louis: the node covariance of each level's score, summed per block.
+            G = (G_map @ r).reshape(l1 - l0, qmax, len(quad.xs))
+            gbar = np.einsum("laj,lj->la", G, pi)
+            Gw = G * np.sqrt(pi)[:, None, :]
+            for k in range(nb):
+                a0 = max(self.lev_ptr_k[k], l0) - l0
+                a1 = min(self.lev_ptr_k[k + 1], l1) - l0
+                if a1 <= a0:
+                    continue
+                Gk = np.moveaxis(Gw[a0:a1], 1, 0).reshape(qmax, -1)
+                H[k] += Gk @ Gk.T - gbar[a0:a1].T @ gbar[a0:a1]
+        grad_v = self.Zi.T @ r_i
         # Free observations.
         eta_f = self.xb_f + self.Zf @ v
         ll_f, r_f, h_f = fam.obs_terms(eta_f, self.wy_f, self.wn_f)
         f += np.bincount(self.free_k, ll_f, nb)
         grad_v += self.Zf.T @ r_f
         Hs = (self.Zi.T @ sp.diags(h_i) @ self.Zi + self.Zf.T @ sp.diags(h_f) @ self.Zf).tocoo()
-        H = -np.bincount(self.slot_k[Hs.row] * qmax * qmax + self.slot_a[Hs.row] * qmax
-                         + self.slot_a[Hs.col], Hs.data, nb * qmax * qmax)
-        H = H.reshape(nb, qmax, qmax)
-        # Louis: the node covariance of each level's score, summed per block.
-        G = (self.G_map @ r).reshape(self.n_lev, qmax, len(quad.xs))
-        gbar = np.einsum("laj,lj->la", G, pi)
-        Gw = G * np.sqrt(pi)[:, None, :]
-        for k in range(nb):
-            l0, l1 = self.lev_ptr_k[k], self.lev_ptr_k[k + 1]
-            Gk = np.moveaxis(Gw[l0:l1], 1, 0).reshape(qmax, -1)
-            H[k] += Gk @ Gk.T - gbar[l0:l1].T @ gbar[l0:l1]
+        H -= np.bincount(self.slot_k[Hs.row] * qmax * qmax + self.slot_a[Hs.row] * qmax
+                         + self.slot_a[Hs.col], Hs.data, nb * qmax * qmax
+                         ).reshape(nb, qmax, qmax)
         f -= 0.5 * np.sum(V * V * self.prec, axis=1)
         g = np.zeros(nb * qmax)
         g[self.vpos] = grad_v
@@ -215,16 +239,47 @@ class LevelQuadrature:
         """Observations x nodes: the numbers per draw of :meth:`posterior`'s ``eta``."""
         return self.lev.size * len(self.xs)
 
-    def posterior(self, u, zu):
+    def parts(self, size):
+        """Runs ``(l0, l1, r0, r1)`` of whole levels ``l0:l1`` (their observations
+        ``r0:r1``, contiguous) of at most ``size`` (observation, node) numbers each (a
+        level with more observations is a run of its own); one run when all fit."""
+        J = len(self.xs)
+        L = self.m0.size
+        lev_ptr = np.searchsorted(self.lev, np.arange(L + 1))
+        per = max(int(size) // J, 1)
+        out, l0 = [], 0
+        while l0 < L:
+            # the most whole levels from l0 whose observations number at most ``per``
+            l1 = int(np.searchsorted(lev_ptr, lev_ptr[l0] + per, side="right")) - 1
+            l1 = min(max(l1, l0 + 1), L)
+            out.append((l0, l1, int(lev_ptr[l0]), int(lev_ptr[l1])))
+            l0 = l1
+        if not out:
+            out.append((0, 0, 0, 0))
+        return out
+
+    def posterior(self, u, zu, l0=0, l1=None):
         """For draws ``u`` (sampled effects x K) with ``zu = Z u`` on the levels'
         observations (n x K): the nodes ``A`` (L, J, K), ``eta`` (n, J, K), each level's log
-        quadrature sum ``lse`` (L, K) and the nodes' posterior weights ``pi`` (L, J, K)."""
+        quadrature sum ``lse`` (L, K) and the nodes' posterior weights ``pi`` (L, J, K).
+        With ``l0:l1``, of those levels only (``zu`` on their observations, a run of
+        :meth:`parts`)."""
         K, J = u.shape[1], len(self.xs)
-        A = ((self.m0[:, None] + self.C @ u)[:, None, :]
-             + self.s[:, None, None] * self.xs[None, :, None])
-        eta = (self.xb[:, None] + zu)[:, None, :] + self.za[:, None, None] * A[self.lev]
-        ll = self.fam.obs_terms(eta, self.wy[:, None, None], self.wn[:, None, None])[0]
-        Lj = (self.agg @ ll.reshape(self.lev.size, J * K)).reshape(-1, J, K)
-        Lj += self.logw[None, :, None] - 0.5 * A * A / self.nu_a[:, None, None]
+        L = self.m0.size
+        l1 = L if l1 is None else l1
+        if l0 == 0 and l1 == L:
+            lev, sl, agg = self.lev, slice(None), self.agg
+        else:
+            r0, r1 = np.searchsorted(self.lev, [l0, l1])
+            sl = slice(r0, r1)
+            lev = self.lev[sl] - l0
+            agg = self.agg[l0:l1, r0:r1]
+        C = self.C if (l0 == 0 and l1 == L) else self.C[l0:l1]
+        A = ((self.m0[l0:l1, None] + C @ u)[:, None, :]
+             + self.s[l0:l1, None, None] * self.xs[None, :, None])
+        eta = (self.xb[sl, None] + zu)[:, None, :] + self.za[sl, None, None] * A[lev]
+        ll = self.fam.obs_terms(eta, self.wy[sl, None, None], self.wn[sl, None, None])[0]
+        Lj = (agg @ ll.reshape(lev.size, J * K)).reshape(-1, J, K)
+        Lj += self.logw[None, :, None] - 0.5 * A * A / self.nu_a[l0:l1, None, None]
         lse = logsumexp(Lj, axis=1)
         return A, eta, lse, np.exp(Lj - lse[:, None, :])
