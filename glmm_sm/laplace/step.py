@@ -956,7 +956,12 @@ def glm_newton(terms, T, maxiter=50):
             a *= 0.5
         else:
             break
-        done = g @ step < 1e-12
+        # Converged when the Newton decrement is negligible, or when the line search had to
+        # shrink the step to gain no more than the value's rounding (a log-likelihood of
+        # 6e4 carries rounding of ~1e-11: the decrement's absolute 1e-12 is never reached
+        # there, and every further iteration halved its step ~27 times for nothing).
+        stalled = a < 1.0 and new - val <= 16 * np.finfo(float).eps * abs(val)
+        done = g @ step < 1e-12 or stalled
         gamma, val, g, H = gamma + a * step, new, g_new, H_new
         if done:
             break
