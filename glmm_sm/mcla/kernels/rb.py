@@ -60,6 +60,9 @@ TILE = 16
 #: Levels with more observations than this always take their node covariance through the
 #: nodes' beta scores (:func:`_low_rank`).
 LOW_RANK_MAX_OBS = 40
+#: The most numbers the per-draw residual covariances of a block's levels may take
+#: (``make_state``; 32 MB).
+DEFER_MAX = 4_000_000
 
 
 @numba.njit(**_INLINE)
@@ -115,11 +118,17 @@ def _eta_b(i, kt, nt, ev, U, e0):
                 e0[t] += zv * U[j, kt + t]
 
 
-def make_state(T_tile, K, p, T, n_h, n_lev, max_lev, nf=0):
+def make_state(T_tile, K, p, T, n_h, n_lev, max_lev, nf=0, block_lev=0):
     """Work arrays of ``_tile`` (see there); ``nf`` family parameters (1: the negative
-    binomial's alpha, last in the scores)."""
+    binomial's alpha, last in the scores); ``block_lev``: the most integrated levels in a
+    block (their node covariances through the residuals are then kept per draw of a tile
+    and weighted once per tile, :func:`_deferred_cov`, when that takes at most
+    :data:`DEFER_MAX` numbers)."""
     d = p + T + nf
     F = T_tile * K
+    n_max = min(max_lev, LOW_RANK_MAX_OBS)
+    D2 = (n_max + 2) ** 2
+    defer = block_lev * T_tile * D2 <= DEFER_MAX and not nf
     return RBState(np.empty(T_tile), np.empty((T_tile, d)), np.empty((T_tile, d, d)),
                    np.empty((T_tile, T)), np.empty((T_tile, n_h)),
                    np.empty((T_tile, n_lev, 2)), np.empty(T_tile), np.empty(T_tile),
@@ -129,7 +138,8 @@ def make_state(T_tile, K, p, T, n_h, n_lev, max_lev, nf=0):
                    np.empty(F * nf), np.empty((max_lev if nf else 0, F)),
                    np.empty((T_tile, n_h if nf else 0)), np.empty(T_tile * nf),
                    np.empty((min(max_lev, LOW_RANK_MAX_OBS), F)),
-                   np.empty(_sig_size(min(max_lev, LOW_RANK_MAX_OBS), p)))
+                   np.empty(_sig_size(n_max, p)),
+                   np.empty((block_lev, T_tile, D2) if defer else (0, 0, 0)))
 
 
 def _sig_size(n_max, p):
@@ -461,7 +471,7 @@ def _level_obs_bernoulli(a, kt, nt, rb, ev, U, state):
 
 
 @numba.njit(**_FLAGS)
-def _level_close(a, nt, rb, ev, state):
+def _level_close(a, a_loc, nt, rb, ev, state):
     """Level ``a`` for every draw of the tile: ``log I_a``, the node weights, and the node
     means and covariance of the scores, added to each draw's pieces (node-major layout
     ``f = j nt + t``: the inner loops run over the tile's draws)."""
@@ -503,7 +513,7 @@ def _level_close(a, nt, rb, ev, state):
         mAk[t, a, 0] = ea[t]
         mAk[t, a, 1] = ea2[t]
     if _low_rank(ev.fpar.shape[0], lev_ptr[a + 1] - lev_ptr[a], K, gb.shape[0]):
-        _low_rank_close(a, nt, tc, inu, rb, ev, state)
+        _low_rank_close(a, a_loc, nt, tc, inu, rb, ev, state)
     else:
         _score_means(nt, K, om, gb, G, sv)
         if ev.fpar.shape[0]:
@@ -561,7 +571,7 @@ def _nb_close(a, nt, K, rb, state, sv):
 
 
 @numba.njit(**_FLAGS)
-def _low_rank_close(a, nt, tc, inu, rb, ev, state):
+def _low_rank_close(a, a_loc, nt, tc, inu, rb, ev, state):
     """:func:`_score_means` and :func:`_node_cov` of level ``a`` through its observations.
 
     A node's beta score is ``sum_r X_r rr_r + m alpha`` (``m = -malpha_a / nu`` with moving
@@ -571,7 +581,10 @@ def _low_rank_close(a, nt, tc, inu, rb, ev, state):
     ``A' Sigma A`` with ``Sigma`` the ``D x D`` node covariance of ``R``: ``K D^2 / 2 + D
     p^2 / 2`` operations per draw instead of ``K p^2 / 2`` (the same sums, regrouped).
     Reads ``state.rrs`` (each observation's residual at each pair) and the node weights
-    and moments :func:`_level_close` has set."""
+    and moments :func:`_level_close` has set.  With ``state.sgl`` (``a_loc``: the level's
+    place in its block) ``Sigma`` is kept there for each draw of the tile and
+    :func:`_deferred_cov` adds ``A' (sum_t w_t Sigma_t) A`` once the draws' weights are
+    known; else ``A' Sigma A`` is added to each draw's ``Cw``."""
     om, alpha, rrs, G, Cw, X, acc = (state.lq, state.alpha, state.rrs, state.G, state.Cw, ev.X,
                                      state.acc)
     ea, ea2, sig = acc[2], acc[3], state.sig
@@ -618,6 +631,10 @@ def _low_rank_close(a, nt, tc, inu, rb, ev, state):
                 for v in range(u + 1):
                     rv = rrs[v, f] - sig[mean + v] if v < n_a else state.ze[v - n_a]
                     sig[u * D + v] += wu * rv
+        if state.sgl.shape[0]:
+            for u in range(D * D):
+                state.sgl[a_loc, t, u] = sig[u]
+            continue
         # M[u, c] = sum_v Sigma[u, v] A[v, c] over the rows with beta coefficients
         for u in range(n_a + 1):
             for c in range(p):
@@ -646,6 +663,65 @@ def _low_rank_close(a, nt, tc, inu, rb, ev, state):
             Cw[t, dn, c] += s_
             Cw[t, c, dn] += s_
         Cw[t, dn, dn] += sig[(n_a + 1) * D + n_a + 1]
+
+
+@numba.njit(**_FLAGS)
+def _deferred_cov(b, lev0, lev1, nt, amax, rule, ev, state, out):
+    """Add ``A' (sum_t w_t Sigma_t) A`` of each level of block ``b`` whose node covariance
+    goes through its residuals (:func:`_low_rank_close`) to ``out.sC[b]``: the draws
+    ``t`` of the tile just integrated, ``w_t = exp(lw_t - amax)`` their weights at the
+    block's running maximum (the scale of ``out``'s sums)."""
+    X, sig, sgl, sC, lw = ev.X, state.sig, state.sgl, out.sC, state.lw
+    K = rule.xs.shape[0]
+    p = X.shape[1]
+    ro = rule.ro
+    shift = ev.gp.shape[2] > 0
+    wt = state.acc[5]
+    for t in range(nt):
+        wt[t] = math.exp(lw[t] - amax) if lw[t] > -np.inf else 0.0
+    for a in range(lev0, lev1):
+        o0 = rule.lev_ptr[a]
+        n_a = rule.lev_ptr[a + 1] - o0
+        if not _low_rank(0, n_a, K, p):
+            continue
+        D = n_a + 2
+        tc = rule.lev_comp[a]
+        inu = 1.0 / ev.nu[tc]
+        dn = p + tc
+        moff = D * D + D
+        for u in range(D):
+            for v in range(u + 1):
+                s_ = 0.0
+                for t in range(nt):
+                    s_ += wt[t] * sgl[a - lev0, t, u * D + v]
+                sig[u * D + v] = s_
+        for u in range(n_a + 1):
+            for c in range(p):
+                s_ = 0.0
+                for v in range(n_a + 1):
+                    suv = sig[u * D + v] if v <= u else sig[v * D + u]
+                    av = X[ro[o0 + v], c] if v < n_a else (
+                        -rule.malpha[a, c] * inu if shift else 0.0)
+                    s_ += suv * av
+                sig[moff + u * p + c] = s_
+        for c in range(p):
+            for c2 in range(c + 1):
+                s_ = 0.0
+                for u in range(n_a + 1):
+                    au = X[ro[o0 + u], c] if u < n_a else (
+                        -rule.malpha[a, c] * inu if shift else 0.0)
+                    s_ += au * sig[moff + u * p + c2]
+                sC[b, c, c2] += s_
+                if c2 != c:
+                    sC[b, c2, c] += s_
+            s_ = 0.0
+            for u in range(n_a + 1):
+                au = X[ro[o0 + u], c] if u < n_a else (
+                    -rule.malpha[a, c] * inu if shift else 0.0)
+                s_ += au * sig[(n_a + 1) * D + u]
+            sC[b, dn, c] += s_
+            sC[b, c, dn] += s_
+        sC[b, dn, dn] += sig[(n_a + 1) * D + n_a + 1]
 
 
 @numba.njit(**_INLINE)
@@ -733,7 +809,7 @@ def _tile(fam, b, kt, nt, rb, ev, blocks, draws, state):
     for a in range(lev_bptr[b], lev_bptr[b + 1]):
         _nodes(a, kt, nt, rb, ev, U, state)
         _level_obs(fam, a, kt, nt, rb, ev, U, state)
-        _level_close(a, nt, rb, ev, state)
+        _level_close(a, a - lev_bptr[b], nt, rb, ev, state)
 
 
 @numba.njit(**_FLAGS)
@@ -871,6 +947,8 @@ def rb_chunk_sums(fam, blocks, rule, ev, draws, k0, k1, out, state, out_lw):
                 acc0 += w
                 acc0sq += w * w
                 _add_draw(kt + t, t, w, state, draws, ev, blocks, out, span)
+            if state.sgl.shape[0] and amax > -np.inf:
+                _deferred_cov(b, lev0, lev1, nt, amax, rule, ev, state, out)
         out.a[b] = amax
         out.s0[b] = acc0
         out.s0sq[b] = acc0sq

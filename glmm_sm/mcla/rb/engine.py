@@ -97,7 +97,8 @@ class RBEngine(EngineBase):
         lens = np.diff(st.lev_ptr)
         return make_state(TILE, len(self.sampler.xs), data.k_fe, data.k_vc,
                           len(st.ro) + len(st.free_obs), st.n_levels,
-                          int(lens.max()) if lens.size else 1, data.k_fam)
+                          int(lens.max()) if lens.size else 1, data.k_fam,
+                          int(np.diff(st.lev_bptr).max()) if st.n_levels else 0)
 
     def _partition(self, params, c0, c1, keep_lw):
         """Combined sums of chunks ``c0:c1`` and their draws' log weights (or Nones)."""
