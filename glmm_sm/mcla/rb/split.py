@@ -442,6 +442,9 @@ class QuadratureSampler(RBSampler):
         (Level, node) pairs and blocks whose Newton's method failed (a log integrand not
         concave there): they keep the linear rule, or the joint Laplace marginal for a
         block's outer rule.
+    outer_evaluations, outer_level_integrations : int
+        The outer modes' Newton iterations' kernel calls, and the levels they integrated
+        (a call integrates only the blocks still moving).
     adapted : list of int
         The blocks whose outer rule sits at their integrated mode.
     """
@@ -550,6 +553,7 @@ class QuadratureSampler(RBSampler):
             o_ = np.empty((3, c_.shape[0], 1))
             fail = recentre_levels(fam.kernel, sub, np.ascontiguousarray(e0[osub]), self.xs,
                                    self.logw, c_, s_, o_)
+            self.outer_level_integrations += c_.shape[0]
             scale[lsub] = s_
             out[:, lsub] = o_
             blk = st.lev_block[lsub]
@@ -565,6 +569,7 @@ class QuadratureSampler(RBSampler):
             return f - 0.5 * v * v / nu_v, g - v / nu_v, H - 1.0 / nu_v, fail
 
         v = np.where(has, self.u_hat[np.maximum(vcol, 0)], 0.0)
+        self.outer_level_integrations = 0
         f, g, H, _ = terms(v)
         self.outer_evaluations = 1
         ok = has.copy()
