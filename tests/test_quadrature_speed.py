@@ -13,6 +13,10 @@
   again only the blocks whose Newton step is not done: fewer level integrations than
   kernel calls times levels (the modes themselves are checked against the independent
   ``tests/aghq_nested.py`` by ``tests/test_nested_recentre.py``).
+* A deterministic fit's rounds stop once the estimate moves by less than 0.1 SE and no
+  less than half the round before's movement (the rule's resolution; the error check
+  that follows measures it), and only then: not while the movement still shrinks, not
+  above 0.1 SE, never for a Monte Carlo fit (``_RoundState._record``).
 """
 
 from __future__ import annotations
@@ -139,3 +143,44 @@ def test_outer_modes_integrate_only_the_blocks_still_moving():
     assert L < smp.outer_level_integrations < smp.outer_evaluations * L
     again = _sampler(mod, _theta(mod), n_nodes=12, outer_nodes=20)
     np.testing.assert_array_equal(again.u_hat, smp.u_hat)  # deterministic
+
+
+def _record(sampler, moved_before, step_se):
+    """``_RoundState._record`` of a round whose estimate moved ``step_se`` SEs from its
+    centre (SE 1: Hessian ``-I``, no Monte Carlo error) after a round that moved
+    ``moved_before`` (in the driver's units, MOVE_FLOOR_SE of an SE)."""
+    from scipy.optimize import OptimizeResult
+
+    from glmm_sm.fit.driver import _RoundState
+    from glmm_sm.fit.options import FitLog, FitOptions
+    from glmm_sm.mcla.engine import Evaluation
+
+    k = 3
+    st = object.__new__(_RoundState)
+    st.opts = FitOptions(sampler=sampler)
+    st.centre = np.zeros(k)
+    st.prev_mcse = np.zeros(k)
+    st.m = 20
+    st.log = FitLog()
+    st.log.rounds.append({"moved": moved_before})
+    ev = Evaluation(value=0.0, gradient=np.zeros(k), hessian=-np.eye(k),
+                    score_var=np.zeros((k, k)), ess=np.array([np.inf]),
+                    block_values=np.zeros(1))
+    res = OptimizeResult(success=True, nit=1, status=0, message="", n_nonfinite=0)
+    theta = np.r_[step_se, 0.0, 0.0]
+    info, _, _ = st._record(1, theta, res, ev, 0.0)
+    return info
+
+
+def test_deterministic_rounds_stop_at_the_rules_resolution():
+    # moved 0.05 SE after 0.06 SE: no longer shrinking, below QUADRATURE_TOL_SE: stop
+    info = _record("quadrature", 6.0, 0.05)
+    assert info["stalled"] and info["converged"]
+    # still shrinking (0.05 after 0.5 SE), or above 0.1 SE: go on
+    assert not _record("quadrature", 50.0, 0.05)["converged"]
+    assert not _record("quadrature", 12.0, 0.11)["converged"]
+    # a Monte Carlo fit's rounds are not judged so
+    assert not _record("laplace", 6.0, 0.05)["converged"]
+    # below 3 (combined MCSE or 1% of an SE): converged as before, not "stalled"
+    info = _record("quadrature", 6.0, 0.02)
+    assert info["converged"] and not info["stalled"]
