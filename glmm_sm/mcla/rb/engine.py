@@ -154,15 +154,17 @@ class RBEngine(EngineBase):
         return ev
 
     def _level_sums(self):
-        """The sparse ``(n_blocks, n_levels)`` indicator of each integrated level's
-        block."""
+        """The sparse ``(n_blocks, n_levels)`` indicator of each integrated level's block,
+        and per component ``(t, its levels, their columns of the indicator)``."""
         got = self.__dict__.get("_level_ind")
         if got is None:
             st = self.structure
             L = st.n_levels
-            got = sp.csr_matrix((np.ones(L), (st.lev_block, np.arange(L))),
+            ind = sp.csr_matrix((np.ones(L), (st.lev_block, np.arange(L))),
                                 shape=(self.data.n_blocks, L))
-            self._level_ind = got
+            per_comp = [(int(tc), st.lev_comp == tc, ind[:, st.lev_comp == tc])
+                        for tc in np.unique(st.lev_comp)]
+            got = self._level_ind = (ind, per_comp)
         return got
 
     def _partial_sums(self, out, params):
@@ -182,15 +184,14 @@ class RBEngine(EngineBase):
             prior = shift[0].prior_hessian(nu)
             # per block sums over its levels (a sparse product: np.add.at over the levels
             # took a tenth of a guPrenat evaluation)
-            ind = self._level_sums()
+            ind, per_comp = self._level_sums()
             prior += (ind @ (np.einsum("ai,aj->aij", Ma, Ma) / nu[st.lev_comp][:, None, None]
                              ).reshape(len(Ma), -1)).reshape(prior.shape)
             hxx[0] += s0[:, None, None] * prior
             smu[0] = shift[0].cross_sums(sU)
             ma = Ma * mA[:, :1]
-            for tc in np.unique(st.lev_comp):
-                sel = st.lev_comp == tc
-                smu[0][:, :, tc] += ind[:, sel] @ ma[sel]
+            for tc, sel, ind_tc in per_comp:
+                smu[0][:, :, tc] += ind_tc @ ma[sel]
         fam = {}
         if data.k_fam:  # the negative binomial: X_b' (weighted d2 log f / d eta d alpha)
             hxa = np.zeros((1, nb, p))
