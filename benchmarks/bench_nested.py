@@ -302,8 +302,9 @@ def main(argv=None):
                 for fit in ("glmer", "glmmTMB"):
                     f = r[fit]
                     vc = "  ".join(f"{k_}={v:.4f}" for k_, v in f["varcomp"].items())
-                    print(f"  {fit:<22s} {f['cpu_s']:7.2f} s  {vc}  llf(Laplace) "
-                          f"{f['llf']:.4f}")
+                    llf = f["llf"]  # glmmTMB's is "NA" on guPrenat
+                    llf = f"{llf:.4f}" if isinstance(llf, (int, float)) else str(llf)
+                    print(f"  {fit:<22s} {f['cpu_s']:7.2f} s  {vc}  llf(Laplace) {llf}")
                 v = r["versions"]
                 print(f"  ({v['R']}, lme4 {v['lme4']}, glmmTMB {v['glmmTMB']})")
 

@@ -424,6 +424,10 @@ def quadrature_boundary_derivatives(model, drop, red_params, opts, factorize, n_
 #: A deterministic fit's quadrature error is acceptable below this many standard errors
 #: (the Monte Carlo fits' target_ratio default).
 QUADRATURE_TOL_SE = 0.1
+#: A deterministic fit's rounds stop once the estimate moves by less than
+#: :data:`QUADRATURE_TOL_SE` standard errors and by more than this fraction of the round
+#: before's movement (see :meth:`_RoundState._record`).
+STALL_SHRINK = 0.5
 #: Refits with a finer rule (twice the inner nodes, 1.5 times the outer) while the error is
 #: larger, at most this many times.
 QUADRATURE_REFINE = 2
@@ -760,6 +764,10 @@ class _RoundState:
         if info["converged"]:
             self.outcome.converged = True
             log.message = f"converged after {rnd + 1} rounds"
+            if info["stalled"]:
+                log.message += (f" (the estimate moved by {info['moved'] * MOVE_FLOOR_SE:.2g} "
+                                "SE as the rule was re-placed, no less than the round before: "
+                                "the rule's resolution)")
             return True
         if stop:
             log.message = f"stopped by callback after round {rnd}"
@@ -789,6 +797,15 @@ class _RoundState:
         accepted = bool(res.success) or _at_maximum(ev, err, mcse)
         converged = (moved <= 3.0 and (opts.m != "auto" or ratio <= opts.target_ratio)
                      and min_ess >= opts.min_ess and accepted and err.positive_definite)
+        # A deterministic fit's rounds re-place the rule at each estimate: once the movement
+        # is below QUADRATURE_TOL_SE and stops shrinking (less than halved since the round
+        # before), the rounds are at the rule's own resolution (its placement moves the
+        # maximum by about its quadrature error) and more of them change nothing the
+        # quadrature error measurement that follows (_quadrature_error) would not say.
+        before = self.log.rounds[-1]["moved"] if self.log.rounds else math.inf
+        stalled = (opts.sampler == "quadrature" and not converged and math.isfinite(before)
+                   and STALL_SHRINK * before < moved <= QUADRATURE_TOL_SE / MOVE_FLOOR_SE
+                   and accepted and err.positive_definite)
         info = {"round": rnd, "m": self.m, "params": theta, "value": ev.value,
                 "min_ess": min_ess, "max_ratio": ratio, "moved": moved,
                 "iterations": int(res.nit), "optimizer_success": bool(res.success),
@@ -796,7 +813,7 @@ class _RoundState:
                 "at_maximum": accepted, "hessian_negative_definite": err.positive_definite,
                 "nonfinite_evaluations": int(res.n_nonfinite),
                 "outside_evaluations": int(getattr(res, "n_outside", 0)),
-                "converged": converged, "seconds": seconds}
+                "converged": converged or stalled, "stalled": stalled, "seconds": seconds}
         if self.per_block:
             bm = np.full(len(self.rows), self.m, dtype=np.int64) if self.block_m is None \
                 else self.block_m

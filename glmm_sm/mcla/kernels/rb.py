@@ -76,6 +76,12 @@ def tile_width(n_h, n_lev):
     narrower as the data grow, never below ``TILE``."""
     per = max(int(n_h) + 2 * int(n_lev), 1)
     return int(min(TILE_MAX, max(TILE, TILE_NUMBERS // per)))
+#: Levels with more observations than this always take their node covariance through the
+#: nodes' beta scores (:func:`_low_rank`).
+LOW_RANK_MAX_OBS = 40
+#: The most numbers the per-draw residual covariances of a block's levels may take
+#: (``make_state``; 32 MB).
+DEFER_MAX = 4_000_000
 
 
 @numba.njit(**_INLINE)
@@ -131,11 +137,17 @@ def _eta_b(i, kt, nt, ev, U, e0):
                 e0[t] += zv * U[j, kt + t]
 
 
-def make_state(T_tile, K, p, T, n_h, n_lev, max_lev, nf=0):
+def make_state(T_tile, K, p, T, n_h, n_lev, max_lev, nf=0, block_lev=0):
     """Work arrays of ``_tile`` (see there); ``nf`` family parameters (1: the negative
-    binomial's alpha, last in the scores)."""
+    binomial's alpha, last in the scores); ``block_lev``: the most integrated levels in a
+    block (their node covariances through the residuals are then kept per draw of a tile
+    and weighted once per tile, :func:`_deferred_cov`, when that takes at most
+    :data:`DEFER_MAX` numbers)."""
     d = p + T + nf
     F = T_tile * K
+    n_max = min(max_lev, LOW_RANK_MAX_OBS)
+    D2 = (n_max + 2) ** 2
+    defer = block_lev * T_tile * D2 <= DEFER_MAX and not nf
     return RBState(np.empty(T_tile), np.empty((T_tile, d)), np.empty((T_tile, d, d)),
                    np.empty((T_tile, T)), np.empty((T_tile, n_h)),
                    np.empty((T_tile, n_lev, 2)), np.empty(T_tile), np.empty(T_tile),
@@ -143,7 +155,32 @@ def make_state(T_tile, K, p, T, n_h, n_lev, max_lev, nf=0):
                    np.empty((max_lev, F)), np.empty(F), np.empty(F), np.empty((2, T_tile)),
                    np.empty((2, F)), np.empty((8, T_tile)), np.empty(F * nf),
                    np.empty(F * nf), np.empty((max_lev if nf else 0, F)),
-                   np.empty((T_tile, n_h if nf else 0)), np.empty(T_tile * nf))
+                   np.empty((T_tile, n_h if nf else 0)), np.empty(T_tile * nf),
+                   np.empty((min(max_lev, LOW_RANK_MAX_OBS), F)),
+                   np.empty(_sig_size(n_max, p)),
+                   np.empty((block_lev, T_tile, D2) if defer else (0, 0, 0)))
+
+
+def _sig_size(n_max, p):
+    """Length of ``state.sig``: a ``D x D`` covariance, ``D`` means and an ``(n + 1) x p``
+    product for levels of up to ``n_max`` observations (``D = n_max + 2``)."""
+    D = n_max + 2
+    return D * D + D + (n_max + 1) * max(p, 1)
+
+
+@numba.njit(**_INLINE)
+def _low_rank(nf, n_a, K, p):
+    """Whether a level of ``n_a`` observations takes its node covariance through its
+    observations' residuals (:func:`_low_rank_close`) rather than its nodes' beta scores
+    (:func:`_score_means`, :func:`_node_cov`): where that costs fewer operations, at most
+    :data:`LOW_RANK_MAX_OBS` observations, and not for the negative binomial (its alpha
+    scores take the nodes' path)."""
+    if nf or n_a > LOW_RANK_MAX_OBS:
+        return False
+    D = n_a + 2
+    by_nodes = K * ((p + 1) * (p + 2) // 2 + 2 * p + n_a * p)
+    by_obs = K * (D * (D + 1) // 2 + 2 * n_a) + (n_a + 1) * p * (n_a + 1 + (p + 1) // 2)
+    return by_obs < by_nodes
 
 
 @numba.njit(**_FLAGS)
@@ -253,10 +290,11 @@ def _nodes(a, kt, nt, rb, ev, U, state):
             alpha[j * nt + t] = al
             lq[j * nt + t] = logw[j] + base[t] - 0.5 * al * al * inv_nu
     F = nt * K
-    for c in range(p):
-        mac = malpha[a, c] * inv_nu if gp.shape[2] else 0.0
-        for f in range(F):
-            gb[c, f] = -mac * alpha[f]
+    if not _low_rank(ev.fpar.shape[0], rb.lev_ptr[a + 1] - rb.lev_ptr[a], K, p):
+        for c in range(p):
+            mac = malpha[a, c] * inv_nu if gp.shape[2] else 0.0
+            for f in range(F):
+                gb[c, f] = -mac * alpha[f]
     if ev.fpar.shape[0]:
         for f in range(F):
             state.ga[f] = 0.0
@@ -280,6 +318,7 @@ def _level_obs(fam, a, kt, nt, rb, ev, U, state):
     wy, X = ev.wy, ev.X
     e0, alpha, lq, rr, gb, cij, ze = state.e0, state.alpha, state.lq, state.rr, state.gb, \
         state.cij, state.ze
+    low = _low_rank(ev.fpar.shape[0], o1 - o0, K, gb.shape[0])
     for r in range(o0, o1):
         i = ro[r]
         _eta_b(i, kt, nt, ev, U, e0)
@@ -313,7 +352,11 @@ def _level_obs(fam, a, kt, nt, rb, ev, U, state):
                 lq[f] += wyi * e - wni * mu_f
                 rr[f] = wyi - wni * mu_f
                 cij[rl, f] = wni * mu_f
-        _add_gb(i, F, X, rr, gb)
+        if low:
+            for f in range(F):
+                state.rrs[rl, f] = rr[f]
+        else:
+            _add_gb(i, F, X, rr, gb)
 
 
 @numba.njit(**_INLINE)
@@ -394,6 +437,7 @@ def _level_obs_bernoulli(a, kt, nt, rb, ev, U, state):
     o0, o1 = lev_ptr[a], lev_ptr[a + 1]
     for f in range(F):
         pr[f] = 1.0
+    low = _low_rank(ev.fpar.shape[0], o1 - o0, K, gb.shape[0])
     z_prev = math.nan
     for r in range(o0, o1):
         i = ro[r]
@@ -434,7 +478,11 @@ def _level_obs_bernoulli(a, kt, nt, rb, ev, U, state):
                     lq[f] += wyi * e - max(e, 0.0)
                     rr[f] = wyi - (inv if e >= 0.0 else tt * inv)
                     cij[rl, f] = tt * inv * inv
-        _add_gb(i, F, X, rr, gb)
+        if low:
+            for f in range(F):
+                state.rrs[rl, f] = rr[f]
+        else:
+            _add_gb(i, F, X, rr, gb)
         if (rl + 1) % FOLD == 0 or r == o1 - 1:
             for f in range(F):
                 lq[f] -= math.log(pr[f])
@@ -442,7 +490,7 @@ def _level_obs_bernoulli(a, kt, nt, rb, ev, U, state):
 
 
 @numba.njit(**_FLAGS)
-def _level_close(a, nt, rb, ev, state):
+def _level_close(a, a_loc, nt, rb, ev, state):
     """Level ``a`` for every draw of the tile: ``log I_a``, the node weights, and the node
     means and covariance of the scores, added to each draw's pieces (node-major layout
     ``f = j nt + t``: the inner loops run over the tile's draws)."""
@@ -483,10 +531,13 @@ def _level_close(a, nt, rb, ev, state):
         SA[t, tc] += ea2[t]
         mAk[t, a, 0] = ea[t]
         mAk[t, a, 1] = ea2[t]
-    _score_means(nt, K, om, gb, G, sv)
-    if ev.fpar.shape[0]:
-        _nb_close(a, nt, K, rb, state, sv)
-    _node_cov(nt, K, tc, inu, state, gnb, sv)
+    if _low_rank(ev.fpar.shape[0], lev_ptr[a + 1] - lev_ptr[a], K, gb.shape[0]):
+        _low_rank_close(a, a_loc, nt, tc, inu, rb, ev, state)
+    else:
+        _score_means(nt, K, om, gb, G, sv)
+        if ev.fpar.shape[0]:
+            _nb_close(a, nt, K, rb, state, sv)
+        _node_cov(nt, K, tc, inu, state, gnb, sv)
     o0 = lev_ptr[a]
     for r in range(o0, lev_ptr[a + 1]):
         rl = r - o0
@@ -536,6 +587,160 @@ def _nb_close(a, nt, K, rb, state, sv):
                 sv[t] += om[f] * cea[rl, f]
         for t in range(nt):
             state.hla[t, r] = sv[t]
+
+
+@numba.njit(**_FLAGS)
+def _low_rank_close(a, a_loc, nt, tc, inu, rb, ev, state):
+    """:func:`_score_means` and :func:`_node_cov` of level ``a`` through its observations.
+
+    A node's beta score is ``sum_r X_r rr_r + m alpha`` (``m = -malpha_a / nu`` with moving
+    draws, else 0) and its ``nu_tc`` score ``gn`` a function of ``alpha``: linear maps
+    ``A' R`` of the ``D = n_a + 2`` numbers ``R = (rr_1..rr_n, alpha, gn)``.  So the node
+    mean of the scores is ``A'`` times the node mean of ``R``, and their node covariance
+    ``A' Sigma A`` with ``Sigma`` the ``D x D`` node covariance of ``R``: ``K D^2 / 2 + D
+    p^2 / 2`` operations per draw instead of ``K p^2 / 2`` (the same sums, regrouped).
+    Reads ``state.rrs`` (each observation's residual at each pair) and the node weights
+    and moments :func:`_level_close` has set.  With ``state.sgl`` (``a_loc``: the level's
+    place in its block) ``Sigma`` is kept there for each draw of the tile and
+    :func:`_deferred_cov` adds ``A' (sum_t w_t Sigma_t) A`` once the draws' weights are
+    known; else ``A' Sigma A`` is added to each draw's ``Cw``."""
+    om, alpha, rrs, G, Cw, X, acc = (state.lq, state.alpha, state.rrs, state.G, state.Cw, ev.X,
+                                     state.acc)
+    ea, ea2, sig = acc[2], acc[3], state.sig
+    K = rb.xs.shape[0]
+    o0 = rb.lev_ptr[a]
+    n_a = rb.lev_ptr[a + 1] - o0
+    D = n_a + 2
+    p = X.shape[1]
+    dn = p + tc
+    ro = rb.ro
+    shift = ev.gp.shape[2] > 0
+    mean = D * D  # offsets into sig: the covariance, the means, then M = Sigma A
+    moff = mean + D
+    for t in range(nt):
+        for u in range(n_a):
+            s_ = 0.0
+            for j in range(K):
+                s_ += om[j * nt + t] * rrs[u, j * nt + t]
+            sig[mean + u] = s_
+        sig[mean + n_a] = ea[t]
+        gbar = (ea2[t] * inu - 1.0) * 0.5 * inu
+        sig[mean + n_a + 1] = gbar
+        # the node means of the beta scores
+        for c in range(p):
+            g = -rb.malpha[a, c] * inu * ea[t] if shift else 0.0
+            for u in range(n_a):
+                g += X[ro[o0 + u], c] * sig[mean + u]
+            G[t, c] += g
+        # Sigma: node covariance of R (centred values)
+        for u in range(D * D):
+            sig[u] = 0.0
+        for j in range(K):
+            f = j * nt + t
+            w = om[f]
+            al = alpha[f]
+            state.ze[0] = al - ea[t]
+            state.ze[1] = (al * al * inu - 1.0) * 0.5 * inu - gbar
+            for u in range(D):
+                if u < n_a:
+                    ru = rrs[u, f] - sig[mean + u]
+                else:
+                    ru = state.ze[u - n_a]
+                wu = w * ru
+                for v in range(u + 1):
+                    rv = rrs[v, f] - sig[mean + v] if v < n_a else state.ze[v - n_a]
+                    sig[u * D + v] += wu * rv
+        if state.sgl.shape[0]:
+            for u in range(D * D):
+                state.sgl[a_loc, t, u] = sig[u]
+            continue
+        # M[u, c] = sum_v Sigma[u, v] A[v, c] over the rows with beta coefficients
+        for u in range(n_a + 1):
+            for c in range(p):
+                s_ = 0.0
+                for v in range(n_a + 1):
+                    suv = sig[u * D + v] if v <= u else sig[v * D + u]
+                    av = X[ro[o0 + v], c] if v < n_a else (
+                        -rb.malpha[a, c] * inu if shift else 0.0)
+                    s_ += suv * av
+                sig[moff + u * p + c] = s_
+        for c in range(p):
+            for c2 in range(c + 1):
+                s_ = 0.0
+                for u in range(n_a + 1):
+                    au = X[ro[o0 + u], c] if u < n_a else (
+                        -rb.malpha[a, c] * inu if shift else 0.0)
+                    s_ += au * sig[moff + u * p + c2]
+                Cw[t, c, c2] += s_
+                if c2 != c:
+                    Cw[t, c2, c] += s_
+            s_ = 0.0
+            for u in range(n_a + 1):
+                au = X[ro[o0 + u], c] if u < n_a else (
+                    -rb.malpha[a, c] * inu if shift else 0.0)
+                s_ += au * sig[(n_a + 1) * D + u]
+            Cw[t, dn, c] += s_
+            Cw[t, c, dn] += s_
+        Cw[t, dn, dn] += sig[(n_a + 1) * D + n_a + 1]
+
+
+@numba.njit(**_FLAGS)
+def _deferred_cov(b, lev0, lev1, nt, amax, rule, ev, state, out):
+    """Add ``A' (sum_t w_t Sigma_t) A`` of each level of block ``b`` whose node covariance
+    goes through its residuals (:func:`_low_rank_close`) to ``out.sC[b]``: the draws
+    ``t`` of the tile just integrated, ``w_t = exp(lw_t - amax)`` their weights at the
+    block's running maximum (the scale of ``out``'s sums)."""
+    X, sig, sgl, sC, lw = ev.X, state.sig, state.sgl, out.sC, state.lw
+    K = rule.xs.shape[0]
+    p = X.shape[1]
+    ro = rule.ro
+    shift = ev.gp.shape[2] > 0
+    wt = state.acc[5]
+    for t in range(nt):
+        wt[t] = math.exp(lw[t] - amax) if lw[t] > -np.inf else 0.0
+    for a in range(lev0, lev1):
+        o0 = rule.lev_ptr[a]
+        n_a = rule.lev_ptr[a + 1] - o0
+        if not _low_rank(0, n_a, K, p):
+            continue
+        D = n_a + 2
+        tc = rule.lev_comp[a]
+        inu = 1.0 / ev.nu[tc]
+        dn = p + tc
+        moff = D * D + D
+        for u in range(D):
+            for v in range(u + 1):
+                s_ = 0.0
+                for t in range(nt):
+                    s_ += wt[t] * sgl[a - lev0, t, u * D + v]
+                sig[u * D + v] = s_
+        for u in range(n_a + 1):
+            for c in range(p):
+                s_ = 0.0
+                for v in range(n_a + 1):
+                    suv = sig[u * D + v] if v <= u else sig[v * D + u]
+                    av = X[ro[o0 + v], c] if v < n_a else (
+                        -rule.malpha[a, c] * inu if shift else 0.0)
+                    s_ += suv * av
+                sig[moff + u * p + c] = s_
+        for c in range(p):
+            for c2 in range(c + 1):
+                s_ = 0.0
+                for u in range(n_a + 1):
+                    au = X[ro[o0 + u], c] if u < n_a else (
+                        -rule.malpha[a, c] * inu if shift else 0.0)
+                    s_ += au * sig[moff + u * p + c2]
+                sC[b, c, c2] += s_
+                if c2 != c:
+                    sC[b, c2, c] += s_
+            s_ = 0.0
+            for u in range(n_a + 1):
+                au = X[ro[o0 + u], c] if u < n_a else (
+                    -rule.malpha[a, c] * inu if shift else 0.0)
+                s_ += au * sig[(n_a + 1) * D + u]
+            sC[b, dn, c] += s_
+            sC[b, c, dn] += s_
+        sC[b, dn, dn] += sig[(n_a + 1) * D + n_a + 1]
 
 
 @numba.njit(**_INLINE)
@@ -623,7 +828,7 @@ def _tile(fam, b, kt, nt, rb, ev, blocks, draws, state):
     for a in range(lev_bptr[b], lev_bptr[b + 1]):
         _nodes(a, kt, nt, rb, ev, U, state)
         _level_obs(fam, a, kt, nt, rb, ev, U, state)
-        _level_close(a, nt, rb, ev, state)
+        _level_close(a, a - lev_bptr[b], nt, rb, ev, state)
 
 
 @numba.njit(**_FLAGS)
@@ -762,6 +967,8 @@ def rb_chunk_sums(fam, blocks, rule, ev, draws, k0, k1, out, state, out_lw):
                 acc0 += w
                 acc0sq += w * w
                 _add_draw(kt + t, t, w, state, draws, ev, blocks, out, span)
+            if state.sgl.shape[0] and amax > -np.inf:
+                _deferred_cov(b, lev0, lev1, nt, amax, rule, ev, state, out)
         out.a[b] = amax
         out.s0[b] = acc0
         out.s0sq[b] = acc0sq

@@ -108,9 +108,13 @@ RBSums = namedtuple("RBSums", "a s0 s0sq s1 s1sq s2 s2sq sS hc sC mA sU sUU hca 
 #: binomial (empty otherwise) the node alpha scores ``ga`` and node sums of ``d2 log f /
 #: d alpha2`` ``gaa`` per (node, draw) pair, per observation and pair ``d2 log f / d eta
 #: d alpha`` (``cea``), and per draw its node means per observation (``hla``) and the
-#: draw's expected ``d2 log f / d alpha2`` (``saak``).
+#: draw's expected ``d2 log f / d alpha2`` (``saak``).  For the levels whose node covariance
+#: goes through their observations' residuals (:func:`~glmm_sm.mcla.kernels.rb._low_rank`):
+#: the residual of each observation of the level at each pair (``rrs``) and the scratch of
+#: their covariance (``sig``), and each level's covariance per draw of the tile (``sgl``,
+#: empty where not kept).
 RBState = namedtuple("RBState", "lw G Cw SA hloc mAk e0 mu alpha lq rr gb cij ze pr eb ec acc "
-                                "ga gaa cea hla saak")
+                                "ga gaa cea hla saak rrs sig sgl")
 
 #: One block ``b`` of a Rao-Blackwellized layout: its levels ``lev0:lev1``, their
 #: observations ``r0:r1`` (in ``ro`` order), free observations ``f0:f1``, effects ``c0:c1``

@@ -442,6 +442,9 @@ class QuadratureSampler(RBSampler):
         (Level, node) pairs and blocks whose Newton's method failed (a log integrand not
         concave there): they keep the linear rule, or the joint Laplace marginal for a
         block's outer rule.
+    outer_evaluations, outer_level_integrations : int
+        The outer modes' Newton iterations' kernel calls, and the levels they integrated
+        (a call integrates only the blocks still moving).
     adapted : list of int
         The blocks whose outer rule sits at their integrated mode.
     """
@@ -530,14 +533,33 @@ class QuadratureSampler(RBSampler):
         lin_c = np.bincount(np.repeat(np.arange(st.n_levels), np.diff(self.cptr)), self.cval,
                             st.n_levels)
 
-        def terms(v):
+        lens = np.diff(st.lev_ptr)
+        lev_obs = np.repeat(st.lev_block, lens)  # the block of each integrated observation
+
+        def terms(v, which=None):
+            """``(f, g, H, fail)`` per block at ``v``; with ``which`` (blocks) only those
+            blocks' levels are integrated (a block's terms depend on its own ``v`` alone),
+            the others' entries are 0."""
             centre[:, 0] = self.m0 + lin_c * v[st.lev_block]
             e0 = (xb[st.ro] + lv.zv * v[bro])[:, None]
-            fail = recentre_levels(fam.kernel, lv, np.ascontiguousarray(e0), self.xs,
-                                   self.logw, centre, scale, out)
-            f = np.bincount(st.lev_block, out[0, :, 0], B)
-            g = np.bincount(st.lev_block, out[1, :, 0], B)
-            H = np.bincount(st.lev_block, out[2, :, 0], B)
+            if which is None:
+                sub, lsub, osub = lv, slice(None), slice(None)
+            else:
+                lsub, osub = which[st.lev_block], which[lev_obs]
+                sub = lv._replace(lev_ptr=np.concatenate(([0], np.cumsum(lens[lsub]))),
+                                  za=lv.za[osub], zv=lv.zv[osub], wy=lv.wy[osub],
+                                  wn=lv.wn[osub], nu=lv.nu[lsub])
+            c_, s_ = np.ascontiguousarray(centre[lsub]), np.ascontiguousarray(scale[lsub])
+            o_ = np.empty((3, c_.shape[0], 1))
+            fail = recentre_levels(fam.kernel, sub, np.ascontiguousarray(e0[osub]), self.xs,
+                                   self.logw, c_, s_, o_)
+            self.outer_level_integrations += c_.shape[0]
+            scale[lsub] = s_
+            out[:, lsub] = o_
+            blk = st.lev_block[lsub]
+            f = np.bincount(blk, o_[0, :, 0], B)
+            g = np.bincount(blk, o_[1, :, 0], B)
+            H = np.bincount(blk, o_[2, :, 0], B)
             if free.size:
                 ll, r, h = fam.obs_terms(xb[free] + zv[free] * v[bfree], data.wy[free],
                                          data.wn[free])
@@ -547,6 +569,7 @@ class QuadratureSampler(RBSampler):
             return f - 0.5 * v * v / nu_v, g - v / nu_v, H - 1.0 / nu_v, fail
 
         v = np.where(has, self.u_hat[np.maximum(vcol, 0)], 0.0)
+        self.outer_level_integrations = 0
         f, g, H, _ = terms(v)
         self.outer_evaluations = 1
         ok = has.copy()
@@ -563,15 +586,20 @@ class QuadratureSampler(RBSampler):
             # Newton's method on the score, each step halved until the score shrinks: the
             # value (its inner nodes move with v) and the score (Louis' identity at fixed
             # nodes) differ by the rule's error, so the value cannot judge steps near the
-            # mode; the score's root is the mode the rule's own derivatives give
+            # mode; the score's root is the mode the rule's own derivatives give.  Only the
+            # blocks still moving are integrated again (each block's terms are its own).
             t = np.ones(B)
+            fn, gn, Hn = f.copy(), g.copy(), H.copy()
+            trial = active.copy()
             for _ in range(20):
-                fn, gn, Hn, _ = terms(v + t * step)
+                ft, gt, Ht, _ = terms(v + t * step, trial)
+                fn[trial], gn[trial], Hn[trial] = ft[trial], gt[trial], Ht[trial]
                 self.outer_evaluations += 1
-                worse = ~(np.abs(gn) < np.abs(g)) & active
+                worse = ~(np.abs(gn) < np.abs(g)) & trial
                 if not worse.any():
                     break
                 t[worse] *= 0.5
+                trial = worse
             t[worse] = 0.0
             active &= ~worse
             v, f, g, H = v + t * step, np.where(worse, f, fn), np.where(worse, g, gn), \
