@@ -86,6 +86,14 @@ ESS_TRUST = 0.25
 TRUST_EXITS = 3
 #: ``optimizer_status`` of a round ended by the ESS trust region.
 TRUST_STATUS = 10
+#: A round ended by the ESS trust region whose estimate moved by more than this many combined
+#: Monte Carlo standard errors from its centre (the convergence test's own "still moving"),
+#: up an ``l_m`` that it increased, is *progress* toward a maximum beyond its draws' region:
+#: it does not count against ``max_rounds``.  At most ``max_rounds`` rounds go uncounted (a
+#: fit runs at most twice ``max_rounds`` rounds), none with ``max_rounds=1``, and the time
+#: budget still applies.  (A start many region-widths from the MLE, as on VerbAgg's nearly
+#: singular ``(1 + Gender | item)``, otherwise spends every round walking there.)
+TRUST_PROGRESS_MOVED = 3.0
 #: A correlated term whose relative Cholesky diagonal is below this (a correlation beyond
 #: +-0.9987 for two effects) where the Hessian is not negative definite is diagnosed as a
 #: slope variance the data do not identify (the fit ends; lme4's "singular fit" uses 1e-4
@@ -622,11 +630,16 @@ def _mcmle(model, opts, seed, start_params, callback, disp, client, runaway=None
     state.runaway = runaway
     bar = _progress(disp, opts.max_rounds)
     try:
-        for rnd in range(opts.max_rounds):
+        rnd = counted = 0
+        while counted < opts.max_rounds:
             if state.round(rnd, callback, bar):
                 break
+            counted += not state.trust_progress()
+            rnd += 1
         else:
-            log.message = f"no convergence in max_rounds={opts.max_rounds} rounds"
+            log.message = f"no convergence in max_rounds={opts.max_rounds} rounds" + (
+                f" (and {rnd - counted} more ended by the ESS trust region while making "
+                "progress)" if rnd > counted else "")
     except KeyboardInterrupt:
         if state.outcome is None:
             raise
@@ -664,6 +677,25 @@ class _RoundState:
         self.prev_mcse = None
         self.outcome = None
         self.runaway, self.collapsed = None, 0
+        self.uncounted = 0  # rounds not counted against max_rounds (trust_progress)
+
+    def trust_progress(self):
+        """Whether the last round is not counted against ``max_rounds``: ended by the ESS
+        trust region after moving its estimate by more than :data:`TRUST_PROGRESS_MOVED`
+        combined MCSEs up an ``l_m`` it increased, while fewer than ``max_rounds`` rounds
+        went uncounted (never with ``max_rounds=1``).  Recorded in the round's log entry
+        (``counted``)."""
+        log, opts = self.log, self.opts
+        info = log.rounds[-1]
+        evs = [e["value"] for e in log.evaluations
+               if e["round"] == info["round"] and e.get("inside", True) and e["finite"]]
+        gained = len(evs) > 1 and info["value"] > evs[0]
+        free = (opts.max_rounds > 1 and self.uncounted < opts.max_rounds
+                and info["optimizer_status"] == TRUST_STATUS
+                and info["moved"] > TRUST_PROGRESS_MOVED and bool(gained))
+        self.uncounted += free
+        info["counted"] = not free
+        return free
 
     def _run(self, rnd):
         """Round ``rnd``'s engine on fresh draws, and the maximum on them."""
