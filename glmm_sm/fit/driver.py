@@ -16,7 +16,9 @@ Within a round the optimizer stays where the frozen draws' importance weights ar
 (a trust region bounded by the ESS): a trial point at which some block's ESS falls below
 ``min(ESS_TRUST * ESS at the round's start, min_ess)`` is outside, and is rejected (the
 trust radius shrinks, so the step is shortened); after ``TRUST_EXITS`` (3) such trial
-points the round ends at the last accepted point, and the next round draws afresh there.
+points the round ends at the last accepted point, and the next round draws afresh there;
+such a round that moved the estimate beyond Monte Carlo error does not count against
+``max_rounds`` (``TRUST_PROGRESS_MOVED``).
 Without it, ``l_m`` far from the draws' centre is the log of a handful of weights and its
 maximum follows them (on VerbAgg's ``(1 + Gender | item)`` the ESS fell to 1).
 """
