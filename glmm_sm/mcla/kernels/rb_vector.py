@@ -38,14 +38,16 @@ __all__ = ["make_work", "rbv_chunk_sums"]
 _INLINE = dict(_FLAGS, inline="always")
 
 
-def make_work(p, n_s, r, K, n_h, n_lev, max_lev):
-    """Work arrays of :func:`rbv_chunk_sums` (:class:`~glmm_sm.mcla.kernels.records.RBVWork`)."""
+def make_work(p, n_s, r, K, n_h, n_lev, max_lev, derivs=True):
+    """Work arrays of :func:`rbv_chunk_sums` (:class:`~glmm_sm.mcla.kernels.records.RBVWork`);
+    ``derivs=False``: the log weights and ``a``, ``s0``, ``s0sq`` only (a value-only pass,
+    bit for bit the full pass's log weights)."""
     d = p + n_s
     nc = p + r * (r + 1) // 2
     return RBVWork(np.empty(d), np.empty(n_s), np.empty((d, d)), np.empty(n_h),
                    np.empty((n_lev, r + r * r)), np.empty(r), np.empty((r, K)), np.empty(K),
                    np.empty((nc, K)), np.empty(nc, np.int64), np.empty((max(max_lev, 1), K)),
-                   np.empty(K), np.empty(K))
+                   np.empty(K), np.empty(K), bool(derivs))
 
 
 @numba.njit(**_INLINE)
@@ -72,7 +74,8 @@ def _level(fam, a, k, rule, ev, prior, U, work):
     ze, rrv = work.ze, work.rr
     G, Seff, Cw, hloc, mAk = work.G, work.Seff, work.Cw, work.hloc, work.mAk
     nud = ev.nu
-    moving = ev.gp.shape[2] > 0
+    derivs = work.derivs
+    moving = ev.gp.shape[2] > 0 and derivs
     P = prior.P[a]
     # node centre and nodes
     for i in range(r):
@@ -93,8 +96,9 @@ def _level(fam, a, k, rule, ev, prior, U, work):
             for l in range(r):
                 q += alpha[i, j] * P[i, l] * alpha[l, j]
         lq[j] = logw[j] + base - 0.5 * q
-        for c in range(p):
-            hd[c, j] = 0.0
+        if derivs:
+            for c in range(p):
+                hd[c, j] = 0.0
         if moving:  # the prior's beta score of the moving node: -M_a' P alpha
             for c in range(p):
                 s = 0.0
@@ -115,6 +119,15 @@ def _level(fam, a, k, rule, ev, prior, U, work):
             z = rule.za[ro_i, l]
             for j in range(K):
                 ze[j] += z * alpha[l, j]
+        if not derivs:  # the value alone: the node log weights
+            if fam == 0:
+                for j in range(K):
+                    e = ze[j]
+                    lq[j] += wyi * e - wni * (max(e, 0.0) + flog1p_unit(fexp(-abs(e))))
+            else:
+                for j in range(K):
+                    lq[j] += _obs_terms(fam, ze[j], wyi, wni)[0]
+            continue
         if fam == 0:  # the logit families, written out so that the node loop vectorises
             for j in range(K):
                 e = ze[j]
@@ -141,6 +154,8 @@ def _level(fam, a, k, rule, ev, prior, U, work):
     for j in range(K):
         lq[j] = fexp(lq[j] - mx)
         tot += lq[j]
+    if not derivs:
+        return mx + math.log(tot)
     for j in range(K):
         lq[j] /= tot
     # covariance slots of the nodes' scores: sub-components alpha_i^2 / (2 nud^2), cross
@@ -209,18 +224,20 @@ def _draw(fam, b, k, blocks, rule, ev, prior, draws, work):
     n_s = S.shape[1]
     p = ev.X.shape[1]
     d = p + n_s
+    derivs = work.derivs
     lw = blocks.const_b[b] - logf[b, k]
-    for j in range(d):
-        G[j] = 0.0
-        for l in range(d):
-            Cw[j, l] = 0.0
+    if derivs:
+        for j in range(d):
+            G[j] = 0.0
+            for l in range(d):
+                Cw[j, l] = 0.0
     for c in range(n_s):
         Seff[c] = S[b, c, k]
         if c < T:
             lw -= 0.5 * S[b, c, k] / nud[c]
         else:
             lw -= pc[c - T] * S[b, c, k]
-    if ev.gp.shape[2]:
+    if ev.gp.shape[2] and derivs:
         for c in range(p):
             G[c] += ev.gp[b, c, k]
     n_int = rule.ro.shape[0]
@@ -230,11 +247,15 @@ def _draw(fam, b, k, blocks, rule, ev, prior, draws, work):
         e = _eta_v(i, k, ev, U)
         ll, rr, cc = _obs_terms(fam, e, ev.wy[i], ev.wn[i])
         lw += ll
+        if not derivs:
+            continue
         hloc[n_int + rf] = cc
         for c in range(p):
             G[c] += rr * ev.X[i, c]
     for a in range(blocks.lev_bptr[b], blocks.lev_bptr[b + 1]):
         lw += _level(fam, a, k, rule, ev, prior, U, work)
+    if not derivs:
+        return lw
     qbt = blocks.qbt
     for c in range(n_s):
         if c < T:
@@ -320,7 +341,8 @@ def rbv_chunk_sums(fam, blocks, rule, ev, prior, draws, krange, out, work, out_l
         Zero-initialised; ``mA`` is (L, r + r r): node means of ``alpha`` and of
         ``alpha alpha'`` (row major), weighted over the draws.
     work : RBVWork
-        From :func:`make_work`.
+        From :func:`make_work`; with ``work.derivs`` False only the log weights and
+        ``out.a``, ``out.s0``, ``out.s0sq`` are formed (the rest of ``out`` stays 0).
     out_lw : ndarray
         ``(n_blocks, k1 - k0)`` log weights (a 0-column array stores nothing).
     """
@@ -342,12 +364,14 @@ def rbv_chunk_sums(fam, blocks, rule, ev, prior, draws, krange, out, work, out_l
                     sc = math.exp(amax - lw)
                     acc0 *= sc
                     acc0sq *= sc * sc
-                    _scale_block(sc, b, blocks, rule, out)
+                    if work.derivs:
+                        _scale_block(sc, b, blocks, rule, out)
                 amax = lw
             w = math.exp(lw - amax)
             acc0 += w
             acc0sq += w * w
-            _add(k, w, b, blocks, rule, U, out, work)
+            if work.derivs:
+                _add(k, w, b, blocks, rule, U, out, work)
         out.a[b] = amax
         out.s0[b] = acc0
         out.s0sq[b] = acc0sq

@@ -151,7 +151,9 @@ RBVPrior = namedtuple("RBVPrior", "pc P lnorm")
 #: node means ``hloc``, level moments ``mAk`` (L, r + r r); per level the node centre
 #: ``mu``, nodes ``alpha`` (r, K), node log weights ``lq``, node scores ``hd``
 #: (p + r(r+1)/2, K) and their slots ``slot`` in ``G``, per-observation node curvatures
-#: ``cij``, and one observation's node linear predictors ``ze`` and residuals ``rr``.
-RBVWork = namedtuple("RBVWork", "G Seff Cw hloc mAk mu alpha lq hd slot cij ze rr")
+#: ``cij``, and one observation's node linear predictors ``ze`` and residuals ``rr``;
+#: ``derivs``: whether to form the derivatives at all (False: the log weights and the
+#: sums ``a``, ``s0``, ``s0sq`` of ``RBSums`` only, for trial points).
+RBVWork = namedtuple("RBVWork", "G Seff Cw hloc mAk mu alpha lq hd slot cij ze rr derivs")
 
 __all__ += ["RBVRule", "RBVPrior", "RBVWork", "RBLevels"]
