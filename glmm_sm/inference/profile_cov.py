@@ -87,6 +87,8 @@ ADAPTIVE_HALVINGS, ADAPTIVE_F_TOL, ADAPTIVE_MAX_STEP = 8, 1e-9, 1.0
 #: Root finding: tolerance on ``zeta``, largest step and largest distance from the estimate
 #: (on the coordinate, in units of its standard error for ``beta`` and a covariance).
 ZETA_TOL, MAX_STEP, MAX_DISTANCE, MAX_ITER, MAX_SETS = 2e-3, 1.5, 12.0, 40, 12
+#: A covariance's root-finding unit is at least this times the product of its SDs.
+COV_SCALE_FLOOR = 0.25
 #: The largest ``|rho|`` profiled; ``D`` below the cut there puts the end at the edge.
 RHO_EDGE = 1.0 - 1e-4
 #: ``atanh(RHO_EDGE)``: the box of a deterministic point's free correlations.
@@ -609,7 +611,19 @@ class CovProfiler:
             return self.coords.psi(pt.s), float(mcse), note
 
     def _scale(self):
-        return self.se_s
+        """The root finder's unit on the coordinate: its standard error, for a covariance
+        at least ``COV_SCALE_FLOOR`` times the product of the two SDs at the estimate.  At
+        an estimate with ``|rho|`` near 1 the Hessian's standard error of the covariance is
+        tiny (1e-4 on a 50 x 12 data set with ``rho = 0.9999``): 12 of them from the
+        estimate the deviance was still below the cut, and the interval came out as
+        ``(-inf, inf)``."""
+        t = self.target
+        if t.kind != "cov":
+            return self.se_s
+        p0 = t.index - (t.i * (t.i + 1) // 2 + t.j)
+        a, b = p0 + t.i * (t.i + 1) // 2 + t.i, p0 + t.j * (t.j + 1) // 2 + t.j
+        return max(self.se_s, COV_SCALE_FLOOR * float(np.sqrt(self.theta_hat[a]
+                                                              * self.theta_hat[b])))
 
     def _root(self, side, target):
         """Safeguarded Newton on ``zeta`` in the coordinate; ``(point, note)``, point None:
