@@ -78,7 +78,7 @@ def report(path):
         hits = np.array([r["ci"][name][0] <= truth <= r["ci"][name][1] for r in ok])
         found = np.array([bool(np.all(np.isfinite(r["ci"][name][:2]))) for r in ok])
         n = len(hits)
-        c = hits.mean() if n else np.nan
+        c = (hits & found).mean() if n else np.nan  # an infinite or NaN end is a miss
         nf = int(found.sum())
         cf = hits[found].mean() if nf else np.nan
         below = np.mean([truth < r["ci"][name][0] for r in ok]) if n else np.nan
