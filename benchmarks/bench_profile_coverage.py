@@ -76,24 +76,31 @@ def report(path):
     rows = []
     for name, truth in TRUE.items():
         hits = np.array([r["ci"][name][0] <= truth <= r["ci"][name][1] for r in ok])
+        found = np.array([bool(np.all(np.isfinite(r["ci"][name][:2]))) for r in ok])
         n = len(hits)
-        c = hits.mean() if n else np.nan
+        c = (hits & found).mean() if n else np.nan  # an infinite or NaN end is a miss
+        nf = int(found.sum())
+        cf = hits[found].mean() if nf else np.nan
         below = np.mean([truth < r["ci"][name][0] for r in ok]) if n else np.nan
         above = np.mean([truth > r["ci"][name][1] for r in ok]) if n else np.nan
-        nan = int(sum(not np.all(np.isfinite(r["ci"][name][:2])) for r in ok))
         rows.append((name, truth, n, c, np.sqrt(c * (1 - c) / n) if n else np.nan,
-                     below, above, nan))
+                     nf, cf, np.sqrt(cf * (1 - cf) / nf) if nf else np.nan,
+                     below, above, n - nf))
     fit = np.array([r["fit_cpu"] for r in recs])
     prof = np.array([r["profile_cpu"] for r in recs])
+    tot = fit + prof
     out = [f"data sets: {len(recs)} ({len(recs) - len(ok)} not profiled: singular "
            "estimate); fit CPU s median "
            f"{np.median(fit):.2f}, profile CPU s median {np.median(prof):.1f} "
-           f"(total {fit.sum() + prof.sum():.0f} s)", "",
-           "| parameter | true | n | coverage | MC error | truth below | truth above "
-           "| no end (NaN, counted as a miss) |",
-           "|---|---|---|---|---|---|---|---|"]
-    out += [f"| {n} | {t:.3f} | {k} | {c:.3f} | {se:.3f} | {b:.3f} | {a:.3f} | {m} |"
-            for n, t, k, c, se, b, a, m in rows]
+           f"(total {fit.sum() + prof.sum():.0f} s); CPU s per data set (fit and six "
+           f"profiles) median {np.median(tot):.1f}, max {tot.max():.1f}", "",
+           "| parameter | true | n | coverage (no end = miss) | MC error | found "
+           "| coverage among found | MC error | truth below | truth above "
+           "| no end (NaN) |",
+           "|---|---|---|---|---|---|---|---|---|---|---|"]
+    out += [f"| {n} | {t:.3f} | {k} | {c:.3f} | {se:.3f} | {nf} | {cf:.3f} | {sef:.3f} "
+            f"| {b:.3f} | {a:.3f} | {m} |"
+            for n, t, k, c, se, nf, cf, sef, b, a, m in rows]
     return "\n".join(out)
 
 
