@@ -141,8 +141,8 @@ def make_state(T_tile, K, p, T, n_h, n_lev, max_lev, nf=0, block_lev=0):
     """Work arrays of ``_tile`` (see there); ``nf`` family parameters (1: the negative
     binomial's alpha, last in the scores); ``block_lev``: the most integrated levels in a
     block (their node covariances through the residuals are then kept per draw of a tile
-    and weighted once per tile, :func:`_deferred_cov`, when that takes at most
-    :data:`DEFER_MAX` numbers)."""
+    and weighted once per tile, ``_deferred_cov``, when that takes at most
+    ``DEFER_MAX`` numbers)."""
     d = p + T + nf
     F = T_tile * K
     n_max = min(max_lev, LOW_RANK_MAX_OBS)

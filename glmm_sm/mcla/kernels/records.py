@@ -109,7 +109,7 @@ RBSums = namedtuple("RBSums", "a s0 s0sq s1 s1sq s2 s2sq sS hc sC mA sU sUU hca 
 #: d alpha2`` ``gaa`` per (node, draw) pair, per observation and pair ``d2 log f / d eta
 #: d alpha`` (``cea``), and per draw its node means per observation (``hla``) and the
 #: draw's expected ``d2 log f / d alpha2`` (``saak``).  For the levels whose node covariance
-#: goes through their observations' residuals (:func:`~glmm_sm.mcla.kernels.rb._low_rank`):
+#: goes through their observations' residuals (``glmm_sm.mcla.kernels.rb._low_rank``):
 #: the residual of each observation of the level at each pair (``rrs``) and the scratch of
 #: their covariance (``sig``), and each level's covariance per draw of the tile (``sgl``,
 #: empty where not kept).
