@@ -36,7 +36,7 @@ def _state(m, left, opts):
 
 def test_the_budget_stops_a_round_it_cannot_afford_and_never_shrinks_m():
     opts = FitOptions(target_ratio=0.1)
-    info = {"max_ratio": 0.2, "min_ess": 1e4, "moved": 1.0, "seconds": 1.0}
+    info = {"round": 1, "max_ratio": 0.2, "min_ess": 1e4, "moved": 1.0, "seconds": 1.0}
     wanted = driver._next_m(4000, 0.2, 1e4, opts)  # the Monte Carlo error's m
     assert wanted > 3 * 4000
     roomy = _state(4000, 3600.0, opts)

@@ -982,7 +982,7 @@ class _RoundState:
         if opts.m != "auto" or opts.sampler == "quadrature":
             return False
         ratio = info["max_ratio"]
-        if _is_pilot(info.get("round"), opts) and getattr(self.rb, "vector", False):
+        if _is_pilot(info["round"], opts) and getattr(self.rb, "vector", False):
             # A vector Rao-Blackwellized pilot's MCSE/SE (Laplace-centred proposal, a
             # 4-node rule) overstates the next round's (60 x 40 maximal design, 12 seeds:
             # the four pilots above the 0.1 target, 0.109-0.269 at m = 2000, were followed
