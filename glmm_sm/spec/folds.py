@@ -3,8 +3,9 @@
 Every sum over the whole data that a fit takes (the Gram matrix of the fixed-effects design,
 the GLM start's score and information, the Laplace log-likelihood and its gradient) is
 formed in two steps: each block's rows are added in layout order (:func:`block_sums`,
-:func:`block_grams`), then the blocks' sums are added one after the other in block order within chunks of
-:data:`FOLD_CHUNK` blocks, and the chunks' sums one after the other (:func:`fold`).  The result does not depend on how the blocks are split among partitions
+:func:`block_grams`), then the blocks' sums are added one after the other in block order
+within chunks of :data:`FOLD_CHUNK` blocks, and the chunks' sums one after the other
+(:func:`fold`).  The result does not depend on how the blocks are split among partitions
 or workers: a cluster that holds the data in pieces (:mod:`glmm_sm.mcla.partitioned`)
 computes each piece's block sums where the piece is and folds them in block order, and gets
 the single machine's bits (BLAS products group rows in ways that depend on the matrix's
