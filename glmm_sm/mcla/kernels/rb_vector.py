@@ -181,13 +181,17 @@ def _level(fam, a, k, rule, ev, prior, U, work):
                     lq[j] += wyi * e - max(e, 0.0)
                     pr[j] *= frecip_unit(1.0 + fexp(-abs(e)))
                 continue
+            # two node loops (exp first, through rrv): one loop with every array in it
+            # vectorised worse (the same numbers either way)
             for j in range(K):
                 e = ze[j]
-                tt = fexp(-abs(e))
-                inv = frecip_unit(1.0 + tt)
                 lq[j] += wyi * e - max(e, 0.0)
+                rrv[j] = fexp(-abs(e))
+            for j in range(K):
+                tt = rrv[j]
+                inv = frecip_unit(1.0 + tt)
                 pr[j] *= inv
-                rrv[j] = wyi - (inv if e >= 0.0 else tt * inv)
+                rrv[j] = wyi - (inv if ze[j] >= 0.0 else tt * inv)
                 cij[rl, j] = tt * inv * inv
         elif not derivs:  # the value alone: the node log weights
             if fam == 0:
@@ -223,9 +227,10 @@ def _level(fam, a, k, rule, ev, prior, U, work):
     mx = -np.inf
     for j in range(K):
         mx = max(mx, lq[j])
+    for j in range(K):  # apart from the sum below, so that the exponentials vectorise
+        lq[j] = fexp(lq[j] - mx)
     tot = 0.0
     for j in range(K):
-        lq[j] = fexp(lq[j] - mx)
         tot += lq[j]
     if not derivs:
         return mx + math.log(tot)
