@@ -533,7 +533,7 @@ def _quadrature_error(model, outcome, opts, warn=True):
         return None
     so = opts.sampler_options
     if getattr(outcome.engine.structure, "vector", False):  # nodes per dimension
-        from glmm_sm.mcla.rb.vector import QUADRATURE_NODES_VECTOR as N_NODES
+        from glmm_sm.mcla.rb.vector import N_NODES_VECTOR as N_NODES
     if getattr(outcome.engine.structure, "deep", False):  # a tree of depth >= 3
         from glmm_sm.mcla.rb.deep import DEEP_NODES as N_NODES
         from glmm_sm.mcla.rb.deep import DEEP_OUTER_NODES as OUTER_NODES

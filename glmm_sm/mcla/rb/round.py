@@ -26,13 +26,13 @@ from glmm_sm.mcla.rb.split import (
 )
 from glmm_sm.mcla.rb.vector import (
     M_START_PER_SAMPLED,
-    N_NODES_VECTOR,
     PILOT_NODES_VECTOR,
     VectorQuadratureSampler,
     VectorRBEngine,
     VectorRBSampler,
     VectorRBStructure,
     choose_vector_split,
+    round_nodes_vector,
     vector_quadrature_layout,
     vector_rb_eligible,
 )
@@ -193,6 +193,7 @@ def rb_round(model, structure, centre, mode, factorize, m, seed, opts, n_jobs, p
             smp = VectorQuadratureSampler(system, centre, mode, structure, **quad)
             draws = DrawSet.from_sampler(smp, 1, seed, opts.memory_budget, n_jobs=n_jobs)
             return draws, VectorRBEngine(draws, opts.chunk_size, n_jobs)
+        options.setdefault("n_nodes", round_nodes_vector(structure))
         smp = VectorRBSampler(system, centre, mode, structure, **options)
         draws = DrawSet.from_sampler(smp, m, seed, opts.memory_budget, n_jobs=n_jobs)
         return draws, VectorRBEngine(draws, opts.chunk_size, n_jobs)
@@ -251,7 +252,8 @@ def _vector_record(model, structure):
     big = int(np.argmax(qb))
     return {"integrated": [unit_names[u] if u >= 0 else None for u in structure.split],
             "n_levels": int(structure.n_levels), "largest_block": int(qb[big]),
-            "largest_block_sampled": int(sampled[big]), "nodes": N_NODES_VECTOR,
+            "largest_block_sampled": int(sampled[big]),
+            "nodes": round_nodes_vector(structure),
             "dimension": int(structure.r)}
 
 

@@ -49,23 +49,23 @@ from glmm_sm.spec.validation import nonnegative_up_to_rounding
 
 __all__ = ["choose_vector_split", "vector_rb_eligible", "VectorRBStructure",
            "VectorRBSampler", "VectorRBEngine", "N_NODES_VECTOR", "PILOT_NODES_VECTOR",
-           "QUADRATURE_NODES_VECTOR",
+           "FEWER_NODES_VECTOR", "FEWER_NODES_MIN_OBS", "round_nodes_vector",
            "AUTO_MAX_SHARE_VECTOR", "M_START_PER_SAMPLED", "tensor_nodes",
            "vector_integrated_laplace", "vector_quadrature_layout", "VectorQuadratureSampler"]
 
-#: Gauss-Hermite nodes per dimension of an integrated level in a Monte Carlo fit's rounds
-#: (``n ** r`` nodes per level).  The rule's error moves the estimate by a small fraction of
-#: its Monte Carlo error: on the maximal model's 60 x 40 and 30 x 4 (x 2 x 2) designs, with
-#: the draws held fixed, the first-order shift of every estimate against 12 nodes is at
-#: most 0.0003-0.0006 SE at 7 nodes, 0.0008-0.0019 SE at 6, 0.0027-0.0055 SE at 5 and
-#: 0.013-0.035 SE at 4 (benchmarks/README.md, "Maximal crossed fits at 2x glmer's time"),
-#: against an MCSE of 0.05-0.1 SE; pruning the tensor rule's low-weight nodes instead is
-#: far worse (7 x 7 less its 12 nodes of weight below 1e-4: 0.026 SE).
-N_NODES_VECTOR = 6
-#: Nodes per dimension of a deterministic fit (:class:`VectorQuadratureSampler`: nothing
-#: sampled, no Monte Carlo error to hide the rule's; the driver measures that against a
-#: finer rule).
-QUADRATURE_NODES_VECTOR = 7
+#: Gauss-Hermite nodes per dimension of an integrated level (``n ** r`` nodes per level).
+N_NODES_VECTOR = 7
+#: Nodes per dimension of a Monte Carlo fit's (non-pilot) rounds where every integrated
+#: level has at least :data:`FEWER_NODES_MIN_OBS` observations (:func:`round_nodes_vector`).
+FEWER_NODES_VECTOR = 6
+#: The rule's error shrinks as a level's observations make its integrand more nearly
+#: Gaussian.  With the draws held fixed, the first-order shift of the estimate from 12 nodes
+#: per dimension to 6 (to 7) was at most 0.0035 (0.0008) SE with 8 observations per level,
+#: 0.0019 (0.0006) with 16 and 0.0008 (0.0003) with 40 (the maximal model; about
+#: 0.03 / n_obs SE at 6 nodes, benchmarks/README.md, "Maximal crossed fits at 2x glmer's
+#: time"); from 24 observations on, 6 nodes move it by at most about 0.0013 SE, a twentieth
+#: of the smallest MCSE such fits reach (0.025 SE), and save a quarter of the kernel's work.
+FEWER_NODES_MIN_OBS = 24
 #: Nodes per dimension of a pilot round.
 PILOT_NODES_VECTOR = 4
 #: A vector Rao-Blackwellized fit's first round draws at least this many per sampled effect
@@ -181,7 +181,7 @@ def vector_quadrature_layout(data, names=None):
         r = max(len(cov.units[u]) for u in split)
         return True, (f"one grouping factor: each level's {r}-vector of correlated effects "
                       f"is integrated by a tensor adaptive Gauss-Hermite rule "
-                      f"({QUADRATURE_NODES_VECTOR}^{r} nodes per level), nothing is sampled: a "
+                      f"({N_NODES_VECTOR}^{r} nodes per level), nothing is sampled: a "
                       "deterministic fit with no Monte Carlo error (cheaper and exact "
                       "where importance sampling would need thousands of draws)")
     b = int(np.argmax(left))
@@ -292,6 +292,17 @@ class VectorRBStructure:
         h[self.ro] = hc[:n_int]
         h[self.free_obs] = hc[n_int:]
         return h
+
+
+def round_nodes_vector(structure):
+    """Nodes per dimension of a Monte Carlo fit's rounds (the pilot's are
+    ``PILOT_NODES_VECTOR``): :data:`FEWER_NODES_VECTOR` where every integrated level of
+    ``structure`` (a :class:`VectorRBStructure`) has at least :data:`FEWER_NODES_MIN_OBS`
+    observations, else :data:`N_NODES_VECTOR`."""
+    lens = np.diff(structure.lev_ptr)
+    if lens.size and int(lens.min()) >= FEWER_NODES_MIN_OBS:
+        return FEWER_NODES_VECTOR
+    return N_NODES_VECTOR
 
 
 def tensor_nodes(n, r):
@@ -429,8 +440,7 @@ class VectorQuadratureSampler(VectorRBSampler):
     name = "quadrature-vector"
     deterministic = True
 
-    def __init__(self, system, params, mode, structure, n_nodes=QUADRATURE_NODES_VECTOR,
-                 shift=True):
+    def __init__(self, system, params, mode, structure, n_nodes=N_NODES_VECTOR, shift=True):
         super().__init__(system, params, mode, structure, t_weight=0.0, n_nodes=n_nodes,
                          shift=shift, integrated=False)
         sizes = np.array([c.size for c in self.v_cols])
