@@ -26,6 +26,7 @@ from glmm_sm.mcla.rb.split import (
 )
 from glmm_sm.mcla.rb.vector import (
     M_START_PER_SAMPLED,
+    N_NODES_VECTOR,
     PILOT_NODES_VECTOR,
     VectorQuadratureSampler,
     VectorRBEngine,
@@ -253,7 +254,8 @@ def _vector_record(model, structure):
     return {"integrated": [unit_names[u] if u >= 0 else None for u in structure.split],
             "n_levels": int(structure.n_levels), "largest_block": int(qb[big]),
             "largest_block_sampled": int(sampled[big]),
-            "nodes": round_nodes_vector(structure),
+            # the rounds' rule; nothing sampled: a deterministic fit's (N_NODES_VECTOR)
+            "nodes": round_nodes_vector(structure) if sampled.max() > 0 else N_NODES_VECTOR,
             "dimension": int(structure.r)}
 
 
