@@ -43,11 +43,32 @@ def _bits_to_float(typingctx, bits):
     return sig, codegen
 
 
+@intrinsic
+def _float_to_bits(typingctx, x):
+    """Reinterpret the bits of a float64 as an int64 (an LLVM ``bitcast``)."""
+    sig = types.int64(types.float64)
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.IntType(64))
+
+    return sig, codegen
+
+
+#: 1.5 * 2**52: adding it to a float64 of magnitude below 2**51 rounds it to the nearest
+#: integer, which then stands in the low bits of the sum's mantissa.
+ROUND_MAGIC = 6755399441055744.0
+
+
 @numba.njit(**_JIT)
 def fexp(x):
-    """``exp(x)`` for ``x`` in [-708, 709]; smaller ``x`` are treated as -708."""
+    """``exp(x)`` for ``x`` in [-708, 709]; smaller ``x`` are treated as -708.
+
+    ``n``, the nearest integer to ``x / ln 2``, is found by adding :data:`ROUND_MAGIC`
+    and read back from the sum's bits: integer adds and shifts, which vectorise with AVX2,
+    where a float-to-int64 conversion does not (it would be done lane by lane)."""
     x = max(x, -708.0)
-    n = math.floor(x * LOG2E + 0.5)
+    kn = x * LOG2E + ROUND_MAGIC
+    n = kn - ROUND_MAGIC
     r = (x - n * LN2_HI) - n * LN2_LO
     p = E13
     p = p * r + E12
@@ -63,7 +84,7 @@ def fexp(x):
     p = p * r + E2
     p = p * r + E1
     p = p * r + E0
-    scale = _bits_to_float((numba.int64(n) + 1023) << 52)
+    scale = _bits_to_float((_float_to_bits(kn) - _float_to_bits(ROUND_MAGIC) + 1023) << 52)
     return p * scale
 
 

@@ -36,6 +36,10 @@ from glmm_sm.mcla.kernels.records import RBVWork
 __all__ = ["make_work", "rbv_chunk_sums"]
 
 _INLINE = dict(_FLAGS, inline="always")
+#: The most unit-weight logit observations whose node factors ``1 / (1 + exp(-|eta|))``
+#: (each in [1/2, 1]) are multiplied before the product's log is taken: 2**-512 is far
+#: from underflow.
+PROD_RUN = 512
 
 
 def make_work(p, n_s, r, K, n_h, n_lev, max_lev, derivs=True):
@@ -47,7 +51,45 @@ def make_work(p, n_s, r, K, n_h, n_lev, max_lev, derivs=True):
     return RBVWork(np.empty(d), np.empty(n_s), np.empty((d, d)), np.empty(n_h),
                    np.empty((n_lev, r + r * r)), np.empty(r), np.empty((r, K)), np.empty(K),
                    np.empty((nc, K)), np.empty(nc, np.int64), np.empty((max(max_lev, 1), K)),
-                   np.empty(K), np.empty(K), bool(derivs))
+                   np.empty(K), np.empty(K), bool(derivs), np.empty(K))
+
+
+@numba.njit(**_INLINE)
+def _wsum(w, x):
+    """``sum_j w_j x_j`` in four interleaved partial sums (independent chains of adds that
+    pipeline and vectorise, where one running sum waits on each add in turn), added as
+    ``(s0 + s1) + (s2 + s3)``."""
+    K = w.shape[0]
+    s0 = s1 = s2 = s3 = 0.0
+    j = 0
+    while j + 4 <= K:
+        s0 += w[j] * x[j]
+        s1 += w[j + 1] * x[j + 1]
+        s2 += w[j + 2] * x[j + 2]
+        s3 += w[j + 3] * x[j + 3]
+        j += 4
+    while j < K:
+        s0 += w[j] * x[j]
+        j += 1
+    return (s0 + s1) + (s2 + s3)
+
+
+@numba.njit(**_INLINE)
+def _wsum3(w, x, y):
+    """``sum_j w_j x_j y_j`` as :func:`_wsum` sums."""
+    K = w.shape[0]
+    s0 = s1 = s2 = s3 = 0.0
+    j = 0
+    while j + 4 <= K:
+        s0 += w[j] * x[j] * y[j]
+        s1 += w[j + 1] * x[j + 1] * y[j + 1]
+        s2 += w[j + 2] * x[j + 2] * y[j + 2]
+        s3 += w[j + 3] * x[j + 3] * y[j + 3]
+        j += 4
+    while j < K:
+        s0 += w[j] * x[j] * y[j]
+        j += 1
+    return (s0 + s1) + (s2 + s3)
 
 
 @numba.njit(**_INLINE)
@@ -108,6 +150,13 @@ def _level(fam, a, k, rule, ev, prior, U, work):
                 hd[c, j] = -s
     o0, o1 = rule.lev_ptr[a], rule.lev_ptr[a + 1]
     X, wy, wn = ev.X, ev.wy, ev.wn
+    # the logit families' unit-weight observations: sum_i log1p(exp(-|eta_ij|)) at node j is
+    # -log prod_i 1 / (1 + exp(-|eta_ij|)), a product of factors in [1/2, 1] taken in runs
+    # of at most PROD_RUN observations (no underflow) and its log once per run and node
+    pr = work.pr
+    n_pr = 0
+    for j in range(K):
+        pr[j] = 1.0
     for ro_i in range(o0, o1):
         i = rule.ro[ro_i]
         e0 = _eta_v(i, k, ev, U)
@@ -119,7 +168,32 @@ def _level(fam, a, k, rule, ev, prior, U, work):
             z = rule.za[ro_i, l]
             for j in range(K):
                 ze[j] += z * alpha[l, j]
-        if not derivs:  # the value alone: the node log weights
+        if fam == 0 and wni == 1.0:
+            if n_pr == PROD_RUN:
+                for j in range(K):
+                    lq[j] += math.log(pr[j])
+                    pr[j] = 1.0
+                n_pr = 0
+            n_pr += 1
+            if not derivs:
+                for j in range(K):
+                    e = ze[j]
+                    lq[j] += wyi * e - max(e, 0.0)
+                    pr[j] *= frecip_unit(1.0 + fexp(-abs(e)))
+                continue
+            # two node loops (exp first, through rrv): one loop with every array in it
+            # vectorised worse (the same numbers either way)
+            for j in range(K):
+                e = ze[j]
+                lq[j] += wyi * e - max(e, 0.0)
+                rrv[j] = fexp(-abs(e))
+            for j in range(K):
+                tt = rrv[j]
+                inv = frecip_unit(1.0 + tt)
+                pr[j] *= inv
+                rrv[j] = wyi - (inv if ze[j] >= 0.0 else tt * inv)
+                cij[rl, j] = tt * inv * inv
+        elif not derivs:  # the value alone: the node log weights
             if fam == 0:
                 for j in range(K):
                     e = ze[j]
@@ -128,7 +202,7 @@ def _level(fam, a, k, rule, ev, prior, U, work):
                 for j in range(K):
                     lq[j] += _obs_terms(fam, ze[j], wyi, wni)[0]
             continue
-        if fam == 0:  # the logit families, written out so that the node loop vectorises
+        elif fam == 0:  # the logit families, written out so that the node loop vectorises
             for j in range(K):
                 e = ze[j]
                 tt = fexp(-abs(e))
@@ -146,13 +220,17 @@ def _level(fam, a, k, rule, ev, prior, U, work):
             xic = X[i, c]
             for j in range(K):
                 hd[c, j] += rrv[j] * xic
+    if n_pr > 0:
+        for j in range(K):
+            lq[j] += math.log(pr[j])
     # node weights
     mx = -np.inf
     for j in range(K):
         mx = max(mx, lq[j])
+    for j in range(K):  # apart from the sum below, so that the exponentials vectorise
+        lq[j] = fexp(lq[j] - mx)
     tot = 0.0
     for j in range(K):
-        lq[j] = fexp(lq[j] - mx)
         tot += lq[j]
     if not derivs:
         return mx + math.log(tot)
@@ -176,40 +254,26 @@ def _level(fam, a, k, rule, ev, prior, U, work):
     nc = n
     # node means: E alpha, E alpha alpha' (to Seff and the moments), beta scores to G
     for i in range(r):
-        s = 0.0
-        for j in range(K):
-            s += lq[j] * alpha[i, j]
-        mAk[a, i] = s
+        mAk[a, i] = _wsum(lq, alpha[i])
         for l in range(r):
-            s2 = 0.0
-            for j in range(K):
-                s2 += lq[j] * alpha[i, j] * alpha[l, j]
-            mAk[a, r + i * r + l] = s2
+            mAk[a, r + i * r + l] = _wsum3(lq, alpha[i], alpha[l])
     for i in range(r):
         for l in range(i + 1):
             Seff[rule.lev_srow[a, i, l]] += mAk[a, r + i * r + l]
     for c in range(nc):
-        s = 0.0
-        for j in range(K):
-            s += lq[j] * hd[c, j]
+        s = _wsum(lq, hd[c])
         if c < p:
             G[c] += s
         for j in range(K):
             hd[c, j] -= s
     for c in range(nc):
         for c2 in range(c + 1):
-            s = 0.0
-            for j in range(K):
-                s += lq[j] * hd[c, j] * hd[c2, j]
+            s = _wsum3(lq, hd[c], hd[c2])
             Cw[slot[c], slot[c2]] += s
             if c2 != c:
                 Cw[slot[c2], slot[c]] += s
     for ro_i in range(o0, o1):
-        s = 0.0
-        rl = ro_i - o0
-        for j in range(K):
-            s += lq[j] * cij[rl, j]
-        hloc[ro_i] = s
+        hloc[ro_i] = _wsum(lq, cij[ro_i - o0])
     return mx + math.log(tot)
 
 

@@ -153,7 +153,11 @@ RBVPrior = namedtuple("RBVPrior", "pc P lnorm")
 #: (p + r(r+1)/2, K) and their slots ``slot`` in ``G``, per-observation node curvatures
 #: ``cij``, and one observation's node linear predictors ``ze`` and residuals ``rr``;
 #: ``derivs``: whether to form the derivatives at all (False: the log weights and the
-#: sums ``a``, ``s0``, ``s0sq`` of ``RBSums`` only, for trial points).
-RBVWork = namedtuple("RBVWork", "G Seff Cw hloc mAk mu alpha lq hd slot cij ze rr derivs")
+#: sums ``a``, ``s0``, ``s0sq`` of ``RBSums`` only, for trial points); ``pr`` (K,): the
+#: running product over a level's unit-weight logit observations of ``1 / (1 + exp(-|eta|))``
+#: at each node (its log is added to ``lq`` once per level, not one ``log1p`` per
+#: observation and node).
+RBVWork = namedtuple("RBVWork",
+                     "G Seff Cw hloc mAk mu alpha lq hd slot cij ze rr derivs pr")
 
 __all__ += ["RBVRule", "RBVPrior", "RBVWork", "RBLevels"]

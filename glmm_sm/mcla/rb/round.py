@@ -33,6 +33,7 @@ from glmm_sm.mcla.rb.vector import (
     VectorRBSampler,
     VectorRBStructure,
     choose_vector_split,
+    round_nodes_vector,
     vector_quadrature_layout,
     vector_rb_eligible,
 )
@@ -193,6 +194,7 @@ def rb_round(model, structure, centre, mode, factorize, m, seed, opts, n_jobs, p
             smp = VectorQuadratureSampler(system, centre, mode, structure, **quad)
             draws = DrawSet.from_sampler(smp, 1, seed, opts.memory_budget, n_jobs=n_jobs)
             return draws, VectorRBEngine(draws, opts.chunk_size, n_jobs)
+        options.setdefault("n_nodes", round_nodes_vector(structure))
         smp = VectorRBSampler(system, centre, mode, structure, **options)
         draws = DrawSet.from_sampler(smp, m, seed, opts.memory_budget, n_jobs=n_jobs)
         return draws, VectorRBEngine(draws, opts.chunk_size, n_jobs)
@@ -251,7 +253,9 @@ def _vector_record(model, structure):
     big = int(np.argmax(qb))
     return {"integrated": [unit_names[u] if u >= 0 else None for u in structure.split],
             "n_levels": int(structure.n_levels), "largest_block": int(qb[big]),
-            "largest_block_sampled": int(sampled[big]), "nodes": N_NODES_VECTOR,
+            "largest_block_sampled": int(sampled[big]),
+            # the rounds' rule; nothing sampled: a deterministic fit's (N_NODES_VECTOR)
+            "nodes": round_nodes_vector(structure) if sampled.max() > 0 else N_NODES_VECTOR,
             "dimension": int(structure.r)}
 
 
