@@ -31,6 +31,7 @@ import sys
 import time
 import warnings
 from dataclasses import replace
+from typing import NamedTuple
 
 import numpy as np
 from scipy.optimize import OptimizeResult, minimize
@@ -492,7 +493,8 @@ def _refine_quadrature(model, outcome, opts, seed, callback, disp, client):
     issued if it still exceeds the tolerance.  Every refit is recorded in the fit log."""
     history = []  # the measurements that asked for a finer rule
     for k in range(QUADRATURE_REFINE + 1):
-        finer = _quadrature_error(model, outcome, opts, warn=k == QUADRATURE_REFINE)
+        check = _quadrature_error(model, outcome, opts, warn=k == QUADRATURE_REFINE)
+        finer = None if check is None else check.options
         if finer is None or k == QUADRATURE_REFINE:
             break
         history.append(dict(outcome.log.quadrature))
@@ -501,7 +503,10 @@ def _refine_quadrature(model, outcome, opts, seed, callback, disp, client):
         theta = np.asarray(outcome.params, dtype=float)
         # the refit's rounds start at the estimate (not at the Laplace fit: on guPrenat that
         # is a mother variance of 330 against 49, five rounds away)
-        refit = _mcmle(model, opts, seed, theta, callback, disp, client, centre=theta)
+        # its first round's rule is the finer rule the measurement placed at the estimate:
+        # that engine (and its evaluation there) is the round's
+        refit = _mcmle(model, opts, seed, theta, callback, disp, client, centre=theta,
+                       first_engine=check.engine)
         if refit.boundary or refit.evaluation is None:
             break
         # one log for the whole fit: the refit's rounds follow the first fit's
@@ -519,13 +524,22 @@ def _refine_quadrature(model, outcome, opts, seed, callback, disp, client):
     return outcome
 
 
+class _FinerRule(NamedTuple):
+    """What :func:`_quadrature_error` returns when a finer rule is needed: its
+    ``sampler_options`` (``options``) and the ``engine`` of that rule placed at the
+    estimate (the refit's first round, :func:`_mcmle`'s ``first_engine``)."""
+
+    options: dict
+    engine: object
+
+
 def _quadrature_error(model, outcome, opts, warn=True):
     """The quadrature error of a deterministic fit, measured: the Newton step from the
     estimate under a finer rule (twice the inner nodes, 1.5 times the outer ones), in
     standard errors, and the change of the log-likelihood; in ``outcome.log.quadrature``.
     When the step exceeds :data:`QUADRATURE_TOL_SE` (the MCSE of 0 would otherwise hide
-    it): returns the finer rule's ``sampler_options`` (and, with ``warn``, adds a warning);
-    None otherwise."""
+    it): returns a ``_FinerRule``, the finer rule's ``sampler_options`` and its engine
+    at the estimate (and, with ``warn``, adds a warning); None otherwise."""
     from glmm_sm.mcla.rb.split import N_NODES, OUTER_NODES
 
     ev = outcome.evaluation
@@ -545,7 +559,7 @@ def _quadrature_error(model, outcome, opts, warn=True):
     _, engine = rb_round(model, outcome.engine.structure, theta, None, factorize, finer[1],
                          outcome.seed, fopts, effective_n_jobs(opts.n_jobs))
     fine = engine.evaluate(theta)
-    engine.detach()
+    engine.detach()  # (a local engine: no client to drop, as the rounds' own)
     H = ev.hessian
     try:
         cov = np.linalg.inv(-H)
@@ -575,7 +589,7 @@ def _quadrature_error(model, outcome, opts, warn=True):
             f"{names[j]!r} by {worst:.2g} standard errors and the log-likelihood by "
             f"{fine.value - ev.value:.3g}; refit with sampler_options={{'n_nodes': "
             f"{finer[0]}, 'outer_nodes': {finer[1]}}} or more, and compare")
-    return {"n_nodes": finer[0], "outer_nodes": finer[1]}
+    return _FinerRule({"n_nodes": finer[0], "outer_nodes": finer[1]}, engine)
 
 
 def _flag_singular(model, outcome):
@@ -658,12 +672,14 @@ def _warn_hessian(model, outcome):
 
 
 def _mcmle(model, opts, seed, start_params, callback, disp, client, runaway=None,
-           centre=None):
+           centre=None, first_engine=None):
     """The rounds; stops early (``outcome.boundary``) when a variance goes to 0, and
     (unconverged, saying why) when the fit is hopeless (:meth:`_RoundState._hopeless`);
     ``runaway``: a separation within groups (:func:`_within_separation`); ``centre``: the
     first round's centre where it is not the Laplace fit (a deterministic fit refined from
-    its estimate)."""
+    its estimate); ``first_engine``: a deterministic rule's engine already placed at
+    ``centre`` with ``opts``' nodes (the quadrature error measurement's), used by the first
+    round instead of placing the same rule again."""
     t_start = time.perf_counter()
     log = FitLog(seed_entropy=seed.entropy)
     log.sampler = {"used": opts.sampler,
@@ -691,6 +707,8 @@ def _mcmle(model, opts, seed, start_params, callback, disp, client, runaway=None
         return FitOutcome(lap, None, None, log, False, seed, boundary=zero)
     state = _RoundState(model, opts, seed, factorize, client, log, t_start, lap, mode)
     state.runaway = runaway
+    if first_engine is not None and state.rb is not None and centre is not None:
+        state.first_engine = first_engine
     bar = _progress(disp, opts.max_rounds)
     try:
         rnd = counted = 0
@@ -721,6 +739,8 @@ class _RoundState:
     #: rounds, as the partitioned fit's, has none).
     per_block = False
     block_m = None
+    #: The first round's engine where it is given (:func:`_mcmle`'s ``first_engine``).
+    first_engine = None
 
     def __init__(self, model, opts, seed, factorize, client, log, t_start, lap, mode):
         self.model, self.opts, self.seed, self.factorize = model, opts, seed, factorize
@@ -783,7 +803,12 @@ class _RoundState:
     def _run(self, rnd):
         """Round ``rnd``'s engine on fresh draws, and the maximum on them."""
         opts, log = self.opts, self.log
-        if self.rb is not None:
+        if rnd == 0 and self.first_engine is not None:
+            # a deterministic rule placed at this centre already (no draws: the seed is not
+            # used), with its evaluation there
+            engine, self.first_engine = self.first_engine, None
+            draws = engine.draws
+        elif self.rb is not None:
             draws, engine = rb_round(self.model, self.rb, self.centre, self.centre_mode,
                                      self.factorize, self.m, child_seed(self.seed, rnd), opts,
                                      self.n_jobs, pilot=_is_pilot(rnd, opts))
