@@ -91,7 +91,10 @@ def quadrature_layout(data, names=None):
     effect left once its component :func:`choose_split` picks is integrated: a single
     grouping factor (nothing left), two nested factors (the outer level's one effect), an
     observation-level effect within clusters.  Deeper nesting (pupils in classes in schools
-    leaves a school and its classes) and crossed factors leave more.
+    leaves a school and its classes) and crossed factors leave more: a nesting tree of
+    depth 3 or more is then integrated by :mod:`glmm_sm.mcla.rb.deep`
+    (:func:`~glmm_sm.mcla.rb.deep.deep_tree_layout`), anything else importance-sampled
+    (:func:`~glmm_sm.mcla.rb.round.resolve_sampler` says which, and why).
 
     Parameters
     ----------
@@ -119,8 +122,9 @@ def quadrature_layout(data, names=None):
     what = "no component" if split[b] < 0 else (
         f"{names[split[b]]!r}" if names is not None else f"component {split[b]}")
     return False, (f"block {b} keeps {int(left[b])} effects once {what} is integrated "
-                   "(crossed factors, or nesting deeper than two levels): importance "
-                   "sampling")
+                   "(crossed factors, or a nesting tree of depth 3 or more, which the "
+                   "nested rule of every level takes where its layout allows: "
+                   "glmm_sm.mcla.rb.deep)")
 
 
 class RBStructure:
