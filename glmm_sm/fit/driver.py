@@ -52,7 +52,7 @@ from glmm_sm.fit.options import (  # noqa: F401  (FitLog and monte_carlo_errors:
     monte_carlo_errors,
 )
 from glmm_sm.fit.separation import separation_direction, within_group_separation
-from glmm_sm.laplace.step import laplace_fit
+from glmm_sm.laplace.step import conditional_mode, family_system, laplace_fit
 from glmm_sm.mcla.block_m import ESS_MARGIN, allocate_block_m, block_contributions
 from glmm_sm.mcla.draws import GEN_SIZE, DrawSet
 from glmm_sm.mcla.engine import MCLAEngine, effective_n_jobs
@@ -757,6 +757,9 @@ class _RoundState:
         if self.rb is not None:
             log.rao_blackwell = rb_record(model, self.rb)
         self.centre, self.centre_mode = lap, mode
+        # the conditional modes of the last rule placed (a deterministic fit's next rule
+        # starts its modes' Newton iterations there: _warm_mode)
+        self.mode_u = None if mode is None else mode.u
         m_start = opts.m_start
         if m_start is None:
             m_start = rb_m_start(self.rb, M_START_RB) if self.rb is not None else M_START
@@ -809,7 +812,10 @@ class _RoundState:
             engine, self.first_engine = self.first_engine, None
             draws = engine.draws
         elif self.rb is not None:
-            draws, engine = rb_round(self.model, self.rb, self.centre, self.centre_mode,
+            mode = self.centre_mode
+            if mode is None and opts.sampler == "quadrature":
+                mode = self._warm_mode(self.centre)
+            draws, engine = rb_round(self.model, self.rb, self.centre, mode,
                                      self.factorize, self.m, child_seed(self.seed, rnd), opts,
                                      self.n_jobs, pilot=_is_pilot(rnd, opts))
         else:
@@ -826,6 +832,22 @@ class _RoundState:
             self.m = draws.m
         theta, res, ev = _maximize(engine, self.centre, self.tr, opts, log, rnd)
         return engine, theta, res, ev
+
+    def _warm_mode(self, centre):
+        """The joint conditional modes at ``centre``
+        (:func:`~glmm_sm.laplace.step.conditional_mode`, as the rule's set-up would find them
+        from 0), by Newton's method from the last rule's modes where there are some (to
+        the same tolerance, in fewer iterations); None where that start does not converge
+        (the set-up then starts from 0)."""
+        model = self.model
+        p, k = model.k_fe, model.k_fe + model.k_vcp
+        system = family_system(model.block_system(self.factorize),
+                               centre[k] if model.k_fam else None)
+        mode = conditional_mode(system, centre[:p], centre[p:k], u0=self.mode_u)
+        if self.mode_u is not None and not mode.converged:
+            return None
+        self.mode_u = mode.u
+        return mode
 
     def round(self, rnd, callback, bar):
         """Run round ``rnd``; True when the fit stops after it."""
