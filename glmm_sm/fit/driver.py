@@ -506,7 +506,7 @@ def _refine_quadrature(model, outcome, opts, seed, callback, disp, client):
         # its first round's rule is the finer rule the measurement placed at the estimate:
         # that engine (and its evaluation there) is the round's
         refit = _mcmle(model, opts, seed, theta, callback, disp, client, centre=theta,
-                       first_engine=check.engine)
+                       first_rule=check)
         if refit.boundary or refit.evaluation is None:
             break
         # one log for the whole fit: the refit's rounds follow the first fit's
@@ -526,11 +526,13 @@ def _refine_quadrature(model, outcome, opts, seed, callback, disp, client):
 
 class _FinerRule(NamedTuple):
     """What :func:`_quadrature_error` returns when a finer rule is needed: its
-    ``sampler_options`` (``options``) and the ``engine`` of that rule placed at the
-    estimate (the refit's first round, :func:`_mcmle`'s ``first_engine``)."""
+    ``sampler_options`` (``options``), the ``engine`` of that rule placed at the estimate
+    (the refit's first round, :func:`_mcmle`'s ``first_rule``) and the joint conditional
+    modes it was placed with (``mode_u``, where the refit's next rule starts its own)."""
 
     options: dict
     engine: object
+    mode_u: object
 
 
 def _quadrature_error(model, outcome, opts, warn=True):
@@ -556,7 +558,13 @@ def _quadrature_error(model, outcome, opts, warn=True):
     fopts = replace(opts, sampler_options={**so, "n_nodes": finer[0], "outer_nodes": finer[1]})
     factorize = model.factorize if opts.factorize is None else bool(opts.factorize)
     theta = np.asarray(outcome.params, dtype=float)
-    _, engine = rb_round(model, outcome.engine.structure, theta, None, factorize, finer[1],
+    # the joint conditional modes the rule is placed with (as rb_round finds them; kept
+    # for a refit's next rule)
+    p, k = model.k_fe, model.k_fe + model.k_vcp
+    mode = conditional_mode(family_system(model.block_system(factorize),
+                                          theta[k] if model.k_fam else None),
+                            theta[:p], theta[p:k])
+    _, engine = rb_round(model, outcome.engine.structure, theta, mode, factorize, finer[1],
                          outcome.seed, fopts, effective_n_jobs(opts.n_jobs))
     fine = engine.evaluate(theta)
     engine.detach()  # (a local engine: no client to drop, as the rounds' own)
@@ -589,7 +597,7 @@ def _quadrature_error(model, outcome, opts, warn=True):
             f"{names[j]!r} by {worst:.2g} standard errors and the log-likelihood by "
             f"{fine.value - ev.value:.3g}; refit with sampler_options={{'n_nodes': "
             f"{finer[0]}, 'outer_nodes': {finer[1]}}} or more, and compare")
-    return _FinerRule({"n_nodes": finer[0], "outer_nodes": finer[1]}, engine)
+    return _FinerRule({"n_nodes": finer[0], "outer_nodes": finer[1]}, engine, mode.u)
 
 
 def _flag_singular(model, outcome):
@@ -672,14 +680,14 @@ def _warn_hessian(model, outcome):
 
 
 def _mcmle(model, opts, seed, start_params, callback, disp, client, runaway=None,
-           centre=None, first_engine=None):
+           centre=None, first_rule=None):
     """The rounds; stops early (``outcome.boundary``) when a variance goes to 0, and
     (unconverged, saying why) when the fit is hopeless (:meth:`_RoundState._hopeless`);
     ``runaway``: a separation within groups (:func:`_within_separation`); ``centre``: the
     first round's centre where it is not the Laplace fit (a deterministic fit refined from
-    its estimate); ``first_engine``: a deterministic rule's engine already placed at
-    ``centre`` with ``opts``' nodes (the quadrature error measurement's), used by the first
-    round instead of placing the same rule again."""
+    its estimate); ``first_rule``: a deterministic rule already placed at ``centre`` with
+    ``opts``' nodes (the quadrature error measurement's ``_FinerRule``), whose engine the
+    first round uses instead of placing the same rule again."""
     t_start = time.perf_counter()
     log = FitLog(seed_entropy=seed.entropy)
     log.sampler = {"used": opts.sampler,
@@ -707,8 +715,8 @@ def _mcmle(model, opts, seed, start_params, callback, disp, client, runaway=None
         return FitOutcome(lap, None, None, log, False, seed, boundary=zero)
     state = _RoundState(model, opts, seed, factorize, client, log, t_start, lap, mode)
     state.runaway = runaway
-    if first_engine is not None and state.rb is not None and centre is not None:
-        state.first_engine = first_engine
+    if first_rule is not None and state.rb is not None and centre is not None:
+        state.first_engine, state.mode_u = first_rule.engine, first_rule.mode_u
     bar = _progress(disp, opts.max_rounds)
     try:
         rnd = counted = 0
@@ -739,7 +747,7 @@ class _RoundState:
     #: rounds, as the partitioned fit's, has none).
     per_block = False
     block_m = None
-    #: The first round's engine where it is given (:func:`_mcmle`'s ``first_engine``).
+    #: The first round's engine where it is given (:func:`_mcmle`'s ``first_rule``).
     first_engine = None
 
     def __init__(self, model, opts, seed, factorize, client, log, t_start, lap, mode):
