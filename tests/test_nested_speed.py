@@ -15,6 +15,11 @@ a tree"), and that the faster routes compute the same numbers.
   that they vectorise): checked against a plain numpy evaluation of the same sums with the
   family's own per-observation terms (:meth:`~glmm_sm.spec.families.Family.obs_terms`)
   for the logit, log and probit links, with and without derivatives.
+* A deterministic fit's rounds after the first find the joint conditional modes of their
+  rule from the last rule's (fewer Newton iterations, the same modes to the solver's
+  tolerance): the same fit to rounding.
+* ``sampler="auto"`` says what falls back to importance sampling and why (neither the
+  two-level rule nor the nested rule of a tree takes the design).
 """
 
 from __future__ import annotations
@@ -265,3 +270,37 @@ def test_fallback_reason_says_what_falls_back():
         assert "deeper than two levels" not in reason
         assert "not a nesting tree of depth 3 or more" in reason and why in reason
         assert reason.endswith("importance sampling")
+
+
+def test_rounds_start_their_modes_from_the_last_rule(monkeypatch):
+    """Each round after the first places its rule with joint conditional modes found by
+    Newton's method from the last rule's (``_RoundState._warm_mode``): the same modes to
+    the solver's tolerance, so the same fit to rounding, from fewer Newton iterations."""
+    model = _model()
+    starts = []
+    solve = driver.conditional_mode
+
+    def spy(*args, **kwargs):
+        starts.append(kwargs.get("u0") is not None)
+        return solve(*args, **kwargs)
+
+    monkeypatch.setattr(driver, "conditional_mode", spy)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = model.fit(random_state=0, disp=False)
+    monkeypatch.undo()
+    rounds = len(res.fit_log.rounds)
+    assert res.fit_log.sampler["used"] == "quadrature" and rounds >= 2
+    assert "refinements" not in res.fit_log.quadrature
+    # round 0 has the Laplace fit's modes; rounds 1.. start from the round before's;
+    # the error measurement places its rule from 0 (as a fresh set-up does)
+    assert starts == [True] * (rounds - 1) + [False]
+    monkeypatch.setattr(driver._RoundState, "_warm_mode", lambda self, centre: None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cold = model.fit(random_state=0, disp=False)
+    monkeypatch.undo()
+    se = np.asarray(cold.bse)
+    assert len(cold.fit_log.rounds) == rounds
+    assert np.max(np.abs(np.asarray(res.params) - np.asarray(cold.params)) / se) < 1e-9
+    np.testing.assert_allclose(np.asarray(res.bse), se, rtol=1e-9)
