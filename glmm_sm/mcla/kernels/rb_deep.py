@@ -25,7 +25,7 @@ from glmm_sm.core.constants import HALF_LOG2PI, POISSON_ETA_MAX
 from glmm_sm.mcla.kernels.fastmath import fexp, flog1p_unit, frecip_unit
 from glmm_sm.mcla.kernels.rb import _obs_terms
 
-__all__ = ["LeafRows", "LeafRule", "LeafOut", "leaf_level"]
+__all__ = ["LeafRows", "LeafRule", "LeafOut", "leaf_level", "segment_rows"]
 
 _FLAGS = dict(cache=True, nogil=True, error_model="numpy")
 # the per-observation step is inlined into the leaf loop (a call per observation would pass
@@ -190,3 +190,18 @@ def leaf_level(fam, rows, rule, out, derivs):
                     s -= g[i] * g[j]
                     out.H[u, pi, ii, jj] = s
                     out.H[u, pi, jj, ii] = s
+
+
+@numba.njit(**_FLAGS)
+def segment_rows(a, ptr, out):
+    """``out[i] = a[ptr[i]] + a[ptr[i] + 1] + ... + a[ptr[i + 1] - 1]`` (rows of 2-d
+    arrays, none of the ranges empty), the rows added in order (``np.add.reduceat``'s sums
+    to rounding: it groups the additions of long rows differently)."""
+    m = a.shape[1]
+    for i in range(ptr.shape[0] - 1):
+        r0 = ptr[i]
+        for j in range(m):
+            out[i, j] = a[r0, j]
+        for r in range(r0 + 1, ptr[i + 1]):
+            for j in range(m):
+                out[i, j] += a[r, j]
