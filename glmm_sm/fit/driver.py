@@ -31,6 +31,7 @@ import sys
 import time
 import warnings
 from dataclasses import replace
+from typing import NamedTuple
 
 import numpy as np
 from scipy.optimize import OptimizeResult, minimize
@@ -51,7 +52,7 @@ from glmm_sm.fit.options import (  # noqa: F401  (FitLog and monte_carlo_errors:
     monte_carlo_errors,
 )
 from glmm_sm.fit.separation import separation_direction, within_group_separation
-from glmm_sm.laplace.step import laplace_fit
+from glmm_sm.laplace.step import conditional_mode, family_system, laplace_fit
 from glmm_sm.mcla.block_m import ESS_MARGIN, allocate_block_m, block_contributions
 from glmm_sm.mcla.draws import GEN_SIZE, DrawSet
 from glmm_sm.mcla.engine import MCLAEngine, effective_n_jobs
@@ -492,7 +493,8 @@ def _refine_quadrature(model, outcome, opts, seed, callback, disp, client):
     issued if it still exceeds the tolerance.  Every refit is recorded in the fit log."""
     history = []  # the measurements that asked for a finer rule
     for k in range(QUADRATURE_REFINE + 1):
-        finer = _quadrature_error(model, outcome, opts, warn=k == QUADRATURE_REFINE)
+        check = _quadrature_error(model, outcome, opts, warn=k == QUADRATURE_REFINE)
+        finer = None if check is None else check.options
         if finer is None or k == QUADRATURE_REFINE:
             break
         history.append(dict(outcome.log.quadrature))
@@ -501,7 +503,10 @@ def _refine_quadrature(model, outcome, opts, seed, callback, disp, client):
         theta = np.asarray(outcome.params, dtype=float)
         # the refit's rounds start at the estimate (not at the Laplace fit: on guPrenat that
         # is a mother variance of 330 against 49, five rounds away)
-        refit = _mcmle(model, opts, seed, theta, callback, disp, client, centre=theta)
+        # its first round's rule is the finer rule the measurement placed at the estimate:
+        # that engine (and its evaluation there) is the round's
+        refit = _mcmle(model, opts, seed, theta, callback, disp, client, centre=theta,
+                       first_rule=check)
         if refit.boundary or refit.evaluation is None:
             break
         # one log for the whole fit: the refit's rounds follow the first fit's
@@ -519,13 +524,24 @@ def _refine_quadrature(model, outcome, opts, seed, callback, disp, client):
     return outcome
 
 
+class _FinerRule(NamedTuple):
+    """What :func:`_quadrature_error` returns when a finer rule is needed: its
+    ``sampler_options`` (``options``), the ``engine`` of that rule placed at the estimate
+    (the refit's first round, :func:`_mcmle`'s ``first_rule``) and the joint conditional
+    modes it was placed with (``mode_u``, where the refit's next rule starts its own)."""
+
+    options: dict
+    engine: object
+    mode_u: object
+
+
 def _quadrature_error(model, outcome, opts, warn=True):
     """The quadrature error of a deterministic fit, measured: the Newton step from the
     estimate under a finer rule (twice the inner nodes, 1.5 times the outer ones), in
     standard errors, and the change of the log-likelihood; in ``outcome.log.quadrature``.
     When the step exceeds :data:`QUADRATURE_TOL_SE` (the MCSE of 0 would otherwise hide
-    it): returns the finer rule's ``sampler_options`` (and, with ``warn``, adds a warning);
-    None otherwise."""
+    it): returns a ``_FinerRule``, the finer rule's ``sampler_options`` and its engine
+    at the estimate (and, with ``warn``, adds a warning); None otherwise."""
     from glmm_sm.mcla.rb.split import N_NODES, OUTER_NODES
 
     ev = outcome.evaluation
@@ -542,10 +558,16 @@ def _quadrature_error(model, outcome, opts, warn=True):
     fopts = replace(opts, sampler_options={**so, "n_nodes": finer[0], "outer_nodes": finer[1]})
     factorize = model.factorize if opts.factorize is None else bool(opts.factorize)
     theta = np.asarray(outcome.params, dtype=float)
-    _, engine = rb_round(model, outcome.engine.structure, theta, None, factorize, finer[1],
+    # the joint conditional modes the rule is placed with (as rb_round finds them; kept
+    # for a refit's next rule)
+    p, k = model.k_fe, model.k_fe + model.k_vcp
+    mode = conditional_mode(family_system(model.block_system(factorize),
+                                          theta[k] if model.k_fam else None),
+                            theta[:p], theta[p:k])
+    _, engine = rb_round(model, outcome.engine.structure, theta, mode, factorize, finer[1],
                          outcome.seed, fopts, effective_n_jobs(opts.n_jobs))
     fine = engine.evaluate(theta)
-    engine.detach()
+    engine.detach()  # (a local engine: no client to drop, as the rounds' own)
     H = ev.hessian
     try:
         cov = np.linalg.inv(-H)
@@ -575,7 +597,7 @@ def _quadrature_error(model, outcome, opts, warn=True):
             f"{names[j]!r} by {worst:.2g} standard errors and the log-likelihood by "
             f"{fine.value - ev.value:.3g}; refit with sampler_options={{'n_nodes': "
             f"{finer[0]}, 'outer_nodes': {finer[1]}}} or more, and compare")
-    return {"n_nodes": finer[0], "outer_nodes": finer[1]}
+    return _FinerRule({"n_nodes": finer[0], "outer_nodes": finer[1]}, engine, mode.u)
 
 
 def _flag_singular(model, outcome):
@@ -658,12 +680,14 @@ def _warn_hessian(model, outcome):
 
 
 def _mcmle(model, opts, seed, start_params, callback, disp, client, runaway=None,
-           centre=None):
+           centre=None, first_rule=None):
     """The rounds; stops early (``outcome.boundary``) when a variance goes to 0, and
     (unconverged, saying why) when the fit is hopeless (:meth:`_RoundState._hopeless`);
     ``runaway``: a separation within groups (:func:`_within_separation`); ``centre``: the
     first round's centre where it is not the Laplace fit (a deterministic fit refined from
-    its estimate)."""
+    its estimate); ``first_rule``: a deterministic rule already placed at ``centre`` with
+    ``opts``' nodes (the quadrature error measurement's ``_FinerRule``), whose engine the
+    first round uses instead of placing the same rule again."""
     t_start = time.perf_counter()
     log = FitLog(seed_entropy=seed.entropy)
     log.sampler = {"used": opts.sampler,
@@ -691,6 +715,8 @@ def _mcmle(model, opts, seed, start_params, callback, disp, client, runaway=None
         return FitOutcome(lap, None, None, log, False, seed, boundary=zero)
     state = _RoundState(model, opts, seed, factorize, client, log, t_start, lap, mode)
     state.runaway = runaway
+    if first_rule is not None and state.rb is not None and centre is not None:
+        state.first_engine, state.mode_u = first_rule.engine, first_rule.mode_u
     bar = _progress(disp, opts.max_rounds)
     try:
         rnd = counted = 0
@@ -721,6 +747,8 @@ class _RoundState:
     #: rounds, as the partitioned fit's, has none).
     per_block = False
     block_m = None
+    #: The first round's engine where it is given (:func:`_mcmle`'s ``first_rule``).
+    first_engine = None
 
     def __init__(self, model, opts, seed, factorize, client, log, t_start, lap, mode):
         self.model, self.opts, self.seed, self.factorize = model, opts, seed, factorize
@@ -737,6 +765,9 @@ class _RoundState:
         if self.rb is not None:
             log.rao_blackwell = rb_record(model, self.rb)
         self.centre, self.centre_mode = lap, mode
+        # the conditional modes of the last rule placed (a deterministic fit's next rule
+        # starts its modes' Newton iterations there: _warm_mode)
+        self.mode_u = None if mode is None else mode.u
         m_start = opts.m_start
         if m_start is None:
             m_start = rb_m_start(self.rb, M_START_RB) if self.rb is not None else M_START
@@ -783,8 +814,16 @@ class _RoundState:
     def _run(self, rnd):
         """Round ``rnd``'s engine on fresh draws, and the maximum on them."""
         opts, log = self.opts, self.log
-        if self.rb is not None:
-            draws, engine = rb_round(self.model, self.rb, self.centre, self.centre_mode,
+        if rnd == 0 and self.first_engine is not None:
+            # a deterministic rule placed at this centre already (no draws: the seed is not
+            # used), with its evaluation there
+            engine, self.first_engine = self.first_engine, None
+            draws = engine.draws
+        elif self.rb is not None:
+            mode = self.centre_mode
+            if mode is None and opts.sampler == "quadrature":
+                mode = self._warm_mode(self.centre)
+            draws, engine = rb_round(self.model, self.rb, self.centre, mode,
                                      self.factorize, self.m, child_seed(self.seed, rnd), opts,
                                      self.n_jobs, pilot=_is_pilot(rnd, opts))
         else:
@@ -801,6 +840,22 @@ class _RoundState:
             self.m = draws.m
         theta, res, ev = _maximize(engine, self.centre, self.tr, opts, log, rnd)
         return engine, theta, res, ev
+
+    def _warm_mode(self, centre):
+        """The joint conditional modes at ``centre``
+        (:func:`~glmm_sm.laplace.step.conditional_mode`, as the rule's set-up would find them
+        from 0), by Newton's method from the last rule's modes where there are some (to
+        the same tolerance, in fewer iterations); None where that start does not converge
+        (the set-up then starts from 0)."""
+        model = self.model
+        p, k = model.k_fe, model.k_fe + model.k_vcp
+        system = family_system(model.block_system(self.factorize),
+                               centre[k] if model.k_fam else None)
+        mode = conditional_mode(system, centre[:p], centre[p:k], u0=self.mode_u)
+        if self.mode_u is not None and not mode.converged:
+            return None
+        self.mode_u = mode.u
+        return mode
 
     def round(self, rnd, callback, bar):
         """Run round ``rnd``; True when the fit stops after it."""

@@ -589,6 +589,52 @@ def _nb_close(a, nt, K, rb, state, sv):
             state.hla[t, r] = sv[t]
 
 
+@numba.njit(**_INLINE)
+def _project_cov(a, dn, inu, shift, rule, X, sig, C):
+    """Add ``A' Sigma A`` of level ``a`` to ``C`` (``d x d``): the node covariance of the
+    scores through the level's residuals (:func:`_low_rank_close`, :func:`_deferred_cov`).
+
+    ``Sigma`` is the lower triangle of the ``D x D`` matrix (``D = n_a + 2``) at the start
+    of ``sig``, over ``R = (rr_1..rr_n, alpha, gn)``; ``A`` maps ``R`` to the scores: the
+    rows of the level's observations' ``X`` and, with moving draws (``shift``), ``-malpha_a
+    / nu`` for ``alpha`` to the beta scores; ``gn`` to the variance score (index ``dn``)
+    alone.  ``sig`` past ``D^2 + D`` is work space (``M = Sigma A``)."""
+    o0 = rule.lev_ptr[a]
+    n_a = rule.lev_ptr[a + 1] - o0
+    D = n_a + 2
+    p = X.shape[1]
+    ro = rule.ro
+    moff = D * D + D
+    # M[u, c] = sum_v Sigma[u, v] A[v, c] over the rows with beta coefficients
+    for u in range(n_a + 1):
+        for c in range(p):
+            s_ = 0.0
+            for v in range(n_a + 1):
+                suv = sig[u * D + v] if v <= u else sig[v * D + u]
+                av = X[ro[o0 + v], c] if v < n_a else (
+                    -rule.malpha[a, c] * inu if shift else 0.0)
+                s_ += suv * av
+            sig[moff + u * p + c] = s_
+    for c in range(p):
+        for c2 in range(c + 1):
+            s_ = 0.0
+            for u in range(n_a + 1):
+                au = X[ro[o0 + u], c] if u < n_a else (
+                    -rule.malpha[a, c] * inu if shift else 0.0)
+                s_ += au * sig[moff + u * p + c2]
+            C[c, c2] += s_
+            if c2 != c:
+                C[c2, c] += s_
+        s_ = 0.0
+        for u in range(n_a + 1):
+            au = X[ro[o0 + u], c] if u < n_a else (
+                -rule.malpha[a, c] * inu if shift else 0.0)
+            s_ += au * sig[(n_a + 1) * D + u]
+        C[dn, c] += s_
+        C[c, dn] += s_
+    C[dn, dn] += sig[(n_a + 1) * D + n_a + 1]
+
+
 @numba.njit(**_FLAGS)
 def _low_rank_close(a, a_loc, nt, tc, inu, rb, ev, state):
     """:func:`_score_means` and :func:`_node_cov` of level ``a`` through its observations.
@@ -616,7 +662,6 @@ def _low_rank_close(a, a_loc, nt, tc, inu, rb, ev, state):
     ro = rb.ro
     shift = ev.gp.shape[2] > 0
     mean = D * D  # offsets into sig: the covariance, the means, then M = Sigma A
-    moff = mean + D
     for t in range(nt):
         for u in range(n_a):
             s_ = 0.0
@@ -654,34 +699,7 @@ def _low_rank_close(a, a_loc, nt, tc, inu, rb, ev, state):
             for u in range(D * D):
                 state.sgl[a_loc, t, u] = sig[u]
             continue
-        # M[u, c] = sum_v Sigma[u, v] A[v, c] over the rows with beta coefficients
-        for u in range(n_a + 1):
-            for c in range(p):
-                s_ = 0.0
-                for v in range(n_a + 1):
-                    suv = sig[u * D + v] if v <= u else sig[v * D + u]
-                    av = X[ro[o0 + v], c] if v < n_a else (
-                        -rb.malpha[a, c] * inu if shift else 0.0)
-                    s_ += suv * av
-                sig[moff + u * p + c] = s_
-        for c in range(p):
-            for c2 in range(c + 1):
-                s_ = 0.0
-                for u in range(n_a + 1):
-                    au = X[ro[o0 + u], c] if u < n_a else (
-                        -rb.malpha[a, c] * inu if shift else 0.0)
-                    s_ += au * sig[moff + u * p + c2]
-                Cw[t, c, c2] += s_
-                if c2 != c:
-                    Cw[t, c2, c] += s_
-            s_ = 0.0
-            for u in range(n_a + 1):
-                au = X[ro[o0 + u], c] if u < n_a else (
-                    -rb.malpha[a, c] * inu if shift else 0.0)
-                s_ += au * sig[(n_a + 1) * D + u]
-            Cw[t, dn, c] += s_
-            Cw[t, c, dn] += s_
-        Cw[t, dn, dn] += sig[(n_a + 1) * D + n_a + 1]
+        _project_cov(a, dn, inu, shift, rb, X, sig, Cw[t])
 
 
 @numba.njit(**_FLAGS)
@@ -693,7 +711,6 @@ def _deferred_cov(b, lev0, lev1, nt, amax, rule, ev, state, out):
     X, sig, sgl, sC, lw = ev.X, state.sig, state.sgl, out.sC, state.lw
     K = rule.xs.shape[0]
     p = X.shape[1]
-    ro = rule.ro
     shift = ev.gp.shape[2] > 0
     wt = state.acc[5]
     for t in range(nt):
@@ -707,40 +724,13 @@ def _deferred_cov(b, lev0, lev1, nt, amax, rule, ev, state, out):
         tc = rule.lev_comp[a]
         inu = 1.0 / ev.nu[tc]
         dn = p + tc
-        moff = D * D + D
         for u in range(D):
             for v in range(u + 1):
                 s_ = 0.0
                 for t in range(nt):
                     s_ += wt[t] * sgl[a - lev0, t, u * D + v]
                 sig[u * D + v] = s_
-        for u in range(n_a + 1):
-            for c in range(p):
-                s_ = 0.0
-                for v in range(n_a + 1):
-                    suv = sig[u * D + v] if v <= u else sig[v * D + u]
-                    av = X[ro[o0 + v], c] if v < n_a else (
-                        -rule.malpha[a, c] * inu if shift else 0.0)
-                    s_ += suv * av
-                sig[moff + u * p + c] = s_
-        for c in range(p):
-            for c2 in range(c + 1):
-                s_ = 0.0
-                for u in range(n_a + 1):
-                    au = X[ro[o0 + u], c] if u < n_a else (
-                        -rule.malpha[a, c] * inu if shift else 0.0)
-                    s_ += au * sig[moff + u * p + c2]
-                sC[b, c, c2] += s_
-                if c2 != c:
-                    sC[b, c2, c] += s_
-            s_ = 0.0
-            for u in range(n_a + 1):
-                au = X[ro[o0 + u], c] if u < n_a else (
-                    -rule.malpha[a, c] * inu if shift else 0.0)
-                s_ += au * sig[(n_a + 1) * D + u]
-            sC[b, dn, c] += s_
-            sC[b, c, dn] += s_
-        sC[b, dn, dn] += sig[(n_a + 1) * D + n_a + 1]
+        _project_cov(a, dn, inu, shift, rule, X, sig, sC[b])
 
 
 @numba.njit(**_INLINE)

@@ -21,12 +21,16 @@ from typing import NamedTuple
 import numba
 import numpy as np
 
-from glmm_sm.core.constants import HALF_LOG2PI
+from glmm_sm.core.constants import HALF_LOG2PI, POISSON_ETA_MAX
+from glmm_sm.mcla.kernels.fastmath import fexp, flog1p_unit, frecip_unit
 from glmm_sm.mcla.kernels.rb import _obs_terms
 
-__all__ = ["LeafRows", "LeafRule", "LeafOut", "leaf_level"]
+__all__ = ["LeafRows", "LeafRule", "LeafOut", "leaf_level", "segment_rows"]
 
 _FLAGS = dict(cache=True, nogil=True, error_model="numpy")
+# the per-observation step is inlined into the leaf loop (a call per observation would pass
+# every array it reads)
+_INLINE = dict(_FLAGS, inline="always")
 
 
 class LeafRows(NamedTuple):
@@ -66,13 +70,48 @@ class LeafOut(NamedTuple):
     cw: np.ndarray
 
 
+@numba.njit(**_INLINE)
+def _node_terms(fam, e0r, zr, wyi, wni, a, Fk, Rk, Ck):
+    """One observation at every node ``a[k]`` of its leaf: ``Fk[k] += l(eta_k)`` and
+    ``Rk[k], Ck[k]`` its residual and ``-d2 l / d eta2`` (:func:`_obs_terms`'s formulas,
+    written out per family so that the loop over the nodes vectorises)."""
+    K = a.shape[0]
+    if fam == 0:
+        for k in range(K):
+            eta = e0r + zr * a[k]
+            tt = fexp(-abs(eta))
+            inv = frecip_unit(1.0 + tt)
+            cum = max(eta, 0.0) + flog1p_unit(tt)
+            mu = inv if eta >= 0.0 else tt * inv
+            Fk[k] += wyi * eta - wni * cum
+            Rk[k] = wyi - wni * mu
+            Ck[k] = wni * tt * inv * inv
+    elif fam == 1:
+        for k in range(K):
+            eta = e0r + zr * a[k]
+            mu = fexp(min(eta, POISSON_ETA_MAX))
+            Fk[k] += wyi * eta - wni * mu
+            Rk[k] = wyi - wni * mu
+            Ck[k] = wni * mu
+    else:
+        for k in range(K):
+            ll, rr, cc = _obs_terms(fam, e0r + zr * a[k], wyi, wni)
+            Fk[k] += ll
+            Rk[k] = rr
+            Ck[k] = cc
+
+
 @numba.njit(**_FLAGS)
 def leaf_level(fam, rows, rule, out, derivs):
     """Fill ``out`` (:class:`LeafOut`) for every leaf and path; see the module docstring.
     ``fam``: the family's kernel code; ``derivs``: score and Hessian as well.
 
     A node's complete-data score involves ``beta`` and the leaves' variance only: the sums
-    run over those ``p + 1`` coordinates (index ``p`` stands for the variance)."""
+    run over those ``p + 1`` coordinates (index ``p`` stands for the variance).  For each
+    leaf and path the observations are the outer loop and the ``K`` nodes the inner one
+    (node-minor work arrays ``Gk[i, k]``, ``Hk[i, j, k]``), so that the observation terms
+    vectorise over the nodes; each node's sums take the observations in the same order
+    as one loop per node would, with the same operations."""
     n_leaf, P = out.val.shape
     K = rule.lw.shape[1]
     p = rows.X.shape[1]
@@ -81,8 +120,10 @@ def leaf_level(fam, rows, rule, out, derivs):
     jt = p + rule.t
     e = p + 1 if derivs else 0
     Fk = np.empty(K)
-    Gk = np.zeros((K, e))
-    Hk = np.zeros((K, e, e))
+    Rk = np.empty(K)
+    Ck = np.empty(K)
+    Gk = np.zeros((e, K))
+    Hk = np.zeros((e, e, K))
     g = np.zeros(e)
     const = -HALF_LOG2PI - 0.5 * math.log(nu)
     want_w = out.cw.shape[0] > 0
@@ -92,28 +133,33 @@ def leaf_level(fam, rows, rule, out, derivs):
     for u in range(n_leaf):
         r0, r1 = rows.ptr[u], rows.ptr[u + 1]
         for pi in range(P):
+            a = rule.nodes[u, pi * K : (pi + 1) * K]
             for k in range(K):
-                a = rule.nodes[u, pi * K + k]
-                f = rule.lw[u, k] + const - 0.5 * a * a * inu
+                ak = a[k]
+                Fk[k] = rule.lw[u, k] + const - 0.5 * ak * ak * inu
+            if derivs:
+                for i in range(p):
+                    for k in range(K):
+                        Gk[i, k] = 0.0
+                    for j in range(i + 1):
+                        for k in range(K):
+                            Hk[i, j, k] = 0.0
+                for k in range(K):
+                    ak = a[k]
+                    Gk[p, k] = -0.5 * inu + 0.5 * ak * ak * inu * inu
+                    Hk[p, p, k] = 0.5 * inu * inu - ak * ak * inu * inu * inu
+            for r in range(r0, r1):
+                _node_terms(fam, rows.e0[r, pi], rows.z[r], rows.wy[r], rows.wn[r], a, Fk,
+                            Rk, Ck)
                 if derivs:
                     for i in range(p):
-                        Gk[k, i] = 0.0
+                        xi = rows.X[r, i]
+                        for k in range(K):
+                            Gk[i, k] += Rk[k] * xi
                         for j in range(i + 1):
-                            Hk[k, i, j] = 0.0
-                    Gk[k, p] = -0.5 * inu + 0.5 * a * a * inu * inu
-                    Hk[k, p, p] = 0.5 * inu * inu - a * a * inu * inu * inu
-                for r in range(r0, r1):
-                    ll, rr, cc = _obs_terms(fam, rows.e0[r, pi] + rows.z[r] * a, rows.wy[r],
-                                            rows.wn[r])
-                    f += ll
-                    if derivs:
-                        for i in range(p):
-                            xi = rows.X[r, i]
-                            Gk[k, i] += rr * xi
-                            ci = cc * xi
-                            for j in range(i + 1):
-                                Hk[k, i, j] -= ci * rows.X[r, j]
-                Fk[k] = f
+                            xj = rows.X[r, j]
+                            for k in range(K):
+                                Hk[i, j, k] -= Ck[k] * xi * xj
             mx = Fk.max()
             tot = 0.0
             for k in range(K):
@@ -129,7 +175,7 @@ def leaf_level(fam, rows, rule, out, derivs):
             for i in range(e):
                 s = 0.0
                 for k in range(K):
-                    s += Fk[k] * Gk[k, i]
+                    s += Fk[k] * Gk[i, k]
                 g[i] = s
                 out.g[u, pi, i if i < p else jt] = s
             for i in range(e):
@@ -139,8 +185,23 @@ def leaf_level(fam, rows, rule, out, derivs):
                     s = 0.0
                     for k in range(K):
                         # Hk: beta's lower triangle and the variance's diagonal (zero between)
-                        h = Hk[k, i, j] if (i < p or j == p) else 0.0
-                        s += Fk[k] * (h + Gk[k, i] * Gk[k, j])
+                        h = Hk[i, j, k] if (i < p or j == p) else 0.0
+                        s += Fk[k] * (h + Gk[i, k] * Gk[j, k])
                     s -= g[i] * g[j]
                     out.H[u, pi, ii, jj] = s
                     out.H[u, pi, jj, ii] = s
+
+
+@numba.njit(**_FLAGS)
+def segment_rows(a, ptr, out):
+    """``out[i] = a[ptr[i]] + a[ptr[i] + 1] + ... + a[ptr[i + 1] - 1]`` (rows of 2-d
+    arrays, none of the ranges empty), the rows added in order (``np.add.reduceat``'s sums
+    to rounding: it groups the additions of long rows differently)."""
+    m = a.shape[1]
+    for i in range(ptr.shape[0] - 1):
+        r0 = ptr[i]
+        for j in range(m):
+            out[i, j] = a[r0, j]
+        for r in range(r0 + 1, ptr[i + 1]):
+            for j in range(m):
+                out[i, j] += a[r, j]

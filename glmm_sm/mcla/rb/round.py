@@ -82,6 +82,9 @@ def resolve_sampler(model, opts):
         deep, deep_why = deep_tree_layout(data, names)
         if deep:
             ok, why = True, deep_why
+        else:
+            # what falls back: neither the two-level rule nor the nested rule of a tree
+            why = f"{why}; {deep_why}: importance sampling"
     return ("quadrature" if ok else "laplace"), f"sampler='auto': {why}"
 
 

@@ -91,7 +91,10 @@ def quadrature_layout(data, names=None):
     effect left once its component :func:`choose_split` picks is integrated: a single
     grouping factor (nothing left), two nested factors (the outer level's one effect), an
     observation-level effect within clusters.  Deeper nesting (pupils in classes in schools
-    leaves a school and its classes) and crossed factors leave more.
+    leaves a school and its classes) and crossed factors leave more: a nesting tree of
+    depth 3 or more is then integrated by :mod:`glmm_sm.mcla.rb.deep`
+    (:func:`~glmm_sm.mcla.rb.deep.deep_tree_layout`), anything else importance-sampled
+    (:func:`~glmm_sm.mcla.rb.round.resolve_sampler` says which, and why).
 
     Parameters
     ----------
@@ -119,8 +122,9 @@ def quadrature_layout(data, names=None):
     what = "no component" if split[b] < 0 else (
         f"{names[split[b]]!r}" if names is not None else f"component {split[b]}")
     return False, (f"block {b} keeps {int(left[b])} effects once {what} is integrated "
-                   "(crossed factors, or nesting deeper than two levels): importance "
-                   "sampling")
+                   "(crossed factors, or a nesting tree of depth 3 or more, which the "
+                   "nested rule of every level takes where its layout allows: "
+                   "glmm_sm.mcla.rb.deep)")
 
 
 class RBStructure:
@@ -260,6 +264,13 @@ class RBSampler:
                 a_loc = np.flatnonzero(st.is_a[cb])
                 v_loc = np.flatnonzero(~st.is_a[cb])
                 Pb = P[g]
+                if v_loc.size <= 1:
+                    # every level at once (a nested block: one sampled effect or none), the
+                    # same numbers as the loop below
+                    self._levels_one_sampled(Pb, cb, a_loc, v_loc, lev_of_col,
+                                             (crow, ccol, cval))
+                    self._v_marginal(b, cb[v_loc], Pb, v_loc)
+                    continue
                 for i in a_loc:
                     lv = lev_of_col[cb[i]]
                     paa = Pb[i, i]
@@ -277,6 +288,25 @@ class RBSampler:
         C.sort_indices()
         self.cptr, self.cidx = C.indptr.astype(np.int64), C.indices.astype(np.int64)
         self.cval = C.data.astype(np.float64)
+
+    def _levels_one_sampled(self, Pb, cb, a_loc, v_loc, lev_of_col, coo):
+        """:meth:`_per_block`'s linear rule of a block's integrated levels ``a_loc`` when at
+        most one effect ``v_loc`` is sampled, for all levels at once: ``s_a = P_aa^{-1/2}``,
+        ``c_a = -P_av / P_aa`` and ``m0_a = u_a - c_a u_v`` (a product of one term, as the
+        per-level dot product gives it)."""
+        crow, ccol, cval = coo
+        lv = lev_of_col[cb[a_loc]]
+        paa = Pb[a_loc, a_loc]
+        self.s[lv] = 1.0 / np.sqrt(paa)
+        if not v_loc.size:
+            self.m0[lv] = self.u_hat[cb[a_loc]] - 0.0
+            return
+        c = -Pb[a_loc, v_loc[0]] / paa
+        self.m0[lv] = self.u_hat[cb[a_loc]] - c * self.u_hat[cb[v_loc[0]]]
+        nz = np.flatnonzero(c)
+        crow.extend(lv[nz].tolist())
+        ccol.extend([int(cb[v_loc[0]])] * nz.size)
+        cval.extend(c[nz].tolist())
 
     def _v_marginal(self, b, vcols, Pb, v_loc):
         """The sampled effects' marginal covariance root (Laplace) in block ``b``."""
