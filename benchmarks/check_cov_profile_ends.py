@@ -5,10 +5,11 @@ For each data set (``bench_profile_coverage.simulate``, 50 groups of 12 unless
 ``bench_profile_coverage.py`` in ``--records`` are compared with the exact profile
 (``tests/aghq2d_cov_profile.py``: the independent 2-D adaptive Gauss-Hermite likelihood, 20
 nodes per dimension, each constrained maximum the best of several starts): the exact
-deviance at each recorded end (it should be the chi2(1) quantile, 3.84) and at the truth (the exact
-interval contains the truth when that is below 3.84: the exact profile deviance is 0 at the
-estimate and, on these data, rises monotonically away from it, which ``--ends`` checks by
-locating the exact ends; a 14-node rule at their maxima is the node study).  One JSON line per data set goes to ``--out``.  CPU time is process time.
+deviance at each recorded end (it should be the chi2(1) quantile, 3.84) and at the truth
+(the truth is in the exact LR confidence set ``{c : D(c) <= 3.84}`` when that is at most
+3.84).  ``--ends`` also locates the exact ends (a scan outward from the maximum, then
+bisection) and compares a 14-node rule at their maxima (node study).  One JSON line per
+data set goes to ``--out``.  CPU time is process time.
 
 Usage::
 
