@@ -44,7 +44,7 @@ def simulate(seed, groups, per):
     return pd.DataFrame({"y": y, "x": x, "g": g})
 
 
-def one(seed, groups, per, time_budget=600.0):
+def one(seed, groups, per, time_budget=600.0, cols=None):
     import statsmodels.api as sm
 
     from glmm_sm import MonteCarloGLMM
@@ -59,7 +59,7 @@ def one(seed, groups, per, time_budget=600.0):
         t1 = time.process_time()
         rec = {"seed": seed, "fit_cpu": t1 - t0, "m": int(res.m), "singular": res.singular}
         try:
-            ci = res.profile_conf_int(time_budget=time_budget)
+            ci = res.profile_conf_int(cols=cols, time_budget=time_budget)
         except ValueError as e:  # a singular estimate cannot be profiled
             rec.update(error=str(e), profile_cpu=time.process_time() - t1)
             return rec
@@ -70,8 +70,15 @@ def one(seed, groups, per, time_budget=600.0):
     return rec
 
 
-def report(path):
+def report(path, merge=None):
     recs = [json.loads(line) for line in open(path)]
+    if merge:  # the parameters not profiled in ``path`` from ``merge`` (same seeds)
+        old = {r["seed"]: r for r in map(json.loads, open(merge))}
+        for r in recs:
+            o = old[r["seed"]]
+            if "ci" in r and "ci" in o:
+                r["ci"] = {**o["ci"], **r["ci"]}
+                r["profile_cpu"] += o["profile_cpu"]
     ok = [r for r in recs if "ci" in r]
     rows = []
     for name, truth in TRUE.items():
@@ -115,18 +122,22 @@ def main():
     ap.add_argument("--time-budget", type=float, default=600.0,
                     help="each data set's profile budget in wall-clock seconds (0: none)")
     ap.add_argument("--seeds", type=int, nargs="+", help="these seeds instead of --first/--n")
+    ap.add_argument("--params", nargs="+",
+                    help="profile only these (e.g. 'g Cov(x, Intercept)'); --report then "
+                         "takes the others from --merge")
+    ap.add_argument("--merge", help="records whose intervals fill in those not in --out's")
     args = ap.parse_args()
     if not args.report:
         with open(args.out, "a") as f:
             seeds = args.seeds or range(args.first, args.first + args.n)
             for seed in seeds:
-                rec = one(seed, args.groups, args.per, args.time_budget or None)
+                rec = one(seed, args.groups, args.per, args.time_budget or None, args.params)
                 rec.update(groups=args.groups, per=args.per)
                 f.write(json.dumps(rec) + "\n")
                 f.flush()
                 print(seed, f"fit {rec['fit_cpu']:.1f}s profile {rec['profile_cpu']:.1f}s",
                       flush=True)
-    print(report(args.out))
+    print(report(args.out, args.merge))
 
 
 if __name__ == "__main__":
