@@ -127,6 +127,7 @@ def child(name, n, seed, sampler=None, method=None, time_budget=None):
         "groups": int(df["g"].nunique()),
         "import_s": t_imp, "build_s": t_build, "fit_s": t_fit,
         "laplace_s": res.fit_log.laplace.get("seconds"),
+        "laplace_cpu_s": res.fit_log.laplace.get("cpu_seconds"),
         "m": int(res.m), "rounds": len(rounds), "converged": bool(res.converged),
         "message": res.fit_log.message,
         "min_ess": float(np.min(res.ess)) if np.size(res.ess) else None,
@@ -144,7 +145,7 @@ def child(name, n, seed, sampler=None, method=None, time_budget=None):
 ROUND_FIELDS = ("round", "m", "value", "min_ess", "max_ratio", "moved", "iterations",
                 "optimizer_status", "optimizer_message", "at_maximum",
                 "hessian_negative_definite", "outside_evaluations", "converged", "counted",
-                "seconds", "unmet", "m_asked", "m_next")
+                "seconds", "cpu_seconds", "unmet", "m_asked", "m_next", "pilot_rule")
 
 
 def round_log(log, names):
