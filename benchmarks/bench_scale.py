@@ -169,6 +169,11 @@ def round_log(log, names):
     return out
 
 
+def _num(v, spec):
+    """``v`` formatted by ``spec``, or as it is where :func:`_plain` made it a string."""
+    return v if isinstance(v, str) else format(v, spec)
+
+
 def _plain(v):
     """A JSON-ready value (numpy scalars as Python numbers, infinities as strings)."""
     if isinstance(v, (np.generic,)):
@@ -312,9 +317,9 @@ def report(recs):
             why = "; ".join(q.get("unmet", [])) or "converged"
             nxt = "" if "m_next" not in q else (
                 f"; next m {q['m_next']:,} (asked {q['m_asked']:,})")
-            moved = q["moved"] if isinstance(q["moved"], str) else f"{q['moved']:.2f}"
-            print(f"  - round {q['round']}: m {q['m']:,}, ESS {q['min_ess']:.0f}, "
-                  f"MCSE/SE {q['max_ratio']:.3f}{worst}, moved {moved}, status "
+            print(f"  - round {q['round']}: m {q['m']:,}, ESS {_num(q['min_ess'], '.0f')}, "
+                  f"MCSE/SE {_num(q['max_ratio'], '.3f')}{worst}, moved "
+                  f"{_num(q['moved'], '.2f')}, status "
                   f"{q['optimizer_status']}, {q['evaluations']} evaluations, "
                   f"{q['seconds']:.1f} s; {why}{nxt}")
     print("\nGrowth exponent (slope of log cost on log n; 1 = linear):")
