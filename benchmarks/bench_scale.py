@@ -127,6 +127,7 @@ def child(name, n, seed, sampler=None, method=None, time_budget=None):
         "groups": int(df["g"].nunique()),
         "import_s": t_imp, "build_s": t_build, "fit_s": t_fit,
         "laplace_s": res.fit_log.laplace.get("seconds"),
+        "laplace_cpu_s": res.fit_log.laplace.get("cpu_seconds"),
         "m": int(res.m), "rounds": len(rounds), "converged": bool(res.converged),
         "message": res.fit_log.message,
         "min_ess": float(np.min(res.ess)) if np.size(res.ess) else None,
@@ -134,8 +135,52 @@ def child(name, n, seed, sampler=None, method=None, time_budget=None):
         "mcse": np.sqrt(np.diag(np.asarray(res.mcse_cov))).tolist(),
         "truth": MODELS[name]["beta"] + [MODELS[name]["truth"].get(v) for v in
                                          model.vcp_names],
+        "round_log": round_log(res.fit_log, names),
+        "sampler": res.fit_log.sampler,
         "glmm_sm": glmm_sm.__file__, "cpu_child_s": time.process_time() - c0,
     }), flush=True)
+
+
+#: The fields of each round's log entry (``FitLog.rounds``) the child reports.
+ROUND_FIELDS = ("round", "m", "value", "min_ess", "max_ratio", "moved", "iterations",
+                "optimizer_status", "optimizer_message", "at_maximum",
+                "hessian_negative_definite", "outside_evaluations", "converged", "counted",
+                "seconds", "cpu_seconds", "unmet", "m_asked", "m_next", "pilot_rule")
+
+
+def round_log(log, names):
+    """Each Monte Carlo round of a fit (JSON-ready): m, ESS, MCSE/SE, movement, the
+    optimizer's stop, the convergence conditions missed (``unmet``: why another round
+    was taken), the m the rule asked for and the next round's m, per-parameter SE, MCSE
+    and MCSE/SE, and the number of objective evaluations."""
+    out = []
+    for info in log.rounds:
+        rec = {k: _plain(info[k]) for k in ROUND_FIELDS if k in info}
+        se, mcse = info.get("se"), info.get("mcse")
+        if se is not None and mcse is not None:
+            rec["params"] = dict(zip(names, np.asarray(info["params"], float).tolist(),
+                                     strict=True))
+            rec["se"] = dict(zip(names, se, strict=True))
+            rec["mcse"] = dict(zip(names, mcse, strict=True))
+            rec["ratio"] = {nm: (mc / s if s > 0 else None)
+                            for nm, s, mc in zip(names, se, mcse, strict=True)}
+        rec["evaluations"] = sum(1 for e in log.evaluations if e["round"] == info["round"])
+        out.append(rec)
+    return out
+
+
+def _num(v, spec):
+    """``v`` formatted by ``spec``, or as it is where :func:`_plain` made it a string."""
+    return v if isinstance(v, str) else format(v, spec)
+
+
+def _plain(v):
+    """A JSON-ready value (numpy scalars as Python numbers, infinities as strings)."""
+    if isinstance(v, (np.generic,)):
+        v = v.item()
+    if isinstance(v, float) and not math.isfinite(v):
+        return str(v)
+    return v
 
 
 def _label(name, sampler, method):
@@ -257,6 +302,26 @@ def report(recs):
             f"{nm} {p:.3f} ({s:.3f}, {mc:.1e}; {t:g}) z={(p - t) / s:+.1f}"
             for nm, p, s, mc, t in zip(r["names"], r["params"], r["bse"], r["mcse"],
                                        r["truth"], strict=True)))
+    print("\nRounds (m, smallest ESS, largest MCSE/SE and its parameter, moved in combined "
+          "MCSEs, optimizer status, evaluations, seconds; why another round; next m):")
+    for r in recs:
+        if "error" in r or not r.get("round_log"):
+            continue
+        print(f"- {r['model']} n={r['n']:,}:")
+        for q in r["round_log"]:
+            worst = ""
+            if q.get("ratio"):
+                nm = max((k for k, v in q["ratio"].items() if v is not None),
+                         key=lambda k: q["ratio"][k], default=None)
+                worst = "" if nm is None else f" ({nm})"
+            why = "; ".join(q.get("unmet", [])) or "converged"
+            nxt = "" if "m_next" not in q else (
+                f"; next m {q['m_next']:,} (asked {q['m_asked']:,})")
+            print(f"  - round {q['round']}: m {q['m']:,}, ESS {_num(q['min_ess'], '.0f')}, "
+                  f"MCSE/SE {_num(q['max_ratio'], '.3f')}{worst}, moved "
+                  f"{_num(q['moved'], '.2f')}, status "
+                  f"{q['optimizer_status']}, {q['evaluations']} evaluations, "
+                  f"{q['seconds']:.1f} s; {why}{nxt}")
     print("\nGrowth exponent (slope of log cost on log n; 1 = linear):")
     for name in dict.fromkeys(r["model"] for r in recs):
         rs = [r for r in recs if r["model"] == name and "error" not in r]

@@ -153,11 +153,20 @@ class FitLog:
         far below Monte Carlo error), ``hessian_negative_definite``,
         ``nonfinite_evaluations`` (trial points where ``l_m`` was not finite),
         ``outside_evaluations`` (trial points outside the ESS trust region; optimizer status
-        10 when they ended the round), ``converged`` and ``seconds``.
+        10 when they ended the round), ``converged``, ``seconds`` (wall), ``cpu_seconds``
+        (the process's, every thread's, compilation included), ``se`` and ``mcse``
+        (per parameter, as ``params``), ``unmet`` (when not converged: the
+        convergence conditions the round missed) and, where the fit goes on to another
+        Monte Carlo round of ``m="auto"``, ``m_asked`` (the m the MCSE/SE and ESS rule asked
+        for) and ``m_next`` (the next round's m, after the growth caps).  The round after
+        a Rao-Blackwellized pilot round whose movement across the two rules alone would
+        ask for another round has ``pilot_rule`` (``moved`` is then measured from the
+        pilot's draws' maximum under this round's rule:
+        ``glmm_sm.fit.driver._RoundState._pilot_rule_moved``).
     laplace : dict
         The Laplace start: ``params``, ``value``, L-BFGS-B's ``optimizer_success``,
         ``optimizer_status``, ``optimizer_message`` and ``iterations``, ``mode_converged``,
-        ``nonfinite_evaluations`` and ``seconds``.
+        ``nonfinite_evaluations``, ``seconds`` (wall) and ``cpu_seconds``.
     seed_entropy : int
         Entropy of the root ``SeedSequence`` (repeat the fit with ``random_state`` set to a
         ``SeedSequence(entropy)``).

@@ -10,6 +10,8 @@ node covariances complete the Hessian (Louis' identity within each draw).
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import scipy.sparse as sp
 
@@ -48,6 +50,18 @@ class RBEngine(EngineBase):
         self._setup(draws, chunk_size, n_jobs)
         self.sampler = draws.sampler
         self.structure = self.sampler.structure
+
+    def with_nodes(self, n_nodes):
+        """An engine on the same draws whose integrated levels are summed by an
+        ``n_nodes``-point Gauss-Hermite rule (:meth:`RBSampler.with_nodes
+        <glmm_sm.mcla.rb.split.RBSampler.with_nodes>`) in place of the sampler's: the
+        ``l_m`` of another rule on these draws.  The draws are shared (not copied); the
+        evaluation caches are not."""
+        twin = copy.copy(self)
+        twin.sampler = self.sampler.with_nodes(n_nodes)
+        for key in ("_last", "_moments", "_log_weights"):
+            twin.__dict__.pop(key, None)
+        return twin
 
     def _shift(self):
         """``(DrawShift of the sampled effects, shifted design X + Z M)`` or None."""

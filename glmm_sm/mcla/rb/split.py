@@ -21,6 +21,8 @@ Monte Carlo error is then ``v``'s alone: 24 dimensions instead of 340 on VerbAgg
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import scipy.sparse as sp
 
@@ -198,6 +200,14 @@ class RBStructure:
         return h
 
 
+def _inner_rule(n_nodes):
+    """The integrated levels' Gauss-Hermite rule for a standard normal: nodes
+    ``sqrt(2) x`` and log weights ``log w + x^2 + log(2) / 2`` (with the normal density's
+    ``exp(-z^2 / 2) / sqrt(2 pi)`` written out by the kernel)."""
+    x, w = np.polynomial.hermite.hermgauss(int(n_nodes))
+    return np.sqrt(2.0) * x, np.log(w) + x * x + 0.5 * np.log(2.0)
+
+
 class RBSampler:
     """Draws of the sampled effects, and the quadrature rule of the integrated ones.
 
@@ -239,9 +249,7 @@ class RBSampler:
                                          nu_derivs=False)[0]
         self.malpha = np.ascontiguousarray(self.du_dbeta[structure.lev_col]) if self.shift \
             else np.zeros((structure.n_levels, p))
-        x, w = np.polynomial.hermite.hermgauss(int(n_nodes))
-        self.xs = np.sqrt(2.0) * x
-        self.logw = np.log(w) + x * x + 0.5 * np.log(2.0)
+        self.xs, self.logw = _inner_rule(n_nodes)
         self._per_block(system, mode, data)
         self.adapted = self._adapt(integrated_laplace(self, self.params) if integrated else {})
 
@@ -376,6 +384,16 @@ class RBSampler:
             self.v_half_logdet[b] = -float(np.log(np.diag(root)).sum())
             done.append(int(b))
         return done
+
+    def with_nodes(self, n_nodes):
+        """This sampler with an ``n_nodes``-point Gauss-Hermite rule for the integrated
+        levels in place of its own: the same proposal, centres and scales (a shallow copy;
+        draws of either generate the same sampled effects).  The fitting driver evaluates
+        a pilot round's draws with the full rule through it
+        (:meth:`~glmm_sm.mcla.rb.engine.RBEngine.with_nodes`)."""
+        twin = copy.copy(self)
+        twin.xs, twin.logw = _inner_rule(n_nodes)
+        return twin
 
     def rule(self):
         """The kernel's quadrature rule (:class:`~glmm_sm.mcla.kernels.records.RBRule`)."""

@@ -196,6 +196,34 @@ def vector_quadrature_layout(data, names=None):
                    "importance sampling")
 
 
+def _block_pairs(data, vi, c0, c1, by_first):
+    """The column pairs of vector term ``vi`` whose first column is in ``c0:c1`` (a
+    block), in their stored order: ``pairs[(pairs[:, 0] >= c0) & (pairs[:, 0] < c1)]``,
+    found by bisection in the pairs sorted by first column (kept in ``by_first``) instead
+    of a pass over every pair per block."""
+    got = by_first.get(vi)
+    if got is None:
+        pr = np.asarray(data.pairs[vi])
+        order = np.argsort(pr[:, 0], kind="stable")
+        got = by_first[vi] = (pr, order, pr[order, 0])
+    pr, order, first = got
+    idx = np.sort(order[np.searchsorted(first, c0, "left"):np.searchsorted(first, c1,
+                                                                            "left")])
+    return pr[idx]
+
+
+def _level_block(Zc, rows, cols):
+    """``Z[rows][:, cols]`` as a dense ``(len(rows), len(cols))`` array, from the CSC
+    columns ``cols`` alone (``rows`` sorted, holding every row those columns touch): the
+    work is their nonzeros, where slicing the CSR rows by columns cost the number of
+    columns of ``Z`` per level (quadratic in the data over all levels)."""
+    out = np.zeros((len(rows), len(cols)), dtype=Zc.dtype)
+    for j, c in enumerate(cols):
+        k0, k1 = Zc.indptr[c], Zc.indptr[c + 1]
+        np.add.at(out[:, j], np.searchsorted(rows, Zc.indices[k0:k1]), Zc.data[k0:k1])
+    return out
+
+
 class VectorRBStructure:
     """Fixed bookkeeping of a Rao-Blackwellized layout with vector levels.
 
@@ -229,14 +257,14 @@ class VectorRBStructure:
         lev_cols, lev_bptr, lev_ptr, ro, za, lev_unit = [], [0], [0], [], [], []
         free_bptr, free_obs = [0], []
         covered = np.zeros(Z.shape[0], dtype=bool)
+        by_first = {}  # the pairs' order by first column, per vector term (_block_pairs)
         for b in range(data.n_blocks):
             ui = int(self.split[b])
             if ui >= 0:
                 u = cov.units[ui]
                 c0, c1 = data.col_ptr[b], data.col_ptr[b + 1]
                 if len(u) > 1:
-                    pr = np.asarray(data.pairs[cov.vector_index(ui)])
-                    pr = pr[(pr[:, 0] >= c0) & (pr[:, 0] < c1)]
+                    pr = _block_pairs(data, cov.vector_index(ui), c0, c1, by_first)
                 else:
                     cols = np.arange(c0, c1)
                     pr = cols[data.ident[cols] == u[0]][:, None]
@@ -247,7 +275,7 @@ class VectorRBStructure:
                     lev_cols.append(cols)
                     lev_unit.append(ui)
                     ro.extend(rows.tolist())
-                    za.append(np.asarray(Z[rows][:, cols].todense()).reshape(len(rows), -1))
+                    za.append(_level_block(Zc, rows, cols))
                     covered[rows] = True
                     lev_ptr.append(len(ro))
             lev_bptr.append(len(lev_cols))
