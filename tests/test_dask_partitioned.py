@@ -257,6 +257,7 @@ def test_folds_of_pieces_equal_the_fold_of_the_whole(monkeypatch, chunk):
     c = rng.standard_normal((101, 2, 3)) * 10.0 ** rng.integers(-8, 8, (101, 1, 1))
     whole = folds.fold(c)
     for cuts in ([0, 101], [0, 1, 2, 50, 101], [0, 16, 32, 33, 101], [0, 40, 80, 101]):
-        parts = [folds.partial_fold(c[a:b], a, 101) for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
+        parts = [folds.partial_fold(c[a:b], a, 101)
+                 for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
         assert np.array_equal(folds.merge_folds(parts, 101), whole)
     assert np.allclose(whole, c.sum(axis=0))
