@@ -12,6 +12,16 @@ from glmm_sm.mcla.engine import MCLAEngine
 VC = {"F": "0 + C(Female)", "M": "0 + C(Male)"}
 
 
+@pytest.fixture(autouse=True)
+def python_sigint_handler():
+    """Python's own SIGINT handler (``KeyboardInterrupt``) during each test, whatever handler
+    the process inherited: a shell starts a background job with SIGINT ignored, and Python
+    then leaves it ignored (a real SIGINT would do nothing)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 @pytest.fixture(scope="module")
 def model(salamander_model):
     return salamander_model
