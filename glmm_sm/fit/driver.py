@@ -988,7 +988,8 @@ class _RoundState:
     def _pilot_rule_moved(self, rnd, engine, theta, ref):
         """The movement from the pilot round's estimate to this round's ``theta``, both
         under this round's rule, or None where the last round was not a Rao-Blackwellized
-        pilot with another rule.
+        pilot with another rule of scalar levels (the correlated engine's tensor-rule
+        pilot is compared with the next round across the two rules).
 
         A pilot round (:func:`_is_pilot`) integrates with
         :data:`~glmm_sm.mcla.rb.round.PILOT_NODES` nodes: its estimate is the maximum of
@@ -1018,6 +1019,10 @@ class _RoundState:
         prev = None if self.outcome is None else self.outcome.engine
         if (rnd != 1 or not _is_pilot(0, self.opts) or self.opts.sampler == "quadrature"
                 or not hasattr(prev, "with_nodes") or type(prev) is not type(engine)):
+            return None
+        if getattr(prev.sampler, "xs", None) is None:
+            # the correlated engine's tensor rule (VectorRBSampler): its pilot's draws are
+            # not re-evaluated under another rule; the movement is the one across rules
             return None
         nodes, full = len(prev.sampler.xs), len(engine.sampler.xs)
         if nodes == full:
