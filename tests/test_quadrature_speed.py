@@ -161,6 +161,7 @@ def _record(sampler, moved_before, step_se):
     st.centre = np.zeros(k)
     st.prev_mcse = np.zeros(k)
     st.m = 20
+    st.outcome = None  # no round before this one (as __init__ sets it)
     st.log = FitLog()
     st.log.rounds.append({"moved": moved_before})
     ev = Evaluation(value=0.0, gradient=np.zeros(k), hessian=-np.eye(k),
