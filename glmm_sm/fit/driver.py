@@ -53,11 +53,19 @@ from glmm_sm.fit.options import (  # noqa: F401  (FitLog and monte_carlo_errors:
     monte_carlo_errors,
 )
 from glmm_sm.fit.separation import separation_direction, within_group_separation
-from glmm_sm.laplace.step import conditional_mode, family_system, laplace_fit
+from glmm_sm.laplace.step import laplace_fit
 from glmm_sm.mcla.block_m import ESS_MARGIN, allocate_block_m, block_contributions
 from glmm_sm.mcla.draws import GEN_SIZE, DrawSet
 from glmm_sm.mcla.engine import MCLAEngine, effective_n_jobs
-from glmm_sm.mcla.rb.round import rb_m_start, rb_record, rb_round, rb_structure, resolve_sampler
+from glmm_sm.mcla.rb.round import (
+    centre_mode,
+    centre_system,
+    rb_m_start,
+    rb_record,
+    rb_round,
+    rb_structure,
+    resolve_sampler,
+)
 from glmm_sm.spec.covstruct import SINGULAR_TOL, singular_terms
 from glmm_sm.spec.params import CachedObjective, ParamTransform
 
@@ -561,10 +569,7 @@ def _quadrature_error(model, outcome, opts, warn=True):
     theta = np.asarray(outcome.params, dtype=float)
     # the joint conditional modes the rule is placed with (as rb_round finds them; kept
     # for a refit's next rule)
-    p, k = model.k_fe, model.k_fe + model.k_vcp
-    mode = conditional_mode(family_system(model.block_system(factorize),
-                                          theta[k] if model.k_fam else None),
-                            theta[:p], theta[p:k])
+    mode = centre_mode(model, centre_system(model, factorize, theta), theta)
     _, engine = rb_round(model, outcome.engine.structure, theta, mode, factorize, finer[1],
                          outcome.seed, fopts, effective_n_jobs(opts.n_jobs))
     fine = engine.evaluate(theta)
@@ -845,15 +850,13 @@ class _RoundState:
 
     def _warm_mode(self, centre):
         """The joint conditional modes at ``centre``
-        (:func:`~glmm_sm.laplace.step.conditional_mode`, as the rule's set-up would find them
+        (:func:`~glmm_sm.mcla.rb.round.centre_mode`, as the rule's set-up would find them
         from 0), by Newton's method from the last rule's modes where there are some (to
         the same tolerance, in fewer iterations); None where that start does not converge
         (the set-up then starts from 0)."""
         model = self.model
-        p, k = model.k_fe, model.k_fe + model.k_vcp
-        system = family_system(model.block_system(self.factorize),
-                               centre[k] if model.k_fam else None)
-        mode = conditional_mode(system, centre[:p], centre[p:k], u0=self.mode_u)
+        mode = centre_mode(model, centre_system(model, self.factorize, centre), centre,
+                           u0=self.mode_u)
         if self.mode_u is not None and not mode.converged:
             return None
         self.mode_u = mode.u
@@ -1018,11 +1021,8 @@ class _RoundState:
         """
         prev = None if self.outcome is None else self.outcome.engine
         if (rnd != 1 or not _is_pilot(0, self.opts) or self.opts.sampler == "quadrature"
-                or not hasattr(prev, "with_nodes") or type(prev) is not type(engine)):
-            return None
-        if getattr(prev.sampler, "xs", None) is None:
-            # the correlated engine's tensor rule (VectorRBSampler): its pilot's draws are
-            # not re-evaluated under another rule; the movement is the one across rules
+                or type(prev) is not type(engine)
+                or getattr(getattr(prev, "sampler", None), "with_nodes", None) is None):
             return None
         nodes, full = len(prev.sampler.xs), len(engine.sampler.xs)
         if nodes == full:

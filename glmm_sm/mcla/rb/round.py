@@ -176,17 +176,30 @@ def _vector_structure(model, opts, factorize, rb):
     return VectorRBStructure(data, split)
 
 
+def centre_system(model, factorize, centre):
+    """The block system with the family's parameter of ``centre`` set (the negative
+    binomial's alpha, after the variances)."""
+    k = model.k_fe + model.k_vcp
+    return family_system(model.block_system(factorize), centre[k] if model.k_fam else None)
+
+
+def centre_mode(model, system, centre, u0=None):
+    """The joint conditional modes at ``centre`` that a Rao-Blackwellized rule is placed
+    with (:func:`~glmm_sm.laplace.step.conditional_mode` on ``system``, Newton's method from
+    ``u0``, or from 0)."""
+    p, k = model.k_fe, model.k_fe + model.k_vcp
+    return conditional_mode(system, centre[:p], centre[p:k], u0=u0)
+
+
 def rb_round(model, structure, centre, mode, factorize, m, seed, opts, n_jobs, pilot=False):
     """``(draws, engine)`` of one Rao-Blackwellized round centred at ``centre``, the
     sampled effects drawn from :func:`~glmm_sm.mcla.rb.proposal.integrated_laplace`.  A
     ``pilot`` round (the first, centred at the Laplace fit: it only finds the next round's
     centre, and is never the final round) integrates with :data:`PILOT_NODES` nodes unless
     ``n_nodes`` is given."""
-    p, k = model.k_fe, model.k_fe + model.k_vcp
-    # the negative binomial's alpha (after the variances) set in the family
-    system = family_system(model.block_system(factorize), centre[k] if model.k_fam else None)
+    system = centre_system(model, factorize, centre)
     if mode is None:
-        mode = conditional_mode(system, centre[:p], centre[p:k])
+        mode = centre_mode(model, system, centre)
     options = {k: v for k, v in opts.sampler_options.items()
                if k in ("t_weight", "df", "n_nodes", "integrated")}
     if getattr(structure, "vector", False):
