@@ -444,6 +444,11 @@ class RBSampler:
         return DrawChunk(U, logf, S)
 
 
+#: :meth:`QuadratureSampler._outer_mode` steps by the secant of a block's score where its
+#: slope over the last step is off the rule's curvature by more than this fraction.
+SECANT_SWITCH = 0.25
+
+
 class QuadratureSampler(RBSampler):
     """Adaptive Gauss-Hermite nodes in place of random draws: a deterministic fit.
 
@@ -558,7 +563,9 @@ class QuadratureSampler(RBSampler):
     def _outer_mode(self, lv, zv, xb, tol=1e-7, maxiter=50):
         """Centre and scale each block's sampled effect at the mode and curvature of its
         integrated density, the levels integrated by the re-centred rule: Newton steps per
-        block on its score, halved until the score shrinks.  Blocks where it fails (a
+        block on its score (the secant's where the score's slope over the last step is
+        off the rule's curvature, :data:`SECANT_SWITCH`), halved until the score shrinks.
+        Blocks where it fails (a
         Hessian not negative) keep the joint Laplace marginal and count in
         ``recentre_failures``; ``outer_evaluations`` counts the kernel calls."""
         data, st = self.data, self.structure
@@ -622,10 +629,24 @@ class QuadratureSampler(RBSampler):
         self.outer_evaluations = 1
         ok = has.copy()
         active = has.copy()
+        # the last accepted step of each block and the change of its score along it (0:
+        # none yet): the score's measured slope
+        dv, dg = np.zeros(B), np.zeros(B)
         for _ in range(maxiter):
             ok &= np.isfinite(f) & np.isfinite(g) & (H < 0)
             active &= ok
-            step = np.where(active, -g / np.where(H < 0, H, -1.0), 0.0)
+            # the rule's curvature H is the score's slope only as far as the rule is exact:
+            # where an inner rule is poor (few nodes, a large inner variance far from the
+            # estimate) the two differ by half or more and Newton's steps shrink by a
+            # constant factor (hundreds of kernel calls on guPrenat's first rules).  Where
+            # the slope measured over the last step is off H by more than SECANT_SWITCH
+            # (relative) the step is the secant's (the same root, found superlinearly);
+            # elsewhere Newton's with H, as before.
+            with np.errstate(divide="ignore", invalid="ignore"):
+                sec = np.where(dv != 0.0, dg / np.where(dv != 0.0, dv, 1.0), 0.0)
+            use = (dv != 0.0) & (sec < 0.0) & (np.abs(sec - H) > SECANT_SWITCH * np.abs(H))
+            slope = np.where(use, sec, H)
+            step = np.where(active, -g / np.where(slope < 0, slope, -1.0), 0.0)
             # a block is done once its step is below tol of its SD
             active &= np.abs(step) > tol / np.sqrt(np.abs(H))
             if not active.any():
@@ -650,6 +671,7 @@ class QuadratureSampler(RBSampler):
                 trial = worse
             t[worse] = 0.0
             active &= ~worse
+            dv, dg = t * step, np.where(worse, 0.0, gn - g)
             v, f, g, H = v + t * step, np.where(worse, f, fn), np.where(worse, g, gn), \
                 np.where(worse, H, Hn)
         f, g, H, fail = terms(v)
