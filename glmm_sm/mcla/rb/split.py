@@ -267,18 +267,18 @@ class RBSampler:
         lev_of_col[st.lev_col] = np.arange(L)
         for (_, ids, cols), Lc in zip(system.groups, mode.chol, strict=True):
             P = Lc @ np.swapaxes(Lc, 1, 2)
-            for g, b in enumerate(ids):
-                cb = cols[g]
+            isa = st.is_a[cols]
+            one = (~isa).sum(axis=1) <= 1
+            if one.any():
+                # every block of the group with one sampled effect or none (a nested
+                # block) at once, the same numbers as the loop below
+                self._blocks_one_sampled(P[one], cols[one], isa[one], ids[one], lev_of_col,
+                                         (crow, ccol, cval))
+            for g in np.flatnonzero(~one):
+                b, cb = ids[g], cols[g]
                 a_loc = np.flatnonzero(st.is_a[cb])
                 v_loc = np.flatnonzero(~st.is_a[cb])
                 Pb = P[g]
-                if v_loc.size <= 1:
-                    # every level at once (a nested block: one sampled effect or none), the
-                    # same numbers as the loop below
-                    self._levels_one_sampled(Pb, cb, a_loc, v_loc, lev_of_col,
-                                             (crow, ccol, cval))
-                    self._v_marginal(b, cb[v_loc], Pb, v_loc)
-                    continue
                 for i in a_loc:
                     lv = lev_of_col[cb[i]]
                     paa = Pb[i, i]
@@ -297,24 +297,47 @@ class RBSampler:
         self.cptr, self.cidx = C.indptr.astype(np.int64), C.indices.astype(np.int64)
         self.cval = C.data.astype(np.float64)
 
-    def _levels_one_sampled(self, Pb, cb, a_loc, v_loc, lev_of_col, coo):
-        """:meth:`_per_block`'s linear rule of a block's integrated levels ``a_loc`` when at
-        most one effect ``v_loc`` is sampled, for all levels at once: ``s_a = P_aa^{-1/2}``,
-        ``c_a = -P_av / P_aa`` and ``m0_a = u_a - c_a u_v`` (a product of one term, as the
-        per-level dot product gives it)."""
+    def _blocks_one_sampled(self, P, cols, isa, ids, lev_of_col, coo):
+        """:meth:`_per_block` for the blocks ``ids`` of one size with at most one sampled
+        effect each (``P`` their stacked precisions, ``cols`` their layout columns,
+        ``isa`` which are integrated), all at once: the linear rule of every integrated
+        level (``s_a = P_aa^{-1/2}``, ``c_a = -P_av / P_aa``, ``m0_a = u_a - c_a u_v``)
+        and each block's marginal root of its sampled effect (``(P^{-1})_vv^{1/2}``), with
+        the operations of the per-block formulas (the same numbers)."""
         crow, ccol, cval = coo
-        lv = lev_of_col[cb[a_loc]]
-        paa = Pb[a_loc, a_loc]
+        n, qs = isa.shape
+        has_v = ~isa.all(axis=1)
+        vpos = np.argmax(~isa, axis=1)  # the sampled effect's place (where there is one)
+        gi, li = np.nonzero(isa)  # block by block, each block's levels in order
+        lv = lev_of_col[cols[gi, li]]
+        paa = P[gi, li, li]
         self.s[lv] = 1.0 / np.sqrt(paa)
-        if not v_loc.size:
-            self.m0[lv] = self.u_hat[cb[a_loc]] - 0.0
-            return
-        c = -Pb[a_loc, v_loc[0]] / paa
-        self.m0[lv] = self.u_hat[cb[a_loc]] - c * self.u_hat[cb[v_loc[0]]]
-        nz = np.flatnonzero(c)
+        hv = has_v[gi]
+        vcol = cols[gi, vpos[gi]]
+        c = np.where(hv, -P[gi, li, vpos[gi]] / paa, 0.0)
+        self.m0[lv] = np.where(hv, self.u_hat[cols[gi, li]] - c * self.u_hat[vcol],
+                               self.u_hat[cols[gi, li]] - 0.0)
+        nz = hv & (c != 0)
         crow.extend(lv[nz].tolist())
-        ccol.extend([int(cb[v_loc[0]])] * nz.size)
+        ccol.extend(vcol[nz].tolist())
         cval.extend(c[nz].tolist())
+        while len(self.v_cols) <= int(ids.max()):
+            self.v_cols.append(np.zeros(0, np.int64))
+            self.v_root.append(np.zeros((0, 0)))
+            self.v_half_logdet.append(0.0)
+        if has_v.any():
+            k = np.flatnonzero(has_v)
+            cov = np.linalg.inv(P[k])[np.arange(k.size), vpos[k], vpos[k]][:, None, None]
+            root = np.linalg.cholesky(0.5 * (cov + cov))
+            for j, g in enumerate(k):
+                b = int(ids[g])
+                self.v_cols[b] = np.array([cols[g, vpos[g]]], np.int64)
+                self.v_root[b] = root[j]
+                self.v_half_logdet[b] = -float(np.log(root[j, 0, 0]))
+        for g in np.flatnonzero(~has_v):
+            b = int(ids[g])
+            self.v_cols[b], self.v_root[b] = np.zeros(0, np.int64), np.zeros((0, 0))
+            self.v_half_logdet[b] = 0.0
 
     def _v_marginal(self, b, vcols, Pb, v_loc):
         """The sampled effects' marginal covariance root (Laplace) in block ``b``."""
