@@ -70,3 +70,42 @@ def test_the_outer_modes_are_roots_of_the_score(sampler):
     moved = np.abs(sampler.u_hat[vcol] - u0) / sd
     assert moved.max() < 1e-6
     assert sampler.outer_evaluations == 1
+
+
+def test_blocks_placed_at_once_are_the_per_block_formulas(sampler):
+    """``RBSampler._per_block`` places the blocks of one size with one sampled effect at
+    once (``_blocks_one_sampled``): the same numbers as each block's dense formulas,
+    ``s_a = P_aa^{-1/2}``, ``c_a = -P_av / P_aa``, ``m0_a = u_a - c_a u_v`` and the sampled
+    effect's marginal root ``((P^{-1})_vv)^{1/2}``."""
+    system = sampler.system
+    data, st = system.data, sampler.structure
+    p = data.k_fe
+    mode = conditional_mode(system, sampler.params[:p], sampler.params[p:])
+    sampler._per_block(system, mode, data)
+    lev_of_col = np.full(data.q, -1)
+    lev_of_col[st.lev_col] = np.arange(st.n_levels)
+    m0, s = np.full(st.n_levels, np.nan), np.full(st.n_levels, np.nan)
+    C = np.zeros((st.n_levels, data.q))
+    for (_, ids, cols), Lc in zip(system.groups, mode.chol, strict=True):
+        for g, b in enumerate(ids):
+            cb = cols[g]
+            Pb = Lc[g] @ Lc[g].T
+            (v,) = np.flatnonzero(~st.is_a[cb])
+            for i in np.flatnonzero(st.is_a[cb]):
+                lv = lev_of_col[cb[i]]
+                s[lv] = 1.0 / np.sqrt(Pb[i, i])
+                c = -Pb[i, v] / Pb[i, i]
+                m0[lv] = sampler.u_hat[cb[i]] - c * sampler.u_hat[cb[v]]
+                C[lv, cb[v]] = c
+            root = np.sqrt(np.linalg.inv(Pb)[v, v])
+            assert sampler.v_cols[b].tolist() == [cb[v]]
+            assert sampler.v_root[b].shape == (1, 1)
+            assert sampler.v_root[b][0, 0] == root
+            assert sampler.v_half_logdet[b] == -np.log(root)
+    np.testing.assert_array_equal(sampler.s, s)
+    np.testing.assert_array_equal(sampler.m0, m0)
+    got = np.zeros_like(C)
+    for lv in range(st.n_levels):
+        k = slice(sampler.cptr[lv], sampler.cptr[lv + 1])
+        got[lv, sampler.cidx[k]] = sampler.cval[k]
+    np.testing.assert_array_equal(got, C)
