@@ -144,9 +144,9 @@ def test_tile_width_bounds_the_tile_arrays():
 
 
 def test_tile_is_no_wider_than_the_draws():
-    # a tile-wide array is (tile x levels x 2): with 5 draws, 5 rows, not 64
+    # a tile-wide array is (levels x 2 x tile): with 5 draws, 5 columns, not 64
     smp = _sampler(_crossed(3_000, 200, 8))
     eng = RBEngine(DrawSet.from_sampler(smp, 5, SeedSequence(4)), n_jobs=1)
     assert eng._state().lw.shape[0] == 5
-    assert eng._state().mAk.shape == (5, 200, 2)
+    assert eng._state().mAk.shape == (200, 2, 5)
     assert eng._state().hx.shape == (3, 5)  # p (p + 1) / 2 numbers per draw

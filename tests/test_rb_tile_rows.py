@@ -106,7 +106,7 @@ def test_working_set_is_the_documented_formula(T_tile, K, p, T, n_lev, max_lev, 
     d = p + T + nf
     n_max = min(max_lev, rb_kernel.LOW_RANK_MAX_OBS)
     D = n_max + 2
-    numbers = (T_tile * (d * d + d + T + 2 * n_lev + p * (p + 1) // 2 + (p + 1) * nf + 13)
+    numbers = (T_tile * (d * d + d + T + 2 * n_lev + p * (p + 1) // 2 + (p + 1) * nf + 15)
                + T_tile * K * (p + max_lev * (1 + nf) + n_max + 2 * nf + 7)
                + D * D + D + (n_max + 1) * max(p, 1) + st.sgl.size)
     assert sum(x.size for x in st) == numbers

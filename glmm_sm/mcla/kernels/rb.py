@@ -157,7 +157,7 @@ def make_state(T_tile, K, p, T, n_lev, max_lev, nf=0, block_lev=0):
 
     The working set, in numbers (8 bytes each), for ``d = p + T + nf`` scores and ``n_max =
     min(max_lev, LOW_RANK_MAX_OBS)``: per draw of the tile ``d^2 + d + T + 2 n_lev +
-    p (p + 1) / 2 + (p + 1) nf + 13``, per (node, draw) pair ``p + max_lev (1 + nf) + n_max
+    p (p + 1) / 2 + (p + 1) nf + 15``, per (node, draw) pair ``p + max_lev (1 + nf) + n_max
     + 2 nf + 7``, plus ``D^2 + D + (n_max + 1) max(p, 1)`` (``D = n_max + 2``) and the
     deferred covariances (``block_lev x T_tile x D^2``, kept only within ``DEFER_MAX``).
     One set per thread.  Nothing in it grows with the number of observations; only the
@@ -174,10 +174,10 @@ def make_state(T_tile, K, p, T, n_lev, max_lev, nf=0, block_lev=0):
     defer = block_lev * T_tile * D2 <= DEFER_MAX and not nf
     return RBState(np.empty(T_tile), np.empty((T_tile, d)), np.empty((T_tile, d, d)),
                    np.empty((T_tile, T)), np.empty((p * (p + 1) // 2, T_tile)),
-                   np.empty((T_tile, n_lev, 2)), np.empty(T_tile), np.empty(T_tile),
+                   np.empty((n_lev, 2, T_tile)), np.empty(T_tile), np.empty(T_tile),
                    np.empty(F), np.empty(F), np.empty(F), np.empty((p, F)),
                    np.empty((max_lev, F)), np.empty(F), np.empty(F), np.empty((2, T_tile)),
-                   np.empty((2, F)), np.empty((8, T_tile)), np.empty(F * nf),
+                   np.empty((2, F)), np.empty((10, T_tile)), np.empty(F * nf),
                    np.empty(F * nf), np.empty((max_lev if nf else 0, F)),
                    np.empty((p if nf else 0, T_tile)), np.empty(T_tile * nf),
                    np.empty((min(max_lev, LOW_RANK_MAX_OBS), F)),
@@ -571,8 +571,8 @@ def _level_close(a, a_loc, nt, rb, ev, state):
     for t in range(nt):
         gnb[t] = (ea2[t] * inu - 1.0) * 0.5 * inu  # node mean of the nu_tc score
         SA[t, tc] += ea2[t]
-        mAk[t, a, 0] = ea[t]
-        mAk[t, a, 1] = ea2[t]
+        mAk[a, 0, t] = ea[t]
+        mAk[a, 1, t] = ea2[t]
     if _low_rank(ev.fpar.shape[0], lev_ptr[a + 1] - lev_ptr[a], K, gb.shape[0]):
         _low_rank_close(a, a_loc, nt, tc, inu, rb, ev, state)
     else:
@@ -867,9 +867,10 @@ def _tile(fam, b, kt, nt, rb, ev, blocks, draws, state):
 
 
 @numba.njit(**_FLAGS)
-def _rescale(sc, out, span):
+def _rescale(sc, out, span, moments):
     """Multiply block ``span.b``'s running sums by ``sc`` (``sc**2`` for the squared
-    ones)."""
+    ones); the levels' moments and the draws' sums only where ``moments`` is true (within
+    a tile they are rescaled by :func:`_tile_moments`)."""
     s1, s1sq, s2, s2sq, sS, hxx = out.s1, out.s1sq, out.s2, out.s2sq, out.sS, out.hxx
     sC, mA, sU, sUU = out.sC, out.mA, out.sU, out.sUU
     b, lev0, lev1, c0, c1 = span.b, span.lev0, span.lev1, span.c0, span.c1
@@ -886,12 +887,13 @@ def _rescale(sc, out, span):
         sS[b, t] *= sc
     for j in range(hxx.shape[1]):
         hxx[b, j] *= sc
-    for lv in range(lev0, lev1):
-        mA[lv, 0] *= sc
-        mA[lv, 1] *= sc
-    for j in range(c0, c1):
-        sU[j] *= sc
-        sUU[j] *= sc
+    if moments:
+        for lv in range(lev0, lev1):
+            mA[lv, 0] *= sc
+            mA[lv, 1] *= sc
+        for j in range(c0, c1):
+            sU[j] *= sc
+            sUU[j] *= sc
     if out.saa.shape[0]:  # negative binomial
         out.saa[b] *= sc
         for j in range(out.hxa.shape[1]):
@@ -900,12 +902,13 @@ def _rescale(sc, out, span):
 
 @numba.njit(**_INLINE)
 def _add_draw(k, t, w, state, draws, ev, blocks, out, span):
-    """Add draw ``k`` (tile row ``t``) of block ``span.b`` with weight ``w`` to the sums."""
+    """Add draw ``k`` (tile row ``t``) of block ``span.b`` with weight ``w`` to the sums
+    (the levels' moments and the draws' sums: :func:`_tile_moments`)."""
     s1, s1sq, s2, s2sq, sS, hxx = out.s1, out.s1sq, out.s2, out.s2sq, out.sS, out.hxx
-    sC, mA, sU, sUU = out.sC, out.mA, out.sU, out.sUU
-    S, U, nu, qbt = draws.S, draws.U, ev.nu, blocks.qbt
-    G, Cw, SA, hx, mAk = state.G, state.Cw, state.SA, state.hx, state.mAk
-    b, lev0, lev1, c0, c1 = span.b, span.lev0, span.lev1, span.c0, span.c1
+    sC = out.sC
+    S, nu, qbt = draws.S, ev.nu, blocks.qbt
+    G, Cw, SA, hx = state.G, state.Cw, state.SA, state.hx
+    b = span.b
     T = nu.shape[0]
     nf = ev.fpar.shape[0]
     d = G.shape[1]
@@ -922,17 +925,47 @@ def _add_draw(k, t, w, state, draws, ev, blocks, out, span):
             sC[b, j, l] += w * Cw[t, j, l]
     for j in range(hx.shape[0]):
         hxx[b, j] += w * hx[j, t]
-    for lv in range(lev0, lev1):
-        mA[lv, 0] += w * mAk[t, lv, 0]
-        mA[lv, 1] += w * mAk[t, lv, 1]
-    for j in range(c0, c1):
-        u = U[j, k]
-        sU[j] += w * u
-        sUU[j] += w * u * u
     if nf:  # negative binomial
         out.saa[b] += w * state.saak[t]
         for j in range(out.hxa.shape[1]):
             out.hxa[b, j] += w * state.hxa[j, t]
+
+
+@numba.njit(**_FLAGS)
+def _tile_moments(kt, nt, state, draws, ev, out, span):
+    """Add the tile's draws to the levels' moments ``mA`` and the sampled effects' sums
+    ``sU``, ``sUU`` of block ``span.b``, level by level (column by column) with the draws
+    innermost: each sum takes, draw after draw, the rescaling ``state.acc[8, t]`` (1: none)
+    and the weight ``state.acc[9, t]`` (negative: a draw of weight zero, not added) that
+    :func:`rb_chunk_sums` applied to the per-draw sums, i.e. the same operations in the
+    same order as one draw at a time, reading the tile's moments and draws contiguously.
+    The integrated columns (``ev.is_a``) are skipped: their draws are zeros, and their
+    moments are ``mA``."""
+    mA, sU, sUU, mAk, U, is_a = out.mA, out.sU, out.sUU, state.mAk, draws.U, ev.is_a
+    scv, wv = state.acc[8], state.acc[9]
+    for lv in range(span.lev0, span.lev1):
+        m0, m1 = mA[lv, 0], mA[lv, 1]
+        for t in range(nt):
+            if scv[t] != 1.0:
+                m0 *= scv[t]
+                m1 *= scv[t]
+            if wv[t] >= 0.0:
+                m0 += wv[t] * mAk[lv, 0, t]
+                m1 += wv[t] * mAk[lv, 1, t]
+        mA[lv, 0], mA[lv, 1] = m0, m1
+    for j in range(span.c0, span.c1):
+        if is_a[j]:
+            continue
+        s1, s2 = sU[j], sUU[j]
+        for t in range(nt):
+            if scv[t] != 1.0:
+                s1 *= scv[t]
+                s2 *= scv[t]
+            if wv[t] >= 0.0:
+                u = U[j, kt + t]
+                s1 += wv[t] * u
+                s2 += wv[t] * u * u
+        sU[j], sUU[j] = s1, s2
 
 
 @numba.njit(**_FLAGS)
@@ -970,14 +1003,17 @@ def rb_chunk_sums(fam, blocks, rule, ev, draws, k0, k1, out, state, out_lw):
         lev0, lev1 = lev_bptr[b], lev_bptr[b + 1]
         span = RBSpan(b, lev0, lev1, lev_ptr[lev0], lev_ptr[lev1], free_bptr[b],
                       free_bptr[b + 1], col_ptr[b], col_ptr[b + 1], n_int)
-        _rescale(0.0, out, span)
+        _rescale(0.0, out, span, True)
         amax = -np.inf
         acc0 = 0.0
         acc0sq = 0.0
         for kt in range(k0, k1, tile):
             nt = min(tile, k1 - kt)
             _tile(fam, b, kt, nt, rule, ev, blocks, draws, state)
+            scv, wv = state.acc[8], state.acc[9]
             for t in range(nt):
+                scv[t] = 1.0
+                wv[t] = -1.0
                 if keep:
                     out_lw[b, kt + t - k0] = lw[t]
                 if not lw[t] > -np.inf:
@@ -987,12 +1023,15 @@ def rb_chunk_sums(fam, blocks, rule, ev, draws, k0, k1, out, state, out_lw):
                         sc = math.exp(amax - lw[t])
                         acc0 *= sc
                         acc0sq *= sc * sc
-                        _rescale(sc, out, span)
+                        _rescale(sc, out, span, False)
+                        scv[t] = sc
                     amax = lw[t]
                 w = math.exp(lw[t] - amax)
                 acc0 += w
                 acc0sq += w * w
                 _add_draw(kt + t, t, w, state, draws, ev, blocks, out, span)
+                wv[t] = w
+            _tile_moments(kt, nt, state, draws, ev, out, span)
             if state.sgl.shape[0] and amax > -np.inf:
                 _deferred_cov(b, lev0, lev1, nt, amax, rule, ev, state, out)
         out.a[b] = amax
