@@ -34,7 +34,7 @@ The fixed effects' block of the expected complete-data Hessian, ``X_b' diag(h) X
 ``h_i`` the weighted node mean of ``w c''(eta_i)``, is summed per draw of a tile (``hx``,
 ``p (p + 1) / 2`` numbers per draw) and weighted into ``out.hxx`` as the other per-draw
 sums: no work array holds a number per observation, so the tile (and the working set) does
-not depend on the number of rows (:func:`make_state`, :func:`tile_width`).
+not depend on the number of rows (:func:`make_state`, ``tile_width``).
 """
 
 from __future__ import annotations
@@ -162,7 +162,7 @@ def make_state(T_tile, K, p, T, n_lev, max_lev, nf=0, block_lev=0):
     deferred covariances (``block_lev x T_tile x D^2``, kept only within ``DEFER_MAX``).
     One set per thread.  Nothing in it grows with the number of observations; only the
     levels' moments ``mAk`` (``2 n_lev`` per draw) grow with the integrated levels, and
-    :func:`tile_width` keeps them within :data:`TILE_NUMBERS` (256 MB).  With the crossed
+    ``tile_width`` keeps them within ``TILE_NUMBERS`` numbers (256 MB).  With the crossed
     design of ``benchmarks/bench_scale.py`` at 10^6 rows (p = 2, T = 2, K = 12, 99,997
     levels of at most about 30 rows, a 64-draw tile) that is about 103 MB per thread, all
     but 0.5 MB of it ``mAk``.
