@@ -15,7 +15,8 @@
   pay the per-level cost of a tile fewer times; each draw's sums are computed on their
   own and added in draw order, so the engine's value, gradient, Hessian, MCSE middle and
   ESS are the same bits with tiles of 16 and of 64 draws; the tile-wide arrays stay
-  within :data:`~glmm_sm.mcla.kernels.rb.TILE_NUMBERS` numbers at 10^6 rows.
+  within :data:`~glmm_sm.mcla.kernels.rb.TILE_NUMBERS` numbers (they grow with the
+  integrated levels, not the rows: ``tests/test_rb_tile_rows.py``).
 """
 
 from __future__ import annotations
@@ -114,7 +115,7 @@ def test_derivatives_in_runs_equal_one_pass(monkeypatch):
 
 
 def _evaluate(model, monkeypatch, tile):
-    monkeypatch.setattr(rb_engine, "tile_width", lambda n_h, n_lev: tile)
+    monkeypatch.setattr(rb_engine, "tile_width", lambda n_lev: tile)
     smp = _sampler(model)
     draws = DrawSet.from_sampler(smp, 150, SeedSequence(4))
     eng = RBEngine(draws, n_jobs=1)
@@ -133,17 +134,19 @@ def test_tile_width_does_not_change_the_bits(monkeypatch):
 
 
 def test_tile_width_bounds_the_tile_arrays():
+    # the levels' moments (tile x levels x 2) are the one tile-wide array that grows
     w = rb_kernel.tile_width
-    assert w(10_000, 1_000) == rb_kernel.TILE_MAX
-    big = w(1_000_000, 100_000)
+    assert w(1_000) == w(100_000) == rb_kernel.TILE_MAX
+    big = w(1_000_000)
     assert rb_kernel.TILE <= big < rb_kernel.TILE_MAX
-    assert big * (1_000_000 + 2 * 100_000) <= rb_kernel.TILE_NUMBERS
-    assert w(10**9, 10**8) == rb_kernel.TILE  # never below TILE
+    assert big * 2 * 1_000_000 <= rb_kernel.TILE_NUMBERS
+    assert w(10**8) == rb_kernel.TILE  # never below TILE
 
 
 def test_tile_is_no_wider_than_the_draws():
-    # a tile-wide array is (tile x observations): with 5 draws, 5 rows, not 64
+    # a tile-wide array is (levels x 2 x tile): with 5 draws, 5 columns, not 64
     smp = _sampler(_crossed(3_000, 200, 8))
     eng = RBEngine(DrawSet.from_sampler(smp, 5, SeedSequence(4)), n_jobs=1)
     assert eng._state().lw.shape[0] == 5
-    assert eng._state().hloc.shape == (5, 3_000)
+    assert eng._state().mAk.shape == (200, 2, 5)
+    assert eng._state().hx.shape == (3, 5)  # p (p + 1) / 2 numbers per draw

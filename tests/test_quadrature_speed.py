@@ -87,8 +87,7 @@ def _per_draw(eng):
 
     def state():
         return rb_kernel.make_state(rb_kernel.TILE, len(eng.sampler.xs), data.k_fe,
-                                    data.k_vc, len(st.ro) + len(st.free_obs), st.n_levels,
-                                    int(lens.max()), data.k_fam)
+                                    data.k_vc, st.n_levels, int(lens.max()), data.k_fam)
 
     eng._state = state
     return eng

@@ -26,8 +26,15 @@ For the negative binomial (family code 2) the dispersion ``alpha`` (``ev.fpar[0]
 be confused with the integrated effects, called ``alpha`` in the code) is a parameter
 after the variances: each node's score gets its ``d log f / d alpha`` (``state.ga``), the
 node covariance its alpha row, each draw its node means of ``d2 log f / d alpha2`` (``saak``)
-and, per observation, of ``d2 log f / d eta d alpha`` (``hla``), summed over the draws into
-``out.saa`` and ``out.hca`` (the expected complete-data Hessian's alpha terms).
+and of ``x_i d2 log f / d eta d alpha`` summed over the observations (``hxa``), summed over
+the draws into ``out.saa`` and ``out.hxa`` (the expected complete-data Hessian's alpha
+terms).
+
+The fixed effects' block of the expected complete-data Hessian, ``X_b' diag(h) X_b`` with
+``h_i`` the weighted node mean of ``w c''(eta_i)``, is summed per draw of a tile (``hx``,
+``p (p + 1) / 2`` numbers per draw) and weighted into ``out.hxx`` as the other per-draw
+sums: no work array holds a number per observation, so the tile (and the working set) does
+not depend on the number of rows (:func:`make_state`, ``tile_width``).
 """
 
 from __future__ import annotations
@@ -64,18 +71,22 @@ TILE = 16
 #: with few observations per level wider tiles are faster (1.4 times at 64 than at 16 on
 #: 10 Bernoulli rows per level, benchmarks/README.md).
 TILE_MAX = 64
-#: The tile-wide work arrays that grow with the data (``hloc``: tile x observations,
-#: ``mAk``: tile x levels x 2) hold at most this many numbers (256 MB) when the tile is
-#: wider than ``TILE``.
+#: The one tile-wide work array that grows with the data, the levels' node moments
+#: (``mAk``: tile x integrated levels x 2), holds at most this many numbers (256 MB) when
+#: the tile is wider than ``TILE``.  Nothing in the tile grows with the observations: each
+#: draw's ``sum_i h_i x_i x_i'`` (``hx``) is kept instead of its ``h_i`` per observation.
 TILE_NUMBERS = 2**25
 
 
-def tile_width(n_h, n_lev):
-    """The kernel's tile width for ``n_h`` observations and ``n_lev`` integrated levels:
-    ``TILE_MAX`` while the tile-wide arrays stay within :data:`TILE_NUMBERS` numbers,
-    narrower as the data grow, never below ``TILE``."""
-    per = max(int(n_h) + 2 * int(n_lev), 1)
+def tile_width(n_lev):
+    """The kernel's tile width for ``n_lev`` integrated levels: ``TILE_MAX`` while the
+    levels' moments (tile x ``n_lev`` x 2) stay within :data:`TILE_NUMBERS` numbers, i.e.
+    up to 262,144 integrated levels, narrower beyond, never below ``TILE``.  It does not
+    depend on the number of observations (:func:`make_state`)."""
+    per = max(2 * int(n_lev), 1)
     return int(min(TILE_MAX, max(TILE, TILE_NUMBERS // per)))
+
+
 #: Levels with more observations than this always take their node covariance through the
 #: nodes' beta scores (:func:`_low_rank`).
 LOW_RANK_MAX_OBS = 40
@@ -137,25 +148,38 @@ def _eta_b(i, kt, nt, ev, U, e0):
                 e0[t] += zv * U[j, kt + t]
 
 
-def make_state(T_tile, K, p, T, n_h, n_lev, max_lev, nf=0, block_lev=0):
+def make_state(T_tile, K, p, T, n_lev, max_lev, nf=0, block_lev=0):
     """Work arrays of ``_tile`` (see there); ``nf`` family parameters (1: the negative
     binomial's alpha, last in the scores); ``block_lev``: the most integrated levels in a
     block (their node covariances through the residuals are then kept per draw of a tile
     and weighted once per tile, ``_deferred_cov``, when that takes at most
-    ``DEFER_MAX`` numbers)."""
+    ``DEFER_MAX`` numbers).
+
+    The working set, in numbers (8 bytes each), for ``d = p + T + nf`` scores and ``n_max =
+    min(max_lev, LOW_RANK_MAX_OBS)``: per draw of the tile ``d^2 + d + T + 2 n_lev +
+    p (p + 1) / 2 + (p + 1) nf + 15``, per (node, draw) pair ``p + max_lev (1 + nf) + n_max
+    + 2 nf + 7``, plus ``D^2 + D + (n_max + 1) max(p, 1)`` (``D = n_max + 2``) and the
+    deferred covariances (``block_lev x T_tile x D^2``, kept only within ``DEFER_MAX``).
+    One set per thread.  Nothing in it grows with the number of observations; only the
+    levels' moments ``mAk`` (``2 n_lev`` per draw) grow with the integrated levels, and
+    ``tile_width`` keeps them within ``TILE_NUMBERS`` numbers (256 MB).  With the crossed
+    design of ``benchmarks/bench_scale.py`` at 10^6 rows (p = 2, T = 2, K = 12, 99,997
+    levels of at most about 30 rows, a 64-draw tile) that is about 103 MB per thread, all
+    but 0.5 MB of it ``mAk``.
+    """
     d = p + T + nf
     F = T_tile * K
     n_max = min(max_lev, LOW_RANK_MAX_OBS)
     D2 = (n_max + 2) ** 2
     defer = block_lev * T_tile * D2 <= DEFER_MAX and not nf
     return RBState(np.empty(T_tile), np.empty((T_tile, d)), np.empty((T_tile, d, d)),
-                   np.empty((T_tile, T)), np.empty((T_tile, n_h)),
-                   np.empty((T_tile, n_lev, 2)), np.empty(T_tile), np.empty(T_tile),
+                   np.empty((T_tile, T)), np.empty((p * (p + 1) // 2, T_tile)),
+                   np.empty((n_lev, 2, T_tile)), np.empty(T_tile), np.empty(T_tile),
                    np.empty(F), np.empty(F), np.empty(F), np.empty((p, F)),
                    np.empty((max_lev, F)), np.empty(F), np.empty(F), np.empty((2, T_tile)),
-                   np.empty((2, F)), np.empty((8, T_tile)), np.empty(F * nf),
+                   np.empty((2, F)), np.empty((10, T_tile)), np.empty(F * nf),
                    np.empty(F * nf), np.empty((max_lev if nf else 0, F)),
-                   np.empty((T_tile, n_h if nf else 0)), np.empty(T_tile * nf),
+                   np.empty((p if nf else 0, T_tile)), np.empty(T_tile * nf),
                    np.empty((min(max_lev, LOW_RANK_MAX_OBS), F)),
                    np.empty(_sig_size(n_max, p)),
                    np.empty((block_lev, T_tile, D2) if defer else (0, 0, 0)))
@@ -199,6 +223,10 @@ def _start(b, kt, nt, ev, blocks, draws, state):
         lw[t] = const_b[b] - logf[b, k]
         if nf:
             state.saak[t] = 0.0
+        for j in range(state.hxa.shape[0]):
+            state.hxa[j, t] = 0.0
+        for j in range(state.hx.shape[0]):
+            state.hx[j, t] = 0.0
         for j in range(d):
             G[t, j] = 0.0
             for l in range(d):
@@ -216,41 +244,55 @@ def _free(fam, b, kt, nt, ev, blocks, U, state, n_int):
     """Observations of block ``b`` on no integrated level."""
     free_bptr, free_obs = blocks.free_bptr, blocks.free_obs
     wy, wn, X = ev.wy, ev.wn, ev.X
-    lw, G, hloc, e0 = state.lw, state.G, state.hloc, state.e0
+    lw, G, e0, sv = state.lw, state.G, state.e0, state.acc[5]
     p = X.shape[1]
     for r in range(free_bptr[b], free_bptr[b + 1]):
         i = free_obs[r]
         _eta_b(i, kt, nt, ev, U, e0)
         if fam == 2:
-            _free_nb(i, r + n_int, nt, ev, state)
-            continue
-        for t in range(nt):
-            ll, rr, cc = _obs_terms(fam, e0[t], wy[i], wn[i])
-            lw[t] += ll
-            hloc[t, n_int + r] = cc
-            for c in range(p):
-                G[t, c] += rr * X[i, c]
+            _free_nb(i, nt, ev, state)
+        else:
+            for t in range(nt):
+                ll, rr, cc = _obs_terms(fam, e0[t], wy[i], wn[i])
+                lw[t] += ll
+                sv[t] = cc
+                for c in range(p):
+                    G[t, c] += rr * X[i, c]
+        _add_hx(i, nt, X, sv, state.hx)
 
 
 @numba.njit(**_INLINE)
-def _free_nb(i, rh, nt, ev, state):
-    """A free negative binomial observation ``i`` (row ``rh`` of ``hloc``) for every draw
-    of the tile (``state.e0`` its ``eta``): log weight, scores (alpha last) and the alpha
-    terms of the expected Hessian."""
+def _add_hx(i, nt, X, sv, hx):
+    """``hx[:, t] += sv[t] x_i x_i'`` (the lower triangle, row by row) for every draw of
+    the tile: observation ``i``'s part of each draw's ``X' diag(h) X``."""
+    idx = 0
+    for c in range(X.shape[1]):
+        for l in range(c + 1):
+            xx = X[i, c] * X[i, l]
+            for t in range(nt):
+                hx[idx, t] += sv[t] * xx
+            idx += 1
+
+
+@numba.njit(**_INLINE)
+def _free_nb(i, nt, ev, state):
+    """A free negative binomial observation ``i`` for every draw of the tile
+    (``state.e0`` its ``eta``): log weight, scores (alpha last), the alpha terms of the
+    expected Hessian (``saak``, ``hxa``) and each draw's ``w c''`` in ``state.acc[5]``."""
     wyi, wni, X = ev.wy[i], ev.wn[i], ev.X
     disp = ev.fpar[0]
     th, ld = 1.0 / disp, math.log(disp)
-    lw, G, hloc, e0 = state.lw, state.G, state.hloc, state.e0
+    lw, G, e0, sv, hxa = state.lw, state.G, state.e0, state.acc[5], state.hxa
     dA = G.shape[1] - 1
     for t in range(nt):
         ll, rr, cc, la, lea, laa = _nb_terms(e0[t], wyi, wni, disp, th, ld)
         lw[t] += ll
-        hloc[t, rh] = cc
+        sv[t] = cc
         for c in range(X.shape[1]):
             G[t, c] += rr * X[i, c]
+            hxa[c, t] += lea * X[i, c]
         G[t, dA] += la
         state.saak[t] += laa
-        state.hla[t, rh] = lea
 
 
 @numba.njit(**_FLAGS)
@@ -496,7 +538,7 @@ def _level_close(a, a_loc, nt, rb, ev, state):
     ``f = j nt + t``: the inner loops run over the tile's draws)."""
     lev_ptr, K = rb.lev_ptr, rb.xs.shape[0]
     nu = ev.nu
-    lw, G, SA, hloc, mAk = state.lw, state.G, state.SA, state.hloc, state.mAk
+    lw, G, SA, mAk = state.lw, state.G, state.SA, state.mAk
     alpha, om, gb, cij, acc = state.alpha, state.lq, state.gb, state.cij, state.acc
     tc = rb.lev_comp[a]
     inu = 1.0 / nu[tc]
@@ -529,14 +571,14 @@ def _level_close(a, a_loc, nt, rb, ev, state):
     for t in range(nt):
         gnb[t] = (ea2[t] * inu - 1.0) * 0.5 * inu  # node mean of the nu_tc score
         SA[t, tc] += ea2[t]
-        mAk[t, a, 0] = ea[t]
-        mAk[t, a, 1] = ea2[t]
+        mAk[a, 0, t] = ea[t]
+        mAk[a, 1, t] = ea2[t]
     if _low_rank(ev.fpar.shape[0], lev_ptr[a + 1] - lev_ptr[a], K, gb.shape[0]):
         _low_rank_close(a, a_loc, nt, tc, inu, rb, ev, state)
     else:
         _score_means(nt, K, om, gb, G, sv)
         if ev.fpar.shape[0]:
-            _nb_close(a, nt, K, rb, state, sv)
+            _nb_close(a, nt, K, rb, ev, state, sv)
         _node_cov(nt, K, tc, inu, state, gnb, sv)
     o0 = lev_ptr[a]
     for r in range(o0, lev_ptr[a + 1]):
@@ -546,15 +588,15 @@ def _level_close(a, a_loc, nt, rb, ev, state):
         for j in range(K):
             for t in range(nt):
                 sv[t] += om[j * nt + t] * cij[rl, j * nt + t]
-        for t in range(nt):
-            hloc[t, r] = sv[t]
+        _add_hx(rb.ro[r], nt, ev.X, sv, state.hx)
 
 
 @numba.njit(**_INLINE)
-def _nb_close(a, nt, K, rb, state, sv):
+def _nb_close(a, nt, K, rb, ev, state, sv):
     """Negative binomial, level ``a``: add the node means of the alpha scores to each
     draw's ``G`` (last) and centre ``ga``; add the node means of ``d2 log f / d alpha2`` to
-    ``saak`` and set those of ``d2 log f / d eta d alpha`` per observation (``hla``)."""
+    ``saak`` and those of ``d2 log f / d eta d alpha`` times each observation's ``x_i`` to
+    ``hxa``."""
     om, ga, gaa, cea, G = state.lq, state.ga, state.gaa, state.cea, state.G
     dA = G.shape[1] - 1
     for t in range(nt):
@@ -585,8 +627,11 @@ def _nb_close(a, nt, K, rb, state, sv):
             for t in range(nt):
                 f = j * nt + t
                 sv[t] += om[f] * cea[rl, f]
-        for t in range(nt):
-            state.hla[t, r] = sv[t]
+        i = rb.ro[r]
+        for c in range(ev.X.shape[1]):
+            xic = ev.X[i, c]
+            for t in range(nt):
+                state.hxa[c, t] += sv[t] * xic
 
 
 @numba.njit(**_INLINE)
@@ -822,12 +867,13 @@ def _tile(fam, b, kt, nt, rb, ev, blocks, draws, state):
 
 
 @numba.njit(**_FLAGS)
-def _rescale(sc, out, span):
+def _rescale(sc, out, span, moments):
     """Multiply block ``span.b``'s running sums by ``sc`` (``sc**2`` for the squared
-    ones)."""
-    s1, s1sq, s2, s2sq, sS, hc = out.s1, out.s1sq, out.s2, out.s2sq, out.sS, out.hc
+    ones); the levels' moments and the draws' sums only where ``moments`` is true (within
+    a tile they are rescaled by :func:`_tile_moments`)."""
+    s1, s1sq, s2, s2sq, sS, hxx = out.s1, out.s1sq, out.s2, out.s2sq, out.sS, out.hxx
     sC, mA, sU, sUU = out.sC, out.mA, out.sU, out.sUU
-    b, lev0, lev1, r0, r1, f0, f1, c0, c1, n_int = span
+    b, lev0, lev1, c0, c1 = span.b, span.lev0, span.lev1, span.c0, span.c1
     sc2 = sc * sc
     d = s1.shape[1]
     for j in range(d):
@@ -839,32 +885,30 @@ def _rescale(sc, out, span):
             sC[b, j, l] *= sc
     for t in range(sS.shape[1]):
         sS[b, t] *= sc
-    for r in range(r0, r1):
-        hc[r] *= sc
-    for r in range(f0, f1):
-        hc[n_int + r] *= sc
-    for lv in range(lev0, lev1):
-        mA[lv, 0] *= sc
-        mA[lv, 1] *= sc
-    for j in range(c0, c1):
-        sU[j] *= sc
-        sUU[j] *= sc
+    for j in range(hxx.shape[1]):
+        hxx[b, j] *= sc
+    if moments:
+        for lv in range(lev0, lev1):
+            mA[lv, 0] *= sc
+            mA[lv, 1] *= sc
+        for j in range(c0, c1):
+            sU[j] *= sc
+            sUU[j] *= sc
     if out.saa.shape[0]:  # negative binomial
         out.saa[b] *= sc
-        for r in range(r0, r1):
-            out.hca[r] *= sc
-        for r in range(f0, f1):
-            out.hca[n_int + r] *= sc
+        for j in range(out.hxa.shape[1]):
+            out.hxa[b, j] *= sc
 
 
 @numba.njit(**_INLINE)
 def _add_draw(k, t, w, state, draws, ev, blocks, out, span):
-    """Add draw ``k`` (tile row ``t``) of block ``span.b`` with weight ``w`` to the sums."""
-    s1, s1sq, s2, s2sq, sS, hc = out.s1, out.s1sq, out.s2, out.s2sq, out.sS, out.hc
-    sC, mA, sU, sUU = out.sC, out.mA, out.sU, out.sUU
-    S, U, nu, qbt = draws.S, draws.U, ev.nu, blocks.qbt
-    G, Cw, SA, hloc, mAk = state.G, state.Cw, state.SA, state.hloc, state.mAk
-    b, lev0, lev1, r0, r1, f0, f1, c0, c1, n_int = span
+    """Add draw ``k`` (tile row ``t``) of block ``span.b`` with weight ``w`` to the sums
+    (the levels' moments and the draws' sums: :func:`_tile_moments`)."""
+    s1, s1sq, s2, s2sq, sS, hxx = out.s1, out.s1sq, out.s2, out.s2sq, out.sS, out.hxx
+    sC = out.sC
+    S, nu, qbt = draws.S, ev.nu, blocks.qbt
+    G, Cw, SA, hx = state.G, state.Cw, state.SA, state.hx
+    b = span.b
     T = nu.shape[0]
     nf = ev.fpar.shape[0]
     d = G.shape[1]
@@ -879,24 +923,49 @@ def _add_draw(k, t, w, state, draws, ev, blocks, out, span):
             s2[b, j, l] += w * G[t, j] * G[t, l]
             s2sq[b, j, l] += w * w * G[t, j] * G[t, l]
             sC[b, j, l] += w * Cw[t, j, l]
-    for r in range(r0, r1):
-        hc[r] += w * hloc[t, r]
-    for r in range(f0, f1):
-        hc[n_int + r] += w * hloc[t, n_int + r]
-    for lv in range(lev0, lev1):
-        mA[lv, 0] += w * mAk[t, lv, 0]
-        mA[lv, 1] += w * mAk[t, lv, 1]
-    for j in range(c0, c1):
-        u = U[j, k]
-        sU[j] += w * u
-        sUU[j] += w * u * u
+    for j in range(hx.shape[0]):
+        hxx[b, j] += w * hx[j, t]
     if nf:  # negative binomial
-        hla = state.hla
         out.saa[b] += w * state.saak[t]
-        for r in range(r0, r1):
-            out.hca[r] += w * hla[t, r]
-        for r in range(f0, f1):
-            out.hca[n_int + r] += w * hla[t, n_int + r]
+        for j in range(out.hxa.shape[1]):
+            out.hxa[b, j] += w * state.hxa[j, t]
+
+
+@numba.njit(**_FLAGS)
+def _tile_moments(kt, nt, state, draws, ev, out, span):
+    """Add the tile's draws to the levels' moments ``mA`` and the sampled effects' sums
+    ``sU``, ``sUU`` of block ``span.b``, level by level (column by column) with the draws
+    innermost: each sum takes, draw after draw, the rescaling ``state.acc[8, t]`` (1: none)
+    and the weight ``state.acc[9, t]`` (negative: a draw of weight zero, not added) that
+    :func:`rb_chunk_sums` applied to the per-draw sums, i.e. the same operations in the
+    same order as one draw at a time, reading the tile's moments and draws contiguously.
+    The integrated columns (``ev.is_a``) are skipped: their draws are zeros, and their
+    moments are ``mA``."""
+    mA, sU, sUU, mAk, U, is_a = out.mA, out.sU, out.sUU, state.mAk, draws.U, ev.is_a
+    scv, wv = state.acc[8], state.acc[9]
+    for lv in range(span.lev0, span.lev1):
+        m0, m1 = mA[lv, 0], mA[lv, 1]
+        for t in range(nt):
+            if scv[t] != 1.0:
+                m0 *= scv[t]
+                m1 *= scv[t]
+            if wv[t] >= 0.0:
+                m0 += wv[t] * mAk[lv, 0, t]
+                m1 += wv[t] * mAk[lv, 1, t]
+        mA[lv, 0], mA[lv, 1] = m0, m1
+    for j in range(span.c0, span.c1):
+        if is_a[j]:
+            continue
+        s1, s2 = sU[j], sUU[j]
+        for t in range(nt):
+            if scv[t] != 1.0:
+                s1 *= scv[t]
+                s2 *= scv[t]
+            if wv[t] >= 0.0:
+                u = U[j, kt + t]
+                s1 += wv[t] * u
+                s2 += wv[t] * u * u
+        sU[j], sUU[j] = s1, s2
 
 
 @numba.njit(**_FLAGS)
@@ -916,8 +985,8 @@ def rb_chunk_sums(fam, blocks, rule, ev, draws, k0, k1, out, state, out_lw):
         effects' prior beta score of draw ``k`` (``gp`` has no draws otherwise).
     draws : Draws
     out : RBSums
-        Written for every block (``hc`` per integrated observation in ``ro`` order, then
-        free observations).
+        Written for every block (``hxx``: the lower triangle, row by row, of the block's
+        weighted ``X_b' diag(h) X_b``; ``hc`` and ``hca`` are not used).
     state : RBState
         Work arrays from :func:`make_state`.
     out_lw : ndarray
@@ -934,14 +1003,17 @@ def rb_chunk_sums(fam, blocks, rule, ev, draws, k0, k1, out, state, out_lw):
         lev0, lev1 = lev_bptr[b], lev_bptr[b + 1]
         span = RBSpan(b, lev0, lev1, lev_ptr[lev0], lev_ptr[lev1], free_bptr[b],
                       free_bptr[b + 1], col_ptr[b], col_ptr[b + 1], n_int)
-        _rescale(0.0, out, span)
+        _rescale(0.0, out, span, True)
         amax = -np.inf
         acc0 = 0.0
         acc0sq = 0.0
         for kt in range(k0, k1, tile):
             nt = min(tile, k1 - kt)
             _tile(fam, b, kt, nt, rule, ev, blocks, draws, state)
+            scv, wv = state.acc[8], state.acc[9]
             for t in range(nt):
+                scv[t] = 1.0
+                wv[t] = -1.0
                 if keep:
                     out_lw[b, kt + t - k0] = lw[t]
                 if not lw[t] > -np.inf:
@@ -951,12 +1023,15 @@ def rb_chunk_sums(fam, blocks, rule, ev, draws, k0, k1, out, state, out_lw):
                         sc = math.exp(amax - lw[t])
                         acc0 *= sc
                         acc0sq *= sc * sc
-                        _rescale(sc, out, span)
+                        _rescale(sc, out, span, False)
+                        scv[t] = sc
                     amax = lw[t]
                 w = math.exp(lw[t] - amax)
                 acc0 += w
                 acc0sq += w * w
                 _add_draw(kt + t, t, w, state, draws, ev, blocks, out, span)
+                wv[t] = w
+            _tile_moments(kt, nt, state, draws, ev, out, span)
             if state.sgl.shape[0] and amax > -np.inf:
                 _deferred_cov(b, lev0, lev1, nt, amax, rule, ev, state, out)
         out.a[b] = amax

@@ -96,25 +96,30 @@ RBInputs = namedtuple("RBInputs", "xb wy wn X zptr zidx zval is_a nu lognu gp fp
 #: levels' weighted node moments ``mA`` and the weighted sums of the draws ``sU``/``sUU``.
 #: For the negative binomial also ``hca`` (per observation, in ``hc``'s order, the weighted
 #: node means of ``d2 log f / d eta d alpha``) and ``saa`` (per block, the weighted node
-#: means of ``d2 log f / d alpha2``); empty otherwise.
-RBSums = namedtuple("RBSums", "a s0 s0sq s1 s1sq s2 s2sq sS hc sC mA sU sUU hca saa",
-                    defaults=(np.zeros(0), np.zeros(0)))
+#: means of ``d2 log f / d alpha2``); empty otherwise.  The scalar kernel
+#: (:func:`glmm_sm.mcla.kernels.rb.rb_chunk_sums`) leaves ``hc`` and ``hca`` empty and
+#: writes their products with the design instead, per block: ``hxx`` (the lower triangle,
+#: row by row, of ``X_b' diag(hc) X_b``) and ``hxa`` (``X_b' hca``, negative binomial).
+RBSums = namedtuple("RBSums", "a s0 s0sq s1 s1sq s2 s2sq sS hc sC mA sU sUU hca saa hxx hxa",
+                    defaults=(np.zeros(0), np.zeros(0), np.zeros((0, 0)), np.zeros((0, 0))))
 
 #: The RB kernel's work arrays (one set per thread): per draw of the tile its log weight
-#: ``lw``, score ``G``, node covariance ``Cw``, node sums of squares ``SA``, per-observation
-#: ``w c''`` node means ``hloc`` and level moments ``mAk``; per draw or (node, draw) pair
+#: ``lw``, score ``G``, node covariance ``Cw``, node sums of squares ``SA``, the lower
+#: triangle of ``sum_i h_i x_i x_i'`` over its observations (``hx``, one column per draw;
+#: ``h_i`` the ``w c''`` node mean) and level moments ``mAk``; per draw or (node, draw) pair
 #: ``e0``, ``mu``, ``alpha``, ``lq`` (node log weights), ``rr``, ``gb`` (node beta scores),
 #: ``cij``, ``ze``, ``pr``, ``eb``, ``ec`` and the accumulators ``acc``.  For the negative
 #: binomial (empty otherwise) the node alpha scores ``ga`` and node sums of ``d2 log f /
 #: d alpha2`` ``gaa`` per (node, draw) pair, per observation and pair ``d2 log f / d eta
-#: d alpha`` (``cea``), and per draw its node means per observation (``hla``) and the
+#: d alpha`` (``cea``), and per draw its node means times ``x_i`` summed over the
+#: observations (``hxa``, one column per draw) and the
 #: draw's expected ``d2 log f / d alpha2`` (``saak``).  For the levels whose node covariance
 #: goes through their observations' residuals (``glmm_sm.mcla.kernels.rb._low_rank``):
 #: the residual of each observation of the level at each pair (``rrs``) and the scratch of
 #: their covariance (``sig``), and each level's covariance per draw of the tile (``sgl``,
 #: empty where not kept).
-RBState = namedtuple("RBState", "lw G Cw SA hloc mAk e0 mu alpha lq rr gb cij ze pr eb ec acc "
-                                "ga gaa cea hla saak rrs sig sgl")
+RBState = namedtuple("RBState", "lw G Cw SA hx mAk e0 mu alpha lq rr gb cij ze pr eb ec acc "
+                                "ga gaa cea hxa saak rrs sig sgl")
 
 #: One block ``b`` of a Rao-Blackwellized layout: its levels ``lev0:lev1``, their
 #: observations ``r0:r1`` (in ``ro`` order), free observations ``f0:f1``, effects ``c0:c1``

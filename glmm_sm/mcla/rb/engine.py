@@ -17,7 +17,6 @@ import scipy.sparse as sp
 
 from glmm_sm.core.constants import HALF_LOG2PI
 from glmm_sm.mcla.engine import EngineBase, finish
-from glmm_sm.mcla.kernels import plain as _kernels
 from glmm_sm.mcla.kernels.rb import make_state, rb_chunk_sums, rb_log_weights, tile_width
 from glmm_sm.mcla.kernels.records import Draws, RBBlocks, RBInputs, RBSums
 from glmm_sm.mcla.partials import DrawShift, PartialSums, _scales
@@ -107,14 +106,14 @@ class RBEngine(EngineBase):
         return Draws(U, logf, S), ev._replace(gp=shift.prior_scores(U, shift.prior_matrix(ev.nu)))
 
     def _state(self):
-        """Fresh work arrays for the kernel (one set per thread)."""
+        """Fresh work arrays for the kernel (one set per thread; their size does not depend
+        on the number of observations: :func:`~glmm_sm.mcla.kernels.rb.make_state`)."""
         data, st = self.data, self.structure
         lens = np.diff(st.lev_ptr)
-        n_h = len(st.ro) + len(st.free_obs)
         # no wider than the draws (a quadrature fit's outer nodes may be one "draw")
-        tile = max(min(tile_width(n_h, st.n_levels), self.m), 1)
+        tile = max(min(tile_width(st.n_levels), self.m), 1)
         return make_state(tile, len(self.sampler.xs), data.k_fe,
-                          data.k_vc, n_h, st.n_levels,
+                          data.k_vc, st.n_levels,
                           int(lens.max()) if lens.size else 1, data.k_fam,
                           int(np.diff(st.lev_bptr).max()) if st.n_levels else 0)
 
@@ -123,16 +122,17 @@ class RBEngine(EngineBase):
         data, st = self.data, self.structure
         blocks, rule, ev, dv = self._inputs(params)
         B, T, p, nf = data.n_blocks, data.k_vc, data.k_fe, data.k_fam
-        d, n_h = p + T + nf, len(st.ro) + len(st.free_obs)
+        d = p + T + nf
         acc, lws = None, []
         for k0, k1 in self.ranges[c0:c1]:
             draws, ev_k = self._chunk(ev, dv, k0, k1)
             K = draws.U.shape[1]
             out = RBSums(np.full(B, -np.inf), np.zeros(B), np.zeros(B), np.zeros((B, d)),
                          np.zeros((B, d)), np.zeros((B, d, d)), np.zeros((B, d, d)),
-                         np.zeros((B, T)), np.zeros(n_h), np.zeros((B, d, d)),
+                         np.zeros((B, T)), np.zeros(0), np.zeros((B, d, d)),
                          np.zeros((st.n_levels, 2)), np.zeros(data.q), np.zeros(data.q),
-                         np.zeros(n_h if nf else 0), np.zeros(B if nf else 0))
+                         np.zeros(0), np.zeros(B if nf else 0),
+                         np.zeros((B, p * (p + 1) // 2)), np.zeros((B, p if nf else 0)))
             lw = np.empty((B, K if keep_lw else 0))
             rb_chunk_sums(data.family.kernel, blocks, _draw_rule(rule, k0, k1), ev_k, draws, 0, K,
                           out, self._state(), lw)
@@ -186,14 +186,17 @@ class RBEngine(EngineBase):
 
     def _partial_sums(self, out, params):
         """The combined sums as :class:`PartialSums`, with the fixed-effects Hessian
-        ``X' diag(h) X`` per block and, for moving draws, the prior's beta parts."""
+        ``X' diag(h) X`` per block (summed by the kernel) and, for moving draws, the
+        prior's beta parts."""
         data, st = self.data, self.structure
         p, nb, T = data.k_fe, data.n_blocks, data.k_vc
         a, s0, s0sq, s1, s1sq, s2, s2sq, sS, hc, sC, mA, sU, sUU = out[:13]
         shift = self._shift()
-        X = data.X if shift is None else shift[1]
+        # the kernel's X' diag(h) X (with the shifted design for moving draws)
         hxx = np.zeros((1, nb, p, p))
-        _kernels.block_xhx(data.obs_ptr, X, st.h_layout(hc), hxx[0])
+        low = np.tril_indices(p)  # the kernel's order: row by row
+        hxx[0][:, low[0], low[1]] = out.hxx
+        hxx[0][:, low[1], low[0]] = out.hxx
         smu = np.zeros((1, nb, p, T))
         if shift is not None:
             nu = np.asarray(params, dtype=float)[p : p + T]
@@ -211,9 +214,7 @@ class RBEngine(EngineBase):
                 smu[0][:, :, tc] += ind_tc @ ma[sel]
         fam = {}
         if data.k_fam:  # the negative binomial: X_b' (weighted d2 log f / d eta d alpha)
-            hxa = np.zeros((1, nb, p))
-            np.add.at(hxa[0], data.block_of_obs, X * st.h_layout(out.hca)[:, None])
-            fam = {"hxa": hxa, "saa": out.saa[None]}
+            fam = {"hxa": out.hxa[None], "saa": out.saa[None]}
         return PartialSums(a[None], s0[None], s0sq[None], s1[None], s1sq[None], s2[None],
                            s2sq[None], sS[None], hxx, smu, **fam)
 
@@ -284,7 +285,6 @@ def _combine(rows, st, data):
     sc = _scales(a)
     sc2 = sc * sc
     boc, lb = data.block_of_col, st.lev_block
-    bo_h = np.concatenate([data.block_of_obs[st.ro], data.block_of_obs[st.free_obs]])
 
     def tot(name, s, extra=0):
         acc = 0.0
@@ -292,9 +292,17 @@ def _combine(rows, st, data):
             acc = acc + s[j].reshape(s[j].shape + (1,) * extra) * getattr(r, name)
         return acc
 
-    nb = () if not rows[0].saa.shape[0] else (tot("hca", sc[:, bo_h]), tot("saa", sc))
+    def some(name, s, extra=0):  # sums a kernel leaves empty stay empty
+        first = getattr(rows[0], name)
+        return tot(name, s, extra) if first.shape[0] else first
+
+    # per observation (the vector kernel; the scalar one sums X' diag(h) X per block)
+    bo_h = np.concatenate([data.block_of_obs[st.ro], data.block_of_obs[st.free_obs]]) \
+        if rows[0].hc.shape[0] else None
+    hc, hca = some("hc", None if bo_h is None else sc[:, bo_h]), \
+        some("hca", None if bo_h is None else sc[:, bo_h])
     return RBSums(a.max(axis=0), tot("s0", sc), tot("s0sq", sc2), tot("s1", sc, 1),
                   tot("s1sq", sc2, 1), tot("s2", sc, 2), tot("s2sq", sc2, 2),
-                  tot("sS", sc, 1), tot("hc", sc[:, bo_h]), tot("sC", sc, 2),
+                  tot("sS", sc, 1), hc, tot("sC", sc, 2),
                   tot("mA", sc[:, lb], 1), tot("sU", sc[:, boc]), tot("sUU", sc[:, boc]),
-                  *nb)
+                  hca, some("saa", sc), some("hxx", sc, 1), some("hxa", sc, 1))
