@@ -405,7 +405,7 @@ class CovProfiler:
             self.se_s = np.nan
         if not (np.isfinite(self.se_s) and self.se_s > 0):
             self.se_s = 0.5
-        #: How far a deterministic fit's top (:meth:`_free_top`; for a covariance also its
+        #: How far a deterministic fit's top (``_free_top``; for a covariance also its
         #: own point at the estimate's covariance) rose above the fit's log-likelihood (0 if
         #: it did not).
         self.top_gain = 0.0
