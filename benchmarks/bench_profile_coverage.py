@@ -70,7 +70,7 @@ def one(seed, groups, per, time_budget=600.0, cols=None):
     return rec
 
 
-def report(path, merge=None):
+def report(path, merge=None, also=()):
     recs = [json.loads(line) for line in open(path)]
     if merge:  # the parameters not profiled in ``path`` from ``merge`` (same seeds)
         old = {r["seed"]: r for r in map(json.loads, open(merge))}
@@ -79,6 +79,11 @@ def report(path, merge=None):
             if "ci" in r and "ci" in o:
                 r["ci"] = {**o["ci"], **r["ci"]}
                 r["profile_cpu"] += o["profile_cpu"]
+    for extra in also:  # further seeds, every parameter profiled in the file itself
+        recs += [json.loads(line) for line in open(extra)]
+    seeds = [r["seed"] for r in recs]
+    if len(set(seeds)) != len(seeds):
+        raise ValueError("--out and --also hold the same seed twice; give each seed once")
     ok = [r for r in recs if "ci" in r]
     rows = []
     for name, truth in TRUE.items():
@@ -126,6 +131,9 @@ def main():
                     help="profile only these (e.g. 'g Cov(x, Intercept)'); --report then "
                          "takes the others from --merge")
     ap.add_argument("--merge", help="records whose intervals fill in those not in --out's")
+    ap.add_argument("--also", nargs="+", default=(),
+                    help="with --report: results files of further seeds (every parameter "
+                         "profiled), added to --out's records after --merge")
     args = ap.parse_args()
     if not args.report:
         with open(args.out, "a") as f:
@@ -137,7 +145,7 @@ def main():
                 f.flush()
                 print(seed, f"fit {rec['fit_cpu']:.1f}s profile {rec['profile_cpu']:.1f}s",
                       flush=True)
-    print(report(args.out, args.merge))
+    print(report(args.out, args.merge, args.also))
 
 
 if __name__ == "__main__":

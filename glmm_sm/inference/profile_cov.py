@@ -398,24 +398,32 @@ class CovProfiler:
         # The coordinate's standard error from the Hessian over all coordinates.
         try:
             Vi = np.linalg.inv(-Hs)
-            self.se_s = float(np.sqrt(Vi[self.coords.fix, self.coords.fix]))
+            v = float(Vi[self.coords.fix, self.coords.fix])
+            # not a strict maximum in this coordinate (a near-singular fit): no SE
+            self.se_s = float(np.sqrt(v)) if v > 0 else np.nan
         except np.linalg.LinAlgError:
             self.se_s = np.nan
         if not (np.isfinite(self.se_s) and self.se_s > 0):
             self.se_s = 0.5
-        #: How far a deterministic covariance profile's own point at the estimate's
-        #: covariance rose above the fit's log-likelihood (0 if it did not).
+        #: How far a deterministic fit's top (``_free_top``; for a covariance also its
+        #: own point at the estimate's covariance) rose above the fit's log-likelihood (0 if
+        #: it did not).
         self.top_gain = 0.0
-        if self.deterministic and self.target.kind == "cov":
-            # A near-singular fit can stop short of its maximum along the ridge |rho| = 1
-            # (data set 92 of the coverage study: 0.015 below it, every deviance 0.03 too
-            # low): the deviances are from the higher of the fit and the constrained
-            # maximum at the estimate's covariance, which the box finds.
+        if self.deterministic:
+            # A near-singular fit can stop short of its maximum along the ridge |rho| = 1,
+            # and its log-likelihood can be its pilot rule's (data set 92 of the coverage
+            # study: 0.015 below the exact maximum, every deviance 0.03 too low): the
+            # deviances are from the highest of the fit, the maximum of the adaptive
+            # quadrature log-likelihood over every coordinate in the box, and, for a
+            # covariance, the constrained maximum at the estimate's covariance.
             with threadpool_limits(1, user_api="blas"):
-                pt = self._best_of(self._cov_starts(self.s_hat), self.s_hat)
-            if np.isfinite(pt.value) and pt.value > self.l_hat:
-                self.top_gain = float(pt.value - self.l_hat)
-                self.l_hat = float(pt.value)
+                tops = [self._free_top()]
+                if self.target.kind == "cov":
+                    tops.append(self._best_of(self._cov_starts(self.s_hat), self.s_hat).value)
+            best = max((v for v in tops if np.isfinite(v)), default=-np.inf)
+            if best > self.l_hat:
+                self.top_gain = float(best - self.l_hat)
+                self.l_hat = float(best)
 
     # ------------------------------------------------------------------ maxima
     def _maximize(self, k, phi0, fixed=True):
@@ -569,16 +577,45 @@ class CovProfiler:
         self.points.append(best)
         return best
 
-    def _climb(self, start, s):
-        """:meth:`_recentred`'s iteration from ``start``; the point (not kept)."""
+    def _free_top(self):
+        """A deterministic fit's top: the maximum of the adaptive quadrature log-likelihood
+        over every coordinate, every correlation in ``|rho| <= RHO_EDGE``, climbed from the
+        estimate as :meth:`_recentred`'s points are (on a fixed effect's coordinates, where
+        the box is ``|atanh(rho)| <= Z_EDGE``, nothing held); its value (``-inf`` if the
+        climb fails).  Computed once per fit (kept in the results' cache).
+
+        Why: at a near-singular estimate the fit can stop short of the maximum along the
+        ridge ``|rho| = 1`` (its log-Cholesky coordinate runs off to ``-inf`` and the
+        optimizer stops at its iteration limit), and a fit that stops after its pilot round
+        reports the pilot rule's log-likelihood (another rule, placed at another point);
+        the deviances would then be too low and the intervals too wide."""
+        cache = getattr(self.res, "_cache", None)
+        key = ("cov_profile_top",)
+        if cache is not None and key in cache:
+            return cache[key]
+        coords = _Coords(self.res.model, ProfileTarget("beta", "top", -1))
+        pt = self._climb(coords.to_phi(self.theta_hat), self.s_hat, coords=coords)
+        if np.isfinite(pt.value):
+            self.sets.retire(pt.engine)
+        if cache is not None:
+            cache[key] = pt.value
+        return pt.value
+
+    def _climb(self, start, s, coords=None):
+        """:meth:`_recentred`'s iteration from ``start``; the point (not kept).  With
+        ``coords`` (:meth:`_free_top`): on those coordinates, every one free."""
+        free = coords is not None
+        coords = self.coords if coords is None else coords
         phi = np.array(start, dtype=float)
-        phi[self.coords.fix] = s
-        zr = [r for r, k in enumerate(self.coords.kinds) if k[0] == "z" and r != self.coords.fix]
+        if not free:
+            phi[coords.fix] = s
+        zr = [r for r, k in enumerate(coords.kinds)
+              if k[0] == "z" and (free or r != coords.fix)]
         phi[zr] = np.clip(phi[zr], -Z_EDGE, Z_EDGE)
-        ub = self.u_bound(s)
+        ub = None if free else self.u_bound(s)
         if ub is not None:
             phi[ub[0]] = max(phi[ub[0]], ub[1])
-        cur = self._adaptive_eval(phi, s)
+        cur = self._adaptive_eval(phi, s, coords if free else None)
         for _ in range(ADAPTIVE_MAXITER):
             if cur is None:
                 break
@@ -600,7 +637,7 @@ class CovProfiler:
                 xt[zx] = np.clip(xt[zx], -Z_EDGE, Z_EDGE)
                 if ub is not None:
                     xt[ux] = max(xt[ux], ub[1])
-                trial = self._adaptive_eval(obj.to_phi(xt), s)
+                trial = self._adaptive_eval(obj.to_phi(xt), s, coords if free else None)
                 if trial is not None and trial[3] <= f + ADAPTIVE_F_TOL:
                     new = trial
                     break
@@ -614,14 +651,17 @@ class CovProfiler:
             cur = new
             if gain < ADAPTIVE_GAIN:
                 break
-        return cur[0] if cur is not None else _Point(float(s), self.coords.to_theta(phi)[0],
+        return cur[0] if cur is not None else _Point(float(s), coords.to_theta(phi)[0],
                                                      -np.inf, np.nan, np.inf, 0)
 
-    def _adaptive_eval(self, phi, s):
+    def _adaptive_eval(self, phi, s, coords=None):
         """``(point, obj, x, f, g, H)`` of ``-F`` at ``phi`` on a rule placed there (None
-        outside the parameter space or where the rule or its evaluation fails)."""
-        theta = self.coords.to_theta(phi)[0]
-        if not (np.all(np.isfinite(theta)) and self.coords.cov.valid(theta[self.p:])):
+        outside the parameter space or where the rule or its evaluation fails).  With
+        ``coords``: ``phi`` on those coordinates, every one free (:meth:`_free_top`)."""
+        free = coords is not None
+        coords = self.coords if coords is None else coords
+        theta = coords.to_theta(phi)[0]
+        if not (np.all(np.isfinite(theta)) and coords.cov.valid(theta[self.p:])):
             return None
         try:
             k = self.sets.add(theta)
@@ -629,13 +669,14 @@ class CovProfiler:
             return None
         self.sets.centres[k] = s
         self.adaptive_rules += 1
-        obj = _Objective(self.sets.engines[k], self.coords, phi, self.X, True, self.budget)
+        obj = _Objective(self.sets.engines[k], coords, phi, self.X, not free, self.budget)
         x = obj.to_x(phi)
         f, g, H = obj._eval(x)
         if obj.last is None or not np.isfinite(f):
             self.sets.retire(k)
             return None
-        pt = _Point(float(s), obj.theta, -float(f), float(obj.g_phi[self.coords.fix]),
+        slope = np.nan if free else float(obj.g_phi[coords.fix])
+        pt = _Point(float(s), obj.theta, -float(f), slope,
                     own_mcse(obj.last, self.sets.engines[k].m), k)
         return pt, obj, x, float(f), g, H
 
