@@ -420,7 +420,7 @@ class BlockSystem:
         raveled: the layout of :meth:`split`)."""
         prior = dinv if isinstance(dinv, PriorPrecision) else None
         flat = np.bincount(self.pair_target, weights=h[self.pair_obs] * self.pair_val,
-                           minlength=self.total)
+                           minlength=self.total).astype(np.float64, copy=False)  # (int when empty)
         d = prior.dinv if prior is not None else dinv
         flat[self._diag_pos] += d[self._diag_col]
         if prior is not None and prior.off is not None:
