@@ -843,7 +843,7 @@ def conditional_mode(system: BlockSystem, beta, nu, u0=None, maxiter=100, tol=1e
             u_try[cols], r_try[rows], h_try[rows] = u2[cols], r2[rows], h2[rows]
             obj_try[grow], scale_try[grow], alpha[grow] = obj2[grow], scale2[grow], a2[grow]
         u, obj, r, h, scale = u_try, obj_try, r_try, h_try, scale_try
-    Lflat, ld, ok = system.cholesky_flat(system.precision_flat(h, dinv))
+    Lflat, ld, ok = system.cholesky_flat(_concat_flat(system.precision(h, dinv)))
     chol, logdet = system.split(Lflat), np.zeros(data.n_blocks)
     bad = np.zeros(data.n_blocks, dtype=bool)
     logdet[system._blk_id] = ld
