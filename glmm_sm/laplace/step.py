@@ -358,6 +358,27 @@ class BlockSystem:
         self.pair_val = np.concatenate(val) if val else np.zeros(0)
         self.pair_obs = np.concatenate(obs) if obs else np.zeros(0, np.int64)
         self.total = offsets[-1]
+        # Each group's diagonal entries in the concatenated stacked matrices, and their
+        # layout columns (the prior precision's diagonal is added there in one step).
+        self._diag_pos = np.concatenate(
+            [offsets[g] + (np.arange(len(ids))[:, None] * qs * qs
+                           + np.arange(qs)[None, :] * (qs + 1)).ravel()
+             for g, (qs, ids, _) in enumerate(self.groups)] or [np.zeros(0, np.int64)])
+        self._diag_col = np.concatenate(
+            [cols.ravel() for _, _, cols in self.groups] or [np.zeros(0, np.int64)])
+        # Each dense block's first entry in the concatenated matrices, size and first layout
+        # column (a block's columns are contiguous), for :meth:`solve_flat`.
+        self._blk_start = np.concatenate(
+            [offsets[g] + np.arange(len(ids), dtype=np.int64) * qs * qs
+             for g, (qs, ids, _) in enumerate(self.groups)] or [np.zeros(0, np.int64)])
+        self._blk_q = np.concatenate(
+            [np.full(len(ids), qs, dtype=np.int64) for qs, ids, _ in self.groups]
+            or [np.zeros(0, np.int64)])
+        self._blk_id = np.concatenate(
+            [ids.astype(np.int64) for _, ids, _ in self.groups] or [np.zeros(0, np.int64)])
+        self._blk_col = np.concatenate(
+            [cols[:, 0].astype(np.int64) for _, _, cols in self.groups]
+            or [np.zeros(0, np.int64)])
 
     def schur_factors(self, h, dinv):
         """:class:`SchurFactor` of each of ``schur`` at the weights ``h`` and prior precision
@@ -392,19 +413,207 @@ class BlockSystem:
     def precision(self, h, dinv):
         """Stacked ``Z_b' diag(h) Z_b + D_b^{-1}`` per group; ``dinv`` is the prior
         precision's diagonal (an array) or a :class:`~glmm_sm.laplace.prior.PriorPrecision`."""
+        return self.split(self.precision_flat(h, dinv))
+
+    def precision_flat(self, h, dinv):
+        """:meth:`precision`'s matrices concatenated (group by group, each stacked array
+        raveled: the layout of :meth:`split`)."""
         prior = dinv if isinstance(dinv, PriorPrecision) else None
-        mats = self.ztwz(h)
+        flat = np.bincount(self.pair_target, weights=h[self.pair_obs] * self.pair_val,
+                           minlength=self.total).astype(np.float64, copy=False)  # (int when empty)
         d = prior.dinv if prior is not None else dinv
-        for (qs, _, cols), M in zip(self.groups, mats, strict=True):
-            idx = np.arange(qs)
-            M[:, idx, idx] += d[cols]
+        flat[self._diag_pos] += d[self._diag_col]
         if prior is not None and prior.off is not None:
             off = prior.off.tocoo()
-            flat = np.bincount(self.flat_index(off.row, off.col), weights=off.data,
-                               minlength=self.total)
-            for M, add in zip(mats, self.split(flat), strict=True):
-                M += add
-        return mats
+            flat += np.bincount(self.flat_index(off.row, off.col), weights=off.data,
+                                minlength=self.total)
+        return flat
+
+    def cholesky_flat(self, flat):
+        """Every dense block's lower Cholesky factor of the precision ``flat``
+        (:meth:`precision_flat`), in one compiled pass (:func:`_ragged_cholesky`).
+
+        Returns
+        -------
+        L : ndarray
+            The factors in ``flat``'s layout (:meth:`split` gives the stacked groups);
+            where a block does not factor, :func:`robust_cholesky`'s factor of a
+            jittered matrix, as :func:`checked_cholesky` gives.
+        logdet : ndarray
+            ``log det P_b`` of each dense block, in the order of the groups' ``ids``
+            concatenated (meaningless where not ``ok``).
+        ok : ndarray of bool
+            Which blocks factored, in the same order.
+        """
+        flat = np.ascontiguousarray(flat, dtype=np.float64)
+        n = len(self._blk_q)
+        L, logdet, ok = np.zeros(self.total), np.zeros(n), np.ones(n, dtype=bool)
+        if n:
+            _jit_ragged(_ragged_cholesky)(flat, self._blk_start, self._blk_q, L, logdet, ok)
+        for b in np.flatnonzero(~ok):
+            q, s0 = int(self._blk_q[b]), int(self._blk_start[b])
+            L[s0 : s0 + q * q] = _cholesky_one(flat[s0 : s0 + q * q].reshape(q, q)).ravel()
+        return L, logdet, ok
+
+    def inverse_flat(self, Lflat):
+        """Every dense block's ``P_b^{-1}`` from its factor (:meth:`cholesky_flat`), in
+        the same layout, in one compiled pass (:func:`_ragged_inverse`)."""
+        out = np.zeros(self.total)
+        if len(self._blk_q):
+            _jit_ragged(_ragged_inverse)(np.ascontiguousarray(Lflat, dtype=np.float64),
+                                         self._blk_start, self._blk_q, out)
+        return out
+
+    def apply_flat(self, Mflat, R):
+        """``blockdiag(M_b) @ R`` over the dense blocks for ``R`` (q, k) in layout order
+        (the Schur blocks' rows 0), in one compiled pass (:func:`_ragged_apply`)."""
+        R = np.ascontiguousarray(R, dtype=np.float64)
+        out = np.zeros_like(R)
+        if len(self._blk_q):
+            _jit_ragged(_ragged_apply)(np.ascontiguousarray(Mflat, dtype=np.float64),
+                                       self._blk_start, self._blk_q, self._blk_col, R, out)
+        return out
+
+    def solve_flat(self, flat, rhs):
+        """``P_b^{-1} rhs_b`` in every dense block, for the precision ``flat``
+        (:meth:`precision_flat`) and ``rhs`` (q,) in layout order; the Schur blocks'
+        entries are 0.
+
+        All blocks are factored and solved in one compiled pass (:func:`_ragged_spd_solve`:
+        no Python loop over the blocks or their sizes).  If any block's matrix is not
+        positive definite in floating point, every group is solved by :func:`spd_solve`
+        instead (its jittered factors), as :func:`conditional_mode` did before.
+        """
+        out = np.zeros(self.data.q)
+        if not len(self._blk_q):
+            return out
+        ok = _jit_ragged()(np.ascontiguousarray(flat, dtype=np.float64), self._blk_start,
+                           self._blk_q, self._blk_col,
+                           np.ascontiguousarray(rhs, dtype=np.float64), out)
+        if not ok:
+            out[:] = 0.0
+            for (_, _, cols), M in zip(self.groups, self.split(flat), strict=True):
+                out[cols] = spd_solve(M, rhs[cols])
+        return out
+
+
+def _ragged_spd_solve(flat, start, qs, col0, rhs, out):
+    """Cholesky solve of every block: block ``b``'s matrix is ``flat[start[b]:][:q*q]``
+    (``q = qs[b]``, row-major), its right-hand side and solution the layout entries
+    ``col0[b] : col0[b] + q`` of ``rhs`` and ``out``.  Returns False (with ``out``
+    partly written) at the first block whose pivot is not positive and finite."""
+    qmax = 0
+    for b in range(qs.shape[0]):
+        qmax = max(qmax, qs[b])
+    L = np.empty((qmax, qmax))
+    y = np.empty(qmax)
+    for b in range(qs.shape[0]):
+        q, s, c = qs[b], start[b], col0[b]
+        for j in range(q):
+            d = flat[s + j * q + j]
+            for k in range(j):
+                d -= L[j, k] * L[j, k]
+            if not (d > 0.0 and d < np.inf):
+                return False
+            ljj = np.sqrt(d)
+            L[j, j] = ljj
+            for i in range(j + 1, q):
+                v = flat[s + i * q + j]
+                for k in range(j):
+                    v -= L[i, k] * L[j, k]
+                L[i, j] = v / ljj
+        for i in range(q):
+            v = rhs[c + i]
+            for k in range(i):
+                v -= L[i, k] * y[k]
+            y[i] = v / L[i, i]
+        for i in range(q - 1, -1, -1):
+            v = y[i]
+            for k in range(i + 1, q):
+                v -= L[k, i] * out[c + k]
+            out[c + i] = v / L[i, i]
+    return True
+
+
+def _ragged_cholesky(flat, start, qs, Lflat, logdet, ok):
+    """Lower Cholesky factor of every block (layout of :func:`_ragged_spd_solve`) into
+    ``Lflat`` (zeros above the diagonal), ``log det`` into ``logdet``; ``ok[b]`` False
+    where a pivot is not positive and finite (that block's factor is left partial)."""
+    for b in range(qs.shape[0]):
+        q, s = qs[b], start[b]
+        ld = 0.0
+        ok[b] = True
+        for j in range(q):
+            d = flat[s + j * q + j]
+            for k in range(j):
+                d -= Lflat[s + j * q + k] * Lflat[s + j * q + k]
+            if not (d > 0.0 and d < np.inf):
+                ok[b] = False
+                break
+            ljj = np.sqrt(d)
+            ld += np.log(ljj)
+            Lflat[s + j * q + j] = ljj
+            for i in range(j + 1, q):
+                v = flat[s + i * q + j]
+                for k in range(j):
+                    v -= Lflat[s + i * q + k] * Lflat[s + j * q + k]
+                Lflat[s + i * q + j] = v / ljj
+                Lflat[s + j * q + i] = 0.0
+        logdet[b] = 2.0 * ld
+
+
+def _ragged_inverse(Lflat, start, qs, out):
+    """``P_b^{-1} = L_b^{-T} L_b^{-1}`` of every block from its lower factor (layout of
+    :func:`_ragged_spd_solve`) into ``out``."""
+    qmax = 0
+    for b in range(qs.shape[0]):
+        qmax = max(qmax, qs[b])
+    W = np.empty((qmax, qmax))  # L^{-1}, lower
+    for b in range(qs.shape[0]):
+        q, s = qs[b], start[b]
+        for j in range(q):
+            W[j, j] = 1.0 / Lflat[s + j * q + j]
+            for i in range(j + 1, q):
+                v = 0.0
+                for k in range(j, i):
+                    v -= Lflat[s + i * q + k] * W[k, j]
+                W[i, j] = v / Lflat[s + i * q + i]
+        for i in range(q):
+            for j in range(i + 1):
+                v = 0.0
+                for k in range(i, q):
+                    v += W[k, i] * W[k, j]
+                out[s + i * q + j] = v
+                out[s + j * q + i] = v
+
+
+def _ragged_apply(Mflat, start, qs, col0, R, out):
+    """``out[cols_b] = M_b @ R[cols_b]`` in every block (layout of
+    :func:`_ragged_spd_solve`; ``R`` and ``out`` (q, k))."""
+    for b in range(qs.shape[0]):
+        q, s, c = qs[b], start[b], col0[b]
+        for i in range(q):
+            for t in range(R.shape[1]):
+                v = 0.0
+                for j in range(q):
+                    v += Mflat[s + i * q + j] * R[c + j, t]
+                out[c + i, t] = v
+
+
+_RAGGED = {}
+
+
+def _jit_ragged(f=None):
+    """``f`` (default :func:`_ragged_spd_solve`) compiled by numba on first use (numba is
+    imported then, not with the package)."""
+    f = _ragged_spd_solve if f is None else f
+    g = _RAGGED.get(f.__name__)
+    if g is None:
+        import numba
+
+        g = _RAGGED[f.__name__] = numba.njit(cache=True, nogil=True,
+                                             error_model="numpy")(f)
+    return g
 
 
 def robust_cholesky(M):
@@ -598,10 +807,7 @@ def conditional_mode(system: BlockSystem, beta, nu, u0=None, maxiter=100, tol=1e
     converged = data.q == 0
     for _ in range(maxiter if data.q else 0):
         grad = data.Z.T @ r - dinv.apply(u)
-        P = system.precision(h, dinv)
-        step = np.zeros_like(u)
-        for (_, _, cols), M in zip(system.groups, P, strict=True):
-            step[cols] = spd_solve(M, grad[cols])
+        step = system.solve_flat(system.precision_flat(h, dinv), grad)
         for sb, fac in zip(system.schur, system.schur_factors(h, dinv), strict=True):
             step[sb.cols] = fac.solve(grad[sb.cols])
         dec = np.bincount(data.block_of_col, weights=grad * step, minlength=data.n_blocks)
@@ -637,14 +843,11 @@ def conditional_mode(system: BlockSystem, beta, nu, u0=None, maxiter=100, tol=1e
             u_try[cols], r_try[rows], h_try[rows] = u2[cols], r2[rows], h2[rows]
             obj_try[grow], scale_try[grow], alpha[grow] = obj2[grow], scale2[grow], a2[grow]
         u, obj, r, h, scale = u_try, obj_try, r_try, h_try, scale_try
-    P = system.precision(h, dinv)
-    chol, logdet = [], np.zeros(data.n_blocks)
+    Lflat, ld, ok = system.cholesky_flat(_concat_flat(system.precision(h, dinv)))
+    chol, logdet = system.split(Lflat), np.zeros(data.n_blocks)
     bad = np.zeros(data.n_blocks, dtype=bool)
-    for (_, ids, _), M in zip(system.groups, P, strict=True):
-        L, ok = checked_cholesky(M)
-        chol.append(L)
-        logdet[ids] = 2.0 * np.log(np.diagonal(L, axis1=1, axis2=2)).sum(axis=1)
-        bad[ids[~ok]] = True
+    logdet[system._blk_id] = ld
+    bad[system._blk_id[~ok]] = True
     schur = system.schur_factors(h, dinv)
     for sb, fac in zip(system.schur, schur, strict=True):
         logdet[sb.block] = fac.logdet if fac.ok else 0.0
@@ -710,8 +913,11 @@ def laplace_value(data, nu, sums):
     return value
 
 
-def _precision_inverses(mode):
-    """Per group, the stacked inverses ``P_b^{-1} = L^{-T} L^{-1}``."""
+def _precision_inverses(mode, system=None):
+    """Per group, the stacked inverses ``P_b^{-1} = L^{-T} L^{-1}`` (with ``system``, all
+    blocks in one compiled pass: :meth:`BlockSystem.inverse_flat`)."""
+    if system is not None:
+        return system.split(system.inverse_flat(_concat_flat(mode.chol)))
     out = []
     for L in mode.chol:
         Li = _tri_inverse(L)
@@ -719,13 +925,17 @@ def _precision_inverses(mode):
     return out
 
 
+def _concat_flat(mats):
+    """The stacked per-group matrices ``mats`` raveled and concatenated (the layout of
+    :meth:`BlockSystem.split`)."""
+    return np.concatenate([M.ravel() for M in mats]) if mats else np.zeros(0)
+
+
 def _apply_blocks(system, mats, R, mode=None):
     """``blockdiag(mats) @ R`` for ``R`` of shape ``(q, k)`` in layout order; the
     system's Schur blocks get ``P^{-1} R`` from ``mode.schur`` (``mats`` holding the dense
     groups' ``P^{-1}``)."""
-    out = np.empty_like(R)
-    for (_, _, cols), M in zip(system.groups, mats, strict=True):
-        out[cols] = M @ R[cols]
+    out = system.apply_flat(_concat_flat(mats), R)
     if system.schur:
         for sb, fac in zip(system.schur, mode.schur, strict=True):
             out[sb.cols] = fac.solve(R[sb.cols])
@@ -737,7 +947,7 @@ def _mode_pieces(system, beta, nu, mode, nu_derivs=True):
     nu = np.asarray(nu, dtype=float)
     eta = data.linear_fixed(beta) + data.Z @ mode.u
     _, r, h = data.loglik_terms(eta)
-    pinv = _precision_inverses(mode)
+    pinv = _precision_inverses(mode, system)
     zthx = np.asarray(data.Z.T @ (h[:, None] * data.X))
     du_dbeta = -_apply_blocks(system, pinv, zthx, mode)
     du_dnu = None
