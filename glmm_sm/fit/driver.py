@@ -354,11 +354,21 @@ def mcmle(model, opts: FitOptions, random_state=None, start_params=None, callbac
             outcome.log.warnings[:0] = [w for w in log.warnings
                                         if w not in outcome.log.warnings]
         if outcome.boundary and not decided:
+            first = outcome
+
             def refit(reduced, seed, start, m_start=None):  # boundary scores need joint draws
                 o = replace(opts, rao_blackwell=False)
                 if m_start is not None:
                     o = replace(o, m_start=int(m_start))
-                return _mcmle(reduced, o, seed, start, callback, disp, client)
+                # The full model with components put back (their one-sided derivative at
+                # 0 said they are inside): its rounds start at the put-back start, not at
+                # its Laplace fit, which sends them to 0 again where Laplace underestimates
+                # them and ends the fit before its first round (as _quadrature_boundary)
+                centre = _put_back_centre(model, reduced, start)
+                out = _mcmle(reduced, o, seed, start, callback, disp, client, centre=centre)
+                if centre is not None and not out.log.laplace:
+                    out.log.laplace = first.log.laplace
+                return out
 
             outcome = fit_with_boundary(model, outcome, refit, opts)
     if (opts.sampler == "quadrature" and not outcome.boundary and not outcome.log.hopeless
@@ -422,11 +432,7 @@ def _quadrature_boundary(model, first, opts, callback, disp, client):
         # are inside): its rounds start at the put-back start, not at its Laplace fit,
         # which sends them to 0 again where Laplace underestimates them (and a Laplace
         # estimate at the boundary ends a fit before its first round)
-        k = model.k_fe + model.k_vcp
-        centre = None
-        if reduced is model and start is not None and np.all(
-                np.asarray(start, dtype=float)[model.k_fe:k] > 0):
-            centre = np.asarray(start, dtype=float)
+        centre = _put_back_centre(model, reduced, start)
         out = _mcmle(reduced, o, seed, start, callback, disp, client, centre=centre)
         if centre is not None and not out.log.laplace:
             out.log.laplace = first.log.laplace
@@ -445,6 +451,17 @@ def _quadrature_boundary(model, first, opts, callback, disp, client):
                 for t, dt in zip(drop, d, strict=True)]
 
     return fit_with_boundary(model, first, refit, opts, evidence_of=evidence_of)
+
+
+def _put_back_centre(model, reduced, start):
+    """The first centre of a boundary refit: ``start`` when the refit is of the full
+    ``model`` itself with every variance positive (components put back by the boundary
+    procedure), else None (the refit's own Laplace fit)."""
+    k = model.k_fe + model.k_vcp
+    if reduced is model and start is not None and np.all(
+            np.asarray(start, dtype=float)[model.k_fe:k] > 0):
+        return np.asarray(start, dtype=float)
+    return None
 
 
 def quadrature_boundary_derivatives(model, drop, red_params, opts, factorize, n_jobs, seed):
