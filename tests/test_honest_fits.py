@@ -14,7 +14,7 @@ from statsmodels.tools.sm_exceptions import ConvergenceWarning, PerfectSeparatio
 
 import glmm_sm
 from glmm_sm import MonteCarloGLMM
-from glmm_sm.fit.driver import STOP_STEP, FitOutcome, _warn_hessian
+from glmm_sm.fit.driver import STOP_STEP, FitOutcome, _compile_timer, _warn_hessian
 from glmm_sm.fit.information import information_errors
 from glmm_sm.fit.separation import separation_direction
 from glmm_sm.laplace.step import conditional_mode, robust_cholesky, spd_solve
@@ -262,7 +262,12 @@ def test_shrinking_variance_ends_within_the_time_budget():
     """A Bernoulli model with one random effect per observation (a variance that is barely
     identified) used to drift toward 0 for 590 s with m at 1e6; now the time budget holds
     for the whole fit, m grows at most tenfold a round, and a fit the budget ends is
-    reported as not converged, with the reason, in its log and a ConvergenceWarning."""
+    reported as not converged, with the reason, in its log and a ConvergenceWarning.
+
+    The budget leaves out numba's compilation, as the driver's does (:func:`_compile_timer`):
+    the seconds compiling are measured by the same timer around the fit and taken out of
+    its elapsed time (with a cold numba cache, 164 s of a 166 s fit on a loaded machine,
+    which failed the bound alone; warm, 0 s of 2.1 s)."""
     rng = np.random.default_rng(2)
     n = 100
     x = rng.normal(size=n)
@@ -270,11 +275,12 @@ def test_shrinking_variance_ends_within_the_time_budget():
     df = pd.DataFrame({"y": y, "x": x, "id": np.arange(n)})
     mod = MonteCarloGLMM.from_formula("y ~ x", {"obs": "0 + C(id)"}, df, family="bernoulli")
     t0 = time.perf_counter()
-    with warnings.catch_warnings(record=True) as caught:
+    with warnings.catch_warnings(record=True) as caught, _compile_timer() as compiling:
         warnings.simplefilter("always")
         res = mod.fit(random_state=0, disp=False, n_jobs=1, time_budget=6)
     elapsed = time.perf_counter() - t0
-    assert elapsed < 12, elapsed
+    compiled = compiling.duration if compiling.done else 0.0
+    assert elapsed - compiled < 12, (elapsed, compiled)
     ms = [r["m"] for r in res.fit_log.rounds]
     assert all(b <= 10 * a for a, b in zip(ms, ms[1:], strict=False))
     # The status is honest: a fit that is not converged says why, in the log and in a
