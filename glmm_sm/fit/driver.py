@@ -356,15 +356,17 @@ def mcmle(model, opts: FitOptions, random_state=None, start_params=None, callbac
         if outcome.boundary and not decided:
             first = outcome
 
-            def refit(reduced, seed, start, m_start=None):  # boundary scores need joint draws
-                o = replace(opts, rao_blackwell=False)
+            def refit(reduced, seed, start, m_start=None, inside=False):
+                o = replace(opts, rao_blackwell=False)  # boundary scores need joint draws
                 if m_start is not None:
                     o = replace(o, m_start=int(m_start))
                 # The full model with components put back (their one-sided derivative at
-                # 0 said they are inside): its rounds start at the put-back start, not at
-                # its Laplace fit, which sends them to 0 again where Laplace underestimates
-                # them and ends the fit before its first round (as _quadrature_boundary)
-                centre = _put_back_centre(model, reduced, start)
+                # 0 said they are inside, beyond its MCSE): its rounds start at the put-back
+                # start, not at its Laplace fit, which sends them to 0 again where Laplace
+                # underestimates them and ends the fit before its first round (as
+                # _quadrature_boundary); one put back on ambiguous evidence starts at the
+                # Laplace fit, which has the last word (fit_with_boundary)
+                centre = _put_back_centre(model, reduced, start, inside)
                 out = _mcmle(reduced, o, seed, start, callback, disp, client, centre=centre)
                 if centre is not None and not out.log.laplace:
                     out.log.laplace = first.log.laplace
@@ -414,7 +416,7 @@ def _quadrature_boundary(model, first, opts, callback, disp, client):
     factorize = model.factorize if opts.factorize is None else bool(opts.factorize)
     n_jobs = effective_n_jobs(opts.n_jobs)
 
-    def refit(reduced, seed, start, m_start=None):
+    def refit(reduced, seed, start, m_start=None, inside=False):
         used, why = resolve_sampler(reduced, replace(opts, sampler="auto", m="auto"))
         if used == "quadrature":
             o = replace(opts, sampler="quadrature", sampler_reason=(
@@ -432,7 +434,7 @@ def _quadrature_boundary(model, first, opts, callback, disp, client):
         # are inside): its rounds start at the put-back start, not at its Laplace fit,
         # which sends them to 0 again where Laplace underestimates them (and a Laplace
         # estimate at the boundary ends a fit before its first round)
-        centre = _put_back_centre(model, reduced, start)
+        centre = _put_back_centre(model, reduced, start, inside)
         out = _mcmle(reduced, o, seed, start, callback, disp, client, centre=centre)
         if centre is not None and not out.log.laplace:
             out.log.laplace = first.log.laplace
@@ -453,12 +455,13 @@ def _quadrature_boundary(model, first, opts, callback, disp, client):
     return fit_with_boundary(model, first, refit, opts, evidence_of=evidence_of)
 
 
-def _put_back_centre(model, reduced, start):
+def _put_back_centre(model, reduced, start, inside):
     """The first centre of a boundary refit: ``start`` when the refit is of the full
-    ``model`` itself with every variance positive (components put back by the boundary
-    procedure), else None (the refit's own Laplace fit)."""
+    ``model`` itself with every variance positive and the components just put back are
+    inside by their evidence (``inside``; always so for the exact evidence of a
+    deterministic fit), else None (the refit's own Laplace fit)."""
     k = model.k_fe + model.k_vcp
-    if reduced is model and start is not None and np.all(
+    if inside and reduced is model and start is not None and np.all(
             np.asarray(start, dtype=float)[model.k_fe:k] > 0):
         return np.asarray(start, dtype=float)
     return None
