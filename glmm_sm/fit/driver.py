@@ -54,6 +54,7 @@ from glmm_sm.fit.options import (  # noqa: F401  (FitLog and monte_carlo_errors:
 )
 from glmm_sm.fit.separation import separation_direction, within_group_separation
 from glmm_sm.laplace.step import laplace_fit
+from glmm_sm.laplace.step import family_system, laplace_loglike, split_params
 from glmm_sm.mcla.block_m import ESS_MARGIN, allocate_block_m, block_contributions
 from glmm_sm.mcla.draws import GEN_SIZE, DrawSet
 from glmm_sm.mcla.engine import MCLAEngine, effective_n_jobs
@@ -80,6 +81,16 @@ MOVE_FLOOR_SE = 0.01
 STOP_STEP = 0.01
 #: ... in the first round, whose estimate only centres the next round.
 PILOT_STOP_STEP = 0.25
+#: A round whose Monte Carlo information ``1 / SE^2`` for a variance exceeds the Laplace
+#: approximation's curvature ``-d^2 l_LA / d nu^2`` at the same estimate by more than this
+#: factor is not converged: the curvature is the draws' own (their weights in that variance
+#: degenerate away from their centre), not the likelihood's, and the sandwich MCSE built
+#: with it is too small by about the same factor.  Measured (``benchmarks/README.md``,
+#: 2026-12-07): 0.87-2.7 on fits that reach the MLE (cbpp, salamander, the nested
+#: three-level designs), 56-2,300 on the rounds that stopped near a put-back pupil variance
+#: of 0.004-0.014 whose exact MLE is 0.19 (Laplace's curvature there within 30% of the
+#: exact one).
+CURVATURE_FACTOR = 10.0
 #: Largest factor by which m may grow from one round to the next.
 MAX_M_GROWTH = 10.0
 #: ... and from a round whose estimate moved by more than 3 (combined MCSE) from its centre.
@@ -968,6 +979,16 @@ class _RoundState:
                 moved = rule_check["moved"]
                 seconds += rule_check["seconds"]
         converged = moved <= 3.0 and rest
+        curvature = None
+        if converged and self.rb is None and opts.sampler != "quadrature":
+            curvature = self._curvature_check(theta, ev, err)
+            if curvature is not None and curvature["ratio"] > CURVATURE_FACTOR:
+                # the round's curvature is its draws' own: not converged, and the MCSE/SE
+                # the next round's m is planned from is the one with Laplace's curvature
+                converged = False
+                ratio = max(ratio, curvature["mcse_ratio"])
+            else:
+                curvature = None
         # A deterministic fit's rounds re-place the rule at each estimate: once the movement
         # is below QUADRATURE_TOL_SE and stops shrinking (less than halved since the round
         # before), the rounds are at the rule's own resolution (its placement moves the
@@ -988,6 +1009,8 @@ class _RoundState:
                 "se": se.tolist(), "mcse": mcse.tolist()}
         if rule_check is not None:
             info["pilot_rule"] = rule_check
+        if curvature is not None:
+            info["curvature"] = curvature
         if not info["converged"]:
             # which of the convergence conditions this round missed (why another round)
             info["unmet"] = [why for why, ok in (
@@ -996,7 +1019,10 @@ class _RoundState:
                  opts.m != "auto" or ratio <= opts.target_ratio),
                 (f"min ESS {min_ess:.3g} < min_ess {opts.min_ess:g}", min_ess >= opts.min_ess),
                 ("optimizer stop not accepted", accepted),
-                ("Hessian not negative definite", err.positive_definite)) if not ok]
+                ("Hessian not negative definite", err.positive_definite),
+                (f"the Monte Carlo curvature in {(curvature or {}).get('name')} is "
+                 f"{(curvature or {}).get('ratio', 0):.3g} times Laplace's",
+                 curvature is None)) if not ok]
         if self.per_block:
             bm = np.full(len(self.rows), self.m, dtype=np.int64) if self.block_m is None \
                 else self.block_m
@@ -1060,6 +1086,45 @@ class _RoundState:
         moved = float(np.max(np.abs(theta - self.centre - step) / np.maximum(ref, 1e-300)))
         return {"moved": moved, "nodes": nodes, "seconds": time.perf_counter() - t0}
 
+    def _curvature_check(self, theta, ev, err):
+        """The variance whose Monte Carlo information ``1 / SE^2`` is largest relative to
+        the Laplace approximation's curvature ``-d^2 l_LA / d nu_t^2`` at ``theta`` (central
+        differences with steps of 10% of ``nu_t``), as a record: ``name``, ``nu``,
+        ``ratio`` (that factor), ``laplace_curvature``, ``mcse_ratio`` (its MCSE/SE with
+        Laplace's curvature in place of the draws': ``sqrt(V_tt / -d2)``).  None where there
+        is no scalar variance, or Laplace's curvature is not negative at any (see
+        :data:`CURVATURE_FACTOR`)."""
+        model, p = self.model, self.model.k_fe
+        kc = p + model.k_vcp
+        if model.design.cov.has_vector or ev.score_var is None or not err.positive_definite:
+            return None
+        theta = np.asarray(theta, dtype=float)
+        system = model.block_system(self.factorize)
+        beta, _, alpha = split_params(system.data, theta)
+        fsys = family_system(system, alpha)
+
+        def ll(x):
+            return laplace_loglike(fsys, beta, x[p:kc])[0]
+
+        se2 = np.diag(err.cov)
+        l0, best = ll(theta), None
+        for t in range(p, kc):
+            h = 0.1 * theta[t]
+            if not (h > 0 and np.isfinite(se2[t]) and se2[t] > 0):
+                continue
+            up, down = theta.copy(), theta.copy()
+            up[t] += h
+            down[t] -= h
+            d2 = (ll(up) - 2.0 * l0 + ll(down)) / h**2
+            if not (np.isfinite(d2) and d2 < 0):
+                continue
+            rec = {"name": model.vcp_names[t - p], "nu": float(theta[t]),
+                   "ratio": float(1.0 / se2[t] / -d2), "laplace_curvature": float(d2),
+                   "mcse_ratio": float(np.sqrt(max(ev.score_var[t, t], 0.0) / -d2))}
+            if best is None or rec["ratio"] > best["ratio"]:
+                best = rec
+        return best
+
     def _hopeless(self, rnd, theta, err, info):
         """Why no number of rounds or draws can make this fit converge, or "" (the fit goes
         on): an estimate running off along a separation within groups, or an ESS that
@@ -1085,6 +1150,19 @@ class _RoundState:
                         f"Fit the model without the within-group variation of "
                         f"{sep['covariates']} (e.g. its group means), or use a penalized "
                         "(Bayesian) fit")
+        curv = info.get("curvature")
+        if curv is not None:
+            need = self.m * (curv["mcse_ratio"] / self.opts.target_ratio) ** 2
+            if self.opts.m != "auto" or need > self.opts.max_m:
+                return (f"round {rnd}: the Monte Carlo curvature of the log-likelihood in "
+                        f"{curv['name']} (at {curv['nu']:.4g}) is {curv['ratio']:.3g} times "
+                        "the Laplace approximation's: it is the draws' own (their weights "
+                        f"in {curv['name']} degenerate away from their centre), not the "
+                        "likelihood's, and the MCSE built with it is too small by about "
+                        "that factor; with Laplace's curvature the MCSE/SE is "
+                        f"{curv['mcse_ratio']:.3g}, which would take m of about {need:.2g} "
+                        f"(max_m={self.opts.max_m}). Fit with sampler='quadrature' (a "
+                        "deterministic fit) where the model allows it")
         singular = singular_terms(model.design.cov, theta[p:], model.vcp_names,
                                   NEAR_SINGULAR)
         unidentified = [names[j] for j in np.flatnonzero(err.bad)]
