@@ -53,8 +53,7 @@ from glmm_sm.fit.options import (  # noqa: F401  (FitLog and monte_carlo_errors:
     monte_carlo_errors,
 )
 from glmm_sm.fit.separation import separation_direction, within_group_separation
-from glmm_sm.laplace.step import laplace_fit
-from glmm_sm.laplace.step import family_system, laplace_loglike, split_params
+from glmm_sm.laplace.step import family_system, laplace_fit, laplace_loglike, split_params
 from glmm_sm.mcla.block_m import ESS_MARGIN, allocate_block_m, block_contributions
 from glmm_sm.mcla.draws import GEN_SIZE, DrawSet
 from glmm_sm.mcla.engine import MCLAEngine, effective_n_jobs
