@@ -1,4 +1,5 @@
-"""The deviances of a near-singular deterministic fit's profiles start from its true top (issue 24).
+"""The deviances of a near-singular deterministic fit's profiles start from its true top
+(issue 24).
 
 Data set 92 of the profile-coverage design (``benchmarks/bench_profile_coverage.py``: 50
 groups of 12, Bernoulli ``y ~ x + (1 + x | g)``) is fitted with ``|rho|`` within 1e-3 of 1.

@@ -132,9 +132,12 @@ def fit_with_boundary(model, first, refit, opts=None, evidence_of=None):
     first : FitOutcome
         The fit of the full model, with ``first.boundary`` non-empty.
     refit : callable
-        ``refit(model, seed, start_params, m_start) -> FitOutcome``: the rounds of a Monte
-        Carlo MLE (the driver's, with its options, callback and executor), for ``model`` or
-        a reduced one; ``m_start`` None: the options' own first m.
+        ``refit(model, seed, start_params, m_start, inside=False) -> FitOutcome``: the
+        rounds of a Monte Carlo MLE (the driver's, with its options, callback and
+        executor), for ``model`` or a reduced one; ``m_start`` None: the options' own first
+        m; ``inside`` True (the full model, every component just put back on evidence that
+        it is inside): the rounds start at ``start_params``, not at the model's Laplace
+        fit, which may put them at 0 again (and end the fit before its first round).
     opts : FitOptions, optional
         The fit's options (``m``, ``max_m``, ``deadline``): whether and how far m may grow.
         None: m never grows.
@@ -201,7 +204,10 @@ def fit_with_boundary(model, first, refit, opts=None, evidence_of=None):
             start[p + t] = max(lap_nu[t], 1e-2)
         m_red = None
         if not drop:  # every component is back: an ordinary fit from here
-            full = refit(model, child_seed(seed, 2000 + attempt), start, None)
+            # components put back on evidence that they are inside: the rounds start at
+            # the put-back values (the full model's Laplace fit may put them at 0 again)
+            inside = all(decided[t] == "interior" for t in back)
+            full = refit(model, child_seed(seed, 2000 + attempt), start, None, inside=inside)
             _prepend_log(first.log, full.log)
             if not full.boundary:
                 full.log.boundary_evidence = history

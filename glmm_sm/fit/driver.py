@@ -54,7 +54,7 @@ from glmm_sm.fit.options import (  # noqa: F401  (FitLog and monte_carlo_errors:
     monte_carlo_errors,
 )
 from glmm_sm.fit.separation import separation_direction, within_group_separation
-from glmm_sm.laplace.step import laplace_fit
+from glmm_sm.laplace.step import family_system, laplace_fit, laplace_loglike, split_params
 from glmm_sm.mcla.block_m import ESS_MARGIN, allocate_block_m, block_contributions
 from glmm_sm.mcla.draws import GEN_SIZE, DrawSet
 from glmm_sm.mcla.engine import MCLAEngine, effective_n_jobs
@@ -89,6 +89,16 @@ PILOT_STOP_STEP = 0.25
 #: take one more round.  A 93% quantile (1.5) would add 25% to every planned round to save
 #: one more round in about a quarter of them: no gain on average.
 PLAN_MARGIN = 1.2
+#: A round whose Monte Carlo information ``1 / SE^2`` for a variance exceeds the Laplace
+#: approximation's curvature ``-d^2 l_LA / d nu^2`` at the same estimate by more than this
+#: factor is not converged: the curvature is the draws' own (their weights in that variance
+#: degenerate away from their centre), not the likelihood's, and the sandwich MCSE built
+#: with it is too small by about the same factor.  Measured (``benchmarks/README.md``,
+#: 2026-12-07): 0.87-2.7 on fits that reach the MLE (cbpp, salamander, the nested
+#: three-level designs), 56-2,300 on the rounds that stopped near a put-back pupil variance
+#: of 0.004-0.014 whose exact MLE is 0.19 (Laplace's curvature there within 30% of the
+#: exact one).
+CURVATURE_FACTOR = 10.0
 #: Largest factor by which m may grow from one round to the next.
 MAX_M_GROWTH = 10.0
 #: ... and from a round whose estimate moved by more than 3 (combined MCSE) from its centre.
@@ -367,11 +377,23 @@ def mcmle(model, opts: FitOptions, random_state=None, start_params=None, callbac
             outcome.log.warnings[:0] = [w for w in log.warnings
                                         if w not in outcome.log.warnings]
         if outcome.boundary and not decided:
-            def refit(reduced, seed, start, m_start=None):  # boundary scores need joint draws
-                o = replace(opts, rao_blackwell=False)
+            first = outcome
+
+            def refit(reduced, seed, start, m_start=None, inside=False):
+                o = replace(opts, rao_blackwell=False)  # boundary scores need joint draws
                 if m_start is not None:
                     o = replace(o, m_start=int(m_start))
-                return _mcmle(reduced, o, seed, start, callback, disp, client)
+                # The full model with components put back (their one-sided derivative at
+                # 0 said they are inside, beyond its MCSE): its rounds start at the put-back
+                # start, not at its Laplace fit, which sends them to 0 again where Laplace
+                # underestimates them and ends the fit before its first round (as
+                # _quadrature_boundary); one put back on ambiguous evidence starts at the
+                # Laplace fit, which has the last word (fit_with_boundary)
+                centre = _put_back_centre(model, reduced, start, inside)
+                out = _mcmle(reduced, o, seed, start, callback, disp, client, centre=centre)
+                if centre is not None and not out.log.laplace:
+                    out.log.laplace = first.log.laplace
+                return out
 
             outcome = fit_with_boundary(model, outcome, refit, opts)
     if (opts.sampler == "quadrature" and not outcome.boundary and not outcome.log.hopeless
@@ -417,7 +439,7 @@ def _quadrature_boundary(model, first, opts, callback, disp, client):
     factorize = model.factorize if opts.factorize is None else bool(opts.factorize)
     n_jobs = effective_n_jobs(opts.n_jobs)
 
-    def refit(reduced, seed, start, m_start=None):
+    def refit(reduced, seed, start, m_start=None, inside=False):
         used, why = resolve_sampler(reduced, replace(opts, sampler="auto", m="auto"))
         if used == "quadrature":
             o = replace(opts, sampler="quadrature", sampler_reason=(
@@ -435,11 +457,7 @@ def _quadrature_boundary(model, first, opts, callback, disp, client):
         # are inside): its rounds start at the put-back start, not at its Laplace fit,
         # which sends them to 0 again where Laplace underestimates them (and a Laplace
         # estimate at the boundary ends a fit before its first round)
-        k = model.k_fe + model.k_vcp
-        centre = None
-        if reduced is model and start is not None and np.all(
-                np.asarray(start, dtype=float)[model.k_fe:k] > 0):
-            centre = np.asarray(start, dtype=float)
+        centre = _put_back_centre(model, reduced, start, inside)
         out = _mcmle(reduced, o, seed, start, callback, disp, client, centre=centre)
         if centre is not None and not out.log.laplace:
             out.log.laplace = first.log.laplace
@@ -458,6 +476,18 @@ def _quadrature_boundary(model, first, opts, callback, disp, client):
                 for t, dt in zip(drop, d, strict=True)]
 
     return fit_with_boundary(model, first, refit, opts, evidence_of=evidence_of)
+
+
+def _put_back_centre(model, reduced, start, inside):
+    """The first centre of a boundary refit: ``start`` when the refit is of the full
+    ``model`` itself with every variance positive and the components just put back are
+    inside by their evidence (``inside``; always so for the exact evidence of a
+    deterministic fit), else None (the refit's own Laplace fit)."""
+    k = model.k_fe + model.k_vcp
+    if inside and reduced is model and start is not None and np.all(
+            np.asarray(start, dtype=float)[model.k_fe:k] > 0):
+        return np.asarray(start, dtype=float)
+    return None
 
 
 def quadrature_boundary_derivatives(model, drop, red_params, opts, factorize, n_jobs, seed):
@@ -961,6 +991,16 @@ class _RoundState:
                 moved = rule_check["moved"]
                 seconds += rule_check["seconds"]
         converged = moved <= 3.0 and rest
+        curvature = None
+        if converged and self.rb is None and opts.sampler != "quadrature":
+            curvature = self._curvature_check(theta, ev, err)
+            if curvature is not None and curvature["ratio"] > CURVATURE_FACTOR:
+                # the round's curvature is its draws' own: not converged, and the MCSE/SE
+                # the next round's m is planned from is the one with Laplace's curvature
+                converged = False
+                ratio = max(ratio, curvature["mcse_ratio"])
+            else:
+                curvature = None
         # A deterministic fit's rounds re-place the rule at each estimate: once the movement
         # is below QUADRATURE_TOL_SE and stops shrinking (less than halved since the round
         # before), the rounds are at the rule's own resolution (its placement moves the
@@ -991,6 +1031,8 @@ class _RoundState:
                 mc0 = np.sqrt(np.abs(np.diag(Hinv @ first.score_var @ Hinv)))
                 info["ratio_at_centre"] = float(np.max(mc0[ok] / se[ok])) if ok.any() else math.inf
                 info["mcse_at_centre"] = mc0.tolist()
+        if curvature is not None:
+            info["curvature"] = curvature
         if not info["converged"]:
             # which of the convergence conditions this round missed (why another round)
             info["unmet"] = [why for why, ok in (
@@ -999,7 +1041,10 @@ class _RoundState:
                  opts.m != "auto" or ratio <= opts.target_ratio),
                 (f"min ESS {min_ess:.3g} < min_ess {opts.min_ess:g}", min_ess >= opts.min_ess),
                 ("optimizer stop not accepted", accepted),
-                ("Hessian not negative definite", err.positive_definite)) if not ok]
+                ("Hessian not negative definite", err.positive_definite),
+                (f"the Monte Carlo curvature in {(curvature or {}).get('name')} is "
+                 f"{(curvature or {}).get('ratio', 0):.3g} times Laplace's",
+                 curvature is None)) if not ok]
         if self.per_block:
             bm = np.full(len(self.rows), self.m, dtype=np.int64) if self.block_m is None \
                 else self.block_m
@@ -1063,6 +1108,45 @@ class _RoundState:
         moved = float(np.max(np.abs(theta - self.centre - step) / np.maximum(ref, 1e-300)))
         return {"moved": moved, "nodes": nodes, "seconds": time.perf_counter() - t0}
 
+    def _curvature_check(self, theta, ev, err):
+        """The variance whose Monte Carlo information ``1 / SE^2`` is largest relative to
+        the Laplace approximation's curvature ``-d^2 l_LA / d nu_t^2`` at ``theta`` (central
+        differences with steps of 10% of ``nu_t``), as a record: ``name``, ``nu``,
+        ``ratio`` (that factor), ``laplace_curvature``, ``mcse_ratio`` (its MCSE/SE with
+        Laplace's curvature in place of the draws': ``sqrt(V_tt / -d2)``).  None where there
+        is no scalar variance, or Laplace's curvature is not negative at any (see
+        :data:`CURVATURE_FACTOR`)."""
+        model, p = self.model, self.model.k_fe
+        kc = p + model.k_vcp
+        if model.design.cov.has_vector or ev.score_var is None or not err.positive_definite:
+            return None
+        theta = np.asarray(theta, dtype=float)
+        system = model.block_system(self.factorize)
+        beta, _, alpha = split_params(system.data, theta)
+        fsys = family_system(system, alpha)
+
+        def ll(x):
+            return laplace_loglike(fsys, beta, x[p:kc])[0]
+
+        se2 = np.diag(err.cov)
+        l0, best = ll(theta), None
+        for t in range(p, kc):
+            h = 0.1 * theta[t]
+            if not (h > 0 and np.isfinite(se2[t]) and se2[t] > 0):
+                continue
+            up, down = theta.copy(), theta.copy()
+            up[t] += h
+            down[t] -= h
+            d2 = (ll(up) - 2.0 * l0 + ll(down)) / h**2
+            if not (np.isfinite(d2) and d2 < 0):
+                continue
+            rec = {"name": model.vcp_names[t - p], "nu": float(theta[t]),
+                   "ratio": float(1.0 / se2[t] / -d2), "laplace_curvature": float(d2),
+                   "mcse_ratio": float(np.sqrt(max(ev.score_var[t, t], 0.0) / -d2))}
+            if best is None or rec["ratio"] > best["ratio"]:
+                best = rec
+        return best
+
     def _hopeless(self, rnd, theta, err, info):
         """Why no number of rounds or draws can make this fit converge, or "" (the fit goes
         on): an estimate running off along a separation within groups, or an ESS that
@@ -1088,6 +1172,19 @@ class _RoundState:
                         f"Fit the model without the within-group variation of "
                         f"{sep['covariates']} (e.g. its group means), or use a penalized "
                         "(Bayesian) fit")
+        curv = info.get("curvature")
+        if curv is not None:
+            need = self.m * (curv["mcse_ratio"] / self.opts.target_ratio) ** 2
+            if self.opts.m != "auto" or need > self.opts.max_m:
+                return (f"round {rnd}: the Monte Carlo curvature of the log-likelihood in "
+                        f"{curv['name']} (at {curv['nu']:.4g}) is {curv['ratio']:.3g} times "
+                        "the Laplace approximation's: it is the draws' own (their weights "
+                        f"in {curv['name']} degenerate away from their centre), not the "
+                        "likelihood's, and the MCSE built with it is too small by about "
+                        "that factor; with Laplace's curvature the MCSE/SE is "
+                        f"{curv['mcse_ratio']:.3g}, which would take m of about {need:.2g} "
+                        f"(max_m={self.opts.max_m}). Fit with sampler='quadrature' (a "
+                        "deterministic fit) where the model allows it")
         singular = singular_terms(model.design.cov, theta[p:], model.vcp_names,
                                   NEAR_SINGULAR)
         unidentified = [names[j] for j in np.flatnonzero(err.bad)]
@@ -1151,7 +1248,10 @@ class _RoundState:
             # by rounds at 0.058-0.118 with the same m): it does not grow m; the next
             # round's own ratio does (the pilot's ESS still may).
             ratio = math.nan
-        m_next = _next_m(self.m, ratio, info["min_ess"], opts, plan=_planning_ratio(info))
+        # a round whose curvature is its draws' own plans from its ratio with Laplace's
+        # curvature (in ``ratio``), not from the draws' centre
+        plan = None if info.get("curvature") else _planning_ratio(info)
+        m_next = _next_m(self.m, ratio, info["min_ess"], opts, plan=plan)
         info["m_asked"] = m_next  # by the MCSE/SE and ESS rule, before the caps below
         off_centre = info["moved"] > 3.0 if math.isfinite(info["moved"]) else (
             self.rb is not None)
