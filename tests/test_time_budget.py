@@ -7,7 +7,7 @@ error asks for; a round that would not finish in the time left is not started, a
 then says so (``converged=False``, the reason in ``fit_log.message`` and the summary).
 Compilation is timed and left out of the budget.
 
-The integration test runs one fit under fake clocks from 1x to 3000x slower: each fit is
+The integration test runs one fit under fake clocks from 1x to 30000x slower: each fit is
 either bit-identical to the real-clock fit or stopped and flagged, and both outcomes occur.
 """
 
@@ -74,7 +74,7 @@ def test_a_slower_machine_gives_the_same_fit_or_a_flagged_stop(salamander, monke
     ref = _fit(salamander)  # warm: no compilation in what follows
     assert ref.converged and len(ref.fit_log.rounds) >= 2
     seen = set()
-    for factor in (1.0, 30.0, 300.0, 3000.0):
+    for factor in (1.0, 30.0, 300.0, 3000.0, 30000.0):
         monkeypatch.setattr(driver, "time", _slow_clock(factor))
         res = _fit(salamander)
         monkeypatch.setattr(driver, "time", time)

@@ -992,7 +992,7 @@ class _RoundState:
                 seconds += rule_check["seconds"]
         converged = moved <= 3.0 and rest
         curvature = None
-        if converged and self.rb is None and opts.sampler != "quadrature":
+        if converged and opts.sampler != "quadrature" and self.rb is None:
             curvature = self._curvature_check(theta, ev, err)
             if curvature is not None and curvature["ratio"] > CURVATURE_FACTOR:
                 # the round's curvature is its draws' own: not converged, and the MCSE/SE
@@ -1121,13 +1121,7 @@ class _RoundState:
         if model.design.cov.has_vector or ev.score_var is None or not err.positive_definite:
             return None
         theta = np.asarray(theta, dtype=float)
-        system = model.block_system(self.factorize)
-        beta, _, alpha = split_params(system.data, theta)
-        fsys = family_system(system, alpha)
-
-        def ll(x):
-            return laplace_loglike(fsys, beta, x[p:kc])[0]
-
+        ll = self._laplace_loglike(theta)
         se2 = np.diag(err.cov)
         l0, best = ll(theta), None
         for t in range(p, kc):
@@ -1146,6 +1140,21 @@ class _RoundState:
             if best is None or rec["ratio"] > best["ratio"]:
                 best = rec
         return best
+
+    def _laplace_loglike(self, theta):
+        """The Laplace log-likelihood as a function of the whole parameter vector, with the
+        fixed effects and the family parameters of ``theta`` (for
+        :meth:`_curvature_check`, which varies the variances only)."""
+        model, p = self.model, self.model.k_fe
+        kc = p + model.k_vcp
+        system = model.block_system(self.factorize)
+        beta, _, alpha = split_params(system.data, theta)
+        fsys = family_system(system, alpha)
+
+        def ll(x):
+            return laplace_loglike(fsys, beta, x[p:kc])[0]
+
+        return ll
 
     def _hopeless(self, rnd, theta, err, info):
         """Why no number of rounds or draws can make this fit converge, or "" (the fit goes

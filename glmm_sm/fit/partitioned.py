@@ -440,6 +440,16 @@ class _PartitionedRounds(_RoundState):
         theta, res, ev = _maximize(engine, self.centre, self.tr, opts, self.log, rnd)
         return engine, theta, res, ev
 
+    def _laplace_loglike(self, theta):
+        """The Laplace log-likelihood from the pieces (the same numbers as the local
+        model's, see :class:`PiecesLaplace`)."""
+        oracle = self.oracle
+
+        def ll(x):
+            return oracle.evaluate(x, None, gradient=False)[0]
+
+        return ll
+
 
 class PartitionedResults:
     """Estimates of a partitioned fit: what follows from the final evaluation.
