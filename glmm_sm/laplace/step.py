@@ -431,7 +431,7 @@ class BlockSystem:
 
     def cholesky_flat(self, flat):
         """Every dense block's lower Cholesky factor of the precision ``flat``
-        (:meth:`precision_flat`), in one compiled pass (:func:`_ragged_cholesky`).
+        (:meth:`precision_flat`), in one compiled pass (``_ragged_cholesky``).
 
         Returns
         -------
@@ -457,7 +457,7 @@ class BlockSystem:
 
     def inverse_flat(self, Lflat):
         """Every dense block's ``P_b^{-1}`` from its factor (:meth:`cholesky_flat`), in
-        the same layout, in one compiled pass (:func:`_ragged_inverse`)."""
+        the same layout, in one compiled pass (``_ragged_inverse``)."""
         out = np.zeros(self.total)
         if len(self._blk_q):
             _jit_ragged(_ragged_inverse)(np.ascontiguousarray(Lflat, dtype=np.float64),
@@ -466,7 +466,7 @@ class BlockSystem:
 
     def apply_flat(self, Mflat, R):
         """``blockdiag(M_b) @ R`` over the dense blocks for ``R`` (q, k) in layout order
-        (the Schur blocks' rows 0), in one compiled pass (:func:`_ragged_apply`)."""
+        (the Schur blocks' rows 0), in one compiled pass (``_ragged_apply``)."""
         R = np.ascontiguousarray(R, dtype=np.float64)
         out = np.zeros_like(R)
         if len(self._blk_q):
@@ -479,7 +479,7 @@ class BlockSystem:
         (:meth:`precision_flat`) and ``rhs`` (q,) in layout order; the Schur blocks'
         entries are 0.
 
-        All blocks are factored and solved in one compiled pass (:func:`_ragged_spd_solve`:
+        All blocks are factored and solved in one compiled pass (``_ragged_spd_solve``:
         no Python loop over the blocks or their sizes).  If any block's matrix is not
         positive definite in floating point, every group is solved by :func:`spd_solve`
         instead (its jittered factors), as :func:`conditional_mode` did before.
@@ -536,7 +536,7 @@ def _ragged_spd_solve(flat, start, qs, col0, rhs, out):
 
 
 def _ragged_cholesky(flat, start, qs, Lflat, logdet, ok):
-    """Lower Cholesky factor of every block (layout of :func:`_ragged_spd_solve`) into
+    """Lower Cholesky factor of every block (layout of ``_ragged_spd_solve``) into
     ``Lflat`` (zeros above the diagonal), ``log det`` into ``logdet``; ``ok[b]`` False
     where a pivot is not positive and finite (that block's factor is left partial)."""
     for b in range(qs.shape[0]):
@@ -564,7 +564,7 @@ def _ragged_cholesky(flat, start, qs, Lflat, logdet, ok):
 
 def _ragged_inverse(Lflat, start, qs, out):
     """``P_b^{-1} = L_b^{-T} L_b^{-1}`` of every block from its lower factor (layout of
-    :func:`_ragged_spd_solve`) into ``out``."""
+    ``_ragged_spd_solve``) into ``out``."""
     qmax = 0
     for b in range(qs.shape[0]):
         qmax = max(qmax, qs[b])
@@ -589,7 +589,7 @@ def _ragged_inverse(Lflat, start, qs, out):
 
 def _ragged_apply(Mflat, start, qs, col0, R, out):
     """``out[cols_b] = M_b @ R[cols_b]`` in every block (layout of
-    :func:`_ragged_spd_solve`; ``R`` and ``out`` (q, k))."""
+    ``_ragged_spd_solve``; ``R`` and ``out`` (q, k))."""
     for b in range(qs.shape[0]):
         q, s, c = qs[b], start[b], col0[b]
         for i in range(q):
@@ -604,7 +604,7 @@ _RAGGED = {}
 
 
 def _jit_ragged(f=None):
-    """``f`` (default :func:`_ragged_spd_solve`) compiled by numba on first use (numba is
+    """``f`` (default ``_ragged_spd_solve``) compiled by numba on first use (numba is
     imported then, not with the package)."""
     f = _ragged_spd_solve if f is None else f
     g = _RAGGED.get(f.__name__)
