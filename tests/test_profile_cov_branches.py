@@ -25,8 +25,8 @@ import warnings
 from functools import cache
 
 import numpy as np
-import pandas as pd
 import pytest
+from cov_coverage_design import coverage_data
 from scipy import stats
 
 from glmm_sm import MonteCarloGLMM
@@ -38,25 +38,13 @@ NAME = "g Cov(x, Intercept)"
 TOL = 0.03
 
 
-def _coverage_data(seed, groups=50, per=12):
-    """Data set ``seed`` of the profile-coverage design (as the benchmark simulates it)."""
-    rng = np.random.default_rng([2024, seed])
-    g = np.repeat(np.arange(groups), per)
-    x = rng.normal(size=groups * per)
-    S = np.array([[1.0, 0.3], [0.3, 0.5]])
-    b = rng.multivariate_normal([0.0, 0.0], S, size=groups)
-    eta = -0.3 + 0.8 * x + b[g, 0] + b[g, 1] * x
-    y = (rng.random(groups * per) < 1.0 / (1.0 + np.exp(-eta))).astype(int)
-    return pd.DataFrame({"y": y, "x": x, "g": g})
-
-
 def _model(d):
     return MonteCarloGLMM.from_formula("y ~ x + (1 + x | g)", data=d, family="bernoulli")
 
 
 @cache
 def _fit(seed):
-    d = _coverage_data(seed)
+    d = coverage_data(seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         res = _model(d).fit(random_state=seed, disp=False, n_jobs=1)
@@ -66,7 +54,7 @@ def _fit(seed):
 def test_covariance_coordinates_map_the_box_to_a_bound_with_exact_derivatives():
     # u = s_a + s_b, v = s_a - s_b with the covariance held: |rho| = |c| e^{-u}, and the
     # Jacobian and second derivatives of theta in phi match central differences.
-    model = _model(_coverage_data(3))
+    model = _model(coverage_data(3))
     target = next(t for t in profile_cov.profile_targets(model) if t.name == NAME)
     c = profile_cov._Coords(model, target)
     a, b = c.pair

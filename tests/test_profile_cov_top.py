@@ -30,8 +30,8 @@ import warnings
 from functools import cache
 
 import numpy as np
-import pandas as pd
 import pytest
+from cov_coverage_design import coverage_data
 from scipy import optimize, stats
 
 from glmm_sm import MonteCarloGLMM
@@ -48,21 +48,9 @@ TOP_TOL = 3e-3
 END_TOL = 0.008 + 2 * TOP_TOL
 
 
-def _coverage_data(seed, groups=50, per=12):
-    """Data set ``seed`` of the profile-coverage design (as the benchmark simulates it)."""
-    rng = np.random.default_rng([2024, seed])
-    g = np.repeat(np.arange(groups), per)
-    x = rng.normal(size=groups * per)
-    S = np.array([[1.0, 0.3], [0.3, 0.5]])
-    b = rng.multivariate_normal([0.0, 0.0], S, size=groups)
-    eta = -0.3 + 0.8 * x + b[g, 0] + b[g, 1] * x
-    y = (rng.random(groups * per) < 1.0 / (1.0 + np.exp(-eta))).astype(int)
-    return pd.DataFrame({"y": y, "x": x, "g": g})
-
-
 @cache
 def _fit():
-    d = _coverage_data(SEED)
+    d = coverage_data(SEED)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         res = MonteCarloGLMM.from_formula("y ~ x + (1 + x | g)", data=d,

@@ -1257,10 +1257,7 @@ class _RoundState:
             # by rounds at 0.058-0.118 with the same m): it does not grow m; the next
             # round's own ratio does (the pilot's ESS still may).
             ratio = math.nan
-        # a round whose curvature is its draws' own plans from its ratio with Laplace's
-        # curvature (in ``ratio``), not from the draws' centre
-        plan = None if info.get("curvature") else _planning_ratio(info)
-        m_next = _next_m(self.m, ratio, info["min_ess"], opts, plan=plan)
+        m_next = _next_m(self.m, ratio, info["min_ess"], opts, plan=_planning_ratio(info))
         info["m_asked"] = m_next  # by the MCSE/SE and ESS rule, before the caps below
         off_centre = info["moved"] > 3.0 if math.isfinite(info["moved"]) else (
             self.rb is not None)
@@ -1389,7 +1386,8 @@ def _planning_ratio(info):
     """The largest MCSE/SE that the next round is expected to have at this round's m: this
     round's ratio with the gradient's Monte Carlo variance ``V`` taken at the round's start
     (its draws' centre, ``ratio_at_centre``) instead of at its estimate; None where the
-    round has none (no start evaluation with a ``V``, ``-H`` not positive definite).
+    round has none (no start evaluation with a ``V``, ``-H`` not positive definite) or its
+    curvature was flagged.
 
     The next round is centred at this round's estimate, and its own estimate lies within
     about one MCSE of that centre.  ``V`` at *this* round's estimate is not that: the
@@ -1403,7 +1401,9 @@ def _planning_ratio(info):
     (0.73-1.43, log standard deviation 0.18).  The reported MCSE is not changed: it stays
     the sandwich at the estimate."""
     plan = info.get("ratio_at_centre")
-    if plan is None or not math.isfinite(plan):
+    if info.get("curvature") or plan is None or not math.isfinite(plan):
+        # a round whose curvature is its draws' own (_curvature_check) plans from its ratio
+        # with Laplace's curvature (in max_ratio), which the draws' centre does not see
         return None
     return float(plan)
 
