@@ -4,11 +4,13 @@
 Data set 92 of the profile-coverage design (``benchmarks/bench_profile_coverage.py``: 50
 groups of 12, Bernoulli ``y ~ x + (1 + x | g)``) is fitted with ``|rho|`` within 1e-3 of 1.
 Its log-Cholesky coordinate runs off to ``-inf`` along the ridge ``|rho| = 1``: the pilot
-round stops at the optimizer's iteration limit, the fit ends there (a singular fit that is
-not a strict maximum), and its log-likelihood is the pilot's 4-node rule, placed at the
-Laplace fit, at an estimate short of the maximum along the ridge.  It is 0.015 below the
-exact maximum, so every profile deviance ``2 (l_hat - l_p)`` was 0.03 too low (intervals
-too wide); only the covariance's profile had its own top.  Every deterministic profile now
+round stops at the optimizer's iteration limit, and the fit ended there (a singular fit that
+is not a strict maximum), its log-likelihood the pilot's 4-node rule, placed at the Laplace
+fit, at an estimate short of the maximum along the ridge.  It was 0.015 below the exact
+maximum, so every profile deviance ``2 (l_hat - l_p)`` was 0.03 too low (intervals too
+wide); only the covariance's profile had its own top.  (The fit now goes on to the 7-node
+rule's round, which stops on the ridge at the same estimate: its log-likelihood is 0.007
+below the exact maximum.)  Every deterministic profile now
 takes the highest of the fit and the maximum of the adaptive quadrature log-likelihood over
 all coordinates in the box ``|rho| <= RHO_EDGE`` (``CovProfiler._free_top``).
 
@@ -134,3 +136,14 @@ def test_near_singular_fit_fixed_effect_ends_match_the_exact_profile():
             lp = _beta_profile(P, j, end, [P.theta_top, near.theta])
             dev = 2.0 * (P.l_top - lp)
             assert dev == pytest.approx(CUT, abs=END_TOL), (name, side, end, dev)
+
+
+def test_near_singular_fit_reports_the_full_rule_log_likelihood():
+    """The fit itself no longer ends in its pilot round on the ridge: a deterministic pilot
+    (a coarse rule placed at the Laplace fit) only places the next round, so the reported
+    log-likelihood is the 7-node rule's at the estimate, within the rule's error of the
+    exact one there (the old code reported the pilot's, 0.0085 below it)."""
+    d, res = _fit()
+    P = _reference()
+    assert [r["round"] for r in res.fit_log.rounds] == [0, 1]
+    assert res.llf == pytest.approx(P.ref.loglike(np.asarray(res.params)), abs=RULE_ERR)

@@ -1197,10 +1197,13 @@ class _RoundState:
         singular = singular_terms(model.design.cov, theta[p:], model.vcp_names,
                                   NEAR_SINGULAR)
         unidentified = [names[j] for j in np.flatnonzero(err.bad)]
-        if unidentified and _vector_terms(model, singular):
+        if (unidentified and _vector_terms(model, singular)
+                and not (_is_pilot(rnd, self.opts) and self.opts.sampler == "quadrature")):
             # A correlated term at a singular covariance where the likelihood is not a
             # strict maximum: the optimizer cannot leave it (the Cholesky parametrization's
-            # edge) and no m makes the Hessian negative definite there.
+            # edge) and no m makes the Hessian negative definite there.  (A deterministic
+            # pilot goes on: its coarse rule only places the next round, and ending there
+            # would report the pilot rule's log-likelihood short of the ridge's top.)
             return (f"round {rnd}: the estimate is a singular fit that is not a strict "
                     f"maximum (the Hessian is not negative definite in {unidentified}); "
                     + _culprits(model, theta, singular, unidentified, self.centre))
