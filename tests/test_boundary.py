@@ -89,6 +89,11 @@ def test_booth2_z2_at_zero_and_z1_as_in_boothhobert(booth2_fit):
     re = res.random_effects("z2")
     assert np.all(re.to_numpy() == 0)
     assert "BOUNDARY" in str(res.summary())
+    # the Laplace start reported is the full model's (it was the reduced refit's, one
+    # parameter short); the refit's own is kept beside it
+    lap = booth2_fit.model.fit(method="laplace", disp=False)
+    assert np.allclose(res.laplace_params, lap.params)
+    assert len(res.fit_log.laplace_reduced["params"]) == len(res.params) - 1
 
 
 def test_boundary_derivative_blockwise_equals_one_block(booth2):

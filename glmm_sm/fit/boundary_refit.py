@@ -283,6 +283,11 @@ def _boundary_outcome(model, first, drop, evidence, outcome, glm, history):
         log, ev, converged = outcome.log, outcome.evaluation, outcome.converged
         m, engine = outcome.n_draws, outcome.engine
         message = log.message
+        # the full model's Laplace fit (``laplace_params`` has the full model's length); the
+        # reduced model's stays in the log as ``laplace_reduced``
+        if log.laplace is not first.log.laplace:
+            log.laplace_reduced = log.laplace
+            log.laplace = first.log.laplace
     names = [model.vcp_names[t] for t in drop]
     log.boundary = {e.component: e.derivative for e in evidence}
     log.boundary_evidence = history

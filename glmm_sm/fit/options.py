@@ -166,7 +166,11 @@ class FitLog:
     laplace : dict
         The Laplace start: ``params``, ``value``, L-BFGS-B's ``optimizer_success``,
         ``optimizer_status``, ``optimizer_message`` and ``iterations``, ``mode_converged``,
-        ``nonfinite_evaluations``, ``seconds`` (wall) and ``cpu_seconds``.
+        ``nonfinite_evaluations``, ``seconds`` (wall) and ``cpu_seconds``.  Always the
+        model's own, with a variance component estimated at 0 too.
+    laplace_reduced : dict
+        With a variance component estimated at 0: the Laplace start of the model without it
+        (the refit's), the same keys; empty otherwise.
     seed_entropy : int
         Entropy of the root ``SeedSequence`` (repeat the fit with ``random_state`` set to a
         ``SeedSequence(entropy)``).
@@ -202,6 +206,7 @@ class FitLog:
     evaluations: list = field(default_factory=list)
     rounds: list = field(default_factory=list)
     laplace: dict = field(default_factory=dict)
+    laplace_reduced: dict = field(default_factory=dict)
     seed_entropy: int | None = None
     message: str = ""
     boundary: dict = field(default_factory=dict)
