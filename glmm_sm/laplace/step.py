@@ -842,6 +842,11 @@ def conditional_mode(system: BlockSystem, beta, nu, u0=None, maxiter=100, tol=1e
             cols, rows = grow[data.block_of_col], grow[data.block_of_obs]
             u_try[cols], r_try[rows], h_try[rows] = u2[cols], r2[rows], h2[rows]
             obj_try[grow], scale_try[grow], alpha[grow] = obj2[grow], scale2[grow], a2[grow]
+        if np.array_equal(u_try, u):
+            # A fixed point: the accepted steps no longer change ``u`` in floating point
+            # (a block whose decrement stays above ``tol`` at roundoff level, e.g. a
+            # near-singular prior), so every further iteration would repeat this one.
+            break
         u, obj, r, h, scale = u_try, obj_try, r_try, h_try, scale_try
     Lflat, ld, ok = system.cholesky_flat(_concat_flat(system.precision(h, dinv)))
     chol, logdet = system.split(Lflat), np.zeros(data.n_blocks)
