@@ -172,9 +172,9 @@ def make_state(T_tile, K, p, T, n_lev, max_lev, nf=0, block_lev=0):
 
 
 def state_shapes(T_tile, K, p, T, n_lev, max_lev, nf=0, block_lev=0):
-    """The shapes of :func:`make_state`'s arrays (float64, in :class:`RBState`'s order), so
-    that the working set can be counted before it is allocated
-    (:func:`state_bytes`)."""
+    """The shapes of :func:`make_state`'s arrays (float64, in
+    :class:`~glmm_sm.mcla.kernels.records.RBState`'s order), so that the working set can be
+    counted before it is allocated (:func:`state_bytes`)."""
     d = p + T + nf
     F = T_tile * K
     n_max = min(max_lev, LOW_RANK_MAX_OBS)
