@@ -11,8 +11,8 @@ of
 * ``chunks``: the arrays of one evaluation chunk per thread (the draws moved with beta,
   their sums of squares, prior scores, log densities and log weights);
 * ``kernel``: the evaluation's inputs (the linear predictor, the design shifted with the
-  draws, the shift's ``q x p`` matrices) and the kernels' work arrays per thread (the Rao-Blackwellized kernel's
-  :func:`~glmm_sm.mcla.kernels.rb.state_bytes`, the vector kernel's
+  draws, the shift's ``q x p`` matrices) and the kernels' work arrays per thread (the
+  Rao-Blackwellized kernel's :func:`~glmm_sm.mcla.kernels.rb.state_bytes`, the vector kernel's
   :func:`~glmm_sm.mcla.kernels.rb_vector.work_bytes`, the plain kernel's per-observation
   running sums, the nested rule's chunks of :data:`~glmm_sm.mcla.rb.deep.DEEP_CHUNK`
   numbers);
