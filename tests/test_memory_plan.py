@@ -261,3 +261,31 @@ def test_m_growth_stops_at_the_budget(crossed):
     assert fit_plan(data, st, small, second["m"], 1).total <= budget
     assert fit_plan(data, st, small, second["m"] + 1, 1).total > budget
     assert fit_max_m(data, st, small, second["m"] + 1, 1, least=m0) == second["m"]
+
+
+def test_deep_plan_is_the_engines_largest_chunk():
+    """A nested tree's plan holds DEEP_COPIES arrays of the largest chunk of top-level
+    units the nested engine evaluates together (not a fixed DEEP_CHUNK for any tree)."""
+    from glmm_sm.mcla.memory import DEEP_COPIES, fit_plan
+    from glmm_sm.mcla.rb.deep import DEEP_CHUNK, top_unit_numbers
+
+    rng = np.random.default_rng(0)
+    n = 3000
+    s = rng.integers(0, 10, n)
+    c = s * 10 + rng.integers(0, 5, n)
+    d = pd.DataFrame({"x1": rng.normal(size=n), "s": s, "c": c,
+                      "p": c * 5 + rng.integers(0, 4, n),
+                      "y": (rng.random(n) < 0.4).astype(float)})
+    model = MonteCarloGLMM.from_formula("y ~ x1 + (1 | s) + (1 | s:c) + (1 | s:c:p)", data=d,
+                                        family=sm.families.Binomial())
+    opts = FitOptions(sampler="quadrature")
+    st = rb_structure(model, opts, model.factorize, None, notes=[])
+    assert getattr(st, "deep", False)
+    lap = laplace_fit(model.block_system(model.factorize))
+    _, eng = rb_round(model, st, lap.params, lap.mode, model.factorize, 1,
+                      as_seed_sequence(0), opts, 1)
+    cost = top_unit_numbers(st, eng.sampler.K, eng.k_params)
+    largest = max(int(cost[c0:c1].sum()) for c0, c1 in eng._chunks)
+    plan = fit_plan(model.layout_data(model.factorize), st, opts, 1, 1)
+    assert plan.engine == "deep" and plan.kernel == DEEP_COPIES * 8 * largest
+    assert largest < DEEP_CHUNK

@@ -174,7 +174,7 @@ def engine_kind(structure) -> str:
 
 def memory_plan(data, m, n_jobs=1, memory_budget=DEFAULT_MEMORY_BUDGET, chunk_size=None,
                 structure=None, n_nodes=None, shift=True, deterministic=False,
-                per_block=False, stored=None):
+                per_block=False, stored=None, outer_nodes=None):
     """The :class:`MemoryPlan` of an evaluation on ``m`` draws of layout ``data``.
 
     The draws are stored (as :meth:`~glmm_sm.mcla.draws.DrawSet.from_sampler` stores them,
@@ -204,9 +204,11 @@ def memory_plan(data, m, n_jobs=1, memory_budget=DEFAULT_MEMORY_BUDGET, chunk_si
     stored : bool, optional
         The plan with the draws stored (True) or regenerated (False) whether or not it
         fits; None (default): as the fit chooses.
+    outer_nodes : int, optional
+        A nested tree's nodes at its top level (default the rule's).
     """
     args = (data, m, n_jobs, memory_budget, chunk_size, structure, n_nodes, shift,
-            deterministic, per_block)
+            deterministic, per_block, outer_nodes)
     if stored is not None:
         return _plan(*args, stored=bool(stored))
     plan = _plan(*args, stored=True)
@@ -235,7 +237,8 @@ def fit_plan(data, structure, opts, m, n_jobs, per_block=False, stored=None):
 
             n_nodes = N_NODES_VECTOR
     return memory_plan(data, m, n_jobs, opts.memory_budget, opts.chunk_size, structure,
-                       n_nodes, bool(so.get("shift", True)), quad, per_block, stored)
+                       n_nodes, bool(so.get("shift", True)), quad, per_block, stored,
+                       so.get("outer_nodes"))
 
 
 def check_fit_memory(data, structure, opts, m, n_jobs, per_block=False):
@@ -295,7 +298,7 @@ def largest_m(fits, lo, hi):
 
 
 def _plan(data, m, n_jobs, budget, chunk_size, structure, n_nodes, shift, deterministic,
-          per_block, stored):
+          per_block, outer_nodes, stored):
     m, J = int(m), int(n_jobs)
     kind = engine_kind(structure)
     q, B, S, p, nf = data.q, data.n_blocks, data.n_s, data.k_fe, data.k_fam
@@ -334,7 +337,8 @@ def _plan(data, m, n_jobs, budget, chunk_size, structure, n_nodes, shift, determ
     elif kind == "vector":
         kernel, partial_sums = _vector(data, structure, Jt, n_parts, n_chunks, n_nodes)
     else:
-        kernel, partial_sums = DEEP_COPIES * 8 * DEEP_CHUNK, 8 * 4 * (p + S) ** 2
+        kernel = _deep(data, structure, n_nodes, outer_nodes)
+        partial_sums = 8 * 4 * (p + S) ** 2
     if kind != "deep":
         # the evaluation's inputs: the linear predictor, the design shifted with the draws
         # (n x p, and its product's temporary), the shift's q x p matrices
@@ -342,6 +346,22 @@ def _plan(data, m, n_jobs, budget, chunk_size, structure, n_nodes, shift, determ
     bookkeeping = BYTES_PER_RANGE * n_chunks
     return MemoryPlan(kind, m, J, K, bool(stored), int(draws), int(generation), int(chunks),
                       int(kernel), int(partial_sums), int(diag), int(bookkeeping))
+
+
+def _deep(data, st, n_nodes, outer_nodes):
+    """The nested rule's working set: :data:`DEEP_COPIES` arrays of its largest chunk of
+    top-level units (at most :data:`~glmm_sm.mcla.rb.deep.DEEP_CHUNK` numbers unless one
+    unit holds more), as :class:`~glmm_sm.mcla.rb.deep.DeepQuadratureEngine` cuts them."""
+    from glmm_sm.mcla.rb.deep import DEEP_NODES, DEEP_OUTER_NODES, top_unit_numbers
+
+    K = [int(outer_nodes or DEEP_OUTER_NODES)] + [int(n_nodes or DEEP_NODES)] * (st.depth - 1)
+    cost = top_unit_numbers(st, K, data.k_fe + data.k_vcp + data.k_fam)
+    most, acc = 0, 0
+    for c in cost.tolist():  # the engine's cut: a chunk closes before it would pass DEEP_CHUNK
+        if acc and acc + c > DEEP_CHUNK:
+            most, acc = max(most, acc), 0
+        acc += c
+    return DEEP_COPIES * 8 * max(most, acc)
 
 
 def _sums_row(data):
