@@ -576,7 +576,14 @@ class MonteCarloGLMM(LikelihoodModel):
             ``time_budget``, ``m_start`` (first-round draws; default 4000, or 400 when a
             block is Rao-Blackwellized), ``kernel``, ``chunk_size``, ``n_jobs`` (threads;
             default all cores; results do not depend on it),
-            ``memory_budget``, ``factorize``, ``sampler_options``, ``gtol``, ``maxiter``,
+            ``memory_budget`` (bytes, default 1 GiB: what a round's evaluation may hold
+            beyond the data, its stored draws, the kernels' work arrays per thread, the
+            partial sums, derivatives and diagnostics together,
+            :class:`~glmm_sm.mcla.memory.MemoryPlan`; draws that do not fit beside the
+            rest are regenerated per evaluation, m grows between rounds no further than
+            the budget holds, and a fit that cannot fit it even so is refused before the
+            Laplace step, with the bytes it needs by component),
+            ``factorize``, ``sampler_options``, ``gtol``, ``maxiter``,
             ``rao_blackwell`` (``"auto"``, the default: in a block of at least 100 effects
             where one crossed factor's levels can be integrated by quadrature and at most a
             quarter of the effects remain sampled, only those are importance-sampled;

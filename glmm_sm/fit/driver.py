@@ -58,6 +58,7 @@ from glmm_sm.laplace.step import family_system, laplace_fit, laplace_loglike, sp
 from glmm_sm.mcla.block_m import ESS_MARGIN, allocate_block_m, block_contributions
 from glmm_sm.mcla.draws import GEN_SIZE, DrawSet
 from glmm_sm.mcla.engine import MCLAEngine, effective_n_jobs
+from glmm_sm.mcla.memory import check_fit_memory, fit_max_m, fit_plan
 from glmm_sm.mcla.rb.round import (
     centre_mode,
     centre_system,
@@ -343,6 +344,7 @@ def mcmle(model, opts: FitOptions, random_state=None, start_params=None, callbac
         used, why = resolve_sampler(model, opts)
         opts = replace(opts, sampler=used, sampler_reason=why)
     check_draw_budget(opts, model.arrays.X.shape[0])
+    _check_memory(model, opts, client)
     separated = _check_separation(model)
     if separated is not None:
         # No finite MLE: more rounds would only follow the estimate out, growing m to the
@@ -728,6 +730,25 @@ def _warn_hessian(model, outcome):
                   "a maximum on the boundary", ConvergenceWarning, stacklevel=4)
 
 
+def _check_memory(model, opts, client):
+    """Refuse, before the Laplace fit and any draw, a fit whose first round's evaluation
+    cannot fit ``memory_budget`` (:func:`~glmm_sm.mcla.memory.check_fit_memory`).  Not
+    with a Dask client: its workers hold the draws and run the kernels."""
+    if client is not None:
+        return
+    factorize = model.factorize if opts.factorize is None else bool(opts.factorize)
+    structure = rb_structure(model, opts, factorize, None, notes=[])
+    m = opts.m_start
+    if m is None:
+        m = rb_m_start(structure, M_START_RB) if structure is not None else M_START
+    if opts.m != "auto":
+        m = int(opts.m)
+    else:
+        m = min(m, opts.max_m)
+    check_fit_memory(model.layout_data(factorize), structure, opts, m,
+                     effective_n_jobs(opts.n_jobs), opts.per_block_m and opts.m == "auto")
+
+
 def _mcmle(model, opts, seed, start_params, callback, disp, client, runaway=None,
            centre=None, first_rule=None):
     """The rounds; stops early (``outcome.boundary``) when a variance goes to 0, and
@@ -875,13 +896,14 @@ class _RoundState:
                 mode = self._warm_mode(self.centre)
             draws, engine = rb_round(self.model, self.rb, self.centre, mode,
                                      self.factorize, self.m, child_seed(self.seed, rnd), opts,
-                                     self.n_jobs, pilot=_is_pilot(rnd, opts))
+                                     self.n_jobs, pilot=_is_pilot(rnd, opts),
+                                     reserve=self._reserve())
         else:
             smp = self.model.make_sampler(self.centre, opts.sampler, self.factorize,
                                           mode=self.centre_mode, **opts.sampler_options)
             draws = DrawSet.from_sampler(smp, self.m, child_seed(self.seed, rnd),
                                          opts.memory_budget, materialize=self.client is None,
-                                         n_jobs=self.n_jobs)
+                                         n_jobs=self.n_jobs, reserve=self._reserve())
             engine = MCLAEngine(draws, opts.kernel, opts.chunk_size, self.n_jobs, self.client)
             if self.per_block:
                 engine.keep_block_var = True
@@ -890,6 +912,16 @@ class _RoundState:
             self.m = draws.m
         theta, res, ev = _maximize(engine, self.centre, self.tr, opts, log, rnd)
         return engine, theta, res, ev
+
+    def _reserve(self):
+        """The bytes this round's evaluation needs beside its stored draws
+        (:attr:`MemoryPlan.reserve <glmm_sm.mcla.memory.MemoryPlan.reserve>`): the draws
+        are stored only where both fit ``memory_budget``.  0 with a Dask client (its
+        workers hold the draws)."""
+        if self.client is not None:
+            return 0
+        return fit_plan(self.model.layout_data(self.factorize), self.rb, self.opts, self.m,
+                        self.n_jobs, self.per_block, stored=True).reserve
 
     def _warm_mode(self, centre):
         """The joint conditional modes at ``centre``
@@ -1275,6 +1307,14 @@ class _RoundState:
             alloc = self._allocate(info, MAX_M_GROWTH_MOVED if off_centre else MAX_M_GROWTH)
             if alloc is not None:
                 m_next = alloc.m
+        if self.client is None:
+            # memory_budget holds for the whole evaluation (mcla.memory): m grows no
+            # further than it allows, with one m for every block
+            m_fit = fit_max_m(self.model.layout_data(self.factorize), self.rb, opts, m_next,
+                              self.n_jobs, self.per_block, least=self.m)
+            if m_fit < m_next:
+                info["m_memory"] = m_fit
+                m_next, alloc = max(m_fit, self.m), None
         if left is not None:
             # The budget is a safety stop, never a tuning knob: m is what the Monte Carlo
             # error asks for, whatever the machine's speed, and a round that would not finish

@@ -64,7 +64,7 @@ class DrawSet:
 
     @classmethod
     def from_sampler(cls, sampler, m, seed, memory_budget=DEFAULT_MEMORY_BUDGET,
-                     materialize=True, n_jobs=1):
+                     materialize=True, n_jobs=1, reserve=0):
         """Draw ``m`` draws from ``sampler``; generation chunk ``j`` uses ``child_seed(seed, j)``.
 
         Parameters
@@ -80,13 +80,17 @@ class DrawSet:
             evaluates them (Dask workers generate their own partitions).
         n_jobs : int
             Threads generating the draws (the draws do not depend on it).
+        reserve : int
+            Bytes the rest of the fit's evaluation needs beside the stored draws
+            (:attr:`MemoryPlan.reserve <glmm_sm.mcla.memory.MemoryPlan.reserve>`): the draws
+            are stored only when they and ``reserve`` fit ``memory_budget`` together.
         """
         m = _check_m(m)
         data = sampler.data
         # draws that move with beta get their sums of squares recomputed at every
         # evaluation (partials.DrawShift): those are not stored
         squares = not getattr(sampler, "shift", False)
-        resident = bytes_needed(data, m, squares) <= memory_budget
+        resident = bytes_needed(data, m, squares) + int(reserve) <= memory_budget
         out = cls(data, m, sampler=sampler, seed=seed, resident=resident)
         out.memory_budget = int(memory_budget)
         if resident and materialize:

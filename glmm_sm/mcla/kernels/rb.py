@@ -167,22 +167,31 @@ def make_state(T_tile, K, p, T, n_lev, max_lev, nf=0, block_lev=0):
     levels of at most about 30 rows, a 64-draw tile) that is about 103 MB per thread, all
     but 0.5 MB of it ``mAk``.
     """
+    return RBState(*(np.empty(shape) for shape in state_shapes(T_tile, K, p, T, n_lev,
+                                                                max_lev, nf, block_lev)))
+
+
+def state_shapes(T_tile, K, p, T, n_lev, max_lev, nf=0, block_lev=0):
+    """The shapes of :func:`make_state`'s arrays (float64, in
+    :class:`~glmm_sm.mcla.kernels.records.RBState`'s order), so that the working set can be
+    counted before it is allocated (:func:`state_bytes`)."""
     d = p + T + nf
     F = T_tile * K
     n_max = min(max_lev, LOW_RANK_MAX_OBS)
     D2 = (n_max + 2) ** 2
     defer = block_lev * T_tile * D2 <= DEFER_MAX and not nf
-    return RBState(np.empty(T_tile), np.empty((T_tile, d)), np.empty((T_tile, d, d)),
-                   np.empty((T_tile, T)), np.empty((p * (p + 1) // 2, T_tile)),
-                   np.empty((n_lev, 2, T_tile)), np.empty(T_tile), np.empty(T_tile),
-                   np.empty(F), np.empty(F), np.empty(F), np.empty((p, F)),
-                   np.empty((max_lev, F)), np.empty(F), np.empty(F), np.empty((2, T_tile)),
-                   np.empty((2, F)), np.empty((10, T_tile)), np.empty(F * nf),
-                   np.empty(F * nf), np.empty((max_lev if nf else 0, F)),
-                   np.empty((p if nf else 0, T_tile)), np.empty(T_tile * nf),
-                   np.empty((min(max_lev, LOW_RANK_MAX_OBS), F)),
-                   np.empty(_sig_size(n_max, p)),
-                   np.empty((block_lev, T_tile, D2) if defer else (0, 0, 0)))
+    return [(T_tile,), (T_tile, d), (T_tile, d, d), (T_tile, T), (p * (p + 1) // 2, T_tile),
+            (n_lev, 2, T_tile), (T_tile,), (T_tile,), (F,), (F,), (F,), (p, F),
+            (max_lev, F), (F,), (F,), (2, T_tile), (2, F), (10, T_tile), (F * nf,),
+            (F * nf,), (max_lev if nf else 0, F), (p if nf else 0, T_tile), (T_tile * nf,),
+            (min(max_lev, LOW_RANK_MAX_OBS), F), (_sig_size(n_max, p),),
+            (block_lev, T_tile, D2) if defer else (0, 0, 0)]
+
+
+def state_bytes(T_tile, K, p, T, n_lev, max_lev, nf=0, block_lev=0):
+    """Bytes of one :func:`make_state` (one thread's working set), without allocating it."""
+    return 8 * sum(math.prod(shape) for shape in state_shapes(T_tile, K, p, T, n_lev,
+                                                              max_lev, nf, block_lev))
 
 
 def _sig_size(n_max, p):

@@ -46,12 +46,24 @@ def make_work(p, n_s, r, K, n_h, n_lev, max_lev, derivs=True):
     """Work arrays of :func:`rbv_chunk_sums` (:class:`~glmm_sm.mcla.kernels.records.RBVWork`);
     ``derivs=False``: the log weights and ``a``, ``s0``, ``s0sq`` only (a value-only pass,
     bit for bit the full pass's log weights)."""
+    sh = work_shapes(p, n_s, r, K, n_h, n_lev, max_lev)
+    arrays = [np.empty(shape, np.int64 if i == 9 else np.float64) for i, shape in enumerate(sh)]
+    return RBVWork(*arrays[:13], bool(derivs), arrays[13])
+
+
+def work_shapes(p, n_s, r, K, n_h, n_lev, max_lev):
+    """The shapes of :func:`make_work`'s arrays (8 bytes a number; the tenth int64, the
+    others float64), in :class:`~glmm_sm.mcla.kernels.records.RBVWork`'s order without its
+    flag: one thread's working set, countable before it is allocated."""
     d = p + n_s
     nc = p + r * (r + 1) // 2
-    return RBVWork(np.empty(d), np.empty(n_s), np.empty((d, d)), np.empty(n_h),
-                   np.empty((n_lev, r + r * r)), np.empty(r), np.empty((r, K)), np.empty(K),
-                   np.empty((nc, K)), np.empty(nc, np.int64), np.empty((max(max_lev, 1), K)),
-                   np.empty(K), np.empty(K), bool(derivs), np.empty(K))
+    return [(d,), (n_s,), (d, d), (n_h,), (n_lev, r + r * r), (r,), (r, K), (K,), (nc, K),
+            (nc,), (max(max_lev, 1), K), (K,), (K,), (K,)]
+
+
+def work_bytes(p, n_s, r, K, n_h, n_lev, max_lev):
+    """Bytes of one :func:`make_work`, without allocating it."""
+    return 8 * sum(math.prod(shape) for shape in work_shapes(p, n_s, r, K, n_h, n_lev, max_lev))
 
 
 @numba.njit(**_INLINE)

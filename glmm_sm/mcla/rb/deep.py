@@ -311,6 +311,19 @@ class DeepQuadratureSampler:
                          np.zeros((data.n_blocks, data.n_s, 1)))
 
 
+def top_unit_numbers(structure, K, d):
+    """Numbers each top-level unit's evaluation holds (:class:`DeepQuadratureEngine`
+    evaluates units together up to :data:`DEEP_CHUNK` of them): the leaves' scores and
+    Hessians and the rows' linear predictors at every path of the leaves' ancestors'
+    nodes; ``K`` the nodes per level, ``d`` the parameters."""
+    st = structure
+    Pa = int(np.prod(K[:-1]))
+    n0 = st.cols[0].size
+    rows = np.bincount(st.row_unit[0], minlength=n0)
+    leaves = np.bincount(st.anc[-1][:, 0], minlength=n0)
+    return (leaves * (d * d + d + 1) + rows) * Pa
+
+
 class DeepQuadratureEngine(EngineBase):
     """The log-likelihood of a :class:`DeepTree` under the nested rule of a
     :class:`DeepQuadratureSampler`, with its exact gradient and Hessian.
@@ -335,15 +348,8 @@ class DeepQuadratureEngine(EngineBase):
 
     def _top_chunks(self):
         """Ranges of top-level units evaluated together."""
-        st, smp = self.structure, self.sampler
-        d = self.k_params
-        Pa = int(np.prod(smp.K[:-1]))
-        n0 = st.cols[0].size
-        # the leaves' scores and Hessians and the rows' linear predictors at every path of
-        # the leaves' ancestors' nodes, per top unit
-        rows = np.bincount(st.row_unit[0], minlength=n0)
-        leaves = np.bincount(st.anc[-1][:, 0], minlength=n0)
-        cost = (leaves * (d * d + d + 1) + rows) * Pa
+        cost = top_unit_numbers(self.structure, self.sampler.K, self.k_params)
+        n0 = cost.size
         out, t0, acc = [], 0, 0
         for t in range(n0):
             if acc and acc + cost[t] > DEEP_CHUNK:

@@ -191,12 +191,15 @@ def centre_mode(model, system, centre, u0=None):
     return conditional_mode(system, centre[:p], centre[p:k], u0=u0)
 
 
-def rb_round(model, structure, centre, mode, factorize, m, seed, opts, n_jobs, pilot=False):
+def rb_round(model, structure, centre, mode, factorize, m, seed, opts, n_jobs, pilot=False,
+             reserve=0):
     """``(draws, engine)`` of one Rao-Blackwellized round centred at ``centre``, the
     sampled effects drawn from :func:`~glmm_sm.mcla.rb.proposal.integrated_laplace`.  A
     ``pilot`` round (the first, centred at the Laplace fit: it only finds the next round's
     centre, and is never the final round) integrates with :data:`PILOT_NODES` nodes unless
-    ``n_nodes`` is given."""
+    ``n_nodes`` is given.  ``reserve``: the bytes the evaluation needs beside stored draws
+    (:attr:`MemoryPlan.reserve <glmm_sm.mcla.memory.MemoryPlan.reserve>`; the draws are
+    stored only where they fit ``memory_budget`` with it)."""
     system = centre_system(model, factorize, centre)
     if mode is None:
         mode = centre_mode(model, system, centre)
@@ -212,7 +215,8 @@ def rb_round(model, structure, centre, mode, factorize, m, seed, opts, n_jobs, p
             return draws, VectorRBEngine(draws, opts.chunk_size, n_jobs)
         options.setdefault("n_nodes", round_nodes_vector(structure))
         smp = VectorRBSampler(system, centre, mode, structure, **options)
-        draws = DrawSet.from_sampler(smp, m, seed, opts.memory_budget, n_jobs=n_jobs)
+        draws = DrawSet.from_sampler(smp, m, seed, opts.memory_budget, n_jobs=n_jobs,
+                                     reserve=reserve)
         return draws, VectorRBEngine(draws, opts.chunk_size, n_jobs)
     if getattr(structure, "deep", False):  # a tree of depth >= 3: the nested rule
         quad = {k: v for k, v in opts.sampler_options.items()
@@ -233,7 +237,8 @@ def rb_round(model, structure, centre, mode, factorize, m, seed, opts, n_jobs, p
         draws = DrawSet.from_sampler(smp, smp.outer, seed, opts.memory_budget, n_jobs=n_jobs)
         return draws, RBEngine(draws, opts.chunk_size, n_jobs)
     smp = RBSampler(system, centre, mode, structure, **options)
-    draws = DrawSet.from_sampler(smp, m, seed, opts.memory_budget, n_jobs=n_jobs)
+    draws = DrawSet.from_sampler(smp, m, seed, opts.memory_budget, n_jobs=n_jobs,
+                                 reserve=reserve)
     return draws, RBEngine(draws, opts.chunk_size, n_jobs)
 
 
