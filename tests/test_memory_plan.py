@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import statsmodels.api as sm
+from statsmodels.tools.sm_exceptions import ConvergenceWarning
 
 from glmm_sm import MonteCarloGLMM
 from glmm_sm.core.random import as_seed_sequence
@@ -251,10 +252,18 @@ def test_m_growth_stops_at_the_budget(crossed):
     st = rb_structure(crossed, opts, crossed.factorize, None, notes=[])
     budget = fit_plan(data, st, opts, m0 + 16, 1).total
     assert fit_plan(data, st, opts, m0, 1).total <= budget
-    res = crossed.fit(m_start=m0, rao_blackwell=True, n_jobs=1, memory_budget=budget,
-                      target_ratio=0.01, max_rounds=2, disp=False, random_state=2)
+    with pytest.warns(ConvergenceWarning, match="memory_budget=.* allows at most") as rec:
+        res = crossed.fit(m_start=m0, rao_blackwell=True, n_jobs=1, memory_budget=budget,
+                          target_ratio=0.01, max_rounds=2, disp=False, random_state=2)
     first, second = res.fit_log.rounds[:2]
     assert first["m"] == m0 and m0 + 16 <= first["m_memory"] < first["m_asked"]
+    # the warning says what the Monte Carlo error asked for and the budget it would take
+    (text,) = [str(w.message) for w in rec if "allows at most" in str(w.message)]
+    assert f"m = {first['m_memory']} draws" in text and f"m = {first['m_asked']}" in text
+    fitted = FitOptions(m_start=m0, sampler="laplace", rao_blackwell=True, n_jobs=1,
+                        memory_budget=budget)
+    need = fit_plan(data, st, fitted, first["m_asked"], 1).total
+    assert f"memory_budget={int(need) + 1}" in text
     assert second["m"] == first["m_next"] == first["m_memory"]
     small = FitOptions(m_start=m0, sampler="laplace", rao_blackwell=True, n_jobs=1,
                        memory_budget=budget)

@@ -1315,6 +1315,16 @@ class _RoundState:
             if m_fit < m_next:
                 info["m_memory"] = m_fit
                 m_next, alloc = max(m_fit, self.m), None
+                need = fit_plan(self.model.layout_data(self.factorize), self.rb, opts,
+                                info["m_asked"], self.n_jobs, self.per_block).total
+                text = (f"memory_budget={opts.memory_budget:.0f} bytes allows at most "
+                        f"m = {m_fit} draws, and round {info['round']} asked for m = "
+                        f"{info['m_asked']} (about {need / 1e6:.0f} MB): m grows only to "
+                        f"{m_next}, so the fit may end unconverged; give memory_budget="
+                        f"{int(need) + 1} (or fewer threads, n_jobs=1) for the m the "
+                        "Monte Carlo error asks")
+                if not any(t.startswith("memory_budget=") for t in log.warnings):
+                    log.warnings.append(text)
         if left is not None:
             # The budget is a safety stop, never a tuning knob: m is what the Monte Carlo
             # error asks for, whatever the machine's speed, and a round that would not finish
