@@ -59,8 +59,9 @@ BYTES_PER_RANGE = 128
 #: A generation chunk's arrays times this: the chunk with the sampler's temporaries
 #: (``tests/test_memory.py`` measures about 3.7 for the Laplace sampler).
 SAMPLER_COPIES = 4
-#: The same for the Rao-Blackwellized samplers: the chunk and ``U * U`` for its sums of
-#: squares (their other temporaries hold the sampled effects only).
+#: The same for the Rao-Blackwellized samplers: the chunk, and its sampled rows' squares
+#: for the sums of squares counted as a second chunk (an upper bound: their other
+#: temporaries hold the sampled effects only).
 RB_SAMPLER_COPIES = 2
 #: Arrays of :data:`~glmm_sm.mcla.rb.deep.DEEP_CHUNK` numbers the nested rule holds at once
 #: (the leaves' scores and Hessians, their sums per unit, the weighted products).
