@@ -174,12 +174,20 @@ def _level(fam, a, k, rule, ev, prior, U, work):
         e0 = _eta_v(i, k, ev, U)
         rl = ro_i - o0
         wyi, wni = wy[i], wn[i]
-        for j in range(K):
-            ze[j] = e0
-        for l in range(r):
-            z = rule.za[ro_i, l]
+        # per observation, each short node loop costs its set-up: 2-vectors (the maximal
+        # model's) in one loop, and below, with two fixed effects, the residuals' beta
+        # scores in the loop that forms them (the same numbers either way)
+        if r == 2:
+            z0, z1 = rule.za[ro_i, 0], rule.za[ro_i, 1]
             for j in range(K):
-                ze[j] += z * alpha[l, j]
+                ze[j] = (e0 + z0 * alpha[0, j]) + z1 * alpha[1, j]
+        else:
+            for j in range(K):
+                ze[j] = e0
+            for l in range(r):
+                z = rule.za[ro_i, l]
+                for j in range(K):
+                    ze[j] += z * alpha[l, j]
         if fam == 0 and wni == 1.0:
             if n_pr == PROD_RUN:
                 for j in range(K):
@@ -199,6 +207,17 @@ def _level(fam, a, k, rule, ev, prior, U, work):
                 e = ze[j]
                 lq[j] += wyi * e - max(e, 0.0)
                 rrv[j] = fexp(-abs(e))
+            if p == 2:
+                x0, x1 = X[i, 0], X[i, 1]
+                for j in range(K):
+                    tt = rrv[j]
+                    inv = frecip_unit(1.0 + tt)
+                    pr[j] *= inv
+                    res = wyi - (inv if ze[j] >= 0.0 else tt * inv)
+                    cij[rl, j] = tt * inv * inv
+                    hd[0, j] += res * x0
+                    hd[1, j] += res * x1
+                continue
             for j in range(K):
                 tt = rrv[j]
                 inv = frecip_unit(1.0 + tt)
