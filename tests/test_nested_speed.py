@@ -11,8 +11,8 @@ a tree"), and that the faster routes compute the same numbers.
   block's levels (one sampled effect or none) all at once: the same ``m0``, ``s`` and
   coefficients as the level-by-level formula, written out here.
 * The leaf level of a deep tree's nested rule
-  (:func:`glmm_sm.mcla.kernels.rb_deep.leaf_level`) runs its nodes in the inner loop (so
-  that they vectorise): checked against a plain numpy evaluation of the same sums with the
+  (:func:`glmm_sm.mcla.kernels.rb_deep.leaf_level`) runs the paths of its ancestors'
+  nodes in the inner loop (so that they vectorise; the nodes are read node-major): checked against a plain numpy evaluation of the same sums with the
   family's own per-observation terms (:meth:`~glmm_sm.spec.families.Family.obs_terms`)
   for the logit, log and probit links, with and without derivatives.
 * A deterministic fit's rounds after the first find the joint conditional modes of their
@@ -196,7 +196,7 @@ def _leaf_reference(family, rows, rule, P, K, d):
         r = slice(rows.ptr[u], rows.ptr[u + 1])
         X = rows.X[r]
         for pi in range(P):
-            a = rule.nodes[u, pi * K : (pi + 1) * K]
+            a = rule.nodes[u, pi::P]  # node-major: nodes[u, k * P + pi]
             eta = rows.e0[r, pi][None, :] + rows.z[r][None, :] * a[:, None]  # (K, rows)
             ll, rr, cc = family.obs_terms(eta, rows.wy[r][None, :], rows.wn[r][None, :])
             F = (rule.lw[u] - 0.5 * math.log(2 * math.pi * nu) - 0.5 * a * a / nu

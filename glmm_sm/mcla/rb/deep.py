@@ -332,6 +332,12 @@ class DeepQuadratureEngine(EngineBase):
         self.sampler = draws.sampler
         self.structure = self.sampler.structure
         self._chunks = self._top_chunks()
+        # the leaves' nodes node-major (paths fastest), as the leaf kernel reads them
+        leaf_nodes = self.sampler.nodes[-1]
+        K = self.sampler.K[-1]
+        self._leaf_nodes = np.ascontiguousarray(
+            leaf_nodes.reshape(leaf_nodes.shape[0], -1, K).transpose(0, 2, 1)
+        ).reshape(leaf_nodes.shape[0], -1)
 
     def _top_chunks(self):
         """Ranges of top-level units evaluated together."""
@@ -409,7 +415,7 @@ class DeepQuadratureEngine(EngineBase):
                             np.ascontiguousarray(data.wy[rows], dtype=np.float64),
                             np.ascontiguousarray(data.wn[rows], dtype=np.float64),
                             np.ascontiguousarray(data.X[rows])),
-                   LeafRule(smp.nodes[leaf][lo[leaf] : hi[leaf]],
+                   LeafRule(self._leaf_nodes[lo[leaf] : hi[leaf]],
                             np.ascontiguousarray(smp.log_node[leaf][lo[leaf] : hi[leaf]]),
                             float(nu[t]), t),
                    out, bool(derivs))
