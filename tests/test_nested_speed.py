@@ -217,6 +217,18 @@ def _leaf_reference(family, rows, rule, P, K, d):
     return val, g, H, cw
 
 
+def leaf_rule(rng, n_leaf, P, K, nu, t, spread=1.0):
+    """A :class:`LeafRule` of the sampler's form: each leaf's nodes at path ``pi`` are
+    ``centre[u, pi] + scale[u] z_k`` (``z`` the standard Gauss-Hermite nodes), node-major;
+    ``spread``: the centres' scale."""
+    z = math.sqrt(2.0) * np.polynomial.hermite.hermgauss(K)[0]
+    centre = spread * rng.normal(size=(n_leaf, P))
+    scale = rng.uniform(0.3, 1.5, n_leaf)
+    nodes = centre[:, None, :] + scale[:, None, None] * z[None, :, None]  # (n_leaf, K, P)
+    return LeafRule(nodes.reshape(n_leaf, K * P), rng.normal(size=(n_leaf, K)), nu, t,
+                    centre, scale, z)
+
+
 @pytest.mark.parametrize("family", [BINOMIAL, POISSON, Family("binomial", 0, "probit")],
                          ids=["logit", "poisson", "probit"])
 def test_leaf_level_against_numpy(family):
@@ -231,7 +243,7 @@ def test_leaf_level_against_numpy(family):
         rng.poisson(2.0, n).astype(float)
     rows = LeafRows(ptr, 0.5 * rng.normal(size=(n, P)), rng.choice([1.0, 0.5, -0.8], n), wy,
                     wn, rng.normal(size=(n, p)))
-    rule = LeafRule(rng.normal(size=(n_leaf, P * K)), rng.normal(size=(n_leaf, K)), 0.7, t)
+    rule = leaf_rule(rng, n_leaf, P, K, 0.7, t)
     ref = _leaf_reference(family, rows, rule, P, K, d)
     for derivs in (True, False):
         out = LeafOut(np.empty((n_leaf, P)),

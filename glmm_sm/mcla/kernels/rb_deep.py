@@ -25,7 +25,7 @@ from glmm_sm.core.constants import HALF_LOG2PI, POISSON_ETA_MAX
 from glmm_sm.mcla.kernels.fastmath import fexp, flog1p_unit, frecip_unit
 from glmm_sm.mcla.kernels.rb import _obs_terms
 
-__all__ = ["LeafRows", "LeafRule", "LeafOut", "leaf_level", "segment_rows"]
+__all__ = ["LeafRows", "LeafRule", "LeafOut", "leaf_level", "segment_rows", "SPLIT_MAX"]
 
 _FLAGS = dict(cache=True, nogil=True, error_model="numpy")
 # the per-observation step is inlined into the leaf loop (a call per observation would pass
@@ -52,12 +52,18 @@ class LeafRule(NamedTuple):
     """``nodes`` (n_leaf, K * P): each leaf's nodes at each path, node-major (the paths
     fastest: ``nodes[u, k * P + pi]``, the transpose of the sampler's layout);
     ``lw`` (n_leaf, K): log node weights; ``nu``, ``t``: the leaves' variance and its index
-    among the variances."""
+    among the variances; ``centre`` (n_leaf, P), ``scale`` (n_leaf,) and ``z`` (K,): the
+    nodes' form, ``nodes[u, k * P + pi] = centre[u, pi] + scale[u] z[k]`` (to rounding),
+    which the logit and log links' terms use to take one ``exp`` per observation and path
+    (:func:`_split_terms`)."""
 
     nodes: np.ndarray
     lw: np.ndarray
     nu: float
     t: int
+    centre: np.ndarray
+    scale: np.ndarray
+    z: np.ndarray
 
 
 class LeafOut(NamedTuple):
@@ -103,6 +109,45 @@ def _path_terms(fam, e0r, zr, wyi, wni, a, Fk, Rk, Ck):
             Ck[pi] = cc
 
 
+#: Largest ``|c| + |b|`` for which :func:`_split_terms` takes ``exp(c + b)`` as
+#: ``exp(c) exp(b)``: both factors and the product stay in the normal range of a float64
+#: (``exp(-690)`` is 1.7e-300), and below :data:`POISSON_ETA_MAX`, so that the log link's
+#: cap never applies on that route.
+SPLIT_MAX = POISSON_ETA_MAX
+
+
+@numba.njit(**_INLINE)
+def _split_terms(fam, cr, bk, ex, wyi, wni, Fk, Rk, Ck):
+    """:func:`_path_terms` for the logit (``fam`` 0) and log (1) links with the linear
+    predictor split as ``eta = cr[pi] + bk`` (``cr``: the row's predictor at the centre of
+    the leaf's nodes at each path; ``bk``: the node's offset from it, the same at every
+    path), the exponentials taken as ``exp(+-cr[pi])`` (``ex[0]``, ``ex[1]``, once per row
+    and path) times ``exp(+-bk)`` (once per row and node) instead of one ``exp`` per row,
+    path and node.  The caller checks ``|cr| + |bk| <=`` :data:`SPLIT_MAX`."""
+    P = cr.shape[0]
+    bp = math.exp(bk)
+    bm = math.exp(-bk)
+    ep, em = ex[0], ex[1]
+    if fam == 0:
+        for pi in range(P):
+            eta = cr[pi] + bk
+            # exp(-|eta|)
+            tt = em[pi] * bm if eta >= 0.0 else ep[pi] * bp
+            inv = frecip_unit(1.0 + tt)
+            cum = max(eta, 0.0) + flog1p_unit(tt)
+            mu = inv if eta >= 0.0 else tt * inv
+            Fk[pi] += wyi * eta - wni * cum
+            Rk[pi] = wyi - wni * mu
+            Ck[pi] = wni * tt * inv * inv
+    else:
+        for pi in range(P):
+            eta = cr[pi] + bk
+            mu = ep[pi] * bp
+            Fk[pi] += wyi * eta - wni * mu
+            Rk[pi] = wyi - wni * mu
+            Ck[pi] = wni * mu
+
+
 @numba.njit(**_FLAGS)
 def leaf_level(fam, rows, rule, out, derivs):
     """Fill ``out`` (:class:`LeafOut`) for every leaf and path; see the module docstring.
@@ -131,6 +176,11 @@ def leaf_level(fam, rows, rule, out, derivs):
     g = np.zeros((e, P))
     mx = np.empty(P)
     tot = np.empty(P)
+    cr = np.empty(P)
+    ex = np.empty((2, P))
+    zmax = 0.0
+    for k in range(K):
+        zmax = max(zmax, abs(rule.z[k]))
     const = -HALF_LOG2PI - 0.5 * math.log(nu)
     want_w = out.cw.shape[0] > 0
     if derivs:
@@ -155,12 +205,29 @@ def leaf_level(fam, rows, rule, out, derivs):
                     ak = a[pi]
                     Gp[pi] = -0.5 * inu + 0.5 * ak * ak * inu * inu
                     Hp[pi] = 0.5 * inu * inu - ak * ak * inu * inu * inu
+        su = rule.scale[u]
+        cu = rule.centre[u]
         for r in range(r0, r1):
             e0r = rows.e0[r]
             zr, wyi, wni = rows.z[r], rows.wy[r], rows.wn[r]
+            split = fam == 0 or fam == 1
+            if split:
+                cmax = 0.0
+                for pi in range(P):
+                    c = e0r[pi] + zr * cu[pi]
+                    cr[pi] = c
+                    cmax = max(cmax, abs(c))
+                split = cmax + abs(zr * su) * zmax <= SPLIT_MAX
+            if split:
+                for pi in range(P):
+                    ex[0, pi] = fexp(cr[pi])
+                    ex[1, pi] = fexp(-cr[pi])
             for k in range(K):
-                _path_terms(fam, e0r, zr, wyi, wni, rule.nodes[u, k * P : (k + 1) * P],
-                            Fk[k], Rk, Ck)
+                if split:
+                    _split_terms(fam, cr, zr * su * rule.z[k], ex, wyi, wni, Fk[k], Rk, Ck)
+                else:
+                    _path_terms(fam, e0r, zr, wyi, wni, rule.nodes[u, k * P : (k + 1) * P],
+                                Fk[k], Rk, Ck)
                 if derivs:
                     for i in range(p):
                         xi = rows.X[r, i]
@@ -181,7 +248,7 @@ def leaf_level(fam, rows, rule, out, derivs):
         tot[:] = 0.0
         for k in range(K):
             for pi in range(P):
-                Fk[k, pi] = math.exp(Fk[k, pi] - mx[pi])
+                Fk[k, pi] = fexp(Fk[k, pi] - mx[pi])
                 tot[pi] += Fk[k, pi]
         for pi in range(P):
             out.val[u, pi] = mx[pi] + math.log(tot[pi])
