@@ -12,8 +12,9 @@ a tree"), and that the faster routes compute the same numbers.
   coefficients as the level-by-level formula, written out here.
 * The leaf level of a deep tree's nested rule
   (:func:`glmm_sm.mcla.kernels.rb_deep.leaf_level`) runs the paths of its ancestors'
-  nodes in the inner loop (so that they vectorise; the nodes are read node-major): checked against a plain numpy evaluation of the same sums with the
-  family's own per-observation terms (:meth:`~glmm_sm.spec.families.Family.obs_terms`)
+  nodes in the inner loop (so that they vectorise; the nodes are read node-major):
+  checked against a plain numpy evaluation of the same sums with the family's own
+  per-observation terms (:meth:`~glmm_sm.spec.families.Family.obs_terms`)
   for the logit, log and probit links, with and without derivatives.
 * A deterministic fit's rounds after the first find the joint conditional modes of their
   rule from the last rule's (fewer Newton iterations, the same modes to the solver's

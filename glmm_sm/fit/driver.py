@@ -1459,7 +1459,7 @@ class _NoBar:
 def _progress(disp, total, desc="MCLA rounds", unit="round"):
     """A bar of rounds with m, the smallest ESS, MCSE/SE and the elapsed time; shown on a
     terminal or in a notebook (``tqdm.auto``) when ``disp``, and left in place after.
-    Profiles use it too (``desc``, ``unit``: what is counted).  Off, a :class:`_NoBar`."""
+    Profiles use it too (``desc``, ``unit``: what is counted).  Off, a ``_NoBar``."""
     notebook = "ipykernel" in sys.modules
     enabled = bool(disp) and (sys.stderr.isatty() or notebook)
     if not enabled:

@@ -55,7 +55,7 @@ class LeafRule(NamedTuple):
     among the variances; ``centre`` (n_leaf, P), ``scale`` (n_leaf,) and ``z`` (K,): the
     nodes' form, ``nodes[u, k * P + pi] = centre[u, pi] + scale[u] z[k]`` (to rounding),
     which the logit and log links' terms use to take one ``exp`` per observation and path
-    (:func:`_split_terms`)."""
+    (``_split_terms``)."""
 
     nodes: np.ndarray
     lw: np.ndarray
@@ -111,7 +111,7 @@ def _path_terms(fam, e0r, zr, wyi, wni, a, Fk, Rk, Ck):
 
 #: Largest ``|c| + |b|`` for which :func:`_split_terms` takes ``exp(c + b)`` as
 #: ``exp(c) exp(b)``: both factors and the product stay in the normal range of a float64
-#: (``exp(-690)`` is 1.7e-300), and below :data:`POISSON_ETA_MAX`, so that the log link's
+#: (``exp(-690)`` is 1.7e-300), and below ``POISSON_ETA_MAX``, so that the log link's
 #: cap never applies on that route.
 SPLIT_MAX = POISSON_ETA_MAX
 
