@@ -11,9 +11,10 @@ a tree"), and that the faster routes compute the same numbers.
   block's levels (one sampled effect or none) all at once: the same ``m0``, ``s`` and
   coefficients as the level-by-level formula, written out here.
 * The leaf level of a deep tree's nested rule
-  (:func:`glmm_sm.mcla.kernels.rb_deep.leaf_level`) runs its nodes in the inner loop (so
-  that they vectorise): checked against a plain numpy evaluation of the same sums with the
-  family's own per-observation terms (:meth:`~glmm_sm.spec.families.Family.obs_terms`)
+  (:func:`glmm_sm.mcla.kernels.rb_deep.leaf_level`) runs the paths of its ancestors'
+  nodes in the inner loop (so that they vectorise; the nodes are read node-major):
+  checked against a plain numpy evaluation of the same sums with the family's own
+  per-observation terms (:meth:`~glmm_sm.spec.families.Family.obs_terms`)
   for the logit, log and probit links, with and without derivatives.
 * A deterministic fit's rounds after the first find the joint conditional modes of their
   rule from the last rule's (fewer Newton iterations, the same modes to the solver's
@@ -196,7 +197,7 @@ def _leaf_reference(family, rows, rule, P, K, d):
         r = slice(rows.ptr[u], rows.ptr[u + 1])
         X = rows.X[r]
         for pi in range(P):
-            a = rule.nodes[u, pi * K : (pi + 1) * K]
+            a = rule.nodes[u, pi::P]  # node-major: nodes[u, k * P + pi]
             eta = rows.e0[r, pi][None, :] + rows.z[r][None, :] * a[:, None]  # (K, rows)
             ll, rr, cc = family.obs_terms(eta, rows.wy[r][None, :], rows.wn[r][None, :])
             F = (rule.lw[u] - 0.5 * math.log(2 * math.pi * nu) - 0.5 * a * a / nu
@@ -217,6 +218,18 @@ def _leaf_reference(family, rows, rule, P, K, d):
     return val, g, H, cw
 
 
+def leaf_rule(rng, n_leaf, P, K, nu, t, spread=1.0):
+    """A :class:`LeafRule` of the sampler's form: each leaf's nodes at path ``pi`` are
+    ``centre[u, pi] + scale[u] z_k`` (``z`` the standard Gauss-Hermite nodes), node-major;
+    ``spread``: the centres' scale."""
+    z = math.sqrt(2.0) * np.polynomial.hermite.hermgauss(K)[0]
+    centre = spread * rng.normal(size=(n_leaf, P))
+    scale = rng.uniform(0.3, 1.5, n_leaf)
+    nodes = centre[:, None, :] + scale[:, None, None] * z[None, :, None]  # (n_leaf, K, P)
+    return LeafRule(nodes.reshape(n_leaf, K * P), rng.normal(size=(n_leaf, K)), nu, t,
+                    centre, scale, z)
+
+
 @pytest.mark.parametrize("family", [BINOMIAL, POISSON, Family("binomial", 0, "probit")],
                          ids=["logit", "poisson", "probit"])
 def test_leaf_level_against_numpy(family):
@@ -231,7 +244,7 @@ def test_leaf_level_against_numpy(family):
         rng.poisson(2.0, n).astype(float)
     rows = LeafRows(ptr, 0.5 * rng.normal(size=(n, P)), rng.choice([1.0, 0.5, -0.8], n), wy,
                     wn, rng.normal(size=(n, p)))
-    rule = LeafRule(rng.normal(size=(n_leaf, P * K)), rng.normal(size=(n_leaf, K)), 0.7, t)
+    rule = leaf_rule(rng, n_leaf, P, K, 0.7, t)
     ref = _leaf_reference(family, rows, rule, P, K, d)
     for derivs in (True, False):
         out = LeafOut(np.empty((n_leaf, P)),

@@ -1491,12 +1491,32 @@ def _warn_unconverged(log, opts):
                   ConvergenceWarning, stacklevel=3)
 
 
+class _NoBar:
+    """The bar of :func:`_progress` when it is off: the calls a bar takes, doing nothing
+    (``tqdm`` is not imported for it: its import and the lock its first bar creates, a
+    ``multiprocessing`` one, were about 0.04 s of a process's first fit)."""
+
+    disable = True
+    leave = True
+
+    def update(self, n=1):
+        """Nothing."""
+
+    def set_postfix(self, **kwargs):
+        """Nothing."""
+
+    def close(self):
+        """Nothing."""
+
+
 def _progress(disp, total, desc="MCLA rounds", unit="round"):
     """A bar of rounds with m, the smallest ESS, MCSE/SE and the elapsed time; shown on a
     terminal or in a notebook (``tqdm.auto``) when ``disp``, and left in place after.
-    Profiles use it too (``desc``, ``unit``: what is counted)."""
-    from tqdm.auto import tqdm
-
+    Profiles use it too (``desc``, ``unit``: what is counted).  Off, a ``_NoBar``."""
     notebook = "ipykernel" in sys.modules
     enabled = bool(disp) and (sys.stderr.isatty() or notebook)
-    return tqdm(total=total, desc=desc, unit=unit, disable=not enabled, leave=True)
+    if not enabled:
+        return _NoBar()
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, disable=False, leave=True)

@@ -25,7 +25,7 @@ from glmm_sm.core.constants import HALF_LOG2PI, POISSON_ETA_MAX
 from glmm_sm.mcla.kernels.fastmath import fexp, flog1p_unit, frecip_unit
 from glmm_sm.mcla.kernels.rb import _obs_terms
 
-__all__ = ["LeafRows", "LeafRule", "LeafOut", "leaf_level", "segment_rows"]
+__all__ = ["LeafRows", "LeafRule", "LeafOut", "leaf_level", "segment_rows", "SPLIT_MAX"]
 
 _FLAGS = dict(cache=True, nogil=True, error_model="numpy")
 # the per-observation step is inlined into the leaf loop (a call per observation would pass
@@ -49,14 +49,21 @@ class LeafRows(NamedTuple):
 
 
 class LeafRule(NamedTuple):
-    """``nodes`` (n_leaf, P * K): each leaf's nodes at each path (its own node fastest);
+    """``nodes`` (n_leaf, K * P): each leaf's nodes at each path, node-major (the paths
+    fastest: ``nodes[u, k * P + pi]``, the transpose of the sampler's layout);
     ``lw`` (n_leaf, K): log node weights; ``nu``, ``t``: the leaves' variance and its index
-    among the variances."""
+    among the variances; ``centre`` (n_leaf, P), ``scale`` (n_leaf,) and ``z`` (K,): the
+    nodes' form, ``nodes[u, k * P + pi] = centre[u, pi] + scale[u] z[k]`` (to rounding),
+    which the logit and log links' terms use to take one ``exp`` per observation and path
+    (``_split_terms``)."""
 
     nodes: np.ndarray
     lw: np.ndarray
     nu: float
     t: int
+    centre: np.ndarray
+    scale: np.ndarray
+    z: np.ndarray
 
 
 class LeafOut(NamedTuple):
@@ -71,34 +78,74 @@ class LeafOut(NamedTuple):
 
 
 @numba.njit(**_INLINE)
-def _node_terms(fam, e0r, zr, wyi, wni, a, Fk, Rk, Ck):
-    """One observation at every node ``a[k]`` of its leaf: ``Fk[k] += l(eta_k)`` and
-    ``Rk[k], Ck[k]`` its residual and ``-d2 l / d eta2`` (:func:`_obs_terms`'s formulas,
-    written out per family so that the loop over the nodes vectorises)."""
-    K = a.shape[0]
+def _path_terms(fam, e0r, zr, wyi, wni, a, Fk, Rk, Ck):
+    """One observation at one node of its leaf at every path: ``eta = e0r[pi] + zr a[pi]``,
+    ``Fk[pi] += l(eta)`` and ``Rk[pi], Ck[pi]`` its residual and ``-d2 l / d eta2``
+    (:func:`_obs_terms`'s formulas, written out per family so that the loop over the paths
+    vectorises)."""
+    P = a.shape[0]
     if fam == 0:
-        for k in range(K):
-            eta = e0r + zr * a[k]
+        for pi in range(P):
+            eta = e0r[pi] + zr * a[pi]
             tt = fexp(-abs(eta))
             inv = frecip_unit(1.0 + tt)
             cum = max(eta, 0.0) + flog1p_unit(tt)
             mu = inv if eta >= 0.0 else tt * inv
-            Fk[k] += wyi * eta - wni * cum
-            Rk[k] = wyi - wni * mu
-            Ck[k] = wni * tt * inv * inv
+            Fk[pi] += wyi * eta - wni * cum
+            Rk[pi] = wyi - wni * mu
+            Ck[pi] = wni * tt * inv * inv
     elif fam == 1:
-        for k in range(K):
-            eta = e0r + zr * a[k]
+        for pi in range(P):
+            eta = e0r[pi] + zr * a[pi]
             mu = fexp(min(eta, POISSON_ETA_MAX))
-            Fk[k] += wyi * eta - wni * mu
-            Rk[k] = wyi - wni * mu
-            Ck[k] = wni * mu
+            Fk[pi] += wyi * eta - wni * mu
+            Rk[pi] = wyi - wni * mu
+            Ck[pi] = wni * mu
     else:
-        for k in range(K):
-            ll, rr, cc = _obs_terms(fam, e0r + zr * a[k], wyi, wni)
-            Fk[k] += ll
-            Rk[k] = rr
-            Ck[k] = cc
+        for pi in range(P):
+            ll, rr, cc = _obs_terms(fam, e0r[pi] + zr * a[pi], wyi, wni)
+            Fk[pi] += ll
+            Rk[pi] = rr
+            Ck[pi] = cc
+
+
+#: Largest ``|c| + |b|`` for which :func:`_split_terms` takes ``exp(c + b)`` as
+#: ``exp(c) exp(b)``: both factors and the product stay in the normal range of a float64
+#: (``exp(-690)`` is 1.7e-300), and below ``POISSON_ETA_MAX``, so that the log link's
+#: cap never applies on that route.
+SPLIT_MAX = POISSON_ETA_MAX
+
+
+@numba.njit(**_INLINE)
+def _split_terms(fam, cr, bk, ex, wyi, wni, Fk, Rk, Ck):
+    """:func:`_path_terms` for the logit (``fam`` 0) and log (1) links with the linear
+    predictor split as ``eta = cr[pi] + bk`` (``cr``: the row's predictor at the centre of
+    the leaf's nodes at each path; ``bk``: the node's offset from it, the same at every
+    path), the exponentials taken as ``exp(+-cr[pi])`` (``ex[0]``, ``ex[1]``, once per row
+    and path) times ``exp(+-bk)`` (once per row and node) instead of one ``exp`` per row,
+    path and node.  The caller checks ``|cr| + |bk| <=`` :data:`SPLIT_MAX`."""
+    P = cr.shape[0]
+    bp = math.exp(bk)
+    bm = math.exp(-bk)
+    ep, em = ex[0], ex[1]
+    if fam == 0:
+        for pi in range(P):
+            eta = cr[pi] + bk
+            # exp(-|eta|)
+            tt = em[pi] * bm if eta >= 0.0 else ep[pi] * bp
+            inv = frecip_unit(1.0 + tt)
+            cum = max(eta, 0.0) + flog1p_unit(tt)
+            mu = inv if eta >= 0.0 else tt * inv
+            Fk[pi] += wyi * eta - wni * cum
+            Rk[pi] = wyi - wni * mu
+            Ck[pi] = wni * tt * inv * inv
+    else:
+        for pi in range(P):
+            eta = cr[pi] + bk
+            mu = ep[pi] * bp
+            Fk[pi] += wyi * eta - wni * mu
+            Rk[pi] = wyi - wni * mu
+            Ck[pi] = wni * mu
 
 
 @numba.njit(**_FLAGS)
@@ -108,10 +155,12 @@ def leaf_level(fam, rows, rule, out, derivs):
 
     A node's complete-data score involves ``beta`` and the leaves' variance only: the sums
     run over those ``p + 1`` coordinates (index ``p`` stands for the variance).  For each
-    leaf and path the observations are the outer loop and the ``K`` nodes the inner one
-    (node-minor work arrays ``Gk[i, k]``, ``Hk[i, j, k]``), so that the observation terms
-    vectorise over the nodes; each node's sums take the observations in the same order
-    as one loop per node would, with the same operations."""
+    leaf the work arrays hold every node at every path, the paths fastest (``Fk[k, pi]``,
+    ``Gk[i, k, pi]``, ``Hk[i, j, k, pi]``), and every loop runs over the ``P`` paths: a leaf
+    has few observations and ``K`` is small, so a loop over the nodes (8 of them) is too
+    short to vectorise, where one over the paths (``P = K_1 x ... x K_{D-1}``, 96 at the
+    default rule) is not.  Each node's sums take the observations in the same order, with
+    the same operations, as one loop per node and path would."""
     n_leaf, P = out.val.shape
     K = rule.lw.shape[1]
     p = rows.X.shape[1]
@@ -119,12 +168,19 @@ def leaf_level(fam, rows, rule, out, derivs):
     inu = 1.0 / nu
     jt = p + rule.t
     e = p + 1 if derivs else 0
-    Fk = np.empty(K)
-    Rk = np.empty(K)
-    Ck = np.empty(K)
-    Gk = np.zeros((e, K))
-    Hk = np.zeros((e, e, K))
-    g = np.zeros(e)
+    Fk = np.empty((K, P))
+    Rk = np.empty(P)
+    Ck = np.empty(P)
+    Gk = np.zeros((e, K, P))
+    Hk = np.zeros((e, e, K, P))
+    g = np.zeros((e, P))
+    mx = np.empty(P)
+    tot = np.empty(P)
+    cr = np.empty(P)
+    ex = np.empty((2, P))
+    zmax = 0.0
+    for k in range(K):
+        zmax = max(zmax, abs(rule.z[k]))
     const = -HALF_LOG2PI - 0.5 * math.log(nu)
     want_w = out.cw.shape[0] > 0
     if derivs:
@@ -132,62 +188,101 @@ def leaf_level(fam, rows, rule, out, derivs):
         out.H[:] = 0.0
     for u in range(n_leaf):
         r0, r1 = rows.ptr[u], rows.ptr[u + 1]
-        for pi in range(P):
-            a = rule.nodes[u, pi * K : (pi + 1) * K]
-            for k in range(K):
-                ak = a[k]
-                Fk[k] = rule.lw[u, k] + const - 0.5 * ak * ak * inu
+        for k in range(K):
+            a = rule.nodes[u, k * P : (k + 1) * P]
+            lwk = rule.lw[u, k] + const
+            F = Fk[k]
+            for pi in range(P):
+                F[pi] = lwk - 0.5 * a[pi] * a[pi] * inu
             if derivs:
                 for i in range(p):
-                    for k in range(K):
-                        Gk[i, k] = 0.0
+                    Gk[i, k, :] = 0.0
                     for j in range(i + 1):
-                        for k in range(K):
-                            Hk[i, j, k] = 0.0
-                for k in range(K):
-                    ak = a[k]
-                    Gk[p, k] = -0.5 * inu + 0.5 * ak * ak * inu * inu
-                    Hk[p, p, k] = 0.5 * inu * inu - ak * ak * inu * inu * inu
-            for r in range(r0, r1):
-                _node_terms(fam, rows.e0[r, pi], rows.z[r], rows.wy[r], rows.wn[r], a, Fk,
-                            Rk, Ck)
+                        Hk[i, j, k, :] = 0.0
+                Gp = Gk[p, k]
+                Hp = Hk[p, p, k]
+                for pi in range(P):
+                    ak = a[pi]
+                    Gp[pi] = -0.5 * inu + 0.5 * ak * ak * inu * inu
+                    Hp[pi] = 0.5 * inu * inu - ak * ak * inu * inu * inu
+        su = rule.scale[u]
+        cu = rule.centre[u]
+        for r in range(r0, r1):
+            e0r = rows.e0[r]
+            zr, wyi, wni = rows.z[r], rows.wy[r], rows.wn[r]
+            split = fam == 0 or fam == 1
+            if split:
+                cmax = 0.0
+                for pi in range(P):
+                    c = e0r[pi] + zr * cu[pi]
+                    cr[pi] = c
+                    cmax = max(cmax, abs(c))
+                split = cmax + abs(zr * su) * zmax <= SPLIT_MAX
+            if split:
+                for pi in range(P):
+                    ex[0, pi] = fexp(cr[pi])
+                    ex[1, pi] = fexp(-cr[pi])
+            for k in range(K):
+                if split:
+                    _split_terms(fam, cr, zr * su * rule.z[k], ex, wyi, wni, Fk[k], Rk, Ck)
+                else:
+                    _path_terms(fam, e0r, zr, wyi, wni, rule.nodes[u, k * P : (k + 1) * P],
+                                Fk[k], Rk, Ck)
                 if derivs:
                     for i in range(p):
                         xi = rows.X[r, i]
-                        for k in range(K):
-                            Gk[i, k] += Rk[k] * xi
+                        Gi = Gk[i, k]
+                        for pi in range(P):
+                            Gi[pi] += Rk[pi] * xi
                         for j in range(i + 1):
                             xj = rows.X[r, j]
-                            for k in range(K):
-                                Hk[i, j, k] -= Ck[k] * xi * xj
-            mx = Fk.max()
-            tot = 0.0
-            for k in range(K):
-                Fk[k] = math.exp(Fk[k] - mx)
-                tot += Fk[k]
-            out.val[u, pi] = mx + math.log(tot)
-            for k in range(K):
-                Fk[k] /= tot
-                if want_w:
-                    out.cw[u, pi * K + k] = Fk[k]
-            if not derivs:
-                continue
-            for i in range(e):
-                s = 0.0
+                            Hij = Hk[i, j, k]
+                            for pi in range(P):
+                                Hij[pi] -= Ck[pi] * xi * xj
+        # the nodes' log-sum per path; Fk becomes the posterior weights
+        for pi in range(P):
+            mx[pi] = Fk[0, pi]
+        for k in range(1, K):
+            for pi in range(P):
+                mx[pi] = max(mx[pi], Fk[k, pi])
+        tot[:] = 0.0
+        for k in range(K):
+            for pi in range(P):
+                Fk[k, pi] = fexp(Fk[k, pi] - mx[pi])
+                tot[pi] += Fk[k, pi]
+        for pi in range(P):
+            out.val[u, pi] = mx[pi] + math.log(tot[pi])
+        for k in range(K):
+            for pi in range(P):
+                Fk[k, pi] /= tot[pi]
+        if want_w:
+            for pi in range(P):
                 for k in range(K):
-                    s += Fk[k] * Gk[i, k]
-                g[i] = s
-                out.g[u, pi, i if i < p else jt] = s
-            for i in range(e):
-                ii = i if i < p else jt
-                for j in range(i + 1):
-                    jj = j if j < p else jt
-                    s = 0.0
-                    for k in range(K):
-                        # Hk: beta's lower triangle and the variance's diagonal (zero between)
-                        h = Hk[i, j, k] if (i < p or j == p) else 0.0
-                        s += Fk[k] * (h + Gk[i, k] * Gk[j, k])
-                    s -= g[i] * g[j]
+                    out.cw[u, pi * K + k] = Fk[k, pi]
+        if not derivs:
+            continue
+        for i in range(e):
+            gi = g[i]
+            gi[:] = 0.0
+            for k in range(K):
+                for pi in range(P):
+                    gi[pi] += Fk[k, pi] * Gk[i, k, pi]
+            ii = i if i < p else jt
+            for pi in range(P):
+                out.g[u, pi, ii] = gi[pi]
+        for i in range(e):
+            ii = i if i < p else jt
+            for j in range(i + 1):
+                jj = j if j < p else jt
+                # Hk: beta's lower triangle and the variance's diagonal (zero between)
+                has_h = i < p or j == p
+                tot[:] = 0.0
+                for k in range(K):
+                    for pi in range(P):
+                        h = Hk[i, j, k, pi] if has_h else 0.0
+                        tot[pi] += Fk[k, pi] * (h + Gk[i, k, pi] * Gk[j, k, pi])
+                for pi in range(P):
+                    s = tot[pi] - g[i, pi] * g[j, pi]
                     out.H[u, pi, ii, jj] = s
                     out.H[u, pi, jj, ii] = s
 

@@ -223,6 +223,10 @@ class DeepQuadratureSampler:
     log_node : list of ndarray
         Per level, ``(n_l, K_l)``: ``log(w_k) + x_k^2 + log(sqrt(2) s)``, each node's weight
         in ``int f = sum_k exp(log_node_k + log f(node_k))``.
+    centres, scales, std_nodes : list of ndarray
+        Per level, the nodes' form ``nodes = centre + scale z``: ``(n_l, P_{l-1})`` centres
+        (each effect's conditional mean at every path of its ancestors' nodes), ``(n_l,)``
+        conditional SDs and the ``K_l`` standard nodes ``z = sqrt(2) x``.
     """
 
     name = "quadrature"
@@ -247,6 +251,7 @@ class DeepQuadratureSampler:
         P = sp.csr_matrix(Z.T @ sp.diags(h) @ Z + sp.diags(1.0 / nu[data.ident]))
         mean, coef, sd = self._conditionals(P, u)
         self.nodes, self.log_node = [], []
+        self.centres, self.scales, self.std_nodes = [], [], []
         for lev in range(D):
             x, w = np.polynomial.hermite.hermgauss(self.K[lev])
             z = np.sqrt(2.0) * x
@@ -260,6 +265,9 @@ class DeepQuadratureSampler:
                 centre += coef[lev][:, j : j + 1] * (a - mean[j][structure.anc[lev][:, j]]
                                                      [:, None])
             vals = centre[:, :, None] + sd[lev][:, None, None] * z[None, None, :]
+            self.centres.append(centre)
+            self.scales.append(np.ascontiguousarray(sd[lev], dtype=float))
+            self.std_nodes.append(z)
             self.nodes.append(np.ascontiguousarray(vals.reshape(n_l, -1)))
             self.log_node.append(np.log(w)[None, :] + (x * x)[None, :]
                                  + np.log(np.sqrt(2.0) * sd[lev])[:, None])
@@ -345,6 +353,12 @@ class DeepQuadratureEngine(EngineBase):
         self.sampler = draws.sampler
         self.structure = self.sampler.structure
         self._chunks = self._top_chunks()
+        # the leaves' nodes node-major (paths fastest), as the leaf kernel reads them
+        leaf_nodes = self.sampler.nodes[-1]
+        K = self.sampler.K[-1]
+        self._leaf_nodes = np.ascontiguousarray(
+            leaf_nodes.reshape(leaf_nodes.shape[0], -1, K).transpose(0, 2, 1)
+        ).reshape(leaf_nodes.shape[0], -1)
 
     def _top_chunks(self):
         """Ranges of top-level units evaluated together."""
@@ -415,9 +429,10 @@ class DeepQuadratureEngine(EngineBase):
                             np.ascontiguousarray(data.wy[rows], dtype=np.float64),
                             np.ascontiguousarray(data.wn[rows], dtype=np.float64),
                             np.ascontiguousarray(data.X[rows])),
-                   LeafRule(smp.nodes[leaf][lo[leaf] : hi[leaf]],
+                   LeafRule(self._leaf_nodes[lo[leaf] : hi[leaf]],
                             np.ascontiguousarray(smp.log_node[leaf][lo[leaf] : hi[leaf]]),
-                            float(nu[t]), t),
+                            float(nu[t]), t, smp.centres[leaf][lo[leaf] : hi[leaf]],
+                            smp.scales[leaf][lo[leaf] : hi[leaf]], smp.std_nodes[leaf]),
                    out, bool(derivs))
         cw = [out.cw] if weights else []
         val, g, Hn = out.val, out.g, out.H
