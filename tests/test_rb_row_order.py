@@ -115,3 +115,17 @@ def test_same_draws_same_bits():
     assert a.value == b.value
     np.testing.assert_array_equal(a.gradient, b.gradient)
     np.testing.assert_array_equal(a.hessian, b.hessian)
+
+
+def test_effect_cov_on_shuffled_rows():
+    """:func:`~glmm_sm.mcla.rb.moments.rb_effect_cov` reads the engine's inputs: its
+    quadrature takes layout rows, not the kernel's order (the same covariances on shuffled
+    rows as on rows sorted by ``g``, to rounding)."""
+    from glmm_sm.mcla.rb.moments import rb_effect_cov
+
+    d = _data()
+    th = np.r_[BETA, NU] * 1.01
+    got = [rb_effect_cov(_engine(d, rows, True), th)[0]
+           for rows in (np.argsort(d["g"], kind="stable"),
+                        np.random.default_rng(2).permutation(N))]
+    assert _close(got[1], got[0], 1e-10)
