@@ -31,7 +31,7 @@ from glmm_sm.spec.params import ParamTransform
 __all__ = ["BlockSystem", "ModeResult", "conditional_mode", "laplace_loglike", "laplace_score",
            "laplace_fit", "mode_derivatives", "glm_start", "robust_cholesky", "spd_solve",
            "checked_cholesky", "SchurBlock", "SchurFactor", "schur_blocks", "SCHUR_MIN_Q",
-           "SCHUR_MAX_REST", "SCHUR_CHUNK_ROWS",
+           "SCHUR_MAX_REST", "SCHUR_CHUNK_ROWS", "SchurProducts", "SCHUR_DENSE_AV",
            "LaplaceFit", "family_system", "split_params", "laplace_value", "score_blocks",
            "score_from_sums", "glm_block_terms", "glm_newton", "LocalLaplace",
            "laplace_optimize", "value_blocks"]
@@ -95,12 +95,96 @@ class SchurBlock:
         return len(self.a_cols)
 
     @functools.cached_property
+    def products(self):
+        """The fixed patterns of :meth:`SchurFactor.build`'s products (a
+        :class:`SchurProducts`), found once per block."""
+        return SchurProducts.of(self)
+
+    @functools.cached_property
     def Za(self):
         """The block's rows of ``Z`` on ``a_cols`` (CSR, at most one entry per row)."""
         has = self.a_of_row >= 0
         n = self.row1 - self.row0
         return sp.csr_matrix((self.za[has], (np.flatnonzero(has), self.a_of_row[has])),
                              shape=(n, self.n_a))
+
+
+@dataclass
+class SchurProducts:
+    """The fixed sparsity patterns of a :class:`SchurBlock`'s ``B = Z_a' diag(h) Z_v`` and
+    ``Z_v' diag(h) Z_v``, so that :meth:`SchurFactor.build` forms both with one weighted
+    count over the nonzeros of ``Z_v`` (``O(nonzeros)``, the rows read in order) instead of
+    sparse products that gather rows at random over the levels.
+
+    Attributes
+    ----------
+    indptr, indices : ndarray of int
+        ``B``'s CSR pattern (rows: the ``a`` levels; sorted columns): every ``(a, v)`` pair
+        on which some row of the block loads.
+    b_row, b_weight, b_target : ndarray
+        Per nonzero of ``Z_v`` in a row with an ``a`` level: its row (block-local), its
+        value times the row's ``a`` coefficient, and its position in ``B``'s data.
+    v_row, v_weight, v_target : ndarray
+        Per pair of nonzeros of ``Z_v`` in one row: the row, the product of the two values,
+        and the pair's position in the raveled ``(n_v, n_v)`` matrix.
+    """
+
+    indptr: np.ndarray
+    indices: np.ndarray
+    b_row: np.ndarray
+    b_weight: np.ndarray
+    b_target: np.ndarray
+    v_row: np.ndarray
+    v_weight: np.ndarray
+    v_target: np.ndarray
+
+    @classmethod
+    def of(cls, sb):
+        Zv = sp.csr_matrix(sb.Zv)
+        n, n_v, n_a = Zv.shape[0], Zv.shape[1], sb.n_a
+        cnt = np.diff(Zv.indptr)
+        rows = np.repeat(np.arange(n, dtype=np.int64), cnt)
+        cols = Zv.indices.astype(np.int64)
+        a = sb.a_of_row[rows]
+        has = a >= 0
+        key = a[has] * n_v + cols[has]
+        uniq, target = np.unique(key, return_inverse=True)
+        indptr = np.zeros(n_a + 1, dtype=np.int64)
+        np.cumsum(np.bincount(uniq // max(n_v, 1), minlength=n_a), out=indptr[1:])
+        vr, vw, vt = [], [], []
+        for k in np.unique(cnt[cnt > 0]):
+            rsel = np.flatnonzero(cnt == k)
+            idx = Zv.indptr[rsel][:, None] + np.arange(k)[None, :]
+            c, x = cols[idx], Zv.data[idx]
+            vr.append(np.repeat(rsel, k * k))
+            vw.append((x[:, :, None] * x[:, None, :]).ravel())
+            vt.append((c[:, :, None] * n_v + c[:, None, :]).ravel())
+        return cls(indptr, (uniq % max(n_v, 1)).astype(np.int64), rows[has],
+                   Zv.data[has] * sb.za[rows[has]], target.reshape(-1).astype(np.int64),
+                   _cat(vr, np.int64), _cat(vw, np.float64), _cat(vt, np.int64))
+
+    def b_matrix(self, hb, n_v):
+        """``B = Z_a' diag(hb) Z_v`` (CSR, ``n_a x n_v``)."""
+        data = np.bincount(self.b_target, weights=self.b_weight * hb[self.b_row],
+                           minlength=len(self.indices))
+        return sp.csr_matrix((data, self.indices, self.indptr),
+                             shape=(len(self.indptr) - 1, n_v))
+
+    def vv_matrix(self, hb, n_v):
+        """``Z_v' diag(hb) Z_v`` (dense ``n_v x n_v``)."""
+        return np.bincount(self.v_target, weights=self.v_weight * hb[self.v_row],
+                           minlength=n_v * n_v).reshape(n_v, n_v)
+
+
+def _cat(parts, dtype):
+    """``parts`` concatenated (an empty array of ``dtype`` for none)."""
+    return np.concatenate(parts) if parts else np.zeros(0, dtype)
+
+
+#: A Schur block's leverages use the dense ``L^{-1} B' diag(1/d)`` (``n_v x n_a``, also
+#: :meth:`SchurFactor.inv_diag`'s) where it holds at most this many numbers; a larger one
+#: takes the row-chunked triangular solves instead.
+SCHUR_DENSE_AV = 2**24
 
 
 @dataclass
@@ -136,9 +220,9 @@ class SchurFactor:
         has = sb.a_of_row >= 0
         d = np.bincount(sb.a_of_row[has], weights=hb[has] * sb.za[has] ** 2,
                         minlength=sb.n_a) + dinv[sb.a_cols]
-        Hv = sp.csr_matrix(sb.Zv.multiply(hb[:, None]))
-        B = sp.csr_matrix(sb.Za.T @ Hv)
-        Pvv = np.asarray((sb.Zv.T @ Hv).toarray()) + np.diag(dinv[sb.v_cols])
+        pr, n_v = sb.products, len(sb.v_cols)
+        B = pr.b_matrix(hb, n_v)
+        Pvv = pr.vv_matrix(hb, n_v) + np.diag(dinv[sb.v_cols])
         ok = bool(np.all(np.isfinite(d)) and np.all(d > 0))
         if not ok:
             fin = np.isfinite(d) & (d > 0)
@@ -199,11 +283,17 @@ class SchurFactor:
             Li = _tri_solve(self.L, np.eye(self.L.shape[0]))
             out[na:] = np.einsum("ij,ij->j", Li, Li)
             # (P^-1)_aa = 1/d + diag(D^-1 B S^-1 B' D^-1), row by row.
-            W = _tri_solve(self.L, np.asarray((self.B.T @ sp.diags(1.0 / self.d)).toarray()))
+            W = self._solved_b
             out[:na] = 1.0 / self.d + np.einsum("ij,ij->j", W, W)
         else:
             out[:na] = 1.0 / self.d
         return out
+
+    @functools.cached_property
+    def _solved_b(self):
+        """``L^{-1} B' diag(1/d)`` (dense ``n_v x n_a``), shared by :meth:`inv_diag` and
+        :meth:`leverage`."""
+        return _tri_solve(self.L, np.asarray((self.B.T @ sp.diags(1.0 / self.d)).toarray()))
 
     def dense(self):
         """``P`` itself, dense (block-local order): ``(n_a + n_v)^2`` numbers, for callers
@@ -232,6 +322,25 @@ class SchurFactor:
         out = np.zeros(n)
         out[has] = sb.za[has] ** 2 / self.d[sb.a_of_row[has]]
         if not self.L.shape[0]:
+            return out
+        if self.L.shape[0] * self.n_a <= SCHUR_DENSE_AV:
+            # L^{-1} w_i = L^{-1} z_iv - z_ia (L^{-1} B' D^{-1})[:, a_i]: the solved columns
+            # of B' D^{-1} (computed once, n_v^2 n_a flops) gathered per row, instead of
+            # one triangular solve per row (n_v^2 flops each).
+            Wt = np.ascontiguousarray(self._solved_b.T)  # a level's column, contiguous
+            Li = _tri_solve(self.L, np.eye(self.L.shape[0]))
+            Zv = sp.csr_matrix(sb.Zv)
+            for r0 in range(0, n, SCHUR_CHUNK_ROWS):
+                r1 = min(n, r0 + SCHUR_CHUNK_ROWS)
+                Y = np.asarray(Zv[r0:r1] @ Li.T)
+                a, hs = sb.a_of_row[r0:r1], has[r0:r1]
+                if hs.all():
+                    G = Wt[a]
+                    G *= sb.za[r0:r1, None]
+                    Y -= G
+                else:
+                    Y[hs] -= sb.za[r0:r1][hs, None] * Wt[a[hs]]
+                out[r0:r1] += np.einsum("ij,ij->i", Y, Y)
             return out
         Za = sb.Za
         DiB = sp.csr_matrix(sp.diags(1.0 / self.d) @ self.B)

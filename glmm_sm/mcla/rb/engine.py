@@ -81,16 +81,26 @@ class RBEngine(EngineBase):
         lognu = np.log(nu)
         qb = (st.qbt_sampled).sum(axis=1)
         const_b = -HALF_LOG2PI * qb - 0.5 * st.qbt_sampled @ lognu
-        blocks = RBBlocks(st.lev_bptr, st.free_bptr, st.free_obs,
+        order = self._obs_order()
+        blocks = RBBlocks(st.lev_bptr, st.free_bptr, order.free_obs,
                           data.col_ptr.astype(np.int64), np.ascontiguousarray(const_b), data.qbt)
-        shift, X, rule, dv = self._shift(), data.X, self.sampler.rule(), None
+        shift, X, rule, dv = self._shift(), order.X, self.sampler.rule(), None
         if shift is not None:
-            X = shift[1]
+            X = order.shifted_X(shift[1])
             rule, dv = self.sampler.moved_rule(beta)
-        ev = RBInputs(np.ascontiguousarray(data.linear_fixed(beta)), data.wy, data.wn, X,
-                      data.zptr, data.zidx, data.zval, st.is_a, nu, lognu,
+        rule = rule._replace(ro=order.ro)
+        ev = RBInputs(np.take(data.linear_fixed(beta), order.perm), order.wy, order.wn, X,
+                      order.zptr, order.zidx, order.zval, st.is_a, nu, lognu,
                       np.zeros((data.n_blocks, p, 0)), np.ascontiguousarray(params[k:]))
         return blocks, rule, ev, dv
+
+    def _obs_order(self):
+        """The kernel's observations in the order it reads them (:class:`ObsOrder`, built
+        once per engine)."""
+        got = self.__dict__.get("_obs_order_cache")
+        if got is None:
+            got = self._obs_order_cache = ObsOrder(self.data, self.structure)
+        return got
 
     def _chunk(self, ev, dv, k0, k1):
         """``(draws, ev)`` for draws ``k0:k1``: the :class:`Draws` (moved when the draws
@@ -265,6 +275,70 @@ class RBEngine(EngineBase):
             "this quantity needs joint draws of every random effect, which a "
             "Rao-Blackwellized fit does not keep (its integrated effects are summed by "
             "quadrature); refit with rao_blackwell=False for it")
+
+
+class ObsOrder:
+    """The scalar RB kernel's per-observation inputs in the order it reads them.
+
+    The kernel visits each block's integrated levels in turn and, within a level, its
+    observations ``structure.ro[lev_ptr[a]:lev_ptr[a + 1]]``; then the block's free
+    observations ``structure.free_obs``.  With the layout's rows in data order (a crossed
+    design's rows fall on the integrated factor's levels at random) each of those reads is
+    a random gather over the whole data.  Here the rows are renumbered once, in the order
+    of their first visit (``ro``, then ``free_obs``, then rows on neither), so that the
+    kernel reads ``X``, ``wy``, ``wn``, ``X beta + offset`` and the rows of ``Z``
+    sequentially.  The kernel visits the same observations in the same order as before,
+    with the same values: the sums, and so every result, are unchanged (to the bit); the
+    users' row order no longer matters to the speed.
+
+    Memory: the permutation ``perm`` (``n`` int64) and the kernel's renumbered ``ro`` and
+    ``free_obs``, plus the permuted copies of ``X``, ``wy``, ``wn`` and ``Z``'s CSR arrays
+    (the data's own size once more; for moving draws also the shifted design's).
+
+    Attributes
+    ----------
+    perm : ndarray of int64, shape (n,)
+        Layout row of the kernel's observation ``i`` (``perm[i]``).
+    ro, free_obs : ndarray of int64
+        ``structure.ro`` and ``structure.free_obs`` as kernel observation numbers.
+    X, wy, wn, zptr, zidx, zval : ndarray
+        The data's ``X``, ``wy``, ``wn`` and ``Z`` (CSR) rows in ``perm`` order.
+    """
+
+    def __init__(self, data, structure):
+        n = data.wy.shape[0]
+        visits = np.concatenate([structure.ro, structure.free_obs]).astype(np.int64)
+        # each row at its first visit, then the rows visited by no block: O(n) where each
+        # row is visited at most once (every scalar RB layout), else by a sort
+        count = np.bincount(visits, minlength=n)
+        if count.max(initial=0) <= 1:
+            perm = np.concatenate([visits, np.flatnonzero(count == 0)])
+        else:
+            where = np.sort(np.unique(visits, return_index=True)[1])
+            perm = np.concatenate([visits[where], np.flatnonzero(count == 0)])
+        inv = np.empty(n, dtype=np.int64)
+        inv[perm] = np.arange(n, dtype=np.int64)
+        self.perm = perm
+        self.ro = inv[structure.ro]
+        self.free_obs = inv[structure.free_obs]
+        self.X = np.ascontiguousarray(data.X[perm])
+        self.wy = np.ascontiguousarray(data.wy[perm])
+        self.wn = np.ascontiguousarray(data.wn[perm])
+        lens = np.diff(data.zptr)[perm]
+        self.zptr = np.zeros(n + 1, dtype=data.zptr.dtype)
+        np.cumsum(lens, out=self.zptr[1:])
+        # each row's nonzeros keep their order
+        src = np.repeat(data.zptr[:-1][perm] - self.zptr[:-1], lens) + np.arange(
+            self.zptr[-1], dtype=np.int64)
+        self.zidx = np.ascontiguousarray(data.zidx[src])
+        self.zval = np.ascontiguousarray(data.zval[src])
+        self._shifted = None
+
+    def shifted_X(self, X):
+        """The shifted design ``X`` (layout order) in ``perm`` order (kept for ``X``)."""
+        if self._shifted is None or self._shifted[0] is not X:
+            self._shifted = (X, np.ascontiguousarray(X[self.perm]))
+        return self._shifted[1]
 
 
 def _draw_rule(rule, k0, k1):

@@ -82,7 +82,10 @@ class _Nodes:
     def __init__(self, data, st, rule, ev, params):
         self.v_idx = np.flatnonzero(~st.is_a)
         C = sp.csr_matrix((rule.cval, rule.cidx, rule.cptr), shape=(st.n_levels, data.q))
-        self.quad = LevelQuadrature(data, st, ev.xb, rule.m0, rule.s,
+        # ev.xb is in the kernel's row order (RBEngine's ObsOrder); the quadrature reads
+        # layout rows
+        xb = data.linear_fixed(params[:data.k_fe])
+        self.quad = LevelQuadrature(data, st, xb, rule.m0, rule.s,
                                     C[:, self.v_idx].tocsr(), rule.xs, rule.logw,
                                     params[data.k_fe:], np.arange(st.n_levels))
         self.Zv = data.Z.tocsc()[:, self.v_idx].tocsr()[self.quad.rows]
