@@ -127,6 +127,14 @@ def test_rb_plan_components(crossed):
     one = state_bytes(min(tile_width(st.n_levels), m), N_NODES, p, S, st.n_levels,
                       int(lens.max()), 0, int(np.diff(st.lev_bptr).max()))
     inputs = 8 * (n * (2 * p + 1) + 2 * q * p)
+    # the rows in the kernel's order: the arrays ObsOrder keeps, its inverse permutation
+    # (while it is built), X beta + offset gathered per evaluation, the shifted design's copy
+    from glmm_sm.mcla.rb.engine import ObsOrder
+
+    order = ObsOrder(data, st)
+    kept = sum(getattr(order, a).nbytes for a in ("perm", "ro", "free_obs", "X", "wy", "wn",
+                                                  "zptr", "zidx", "zval"))
+    inputs += kept + 8 * n + 8 * n + 8 * n * p
     assert plan.engine == "rb" and plan.stored and plan.chunk == K
     assert plan.draws == bytes_needed(data, m, squares=False) == 8 * m * (q + B)
     assert plan.generation == RB_SAMPLER_COPIES * 8 * m * (q + B * (1 + S))

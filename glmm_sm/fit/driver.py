@@ -1307,24 +1307,7 @@ class _RoundState:
             alloc = self._allocate(info, MAX_M_GROWTH_MOVED if off_centre else MAX_M_GROWTH)
             if alloc is not None:
                 m_next = alloc.m
-        if self.client is None:
-            # memory_budget holds for the whole evaluation (mcla.memory): m grows no
-            # further than it allows, with one m for every block
-            m_fit = fit_max_m(self.model.layout_data(self.factorize), self.rb, opts, m_next,
-                              self.n_jobs, self.per_block, least=self.m)
-            if m_fit < m_next:
-                info["m_memory"] = m_fit
-                m_next, alloc = max(m_fit, self.m), None
-                need = fit_plan(self.model.layout_data(self.factorize), self.rb, opts,
-                                info["m_asked"], self.n_jobs, self.per_block).total
-                text = (f"memory_budget={opts.memory_budget:.0f} bytes allows at most "
-                        f"m = {m_fit} draws, and round {info['round']} asked for m = "
-                        f"{info['m_asked']} (about {need / 1e6:.0f} MB): m grows only to "
-                        f"{m_next}, so the fit may end unconverged; give memory_budget="
-                        f"{int(need) + 1} (or fewer threads, n_jobs=1) for the m the "
-                        "Monte Carlo error asks")
-                if not any(t.startswith("memory_budget=") for t in log.warnings):
-                    log.warnings.append(text)
+        m_next, alloc = self._memory_cap(info, m_next, alloc)
         if left is not None:
             # The budget is a safety stop, never a tuning knob: m is what the Monte Carlo
             # error asks for, whatever the machine's speed, and a round that would not finish
@@ -1345,6 +1328,33 @@ class _RoundState:
             if alloc is not None:
                 info["next_block_m"] = alloc.record()
         return False
+
+    def _memory_cap(self, info, m_next, alloc):
+        """``(m_next, alloc)`` within ``memory_budget``: the whole evaluation
+        (:mod:`~glmm_sm.mcla.memory`) must fit it, so m grows no further than it allows, with
+        one m for every block, and the fit warns once, naming the budget the Monte Carlo
+        error's m would take.  Unchanged with a Dask client (its workers hold the draws)."""
+        opts, log = self.opts, self.log
+        if self.client is not None:
+            return m_next, alloc
+        # memory_budget holds for the whole evaluation (mcla.memory): m grows no
+        # further than it allows, with one m for every block
+        m_fit = fit_max_m(self.model.layout_data(self.factorize), self.rb, opts, m_next,
+                          self.n_jobs, self.per_block, least=self.m)
+        if m_fit < m_next:
+            info["m_memory"] = m_fit
+            m_next, alloc = max(m_fit, self.m), None
+            need = fit_plan(self.model.layout_data(self.factorize), self.rb, opts,
+                            info["m_asked"], self.n_jobs, self.per_block).total
+            text = (f"memory_budget={opts.memory_budget:.0f} bytes allows at most "
+                    f"m = {m_fit} draws, and round {info['round']} asked for m = "
+                    f"{info['m_asked']} (about {need / 1e6:.0f} MB): m grows only to "
+                    f"{m_next}, so the fit may end unconverged; give memory_budget="
+                    f"{int(need) + 1} (or fewer threads, n_jobs=1) for the m the "
+                    "Monte Carlo error asks")
+            if not any(t.startswith("memory_budget=") for t in log.warnings):
+                log.warnings.append(text)
+        return m_next, alloc
 
     def _allocate(self, info, growth):
         """The next round's per-block draw counts

@@ -13,9 +13,10 @@ of
 * ``kernel``: the evaluation's inputs (the linear predictor, the design shifted with the
   draws, the shift's ``q x p`` matrices) and the kernels' work arrays per thread (the
   Rao-Blackwellized kernel's :func:`~glmm_sm.mcla.kernels.rb.state_bytes`, the vector kernel's
-  :func:`~glmm_sm.mcla.kernels.rb_vector.work_bytes`, the plain kernel's per-observation
-  running sums, the nested rule's chunks of :data:`~glmm_sm.mcla.rb.deep.DEEP_CHUNK`
-  numbers);
+  :func:`~glmm_sm.mcla.kernels.rb_vector.work_bytes`, the scalar Rao-Blackwellized
+  engine's rows in its kernel's order (:class:`~glmm_sm.mcla.rb.engine.ObsOrder`), the
+  plain kernel's per-observation running sums, the nested rule's chunks of
+  :data:`~glmm_sm.mcla.rb.deep.DEEP_CHUNK` numbers);
 * ``partial_sums``: the running sums of every thread and the partitions' sums, with the
   copies their combination takes (the ``d x d`` Hessian and MCSE pieces per block);
 * ``diagnostics``: the kept log weights, the Pareto k pass (each block's largest weights
@@ -335,6 +336,7 @@ def _plan(data, m, n_jobs, budget, chunk_size, structure, n_nodes, shift, determ
             diag += 3 * 8 * B * d * d
     elif kind == "rb":
         kernel, partial_sums = _rb(data, structure, m, Jt, n_parts, n_nodes)
+        kernel += _obs_order(data, structure, shift)
     elif kind == "vector":
         kernel, partial_sums = _vector(data, structure, Jt, n_parts, n_chunks, n_nodes)
     else:
@@ -405,6 +407,20 @@ def _rb(data, st, m, Jt, n_parts, n_nodes):
                       int(lens.max()) if lens.size else 1, data.k_fam, block_lev)
     row = _rb_sums(data, st.n_levels)
     return Jt * one, (n_parts + 2 * Jt + 2) * row
+
+
+def _obs_order(data, st, shift):
+    """Bytes of :class:`~glmm_sm.mcla.rb.engine.ObsOrder`: the permutation and its
+    inverse, the renumbered visits, the data's ``X``, ``wy``, ``wn`` and ``Z`` (CSR) in the
+    kernel's row order, ``X beta + offset`` gathered per evaluation, and with moving draws
+    the shifted design's copy."""
+    n, p = data.X.shape
+    nnz = int(data.Z.nnz)
+    visits = int(np.asarray(st.ro).size + np.asarray(st.free_obs).size)
+    words = 2 * n + visits + n * p + 2 * n + (n + 1) + 2 * nnz + n
+    if shift:
+        words += n * p
+    return 8 * words
 
 
 def _vector(data, st, Jt, n_parts, n_chunks, n_nodes):
