@@ -14,7 +14,7 @@ of
   draws, the shift's ``q x p`` matrices) and the kernels' work arrays per thread (the
   Rao-Blackwellized kernel's :func:`~glmm_sm.mcla.kernels.rb.state_bytes`, the vector kernel's
   :func:`~glmm_sm.mcla.kernels.rb_vector.work_bytes`, the scalar Rao-Blackwellized
-  engine's rows in its kernel's order (:class:`~glmm_sm.mcla.rb.engine.ObsOrder`), the
+  engine's rows in its kernel's order (``glmm_sm.mcla.rb.engine.ObsOrder``), the
   plain kernel's per-observation running sums, the nested rule's chunks of
   :data:`~glmm_sm.mcla.rb.deep.DEEP_CHUNK` numbers);
 * ``partial_sums``: the running sums of every thread and the partitions' sums, with the
@@ -410,7 +410,7 @@ def _rb(data, st, m, Jt, n_parts, n_nodes):
 
 
 def _obs_order(data, st, shift):
-    """Bytes of :class:`~glmm_sm.mcla.rb.engine.ObsOrder`: the permutation and its
+    """Bytes of ``ObsOrder`` (:mod:`glmm_sm.mcla.rb.engine`): the permutation and its
     inverse, the renumbered visits, the data's ``X``, ``wy``, ``wn`` and ``Z`` (CSR) in the
     kernel's row order, ``X beta + offset`` gathered per evaluation, and with moving draws
     the shifted design's copy."""
