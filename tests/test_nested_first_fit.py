@@ -26,9 +26,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_nested_speed import _leaf_reference, leaf_rule
+from test_nested_speed import _leaf_reference, leaf_rule, run_leaf
 
-from glmm_sm.mcla.kernels.rb_deep import SPLIT_MAX, LeafOut, LeafRows, leaf_level
+from glmm_sm.mcla.kernels.rb_deep import SPLIT_MAX, LeafRows
 from glmm_sm.spec.families import BINOMIAL, POISSON
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,11 +62,7 @@ def test_leaf_split_route_against_numpy_at_large_predictors(code):
     assert np.any(reach > SPLIT_MAX) and np.any(reach <= SPLIT_MAX)
     ref = _leaf_reference(family, rows, rule, P, K, d)
     for derivs in (True, False):
-        out = LeafOut(np.empty((n_leaf, P)),
-                      np.empty((n_leaf, P, d) if derivs else (0, 0, 0)),
-                      np.empty((n_leaf, P, d, d) if derivs else (0, 0, 0, 0)),
-                      np.empty((n_leaf, P * K)))
-        leaf_level(family.kernel, rows, rule, out, derivs)
+        out = run_leaf(family, rows, rule, (n_leaf, P, K, d), derivs)
         assert np.all(np.isfinite(out.val))
         np.testing.assert_allclose(out.val, ref[0], rtol=1e-12, atol=1e-10)
         np.testing.assert_allclose(out.cw, ref[3], rtol=1e-9, atol=1e-13)

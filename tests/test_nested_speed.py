@@ -230,6 +230,18 @@ def leaf_rule(rng, n_leaf, P, K, nu, t, spread=1.0):
                     centre, scale, z)
 
 
+def run_leaf(family, rows, rule, shape, derivs):
+    """:func:`leaf_level`'s output for ``rows`` under ``rule``; ``shape`` is ``(n_leaf, P,
+    K, d)``."""
+    n_leaf, P, K, d = shape
+    out = LeafOut(np.empty((n_leaf, P)),
+                  np.empty((n_leaf, P, d) if derivs else (0, 0, 0)),
+                  np.empty((n_leaf, P, d, d) if derivs else (0, 0, 0, 0)),
+                  np.empty((n_leaf, P * K)))
+    leaf_level(family.kernel, rows, rule, out, derivs)
+    return out
+
+
 @pytest.mark.parametrize("family", [BINOMIAL, POISSON, Family("binomial", 0, "probit")],
                          ids=["logit", "poisson", "probit"])
 def test_leaf_level_against_numpy(family):
@@ -247,11 +259,7 @@ def test_leaf_level_against_numpy(family):
     rule = leaf_rule(rng, n_leaf, P, K, 0.7, t)
     ref = _leaf_reference(family, rows, rule, P, K, d)
     for derivs in (True, False):
-        out = LeafOut(np.empty((n_leaf, P)),
-                      np.empty((n_leaf, P, d) if derivs else (0, 0, 0)),
-                      np.empty((n_leaf, P, d, d) if derivs else (0, 0, 0, 0)),
-                      np.empty((n_leaf, P * K)))
-        leaf_level(family.kernel, rows, rule, out, derivs)
+        out = run_leaf(family, rows, rule, (n_leaf, P, K, d), derivs)
         np.testing.assert_allclose(out.val, ref[0], rtol=1e-12, atol=1e-12)
         np.testing.assert_allclose(out.cw, ref[3], rtol=1e-11, atol=1e-14)
         if derivs:

@@ -28,6 +28,13 @@ MAXIMAL = "y ~ cond + (1 + cond | subject) + (1 + cond | item)"
 def simulate(n_subj, n_item, seed=2026, formula=MAXIMAL):
     """Bernoulli subjects x items, every pair once, a within-subject, within-item condition
     (-1/2, +1/2) and correlated intercepts and slopes on both factors."""
+    return MonteCarloGLMM.from_formula(formula, data=frame(n_subj, n_item, seed),
+                                       family="bernoulli")
+
+
+def frame(n_subj, n_item, seed=2026, x2=False):
+    """:func:`simulate`'s data; with ``x2`` a standard normal covariate ``x2`` too (drawn
+    after the responses: the other columns are the same)."""
     rng = np.random.default_rng(seed)
     subj, item = np.repeat(np.arange(n_subj), n_item), np.tile(np.arange(n_item), n_subj)
     cond = ((subj + item) % 2).astype(float) - 0.5
@@ -37,7 +44,9 @@ def simulate(n_subj, n_item, seed=2026, formula=MAXIMAL):
            + bi[item, 1] * cond)
     y = (rng.random(eta.size) < 1 / (1 + np.exp(-eta))).astype(int)
     d = pd.DataFrame({"y": y, "cond": cond, "subject": subj, "item": item})
-    return MonteCarloGLMM.from_formula(formula, data=d, family="bernoulli")
+    if x2:
+        d["x2"] = rng.normal(size=eta.size)
+    return d
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +72,20 @@ def _engine(setup, m, seed, n_jobs=1, chunk_size=None, params=None, **kw):
 def _value_mcse(ev, m):
     """Delta-method MCSE of ``l_m = sum_b log mean(w_b)``: ``sum_b (m / ESS_b - 1) / m``."""
     return float(np.sqrt(np.sum(np.maximum(m / ev.ess - 1.0, 0.0)) / m))
+
+
+def assert_fd_derivatives(eng, theta, h=1e-5):
+    """``eng``'s gradient and Hessian at ``theta`` against central differences of its
+    value and gradient (steps ``h``)."""
+    ev = eng.evaluate(theta)
+    for j in range(theta.size):
+        e = np.zeros(theta.size)
+        e[j] = h
+        fp, fm = eng.evaluate(theta + e), eng.evaluate(theta - e)
+        fd = (fp.value - fm.value) / (2 * h)
+        assert abs(fd - ev.gradient[j]) <= 1e-6 * max(1.0, abs(ev.gradient[j])), j
+        fdh = (fp.gradient - fm.gradient) / (2 * h)
+        assert np.allclose(fdh, ev.hessian[j], rtol=1e-5, atol=1e-5), j
 
 
 def _theta(params):

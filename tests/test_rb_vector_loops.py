@@ -16,32 +16,18 @@ differences below.
 import warnings
 
 import numpy as np
-import pandas as pd
 import pytest
-from test_rb_correlated import _engine, _theta
+from test_rb_correlated import _engine, _theta, assert_fd_derivatives, frame
 
 from glmm_sm import MonteCarloGLMM
 from glmm_sm.laplace.step import conditional_mode
 from glmm_sm.mcla.rb.vector import VectorRBStructure
 
 
-def _frame(n_subj=12, n_item=8, seed=2026):
-    rng = np.random.default_rng(seed)
-    subj, item = np.repeat(np.arange(n_subj), n_item), np.tile(np.arange(n_item), n_subj)
-    cond = ((subj + item) % 2).astype(float) - 0.5
-    bs = rng.multivariate_normal([0, 0], [[1.0, 0.3], [0.3, 0.5]], n_subj)
-    bi = rng.multivariate_normal([0, 0], [[0.5, -0.1], [-0.1, 0.3]], n_item)
-    eta = (-0.3 + 0.7 * cond + bs[subj, 0] + bs[subj, 1] * cond + bi[item, 0]
-           + bi[item, 1] * cond)
-    y = (rng.random(eta.size) < 1 / (1 + np.exp(-eta))).astype(int)
-    return pd.DataFrame({"y": y, "cond": cond, "x2": rng.normal(size=eta.size),
-                         "subject": subj, "item": item})
-
-
 def _setup(formula, centre):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        mod = MonteCarloGLMM.from_formula(formula, data=_frame(), family="bernoulli")
+        mod = MonteCarloGLMM.from_formula(formula, data=frame(12, 8, x2=True), family="bernoulli")
     system = mod.block_system()
     p = mod.k_fe
     mode = conditional_mode(system, centre[:p], centre[p:])
@@ -94,13 +80,4 @@ def test_new_loops_derivatives_match_finite_differences(pair, shift):
     two = pair[0]
     eng = _engine(two, 200, 7, shift=shift)
     theta = _theta(two[2])
-    ev = eng.evaluate(theta)
-    h = 1e-5
-    for j in range(theta.size):
-        e = np.zeros(theta.size)
-        e[j] = h
-        fp, fm = eng.evaluate(theta + e), eng.evaluate(theta - e)
-        fd = (fp.value - fm.value) / (2 * h)
-        assert abs(fd - ev.gradient[j]) <= 1e-6 * max(1.0, abs(ev.gradient[j])), j
-        fdh = (fp.gradient - fm.gradient) / (2 * h)
-        assert np.allclose(fdh, ev.hessian[j], rtol=1e-5, atol=1e-5), j
+    assert_fd_derivatives(eng, theta)

@@ -20,7 +20,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
-from test_rb_correlated import _engine, _theta, simulate
+from test_rb_correlated import _engine, _theta, assert_fd_derivatives, simulate
 
 from glmm_sm import MonteCarloGLMM
 from glmm_sm.core.constants import HALF_LOG2PI
@@ -182,16 +182,7 @@ def test_derivatives_match_finite_differences(case, request):
     setup = request.getfixturevalue(case)
     eng = _engine(setup, 60, 7, shift=False)
     theta = _theta(setup[2])
-    ev = eng.evaluate(theta)
-    h = 1e-5
-    for j in range(theta.size):
-        e = np.zeros(theta.size)
-        e[j] = h
-        fp, fm = eng.evaluate(theta + e), eng.evaluate(theta - e)
-        fd = (fp.value - fm.value) / (2 * h)
-        assert abs(fd - ev.gradient[j]) <= 1e-6 * max(1.0, abs(ev.gradient[j])), j
-        fdh = (fp.gradient - fm.gradient) / (2 * h)
-        assert np.allclose(fdh, ev.hessian[j], rtol=1e-5, atol=1e-5), j
+    assert_fd_derivatives(eng, theta)
 
 
 def test_rounds_rule_by_level_size(bernoulli):

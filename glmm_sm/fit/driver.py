@@ -738,15 +738,20 @@ def _check_memory(model, opts, client):
         return
     factorize = model.factorize if opts.factorize is None else bool(opts.factorize)
     structure = rb_structure(model, opts, factorize, None, notes=[])
+    check_fit_memory(model.layout_data(factorize), structure, opts, _first_m(opts, structure),
+                     effective_n_jobs(opts.n_jobs), opts.per_block_m and opts.m == "auto")
+
+
+def _first_m(opts, structure):
+    """The first round's m: the fixed ``m``, else ``m_start`` (by default
+    ``M_START``, or for a Rao-Blackwellized ``structure`` its ``rb_m_start``) capped at
+    ``max_m``."""
+    if opts.m != "auto":
+        return int(opts.m)
     m = opts.m_start
     if m is None:
         m = rb_m_start(structure, M_START_RB) if structure is not None else M_START
-    if opts.m != "auto":
-        m = int(opts.m)
-    else:
-        m = min(m, opts.max_m)
-    check_fit_memory(model.layout_data(factorize), structure, opts, m,
-                     effective_n_jobs(opts.n_jobs), opts.per_block_m and opts.m == "auto")
+    return min(m, opts.max_m)
 
 
 def _mcmle(model, opts, seed, start_params, callback, disp, client, runaway=None,
@@ -839,11 +844,7 @@ class _RoundState:
         # the conditional modes of the last rule placed (a deterministic fit's next rule
         # starts its modes' Newton iterations there: _warm_mode)
         self.mode_u = None if mode is None else mode.u
-        m_start = opts.m_start
-        if m_start is None:
-            m_start = rb_m_start(self.rb, M_START_RB) if self.rb is not None else M_START
-        m = m_start if opts.m == "auto" else int(opts.m)
-        self.m = min(m, opts.max_m) if opts.m == "auto" else m
+        self.m = _first_m(opts, self.rb)
         self.prev_mcse = None
         self.outcome = None
         self.runaway, self.collapsed = None, 0
@@ -1337,15 +1338,14 @@ class _RoundState:
         opts, log = self.opts, self.log
         if self.client is not None:
             return m_next, alloc
-        # memory_budget holds for the whole evaluation (mcla.memory): m grows no
-        # further than it allows, with one m for every block
-        m_fit = fit_max_m(self.model.layout_data(self.factorize), self.rb, opts, m_next,
-                          self.n_jobs, self.per_block, least=self.m)
+        data = self.model.layout_data(self.factorize)
+        m_fit = fit_max_m(data, self.rb, opts, m_next, self.n_jobs, self.per_block,
+                          least=self.m)
         if m_fit < m_next:
             info["m_memory"] = m_fit
             m_next, alloc = max(m_fit, self.m), None
-            need = fit_plan(self.model.layout_data(self.factorize), self.rb, opts,
-                            info["m_asked"], self.n_jobs, self.per_block).total
+            need = fit_plan(data, self.rb, opts, info["m_asked"], self.n_jobs,
+                            self.per_block).total
             text = (f"memory_budget={opts.memory_budget:.0f} bytes allows at most "
                     f"m = {m_fit} draws, and round {info['round']} asked for m = "
                     f"{info['m_asked']} (about {need / 1e6:.0f} MB): m grows only to "

@@ -280,7 +280,7 @@ class SchurFactor:
         na = self.n_a
         out = np.empty(na + self.L.shape[0])
         if self.L.shape[0]:
-            Li = _tri_solve(self.L, np.eye(self.L.shape[0]))
+            Li = self._l_inverse
             out[na:] = np.einsum("ij,ij->j", Li, Li)
             # (P^-1)_aa = 1/d + diag(D^-1 B S^-1 B' D^-1), row by row.
             W = self._solved_b
@@ -288,6 +288,12 @@ class SchurFactor:
         else:
             out[:na] = 1.0 / self.d
         return out
+
+    @functools.cached_property
+    def _l_inverse(self):
+        """``L^{-1}`` (dense ``n_v x n_v``), shared by :meth:`inv_diag`, :meth:`inv_vv` and
+        :meth:`leverage`."""
+        return _tri_solve(self.L, np.eye(self.L.shape[0]))
 
     @functools.cached_property
     def _solved_b(self):
@@ -309,7 +315,7 @@ class SchurFactor:
 
     def inv_vv(self):
         """``(P^{-1})_vv = S^{-1}``."""
-        Li = _tri_solve(self.L, np.eye(self.L.shape[0]))
+        Li = self._l_inverse
         M = Li.T @ Li
         return 0.5 * (M + M.T)
 
@@ -328,7 +334,7 @@ class SchurFactor:
             # of B' D^{-1} (computed once, n_v^2 n_a flops) gathered per row, instead of
             # one triangular solve per row (n_v^2 flops each).
             Wt = np.ascontiguousarray(self._solved_b.T)  # a level's column, contiguous
-            Li = _tri_solve(self.L, np.eye(self.L.shape[0]))
+            Li = self._l_inverse
             Zv = sp.csr_matrix(sb.Zv)
             for r0 in range(0, n, SCHUR_CHUNK_ROWS):
                 r1 = min(n, r0 + SCHUR_CHUNK_ROWS)
@@ -957,7 +963,7 @@ def conditional_mode(system: BlockSystem, beta, nu, u0=None, maxiter=100, tol=1e
             # near-singular prior), so every further iteration would repeat this one.
             break
         u, obj, r, h, scale = u_try, obj_try, r_try, h_try, scale_try
-    Lflat, ld, ok = system.cholesky_flat(_concat_flat(system.precision(h, dinv)))
+    Lflat, ld, ok = system.cholesky_flat(system.precision_flat(h, dinv))
     chol, logdet = system.split(Lflat), np.zeros(data.n_blocks)
     bad = np.zeros(data.n_blocks, dtype=bool)
     logdet[system._blk_id] = ld

@@ -78,6 +78,16 @@ class LeafOut(NamedTuple):
 
 
 @numba.njit(**_INLINE)
+def _logit_terms(eta, tt, wyi, wni):
+    """The logit link's ``(l, residual, -d2 l / d eta2)`` of one observation at ``eta``
+    from ``tt = exp(-|eta|)`` (however the caller formed it)."""
+    inv = frecip_unit(1.0 + tt)
+    cum = max(eta, 0.0) + flog1p_unit(tt)
+    mu = inv if eta >= 0.0 else tt * inv
+    return wyi * eta - wni * cum, wyi - wni * mu, wni * tt * inv * inv
+
+
+@numba.njit(**_INLINE)
 def _path_terms(fam, e0r, zr, wyi, wni, a, Fk, Rk, Ck):
     """One observation at one node of its leaf at every path: ``eta = e0r[pi] + zr a[pi]``,
     ``Fk[pi] += l(eta)`` and ``Rk[pi], Ck[pi]`` its residual and ``-d2 l / d eta2``
@@ -87,13 +97,10 @@ def _path_terms(fam, e0r, zr, wyi, wni, a, Fk, Rk, Ck):
     if fam == 0:
         for pi in range(P):
             eta = e0r[pi] + zr * a[pi]
-            tt = fexp(-abs(eta))
-            inv = frecip_unit(1.0 + tt)
-            cum = max(eta, 0.0) + flog1p_unit(tt)
-            mu = inv if eta >= 0.0 else tt * inv
-            Fk[pi] += wyi * eta - wni * cum
-            Rk[pi] = wyi - wni * mu
-            Ck[pi] = wni * tt * inv * inv
+            ll, rr, cc = _logit_terms(eta, fexp(-abs(eta)), wyi, wni)
+            Fk[pi] += ll
+            Rk[pi] = rr
+            Ck[pi] = cc
     elif fam == 1:
         for pi in range(P):
             eta = e0r[pi] + zr * a[pi]
@@ -131,14 +138,12 @@ def _split_terms(fam, cr, bk, ex, wyi, wni, Fk, Rk, Ck):
     if fam == 0:
         for pi in range(P):
             eta = cr[pi] + bk
-            # exp(-|eta|)
-            tt = em[pi] * bm if eta >= 0.0 else ep[pi] * bp
-            inv = frecip_unit(1.0 + tt)
-            cum = max(eta, 0.0) + flog1p_unit(tt)
-            mu = inv if eta >= 0.0 else tt * inv
-            Fk[pi] += wyi * eta - wni * cum
-            Rk[pi] = wyi - wni * mu
-            Ck[pi] = wni * tt * inv * inv
+            # exp(-|eta|) from the factors
+            ll, rr, cc = _logit_terms(eta, em[pi] * bm if eta >= 0.0 else ep[pi] * bp,
+                                      wyi, wni)
+            Fk[pi] += ll
+            Rk[pi] = rr
+            Ck[pi] = cc
     else:
         for pi in range(P):
             eta = cr[pi] + bk

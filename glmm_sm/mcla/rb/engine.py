@@ -11,6 +11,7 @@ node covariances complete the Hessian (Louis' identity within each draw).
 from __future__ import annotations
 
 import copy
+import functools
 
 import numpy as np
 import scipy.sparse as sp
@@ -81,7 +82,7 @@ class RBEngine(EngineBase):
         lognu = np.log(nu)
         qb = (st.qbt_sampled).sum(axis=1)
         const_b = -HALF_LOG2PI * qb - 0.5 * st.qbt_sampled @ lognu
-        order = self._obs_order()
+        order = self._obs_order
         blocks = RBBlocks(st.lev_bptr, st.free_bptr, order.free_obs,
                           data.col_ptr.astype(np.int64), np.ascontiguousarray(const_b), data.qbt)
         shift, X, rule, dv = self._shift(), order.X, self.sampler.rule(), None
@@ -94,13 +95,11 @@ class RBEngine(EngineBase):
                       np.zeros((data.n_blocks, p, 0)), np.ascontiguousarray(params[k:]))
         return blocks, rule, ev, dv
 
+    @functools.cached_property
     def _obs_order(self):
         """The kernel's observations in the order it reads them (:class:`ObsOrder`, built
-        once per engine)."""
-        got = self.__dict__.get("_obs_order_cache")
-        if got is None:
-            got = self._obs_order_cache = ObsOrder(self.data, self.structure)
-        return got
+        once per engine and shared by its :meth:`with_nodes` twins)."""
+        return ObsOrder(self.data, self.structure)
 
     def _chunk(self, ev, dv, k0, k1):
         """``(draws, ev)`` for draws ``k0:k1``: the :class:`Draws` (moved when the draws

@@ -321,34 +321,30 @@ class RBSampler:
         crow.extend(lv[nz].tolist())
         ccol.extend(vcol[nz].tolist())
         cval.extend(c[nz].tolist())
-        while len(self.v_cols) <= int(ids.max()):
-            self.v_cols.append(np.zeros(0, np.int64))
-            self.v_root.append(np.zeros((0, 0)))
-            self.v_half_logdet.append(0.0)
         if has_v.any():
             k = np.flatnonzero(has_v)
             cov = np.linalg.inv(P[k])[np.arange(k.size), vpos[k], vpos[k]][:, None, None]
             root = np.linalg.cholesky(0.5 * (cov + cov))
             for j, g in enumerate(k):
-                b = int(ids[g])
-                self.v_cols[b] = np.array([cols[g, vpos[g]]], np.int64)
-                self.v_root[b] = root[j]
-                self.v_half_logdet[b] = -float(np.log(root[j, 0, 0]))
+                self._set_v(int(ids[g]), [cols[g, vpos[g]]], root[j])
         for g in np.flatnonzero(~has_v):
-            b = int(ids[g])
-            self.v_cols[b], self.v_root[b] = np.zeros(0, np.int64), np.zeros((0, 0))
-            self.v_half_logdet[b] = 0.0
+            self._set_v(int(ids[g]), [], np.zeros((0, 0)))
 
-    def _v_marginal(self, b, vcols, Pb, v_loc):
-        """The sampled effects' marginal covariance root (Laplace) in block ``b``."""
+    def _set_v(self, b, vcols, root):
+        """Block ``b``'s sampled columns ``vcols`` and the root of their marginal
+        covariance (the per-block lists grown to ``b``, the blocks between them empty)."""
         while len(self.v_cols) <= b:
             self.v_cols.append(np.zeros(0, np.int64))
             self.v_root.append(np.zeros((0, 0)))
             self.v_half_logdet.append(0.0)
+        self.v_cols[b], self.v_root[b] = np.asarray(vcols, np.int64), root
+        self.v_half_logdet[b] = -float(np.log(np.diag(root)).sum()) if root.size else 0.0
+
+    def _v_marginal(self, b, vcols, Pb, v_loc):
+        """The sampled effects' marginal covariance root (Laplace) in block ``b``."""
         cov = np.linalg.inv(Pb)[np.ix_(v_loc, v_loc)]
         root = np.linalg.cholesky(0.5 * (cov + cov.T)) if v_loc.size else np.zeros((0, 0))
-        self.v_cols[b], self.v_root[b] = np.asarray(vcols, np.int64), root
-        self.v_half_logdet[b] = -float(np.log(np.diag(root)).sum()) if v_loc.size else 0.0
+        self._set_v(b, vcols, root)
 
     def _schur_block(self, sb, fac, lev_of_col, coo):
         """:meth:`_per_block` for a block factored through its Schur complement
@@ -384,14 +380,8 @@ class RBSampler:
         crow.extend(lv[Bc.row[nz]].tolist())
         ccol.extend(sb.v_cols[Bc.col[nz]].tolist())
         cval.extend(c[nz].tolist())
-        while len(self.v_cols) <= sb.block:
-            self.v_cols.append(np.zeros(0, np.int64))
-            self.v_root.append(np.zeros((0, 0)))
-            self.v_half_logdet.append(0.0)
-        nv = sb.v_cols.size
-        root = np.linalg.cholesky(fac.inv_vv()) if nv else np.zeros((0, 0))
-        self.v_cols[sb.block], self.v_root[sb.block] = np.asarray(sb.v_cols, np.int64), root
-        self.v_half_logdet[sb.block] = -float(np.log(np.diag(root)).sum()) if nv else 0.0
+        root = np.linalg.cholesky(fac.inv_vv()) if sb.v_cols.size else np.zeros((0, 0))
+        self._set_v(sb.block, sb.v_cols, root)
 
     def _adapt(self, moments):
         """Centre and spread the sampled effects' proposal at the mode and curvature of
