@@ -963,7 +963,7 @@ def conditional_mode(system: BlockSystem, beta, nu, u0=None, maxiter=100, tol=1e
             # near-singular prior), so every further iteration would repeat this one.
             break
         u, obj, r, h, scale = u_try, obj_try, r_try, h_try, scale_try
-    Lflat, ld, ok = system.cholesky_flat(system.precision_flat(h, dinv))
+    Lflat, ld, ok = system.cholesky_flat(_concat_flat(system.precision(h, dinv)))
     chol, logdet = system.split(Lflat), np.zeros(data.n_blocks)
     bad = np.zeros(data.n_blocks, dtype=bool)
     logdet[system._blk_id] = ld
