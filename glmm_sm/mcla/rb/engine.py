@@ -17,6 +17,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from glmm_sm.core.constants import HALF_LOG2PI
+from glmm_sm.mcla.draws import chunk_width
 from glmm_sm.mcla.engine import EngineBase, finish
 from glmm_sm.mcla.kernels.rb import make_state, rb_chunk_sums, rb_log_weights, tile_width
 from glmm_sm.mcla.kernels.records import Draws, RBBlocks, RBInputs, RBSums
@@ -38,6 +39,12 @@ class RBEngine(EngineBase):
     draws : DrawSet
         Draws from an ``RBSampler`` (``draws.sampler``).
     chunk_size : int, optional
+        Draws per evaluation chunk of resident draws.  By default the draw set's width
+        (:func:`~glmm_sm.mcla.draws.chunk_width`) rounded down to a whole number of the
+        kernel's tiles, where it is narrower than the draws and wider than one tile: each
+        tile pays a fixed cost per integrated level, the same for a tile cut short by the
+        chunk's end, so chunks of 83 draws with tiles of 64 paid for ten tiles per 400
+        draws instead of seven (``benchmarks/README.md``, issue 21, session 14).
     n_jobs : int or None
         Threads (the result does not depend on it).
     """
@@ -47,9 +54,27 @@ class RBEngine(EngineBase):
     joint_draws = False
 
     def __init__(self, draws, chunk_size=None, n_jobs=None):
+        if chunk_size is None:
+            chunk_size = self._whole_tiles(draws)
         self._setup(draws, chunk_size, n_jobs)
         self.sampler = draws.sampler
         self.structure = self.sampler.structure
+
+    #: Whether the kernel takes its draws in tiles
+    #: (:func:`~glmm_sm.mcla.kernels.rb.tile_width`); chunks are then cut at whole tiles.
+    tiled = True
+
+    def _whole_tiles(self, draws):
+        """The default chunk width of resident ``draws``: ``chunk_width`` rounded down to a multiple of the kernel's tile where that width is
+        narrower than the draws and at least one tile; None (the draw set's own choice)
+        otherwise, and for draws that are not resident (cut at generation chunks)."""
+        if not (self.tiled and draws.resident):
+            return None
+        width = chunk_width(draws.data, draws.memory_budget)
+        tile = _tile(draws.sampler.structure.n_levels, draws.m)
+        if width >= draws.m or width < tile:
+            return None
+        return width - width % tile
 
     def with_nodes(self, n_nodes):
         """An engine on the same draws whose integrated levels are summed by an
@@ -119,9 +144,7 @@ class RBEngine(EngineBase):
         on the number of observations: :func:`~glmm_sm.mcla.kernels.rb.make_state`)."""
         data, st = self.data, self.structure
         lens = np.diff(st.lev_ptr)
-        # no wider than the draws (a quadrature fit's outer nodes may be one "draw")
-        tile = max(min(tile_width(st.n_levels), self.m), 1)
-        return make_state(tile, len(self.sampler.xs), data.k_fe,
+        return make_state(_tile(st.n_levels, self.m), len(self.sampler.xs), data.k_fe,
                           data.k_vc, st.n_levels,
                           int(lens.max()) if lens.size else 1, data.k_fam,
                           int(np.diff(st.lev_bptr).max()) if st.n_levels else 0)
@@ -338,6 +361,12 @@ class ObsOrder:
         if self._shifted is None or self._shifted[0] is not X:
             self._shifted = (X, np.ascontiguousarray(X[self.perm]))
         return self._shifted[1]
+
+
+def _tile(n_levels, m):
+    """The kernel's tile for ``n_levels`` integrated levels and ``m`` draws: no wider
+    than the draws (a quadrature fit's outer nodes may be one "draw")."""
+    return max(min(tile_width(n_levels), m), 1)
 
 
 def _draw_rule(rule, k0, k1):

@@ -592,6 +592,8 @@ class VectorRBEngine(RBEngine):
     :class:`~glmm_sm.mcla.rb.engine.RBEngine`)."""
 
     kernel = "numba-rb-vector"
+    #: The vector kernel takes its draws one at a time: the draw set's chunks as they are.
+    tiled = False
     #: ``evaluate(..., derivs=False)`` runs the kernel's value-only pass (about half the
     #: cost of a full one): the driver evaluates trial points value first after one was
     #: outside the ESS trust region.
