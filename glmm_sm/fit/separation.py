@@ -35,7 +35,7 @@ import scipy.sparse as sp
 from scipy.optimize import linprog
 
 __all__ = ["separation_direction", "within_group_separation", "WithinGroupSeparation",
-           "WITHIN_LP_SECONDS"]
+           "WITHIN_LP_SECONDS", "RELAX_ROWS"]
 
 #: The LP optimum, per observation used (columns of X scaled to unit largest magnitude), that
 #: counts as positive: above what the solver's feasibility tolerance (1e-7 per constraint)

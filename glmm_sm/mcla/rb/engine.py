@@ -60,8 +60,8 @@ class RBEngine(EngineBase):
         self.sampler = draws.sampler
         self.structure = self.sampler.structure
 
-    #: Whether the kernel takes its draws in tiles
-    #: (:func:`~glmm_sm.mcla.kernels.rb.tile_width`); chunks are then cut at whole tiles.
+    #: Whether the kernel takes its draws in tiles (``tile_width`` of
+    #: ``glmm_sm.mcla.kernels.rb``); chunks are then cut at whole tiles.
     tiled = True
 
     def _whole_tiles(self, draws):
