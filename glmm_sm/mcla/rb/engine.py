@@ -65,9 +65,10 @@ class RBEngine(EngineBase):
     tiled = True
 
     def _whole_tiles(self, draws):
-        """The default chunk width of resident ``draws``: ``chunk_width`` rounded down to a multiple of the kernel's tile where that width is
-        narrower than the draws and at least one tile; None (the draw set's own choice)
-        otherwise, and for draws that are not resident (cut at generation chunks)."""
+        """The default chunk width of resident ``draws``: ``chunk_width`` rounded down to a
+        multiple of the kernel's tile where that width is narrower than the draws and at
+        least one tile; None (the draw set's own choice) otherwise, and for draws that are
+        not resident (cut at generation chunks)."""
         if not (self.tiled and draws.resident):
             return None
         width = chunk_width(draws.data, draws.memory_budget)
