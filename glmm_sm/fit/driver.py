@@ -82,6 +82,15 @@ MOVE_FLOOR_SE = 0.01
 STOP_STEP = 0.01
 #: ... in the first round, whose estimate only centres the next round.
 PILOT_STOP_STEP = 0.25
+#: A deterministic fit's round whose estimate is more than :data:`FAR_ROUND_SE` standard
+#: errors (some parameter) from the round's centre cannot be its last (the rounds stop only
+#: once the estimate moves by less than :data:`QUADRATURE_TOL_SE`): its estimate only
+#: centres the next round's rule, which moves the maximum by a fraction of that distance.
+#: Its optimizer stops once the remaining Newton step is below this fraction of the
+#: distance (each parameter, in its SE), or the usual :data:`STOP_STEP` if that is larger.
+FAR_STEP_FRACTION = 0.01
+#: See :data:`FAR_STEP_FRACTION` (ten times :data:`QUADRATURE_TOL_SE`).
+FAR_ROUND_SE = 1.0
 #: The next round's m brings the MCSE/SE it is expected to have (:func:`_planning_ratio`)
 #: to the target with this factor to spare in m: MCSE/SE is planned at
 #: ``target / sqrt(1.2)``.  With the planning ratio's log standard deviation of about 0.18
@@ -249,6 +258,8 @@ def _maximize(engine, start, tr, opts, log, rnd):
 
     at_max, left_region = [], []
     tol = PILOT_STOP_STEP if _is_pilot(rnd, opts) else STOP_STEP
+    # a deterministic round far from its centre: a looser stop (FAR_STEP_FRACTION)
+    centre = start if opts.sampler == "quadrature" else None
 
     def at_edge(intermediate_result):
         # A variance on its way to 0 (log nu -> -inf) would take every remaining iteration;
@@ -260,7 +271,8 @@ def _maximize(engine, start, tr, opts, log, rnd):
         # gtol, or against the gradient's roundoff floor) would each cost an evaluation
         # and move the estimate by less than STOP_STEP of its MCSE (PILOT_STOP_STEP in the
         # first round, which is centred at the Laplace fit and only places the next one).
-        if obj._x is not None and np.array_equal(x, obj._x) and _near_maximum(obj.last, tol):
+        if (obj._x is not None and np.array_equal(x, obj._x)
+                and _near_maximum(obj.last, tol, centre, obj.to_theta(x))):
             at_max.append(True)
             raise StopIteration
         # The maximum of l_m on these draws lies where their weights are not to be trusted:
@@ -300,11 +312,22 @@ def _is_pilot(rnd, opts):
     return rnd == 0 and opts.max_rounds > 1
 
 
-def _near_maximum(ev, tol):
-    """:func:`_at_maximum` from an Evaluation alone (False where it has no Hessian)."""
+def _near_maximum(ev, tol, centre=None, theta=None):
+    """:func:`_at_maximum` from an Evaluation alone (False where it has no Hessian).
+
+    With ``centre`` (a deterministic round's, ``ev`` at ``theta``): where ``theta`` is more
+    than :data:`FAR_ROUND_SE` standard errors from it, ``tol`` is at least that distance
+    times :data:`FAR_STEP_FRACTION` (in the units of :func:`_at_maximum`'s ``tol``)."""
     if ev is None or ev.hessian is None or not np.all(np.isfinite(ev.hessian)):
         return False
     err = information_errors(ev.hessian, ev.score_var)
+    if centre is not None and err.positive_definite:
+        se = np.sqrt(np.diag(err.cov))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            far = np.abs(np.asarray(theta, dtype=float) - centre) / se
+        far = float(np.max(far, initial=0.0, where=np.isfinite(far)))
+        if far > FAR_ROUND_SE:
+            tol = max(tol, FAR_STEP_FRACTION * far / MOVE_FLOOR_SE)
     return _at_maximum(ev, err, _mcse(err.mcse_cov), tol)
 
 
