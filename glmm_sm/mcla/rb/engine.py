@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import functools
+from typing import NamedTuple
 
 import numpy as np
 import scipy.sparse as sp
@@ -185,17 +186,15 @@ class RBEngine(EngineBase):
         return ev
 
     def _malpha_products(self, Ma):
-        """``(rows, cols, products)``: the lower triangle's indices (row by row) and each
-        level's ``Ma[a, rows] * Ma[a, cols]`` (levels x triangle), kept for ``Ma`` (the
-        sampler's, the same at every evaluation) where they take at most
-        :data:`KEEP_MALPHA_PRODUCTS` numbers."""
+        """:class:`MalphaProducts` of ``Ma``, kept for ``Ma`` (the sampler's, the same at
+        every evaluation) where they take at most :data:`KEEP_MALPHA_PRODUCTS` numbers."""
         got = self.__dict__.get("_mm")
-        if got is not None and got[0] is Ma:
-            return got[1]
+        if got is not None and got.of is Ma:
+            return got
         rows, cols = np.tril_indices(Ma.shape[1])
-        out = (rows, cols, Ma[:, rows] * Ma[:, cols])
-        if out[2].size <= KEEP_MALPHA_PRODUCTS:
-            self._mm = (Ma, out)
+        out = MalphaProducts(Ma, rows, cols, Ma[:, rows] * Ma[:, cols])
+        if out.products.size <= KEEP_MALPHA_PRODUCTS:
+            self._mm = out
         return out
 
     def _level_sums(self):
@@ -235,11 +234,11 @@ class RBEngine(EngineBase):
             # triangle only (the upper is the same numbers: the same products, divisions
             # and sums), mirrored
             ind, per_comp = self._level_sums()
-            rows, cols, mm = self._malpha_products(Ma)
-            tri = ind @ (mm / nu[st.lev_comp][:, None])
+            mm = self._malpha_products(Ma)
+            tri = ind @ (mm.products / nu[st.lev_comp][:, None])
             full = np.empty(prior.shape)
-            full[:, rows, cols] = tri
-            full[:, cols, rows] = tri
+            full[:, mm.rows, mm.cols] = tri
+            full[:, mm.cols, mm.rows] = tri
             prior += full
             hxx[0] += s0[:, None, None] * prior
             smu[0] = shift[0].cross_sums(sU)
@@ -299,6 +298,16 @@ class RBEngine(EngineBase):
             "this quantity needs joint draws of every random effect, which a "
             "Rao-Blackwellized fit does not keep (its integrated effects are summed by "
             "quadrature); refit with rao_blackwell=False for it")
+
+
+class MalphaProducts(NamedTuple):
+    """Each level's products ``Ma[a, rows] * Ma[a, cols]`` (``products``: levels x the
+    lower triangle, row by row) of ``Ma`` (``of``), the levels' nodes' beta slopes."""
+
+    of: np.ndarray
+    rows: np.ndarray
+    cols: np.ndarray
+    products: np.ndarray
 
 
 class ObsOrder:
