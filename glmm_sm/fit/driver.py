@@ -601,15 +601,25 @@ def _refine_quadrature(model, outcome, opts, seed, callback, disp, client):
     return outcome
 
 
+def _outer_modes(engine):
+    """The outer modes of a two-level deterministic rule's engine (its sampler's
+    ``outer_modes``, where the next rule's start), or None for the other rules."""
+    smp = getattr(getattr(engine, "draws", None), "sampler", None)
+    return getattr(smp, "outer_modes", None)
+
+
 class _FinerRule(NamedTuple):
     """What :func:`_quadrature_error` returns when a finer rule is needed: its
     ``sampler_options`` (``options``), the ``engine`` of that rule placed at the estimate
-    (the refit's first round, :func:`_mcmle`'s ``first_rule``) and the joint conditional
-    modes it was placed with (``mode_u``, where the refit's next rule starts its own)."""
+    (the refit's first round, :func:`_mcmle`'s ``first_rule``), the joint conditional
+    modes it was placed with (``mode_u``, where the refit's next rule starts its own) and
+    where its outer modes started (``outer_start``: the measured fit's last rule's; a
+    refit that places that rule itself starts there too, for the same rule)."""
 
     options: dict
     engine: object
     mode_u: object
+    outer_start: object = None
 
 
 def _quadrature_error(model, outcome, opts, warn=True):
@@ -638,8 +648,10 @@ def _quadrature_error(model, outcome, opts, warn=True):
     # the joint conditional modes the rule is placed with (as rb_round finds them; kept
     # for a refit's next rule)
     mode = centre_mode(model, centre_system(model, factorize, theta), theta)
+    outer_start = _outer_modes(outcome.engine)
     _, engine = rb_round(model, outcome.engine.structure, theta, mode, factorize, finer[1],
-                         outcome.seed, fopts, effective_n_jobs(opts.n_jobs))
+                         outcome.seed, fopts, effective_n_jobs(opts.n_jobs),
+                         outer_start=outer_start)
     fine = engine.evaluate(theta)
     engine.detach()  # (a local engine: no client to drop, as the rounds' own)
     H = ev.hessian
@@ -671,7 +683,8 @@ def _quadrature_error(model, outcome, opts, warn=True):
             f"{names[j]!r} by {worst:.2g} standard errors and the log-likelihood by "
             f"{fine.value - ev.value:.3g}; refit with sampler_options={{'n_nodes': "
             f"{finer[0]}, 'outer_nodes': {finer[1]}}} or more, and compare")
-    return _FinerRule({"n_nodes": finer[0], "outer_nodes": finer[1]}, engine, mode.u)
+    return _FinerRule({"n_nodes": finer[0], "outer_nodes": finer[1]}, engine, mode.u,
+                      outer_start)
 
 
 def _flag_singular(model, outcome):
@@ -816,6 +829,7 @@ def _mcmle(model, opts, seed, start_params, callback, disp, client, runaway=None
     state.runaway = runaway
     if first_rule is not None and state.rb is not None and centre is not None:
         state.first_engine, state.mode_u = first_rule.engine, first_rule.mode_u
+        state.outer_v = first_rule.outer_start
     bar = _progress(disp, opts.max_rounds)
     try:
         rnd = counted = 0
@@ -867,6 +881,9 @@ class _RoundState:
         # the conditional modes of the last rule placed (a deterministic fit's next rule
         # starts its modes' Newton iterations there: _warm_mode)
         self.mode_u = None if mode is None else mode.u
+        # the outer modes of the last two-level deterministic rule (the next rule's
+        # Newton iterations start there: _outer_modes)
+        self.outer_v = None
         self.m = _first_m(opts, self.rb)
         self.prev_mcse = None
         self.outcome = None
@@ -921,7 +938,7 @@ class _RoundState:
             draws, engine = rb_round(self.model, self.rb, self.centre, mode,
                                      self.factorize, self.m, child_seed(self.seed, rnd), opts,
                                      self.n_jobs, pilot=_is_pilot(rnd, opts),
-                                     reserve=self._reserve())
+                                     reserve=self._reserve(), outer_start=self.outer_v)
         else:
             smp = self.model.make_sampler(self.centre, opts.sampler, self.factorize,
                                           mode=self.centre_mode, **opts.sampler_options)
@@ -934,6 +951,7 @@ class _RoundState:
                 engine.set_block_m(self.block_m)
         if opts.sampler == "quadrature":  # the nodes: set by the sampler, never grown
             self.m = draws.m
+            self.outer_v = _outer_modes(engine)
         theta, res, ev = _maximize(engine, self.centre, self.tr, opts, log, rnd)
         return engine, theta, res, ev
 
