@@ -131,15 +131,30 @@ def test_the_two_routes_agree_to_rounding(engine):
     np.testing.assert_allclose(a.hessian, b.hessian, rtol=0, atol=1e-11 * scale)
 
 
-def test_outer_modes_integrate_only_the_blocks_still_moving():
+def test_outer_modes_integrate_only_the_blocks_still_moving(monkeypatch):
+    import glmm_sm.mcla.rb.split as split
+
+    sizes = []
+    real = split.recentre_levels
+
+    def counted(fam, lv, e0, xs, logw, centre, scale, out):
+        sizes.append(centre.shape[0])
+        return real(fam, lv, e0, xs, logw, centre, scale, out)
+
     mod = _model(_data(seed=5, C=30, J=4))
+    monkeypatch.setattr(split, "recentre_levels", counted)
     smp = _sampler(mod, _theta(mod), n_nodes=12, outer_nodes=20)
+    monkeypatch.undo()
     L = smp.structure.n_levels
     assert len(smp.adapted) == mod.layout_data(mod.factorize).n_blocks
     assert smp.outer_evaluations > 3
-    # the calls after the first Newton steps integrate fewer than all levels (blocks whose
-    # step is done drop out)
-    assert L < smp.outer_level_integrations < smp.outer_evaluations * L
+    # every call is counted (the iterations' and the final one at the modes) ...
+    assert len(sizes) == smp.outer_evaluations + 1
+    assert sum(sizes) == smp.outer_level_integrations
+    # ... and the calls after the first Newton steps integrate fewer than all levels
+    # (blocks whose step is done drop out)
+    assert sizes[0] == sizes[-1] == L
+    assert min(sizes) < L
     again = _sampler(mod, _theta(mod), n_nodes=12, outer_nodes=20)
     np.testing.assert_array_equal(again.u_hat, smp.u_hat)  # deterministic
 

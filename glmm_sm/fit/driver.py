@@ -82,6 +82,15 @@ MOVE_FLOOR_SE = 0.01
 STOP_STEP = 0.01
 #: ... in the first round, whose estimate only centres the next round.
 PILOT_STOP_STEP = 0.25
+#: A deterministic fit's round whose estimate is more than :data:`FAR_ROUND_SE` standard
+#: errors (some parameter) from the round's centre cannot be its last (the rounds stop only
+#: once the estimate moves by less than :data:`QUADRATURE_TOL_SE`): its estimate only
+#: centres the next round's rule, which moves the maximum by a fraction of that distance.
+#: Its optimizer stops once the remaining Newton step is below this fraction of the
+#: distance (each parameter, in its SE), or the usual :data:`STOP_STEP` if that is larger.
+FAR_STEP_FRACTION = 0.01
+#: See :data:`FAR_STEP_FRACTION` (ten times :data:`QUADRATURE_TOL_SE`).
+FAR_ROUND_SE = 1.0
 #: The next round's m brings the MCSE/SE it is expected to have (:func:`_planning_ratio`)
 #: to the target with this factor to spare in m: MCSE/SE is planned at
 #: ``target / sqrt(1.2)``.  With the planning ratio's log standard deviation of about 0.18
@@ -249,6 +258,8 @@ def _maximize(engine, start, tr, opts, log, rnd):
 
     at_max, left_region = [], []
     tol = PILOT_STOP_STEP if _is_pilot(rnd, opts) else STOP_STEP
+    # a deterministic round far from its centre: a looser stop (FAR_STEP_FRACTION)
+    centre = start if opts.sampler == "quadrature" else None
 
     def at_edge(intermediate_result):
         # A variance on its way to 0 (log nu -> -inf) would take every remaining iteration;
@@ -260,7 +271,8 @@ def _maximize(engine, start, tr, opts, log, rnd):
         # gtol, or against the gradient's roundoff floor) would each cost an evaluation
         # and move the estimate by less than STOP_STEP of its MCSE (PILOT_STOP_STEP in the
         # first round, which is centred at the Laplace fit and only places the next one).
-        if obj._x is not None and np.array_equal(x, obj._x) and _near_maximum(obj.last, tol):
+        if (obj._x is not None and np.array_equal(x, obj._x)
+                and _near_maximum(obj.last, tol, centre, obj.to_theta(x))):
             at_max.append(True)
             raise StopIteration
         # The maximum of l_m on these draws lies where their weights are not to be trusted:
@@ -300,11 +312,22 @@ def _is_pilot(rnd, opts):
     return rnd == 0 and opts.max_rounds > 1
 
 
-def _near_maximum(ev, tol):
-    """:func:`_at_maximum` from an Evaluation alone (False where it has no Hessian)."""
+def _near_maximum(ev, tol, centre=None, theta=None):
+    """:func:`_at_maximum` from an Evaluation alone (False where it has no Hessian).
+
+    With ``centre`` (a deterministic round's, ``ev`` at ``theta``): where ``theta`` is more
+    than :data:`FAR_ROUND_SE` standard errors from it, ``tol`` is at least that distance
+    times :data:`FAR_STEP_FRACTION` (in the units of :func:`_at_maximum`'s ``tol``)."""
     if ev is None or ev.hessian is None or not np.all(np.isfinite(ev.hessian)):
         return False
     err = information_errors(ev.hessian, ev.score_var)
+    if centre is not None and err.positive_definite:
+        se = np.sqrt(np.diag(err.cov))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            far = np.abs(np.asarray(theta, dtype=float) - centre) / se
+        far = float(np.max(far, initial=0.0, where=np.isfinite(far)))
+        if far > FAR_ROUND_SE:
+            tol = max(tol, FAR_STEP_FRACTION * far / MOVE_FLOOR_SE)
     return _at_maximum(ev, err, _mcse(err.mcse_cov), tol)
 
 
@@ -578,15 +601,25 @@ def _refine_quadrature(model, outcome, opts, seed, callback, disp, client):
     return outcome
 
 
+def _outer_modes(engine):
+    """The outer modes of a two-level deterministic rule's engine (its sampler's
+    ``outer_modes``, where the next rule's start), or None for the other rules."""
+    smp = getattr(getattr(engine, "draws", None), "sampler", None)
+    return getattr(smp, "outer_modes", None)
+
+
 class _FinerRule(NamedTuple):
     """What :func:`_quadrature_error` returns when a finer rule is needed: its
     ``sampler_options`` (``options``), the ``engine`` of that rule placed at the estimate
-    (the refit's first round, :func:`_mcmle`'s ``first_rule``) and the joint conditional
-    modes it was placed with (``mode_u``, where the refit's next rule starts its own)."""
+    (the refit's first round, :func:`_mcmle`'s ``first_rule``), the joint conditional
+    modes it was placed with (``mode_u``, where the refit's next rule starts its own) and
+    where its outer modes started (``outer_start``: the measured fit's last rule's; a
+    refit that places that rule itself starts there too, for the same rule)."""
 
     options: dict
     engine: object
     mode_u: object
+    outer_start: object = None
 
 
 def _quadrature_error(model, outcome, opts, warn=True):
@@ -615,8 +648,10 @@ def _quadrature_error(model, outcome, opts, warn=True):
     # the joint conditional modes the rule is placed with (as rb_round finds them; kept
     # for a refit's next rule)
     mode = centre_mode(model, centre_system(model, factorize, theta), theta)
+    outer_start = _outer_modes(outcome.engine)
     _, engine = rb_round(model, outcome.engine.structure, theta, mode, factorize, finer[1],
-                         outcome.seed, fopts, effective_n_jobs(opts.n_jobs))
+                         outcome.seed, fopts, effective_n_jobs(opts.n_jobs),
+                         outer_start=outer_start)
     fine = engine.evaluate(theta)
     engine.detach()  # (a local engine: no client to drop, as the rounds' own)
     H = ev.hessian
@@ -648,7 +683,8 @@ def _quadrature_error(model, outcome, opts, warn=True):
             f"{names[j]!r} by {worst:.2g} standard errors and the log-likelihood by "
             f"{fine.value - ev.value:.3g}; refit with sampler_options={{'n_nodes': "
             f"{finer[0]}, 'outer_nodes': {finer[1]}}} or more, and compare")
-    return _FinerRule({"n_nodes": finer[0], "outer_nodes": finer[1]}, engine, mode.u)
+    return _FinerRule({"n_nodes": finer[0], "outer_nodes": finer[1]}, engine, mode.u,
+                      outer_start)
 
 
 def _flag_singular(model, outcome):
@@ -793,6 +829,7 @@ def _mcmle(model, opts, seed, start_params, callback, disp, client, runaway=None
     state.runaway = runaway
     if first_rule is not None and state.rb is not None and centre is not None:
         state.first_engine, state.mode_u = first_rule.engine, first_rule.mode_u
+        state.outer_v = first_rule.outer_start
     bar = _progress(disp, opts.max_rounds)
     try:
         rnd = counted = 0
@@ -844,6 +881,9 @@ class _RoundState:
         # the conditional modes of the last rule placed (a deterministic fit's next rule
         # starts its modes' Newton iterations there: _warm_mode)
         self.mode_u = None if mode is None else mode.u
+        # the outer modes of the last two-level deterministic rule (the next rule's
+        # Newton iterations start there: _outer_modes)
+        self.outer_v = None
         self.m = _first_m(opts, self.rb)
         self.prev_mcse = None
         self.outcome = None
@@ -898,7 +938,7 @@ class _RoundState:
             draws, engine = rb_round(self.model, self.rb, self.centre, mode,
                                      self.factorize, self.m, child_seed(self.seed, rnd), opts,
                                      self.n_jobs, pilot=_is_pilot(rnd, opts),
-                                     reserve=self._reserve())
+                                     reserve=self._reserve(), outer_start=self.outer_v)
         else:
             smp = self.model.make_sampler(self.centre, opts.sampler, self.factorize,
                                           mode=self.centre_mode, **opts.sampler_options)
@@ -911,6 +951,7 @@ class _RoundState:
                 engine.set_block_m(self.block_m)
         if opts.sampler == "quadrature":  # the nodes: set by the sampler, never grown
             self.m = draws.m
+            self.outer_v = _outer_modes(engine)
         theta, res, ev = _maximize(engine, self.centre, self.tr, opts, log, rnd)
         return engine, theta, res, ev
 

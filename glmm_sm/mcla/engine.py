@@ -442,24 +442,25 @@ def _value_ess(tot, m):
     return float(block_values.sum()), ess, block_values
 
 
-def finish(tot: PartialSums, params, data, m, derivs=True):
+def finish(tot: PartialSums, params, data, m, derivs=True, mc_var=True):
     """Form the value, derivatives, MCSE middle and ESS from combined partial sums.
 
     Each block's terms (:func:`finish_blocks`) are summed over the blocks by
     :func:`~glmm_sm.spec.folds.fold` (block order, in chunks), so that a layout held in
-    pieces sums them to the same bits (:mod:`glmm_sm.mcla.partitioned`)."""
+    pieces sums them to the same bits (:mod:`glmm_sm.mcla.partitioned`).  Without
+    ``mc_var`` (nodes, not draws: no Monte Carlo error) the MCSE middle is zeros."""
     if data.cov.has_vector:
         return _finish_vector(tot, params, data, m, derivs)
-    ess, block_values, terms = finish_blocks(tot, m, derivs)
+    ess, block_values, terms = finish_blocks(tot, m, derivs, mc_var)
     return finish_sums(fold(terms), ess, block_values, params, data, derivs)
 
 
-def finish_blocks(tot: PartialSums, m, derivs=True):
+def finish_blocks(tot: PartialSums, m, derivs=True, mc_var=True):
     """``(ess, block_values, terms)``: per block the ESS, ``l_b`` and the row of the terms
     whose sums over the blocks :func:`finish_sums` takes (scalar components): ``l_b``, the
     block's score ``g_b = s1/S0``, ``hxx/S0``, ``sS/S0``, ``s2/S0 - g_b g_b'``,
-    ``smu/S0``, the MCSE middle's block term, and for the negative binomial ``hxa/S0`` and
-    ``saa/S0`` (only ``l_b`` without ``derivs``)."""
+    ``smu/S0``, the MCSE middle's block term (zeros without ``mc_var``), and for the
+    negative binomial ``hxa/S0`` and ``saa/S0`` (only ``l_b`` without ``derivs``)."""
     S0 = tot.s0[0]
     with np.errstate(divide="ignore", invalid="ignore"):
         block_values = tot.a[0] + np.log(S0) - np.log(m)
@@ -469,9 +470,12 @@ def finish_blocks(tot: PartialSums, m, derivs=True):
         if derivs:
             gb = tot.s1[0] / S0[:, None]  # (B, d)
             outer = np.einsum("bj,bl->bjl", gb, gb)
-            cross = np.einsum("bj,bl->bjl", gb, tot.s1sq[0])
-            V = (tot.s2sq[0] - cross - np.swapaxes(cross, 1, 2)
-                 + tot.s0sq[0][:, None, None] * outer) / (S0**2)[:, None, None]
+            if mc_var:
+                cross = np.einsum("bj,bl->bjl", gb, tot.s1sq[0])
+                V = (tot.s2sq[0] - cross - np.swapaxes(cross, 1, 2)
+                     + tot.s0sq[0][:, None, None] * outer) / (S0**2)[:, None, None]
+            else:
+                V = np.zeros_like(outer)
             cols += [gb, tot.hxx[0] / S0[:, None, None], tot.sS[0] / S0[:, None],
                      tot.s2[0] / S0[:, None, None] - outer, tot.smu[0] / S0[:, None, None], V]
             if tot.hxa is not None:

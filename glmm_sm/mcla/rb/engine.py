@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import functools
+from typing import NamedTuple
 
 import numpy as np
 import scipy.sparse as sp
@@ -29,6 +30,9 @@ __all__ = ["RBEngine", "KEEP_LOG_WEIGHTS"]
 #: An evaluation keeps its draws' log weights when there are at most this many (blocks x
 #: draws; 32 MB): the tail diagnostics then need no kernel pass of their own.
 KEEP_LOG_WEIGHTS = 4_000_000
+#: The levels' products of their nodes' beta slopes (``RBEngine._malpha_products``) are
+#: kept with the engine up to this many numbers (32 MB).
+KEEP_MALPHA_PRODUCTS = 4_000_000
 
 
 class RBEngine(EngineBase):
@@ -187,7 +191,9 @@ class RBEngine(EngineBase):
     def _evaluate(self, params, derivs):
         out = self._sums(params)
         tot = self._partial_sums(out, params)
-        ev = finish(tot, params, self.data, self.m, derivs)
+        # nodes, not draws: no MCSE middle to form (_deterministic reports zeros)
+        ev = finish(tot, params, self.data, self.m, derivs,
+                    mc_var=not getattr(self.sampler, "deterministic", False))
         if ev.hessian is not None:  # Louis: the node covariances within each draw
             C = (out.sC / out.s0[:, None, None]).sum(axis=0)
             ev.hessian = ev.hessian + 0.5 * (C + C.T)
@@ -202,6 +208,18 @@ class RBEngine(EngineBase):
                 ev.score_var = np.zeros_like(ev.score_var)
             ev.ess = np.full(self.data.n_blocks, np.inf)
         return ev
+
+    def _malpha_products(self, Ma):
+        """:class:`MalphaProducts` of ``Ma``, kept for ``Ma`` (the sampler's, the same at
+        every evaluation) where they take at most :data:`KEEP_MALPHA_PRODUCTS` numbers."""
+        got = self.__dict__.get("_mm")
+        if got is not None and got.of is Ma:
+            return got
+        rows, cols = np.tril_indices(Ma.shape[1])
+        out = MalphaProducts(Ma, rows, cols, Ma[:, rows] * Ma[:, cols])
+        if out.products.size <= KEEP_MALPHA_PRODUCTS:
+            self._mm = out
+        return out
 
     def _level_sums(self):
         """The sparse ``(n_blocks, n_levels)`` indicator of each integrated level's block,
@@ -236,10 +254,16 @@ class RBEngine(EngineBase):
             Ma = self.sampler.malpha
             prior = shift[0].prior_hessian(nu)
             # per block sums over its levels (a sparse product: np.add.at over the levels
-            # took a tenth of a guPrenat evaluation)
+            # took a tenth of a guPrenat evaluation) of the levels' M_a M_a' / nu, lower
+            # triangle only (the upper is the same numbers: the same products, divisions
+            # and sums), mirrored
             ind, per_comp = self._level_sums()
-            prior += (ind @ (np.einsum("ai,aj->aij", Ma, Ma) / nu[st.lev_comp][:, None, None]
-                             ).reshape(len(Ma), -1)).reshape(prior.shape)
+            mm = self._malpha_products(Ma)
+            tri = ind @ (mm.products / nu[st.lev_comp][:, None])
+            full = np.empty(prior.shape)
+            full[:, mm.rows, mm.cols] = tri
+            full[:, mm.cols, mm.rows] = tri
+            prior += full
             hxx[0] += s0[:, None, None] * prior
             smu[0] = shift[0].cross_sums(sU)
             ma = Ma * mA[:, :1]
@@ -298,6 +322,16 @@ class RBEngine(EngineBase):
             "this quantity needs joint draws of every random effect, which a "
             "Rao-Blackwellized fit does not keep (its integrated effects are summed by "
             "quadrature); refit with rao_blackwell=False for it")
+
+
+class MalphaProducts(NamedTuple):
+    """Each level's products ``Ma[a, rows] * Ma[a, cols]`` (``products``: levels x the
+    lower triangle, row by row) of ``Ma`` (``of``), the levels' nodes' beta slopes."""
+
+    of: np.ndarray
+    rows: np.ndarray
+    cols: np.ndarray
+    products: np.ndarray
 
 
 class ObsOrder:

@@ -192,14 +192,16 @@ def centre_mode(model, system, centre, u0=None):
 
 
 def rb_round(model, structure, centre, mode, factorize, m, seed, opts, n_jobs, pilot=False,
-             reserve=0):
+             reserve=0, outer_start=None):
     """``(draws, engine)`` of one Rao-Blackwellized round centred at ``centre``, the
     sampled effects drawn from :func:`~glmm_sm.mcla.rb.proposal.integrated_laplace`.  A
     ``pilot`` round (the first, centred at the Laplace fit: it only finds the next round's
     centre, and is never the final round) integrates with :data:`PILOT_NODES` nodes unless
     ``n_nodes`` is given.  ``reserve``: the bytes the evaluation needs beside stored draws
     (:attr:`MemoryPlan.reserve <glmm_sm.mcla.memory.MemoryPlan.reserve>`; the draws are
-    stored only where they fit ``memory_budget`` with it)."""
+    stored only where they fit ``memory_budget`` with it).  ``outer_start``: where a
+    two-level deterministic rule's outer modes start (``QuadratureSampler``'s
+    ``outer_start``; not used by the other rules)."""
     system = centre_system(model, factorize, centre)
     if mode is None:
         mode = centre_mode(model, system, centre)
@@ -233,7 +235,8 @@ def rb_round(model, structure, centre, mode, factorize, m, seed, opts, n_jobs, p
                 if k in ("n_nodes", "outer_nodes", "recentre")}
         if pilot:
             quad.setdefault("n_nodes", PILOT_NODES)
-        smp = QuadratureSampler(system, centre, mode, structure, **quad)
+        smp = QuadratureSampler(system, centre, mode, structure, outer_start=outer_start,
+                                **quad)
         draws = DrawSet.from_sampler(smp, smp.outer, seed, opts.memory_budget, n_jobs=n_jobs)
         return draws, RBEngine(draws, opts.chunk_size, n_jobs)
     smp = RBSampler(system, centre, mode, structure, **options)

@@ -470,8 +470,11 @@ def _square_sums(data, U, v_cols):
 
 
 #: :meth:`QuadratureSampler._outer_mode` steps by the secant of a block's score where its
-#: slope over the last step is off the rule's curvature by more than this fraction.
-SECANT_SWITCH = 0.25
+#: slope over the last step is off the rule's curvature by more than this fraction: 0, every
+#: step after the first (Newton's steps with the rule's curvature converge only linearly, at
+#: the rate of the mismatch: 0.25 left rules started near their modes 10-13 kernel calls
+#: on guPrenat, against 6-10 for the secant's).
+SECANT_SWITCH = 0.0
 
 
 class QuadratureSampler(RBSampler):
@@ -513,6 +516,12 @@ class QuadratureSampler(RBSampler):
         ``K``; ``m`` must be ``K`` (or 1 when no block has an effect left).
     recentre : {"outer", True, False}
         Where the rules are re-centred (above).
+    outer_start : ndarray or None
+        ``(n_blocks,)``: where each block's outer mode's Newton iterations start (a
+        deterministic fit passes its last rule's modes, ``outer_modes``, close to the
+        next rule's); NaN, or None for all, starts at the joint conditional mode, as do the
+        blocks whose start gives a non-finite value or a Hessian not negative.  The mode
+        is the same to the iterations' tolerance (``1e-7`` of the block's SD) either way.
 
     Attributes
     ----------
@@ -525,14 +534,19 @@ class QuadratureSampler(RBSampler):
         (a call integrates only the blocks still moving).
     adapted : list of int
         The blocks whose outer rule sits at their integrated mode.
+    outer_modes : ndarray
+        ``(n_blocks,)``: the outer mode of each adapted block, NaN elsewhere (a next
+        rule's ``outer_start``).
     """
 
     name = "quadrature"
     deterministic = True
 
     def __init__(self, system, params, mode, structure, n_nodes=N_NODES,
-                 outer_nodes=OUTER_NODES, shift=True, recentre="outer"):
+                 outer_nodes=OUTER_NODES, shift=True, recentre="outer", outer_start=None):
         self.recentre = recentre if recentre == "outer" else bool(recentre)
+        self.outer_start = outer_start
+        self.outer_modes = np.full(system.data.n_blocks, np.nan)
         super().__init__(system, params, mode, structure, t_weight=0.0, n_nodes=n_nodes,
                          shift=shift, integrated=not self.recentre)
         sizes = np.array([c.size for c in self.v_cols])
@@ -648,10 +662,20 @@ class QuadratureSampler(RBSampler):
                 H -= np.bincount(bfree, zv[free] ** 2 * h, B)
             return f - 0.5 * v * v / nu_v, g - v / nu_v, H - 1.0 / nu_v, fail
 
-        v = np.where(has, self.u_hat[np.maximum(vcol, 0)], 0.0)
+        v0 = np.where(has, self.u_hat[np.maximum(vcol, 0)], 0.0)
+        start = self.outer_start
+        warm = np.zeros(B, dtype=bool) if start is None else has & np.isfinite(start)
+        v = np.where(warm, start if start is not None else 0.0, v0)
         self.outer_level_integrations = 0
         f, g, H, _ = terms(v)
         self.outer_evaluations = 1
+        # a warm start where the rule's terms there are not usable: the joint mode's start
+        cold = warm & ~(np.isfinite(f) & np.isfinite(g) & (H < 0))
+        if cold.any():
+            v = np.where(cold, v0, v)
+            fc, gc, Hc, _ = terms(v, cold)
+            f, g, H = np.where(cold, fc, f), np.where(cold, gc, g), np.where(cold, Hc, H)
+            self.outer_evaluations += 1
         ok = has.copy()
         active = has.copy()
         # the last accepted step of each block and the change of its score along it (0:
@@ -665,8 +689,8 @@ class QuadratureSampler(RBSampler):
             # estimate) the two differ by half or more and Newton's steps shrink by a
             # constant factor (hundreds of kernel calls on guPrenat's first rules).  Where
             # the slope measured over the last step is off H by more than SECANT_SWITCH
-            # (relative) the step is the secant's (the same root, found superlinearly);
-            # elsewhere Newton's with H, as before.
+            # (relative; by default any) the step is the secant's (the same root, found
+            # superlinearly); elsewhere Newton's with H.
             with np.errstate(divide="ignore", invalid="ignore"):
                 sec = np.where(dv != 0.0, dg / np.where(dv != 0.0, dv, 1.0), 0.0)
             use = (dv != 0.0) & (sec < 0.0) & (np.abs(sec - H) > SECANT_SWITCH * np.abs(H))
@@ -707,6 +731,7 @@ class QuadratureSampler(RBSampler):
             self.u_hat[vcol[b]] = v[b]
             self.v_root[b] = np.array([[sd]])
             self.v_half_logdet[b] = -float(np.log(sd))
+            self.outer_modes[b] = v[b]
         self.adapted = [int(b) for b in np.flatnonzero(ok)]
 
     def rule(self):
