@@ -46,13 +46,25 @@ def test_conditional_mode_stops_at_a_fixed_point(monkeypatch):
     assert np.array_equal(again.h_block, res.h_block)
 
 
-def test_laplace_fit_of_the_near_singular_design_is_unchanged():
+def test_laplace_fit_of_the_near_singular_design_is_unchanged(monkeypatch):
+    """The whole Laplace fit with the fixed-point stop and without it (every mode iterated
+    to ``maxiter``, the old code): the same bits on the machine running the test.  (A value
+    pinned on one machine does not carry over: on this near-singular ridge the optimizer's
+    stopping point moves with the last bits of the host CPU's arithmetic: 3.2e-4 in the
+    estimates and 4e-9 relative in the log-likelihood between the machine that wrote
+    ``THETA`` and the one of session 14.)"""
     mod = MonteCarloGLMM.from_formula("y ~ x + (1 + x | g)", None, slope_data(),
                                       family="bernoulli")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        lap = mod.fit(method="laplace", disp=False)
-    # the old code's value (100 iterations per mode; the same bits on the machine that
-    # wrote this test, float.hex -0x1.e7155c6fae09cp+6), to rounding on any other
-    assert lap.llf == pytest.approx(float.fromhex("-0x1.e7155c6fae09cp+6"), rel=1e-12)
-    assert np.allclose(lap.params, THETA, atol=1e-8)
+    fits = []
+    for stop in (True, False):
+        if not stop:
+            monkeypatch.setattr(step, "_fixed_point", lambda u_next, u: False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fits.append(mod.fit(method="laplace", disp=False))
+    new, old = fits
+    assert new.llf.hex() == old.llf.hex()
+    assert np.array_equal(np.asarray(new.params), np.asarray(old.params))
+    # where THETA (8 digits, another machine) puts it: the two machines' stopping points
+    # on the ridge differ by at most 3.2e-4
+    assert np.allclose(new.params, THETA, atol=1e-3)

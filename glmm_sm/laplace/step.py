@@ -895,6 +895,13 @@ def _block_objective(data, xb, u, prior):
     return obj, r, h, scale
 
 
+def _fixed_point(u_next, u):
+    """Whether a Newton iteration of :func:`conditional_mode` left ``u`` unchanged in
+    floating point: a block whose decrement stays above ``tol`` at roundoff level (e.g. a
+    near-singular prior) would then repeat the same iteration until ``maxiter``."""
+    return np.array_equal(u_next, u)
+
+
 def conditional_mode(system: BlockSystem, beta, nu, u0=None, maxiter=100, tol=1e-18):
     """Maximize ``h_b`` in every block by damped Newton.
 
@@ -957,10 +964,7 @@ def conditional_mode(system: BlockSystem, beta, nu, u0=None, maxiter=100, tol=1e
             cols, rows = grow[data.block_of_col], grow[data.block_of_obs]
             u_try[cols], r_try[rows], h_try[rows] = u2[cols], r2[rows], h2[rows]
             obj_try[grow], scale_try[grow], alpha[grow] = obj2[grow], scale2[grow], a2[grow]
-        if np.array_equal(u_try, u):
-            # A fixed point: the accepted steps no longer change ``u`` in floating point
-            # (a block whose decrement stays above ``tol`` at roundoff level, e.g. a
-            # near-singular prior), so every further iteration would repeat this one.
+        if _fixed_point(u_try, u):
             break
         u, obj, r, h, scale = u_try, obj_try, r_try, h_try, scale_try
     Lflat, ld, ok = system.cholesky_flat(_concat_flat(system.precision(h, dinv)))
