@@ -500,8 +500,9 @@ def rbv_chunk_sums(fam, blocks, rule, ev, prior, draws, krange, out, work, out_l
         Zero-initialised; ``mA`` is (L, r + r r): node means of ``alpha`` and of
         ``alpha alpha'`` (row major), weighted over the draws.
     work : RBVWork
-        From :func:`make_work` (its tile: ``work.lw.shape[0]`` draws); with ``work.derivs`` False only the log weights and
-        ``out.a``, ``out.s0``, ``out.s0sq`` are formed (the rest of ``out`` stays 0).
+        From :func:`make_work` (its tile: ``work.lw.shape[0]`` draws); with
+        ``work.derivs`` False only the log weights and ``out.a``, ``out.s0``, ``out.s0sq``
+        are formed (the rest of ``out`` stays 0).
     out_lw : ndarray
         ``(n_blocks, k1 - k0)`` log weights (a 0-column array stores nothing).
     """
