@@ -119,7 +119,7 @@ def test_prior_off_diagonal_in_the_block_layout_is_formed_once():
     nu[1] = 0.3  # a covariance: off-diagonal entries
     pp = PriorPrecision(data, nu)
     dense = data.cov.precision_matrix(nu, data.pairs, data.ident).toarray()
-    h = np.zeros(int(data.nobs) if hasattr(data, "nobs") else len(data.y))
+    h = np.zeros(len(data.y))
     first = system.precision_flat(h, pp)
     again = system.precision_flat(h, pp)
     assert np.array_equal(first, again)
