@@ -20,6 +20,7 @@ class PriorPrecision:
         nu = np.asarray(nu, dtype=float)
         cov = data.cov
         self.off = None
+        self._flat_for = self._flat = None
         if not cov.has_vector:
             self.dinv = 1.0 / nu[data.ident]
             return
@@ -28,6 +29,17 @@ class PriorPrecision:
         off = (full - sp.diags(self.dinv)).tocsr()
         off.eliminate_zeros()
         self.off = off
+
+    def off_flat(self, system):
+        """``off`` in the layout of ``system``'s concatenated per-group matrices (its
+        ``flat_index``), summed by ``np.bincount``: formed once per system and reused (the
+        conditional-mode iterations at one ``nu`` add it to every precision they form)."""
+        if self._flat_for is not system:
+            off = self.off.tocoo()
+            self._flat = np.bincount(system.flat_index(off.row, off.col), weights=off.data,
+                                     minlength=system.total)
+            self._flat_for = system
+        return self._flat
 
     def penalty(self, u):
         """Per column ``u_j (P u)_j`` (summing to ``u' P u`` over a block)."""
@@ -44,13 +56,15 @@ class PriorPrecision:
         return out
 
 
-def vector_laplace_score(system, theta, mode, flat_pinv, du, a):
+def vector_laplace_score(system, theta, mode, flat_pinv, du, a, dP=None):
     """Laplace score in the covariance parameters with correlated terms:
     ``-1/2 u' dP_j u - 1/2 d(sum L log|Sigma|)/dtheta_j - 1/2 tr(P_lap^{-1} dP_j)
-    - 1/2 (Z du_j)' a``, with ``dP_j`` the prior precision's derivative."""
+    - 1/2 (Z du_j)' a``, with ``dP_j`` the prior precision's derivative (``dP``, the list
+    ``precision_derivatives`` returns, where the caller has formed it at ``theta``)."""
     data = system.data
     cov = data.cov
-    dP = cov.precision_derivatives(theta, data.pairs, data.ident)
+    if dP is None:
+        dP = cov.precision_derivatives(theta, data.pairs, data.ident)
     out = np.empty(cov.k_vcp)
     zdu = np.asarray(data.Z @ du)
     for j, D in enumerate(dP):

@@ -539,9 +539,7 @@ class BlockSystem:
         d = prior.dinv if prior is not None else dinv
         flat[self._diag_pos] += d[self._diag_col]
         if prior is not None and prior.off is not None:
-            off = prior.off.tocoo()
-            flat += np.bincount(self.flat_index(off.row, off.col), weights=off.data,
-                                minlength=self.total)
+            flat += prior.off_flat(self)
         return flat
 
     def cholesky_flat(self, flat):
@@ -1066,7 +1064,11 @@ def _apply_blocks(system, mats, R, mode=None):
     return out
 
 
-def _mode_pieces(system, beta, nu, mode, nu_derivs=True):
+def _mode_pieces(system, beta, nu, mode, nu_derivs=True, dP=None):
+    """The linear predictor, ``r``, ``h``, the inverses ``P_b^{-1}`` and the modes'
+    derivatives at ``(beta, nu)`` (:func:`mode_derivatives`); ``dP``: the prior
+    precision's derivatives (``CovStruct.precision_derivatives``) where the caller has
+    them (correlated terms), so that they are formed once."""
     data = system.data
     nu = np.asarray(nu, dtype=float)
     eta = data.linear_fixed(beta) + data.Z @ mode.u
@@ -1076,7 +1078,8 @@ def _mode_pieces(system, beta, nu, mode, nu_derivs=True):
     du_dbeta = -_apply_blocks(system, pinv, zthx, mode)
     du_dnu = None
     if nu_derivs and data.cov.has_vector:
-        dP = data.cov.precision_derivatives(nu, data.pairs, data.ident)
+        if dP is None:
+            dP = data.cov.precision_derivatives(nu, data.pairs, data.ident)
         E = -np.stack([np.asarray(D @ mode.u) for D in dP], axis=1)
         du_dnu = _apply_blocks(system, pinv, E, mode)
     elif nu_derivs:
@@ -1175,12 +1178,15 @@ def laplace_score(system: BlockSystem, beta, nu, mode: ModeResult):
     nu = np.asarray(nu, dtype=float)
     if not (data.cov.has_vector or data.k_fam):
         return score_from_sums(data, nu, fold(score_blocks(system, beta, nu, mode)))
-    eta, r, h, pinv, du_dbeta, du_dnu = _mode_pieces(system, beta, nu, mode)
+    # the prior precision's derivatives, formed once for du/dnu and the score's terms
+    dP = (data.cov.precision_derivatives(nu, data.pairs, data.ident)
+          if data.cov.has_vector else None)
+    eta, r, h, pinv, du_dbeta, du_dnu = _mode_pieces(system, beta, nu, mode, dP=dP)
     flat, lev = _leverages(system, mode, pinv, len(eta))
     a = _third_cumulant(data, eta, h) * lev
     gb = data.X.T @ r - 0.5 * (data.X + data.Z @ du_dbeta).T @ a
     if data.cov.has_vector:
-        out = [gb, vector_laplace_score(system, nu, mode, flat, du_dnu, a)]
+        out = [gb, vector_laplace_score(system, nu, mode, flat, du_dnu, a, dP=dP)]
         if data.k_fam:
             out.append([_laplace_alpha_score(system, eta, pinv, lev, a, mode)])
         return np.concatenate(out)

@@ -328,17 +328,26 @@ class CovStructure:
                 out.append(sp.diags(d, format="csr"))
                 continue
             _, _, Ms = self._term_pieces(theta, ui)
-            idx = pairs[self.vector_index(ui)]
+            idx = np.asarray(pairs[self.vector_index(ui)])
+            L, k = idx.shape
+            # Row idx[l, i] holds -M[i, j] at column idx[l, j] (j < k); the CSR arrays are
+            # formed directly, each row's columns ascending (the canonical form scipy's
+            # conversion from coordinates gives): order[l] sorts level l's columns, and
+            # rank puts the (level, position) rows in column order.
+            order = np.argsort(idx, axis=1, kind="stable")
+            cols = np.take_along_axis(idx, order, axis=1)
+            rank = np.argsort(idx.ravel(), kind="stable")
+            itype = np.int32 if max(q, L * k * k) < 2**31 else np.int64
+            indices = np.broadcast_to(cols[:, None, :], (L, k, k)).reshape(L * k, k)[rank]
+            indices = indices.ravel().astype(itype)
+            counts = np.zeros(q + 1, dtype=itype)
+            counts[idx.ravel() + 1] = k
+            indptr = np.cumsum(counts, dtype=itype)
+            pos = (np.arange(k)[None, :, None] * k + order[:, None, :]).reshape(L * k, k)[rank]
+            pos = pos.ravel()
             for M in Ms:
-                rows, cols, vals = [], [], []
-                for i in range(len(u)):
-                    for j in range(len(u)):
-                        rows.append(idx[:, i])
-                        cols.append(idx[:, j])
-                        vals.append(np.full(len(idx), -M[i, j]))
-                out.append(sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows),
-                                                                 np.concatenate(cols))),
-                                         shape=(q, q)))
+                data = (-M).ravel()[pos]
+                out.append(sp.csr_matrix((data, indices, indptr), shape=(q, q)))
         return out
 
     def vector_index(self, unit):

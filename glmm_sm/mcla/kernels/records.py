@@ -151,18 +151,22 @@ RBVRule = namedtuple("RBVRule", "lev_ptr lev_sub lev_srow ro za m0 cptr cidx cva
 #: precision ``P`` (L, r, r) and ``-1/2 log|Sigma| - r/2 log 2 pi`` (``lnorm``, (L,)).
 RBVPrior = namedtuple("RBVPrior", "pc P lnorm")
 
-#: The vector RB kernel's work arrays for one draw: its score ``G`` (kernel coordinates),
-#: effective sums of squares ``Seff``, node covariance ``Cw``, per-observation ``w c''``
-#: node means ``hloc``, level moments ``mAk`` (L, r + r r); per level the node centre
-#: ``mu``, nodes ``alpha`` (r, K), node log weights ``lq``, node scores ``hd``
-#: (p + r(r+1)/2, K) and their slots ``slot`` in ``G``, per-observation node curvatures
-#: ``cij``, and one observation's node linear predictors ``ze`` and residuals ``rr``;
-#: ``derivs``: whether to form the derivatives at all (False: the log weights and the
-#: sums ``a``, ``s0``, ``s0sq`` of ``RBSums`` only, for trial points); ``pr`` (K,): the
-#: running product over a level's unit-weight logit observations of ``1 / (1 + exp(-|eta|))``
-#: at each node (its log is added to ``lq`` once per level, not one ``log1p`` per
-#: observation and node).
+#: The vector RB kernel's work arrays, for a tile of up to ``TILE`` draws
+#: (:data:`glmm_sm.mcla.kernels.rb_vector.TILE`) that share each observation's set-up: per
+#: draw of the tile its score ``G`` (kernel coordinates), effective sums of squares
+#: ``Seff``, node covariance ``Cw``, per-observation ``w c''`` node means ``hloc``, level
+#: moments ``mAk`` (L, r + r r), node centre ``mu`` and log weight ``lw``; per level and
+#: (draw, node) pair (draw-major, ``t K + j``) the nodes ``alpha`` (r, TILE K), node log
+#: weights ``lq``, node scores ``hd`` (p + r(r+1)/2, TILE K) and their slots ``slot`` in
+#: ``G``, per-observation node curvatures ``cij``, and one observation's node linear
+#: predictors ``ze`` and residuals ``rr``, its linear predictor without the level's effects
+#: per draw (``e0``); ``derivs``: whether to form the derivatives at all (False: the log
+#: weights and the sums ``a``, ``s0``, ``s0sq`` of ``RBSums`` only, for trial points);
+#: ``pr`` (TILE K,): the running product over a level's unit-weight logit observations of
+#: ``1 / (1 + exp(-|eta|))`` at each pair (its log is added to ``lq`` once per level, not
+#: one ``log1p`` per observation and node).
 RBVWork = namedtuple("RBVWork",
-                     "G Seff Cw hloc mAk mu alpha lq hd slot cij ze rr derivs pr")
+                     "G Seff Cw hloc mAk mu alpha lq hd slot cij ze rr derivs pr e0 lw",
+                     defaults=(np.zeros(0), np.zeros(0)))
 
 __all__ += ["RBVRule", "RBVPrior", "RBVWork", "RBLevels"]

@@ -524,14 +524,20 @@ def vector_integrated_laplace(smp, params):
         if not vcols.size:
             continue
         Pv = Pfull[vcols][:, vcols].toarray()
-        levels = range(st.lev_bptr[b], st.lev_bptr[b + 1])
+        a0, a1 = st.lev_bptr[b], st.lev_bptr[b + 1]
+        # The block's levels' rows of Z and of C over the sampled columns, selected once
+        # (the levels' rows are consecutive in ``st.ro``): each level's dense pieces are
+        # row ranges of these.
+        o0 = st.lev_ptr[a0]
+        Zb = Z[st.ro[o0:st.lev_ptr[a1]]][:, vcols].toarray()
+        Cb = smp.C[a0 * st.r:a1 * st.r][:, vcols].toarray()
         lev = []
-        for a in levels:
+        for a in range(a0, a1):
             rows = st.ro[st.lev_ptr[a]:st.lev_ptr[a + 1]]
             P = Pl[int(st.lev_unit[a])]
-            C = smp.C[a * st.r:(a + 1) * st.r][:, vcols].toarray()
+            C = Cb[(a - a0) * st.r:(a - a0 + 1) * st.r]
             lev.append((rows, st.za[st.lev_ptr[a]:st.lev_ptr[a + 1]],
-                        Z[rows][:, vcols].toarray(), C, P, a))
+                        Zb[st.lev_ptr[a] - o0:st.lev_ptr[a + 1] - o0], C, P, a))
         free = st.free_obs[st.free_bptr[b]:st.free_bptr[b + 1]]
         Zf = Z[free][:, vcols].toarray()
 
