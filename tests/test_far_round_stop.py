@@ -39,11 +39,18 @@ def test_far_rounds_stop_at_a_fraction_of_their_distance():
     assert driver._near_maximum(ev, driver.STOP_STEP, np.array([0.0, -20.0]), theta)
     # 4 SE: 0.04 SE < 0.05
     assert not driver._near_maximum(ev, driver.STOP_STEP, np.array([8.0, 0.0]), theta)
-    # within FAR_ROUND_SE of the centre (a round that may be the last): the usual stop,
-    # however close the remaining step
+    # 0.5 SE, beyond FAR_ROUND_SE (= QUADRATURE_TOL_SE: a round that moved more is not
+    # the last): 1% of 0.5 SE = 0.005 SE
+    half = np.array([1.0, 0.0])
+    assert driver.FAR_ROUND_SE == driver.QUADRATURE_TOL_SE
+    assert driver._near_maximum(_ev(0.004), driver.STOP_STEP, half, theta)
+    assert not driver._near_maximum(_ev(0.006), driver.STOP_STEP, half, theta)
+    # within FAR_ROUND_SE of the centre (a round that may be the last): the usual stop
+    # (STOP_STEP hundredths of an SE), however close the remaining step
+    inside = np.array([0.19, 0.0])  # 0.095 SE
     near = _ev(0.5 * driver.STOP_STEP * driver.MOVE_FLOOR_SE * 100)
-    assert not driver._near_maximum(near, driver.STOP_STEP, np.array([1.9, 0.0]), theta)
-    assert driver._near_maximum(_ev(1e-5), driver.STOP_STEP, np.array([1.9, 0.0]), theta)
+    assert not driver._near_maximum(near, driver.STOP_STEP, inside, theta)
+    assert driver._near_maximum(_ev(1e-5), driver.STOP_STEP, inside, theta)
 
 
 def _model(seed=3, C=40, J=8):

@@ -89,8 +89,12 @@ PILOT_STOP_STEP = 0.25
 #: Its optimizer stops once the remaining Newton step is below this fraction of the
 #: distance (each parameter, in its SE), or the usual :data:`STOP_STEP` if that is larger.
 FAR_STEP_FRACTION = 0.01
-#: See :data:`FAR_STEP_FRACTION` (ten times :data:`QUADRATURE_TOL_SE`).
-FAR_ROUND_SE = 1.0
+#: See :data:`FAR_STEP_FRACTION`: :data:`QUADRATURE_TOL_SE`, the largest movement with
+#: which a deterministic fit's rounds may stop (:meth:`_RoundState._record`: converged
+#: below 0.03 SE, or stalled below this).  A round stopped at a point farther from its
+#: centre thus moved by more: not its last.  (On guPrenat the rounds that move 0.1-1 SE,
+#: the 24 x 30 refit's first two, then take 2 evaluations fewer; 1 SE before.)
+FAR_ROUND_SE = 0.1
 #: The next round's m brings the MCSE/SE it is expected to have (:func:`_planning_ratio`)
 #: to the target with this factor to spare in m: MCSE/SE is planned at
 #: ``target / sqrt(1.2)``.  With the planning ratio's log standard deviation of about 0.18
