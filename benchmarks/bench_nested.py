@@ -43,6 +43,11 @@ reports them).  Printed: CPU seconds of the process (first fits include numba co
 unless the cache is warm), the final m, the smallest ESS, the variance estimates with their
 MCSE, the measured quadrature error of deterministic fits (the largest Newton step under a
 finer rule, in SEs), and the largest distance to the exact MLE in its standard errors.
+
+In ``r_nested.R`` glmmTMB runs after glmer in the same R process; ``--tmb-twice`` also runs
+glmmTMB alone in a fresh R process (``benchmarks/r_glmmtmb_twice.R``): ``library(glmmTMB)``,
+the process's first fit and the same fit again, to set beside this process's first fit
+(which pays numba's one-time set-up) and a fit again.
 """
 
 from __future__ import annotations
@@ -133,6 +138,29 @@ def r_fits(name, d):
             d.to_csv(src, index=False)
         out = Path(tmp) / "r.json"
         cmd = ["Rscript", str(ROOT / "benchmarks" / "r_nested.R"), src, formula, fam, str(out)]
+        if weights:
+            cmd.append(weights)
+        run = subprocess.run(cmd, capture_output=True, text=True)
+        if run.returncode != 0:
+            print(f"  R failed: {run.stderr.strip().splitlines()[-1:]}")
+            return None
+        return json.loads(out.read_text())
+
+
+def tmb_twice(name, d):
+    """glmmTMB alone in a fresh R process (``benchmarks/r_glmmtmb_twice.R``): the CPU
+    seconds of ``library(glmmTMB)``, of its first fit and of the same fit again; None
+    without R."""
+    if shutil.which("Rscript") is None or name not in R_SIDE:
+        return None
+    formula, fam, weights = R_SIDE[name]
+    with tempfile.TemporaryDirectory() as tmp:
+        src = "mlmRev::guPrenat" if name == "guPrenat" else str(Path(tmp) / "d.csv")
+        if name != "guPrenat":
+            d.to_csv(src, index=False)
+        out = Path(tmp) / "r.json"
+        cmd = ["Rscript", str(ROOT / "benchmarks" / "r_glmmtmb_twice.R"), src, formula, fam,
+               str(out)]
         if weights:
             cmd.append(weights)
         run = subprocess.run(cmd, capture_output=True, text=True)
@@ -248,6 +276,9 @@ def main(argv=None):
     ap.add_argument("--warm", action="store_true",
                     help="fit the default twice on a fresh model and print both times (the "
                          "first includes numba's one-time set-up in the process)")
+    ap.add_argument("--tmb-twice", action="store_true",
+                    help="with --default-only --warm: glmmTMB alone in a fresh R process as "
+                         "well (library, first fit, the same fit again)")
     args = ap.parse_args(argv)
     wanted = None if args.designs is None else set(args.designs.split(","))
     print("name: fit  CPU seconds  m  smallest ESS  variances +- MCSE  max |est - exact| / SE"
@@ -279,6 +310,12 @@ def main(argv=None):
                     print(f"  default: first fit {results[label][1]:.2f} s, again on a fresh "
                           f"model {time.process_time() - t0:.2f} s (same llf: "
                           f"{again.llf == res.llf})")
+            if args.tmb_twice:
+                t = tmb_twice(name, d)
+                if t is not None:
+                    print(f"  glmmTMB alone in a fresh R process: library(glmmTMB) "
+                          f"{t['library_s']:.2f} s, first fit {t['first_s']:.2f} s, again "
+                          f"{t['again_s']:.2f} s (same llf: {t['same_llf']})")
             if name == "guPrenat" and "default" in results:
                 # the 20 x 20 reference is far from converged on guPrenat (-1077.3 against
                 # -1074.9 at 80 x 80): the check instead takes one Newton step from the

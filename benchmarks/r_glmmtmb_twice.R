@@ -1,0 +1,34 @@
+# glmmTMB alone in a fresh R process, for benchmarks/bench_nested.py --tmb-twice: the CPU
+# seconds of library(glmmTMB), of the process's first glmmTMB fit and of the same fit again
+# (R's proc.time user + system), so that a first fit is compared with a first fit and a
+# warm one with a warm one.  The data and the formula as for benchmarks/r_nested.R.
+#
+# Usage:
+#   Rscript benchmarks/r_glmmtmb_twice.R DATA FORMULA FAMILY OUT.json [WEIGHTS]
+t0 <- proc.time()
+suppressPackageStartupMessages({library(glmmTMB); library(jsonlite)})
+t1 <- proc.time()
+args <- commandArgs(trailingOnly = TRUE)
+src <- args[1]; form <- as.formula(args[2]); fam <- args[3]; out <- args[4]
+wcol <- if (length(args) >= 5) args[5] else NA
+if (src == "mlmRev::guPrenat") {
+  suppressPackageStartupMessages(library(mlmRev))
+  data(guPrenat, package = "mlmRev")
+  d <- guPrenat
+  d$y <- as.numeric(d$prenat == "Modern")
+  d$birthOrd <- factor(d$birthOrd, ordered = FALSE)
+} else {
+  d <- read.csv(src, stringsAsFactors = TRUE)
+}
+family <- switch(fam, binomial = binomial(), bernoulli = binomial(), poisson = poisson())
+d$.w <- if (is.na(wcol)) 1 else d[[wcol]]
+cpu <- function(a, b) unname(sum((b - a)[c("user.self", "sys.self")]))
+t2 <- proc.time()
+f1 <- glmmTMB(form, data = d, family = family, weights = .w)
+t3 <- proc.time()
+f2 <- glmmTMB(form, data = d, family = family, weights = .w)
+t4 <- proc.time()
+res <- list(library_s = cpu(t0, t1), first_s = cpu(t2, t3), again_s = cpu(t3, t4),
+            same_llf = identical(as.numeric(logLik(f1)), as.numeric(logLik(f2))),
+            glmmTMB = as.character(packageVersion("glmmTMB")))
+writeLines(toJSON(res, auto_unbox = TRUE, digits = NA), out)
