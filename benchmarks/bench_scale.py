@@ -96,7 +96,7 @@ def simulate(name, n, seed=2026):
     return pd.DataFrame(cols)
 
 
-def child(name, n, seed, sampler=None, method=None, time_budget=None):
+def child(name, n, seed, sampler=None, method=None, time_budget=None, n_jobs=None):
     """One fit; prints one JSON line."""
     t0, c0 = time.perf_counter(), time.process_time()
     import statsmodels.api as sm
@@ -116,6 +116,8 @@ def child(name, n, seed, sampler=None, method=None, time_budget=None):
         kw["sampler"] = sampler
     if time_budget is not None and method != "laplace":
         kw["time_budget"] = time_budget
+    if n_jobs is not None:
+        kw["n_jobs"] = n_jobs
     res = model.fit(**kw)
     t_fit = time.perf_counter() - t2
     names = list(model.exog_names) + list(model.vcp_names)
@@ -188,8 +190,11 @@ def _label(name, sampler, method):
         "" if method is None else f" (method={method})")
 
 
-def run_child(name, n, seed, nice, sampler=None, method=None, time_budget=None):
+def run_child(name, n, seed, nice, sampler=None, method=None, time_budget=None,
+              n_jobs=None):
     cmd = [sys.executable, os.path.abspath(__file__), "--child", name, str(n), str(seed)]
+    if n_jobs is not None:
+        cmd += ["--n-jobs", str(n_jobs)]
     if sampler is not None:
         cmd += ["--sampler", sampler]
     if time_budget is not None:
@@ -352,12 +357,15 @@ def main():
                     help="fit(time_budget=...) in seconds of wall time (default: the fit's "
                          "600 s; on a loaded machine a 10^6-row fit's wall time is several "
                          "times its CPU time)")
+    ap.add_argument("--n-jobs", type=int, default=None,
+                    help="fit(n_jobs=...) (default: the fit's default, every core; 1 "
+                         "measures the work without the threads' contention)")
     ap.add_argument("--r", action="store_true",
                     help="also glmer and glmmTMB on the same data (benchmarks/r_scale.R)")
     a = ap.parse_args()
     if a.child:
         child(a.child[0], int(a.child[1]), int(a.child[2]), a.sampler, a.method,
-              a.time_budget)
+              a.time_budget, a.n_jobs)
         return
     if a.warm:
         for name in a.models:
@@ -374,7 +382,7 @@ def main():
                     with open(a.json, "a") as fh:
                         fh.write(json.dumps(rec) + "\n")
             rec = run_child(name, int(n), a.seed, a.nice, a.sampler, a.method,
-                            a.time_budget)
+                            a.time_budget, a.n_jobs)
             print(json.dumps({k: rec.get(k) for k in ("model", "n", "wall_s", "cpu_s",
                                                        "peak_mb", "m", "rounds",
                                                        "converged", "message", "error")}),
