@@ -127,8 +127,9 @@ R_SIDE = {
 }
 
 
-def r_fits(name, d):
-    """glmer and glmmTMB on ``d`` through ``benchmarks/r_nested.R``, or None without R."""
+def _rscript(script, name, d):
+    """``benchmarks/<script>`` on design ``name``'s data (``R_SIDE``): its JSON output, or
+    None without R."""
     if shutil.which("Rscript") is None or name not in R_SIDE:
         return None
     formula, fam, weights = R_SIDE[name]
@@ -137,7 +138,7 @@ def r_fits(name, d):
         if name != "guPrenat":
             d.to_csv(src, index=False)
         out = Path(tmp) / "r.json"
-        cmd = ["Rscript", str(ROOT / "benchmarks" / "r_nested.R"), src, formula, fam, str(out)]
+        cmd = ["Rscript", str(ROOT / "benchmarks" / script), src, formula, fam, str(out)]
         if weights:
             cmd.append(weights)
         run = subprocess.run(cmd, capture_output=True, text=True)
@@ -145,29 +146,18 @@ def r_fits(name, d):
             print(f"  R failed: {run.stderr.strip().splitlines()[-1:]}")
             return None
         return json.loads(out.read_text())
+
+
+def r_fits(name, d):
+    """glmer and glmmTMB on ``d`` through ``benchmarks/r_nested.R``, or None without R."""
+    return _rscript("r_nested.R", name, d)
 
 
 def tmb_twice(name, d):
     """glmmTMB alone in a fresh R process (``benchmarks/r_glmmtmb_twice.R``): the CPU
     seconds of ``library(glmmTMB)``, of its first fit and of the same fit again; None
     without R."""
-    if shutil.which("Rscript") is None or name not in R_SIDE:
-        return None
-    formula, fam, weights = R_SIDE[name]
-    with tempfile.TemporaryDirectory() as tmp:
-        src = "mlmRev::guPrenat" if name == "guPrenat" else str(Path(tmp) / "d.csv")
-        if name != "guPrenat":
-            d.to_csv(src, index=False)
-        out = Path(tmp) / "r.json"
-        cmd = ["Rscript", str(ROOT / "benchmarks" / "r_glmmtmb_twice.R"), src, formula, fam,
-               str(out)]
-        if weights:
-            cmd.append(weights)
-        run = subprocess.run(cmd, capture_output=True, text=True)
-        if run.returncode != 0:
-            print(f"  R failed: {run.stderr.strip().splitlines()[-1:]}")
-            return None
-        return json.loads(out.read_text())
+    return _rscript("r_glmmtmb_twice.R", name, d)
 
 
 def designs():

@@ -8,20 +8,8 @@
 t0 <- proc.time()
 suppressPackageStartupMessages({library(glmmTMB); library(jsonlite)})
 t1 <- proc.time()
-args <- commandArgs(trailingOnly = TRUE)
-src <- args[1]; form <- as.formula(args[2]); fam <- args[3]; out <- args[4]
-wcol <- if (length(args) >= 5) args[5] else NA
-if (src == "mlmRev::guPrenat") {
-  suppressPackageStartupMessages(library(mlmRev))
-  data(guPrenat, package = "mlmRev")
-  d <- guPrenat
-  d$y <- as.numeric(d$prenat == "Modern")
-  d$birthOrd <- factor(d$birthOrd, ordered = FALSE)
-} else {
-  d <- read.csv(src, stringsAsFactors = TRUE)
-}
-family <- switch(fam, binomial = binomial(), bernoulli = binomial(), poisson = poisson())
-d$.w <- if (is.na(wcol)) 1 else d[[wcol]]
+here <- dirname(sub("^--file=", "", grep("^--file=", commandArgs(FALSE), value = TRUE)))
+source(file.path(here, "r_nested_data.R"))
 cpu <- function(a, b) unname(sum((b - a)[c("user.self", "sys.self")]))
 t2 <- proc.time()
 f1 <- glmmTMB(form, data = d, family = family, weights = .w)

@@ -11,22 +11,8 @@
 suppressPackageStartupMessages({
   library(lme4); library(glmmTMB); library(jsonlite)
 })
-args <- commandArgs(trailingOnly = TRUE)
-src <- args[1]; form <- as.formula(args[2]); fam <- args[3]; out <- args[4]
-wcol <- if (length(args) >= 5) args[5] else NA
-if (src == "mlmRev::guPrenat") {
-  suppressPackageStartupMessages(library(mlmRev))
-  data(guPrenat, package = "mlmRev")
-  d <- guPrenat
-  d$y <- as.numeric(d$prenat == "Modern")
-  # treatment contrasts for birthOrd (an ordered factor in mlmRev), as glmm_sm's formulas
-  d$birthOrd <- factor(d$birthOrd, ordered = FALSE)
-} else {
-  d <- read.csv(src, stringsAsFactors = TRUE)
-}
-family <- switch(fam, binomial = binomial(), bernoulli = binomial(), poisson = poisson())
-w <- if (is.na(wcol)) NULL else d[[wcol]]
-d$.w <- if (is.null(w)) 1 else w
+here <- dirname(sub("^--file=", "", grep("^--file=", commandArgs(FALSE), value = TRUE)))
+source(file.path(here, "r_nested_data.R"))
 one <- function(label, expr) {
   t0 <- proc.time()
   fit <- eval(expr)

@@ -15,11 +15,10 @@ import warnings
 from types import SimpleNamespace
 
 import numpy as np
-import pandas as pd
 import pytest
+from test_outer_mode_secant import mothers_model
 
 import glmm_sm.fit.driver as driver
-from glmm_sm import MonteCarloGLMM
 
 
 def _ev(step_se, se=2.0):
@@ -53,29 +52,12 @@ def test_far_rounds_stop_at_a_fraction_of_their_distance():
     assert driver._near_maximum(_ev(1e-5), driver.STOP_STEP, inside, theta)
 
 
-def _model(seed=3, C=40, J=8):
-    """The design of ``tests/test_outer_mode_secant.py``: mothers of 1 to 4 births in
-    communities, mother SD 6 (the Laplace start far from the deterministic rounds')."""
-    rng = np.random.default_rng(seed)
-    births = rng.integers(1, 5, C * J)
-    mom = np.repeat(np.arange(C * J), births)
-    comm = mom // J
-    x = rng.normal(size=mom.size)
-    eta = -0.5 + 0.3 * x + rng.normal(0, 2.0, C)[comm] + rng.normal(0, 6.0, C * J)[mom]
-    y = (rng.random(mom.size) < 1 / (1 + np.exp(-eta))).astype(float)
-    d = pd.DataFrame({"y": y, "x": x, "comm": comm, "mom": mom})
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return MonteCarloGLMM.from_formula("y ~ x + (1 | comm) + (1 | mom)", data=d,
-                                           family="bernoulli")
-
-
 def _fit(monkeypatch, far_se):
     with monkeypatch.context() as m:
         m.setattr(driver, "FAR_ROUND_SE", far_se)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return _model().fit(random_state=0, disp=False)
+            return mothers_model(seed=3).fit(random_state=0, disp=False)
 
 
 def test_same_estimate_fewer_evaluations(monkeypatch):

@@ -27,7 +27,7 @@ from glmm_sm.laplace.step import conditional_mode
 from glmm_sm.mcla.rb.split import QuadratureSampler, RBStructure
 
 
-def _model(seed=1, C=40, J=8):
+def mothers_model(seed=1, C=40, J=8):
     """Mothers of 1 to 4 births in communities, mother SD 6 (most mothers concordant)."""
     rng = np.random.default_rng(seed)
     births = rng.integers(1, 5, C * J)
@@ -43,14 +43,19 @@ def _model(seed=1, C=40, J=8):
                                            family="bernoulli")
 
 
-@pytest.fixture(scope="module", params=[1, 2])
-def sampler(request):
-    mod = _model(seed=request.param)
-    theta = np.r_[-0.5, 0.3, 13.7, 306.0]  # guPrenat's Laplace variances
+def quadrature_sampler(mod, theta, **kw):
+    """The 12 x 20 node ``QuadratureSampler`` of ``mod`` at ``theta`` (from the joint
+    conditional modes)."""
     system = mod.block_system(mod.factorize)
     st = RBStructure(mod.layout_data(mod.factorize))
     mode = conditional_mode(system, theta[:2], theta[2:])
-    return QuadratureSampler(system, theta, mode, st, n_nodes=12, outer_nodes=20)
+    return QuadratureSampler(system, theta, mode, st, n_nodes=12, outer_nodes=20, **kw)
+
+
+@pytest.fixture(scope="module", params=[1, 2])
+def sampler(request):
+    theta = np.r_[-0.5, 0.3, 13.7, 306.0]  # guPrenat's Laplace variances
+    return quadrature_sampler(mothers_model(seed=request.param), theta)
 
 
 def test_every_block_is_adapted(sampler):

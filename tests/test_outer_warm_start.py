@@ -15,41 +15,14 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-import pandas as pd
 import pytest
+from test_outer_mode_secant import mothers_model, quadrature_sampler
 
 import glmm_sm.fit.driver as driver
 import glmm_sm.mcla.rb.split as split
-from glmm_sm import MonteCarloGLMM
-from glmm_sm.laplace.step import conditional_mode
-from glmm_sm.mcla.rb.split import QuadratureSampler, RBStructure
 
 #: the outer modes' Newton tolerance (``_outer_mode``'s ``tol``, in the block's SD)
 TOL = 1e-7
-
-
-def _model(seed=1, C=40, J=8):
-    """The design of ``tests/test_outer_mode_secant.py``: mothers of 1 to 4 births in
-    communities, mother SD 6 (most mothers concordant)."""
-    rng = np.random.default_rng(seed)
-    births = rng.integers(1, 5, C * J)
-    mom = np.repeat(np.arange(C * J), births)
-    comm = mom // J
-    x = rng.normal(size=mom.size)
-    eta = -0.5 + 0.3 * x + rng.normal(0, 2.0, C)[comm] + rng.normal(0, 6.0, C * J)[mom]
-    y = (rng.random(mom.size) < 1 / (1 + np.exp(-eta))).astype(float)
-    d = pd.DataFrame({"y": y, "x": x, "comm": comm, "mom": mom})
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return MonteCarloGLMM.from_formula("y ~ x + (1 | comm) + (1 | mom)", data=d,
-                                           family="bernoulli")
-
-
-def _sampler(mod, theta, **kw):
-    system = mod.block_system(mod.factorize)
-    st = RBStructure(mod.layout_data(mod.factorize))
-    mode = conditional_mode(system, theta[:2], theta[2:])
-    return QuadratureSampler(system, theta, mode, st, n_nodes=12, outer_nodes=20, **kw)
 
 
 def _sd(smp):
@@ -58,15 +31,15 @@ def _sd(smp):
 
 @pytest.fixture(scope="module")
 def mod():
-    return _model()
+    return mothers_model()
 
 
 def test_a_warm_start_finds_the_same_modes_in_fewer_calls(mod):
     # two rules a round apart: the variances 5% and the fixed effects 0.05 apart
-    prev = _sampler(mod, np.r_[-0.45, 0.35, 4.2, 30.0])
+    prev = quadrature_sampler(mod, np.r_[-0.45, 0.35, 4.2, 30.0])
     theta = np.r_[-0.5, 0.3, 4.0, 31.5]
-    cold = _sampler(mod, theta)
-    warm = _sampler(mod, theta, outer_start=prev.outer_modes)
+    cold = quadrature_sampler(mod, theta)
+    warm = quadrature_sampler(mod, theta, outer_start=prev.outer_modes)
     assert len(cold.adapted) == len(warm.adapted) == mod.layout_data(mod.factorize).n_blocks
     assert np.all(np.isfinite(prev.outer_modes))
     vcol = np.array([c[0] for c in cold.v_cols])
@@ -84,8 +57,8 @@ def test_a_warm_start_finds_the_same_modes_in_fewer_calls(mod):
 
 def test_a_nan_start_is_the_joint_modes(mod):
     theta = np.r_[-0.5, 0.3, 4.0, 31.5]
-    cold = _sampler(mod, theta)
-    nan = _sampler(mod, theta, outer_start=np.full(cold.data.n_blocks, np.nan))
+    cold = quadrature_sampler(mod, theta)
+    nan = quadrature_sampler(mod, theta, outer_start=np.full(cold.data.n_blocks, np.nan))
     np.testing.assert_array_equal(nan.outer_modes, cold.outer_modes)
     np.testing.assert_array_equal(nan.u_hat, cold.u_hat)
     assert nan.outer_evaluations == cold.outer_evaluations
@@ -95,10 +68,10 @@ def test_an_unusable_start_falls_back_to_the_joint_modes(mod):
     """A start where the rule's terms are not finite: those blocks start at the joint
     mode (one more kernel call for them) and reach the same modes."""
     theta = np.r_[-0.5, 0.3, 4.0, 31.5]
-    cold = _sampler(mod, theta)
+    cold = quadrature_sampler(mod, theta)
     start = cold.outer_modes.copy()
     start[:3] = np.inf  # the levels' terms there are not finite
-    warm = _sampler(mod, theta, outer_start=start)
+    warm = quadrature_sampler(mod, theta, outer_start=start)
     assert warm.recentre_failures == cold.recentre_failures == 0
     assert len(warm.adapted) == len(cold.adapted)
     sd = _sd(cold)
@@ -119,7 +92,7 @@ def _fit(monkeypatch, warm):
             m.setattr(driver, "_outer_modes", lambda engine: None)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            res = _model(seed=3).fit(random_state=0, disp=False)
+            res = mothers_model(seed=3).fit(random_state=0, disp=False)
     return res, len(calls)
 
 
@@ -145,10 +118,10 @@ def test_the_secant_after_the_first_step_finds_the_same_modes_in_fewer_calls(mod
     mismatch) wherever the two were within 25%: the same roots, in fewer kernel calls."""
     assert split.SECANT_SWITCH == 0.0
     theta = np.r_[-0.5, 0.3, 4.0, 31.5]
-    prev = _sampler(mod, np.r_[-0.45, 0.35, 4.2, 30.0]).outer_modes
-    now = [_sampler(mod, theta, outer_start=s) for s in (None, prev)]
+    prev = quadrature_sampler(mod, np.r_[-0.45, 0.35, 4.2, 30.0]).outer_modes
+    now = [quadrature_sampler(mod, theta, outer_start=s) for s in (None, prev)]
     monkeypatch.setattr(split, "SECANT_SWITCH", 0.25)
-    before = [_sampler(mod, theta, outer_start=s) for s in (None, prev)]
+    before = [quadrature_sampler(mod, theta, outer_start=s) for s in (None, prev)]
     for a, b in zip(now, before, strict=True):
         assert np.max(np.abs(a.outer_modes - b.outer_modes) / _sd(b)) < 2 * TOL
         assert a.outer_level_integrations < b.outer_level_integrations

@@ -608,8 +608,7 @@ def _refine_quadrature(model, outcome, opts, seed, callback, disp, client):
 def _outer_modes(engine):
     """The outer modes of a two-level deterministic rule's engine (its sampler's
     ``outer_modes``, where the next rule's start), or None for the other rules."""
-    smp = getattr(getattr(engine, "draws", None), "sampler", None)
-    return getattr(smp, "outer_modes", None)
+    return getattr(getattr(engine, "sampler", None), "outer_modes", None)
 
 
 class _FinerRule(NamedTuple):

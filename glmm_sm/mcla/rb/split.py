@@ -665,7 +665,7 @@ class QuadratureSampler(RBSampler):
         v0 = np.where(has, self.u_hat[np.maximum(vcol, 0)], 0.0)
         start = self.outer_start
         warm = np.zeros(B, dtype=bool) if start is None else has & np.isfinite(start)
-        v = np.where(warm, start if start is not None else 0.0, v0)
+        v = v0 if start is None else np.where(warm, start, v0)
         self.outer_level_integrations = 0
         f, g, H, _ = terms(v)
         self.outer_evaluations = 1
