@@ -598,7 +598,8 @@ def _refine_quadrature(model, outcome, opts, seed, callback, disp, client):
         # the refit's rounds start at the estimate (not at the Laplace fit: on guPrenat that
         # is a mother variance of 330 against 49, five rounds away)
         # its first round's rule is the finer rule the measurement placed at the estimate:
-        # that engine (and its evaluation there) is the round's
+        # that engine (and its evaluation there, where the measurement made a full one: the
+        # nested rule's measurement takes the gradient alone) is the round's
         refit = _mcmle(model, opts, seed, theta, callback, disp, client, centre=theta,
                        first_rule=check)
         if refit.boundary or refit.evaluation is None:
@@ -947,7 +948,7 @@ class _RoundState:
         opts, log = self.opts, self.log
         if rnd == 0 and self.first_engine is not None:
             # a deterministic rule placed at this centre already (no draws: the seed is not
-            # used), with its evaluation there
+            # used), with its evaluation there where the measurement kept one
             engine, self.first_engine = self.first_engine, None
             draws = engine.draws
         elif self.rb is not None:
