@@ -37,7 +37,13 @@ import glmm_sm.mcla.rb.round as rb_round_module
 from glmm_sm import MonteCarloGLMM
 from glmm_sm.fit.options import FitOptions
 from glmm_sm.laplace.step import conditional_mode
-from glmm_sm.mcla.kernels.rb_deep import LeafOut, LeafRows, LeafRule, leaf_level
+from glmm_sm.mcla.kernels.rb_deep import (
+    LeafOut,
+    LeafRows,
+    LeafRule,
+    leaf_level,
+    packed_pairs,
+)
 from glmm_sm.mcla.rb.round import rb_structure
 from glmm_sm.mcla.rb.split import QuadratureSampler
 from glmm_sm.spec.families import BINOMIAL, POISSON, Family
@@ -197,7 +203,7 @@ def _leaf_reference(family, rows, rule, P, K, d):
         r = slice(rows.ptr[u], rows.ptr[u + 1])
         X = rows.X[r]
         for pi in range(P):
-            a = rule.nodes[u, pi::P]  # node-major: nodes[u, k * P + pi]
+            a = rule.centre[u, pi] + rule.scale[u] * rule.z  # the leaf's K nodes
             eta = rows.e0[r, pi][None, :] + rows.z[r][None, :] * a[:, None]  # (K, rows)
             ll, rr, cc = family.obs_terms(eta, rows.wy[r][None, :], rows.wn[r][None, :])
             F = (rule.lw[u] - 0.5 * math.log(2 * math.pi * nu) - 0.5 * a * a / nu
@@ -225,21 +231,34 @@ def leaf_rule(rng, n_leaf, P, K, nu, t, spread=1.0):
     z = math.sqrt(2.0) * np.polynomial.hermite.hermgauss(K)[0]
     centre = spread * rng.normal(size=(n_leaf, P))
     scale = rng.uniform(0.3, 1.5, n_leaf)
-    nodes = centre[:, None, :] + scale[:, None, None] * z[None, :, None]  # (n_leaf, K, P)
-    return LeafRule(nodes.reshape(n_leaf, K * P), rng.normal(size=(n_leaf, K)), nu, t,
-                    centre, scale, z)
+    return LeafRule(rng.normal(size=(n_leaf, K)), nu, t, centre, scale, z)
 
 
-def run_leaf(family, rows, rule, shape, derivs):
+def run_leaf(family, rows, rule, shape, derivs, hessian=True):
     """:func:`leaf_level`'s output for ``rows`` under ``rule``; ``shape`` is ``(n_leaf, P,
-    K, d)``."""
+    K, d)``.  The score and Hessian in all ``d`` coordinates, ``(n_leaf, P, d)`` and
+    ``(n_leaf, P, d, d)`` (the kernel's are in ``beta`` and the leaves' variance only, paths
+    fastest, the Hessian's lower triangle packed: ``packed_pairs``); no Hessian without
+    ``hessian``."""
     n_leaf, P, K, d = shape
+    p = rows.X.shape[1]
+    e = p + 1
+    hessian = bool(derivs and hessian)
     out = LeafOut(np.empty((n_leaf, P)),
-                  np.empty((n_leaf, P, d) if derivs else (0, 0, 0)),
-                  np.empty((n_leaf, P, d, d) if derivs else (0, 0, 0, 0)),
+                  np.empty((n_leaf, e, P) if derivs else (0, 0, 0)),
+                  np.empty((n_leaf, e * (e + 1) // 2, P) if hessian else (0, 0, 0)),
                   np.empty((n_leaf, P * K)))
-    leaf_level(family.kernel, rows, rule, out, derivs)
-    return out
+    leaf_level(family.kernel, rows, rule, out, bool(derivs), hessian)
+    if not derivs:
+        return out
+    coords = np.r_[np.arange(p), p + rule.t]
+    g = np.zeros((n_leaf, P, d))
+    g[:, :, coords] = out.g.transpose(0, 2, 1)
+    H = np.zeros((n_leaf, P, d, d)) if hessian else None
+    if hessian:
+        for o, (i, j) in enumerate(packed_pairs(e)):
+            H[:, :, coords[i], coords[j]] = H[:, :, coords[j], coords[i]] = out.H[:, o]
+    return out._replace(g=g, H=H)
 
 
 @pytest.mark.parametrize("family", [BINOMIAL, POISSON, Family("binomial", 0, "probit")],
@@ -258,12 +277,17 @@ def test_leaf_level_against_numpy(family):
                     wn, rng.normal(size=(n, p)))
     rule = leaf_rule(rng, n_leaf, P, K, 0.7, t)
     ref = _leaf_reference(family, rows, rule, P, K, d)
-    for derivs in (True, False):
-        out = run_leaf(family, rows, rule, (n_leaf, P, K, d), derivs)
+    full = run_leaf(family, rows, rule, (n_leaf, P, K, d), True)
+    for derivs, hessian in ((True, True), (True, False), (False, False)):
+        out = run_leaf(family, rows, rule, (n_leaf, P, K, d), derivs, hessian)
         np.testing.assert_allclose(out.val, ref[0], rtol=1e-12, atol=1e-12)
         np.testing.assert_allclose(out.cw, ref[3], rtol=1e-11, atol=1e-14)
         if derivs:
             np.testing.assert_allclose(out.g, ref[1], rtol=1e-10, atol=1e-11)
+            # the score without the Hessian: the same operations, the same bits
+            np.testing.assert_array_equal(out.g, full.g)
+            np.testing.assert_array_equal(out.val, full.val)
+        if hessian:
             np.testing.assert_allclose(out.H, ref[2], rtol=1e-10, atol=1e-11)
 
 

@@ -326,13 +326,26 @@ def _near_maximum(ev, tol, centre=None, theta=None):
         return False
     err = information_errors(ev.hessian, ev.score_var)
     if centre is not None and err.positive_definite:
-        se = np.sqrt(np.diag(err.cov))
-        with np.errstate(divide="ignore", invalid="ignore"):
-            far = np.abs(np.asarray(theta, dtype=float) - centre) / se
-        far = float(np.max(far, initial=0.0, where=np.isfinite(far)))
+        far = _distance_in_se(ev, centre, theta, err)
         if far > FAR_ROUND_SE:
             tol = max(tol, FAR_STEP_FRACTION * far / MOVE_FLOOR_SE)
     return _at_maximum(ev, err, _mcse(err.mcse_cov), tol)
+
+
+def _distance_in_se(ev, centre, theta, err=None):
+    """The largest ``|theta - centre|`` in the standard errors of ``ev``'s Hessian (at
+    ``theta``; ``err`` its :func:`information_errors` where known), over the parameters
+    with a finite SE; 0 where ``ev`` has no finite, negative definite Hessian."""
+    if err is None:
+        if ev is None or ev.hessian is None or not np.all(np.isfinite(ev.hessian)):
+            return 0.0
+        err = information_errors(ev.hessian, ev.score_var)
+    if not err.positive_definite:
+        return 0.0
+    se = np.sqrt(np.diag(err.cov))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        far = np.abs(np.asarray(theta, dtype=float) - centre) / se
+    return float(np.max(far, initial=0.0, where=np.isfinite(far)))
 
 
 def _at_maximum(ev, errors, mcse, tol=1e-2):
@@ -585,7 +598,8 @@ def _refine_quadrature(model, outcome, opts, seed, callback, disp, client):
         # the refit's rounds start at the estimate (not at the Laplace fit: on guPrenat that
         # is a mother variance of 330 against 49, five rounds away)
         # its first round's rule is the finer rule the measurement placed at the estimate:
-        # that engine (and its evaluation there) is the round's
+        # that engine (and its evaluation there, where the measurement made a full one: the
+        # nested rule's measurement takes the gradient alone) is the round's
         refit = _mcmle(model, opts, seed, theta, callback, disp, client, centre=theta,
                        first_rule=check)
         if refit.boundary or refit.evaluation is None:
@@ -655,7 +669,10 @@ def _quadrature_error(model, outcome, opts, warn=True):
     _, engine = rb_round(model, outcome.engine.structure, theta, mode, factorize, finer[1],
                          outcome.seed, fopts, effective_n_jobs(opts.n_jobs),
                          outer_start=outer_start)
-    fine = engine.evaluate(theta)
+    # only the finer rule's gradient is needed (the step takes the fit's Hessian): an
+    # engine that can leave its Hessian out does (the nested rule's, the same bits)
+    score_only = getattr(engine, "evaluate_score", None)
+    fine = engine.evaluate(theta) if score_only is None else score_only(theta)
     engine.detach()  # (a local engine: no client to drop, as the rounds' own)
     H = ev.hessian
     try:
@@ -931,7 +948,7 @@ class _RoundState:
         opts, log = self.opts, self.log
         if rnd == 0 and self.first_engine is not None:
             # a deterministic rule placed at this centre already (no draws: the seed is not
-            # used), with its evaluation there
+            # used), with its evaluation there where the measurement kept one
             engine, self.first_engine = self.first_engine, None
             draws = engine.draws
         elif self.rb is not None:

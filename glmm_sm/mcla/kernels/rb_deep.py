@@ -6,11 +6,11 @@ node, then its class's node given it, ...), the leaf's ``K`` nodes ``a_k`` are s
     I_u(pi) = sum_k exp(lw_uk + log phi(a_k; nu) + sum_{r in u} l_r(e0_r(pi) + z_r a_k)),
 
 ``e0_r(pi)`` the observation's linear predictor without the leaf.  With derivatives, the
-score and Hessian in ``theta = (beta, nu)`` of ``log I_u(pi)`` at the fixed nodes (Louis'
-identity over the leaf's nodes: ``g = sum_k v_k G_k``, ``H = sum_k v_k (H_k + G_k G_k') -
-g g'``, ``v_k`` the nodes' posterior weights).  This is the one pass over every observation
-at every full path of nodes (``n x K_1 x ... x K_D`` terms); the levels above work on sums
-per unit, in numpy.
+score and (unless only the score is asked for) the Hessian in ``theta = (beta, nu)`` of
+``log I_u(pi)`` at the fixed nodes (Louis' identity over the leaf's nodes: ``g = sum_k v_k
+G_k``, ``H = sum_k v_k (H_k + G_k G_k') - g g'``, ``v_k`` the nodes' posterior weights).
+This is the one pass over every observation at every full path of nodes (``n x K_1 x ... x
+K_D`` terms); the levels above work on sums per unit, in numpy.
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ from glmm_sm.core.constants import HALF_LOG2PI, POISSON_ETA_MAX
 from glmm_sm.mcla.kernels.fastmath import fexp, flog1p_unit, frecip_unit
 from glmm_sm.mcla.kernels.rb import _obs_terms
 
-__all__ = ["LeafRows", "LeafRule", "LeafOut", "leaf_level", "segment_rows", "SPLIT_MAX"]
+__all__ = ["LeafRows", "LeafRule", "LeafOut", "leaf_level", "packed_pairs", "segment_rows",
+           "SPLIT_MAX"]
 
 _FLAGS = dict(cache=True, nogil=True, error_model="numpy")
 # the per-observation step is inlined into the leaf loop (a call per observation would pass
@@ -49,15 +50,13 @@ class LeafRows(NamedTuple):
 
 
 class LeafRule(NamedTuple):
-    """``nodes`` (n_leaf, K * P): each leaf's nodes at each path, node-major (the paths
-    fastest: ``nodes[u, k * P + pi]``, the transpose of the sampler's layout);
-    ``lw`` (n_leaf, K): log node weights; ``nu``, ``t``: the leaves' variance and its index
-    among the variances; ``centre`` (n_leaf, P), ``scale`` (n_leaf,) and ``z`` (K,): the
-    nodes' form, ``nodes[u, k * P + pi] = centre[u, pi] + scale[u] z[k]`` (to rounding),
-    which the logit and log links' terms use to take one ``exp`` per observation and path
-    (``_split_terms``)."""
+    """``lw`` (n_leaf, K): log node weights; ``nu``, ``t``: the leaves' variance and its
+    index among the variances; ``centre`` (n_leaf, P), ``scale`` (n_leaf,) and ``z`` (K,):
+    the nodes, ``a_k(pi) = centre[u, pi] + scale[u] z[k]`` for leaf ``u`` at path ``pi``
+    (formed in the kernel, the same operations as the sampler's ``nodes``: the same
+    numbers), a form the logit and log links' terms also use to take one ``exp`` per
+    observation and path (``_split_terms``)."""
 
-    nodes: np.ndarray
     lw: np.ndarray
     nu: float
     t: int
@@ -67,9 +66,12 @@ class LeafRule(NamedTuple):
 
 
 class LeafOut(NamedTuple):
-    """``val`` (n_leaf, P); ``g`` (n_leaf, P, d) and ``H`` (n_leaf, P, d, d), or empty
-    without derivatives; ``cw`` (n_leaf, P * K): the nodes' posterior weights given the
-    path, or empty."""
+    """``val`` (n_leaf, P); the score and Hessian in the coordinates a leaf's terms involve,
+    ``beta`` and the leaves' variance (``e = p + 1`` of them, the variance last), paths
+    fastest: ``g`` (n_leaf, e, P) and ``H`` (n_leaf, e (e + 1) / 2, P), the lower triangle
+    packed by rows (entry ``(i, j)``, ``j <= i``, at ``i (i + 1) / 2 + j``:
+    :func:`packed_pairs`), or empty without derivatives (``H`` also without the Hessian);
+    ``cw`` (n_leaf, P * K): the nodes' posterior weights given the path, or empty."""
 
     val: np.ndarray
     g: np.ndarray
@@ -154,9 +156,11 @@ def _split_terms(fam, cr, bk, ex, wyi, wni, Fk, Rk, Ck):
 
 
 @numba.njit(**_FLAGS)
-def leaf_level(fam, rows, rule, out, derivs):
+def leaf_level(fam, rows, rule, out, derivs, hessian=True):
     """Fill ``out`` (:class:`LeafOut`) for every leaf and path; see the module docstring.
-    ``fam``: the family's kernel code; ``derivs``: score and Hessian as well.
+    ``fam``: the family's kernel code; ``derivs``: the score as well, and with ``hessian``
+    the Hessian (without it, ``out.H`` is not touched and the score takes the same
+    operations, in the same order: the same bits).
 
     A node's complete-data score involves ``beta`` and the leaves' variance only: the sums
     run over those ``p + 1`` coordinates (index ``p`` stands for the variance).  For each
@@ -171,13 +175,14 @@ def leaf_level(fam, rows, rule, out, derivs):
     p = rows.X.shape[1]
     nu = rule.nu
     inu = 1.0 / nu
-    jt = p + rule.t
     e = p + 1 if derivs else 0
+    eh = e if hessian else 0
     Fk = np.empty((K, P))
+    A = np.empty((K, P))
     Rk = np.empty(P)
     Ck = np.empty(P)
     Gk = np.zeros((e, K, P))
-    Hk = np.zeros((e, e, K, P))
+    Hk = np.zeros((eh, eh, K, P))
     g = np.zeros((e, P))
     mx = np.empty(P)
     tot = np.empty(P)
@@ -188,13 +193,16 @@ def leaf_level(fam, rows, rule, out, derivs):
         zmax = max(zmax, abs(rule.z[k]))
     const = -HALF_LOG2PI - 0.5 * math.log(nu)
     want_w = out.cw.shape[0] > 0
-    if derivs:
-        out.g[:] = 0.0
-        out.H[:] = 0.0
     for u in range(n_leaf):
         r0, r1 = rows.ptr[u], rows.ptr[u + 1]
+        su = rule.scale[u]
+        cu = rule.centre[u]
         for k in range(K):
-            a = rule.nodes[u, k * P : (k + 1) * P]
+            # the leaf's node k at every path
+            a = A[k]
+            szk = su * rule.z[k]
+            for pi in range(P):
+                a[pi] = cu[pi] + szk
             lwk = rule.lw[u, k] + const
             F = Fk[k]
             for pi in range(P):
@@ -202,16 +210,17 @@ def leaf_level(fam, rows, rule, out, derivs):
             if derivs:
                 for i in range(p):
                     Gk[i, k, :] = 0.0
-                    for j in range(i + 1):
+                    for j in range(i + 1 if eh else 0):
                         Hk[i, j, k, :] = 0.0
                 Gp = Gk[p, k]
-                Hp = Hk[p, p, k]
                 for pi in range(P):
                     ak = a[pi]
                     Gp[pi] = -0.5 * inu + 0.5 * ak * ak * inu * inu
-                    Hp[pi] = 0.5 * inu * inu - ak * ak * inu * inu * inu
-        su = rule.scale[u]
-        cu = rule.centre[u]
+                if eh:
+                    Hp = Hk[p, p, k]
+                    for pi in range(P):
+                        ak = a[pi]
+                        Hp[pi] = 0.5 * inu * inu - ak * ak * inu * inu * inu
         for r in range(r0, r1):
             e0r = rows.e0[r]
             zr, wyi, wni = rows.z[r], rows.wy[r], rows.wn[r]
@@ -231,15 +240,14 @@ def leaf_level(fam, rows, rule, out, derivs):
                 if split:
                     _split_terms(fam, cr, zr * su * rule.z[k], ex, wyi, wni, Fk[k], Rk, Ck)
                 else:
-                    _path_terms(fam, e0r, zr, wyi, wni, rule.nodes[u, k * P : (k + 1) * P],
-                                Fk[k], Rk, Ck)
+                    _path_terms(fam, e0r, zr, wyi, wni, A[k], Fk[k], Rk, Ck)
                 if derivs:
                     for i in range(p):
                         xi = rows.X[r, i]
                         Gi = Gk[i, k]
                         for pi in range(P):
                             Gi[pi] += Rk[pi] * xi
-                        for j in range(i + 1):
+                        for j in range(i + 1 if eh else 0):
                             xj = rows.X[r, j]
                             Hij = Hk[i, j, k]
                             for pi in range(P):
@@ -272,13 +280,11 @@ def leaf_level(fam, rows, rule, out, derivs):
             for k in range(K):
                 for pi in range(P):
                     gi[pi] += Fk[k, pi] * Gk[i, k, pi]
-            ii = i if i < p else jt
+            og = out.g[u, i]
             for pi in range(P):
-                out.g[u, pi, ii] = gi[pi]
-        for i in range(e):
-            ii = i if i < p else jt
+                og[pi] = gi[pi]
+        for i in range(eh):
             for j in range(i + 1):
-                jj = j if j < p else jt
                 # Hk: beta's lower triangle and the variance's diagonal (zero between)
                 has_h = i < p or j == p
                 tot[:] = 0.0
@@ -286,10 +292,15 @@ def leaf_level(fam, rows, rule, out, derivs):
                     for pi in range(P):
                         h = Hk[i, j, k, pi] if has_h else 0.0
                         tot[pi] += Fk[k, pi] * (h + Gk[i, k, pi] * Gk[j, k, pi])
+                oh = out.H[u, i * (i + 1) // 2 + j]
                 for pi in range(P):
-                    s = tot[pi] - g[i, pi] * g[j, pi]
-                    out.H[u, pi, ii, jj] = s
-                    out.H[u, pi, jj, ii] = s
+                    oh[pi] = tot[pi] - g[i, pi] * g[j, pi]
+
+
+def packed_pairs(e):
+    """The pairs ``(i, j)``, ``j <= i < e``, in the order of :class:`LeafOut`'s packed
+    Hessian (by rows)."""
+    return [(i, j) for i in range(e) for j in range(i + 1)]
 
 
 @numba.njit(**_FLAGS)

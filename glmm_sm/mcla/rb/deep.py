@@ -38,7 +38,6 @@ way (``benchmarks/README.md``, "Three-level trees integrated").
 from __future__ import annotations
 
 import numpy as np
-import scipy.sparse as sp
 
 from glmm_sm.core.constants import HALF_LOG2PI
 from glmm_sm.mcla.engine import EngineBase, Evaluation
@@ -47,6 +46,7 @@ from glmm_sm.mcla.kernels.rb_deep import (
     LeafRows,
     LeafRule,
     leaf_level,
+    packed_pairs,
     segment_rows,
 )
 from glmm_sm.mcla.sampler import DrawChunk
@@ -218,8 +218,9 @@ class DeepQuadratureSampler:
     Attributes
     ----------
     nodes : list of ndarray
-        Per level ``l``, the effects' values at every path of nodes, ``(n_l, K_0 ... K_l)``
-        flattened to ``(n_l, P_l)`` (the last level's node varying fastest).
+        Per level ``l`` above the leaves, the effects' values at every path of nodes,
+        ``(n_l, K_0 ... K_l)`` flattened to ``(n_l, P_l)`` (the last level's node varying
+        fastest); every level's, the leaves' included, from ``level_nodes``.
     log_node : list of ndarray
         Per level, ``(n_l, K_l)``: ``log(w_k) + x_k^2 + log(sqrt(2) s)``, each node's weight
         in ``int f = sum_k exp(log_node_k + log f(node_k))``.
@@ -247,9 +248,7 @@ class DeepQuadratureSampler:
         u = np.asarray(mode.u, dtype=float)
         eta = data.linear_fixed(self.params[:p]) + data.Z @ u
         h = data.family.obs_terms(eta, data.wy, data.wn)[2]
-        Z = sp.csr_matrix(data.Z)
-        P = sp.csr_matrix(Z.T @ sp.diags(h) @ Z + sp.diags(1.0 / nu[data.ident]))
-        mean, coef, sd = self._conditionals(P, u)
+        mean, coef, sd = self._conditionals(h, nu, u)
         self.nodes, self.log_node = [], []
         self.centres, self.scales, self.std_nodes = [], [], []
         for lev in range(D):
@@ -264,11 +263,11 @@ class DeepQuadratureSampler:
                 a = np.repeat(self.nodes[j][structure.anc[lev][:, j]], rep, axis=1)
                 centre += coef[lev][:, j : j + 1] * (a - mean[j][structure.anc[lev][:, j]]
                                                      [:, None])
-            vals = centre[:, :, None] + sd[lev][:, None, None] * z[None, None, :]
             self.centres.append(centre)
             self.scales.append(np.ascontiguousarray(sd[lev], dtype=float))
             self.std_nodes.append(z)
-            self.nodes.append(np.ascontiguousarray(vals.reshape(n_l, -1)))
+            if lev < D - 1:  # the leaves' (the largest array) only where asked for
+                self.nodes.append(self._form_nodes(lev))
             self.log_node.append(np.log(w)[None, :] + (x * x)[None, :]
                                  + np.log(np.sqrt(2.0) * sd[lev])[:, None])
 
@@ -276,38 +275,65 @@ class DeepQuadratureSampler:
     def data(self):
         return self.system.data
 
-    def _conditionals(self, P, u):
+    def _form_nodes(self, lev):
+        """Level ``lev``'s nodes, ``centre + scale z`` at every path, ``(n_l, P_l)``."""
+        centre, sd, z = self.centres[lev], self.scales[lev], self.std_nodes[lev]
+        vals = centre[:, :, None] + sd[:, None, None] * z[None, None, :]
+        return np.ascontiguousarray(vals.reshape(centre.shape[0], -1))
+
+    def level_nodes(self, lev):
+        """Level ``lev``'s nodes at every path, ``(n_l, P_l)`` (as ``nodes[lev]``), the
+        leaves' included: formed on the first call and kept (the leaf kernel forms them
+        itself, :class:`~glmm_sm.mcla.kernels.rb_deep.LeafRule`)."""
+        while len(self.nodes) <= lev:
+            self.nodes.append(self._form_nodes(len(self.nodes)))
+        return self.nodes[lev]
+
+    def _conditionals(self, h, nu, u):
         """Per level: the effects' modes, their conditional means' coefficients on their
-        ancestors (``(n_l, l)``) and conditional SDs, from the joint precision ``P`` by
-        eliminating the levels from the leaves up."""
+        ancestors (``(n_l, l)``) and conditional SDs, from the joint Laplace precision
+        ``P = Z' diag(h) Z + D^{-1}`` (``h`` per layout row, ``nu`` the variances) by
+        eliminating the levels from the leaves up.
+
+        In a tree, ``P`` links an effect only to itself and its ancestors, and each Schur
+        complement keeps that form (eliminating an effect links its ancestors pairwise, all
+        ancestors of one another), so ``P`` is held per level as ``A[l]`` (n_l, l + 1): each
+        effect's entries with its ancestor at every level above (and itself, last), summed
+        from the rows of each effect; the elimination updates them by sums over each
+        effect's children."""
         st = self.structure
+        data = self.data
         D = st.depth
         mean = [u[c] for c in st.cols]
         coef, sd = [None] * D, [None] * D
-        keep = np.concatenate(st.cols)
-        # level l of the kept columns occupies offs[l]:offs[l+1]
-        offs = np.r_[0, np.cumsum([c.size for c in st.cols])]
-        Pk = sp.csr_matrix(P[keep][:, keep])
+        hs = np.asarray(h, dtype=float)[st.rows]
+        A = []
+        for lev in range(D):
+            n_l = st.cols[lev].size
+            hz = hs * st.row_z[lev]
+            a = np.empty((n_l, lev + 1))
+            for j in range(lev + 1):
+                a[:, j] = np.bincount(st.row_unit[lev], weights=hz * st.row_z[j],
+                                      minlength=n_l)
+            a[:, lev] += 1.0 / nu[data.ident[st.cols[lev]]]
+            A.append(a)
         for lev in range(D - 1, -1, -1):
-            L = np.arange(offs[lev], offs[lev + 1])
-            R = np.arange(0, offs[lev])
-            PLL = sp.csr_matrix(Pk[L][:, L])
-            d = PLL.diagonal()
-            off = PLL - sp.diags(d)
-            if off.count_nonzero() or not np.all(d > 0):
+            d = A[lev][:, lev]
+            if not np.all(d > 0):
                 raise ValueError("the nested rule needs the Laplace precision of each level "
-                                 "diagonal and positive given its ancestors; it is not")
+                                 "positive given its ancestors; it is not")
             sd[lev] = 1.0 / np.sqrt(d)
             if not lev:
                 break
-            PLR = sp.csr_matrix(Pk[L][:, R])
-            c = np.zeros((L.size, lev))
-            for j in range(lev):
-                cj = offs[j] + st.anc[lev][:, j]
-                c[:, j] = -np.asarray(PLR[np.arange(L.size), cj]).ravel() / d
-            coef[lev] = c
-            PRL = sp.csr_matrix(Pk[R][:, L])
-            Pk = sp.csr_matrix(Pk[R][:, R] - PRL @ sp.diags(1.0 / d) @ PLR)
+            off = A[lev][:, :lev]
+            coef[lev] = -off / d[:, None]
+            anc = st.anc[lev]
+            for k in range(lev):
+                n_k = st.cols[k].size
+                wk = off[:, k] / d
+                for j in range(k + 1):
+                    A[k][:, j] -= np.bincount(anc[:, k], weights=wk * off[:, j],
+                                              minlength=n_k)
         return mean, coef, sd
 
     def generate(self, seed, size):
@@ -353,12 +379,6 @@ class DeepQuadratureEngine(EngineBase):
         self.sampler = draws.sampler
         self.structure = self.sampler.structure
         self._chunks = self._top_chunks()
-        # the leaves' nodes node-major (paths fastest), as the leaf kernel reads them
-        leaf_nodes = self.sampler.nodes[-1]
-        K = self.sampler.K[-1]
-        self._leaf_nodes = np.ascontiguousarray(
-            leaf_nodes.reshape(leaf_nodes.shape[0], -1, K).transpose(0, 2, 1)
-        ).reshape(leaf_nodes.shape[0], -1)
 
     def _top_chunks(self):
         """Ranges of top-level units evaluated together."""
@@ -373,7 +393,20 @@ class DeepQuadratureEngine(EngineBase):
         out.append((t0, n0))
         return out
 
-    def _evaluate(self, params, derivs):
+    def evaluate_score(self, params):
+        """:meth:`~glmm_sm.mcla.engine.EngineBase.evaluate` without the Hessian
+        (``hessian`` None): the value and the exact gradient, the same bits as a full
+        evaluation's, at a little over half its cost (the quadrature error measurement,
+        ``glmm_sm.fit.driver``, needs only the finer rule's gradient).  Not kept as the
+        engine's last evaluation."""
+        params = np.asarray(params, dtype=np.float64)
+        p, T = self.data.k_fe, self.data.k_vc
+        if (params.shape != (self.k_params,) or not np.all(np.isfinite(params))
+                or np.any(params[p : p + T] <= 0)):
+            return self.evaluate(params)  # its checks and answers
+        return self._evaluate(params, True, hessian=False)
+
+    def _evaluate(self, params, derivs, hessian=True):
         data = self.data
         p, T = data.k_fe, data.k_vc
         d = p + T
@@ -382,22 +415,27 @@ class DeepQuadratureEngine(EngineBase):
         block_values = np.zeros(B)
         grad, H = np.zeros(d), np.zeros((d, d))
         xb = data.linear_fixed(beta)
+        hessian = bool(derivs and hessian)
         for c0, c1 in self._chunks:
-            v, g, h = self._chunk(c0, c1, xb, nu, derivs)[:3]
+            v, g, h = self._chunk(c0, c1, xb, nu, derivs, hessian=hessian)[:3]
             block_values[self.structure.block_of_top[c0:c1]] = v
             if derivs:
                 grad += g.sum(axis=0)
+            if hessian:
                 H += h.sum(axis=0)
         value = float(block_values.sum())
         ess = np.full(B, np.inf)
         if not derivs or not np.isfinite(value):
             return Evaluation(value, None, None, None, ess, block_values)
+        if not hessian:
+            return Evaluation(value, grad, None, None, ess, block_values)
         H = 0.5 * (H + H.T)
         return Evaluation(value, grad, H, np.zeros((d, d)), ess, block_values)
 
-    def _chunk(self, c0, c1, xb, nu, derivs, weights=False):
+    def _chunk(self, c0, c1, xb, nu, derivs, weights=False, hessian=True):
         """``(value, score, Hessian)`` per top-level unit ``c0:c1`` (and, with
-        ``weights``, each level's node weights given the path above it)."""
+        ``weights``, each level's node weights given the path above it); the Hessian None
+        without ``hessian``."""
         st, smp, data = self.structure, self.sampler, self.data
         D, p = st.depth, data.k_fe
         d = p + data.k_vc
@@ -419,9 +457,14 @@ class DeepQuadratureEngine(EngineBase):
         leaf = D - 1
         n_leaf = hi[leaf] - lo[leaf]
         t = int(st.comp[leaf])
+        hessian = bool(derivs and hessian)
+        # the leaves' scores and Hessians in the coordinates their terms involve: beta and
+        # the leaves' variance
+        e = p + 1
+        coords = np.r_[np.arange(p), p + t]
         out = LeafOut(np.empty((n_leaf, Pa)),
-                      np.empty((n_leaf, Pa, d) if derivs else (0, 0, 0)),
-                      np.empty((n_leaf, Pa, d, d) if derivs else (0, 0, 0, 0)),
+                      np.empty((n_leaf, e, Pa) if derivs else (0, 0, 0)),
+                      np.empty((n_leaf, e * (e + 1) // 2, Pa) if hessian else (0, 0, 0)),
                       np.empty((n_leaf, Pa * smp.K[leaf]) if weights else (0, 0)))
         leaf_level(data.family.kernel,
                    LeafRows(st.row_ptr[lo[leaf] : hi[leaf] + 1] - r0, e0,
@@ -429,20 +472,33 @@ class DeepQuadratureEngine(EngineBase):
                             np.ascontiguousarray(data.wy[rows], dtype=np.float64),
                             np.ascontiguousarray(data.wn[rows], dtype=np.float64),
                             np.ascontiguousarray(data.X[rows])),
-                   LeafRule(self._leaf_nodes[lo[leaf] : hi[leaf]],
-                            np.ascontiguousarray(smp.log_node[leaf][lo[leaf] : hi[leaf]]),
+                   LeafRule(np.ascontiguousarray(smp.log_node[leaf][lo[leaf] : hi[leaf]]),
                             float(nu[t]), t, smp.centres[leaf][lo[leaf] : hi[leaf]],
                             smp.scales[leaf][lo[leaf] : hi[leaf]], smp.std_nodes[leaf]),
-                   out, bool(derivs))
+                   out, bool(derivs), hessian)
         cw = [out.cw] if weights else []
         val, g, Hn = out.val, out.g, out.H
         for lev in range(D - 2, -1, -1):
             # the level below summed into this level's units
             cp = st.child_ptr[lev + 1][lo[lev] : hi[lev] + 1] - lo[lev + 1]
             F = _segment_sum(val, cp)
-            if derivs:
-                G = _segment_sum(g, cp)
-                Hs = _segment_sum(Hn, cp)
+            if lev == D - 2:
+                # the leaves' sums, in their coordinates (zero in the others)
+                if derivs:
+                    Gc = _segment_sum(g, cp)
+                    G = np.zeros((Gc.shape[0], Gc.shape[2], d))
+                    G[:, :, coords] = Gc.transpose(0, 2, 1)
+                if hessian:
+                    Hc = _segment_sum(Hn, cp)
+                    Hs = np.zeros((Hc.shape[0], Hc.shape[2], d, d))
+                    for o, (i, j) in enumerate(packed_pairs(e)):
+                        Hs[:, :, coords[i], coords[j]] = Hc[:, o]
+                        Hs[:, :, coords[j], coords[i]] = Hc[:, o]
+            else:
+                if derivs:
+                    G = _segment_sum(g, cp)
+                if hessian:
+                    Hs = _segment_sum(Hn, cp)
             t = st.comp[lev]
             a = smp.nodes[lev][lo[lev] : hi[lev]]  # (n_l, P_l)
             n_l = a.shape[0]
@@ -460,16 +516,17 @@ class DeepQuadratureEngine(EngineBase):
                 cw.append(w.reshape(n_l, Pl))
             if derivs:
                 G[..., p + t] += -0.5 / nu[t] + 0.5 * a * a / nu[t] ** 2
-                Hs[..., p + t, p + t] += 0.5 / nu[t] ** 2 - a * a / nu[t] ** 3
                 G4 = G.reshape(n_l, Pl // Kl, Kl, d)
-                H5 = Hs.reshape(n_l, Pl // Kl, Kl, d, d)
                 g = np.einsum("npk,npki->npi", w, G4)
+            if hessian:
+                Hs[..., p + t, p + t] += 0.5 / nu[t] ** 2 - a * a / nu[t] ** 3
+                H5 = Hs.reshape(n_l, Pl // Kl, Kl, d, d)
                 Hn = (np.einsum("npk,npkij->npij", w, H5)
                       + np.einsum("npk,npki,npkj->npij", w, G4, G4)
                       - g[..., :, None] * g[..., None, :])
         v = val[:, 0]
         if derivs:
-            return v, g[:, 0], Hn[:, 0], cw[::-1]
+            return v, g[:, 0], Hn[:, 0] if hessian else None, cw[::-1]
         return v, None, None, cw[::-1]
 
     def random_effect_moments(self, params):
@@ -494,7 +551,7 @@ class DeepQuadratureEngine(EngineBase):
                 else:
                     par = st.anc[lev][lo[lev] : lo[lev] + cw[lev].shape[0], lev - 1] - lo[lev - 1]
                     post = np.repeat(post[par], smp.K[lev], axis=1) * cw[lev]
-                a = smp.nodes[lev][lo[lev] : lo[lev] + post.shape[0]]
+                a = smp.level_nodes(lev)[lo[lev] : lo[lev] + post.shape[0]]
                 cols = st.cols[lev][lo[lev] : lo[lev] + post.shape[0]]
                 mean_l[cols] = (post * a).sum(axis=1)
                 m2_l[cols] = (post * a * a).sum(axis=1)
@@ -542,7 +599,7 @@ class DeepQuadratureEngine(EngineBase):
             # M[lev][l]: E[a_v | path at level l] of each unit v of level lev, l <= lev
             M = []
             for lev in range(D):
-                Ml = {lev: smp.nodes[lev][lo[lev] : lo[lev] + n[lev]]}
+                Ml = {lev: smp.level_nodes(lev)[lo[lev] : lo[lev] + n[lev]]}
                 for l_ in range(lev, 0, -1):
                     a_l = st.anc[lev][lo[lev] : lo[lev] + n[lev], l_] - lo[l_] if l_ < lev \
                         else np.arange(n[lev])
