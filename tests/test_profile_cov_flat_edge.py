@@ -1,4 +1,4 @@
-"""A deterministic profile's climb near ``|rho| = 1`` reaches its maximum (issue 24).
+"""Deterministic profiles near ``|rho| = 1`` reach their maxima and their ends (issue 24).
 
 Data set 325 of the profile-coverage design (``benchmarks/bench_profile_coverage.py``: 50
 groups of 12, Bernoulli ``y ~ x + (1 + x | g)``) has its constrained maxima in the fixed
@@ -17,6 +17,14 @@ The reference is independent of the package: the exact likelihood by ``tests/agh
 L-BFGS-B from several starts (``tests/test_profile_cov_top.py``'s ``_beta_profile``).
 Tolerance: as there, the root's 2e-3 in ``zeta`` (0.008 in the deviance) plus twice the
 top's 3e-3 (the package's 7-node rule and the climb's stopping rule).
+
+Data set 59 has its estimate at ``rho`` within 1e-4 of 1 with the slope's SD 0.11: the
+covariance's root-finding unit (a quarter of the SDs' product at the estimate, 0.024) made
+its search range, 12 units, end at 0.379, where the exact deviance is 3.12, and the upper
+end was reported as infinite; it is 0.42.  The range is now doubled while the profile keeps
+rising towards the cut (``profile_cov.MAX_EXTEND``).  Reference: the brute-force profile of
+``tests/aghq2d_cov_profile.py`` (as ``tests/test_profile_cov_branches.py``, tolerance 0.03
+there: the root, the 7- against the 20-node rule, the optimizers).
 """
 
 from __future__ import annotations
@@ -34,6 +42,8 @@ from glmm_sm.inference import profile_cov
 
 CUT = float(stats.chi2.ppf(0.95, 1))
 SEED = 325
+#: A covariance end's deviance tolerance (``tests/test_profile_cov_branches.py``).
+COV_TOL = 0.03
 
 
 def test_ball_step_moves_the_curved_coordinates_past_a_flat_one():
@@ -77,3 +87,26 @@ def test_fixed_effect_end_near_the_correlation_edge_matches_the_exact_profile():
     assert dev == pytest.approx(CUT, abs=END_TOL), (end, dev)
     # the climbs converge: a handful of rules per point, not the iteration limit's
     assert prof.adaptive_rules < 30 * len(prof.points)
+
+
+def test_covariance_end_beyond_twelve_units_at_a_near_singular_fit_is_found():
+    from aghq2d_cov_profile import CovProfileReference, reference_model
+
+    d = coverage_data(59)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = MonteCarloGLMM.from_formula("y ~ x + (1 + x | g)", data=d,
+                                          family="bernoulli").fit(random_state=59,
+                                                                  disp=False, n_jobs=1)
+    p = np.asarray(res.params)
+    assert res.fit_log.sampler["used"] == "quadrature"
+    assert p[3] / np.sqrt(p[2] * p[4]) > 0.999  # near-singular
+    prof = profile_cov.CovProfiler(res, "g Cov(x, Intercept)")
+    up, mcse, note = prof.limit(+1, 0.05)
+    # the case: the end lies past the old search range of MAX_DISTANCE units
+    assert up - prof.s_hat > profile_cov.MAX_DISTANCE * prof._scale(), (up, note)
+    assert mcse == 0.0
+    P = CovProfileReference(reference_model(d, 20), p, profile_cov.RHO_EDGE)
+    dev = 2.0 * (P.l_top - P.profile(up))
+    dev = 2.0 * (P.l_top - P.profile(up))  # with l_top as raised by the profile
+    assert dev == pytest.approx(CUT, abs=COV_TOL), (up, dev)
