@@ -29,11 +29,11 @@ from scipy.stats import multivariate_normal, multivariate_t
 from statsmodels.tools.sm_exceptions import ConvergenceWarning
 from test_rb_kernel import _model, _reference_log_weights
 
+import glmm_sm.fit.driver as driver
 from glmm_sm import MonteCarloGLMM
 from glmm_sm.core.random import as_seed_sequence
 from glmm_sm.mcla.draws import DrawSet
 from glmm_sm.mcla.rb.engine import RBEngine
-import glmm_sm.fit.driver as driver
 from glmm_sm.mcla.rb.round import PILOT_NODES
 from glmm_sm.mcla.rb.split import N_NODES, RBSampler, RBStructure
 
@@ -195,3 +195,18 @@ def test_centre_probe_is_one_draw_at_the_proposal_centre():
         np.log(smp.t_weight) + multivariate_t(smp.u_hat[cols], cov, df=smp.df).logpdf(
             smp.u_hat[cols]))
     assert abs(probe.draws.all_draws().logf[b, 0] - mix) < 1e-10 * abs(mix)
+
+
+def test_without_a_centre_probe_the_pilot_draws_are_evaluated(monkeypatch):
+    """Where the engine gives no centre probe, the check evaluates every pilot draw under
+    the full rule (the step the probe's is compared with above), and the fit stops after
+    2 rounds all the same."""
+    monkeypatch.setattr(RBEngine, "centre_probe", lambda self: None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        res = _few_rows().fit(random_state=0, disp=False, n_jobs=1)
+    rounds = res.fit_log.rounds
+    assert res.converged and len(rounds) == 2
+    check = rounds[1]["pilot_rule"]
+    assert check["probe"] == "pilot draws" and check["moved_across_rules"] > 3.0
+    assert rounds[1]["moved"] == check["moved"] <= 3.0

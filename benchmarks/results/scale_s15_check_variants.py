@@ -33,7 +33,8 @@ def record(self, rnd, theta, res, ev, seconds, engine=None):
         probe = prev.centre_probe()
         a, b = probe.with_nodes(len(engine.sampler.xs)).evaluate(centre), probe.evaluate(centre)
         step = np.linalg.solve(-(pe.hessian + a.hessian - b.hessian), pe.gradient + a.gradient - b.gradient)
-        OUT.update(moved_across_rules=info["moved"], moved_new=new["moved"], probe=new["probe"],
+        across = (info.get("pilot_rule") or {}).get("moved_across_rules", info["moved"])
+        OUT.update(moved_across_rules=across, moved_new=new["moved"], probe=new["probe"],
                    moved_full=float(np.max(np.abs(theta - centre - full) / ref)),
                    step_full=(full / ref).tolist(), step_new=(step / ref).tolist(),
                    diff=((step - full) / ref).tolist(), ref_se=(ref / se).tolist())

@@ -1187,14 +1187,16 @@ class _RoundState:
         if nodes == full:
             return None
         t0 = time.perf_counter()
-        ev, probe = self.outcome.evaluation, prev.centre_probe()
+        ev, H, how = self.outcome.evaluation, None, "centre draw"
+        probe = getattr(prev, "centre_probe", lambda: None)()
         if (probe is not None and ev is not None and ev.hessian is not None
                 and np.array_equal(self.outcome.params, self.centre)):
             coarse = probe.evaluate(self.centre)
             fine = probe.with_nodes(full).evaluate(self.centre)
-            H = ev.hessian + (fine.hessian - coarse.hessian)
-            g, how = ev.gradient + (fine.gradient - coarse.gradient), "centre draw"
-        else:
+            if coarse.hessian is not None and fine.hessian is not None:
+                H = ev.hessian + (fine.hessian - coarse.hessian)
+                g = ev.gradient + (fine.gradient - coarse.gradient)
+        if H is None:
             ev = prev.with_nodes(full).evaluate(self.centre)
             H, g, how = ev.hessian, ev.gradient, "pilot draws"
         if H is None or not (np.all(np.isfinite(H)) and np.all(np.isfinite(g))):
