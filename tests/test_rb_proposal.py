@@ -19,6 +19,7 @@ import pytest
 from glmm_sm import MonteCarloGLMM
 from glmm_sm.core.random import as_seed_sequence
 from glmm_sm.mcla.draws import DrawSet
+from glmm_sm.mcla.rb import proposal
 from glmm_sm.mcla.rb.engine import RBEngine
 from glmm_sm.mcla.rb.proposal import _Target, integrated_laplace
 from glmm_sm.mcla.rb.split import RBSampler, RBStructure
@@ -142,3 +143,47 @@ def test_integrated_proposal_gives_more_effective_draws_than_the_joint_laplace()
         eng = RBEngine(DrawSet.from_sampler(smp, 2000, as_seed_sequence(2)), n_jobs=1)
         ess[integrated] = float(eng.evaluate(params).ess.max())
     assert ess[True] > 0.9 * 2000 > ess[False]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_newton_stops_once_the_predicted_error_is_below_tolerance(kind, monkeypatch):
+    """Newton's method stops after a full step whose successor, predicted from the
+    quadratic contraction of the last two steps (``size^3 / before^2`` SDs), is below
+    ``NEWTON_TOL``: the step it did not take is measured there and is below the
+    tolerance, the same bound the step-size rule alone ensured (it took that step too).
+    The stop saves that step's derivatives and changes the proposal by less than it."""
+    smp, params = _sampler(kind)
+    calls = []
+    derivatives = proposal._Target.derivatives
+
+    def counted(self, V):
+        calls.append(1)
+        return derivatives(self, V)
+
+    monkeypatch.setattr(proposal._Target, "derivatives", counted)
+    out = integrated_laplace(smp, params)
+    n_new = len(calls)
+    target = _Target(smp, params)
+    for k, b in enumerate(target.blocks):
+        n = target.n_v[k]
+        V = np.zeros_like(target.start)
+        V[k, :n] = out[int(b)][0]
+        _, g, H = target.derivatives(V)
+        left = np.linalg.solve(-H[k, :n, :n], g[k, :n])
+        assert np.all(np.abs(left) <= proposal.NEWTON_TOL * np.sqrt(np.diag(out[int(b)][1])))
+    # the rule of steps alone (every block's step below NEWTON_TOL) takes one more
+    monkeypatch.setattr(proposal, "_left_after", lambda size, before: np.full(size.shape,
+                                                                              np.inf))
+    calls.clear()
+    ref = integrated_laplace(smp, params)
+    assert n_new == len(calls) - 1
+    for b in ref:
+        sd = np.sqrt(np.diag(ref[b][1]))
+        assert np.all(np.abs(out[b][0] - ref[b][0]) <= proposal.NEWTON_TOL * sd)
+        np.testing.assert_allclose(out[b][1], ref[b][1], rtol=1e-5)
+
+
+def test_left_after_is_the_quadratic_prediction():
+    size, before = np.array([1e-2, 0.0, 3e-3]), np.array([1.0, 0.5, 0.0])
+    np.testing.assert_array_equal(proposal._left_after(size, before),
+                                  [1e-6, 0.0, np.inf])

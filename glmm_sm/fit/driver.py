@@ -1164,22 +1164,36 @@ class _RoundState:
         ``benchmarks/bench_scale.py`` at 10^5 rows the pilot's rule moved ``var(g)`` by
         2.5 of the combined MCSEs, enough at 10^6 rows for a third round that the sampler
         centre did not need.  What the movement asks (has the estimate settled where the
-        draws are centred?) is answered under one rule: the pilot's draws (regenerated
-        from their seeds, chunk by chunk) are evaluated with this round's rule at the
-        pilot's estimate (this round's centre;
-        :meth:`~glmm_sm.mcla.rb.engine.RBEngine.with_nodes`), one Newton step of that
-        ``l_m`` gives its maximum on the pilot's draws, and ``theta``'s distance from it
-        is measured in the same combined MCSEs (``ref``, per parameter).  One evaluation
-        with derivatives.  (The pilot's rule on this round's draws would not do: a coarse
-        rule's error depends on where it is placed, and the two rounds place it at
-        different centres.)
+        draws are centred?) is answered under one rule: the maximum of the pilot's draws'
+        ``l_m`` under this round's rule, one Newton step from the pilot's estimate (this
+        round's centre), and ``theta``'s distance from it in the same combined MCSEs
+        (``ref``, per parameter).
+
+        That maximum is found from the pilot's own ``l_m`` (its last evaluation, at its
+        estimate: gradient ``g``, Hessian ``H``) plus the two rules' difference in the
+        log-likelihood of the proposal's centre draw
+        (:meth:`~glmm_sm.mcla.rb.engine.RBEngine.centre_probe`, one draw under each rule:
+        gradients ``g_N - g_K``, Hessians ``H_N - H_K``), taken as every draw's: the rules
+        differ in how each integrated level is summed given the sampled effects, about
+        equally for the draws near the centre.  The step is ``(-(H + H_N - H_K))^{-1}
+        (g + g_N - g_K)``.  On the crossed design it agreed with the pilot's draws
+        evaluated under this round's rule (the check before: one evaluation of every draw
+        with derivatives, 17-20 s of CPU at 10^6 rows) to 1% of the rules' shift, and on
+        ``tests/test_pilot_rule_movement.py``'s design (a shift of 13 combined MCSEs)
+        within 0.09 of them; it costs two evaluations of one draw
+        (``benchmarks/README.md``, issue 21, session 15).  Where there is no centre probe
+        or no pilot Hessian, the pilot's draws are evaluated under this round's rule as
+        before.  (The pilot's rule on this round's draws would not do: a coarse rule's
+        error depends on where it is placed, and the two rounds place it at different
+        centres.)
 
         Returns
         -------
         dict or None
-            ``moved`` (under this round's rule), ``nodes`` (the pilot's), ``seconds``; the
-            round's log entry keeps it as ``pilot_rule``, with ``moved_across_rules``
-            (the movement from the pilot's estimate itself).
+            ``moved`` (under this round's rule), ``nodes`` (the pilot's), ``probe``
+            (``"centre draw"`` or ``"pilot draws"``), ``seconds``; the round's log entry
+            keeps it as ``pilot_rule``, with ``moved_across_rules`` (the movement from the
+            pilot's estimate itself).
         """
         prev = None if self.outcome is None else self.outcome.engine
         if (rnd != 1 or not _is_pilot(0, self.opts) or self.opts.sampler == "quadrature"
@@ -1190,17 +1204,29 @@ class _RoundState:
         if nodes == full:
             return None
         t0 = time.perf_counter()
-        ev0 = prev.with_nodes(full).evaluate(self.centre)
-        if ev0.hessian is None or not np.all(np.isfinite(ev0.hessian)):
+        ev, H, how = self.outcome.evaluation, None, "centre draw"
+        probe = getattr(prev, "centre_probe", lambda: None)()
+        if (probe is not None and ev is not None and ev.hessian is not None
+                and np.array_equal(self.outcome.params, self.centre)):
+            coarse = probe.evaluate(self.centre)
+            fine = probe.with_nodes(full).evaluate(self.centre)
+            if coarse.hessian is not None and fine.hessian is not None:
+                H = ev.hessian + (fine.hessian - coarse.hessian)
+                g = ev.gradient + (fine.gradient - coarse.gradient)
+        if H is None:
+            ev = prev.with_nodes(full).evaluate(self.centre)
+            H, g, how = ev.hessian, ev.gradient, "pilot draws"
+        if H is None or not (np.all(np.isfinite(H)) and np.all(np.isfinite(g))):
             return None
         try:
-            step = np.linalg.solve(-ev0.hessian, ev0.gradient)
+            step = np.linalg.solve(-H, g)
         except np.linalg.LinAlgError:
             return None
         if not np.all(np.isfinite(step)):
             return None
         moved = float(np.max(np.abs(theta - self.centre - step) / np.maximum(ref, 1e-300)))
-        return {"moved": moved, "nodes": nodes, "seconds": time.perf_counter() - t0}
+        return {"moved": moved, "nodes": nodes, "probe": how,
+                "seconds": time.perf_counter() - t0}
 
     def _curvature_check(self, theta, ev, err):
         """The variance whose Monte Carlo information ``1 / SE^2`` is largest relative to

@@ -18,7 +18,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from glmm_sm.core.constants import HALF_LOG2PI
-from glmm_sm.mcla.draws import chunk_width
+from glmm_sm.mcla.draws import DrawSet, chunk_width
 from glmm_sm.mcla.engine import EngineBase, finish
 from glmm_sm.mcla.kernels.rb import make_state, rb_chunk_sums, rb_log_weights, tile_width
 from glmm_sm.mcla.kernels.records import Draws, RBBlocks, RBInputs, RBSums
@@ -92,6 +92,23 @@ class RBEngine(EngineBase):
         for key in ("_last", "_moments", "_log_weights"):
             twin.__dict__.pop(key, None)
         return twin
+
+    def centre_probe(self):
+        """An engine on one draw, the sampler's centre draw (:meth:`RBSampler.centre_draw
+        <glmm_sm.mcla.rb.split.RBSampler.centre_draw>`), with this engine's rule and
+        observation order: its gradients under two rules (:meth:`with_nodes`) give the
+        rules' difference at the proposal's centre, at the cost of one draw.  None where
+        the sampler has no centre draw."""
+        make = getattr(self.sampler, "centre_draw", None)
+        if make is None:
+            return None
+        probe = copy.copy(self)
+        probe._setup(DrawSet(self.data, 1, chunk=make(), sampler=self.sampler), None,
+                     self.n_jobs)
+        for key in ("_last", "_moments", "_log_weights"):
+            probe.__dict__.pop(key, None)
+        probe._obs_order = self._obs_order  # shared, as with_nodes twins share it
+        return probe
 
     def _shift(self):
         """``(DrawShift of the sampled effects, shifted design X + Z M)`` or None."""

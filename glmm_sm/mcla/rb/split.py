@@ -454,6 +454,31 @@ class RBSampler:
                                    np.log(self.t_weight) + log_t)
         return DrawChunk(U, logf, _square_sums(data, U, self.v_cols))
 
+    def centre_draw(self):
+        """One draw at the proposal's centre: every sampled effect at its mode ``u_hat``
+        (integrated rows 0), with the proposal's log density there, as a
+        :class:`~glmm_sm.mcla.sampler.DrawChunk` of width 1 (no random numbers are used).
+        A deterministic probe of the rule's error: the fitting driver's check of a
+        pilot round's movement evaluates it under the pilot's rule and the rounds' (see
+        :meth:`RBEngine.centre_probe <glmm_sm.mcla.rb.engine.RBEngine.centre_probe>`)."""
+        data = self.data
+        U = np.zeros((data.q, 1))
+        logf = np.zeros((data.n_blocks, 1))
+        for b, cols in enumerate(self.v_cols):
+            qs = cols.size
+            if not qs:
+                continue
+            U[cols, 0] = self.u_hat[cols]
+            hl = self.v_half_logdet[b]
+            log_n = -HALF_LOG2PI * qs + hl
+            if self.t_weight == 0.0:
+                logf[b] = log_n
+                continue
+            log_t = _log_t_norm(self.df, qs) + hl
+            logf[b] = np.logaddexp(np.log1p(-self.t_weight) + log_n,
+                                   np.log(self.t_weight) + log_t)
+        return DrawChunk(U, logf, _square_sums(data, U, self.v_cols))
+
 
 def _square_sums(data, U, v_cols):
     """Each block's sums of squared draws per component, ``(n_blocks, n_s, size)``, from

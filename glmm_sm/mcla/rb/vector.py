@@ -360,8 +360,11 @@ class VectorRBSampler(RBSampler):
 
     name = "rao-blackwell-vector"
     #: The tensor rule is not swapped for another on the same draws (the fitting driver
-    #: then measures a pilot round's movement across the two rules).
+    #: then measures a pilot round's movement across the two rules), nor probed at a
+    #: centre draw (:meth:`RBSampler.centre_draw
+    #: <glmm_sm.mcla.rb.split.RBSampler.centre_draw>`).
     with_nodes = None
+    centre_draw = None
 
     def __init__(self, system, params, mode, structure, t_weight=0.1, df=5.0,
                  n_nodes=N_NODES_VECTOR, shift=True, integrated=True):
