@@ -703,7 +703,11 @@ def _low_rank_close(a, a_loc, nt, tc, inu, rb, ev, state):
     and moments :func:`_level_close` has set.  With ``state.sgl`` (``a_loc``: the level's
     place in its block) ``Sigma`` is kept there for each draw of the tile and
     :func:`_deferred_cov` adds ``A' (sum_t w_t Sigma_t) A`` once the draws' weights are
-    known; else ``A' Sigma A`` is added to each draw's ``Cw``."""
+    known (:func:`_low_rank_kept`, the draws innermost); else ``A' Sigma A`` is added to
+    each draw's ``Cw``."""
+    if state.sgl.shape[0]:
+        _low_rank_kept(a, a_loc, nt, inu, rb, ev, state)
+        return
     om, alpha, rrs, G, Cw, X, acc = (state.lq, state.alpha, state.rrs, state.G, state.Cw, ev.X,
                                      state.acc)
     ea, ea2, sig = acc[2], acc[3], state.sig
@@ -749,11 +753,71 @@ def _low_rank_close(a, a_loc, nt, tc, inu, rb, ev, state):
                 for v in range(u + 1):
                     rv = rrs[v, f] - sig[mean + v] if v < n_a else state.ze[v - n_a]
                     sig[u * D + v] += wu * rv
-        if state.sgl.shape[0]:
-            for u in range(D * D):
-                state.sgl[a_loc, t, u] = sig[u]
-            continue
         _project_cov(a, dn, inu, shift, rb, X, sig, Cw[t])
+
+
+@numba.njit(**_FLAGS)
+def _low_rank_kept(a, a_loc, nt, inu, rb, ev, state):
+    """:func:`_low_rank_close` where ``Sigma`` is kept per draw in ``state.sgl``: the
+    same sums in the same order (each over the nodes ``j``, the draws' own), computed
+    for all the tile's draws at once (the draws innermost, contiguous in the node-major
+    layout ``f = j nt + t``) instead of draw after draw.  The node means of the
+    residuals, each draw's ``G`` and the lower triangle of each draw's ``Sigma`` are the
+    same numbers as :func:`_low_rank_close`'s draw-by-draw loop (the upper triangle of
+    ``sgl`` is not written; :func:`_deferred_cov` reads the lower).  Work space: the
+    rows of ``state.rrs`` are centred in place, ``state.ze`` and ``state.rr`` take the
+    centred ``alpha`` and ``nu`` scores (``state.acc[4]``: the latter's node means, set by
+    :func:`_level_close`), ``state.gb`` (not used by a level on this path)
+    each draw's beta scores being summed, ``state.acc[0]`` the sum being formed."""
+    om, alpha, rrs, G, X, acc = state.lq, state.alpha, state.rrs, state.G, ev.X, state.acc
+    ea, gnb, sgl = acc[2], acc[4], state.sgl
+    sm, gs, ca, cn = acc[0], state.gb, state.ze, state.rr
+    K = rb.xs.shape[0]
+    o0 = rb.lev_ptr[a]
+    n_a = rb.lev_ptr[a + 1] - o0
+    D = n_a + 2
+    p = X.shape[1]
+    ro = rb.ro
+    shift = ev.gp.shape[2] > 0
+    for c in range(p):
+        mc = -rb.malpha[a, c] * inu if shift else 0.0
+        for t in range(nt):
+            gs[c, t] = mc * ea[t] if shift else 0.0
+    for u in range(n_a):
+        # the node mean of residual u, then the beta scores' terms, then centred
+        for t in range(nt):
+            sm[t] = 0.0
+        for j in range(K):
+            for t in range(nt):
+                sm[t] += om[j * nt + t] * rrs[u, j * nt + t]
+        for c in range(p):
+            xc = X[ro[o0 + u], c]
+            for t in range(nt):
+                gs[c, t] += xc * sm[t]
+        for j in range(K):
+            for t in range(nt):
+                rrs[u, j * nt + t] -= sm[t]
+    for c in range(p):
+        for t in range(nt):
+            G[t, c] += gs[c, t]
+    for j in range(K):
+        for t in range(nt):
+            f = j * nt + t
+            al = alpha[f]
+            ca[f] = al - ea[t]
+            cn[f] = (al * al * inu - 1.0) * 0.5 * inu - gnb[t]
+    for u in range(D):
+        ru = rrs[u] if u < n_a else (ca if u == n_a else cn)
+        for v in range(u + 1):
+            rv = rrs[v] if v < n_a else (ca if v == n_a else cn)
+            for t in range(nt):
+                sm[t] = 0.0
+            for j in range(K):
+                for t in range(nt):
+                    f = j * nt + t
+                    sm[t] += om[f] * ru[f] * rv[f]
+            for t in range(nt):
+                sgl[a_loc, t, u * D + v] = sm[t]
 
 
 @numba.njit(**_FLAGS)
