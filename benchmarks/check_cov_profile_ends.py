@@ -41,15 +41,22 @@ NAME = "g Cov(x, Intercept)"
 RHO_EDGE = 1.0 - 1e-4
 
 
+def exact_reference(seed, groups, per):
+    """Data set ``seed``, its exact 20-node reference model and that model's
+    :class:`CovProfileReference` (its maximum over all parameters found from a GLM start):
+    ``(d, ref, P)``."""
+    d = simulate(seed, groups, per)
+    ref = reference_model(d, 20)
+    start = np.r_[glm_beta(ref.y, ref.X, "bernoulli", ref.trials), 1.0, 0.0, 1.0]
+    return d, ref, CovProfileReference(ref, start, RHO_EDGE)
+
+
 def check(seed, recs, groups, per, alpha=0.05, ends=False):
     """The exact deviance at the recorded ends of each of ``recs`` (records of one data set)
     and at the truth; with ``ends``, the exact ends too."""
     cut = float(stats.chi2.ppf(1.0 - alpha, 1))
     t0 = time.process_time()
-    d = simulate(seed, groups, per)
-    ref = reference_model(d, 20)
-    start = np.r_[glm_beta(ref.y, ref.X, "bernoulli", ref.trials), 1.0, 0.0, 1.0]
-    P = CovProfileReference(ref, start, RHO_EDGE)
+    d, ref, P = exact_reference(seed, groups, per)
     truth = TRUE[NAME]
     ours = [r["ci"][NAME][:2] for r in recs]
     points = [truth] + [c for lo_up in ours for c in lo_up if np.isfinite(c) and c != 0.0]

@@ -42,11 +42,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests"))
 sys.path.insert(0, HERE)
 
-from aghq import glm_beta  # noqa: E402
-from aghq2d_cov_profile import CovProfileReference, reference_model  # noqa: E402
-from bench_profile_coverage import TRUE, simulate  # noqa: E402
+from bench_profile_coverage import TRUE  # noqa: E402
+from check_cov_profile_ends import RHO_EDGE, exact_reference  # noqa: E402
 
-RHO_EDGE = 1.0 - 1e-4
 #: The held coordinate of ``theta = (b0, b1, Var_a, Cov, Var_b)`` for each parameter.
 HELD = {"Intercept": 0, "x": 1, "g Var(Intercept)": 2, "g Var(x)": 4}
 
@@ -137,10 +135,7 @@ def constrained_max(ref, top, j, c):
 def check(seed, rec, params, groups, per, alpha=0.05):
     cut = float(stats.chi2.ppf(1.0 - alpha, 1))
     t0 = time.process_time()
-    d = simulate(seed, groups, per)
-    ref = reference_model(d, 20)
-    start = np.r_[glm_beta(ref.y, ref.X, "bernoulli", ref.trials), 1.0, 0.0, 1.0]
-    P = CovProfileReference(ref, start, RHO_EDGE)
+    _, ref, P = exact_reference(seed, groups, per)
     top, l_top = P.theta_top, P.l_top
     out = []
     for name in params:

@@ -136,12 +136,10 @@ def test_loglik_agrees_with_the_reference_within_the_measured_error(three):
     assert abs(fine - r16) <= 0.1 * abs(res.llf - r16) + 10 * ref_err + 1e-9
 
 
-def test_four_levels_agree_with_the_reference():
-    """Any depth: a four-level tree (answers in pupils in classes in schools in
-    districts)."""
-    rng = np.random.default_rng(11)
-    D, S, C, P, A = 4, 2, 2, 3, 3
-    shape = (D, S, C, P, A)
+def four_level_frame(rng, shape):
+    """Bernoulli answers in pupils in classes in schools in districts, ``shape`` = (districts,
+    schools, classes, pupils, answers) per parent, level SDs 0.7, 0.5, 0.6, 1.0, ``eta = 0.1 +
+    0.5 x + effects``; columns y, x, dist, school, klass, pupil (``rng`` is advanced)."""
     idx = np.indices(shape).reshape(5, -1)
     n = idx.shape[1]
     x = rng.normal(size=n)
@@ -150,8 +148,15 @@ def test_four_levels_agree_with_the_reference():
         units = np.ravel_multi_index(idx[:lev], shape[:lev])
         eff = eff + rng.normal(0, sd, int(np.prod(shape[:lev])))[units]
     y = (rng.random(n) < special.expit(0.1 + 0.5 * x + eff)).astype(float)
-    d = pd.DataFrame({"y": y, "x": x, "dist": idx[0], "school": idx[1], "klass": idx[2],
-                      "pupil": idx[3]})
+    return pd.DataFrame({"y": y, "x": x, "dist": idx[0], "school": idx[1], "klass": idx[2],
+                         "pupil": idx[3]})
+
+
+def test_four_levels_agree_with_the_reference():
+    """Any depth: a four-level tree (answers in pupils in classes in schools in
+    districts)."""
+    d = four_level_frame(np.random.default_rng(11), (4, 2, 2, 3, 3))
+    n, x, y = len(d), d["x"].to_numpy(), d["y"].to_numpy()
     mod = MonteCarloGLMM.from_formula(
         "y ~ x + (1 | dist) + (1 | dist:school) + (1 | dist:school:klass) + "
         "(1 | dist:school:klass:pupil)", data=d, family="bernoulli")

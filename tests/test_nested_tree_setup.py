@@ -18,9 +18,7 @@ measured with less work (issue 20, session 15):
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
-from scipy import special
-from test_nested_deep import FORMULA, _data3, _engine, _quiet
+from test_nested_deep import FORMULA, _data3, _engine, _quiet, four_level_frame
 
 from glmm_sm import MonteCarloGLMM
 from glmm_sm.fit import driver
@@ -61,17 +59,8 @@ def _four_levels(seed=11):
     levels), the schools' effects as slopes on a positive covariate ``w`` (no intercept):
     coefficients other than 1."""
     rng = np.random.default_rng(seed)
-    shape = (3, 2, 2, 3, 3)
-    idx = np.indices(shape).reshape(5, -1)
-    n = idx.shape[1]
-    x = rng.normal(size=n)
-    eff = 0.0
-    for lev, s in zip(range(1, 5), (0.7, 0.5, 0.6, 1.0), strict=True):
-        units = np.ravel_multi_index(idx[:lev], shape[:lev])
-        eff = eff + rng.normal(0, s, int(np.prod(shape[:lev])))[units]
-    y = (rng.random(n) < special.expit(0.1 + 0.5 * x + eff)).astype(float)
-    d = pd.DataFrame({"y": y, "x": x, "dist": idx[0], "school": idx[1], "klass": idx[2],
-                      "pupil": idx[3], "w": 0.5 + rng.random(n)})
+    d = four_level_frame(rng, (3, 2, 2, 3, 3))
+    d["w"] = 0.5 + rng.random(len(d))
     return MonteCarloGLMM.from_formula(
         "y ~ x + (1 | dist) + (0 + w | dist:school) + (1 | dist:school:klass) + "
         "(1 | dist:school:klass:pupil)", data=d, family="bernoulli")

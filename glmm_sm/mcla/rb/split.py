@@ -443,16 +443,19 @@ class RBSampler:
                 z[:, size - n_t:] /= np.sqrt(chi / self.df)[None, :]
             d2 = np.einsum("jk,jk->k", z, z)
             U[cols] = self.u_hat[cols][:, None] + self.v_root[b] @ z
-            hl = self.v_half_logdet[b]
-            log_n = -HALF_LOG2PI * qs + hl - 0.5 * d2
-            if self.t_weight == 0.0:
-                logf[b] = log_n
-                continue
-            log_t = _log_t_norm(self.df, qs) + hl - 0.5 * (self.df + qs) * np.log1p(
-                d2 / self.df)
-            logf[b] = np.logaddexp(np.log1p(-self.t_weight) + log_n,
-                                   np.log(self.t_weight) + log_t)
+            logf[b] = self._log_density(b, qs, d2)
         return DrawChunk(U, logf, _square_sums(data, U, self.v_cols))
+
+    def _log_density(self, b, qs, d2):
+        """Block ``b``'s proposal log density at draws whose whitened squared distances
+        from the mode are ``d2`` (``qs`` sampled effects): the normal, or its mixture with
+        the multivariate t of weight ``t_weight``."""
+        hl = self.v_half_logdet[b]
+        log_n = -HALF_LOG2PI * qs + hl - 0.5 * d2
+        if self.t_weight == 0.0:
+            return log_n
+        log_t = _log_t_norm(self.df, qs) + hl - 0.5 * (self.df + qs) * np.log1p(d2 / self.df)
+        return np.logaddexp(np.log1p(-self.t_weight) + log_n, np.log(self.t_weight) + log_t)
 
     def centre_draw(self):
         """One draw at the proposal's centre: every sampled effect at its mode ``u_hat``
@@ -469,14 +472,7 @@ class RBSampler:
             if not qs:
                 continue
             U[cols, 0] = self.u_hat[cols]
-            hl = self.v_half_logdet[b]
-            log_n = -HALF_LOG2PI * qs + hl
-            if self.t_weight == 0.0:
-                logf[b] = log_n
-                continue
-            log_t = _log_t_norm(self.df, qs) + hl
-            logf[b] = np.logaddexp(np.log1p(-self.t_weight) + log_n,
-                                   np.log(self.t_weight) + log_t)
+            logf[b] = self._log_density(b, qs, np.zeros(1))
         return DrawChunk(U, logf, _square_sums(data, U, self.v_cols))
 
 
