@@ -48,6 +48,15 @@ In ``r_nested.R`` glmmTMB runs after glmer in the same R process; ``--tmb-twice`
 glmmTMB alone in a fresh R process (``benchmarks/r_glmmtmb_twice.R``): ``library(glmmTMB)``,
 the process's first fit and the same fit again, to set beside this process's first fit
 (which pays numba's one-time set-up) and a fit again.
+
+``--fresh K`` instead times each design in fresh processes on both sides, K fits each:
+glmm_sm in a child (``benchmarks/fresh_fit.py``: ``from glmm_sm import MonteCarloGLMM``,
+``from_formula``, the first fit, then K - 1 fits on fresh models) and glmmTMB in a fresh R
+process (``library(glmmTMB)``, the first fit, K - 1 more).  Printed: the package's load, the
+first fit (glmm_sm's with and without ``from_formula``; glmmTMB's includes its model frame),
+the median and minimum of the later fits (glmm_sm's each with ``from_formula``), and the whole
+cold path (load, formula and first fit).  Run it with ``PYTHONDONTWRITEBYTECODE`` unset (an
+installed package has its ``.pyc`` files).
 """
 
 from __future__ import annotations
@@ -127,9 +136,9 @@ R_SIDE = {
 }
 
 
-def _rscript(script, name, d):
+def _rscript(script, name, d, env=None):
     """``benchmarks/<script>`` on design ``name``'s data (``R_SIDE``): its JSON output, or
-    None without R."""
+    None without R (``env``: extra environment variables)."""
     if shutil.which("Rscript") is None or name not in R_SIDE:
         return None
     formula, fam, weights = R_SIDE[name]
@@ -141,7 +150,8 @@ def _rscript(script, name, d):
         cmd = ["Rscript", str(ROOT / "benchmarks" / script), src, formula, fam, str(out)]
         if weights:
             cmd.append(weights)
-        run = subprocess.run(cmd, capture_output=True, text=True)
+        run = subprocess.run(cmd, capture_output=True, text=True,
+                             env=None if env is None else {**os.environ, **env})
         if run.returncode != 0:
             print(f"  R failed: {run.stderr.strip().splitlines()[-1:]}")
             return None
@@ -153,11 +163,49 @@ def r_fits(name, d):
     return _rscript("r_nested.R", name, d)
 
 
-def tmb_twice(name, d):
+def tmb_twice(name, d, repeats=2):
     """glmmTMB alone in a fresh R process (``benchmarks/r_glmmtmb_twice.R``): the CPU
-    seconds of ``library(glmmTMB)``, of its first fit and of the same fit again; None
-    without R."""
-    return _rscript("r_glmmtmb_twice.R", name, d)
+    seconds of ``library(glmmTMB)``, of its first fit and of the same fit again, ``repeats
+    - 1`` times (``again_s``, a list); None without R."""
+    t = _rscript("r_glmmtmb_twice.R", name, d, env={"GLMM_SM_REPEATS": str(repeats)})
+    if t is not None:
+        t["again_s"] = [float(a) for a in np.atleast_1d(t["again_s"])]
+    return t
+
+
+def fresh_fits(d, formula, fam, repeats):
+    """glmm_sm's side of ``--fresh``: ``benchmarks/fresh_fit.py`` in a child process on
+    ``d`` (its JSON output)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "d.pkl"
+        d.to_pickle(path)
+        run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "fresh_fit.py"),
+                              str(path), formula, fam, str(repeats)],
+                             capture_output=True, text=True, check=True)
+        return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+def print_fresh(name, d, formula, fam, repeats):
+    """One design's ``--fresh`` lines: both sides in fresh processes, ``repeats`` fits."""
+    g = fresh_fits(d, formula, fam, repeats)
+    cold = g["import_s"] + g["formula_s"] + g["first_fit_s"]
+    again = np.asarray(g["again_s"])
+    print(f"  glmm_sm fresh process: import {g['import_s']:.2f} s, from_formula "
+          f"{g['formula_s']:.2f} s, first fit {g['first_fit_s']:.2f} s; later fits (with "
+          f"from_formula) median {np.median(again):.3f} s, min {again.min():.3f} s "
+          f"({again.size} fits, same llf: {g['same_llf']}); cold path {cold:.2f} s")
+    t = tmb_twice(name, d, repeats)
+    if t is None:
+        return
+    a = np.asarray(t["again_s"])
+    print(f"  glmmTMB fresh R process: library {t['library_s']:.2f} s, first fit "
+          f"{t['first_s']:.2f} s; later fits median {np.median(a):.3f} s, min {a.min():.3f} s "
+          f"({a.size} fits, same llf: {t['same_llf']}); cold path "
+          f"{t['library_s'] + t['first_s']:.2f} s")
+    print(f"  ratios glmm_sm / glmmTMB: first fit {g['first_fit_s'] / t['first_s']:.2f} "
+          f"(with from_formula {(g['formula_s'] + g['first_fit_s']) / t['first_s']:.2f}), "
+          f"later fits {np.median(again) / np.median(a):.2f}, cold path "
+          f"{cold / (t['library_s'] + t['first_s']):.2f}")
 
 
 def designs():
@@ -269,6 +317,9 @@ def main(argv=None):
     ap.add_argument("--tmb-twice", action="store_true",
                     help="with --default-only --warm: glmmTMB alone in a fresh R process as "
                          "well (library, first fit, the same fit again)")
+    ap.add_argument("--fresh", type=int, default=0, metavar="K",
+                    help="only time each design in fresh processes, K fits each, glmm_sm "
+                         "and (where R is installed) glmmTMB; nothing else")
     args = ap.parse_args(argv)
     wanted = None if args.designs is None else set(args.designs.split(","))
     print("name: fit  CPU seconds  m  smallest ESS  variances +- MCSE  max |est - exact| / SE"
@@ -277,6 +328,9 @@ def main(argv=None):
         if wanted is not None and name not in wanted:
             continue
         print(name, f"(n = {len(d)})")
+        if args.fresh:
+            print_fresh(name, d, formula, fam, max(args.fresh, 2))
+            continue
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             mod = MonteCarloGLMM.from_formula(formula, data=d, family=fam)
@@ -305,7 +359,7 @@ def main(argv=None):
                 if t is not None:
                     print(f"  glmmTMB alone in a fresh R process: library(glmmTMB) "
                           f"{t['library_s']:.2f} s, first fit {t['first_s']:.2f} s, again "
-                          f"{t['again_s']:.2f} s (same llf: {t['same_llf']})")
+                          f"{t['again_s'][0]:.2f} s (same llf: {t['same_llf']})")
             if name == "guPrenat" and "default" in results:
                 # the 20 x 20 reference is far from converged on guPrenat (-1077.3 against
                 # -1074.9 at 80 x 80): the check instead takes one Newton step from the
