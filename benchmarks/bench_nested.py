@@ -185,16 +185,17 @@ def fresh_fits(d, formula, fam, repeats):
         return json.loads(run.stdout.strip().splitlines()[-1])
 
 
-def print_fresh(name, d, formula, fam, repeats):
-    """One design's ``--fresh`` lines: both sides in fresh processes, ``repeats`` fits."""
+def print_fresh(name, d, formula, fam, repeats, with_r=True):
+    """One design's ``--fresh`` lines: both sides (glmm_sm's only without ``with_r``) in
+    fresh processes, ``repeats`` fits."""
     g = fresh_fits(d, formula, fam, repeats)
     cold = g["import_s"] + g["formula_s"] + g["first_fit_s"]
     again = np.asarray(g["again_s"])
     print(f"  glmm_sm fresh process: import {g['import_s']:.2f} s, from_formula "
-          f"{g['formula_s']:.2f} s, first fit {g['first_fit_s']:.2f} s; later fits (with "
-          f"from_formula) median {np.median(again):.3f} s, min {again.min():.3f} s "
+          f"{g['formula_s']:.2f} s, first fit {g['first_fit_s']:.2f} s "
+          f"({g['first_fit_full_gcs']} full GC); later fits (with from_formula) median {np.median(again):.3f} s, min {again.min():.3f} s "
           f"({again.size} fits, same llf: {g['same_llf']}); cold path {cold:.2f} s")
-    t = tmb_twice(name, d, repeats)
+    t = tmb_twice(name, d, repeats) if with_r else None
     if t is None:
         return
     a = np.asarray(t["again_s"])
@@ -329,7 +330,7 @@ def main(argv=None):
             continue
         print(name, f"(n = {len(d)})")
         if args.fresh:
-            print_fresh(name, d, formula, fam, max(args.fresh, 2))
+            print_fresh(name, d, formula, fam, max(args.fresh, 2), not args.no_r)
             continue
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
