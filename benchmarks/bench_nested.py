@@ -193,7 +193,8 @@ def print_fresh(name, d, formula, fam, repeats, with_r=True):
     again = np.asarray(g["again_s"])
     print(f"  glmm_sm fresh process: import {g['import_s']:.2f} s, from_formula "
           f"{g['formula_s']:.2f} s, first fit {g['first_fit_s']:.2f} s "
-          f"({g['first_fit_full_gcs']} full GC); later fits (with from_formula) median {np.median(again):.3f} s, min {again.min():.3f} s "
+          f"({g['first_fit_full_gcs']} full GC); later fits (with from_formula) median "
+          f"{np.median(again):.3f} s, min {again.min():.3f} s "
           f"({again.size} fits, same llf: {g['same_llf']}); cold path {cold:.2f} s")
     t = tmb_twice(name, d, repeats) if with_r else None
     if t is None:

@@ -48,7 +48,8 @@ def main(argv=None):
         again.append(time.process_time() - t)
         same = same and res.llf == first.llf
     print(json.dumps({"import_s": t1 - t0, "formula_s": t2 - t1, "first_fit_s": t3 - t2,
-                      "first_fit_full_gcs": full, "again_s": again, "same_llf": bool(same), "llf": first.llf}))
+                      "first_fit_full_gcs": full, "again_s": again, "same_llf": bool(same),
+                      "llf": first.llf}))
 
 
 if __name__ == "__main__":
