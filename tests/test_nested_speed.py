@@ -219,8 +219,11 @@ def _leaf_reference(family, rows, rule, P, K, d):
             Hk[:, jt, jt] = 0.5 / nu**2 - a * a / nu**3
             gm = w @ G
             g[u, pi] = gm
-            H[u, pi] = np.einsum("k,kij->ij", w, Hk + G[:, :, None] * G[:, None, :]) \
-                - np.outer(gm, gm)
+            # the scores' covariance about their mean (sum_k w_k G_k G_k' - g g' in exact
+            # arithmetic; in floating point that difference loses H_k wherever one node
+            # takes all the weight and the scores are large, as at a log-link mean of e^150)
+            Gc = G - gm
+            H[u, pi] = np.einsum("k,kij->ij", w, Hk + Gc[:, :, None] * Gc[:, None, :])
     return val, g, H, cw
 
 

@@ -39,14 +39,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from glmm_sm.core.constants import HALF_LOG2PI
 from glmm_sm.mcla.engine import EngineBase, Evaluation
 from glmm_sm.mcla.kernels.rb_deep import (
     LeafOut,
     LeafRows,
     LeafRule,
+    LevelRule,
+    LevelSums,
     leaf_level,
     packed_pairs,
+    parent_level,
     segment_rows,
 )
 from glmm_sm.mcla.sampler import DrawChunk
@@ -63,6 +65,9 @@ __all__ = ["deep_tree_layout", "DeepTree", "DeepQuadratureSampler", "DeepQuadrat
 DEEP_NODES = 8
 #: Gauss-Hermite nodes of the top level (``outer_nodes``).
 DEEP_OUTER_NODES = 12
+_EMPTY2 = np.empty((0, 0))
+_EMPTY3 = np.empty((0, 0, 0))
+
 #: Most numbers (observations x paths x parameters^2) one chunk of top-level units takes.
 DEEP_CHUNK = 4_000_000
 
@@ -440,22 +445,26 @@ class DeepQuadratureEngine(EngineBase):
         D, p = st.depth, data.k_fe
         d = p + data.k_vc
         # the units of every level under c0:c1 (contiguous: sorted by their ancestors)
-        lo, hi = [c0], [c1]
+        lo, hi_u = [c0], [c1]
         for lev in range(1, D):
             lo.append(int(st.child_ptr[lev][lo[-1]]))
-            hi.append(int(st.child_ptr[lev][hi[-1]]))
-        r0, r1 = int(st.row_ptr[lo[-1]]), int(st.row_ptr[hi[-1]])
+            hi_u.append(int(st.child_ptr[lev][hi_u[-1]]))
+        r0, r1 = int(st.row_ptr[lo[-1]]), int(st.row_ptr[hi_u[-1]])
         rows = st.rows[r0:r1]
         # the leaf level in the kernel: the rows' linear predictors without the leaf at
         # every path of the ancestors' nodes
+        # (each level's nodes broadcast over the nodes of the levels below it, not repeated)
         Pa = int(np.prod(smp.K[:-1]))
-        e0 = np.repeat(xb[rows][:, None], Pa, axis=1)
+        n_r = r1 - r0
+        e0 = np.empty((n_r,) + tuple(smp.K[:-1]))
+        e0[...] = xb[rows].reshape((n_r,) + (1,) * (D - 1))
         for lev in range(D - 1):
-            rep = int(np.prod(smp.K[lev + 1 : D - 1]))
             a = smp.nodes[lev][st.row_unit[lev, r0:r1]]
-            e0 += st.row_z[lev, r0:r1][:, None] * np.repeat(a, rep, axis=1)
+            e0 += (st.row_z[lev, r0:r1].reshape((n_r,) + (1,) * (D - 1))
+                   * a.reshape((n_r,) + tuple(smp.K[: lev + 1]) + (1,) * (D - 2 - lev)))
+        e0 = e0.reshape(n_r, Pa)
         leaf = D - 1
-        n_leaf = hi[leaf] - lo[leaf]
+        n_leaf = hi_u[leaf] - lo[leaf]
         t = int(st.comp[leaf])
         hessian = bool(derivs and hessian)
         # the leaves' scores and Hessians in the coordinates their terms involve: beta and
@@ -467,67 +476,53 @@ class DeepQuadratureEngine(EngineBase):
                       np.empty((n_leaf, e * (e + 1) // 2, Pa) if hessian else (0, 0, 0)),
                       np.empty((n_leaf, Pa * smp.K[leaf]) if weights else (0, 0)))
         leaf_level(data.family.kernel,
-                   LeafRows(st.row_ptr[lo[leaf] : hi[leaf] + 1] - r0, e0,
+                   LeafRows(st.row_ptr[lo[leaf] : hi_u[leaf] + 1] - r0, e0,
                             np.ascontiguousarray(st.row_z[leaf, r0:r1]),
                             np.ascontiguousarray(data.wy[rows], dtype=np.float64),
                             np.ascontiguousarray(data.wn[rows], dtype=np.float64),
                             np.ascontiguousarray(data.X[rows])),
-                   LeafRule(np.ascontiguousarray(smp.log_node[leaf][lo[leaf] : hi[leaf]]),
-                            float(nu[t]), t, smp.centres[leaf][lo[leaf] : hi[leaf]],
-                            smp.scales[leaf][lo[leaf] : hi[leaf]], smp.std_nodes[leaf]),
+                   LeafRule(np.ascontiguousarray(smp.log_node[leaf][lo[leaf] : hi_u[leaf]]),
+                            float(nu[t]), t, smp.centres[leaf][lo[leaf] : hi_u[leaf]],
+                            smp.scales[leaf][lo[leaf] : hi_u[leaf]], smp.std_nodes[leaf]),
                    out, bool(derivs), hessian)
         cw = [out.cw] if weights else []
         val, g, Hn = out.val, out.g, out.H
+        # the entries of the level below's scores and Hessians: the leaves' coordinates,
+        # then (from the level above the leaves on) every coordinate
+        gi = coords
+        ij = np.array(packed_pairs(e), dtype=np.int64).reshape(-1, 2).T
+        hi, hj = coords[ij[0]], coords[ij[1]]
         for lev in range(D - 2, -1, -1):
             # the level below summed into this level's units
-            cp = st.child_ptr[lev + 1][lo[lev] : hi[lev] + 1] - lo[lev + 1]
-            F = _segment_sum(val, cp)
-            if lev == D - 2:
-                # the leaves' sums, in their coordinates (zero in the others)
-                if derivs:
-                    Gc = _segment_sum(g, cp)
-                    G = np.zeros((Gc.shape[0], Gc.shape[2], d))
-                    G[:, :, coords] = Gc.transpose(0, 2, 1)
-                if hessian:
-                    Hc = _segment_sum(Hn, cp)
-                    Hs = np.zeros((Hc.shape[0], Hc.shape[2], d, d))
-                    for o, (i, j) in enumerate(packed_pairs(e)):
-                        Hs[:, :, coords[i], coords[j]] = Hc[:, o]
-                        Hs[:, :, coords[j], coords[i]] = Hc[:, o]
-            else:
-                if derivs:
-                    G = _segment_sum(g, cp)
-                if hessian:
-                    Hs = _segment_sum(Hn, cp)
-            t = st.comp[lev]
-            a = smp.nodes[lev][lo[lev] : hi[lev]]  # (n_l, P_l)
-            n_l = a.shape[0]
-            Kl = smp.K[lev]
-            Pl = a.shape[1]
-            F = F - HALF_LOG2PI - 0.5 * np.log(nu[t]) - 0.5 * a * a / nu[t]
-            F = F + np.tile(smp.log_node[lev][lo[lev] : hi[lev]], (1, Pl // Kl))
-            F3 = F.reshape(n_l, Pl // Kl, Kl)
-            mx = F3.max(axis=2, keepdims=True)
-            w = np.exp(F3 - mx)
-            tot = w.sum(axis=2, keepdims=True)
-            val = (mx + np.log(tot))[:, :, 0]
-            w = w / tot
+            cp = st.child_ptr[lev + 1][lo[lev] : hi_u[lev] + 1] - lo[lev + 1]
+            sums = LevelSums(_segment_sum(val, cp),
+                             _segment_sum(g, cp) if derivs else _EMPTY3, gi,
+                             _segment_sum(Hn, cp) if hessian else _EMPTY3, hi, hj)
+            t = int(st.comp[lev])
+            a = smp.nodes[lev][lo[lev] : hi_u[lev]]  # (n_l, P_l)
+            n_l, Pl = a.shape
+            Ql = Pl // smp.K[lev]
+            val = np.empty((n_l, Ql))
+            g = np.empty((n_l, d, Ql)) if derivs else _EMPTY3
+            Hn = np.empty((n_l, d * (d + 1) // 2, Ql)) if hessian else _EMPTY3
+            w = np.empty((n_l, Pl)) if weights else _EMPTY2
+            parent_level(LevelRule(a, np.ascontiguousarray(smp.log_node[lev][lo[lev] :
+                                                                             hi_u[lev]]),
+                                   float(nu[t]), p + t), sums, val, g, Hn, w)
             if weights:
-                cw.append(w.reshape(n_l, Pl))
-            if derivs:
-                G[..., p + t] += -0.5 / nu[t] + 0.5 * a * a / nu[t] ** 2
-                G4 = G.reshape(n_l, Pl // Kl, Kl, d)
-                g = np.einsum("npk,npki->npi", w, G4)
-            if hessian:
-                Hs[..., p + t, p + t] += 0.5 / nu[t] ** 2 - a * a / nu[t] ** 3
-                H5 = Hs.reshape(n_l, Pl // Kl, Kl, d, d)
-                Hn = (np.einsum("npk,npkij->npij", w, H5)
-                      + np.einsum("npk,npki,npkj->npij", w, G4, G4)
-                      - g[..., :, None] * g[..., None, :])
+                cw.append(w)
+            gi = np.arange(d, dtype=np.int64)
+            ij = np.array(packed_pairs(d), dtype=np.int64).T
+            hi, hj = ij[0], ij[1]
         v = val[:, 0]
-        if derivs:
-            return v, g[:, 0], Hn[:, 0] if hessian else None, cw[::-1]
-        return v, None, None, cw[::-1]
+        if not derivs:
+            return v, None, None, cw[::-1]
+        if not hessian:
+            return v, g[:, :, 0], None, cw[::-1]
+        Hu = np.empty((v.size, d, d))
+        Hu[:, hi, hj] = Hn[:, :, 0]
+        Hu[:, hj, hi] = Hn[:, :, 0]
+        return v, g[:, :, 0], Hu, cw[::-1]
 
     def random_effect_moments(self, params):
         """Conditional means and SDs of every random effect (model column order), from the

@@ -224,7 +224,12 @@ def rb_round(model, structure, centre, mode, factorize, m, seed, opts, n_jobs, p
         quad = {k: v for k, v in opts.sampler_options.items()
                 if k in ("n_nodes", "outer_nodes")}
         if pilot:
+            # every level's, the top's included: the pilot's estimate only centres the
+            # next rule (on sim-3level the fit's rounds take the same steps as with the
+            # top level's DEEP_OUTER_NODES, at half the pilot's cost; benchmarks/README.md,
+            # "The three-level fit's warm cost")
             quad.setdefault("n_nodes", PILOT_NODES)
+            quad.setdefault("outer_nodes", PILOT_NODES)
         smp = DeepQuadratureSampler(system, centre, mode, structure, **quad)
         draws = DrawSet.from_sampler(smp, 1, seed, opts.memory_budget, n_jobs=n_jobs)
         return draws, DeepQuadratureEngine(draws, opts.chunk_size, n_jobs)
