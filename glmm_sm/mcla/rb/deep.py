@@ -37,6 +37,9 @@ way (``benchmarks/README.md``, "Three-level trees integrated").
 
 from __future__ import annotations
 
+import functools
+from typing import NamedTuple
+
 import numpy as np
 
 from glmm_sm.mcla.engine import EngineBase, Evaluation
@@ -257,7 +260,7 @@ class DeepQuadratureSampler:
         self.nodes, self.log_node = [], []
         self.centres, self.scales, self.std_nodes = [], [], []
         for lev in range(D):
-            x, w = np.polynomial.hermite.hermgauss(self.K[lev])
+            x, w = _gauss_hermite(self.K[lev])
             z = np.sqrt(2.0) * x
             n_l = structure.cols[lev].size
             centre = np.repeat(mean[lev][:, None], 1, axis=1)  # (n_l, 1)
@@ -363,6 +366,47 @@ def top_unit_numbers(structure, K, d):
     return (leaves * (d * d + d + 1) + rows) * Pa
 
 
+class _ChunkRows(NamedTuple):
+    """What an evaluation of top-level units ``c0:c1`` reads of the tree and the data, the
+    same at every evaluation (:meth:`DeepQuadratureEngine._chunk_rows`): per level the
+    first unit and the end (``lo``, ``hi``), the rows ``r0:r1`` of the sorted layout
+    (``rows``), the leaf kernel's rows (:class:`~glmm_sm.mcla.kernels.rb_deep.LeafRows`
+    without ``e0``: ``ptr``, ``z``, ``wy``, ``wn``, ``X``), the ancestors' units and
+    coefficients of the rows (``unit``, ``z_anc``: per level above the leaves) and per
+    level above the leaves the ranges of each unit's children (``child``)."""
+
+    lo: list
+    hi: list
+    r0: int
+    r1: int
+    rows: np.ndarray
+    ptr: np.ndarray
+    z: np.ndarray
+    wy: np.ndarray
+    wn: np.ndarray
+    X: np.ndarray
+    unit: list
+    z_anc: list
+    child: list
+
+
+@functools.cache
+def _gauss_hermite(k):
+    """``np.polynomial.hermite.hermgauss(k)``, computed once per ``k`` (every round's
+    rule, and the quadrature error measurement's, takes the same few); shared arrays, not
+    to be written."""
+    return np.polynomial.hermite.hermgauss(int(k))
+
+
+@functools.cache
+def _pair_index(e):
+    """The rows and columns of :func:`~glmm_sm.mcla.kernels.rb_deep.packed_pairs` (``e``),
+    as two int64 arrays (shared: not to be written; writeable, so that the kernels see one
+    array type)."""
+    ij = np.array(packed_pairs(e), dtype=np.int64).reshape(-1, 2).T.copy()
+    return ij[0], ij[1]
+
+
 class DeepQuadratureEngine(EngineBase):
     """The log-likelihood of a :class:`DeepTree` under the nested rule of a
     :class:`DeepQuadratureSampler`, with its exact gradient and Hessian.
@@ -437,6 +481,35 @@ class DeepQuadratureEngine(EngineBase):
         H = 0.5 * (H + H.T)
         return Evaluation(value, grad, H, np.zeros((d, d)), ess, block_values)
 
+    def _chunk_rows(self, c0, c1):
+        """The :class:`_ChunkRows` of top-level units ``c0:c1``, formed once per tree and
+        range (kept on the tree: every round's engine reads the same)."""
+        st, data = self.structure, self.data
+        cache = st.__dict__.setdefault("_chunk_rows", {})
+        got = cache.get((c0, c1))
+        if got is not None:
+            return got
+        D = st.depth
+        # the units of every level under c0:c1 (contiguous: sorted by their ancestors)
+        lo, hi = [c0], [c1]
+        for lev in range(1, D):
+            lo.append(int(st.child_ptr[lev][lo[-1]]))
+            hi.append(int(st.child_ptr[lev][hi[-1]]))
+        r0, r1 = int(st.row_ptr[lo[-1]]), int(st.row_ptr[hi[-1]])
+        rows = st.rows[r0:r1]
+        got = _ChunkRows(
+            lo, hi, r0, r1, rows, st.row_ptr[lo[-1] : hi[-1] + 1] - r0,
+            np.ascontiguousarray(st.row_z[D - 1, r0:r1]),
+            np.ascontiguousarray(data.wy[rows], dtype=np.float64),
+            np.ascontiguousarray(data.wn[rows], dtype=np.float64),
+            np.ascontiguousarray(data.X[rows]),
+            [st.row_unit[lev, r0:r1] for lev in range(D - 1)],
+            [st.row_z[lev, r0:r1] for lev in range(D - 1)],
+            [st.child_ptr[lev + 1][lo[lev] : hi[lev] + 1] - lo[lev + 1]
+             for lev in range(D - 1)])
+        cache[(c0, c1)] = got
+        return got
+
     def _chunk(self, c0, c1, xb, nu, derivs, weights=False, hessian=True):
         """``(value, score, Hessian)`` per top-level unit ``c0:c1`` (and, with
         ``weights``, each level's node weights given the path above it); the Hessian None
@@ -444,23 +517,18 @@ class DeepQuadratureEngine(EngineBase):
         st, smp, data = self.structure, self.sampler, self.data
         D, p = st.depth, data.k_fe
         d = p + data.k_vc
-        # the units of every level under c0:c1 (contiguous: sorted by their ancestors)
-        lo, hi_u = [c0], [c1]
-        for lev in range(1, D):
-            lo.append(int(st.child_ptr[lev][lo[-1]]))
-            hi_u.append(int(st.child_ptr[lev][hi_u[-1]]))
-        r0, r1 = int(st.row_ptr[lo[-1]]), int(st.row_ptr[hi_u[-1]])
-        rows = st.rows[r0:r1]
+        cr = self._chunk_rows(c0, c1)
+        lo, hi_u = cr.lo, cr.hi
         # the leaf level in the kernel: the rows' linear predictors without the leaf at
         # every path of the ancestors' nodes
         # (each level's nodes broadcast over the nodes of the levels below it, not repeated)
         Pa = int(np.prod(smp.K[:-1]))
-        n_r = r1 - r0
+        n_r = cr.r1 - cr.r0
         e0 = np.empty((n_r,) + tuple(smp.K[:-1]))
-        e0[...] = xb[rows].reshape((n_r,) + (1,) * (D - 1))
+        e0[...] = xb[cr.rows].reshape((n_r,) + (1,) * (D - 1))
         for lev in range(D - 1):
-            a = smp.nodes[lev][st.row_unit[lev, r0:r1]]
-            e0 += (st.row_z[lev, r0:r1].reshape((n_r,) + (1,) * (D - 1))
+            a = smp.nodes[lev][cr.unit[lev]]
+            e0 += (cr.z_anc[lev].reshape((n_r,) + (1,) * (D - 1))
                    * a.reshape((n_r,) + tuple(smp.K[: lev + 1]) + (1,) * (D - 2 - lev)))
         e0 = e0.reshape(n_r, Pa)
         leaf = D - 1
@@ -475,12 +543,7 @@ class DeepQuadratureEngine(EngineBase):
                       np.empty((n_leaf, e, Pa) if derivs else (0, 0, 0)),
                       np.empty((n_leaf, e * (e + 1) // 2, Pa) if hessian else (0, 0, 0)),
                       np.empty((n_leaf, Pa * smp.K[leaf]) if weights else (0, 0)))
-        leaf_level(data.family.kernel,
-                   LeafRows(st.row_ptr[lo[leaf] : hi_u[leaf] + 1] - r0, e0,
-                            np.ascontiguousarray(st.row_z[leaf, r0:r1]),
-                            np.ascontiguousarray(data.wy[rows], dtype=np.float64),
-                            np.ascontiguousarray(data.wn[rows], dtype=np.float64),
-                            np.ascontiguousarray(data.X[rows])),
+        leaf_level(data.family.kernel, LeafRows(cr.ptr, e0, cr.z, cr.wy, cr.wn, cr.X),
                    LeafRule(np.ascontiguousarray(smp.log_node[leaf][lo[leaf] : hi_u[leaf]]),
                             float(nu[t]), t, smp.centres[leaf][lo[leaf] : hi_u[leaf]],
                             smp.scales[leaf][lo[leaf] : hi_u[leaf]], smp.std_nodes[leaf]),
@@ -490,11 +553,10 @@ class DeepQuadratureEngine(EngineBase):
         # the entries of the level below's scores and Hessians: the leaves' coordinates,
         # then (from the level above the leaves on) every coordinate
         gi = coords
-        ij = np.array(packed_pairs(e), dtype=np.int64).reshape(-1, 2).T
-        hi, hj = coords[ij[0]], coords[ij[1]]
+        hi, hj = (coords[i] for i in _pair_index(e))
         for lev in range(D - 2, -1, -1):
             # the level below summed into this level's units
-            cp = st.child_ptr[lev + 1][lo[lev] : hi_u[lev] + 1] - lo[lev + 1]
+            cp = cr.child[lev]
             sums = LevelSums(_segment_sum(val, cp),
                              _segment_sum(g, cp) if derivs else _EMPTY3, gi,
                              _segment_sum(Hn, cp) if hessian else _EMPTY3, hi, hj)
@@ -512,8 +574,7 @@ class DeepQuadratureEngine(EngineBase):
             if weights:
                 cw.append(w)
             gi = np.arange(d, dtype=np.int64)
-            ij = np.array(packed_pairs(d), dtype=np.int64).T
-            hi, hj = ij[0], ij[1]
+            hi, hj = _pair_index(d)
         v = val[:, 0]
         if not derivs:
             return v, None, None, cw[::-1]
@@ -539,17 +600,27 @@ class DeepQuadratureEngine(EngineBase):
             lo = [c0]
             for lev in range(1, D):
                 lo.append(int(st.child_ptr[lev][lo[-1]]))
+            # per level: each unit's nodes at a path of its ancestors' are ``c + s z_k``, so
+            # its moments given the path are ``c + s E[z]`` and ``c^2 + 2 c s E[z] + s^2
+            # E[z^2]`` under the nodes' weights (the nodes themselves not formed), summed
+            # over the paths by their posterior weights
             post = None
             for lev in range(D):
+                u0, n_l = lo[lev], cw[lev].shape[0]
+                cw3 = cw[lev].reshape(n_l, -1, smp.K[lev])
                 if post is None:
-                    post = cw[0]
+                    pp = np.ones((n_l, 1))
                 else:
-                    par = st.anc[lev][lo[lev] : lo[lev] + cw[lev].shape[0], lev - 1] - lo[lev - 1]
-                    post = np.repeat(post[par], smp.K[lev], axis=1) * cw[lev]
-                a = smp.level_nodes(lev)[lo[lev] : lo[lev] + post.shape[0]]
-                cols = st.cols[lev][lo[lev] : lo[lev] + post.shape[0]]
-                mean_l[cols] = (post * a).sum(axis=1)
-                m2_l[cols] = (post * a * a).sum(axis=1)
+                    pp = post[st.anc[lev][u0 : u0 + n_l, lev - 1] - lo[lev - 1]]
+                z = smp.std_nodes[lev]
+                c = smp.centres[lev][u0 : u0 + n_l]
+                sd = smp.scales[lev][u0 : u0 + n_l, None]
+                ez, ez2 = cw3 @ z, cw3 @ (z * z)
+                cols = st.cols[lev][u0 : u0 + n_l]
+                mean_l[cols] = (pp * (c + sd * ez)).sum(axis=1)
+                m2_l[cols] = (pp * (c * c + 2.0 * c * sd * ez + sd * sd * ez2)).sum(axis=1)
+                if lev < D - 1:
+                    post = (pp[:, :, None] * cw3).reshape(n_l, -1)
         q_model = data.arrays.Z.shape[1]
         mean = np.zeros(q_model)
         sd = np.sqrt(nu[data.arrays.ident])
