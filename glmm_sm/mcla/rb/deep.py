@@ -372,8 +372,9 @@ class _ChunkRows(NamedTuple):
     first unit and the end (``lo``, ``hi``), the rows ``r0:r1`` of the sorted layout
     (``rows``), the leaf kernel's rows (:class:`~glmm_sm.mcla.kernels.rb_deep.LeafRows`
     without ``e0``: ``ptr``, ``z``, ``wy``, ``wn``, ``X``), the ancestors' units and
-    coefficients of the rows (``unit``, ``z_anc``: per level above the leaves) and per
-    level above the leaves the ranges of each unit's children (``child``)."""
+    coefficients of the rows (``unit``, ``z_anc``: per level above the leaves), per level
+    above the leaves the ranges of each unit's children (``child``), and the layout data
+    they were read from (``data``: a record is used only with the same)."""
 
     lo: list
     hi: list
@@ -388,6 +389,7 @@ class _ChunkRows(NamedTuple):
     unit: list
     z_anc: list
     child: list
+    data: object
 
 
 @functools.cache
@@ -487,7 +489,7 @@ class DeepQuadratureEngine(EngineBase):
         st, data = self.structure, self.data
         cache = st.__dict__.setdefault("_chunk_rows", {})
         got = cache.get((c0, c1))
-        if got is not None:
+        if got is not None and got.data is data:
             return got
         D = st.depth
         # the units of every level under c0:c1 (contiguous: sorted by their ancestors)
@@ -506,7 +508,7 @@ class DeepQuadratureEngine(EngineBase):
             [st.row_unit[lev, r0:r1] for lev in range(D - 1)],
             [st.row_z[lev, r0:r1] for lev in range(D - 1)],
             [st.child_ptr[lev + 1][lo[lev] : hi[lev] + 1] - lo[lev + 1]
-             for lev in range(D - 1)])
+             for lev in range(D - 1)], data)
         cache[(c0, c1)] = got
         return got
 
