@@ -9,9 +9,10 @@
   (``sampler_options={"outer_nodes": DEEP_OUTER_NODES}``, the old pilot exactly: the other
   rounds' and the measurement's rules are the defaults).
 * The levels above the leaves are integrated in one numba pass per level
-  (:func:`~glmm_sm.mcla.kernels.rb_deep.parent_level`); here against the numpy sums they
-  replaced (log-sum-exp over the level's nodes, Louis' identity), with the level below's
-  scores and Hessians given in part of the coordinates (as the leaves' are).
+  (:func:`~glmm_sm.mcla.kernels.rb_deep.parent_level`, which also sums the level below
+  over each unit's children); here against the numpy sums they replaced (``np.add.reduceat``
+  over the children, log-sum-exp over the level's nodes, Louis' identity), with the level
+  below's scores and Hessians given in part of the coordinates (as the leaves' are).
 """
 
 from __future__ import annotations
@@ -62,6 +63,10 @@ def _numpy_level(rule, sums, K, d):
     """``parent_level``'s sums in numpy (the form the engine had before)."""
     n, P = rule.a.shape
     Q = P // K
+    start = sums.ptr[:-1]
+    sums = sums._replace(val=np.add.reduceat(sums.val, start, axis=0),
+                         g=np.add.reduceat(sums.g, start, axis=0),
+                         H=np.add.reduceat(sums.H, start, axis=0))
     F = (sums.val - 0.5 * math.log(2 * math.pi * rule.nu) - 0.5 * rule.a**2 / rule.nu
          + np.tile(rule.lw, (1, Q)))
     F3 = F.reshape(n, Q, K)
@@ -91,8 +96,10 @@ def test_parent_level_against_numpy():
     coords = np.r_[np.arange(p), p + t_leaf]
     ij = np.array(packed_pairs(p + 1)).T
     rule = LevelRule(rng.normal(0, 0.8, (n, P)), rng.normal(size=(n, K)), 0.7, p + t)
-    sums = LevelSums(rng.normal(-5, 2, (n, P)), rng.normal(size=(n, p + 1, P)), coords,
-                     rng.normal(size=(n, ij.shape[1], P)), coords[ij[0]], coords[ij[1]])
+    ptr = np.array([0, 1, 4, 6, 7, 10], dtype=np.int64)  # 1 to 3 children per unit
+    nc = int(ptr[-1])
+    sums = LevelSums(rng.normal(-2, 1, (nc, P)), rng.normal(size=(nc, p + 1, P)), coords,
+                     rng.normal(size=(nc, ij.shape[1], P)), coords[ij[0]], coords[ij[1]], ptr)
     val, g = np.empty((n, Q)), np.empty((n, d, Q))
     H, cw = np.empty((n, d * (d + 1) // 2, Q)), np.empty((n, P))
     parent_level(rule, sums, val, g, H, cw)

@@ -32,7 +32,7 @@ from glmm_sm.mcla.kernels.fastmath import fexp, flog1p_unit, flog_ge1, frecip_un
 from glmm_sm.mcla.kernels.rb import _obs_terms
 
 __all__ = ["LeafRows", "LeafRule", "LeafOut", "leaf_level", "LevelRule", "LevelSums",
-           "parent_level", "packed_pairs", "segment_rows",
+           "parent_level", "packed_pairs",
            "SPLIT_MAX"]
 
 _FLAGS = dict(cache=True, nogil=True, error_model="numpy",
@@ -365,21 +365,6 @@ def packed_pairs(e):
     return [(i, j) for i in range(e) for j in range(i + 1)]
 
 
-@numba.njit(**_FLAGS)
-def segment_rows(a, ptr, out):
-    """``out[i] = a[ptr[i]] + a[ptr[i] + 1] + ... + a[ptr[i + 1] - 1]`` (rows of 2-d
-    arrays, none of the ranges empty), the rows added in order (``np.add.reduceat``'s sums
-    to rounding: it groups the additions of long rows differently)."""
-    m = a.shape[1]
-    for i in range(ptr.shape[0] - 1):
-        r0 = ptr[i]
-        for j in range(m):
-            out[i, j] = a[r0, j]
-        for r in range(r0 + 1, ptr[i + 1]):
-            for j in range(m):
-                out[i, j] += a[r, j]
-
-
 
 class LevelRule(NamedTuple):
     """A level above the leaves, for :func:`parent_level`: ``a`` (n, P) its effects' nodes
@@ -394,11 +379,13 @@ class LevelRule(NamedTuple):
 
 
 class LevelSums(NamedTuple):
-    """What a level's units get from the level below, summed over each unit's children,
-    paths fastest: ``val`` (n, P); ``g`` (n, m_g, P), the scores' entries at coordinates
-    ``gi`` (m_g,) of ``theta``; ``H`` (n, m_h, P), the Hessians' entries at ``(hi, hj)``
-    (m_h,) with ``hj <= hi`` (each also standing for its mirror).  ``g`` and ``H`` may be
-    empty (no derivatives; no Hessian)."""
+    """What a level's units get from the level below: per child (a unit of the level
+    below; ``ptr[u]:ptr[u + 1]`` the children of unit ``u``, none empty), paths fastest,
+    ``val`` (n_c, P); ``g`` (n_c, m_g, P), the scores' entries at coordinates ``gi`` (m_g,)
+    of ``theta``; ``H`` (n_c, m_h, P), the Hessians' entries at ``(hi, hj)`` (m_h,) with
+    ``hj <= hi`` (each also standing for its mirror).  ``g`` and ``H`` may be empty (no
+    derivatives; no Hessian).  :func:`parent_level` sums them over each unit's children,
+    the children in order."""
 
     val: np.ndarray
     g: np.ndarray
@@ -406,13 +393,15 @@ class LevelSums(NamedTuple):
     H: np.ndarray
     hi: np.ndarray
     hj: np.ndarray
+    ptr: np.ndarray
 
 
 @numba.njit(**_FLAGS)
 def parent_level(rule, sums, val, g, H, cw):
     """Integrate a level's effects by its nodes, given the level below's sums
-    (:class:`LevelSums`) and the level's rule (:class:`LevelRule`): for unit ``u`` and path
-    ``q`` of the levels above, with ``f_k = val[u, q K + k] + log phi(a_k; nu) + lw[u, k]``
+    (:class:`LevelSums`, summed here over each unit's children: ``val``, ``G`` and ``H``
+    below) and the level's rule (:class:`LevelRule`): for unit ``u`` and path ``q`` of the
+    levels above, with ``f_k = val[u, q K + k] + log phi(a_k; nu) + lw[u, k]``
     at the ``K`` nodes ``a_k``, ``val[u, q] = log sum_k exp(f_k)`` and, with the nodes'
     posterior weights ``v_k`` and complete-data scores and Hessians ``G_k``, ``H_k`` (the
     sums' entries plus the normal prior's terms in ``nu``), Louis' identity: ``g[u, :, q] =
@@ -425,6 +414,7 @@ def parent_level(rule, sums, val, g, H, cw):
     score takes the same operations with or without the Hessian."""
     n, Q = val.shape
     K = rule.lw.shape[1]
+    P = Q * K
     nu = rule.nu
     inu = 1.0 / nu
     pt = rule.pt
@@ -440,13 +430,35 @@ def parent_level(rule, sums, val, g, H, cw):
     Gk = np.zeros((K, d))
     Hk = np.zeros((K, dh, dh))
     gq = np.empty(d)
+    # the unit's sums over its children
+    Fu = np.empty(P)
+    Gu = np.empty((mg, P))
+    Hu = np.empty((mh, P))
     for u in range(n):
+        c0, c1 = sums.ptr[u], sums.ptr[u + 1]
+        Fu[:] = sums.val[c0]
+        for m in range(mg):
+            Gu[m] = sums.g[c0, m]
+        for m in range(mh):
+            Hu[m] = sums.H[c0, m]
+        for c in range(c0 + 1, c1):
+            vc = sums.val[c]
+            for pk in range(P):
+                Fu[pk] += vc[pk]
+            for m in range(mg):
+                gc, gu = sums.g[c, m], Gu[m]
+                for pk in range(P):
+                    gu[pk] += gc[pk]
+            for m in range(mh):
+                hc, hu = sums.H[c, m], Hu[m]
+                for pk in range(P):
+                    hu[pk] += hc[pk]
         for q in range(Q):
             mx = -np.inf
             for k in range(K):
                 pk = q * K + k
                 ak = rule.a[u, pk]
-                f[k] = sums.val[u, pk] + const - 0.5 * ak * ak * inu + rule.lw[u, k]
+                f[k] = Fu[pk] + const - 0.5 * ak * ak * inu + rule.lw[u, k]
                 mx = max(mx, f[k])
             tot = 0.0
             for k in range(K):
@@ -466,14 +478,14 @@ def parent_level(rule, sums, val, g, H, cw):
                 for i in range(d):
                     Gk[k, i] = 0.0
                 for m in range(mg):
-                    Gk[k, sums.gi[m]] = sums.g[u, m, pk]
+                    Gk[k, sums.gi[m]] = Gu[m, pk]
                 Gk[k, pt] += -0.5 * inu + 0.5 * ak * ak * inu * inu
                 if hessian:
                     for i in range(d):
                         for j in range(i + 1):
                             Hk[k, i, j] = 0.0
                     for m in range(mh):
-                        Hk[k, sums.hi[m], sums.hj[m]] = sums.H[u, m, pk]
+                        Hk[k, sums.hi[m], sums.hj[m]] = Hu[m, pk]
                     Hk[k, pt, pt] += 0.5 * inu * inu - ak * ak * inu * inu * inu
             for i in range(d):
                 s = 0.0

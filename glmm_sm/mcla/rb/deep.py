@@ -52,7 +52,6 @@ from glmm_sm.mcla.kernels.rb_deep import (
     leaf_level,
     packed_pairs,
     parent_level,
-    segment_rows,
 )
 from glmm_sm.mcla.sampler import DrawChunk
 from glmm_sm.spec.validation import nonnegative_up_to_rounding
@@ -557,11 +556,10 @@ class DeepQuadratureEngine(EngineBase):
         gi = coords
         hi, hj = (coords[i] for i in _pair_index(e))
         for lev in range(D - 2, -1, -1):
-            # the level below summed into this level's units
+            # the level below (parent_level sums it over each unit's children)
             cp = cr.child[lev]
-            sums = LevelSums(_segment_sum(val, cp),
-                             _segment_sum(g, cp) if derivs else _EMPTY3, gi,
-                             _segment_sum(Hn, cp) if hessian else _EMPTY3, hi, hj)
+            sums = LevelSums(val, g if derivs else _EMPTY3, gi, Hn if hessian else _EMPTY3,
+                             hi, hj, cp)
             t = int(st.comp[lev])
             a = smp.nodes[lev][lo[lev] : hi_u[lev]]  # (n_l, P_l)
             n_l, Pl = a.shape
@@ -716,13 +714,3 @@ class DeepQuadratureEngine(EngineBase):
             "nested fit does not have (every effect is summed by quadrature); refit with "
             "sampler='laplace', rao_blackwell=False for it")
 
-
-def _segment_sum(a, ptr):
-    """Sums of ``a`` over the row ranges ``ptr[i]:ptr[i+1]`` (none empty), in the numba
-    loop :func:`~glmm_sm.mcla.kernels.rb_deep.segment_rows` (``np.add.reduceat``'s sums
-    to rounding, 7 times faster on the leaves' Hessians of ``bench_nested.py``'s
-    sim-3level)."""
-    a2 = np.ascontiguousarray(a).reshape(a.shape[0], -1)
-    out = np.empty((ptr.size - 1, a2.shape[1]))
-    segment_rows(a2, np.ascontiguousarray(ptr, dtype=np.int64), out)
-    return out.reshape((ptr.size - 1,) + a.shape[1:])
