@@ -114,3 +114,33 @@ def test_parent_level_against_numpy():
     parent_level(rule, sums._replace(H=np.empty((0, 0, 0))), val2, g2, np.empty((0, 0, 0)),
                  np.empty((0, 0)))
     assert np.array_equal(val2, val) and np.array_equal(g2, g)
+
+
+def test_a_leaf_with_more_rows_than_one_product_takes():
+    """The leaf kernel takes a Bernoulli row's ``log(1 + exp(-|eta|))`` as the log of a
+    product over the leaf's rows, at most ``PRODUCT_ROWS`` factors (each up to 2) per log:
+    a leaf of 2,500 answers (three logs; one product of them all would overflow) against
+    the numpy sums of the family's own terms."""
+    from test_nested_speed import _leaf_reference, leaf_rule, run_leaf
+
+    from glmm_sm.mcla.kernels.rb_deep import PRODUCT_ROWS, LeafRows
+    from glmm_sm.spec.families import BINOMIAL
+
+    rng = np.random.default_rng(5)
+    n_leaf, P, K, p, T, t = 2, 3, 4, 2, 3, 2
+    sizes = np.array([5, 2500])
+    assert sizes.max() > 2 * PRODUCT_ROWS and sizes.max() > 1030  # 2^1030 overflows
+    ptr = np.r_[0, np.cumsum(sizes)].astype(np.int64)
+    n = int(ptr[-1])
+    rule = leaf_rule(rng, n_leaf, P, K, 0.8, t)
+    X = rng.normal(size=(n, p))
+    e0 = 0.3 * rng.normal(size=(n, P)) + X[:, :1]
+    wy = rng.binomial(1, 0.4, n).astype(float)
+    rows = LeafRows(ptr, e0, np.ones(n), wy, np.ones(n), X)
+    ref = _leaf_reference(BINOMIAL, rows, rule, P, K, p + T)
+    out = run_leaf(BINOMIAL, rows, rule, (n_leaf, P, K, p + T), True)
+    assert np.all(np.isfinite(out.val))
+    np.testing.assert_allclose(out.val, ref[0], rtol=1e-12)
+    np.testing.assert_allclose(out.cw, ref[3], rtol=1e-9, atol=1e-13)
+    np.testing.assert_allclose(out.g, ref[1], rtol=1e-9, atol=1e-12 * np.abs(ref[1]).max())
+    np.testing.assert_allclose(out.H, ref[2], rtol=1e-9, atol=1e-12 * np.abs(ref[2]).max())

@@ -67,11 +67,11 @@ __all__ = ["deep_tree_layout", "DeepTree", "DeepQuadratureSampler", "DeepQuadrat
 DEEP_NODES = 8
 #: Gauss-Hermite nodes of the top level (``outer_nodes``).
 DEEP_OUTER_NODES = 12
-_EMPTY2 = np.empty((0, 0))
-_EMPTY3 = np.empty((0, 0, 0))
-
 #: Most numbers (observations x paths x parameters^2) one chunk of top-level units takes.
 DEEP_CHUNK = 4_000_000
+# the kernels' outputs not asked for
+_EMPTY2 = np.empty((0, 0))
+_EMPTY3 = np.empty((0, 0, 0))
 
 
 def _tree_levels(data):
@@ -199,6 +199,8 @@ class DeepTree:
         # what the fit log and the split bookkeeping read
         self.split = np.full(data.n_blocks, -1)
         self.n_levels = int(sum(c.size for c in self.cols[1:]))
+        # the engines' reads per chunk of top-level units (DeepQuadratureEngine._chunk_rows)
+        self._chunk_rows = {}
 
     @property
     def depth(self) -> int:
@@ -486,7 +488,7 @@ class DeepQuadratureEngine(EngineBase):
         """The :class:`_ChunkRows` of top-level units ``c0:c1``, formed once per tree and
         range (kept on the tree: every round's engine reads the same)."""
         st, data = self.structure, self.data
-        cache = st.__dict__.setdefault("_chunk_rows", {})
+        cache = st._chunk_rows
         got = cache.get((c0, c1))
         if got is not None and got.data is data:
             return got
