@@ -44,7 +44,7 @@ __all__ = ["rb_structure", "rb_round", "rb_record", "rb_m_start", "resolve_sampl
 #: Gauss-Hermite nodes of the first (pilot) round.  Its quadrature error moves the estimate
 #: by well under one MCSE (VerbAgg at m = 1000: 0.9 MCSE, 0.6% of an SE, against 0.003
 #: MCSE with 12 nodes), far less than that round's distance from the MLE, and the round
-#: costs half as much.
+#: costs half as much.  A deep tree's pilot takes it at every level, the top's included.
 PILOT_NODES = 6
 
 
