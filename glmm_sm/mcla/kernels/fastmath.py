@@ -1,4 +1,4 @@
-"""Vectorisable ``exp`` and ``log1p`` for the numba kernel.
+"""Vectorisable ``exp``, ``log1p`` and ``log`` (of numbers at least 1) for the numba kernels.
 
 numba calls the scalar libm ``exp``/``log1p``, which stops LLVM from vectorising the hot loop.
 These versions are plain arithmetic (range reduction plus a polynomial) and are inlined into

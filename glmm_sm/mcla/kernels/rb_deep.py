@@ -157,7 +157,8 @@ def _split_logit_product(cr, bk, ex, wyi, Fk, Qk, Rk, Ck):
 
 
 #: Most rows whose factors ``1 + exp(-|eta|)`` (each at most 2) one product takes before
-#: its log is added (:func:`_split_logit_product`): the product stays below ``2**1000``.
+#: its log is added (:func:`leaf_level`, the logit link's rows of weight 1): the product
+#: stays below ``2**1000``.
 PRODUCT_ROWS = 1000
 
 
@@ -214,7 +215,9 @@ def leaf_level(fam, rows, rule, out, derivs, hessian=True):
     has few observations and ``K`` is small, so a loop over the nodes (8 of them) is too
     short to vectorise, where one over the paths (``P = K_1 x ... x K_{D-1}``, 96 at the
     default rule) is not.  Each node's sums take the observations in the same order, with
-    the same operations, as one loop per node and path would."""
+    the same operations, as one loop per node and path would, except that the logit link's
+    rows of weight 1 add ``log(1 + exp(-|eta|))`` as one log of their factors' product per
+    leaf, node and path (:data:`PRODUCT_ROWS` rows at most per log)."""
     n_leaf, P = out.val.shape
     K = rule.lw.shape[1]
     p = rows.X.shape[1]
