@@ -1,4 +1,4 @@
-"""Vectorisable ``exp`` and ``log1p`` for the numba kernel.
+"""Vectorisable ``exp``, ``log1p`` and ``log`` (of numbers at least 1) for the numba kernels.
 
 numba calls the scalar libm ``exp``/``log1p``, which stops LLVM from vectorising the hot loop.
 These versions are plain arithmetic (range reduction plus a polynomial) and are inlined into
@@ -130,6 +130,22 @@ def flog1p_unit(t):
     return 2.0 * s * p + (LN2 if big else 0.0)
 
 
+#: A float64's mantissa bits, and the exponent field of the numbers in [1, 2).
+MANTISSA_BITS = (1 << 52) - 1
+EXPONENT_ONE = 1023 << 52
+
+
+@numba.njit(**_JIT)
+def flog_ge1(x):
+    """``log(x)`` for ``x`` in [1, 2**1000]: with ``x = 2**n m``, ``m`` in [1, 2) (read
+    from the bits, the exponent turned into a float by :data:`ROUND_MAGIC` as in
+    :func:`fexp`: integer operations that vectorise), ``n ln 2 + log1p(m - 1)``."""
+    b = _float_to_bits(x)
+    n = _bits_to_float(_float_to_bits(ROUND_MAGIC) + (b >> 52) - 1023) - ROUND_MAGIC
+    m = _bits_to_float((b & MANTISSA_BITS) | EXPONENT_ONE)
+    return n * LN2_HI + (n * LN2_LO + flog1p_unit(m - 1.0))
+
+
 @numba.njit(cache=True, error_model="numpy")
 def _fexp_array(x, out):  # pragma: no cover - exercised through tests
     for i in range(x.shape[0]):
@@ -146,3 +162,9 @@ def _frecip_array(x, out):  # pragma: no cover - exercised through tests
 def _flog1p_array(x, out):  # pragma: no cover - exercised through tests
     for i in range(x.shape[0]):
         out[i] = flog1p_unit(x[i])
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _flog_ge1_array(x, out):  # pragma: no cover - exercised through tests
+    for i in range(x.shape[0]):
+        out[i] = flog_ge1(x[i])

@@ -37,17 +37,21 @@ way (``benchmarks/README.md``, "Three-level trees integrated").
 
 from __future__ import annotations
 
+import functools
+from typing import NamedTuple
+
 import numpy as np
 
-from glmm_sm.core.constants import HALF_LOG2PI
 from glmm_sm.mcla.engine import EngineBase, Evaluation
 from glmm_sm.mcla.kernels.rb_deep import (
     LeafOut,
     LeafRows,
     LeafRule,
+    LevelRule,
+    LevelSums,
     leaf_level,
     packed_pairs,
-    segment_rows,
+    parent_level,
 )
 from glmm_sm.mcla.sampler import DrawChunk
 from glmm_sm.spec.validation import nonnegative_up_to_rounding
@@ -65,6 +69,9 @@ DEEP_NODES = 8
 DEEP_OUTER_NODES = 12
 #: Most numbers (observations x paths x parameters^2) one chunk of top-level units takes.
 DEEP_CHUNK = 4_000_000
+# the kernels' outputs not asked for
+_EMPTY2 = np.empty((0, 0))
+_EMPTY3 = np.empty((0, 0, 0))
 
 
 def _tree_levels(data):
@@ -192,6 +199,8 @@ class DeepTree:
         # what the fit log and the split bookkeeping read
         self.split = np.full(data.n_blocks, -1)
         self.n_levels = int(sum(c.size for c in self.cols[1:]))
+        # the engines' reads per chunk of top-level units (DeepQuadratureEngine._chunk_rows)
+        self._chunk_rows = {}
 
     @property
     def depth(self) -> int:
@@ -252,7 +261,7 @@ class DeepQuadratureSampler:
         self.nodes, self.log_node = [], []
         self.centres, self.scales, self.std_nodes = [], [], []
         for lev in range(D):
-            x, w = np.polynomial.hermite.hermgauss(self.K[lev])
+            x, w = _gauss_hermite(self.K[lev])
             z = np.sqrt(2.0) * x
             n_l = structure.cols[lev].size
             centre = np.repeat(mean[lev][:, None], 1, axis=1)  # (n_l, 1)
@@ -358,6 +367,49 @@ def top_unit_numbers(structure, K, d):
     return (leaves * (d * d + d + 1) + rows) * Pa
 
 
+class _ChunkRows(NamedTuple):
+    """What an evaluation of top-level units ``c0:c1`` reads of the tree and the data, the
+    same at every evaluation (:meth:`DeepQuadratureEngine._chunk_rows`): per level the
+    first unit and the end (``lo``, ``hi``), the rows ``r0:r1`` of the sorted layout
+    (``rows``), the leaf kernel's rows (:class:`~glmm_sm.mcla.kernels.rb_deep.LeafRows`
+    without ``e0``: ``ptr``, ``z``, ``wy``, ``wn``, ``X``), the ancestors' units and
+    coefficients of the rows (``unit``, ``z_anc``: per level above the leaves), per level
+    above the leaves the ranges of each unit's children (``child``), and the layout data
+    they were read from (``data``: a record is used only with the same)."""
+
+    lo: list
+    hi: list
+    r0: int
+    r1: int
+    rows: np.ndarray
+    ptr: np.ndarray
+    z: np.ndarray
+    wy: np.ndarray
+    wn: np.ndarray
+    X: np.ndarray
+    unit: list
+    z_anc: list
+    child: list
+    data: object
+
+
+@functools.cache
+def _gauss_hermite(k):
+    """``np.polynomial.hermite.hermgauss(k)``, computed once per ``k`` (every round's
+    rule, and the quadrature error measurement's, takes the same few); shared arrays, not
+    to be written."""
+    return np.polynomial.hermite.hermgauss(int(k))
+
+
+@functools.cache
+def _pair_index(e):
+    """The rows and columns of :func:`~glmm_sm.mcla.kernels.rb_deep.packed_pairs` (``e``),
+    as two int64 arrays (shared: not to be written; writeable, so that the kernels see one
+    array type)."""
+    ij = np.array(packed_pairs(e), dtype=np.int64).reshape(-1, 2).T.copy()
+    return ij[0], ij[1]
+
+
 class DeepQuadratureEngine(EngineBase):
     """The log-likelihood of a :class:`DeepTree` under the nested rule of a
     :class:`DeepQuadratureSampler`, with its exact gradient and Hessian.
@@ -432,13 +484,15 @@ class DeepQuadratureEngine(EngineBase):
         H = 0.5 * (H + H.T)
         return Evaluation(value, grad, H, np.zeros((d, d)), ess, block_values)
 
-    def _chunk(self, c0, c1, xb, nu, derivs, weights=False, hessian=True):
-        """``(value, score, Hessian)`` per top-level unit ``c0:c1`` (and, with
-        ``weights``, each level's node weights given the path above it); the Hessian None
-        without ``hessian``."""
-        st, smp, data = self.structure, self.sampler, self.data
-        D, p = st.depth, data.k_fe
-        d = p + data.k_vc
+    def _chunk_rows(self, c0, c1):
+        """The :class:`_ChunkRows` of top-level units ``c0:c1``, formed once per tree and
+        range (kept on the tree: every round's engine reads the same)."""
+        st, data = self.structure, self.data
+        cache = st._chunk_rows
+        got = cache.get((c0, c1))
+        if got is not None and got.data is data:
+            return got
+        D = st.depth
         # the units of every level under c0:c1 (contiguous: sorted by their ancestors)
         lo, hi = [c0], [c1]
         for lev in range(1, D):
@@ -446,16 +500,42 @@ class DeepQuadratureEngine(EngineBase):
             hi.append(int(st.child_ptr[lev][hi[-1]]))
         r0, r1 = int(st.row_ptr[lo[-1]]), int(st.row_ptr[hi[-1]])
         rows = st.rows[r0:r1]
+        got = _ChunkRows(
+            lo, hi, r0, r1, rows, st.row_ptr[lo[-1] : hi[-1] + 1] - r0,
+            np.ascontiguousarray(st.row_z[D - 1, r0:r1]),
+            np.ascontiguousarray(data.wy[rows], dtype=np.float64),
+            np.ascontiguousarray(data.wn[rows], dtype=np.float64),
+            np.ascontiguousarray(data.X[rows]),
+            [st.row_unit[lev, r0:r1] for lev in range(D - 1)],
+            [st.row_z[lev, r0:r1] for lev in range(D - 1)],
+            [st.child_ptr[lev + 1][lo[lev] : hi[lev] + 1] - lo[lev + 1]
+             for lev in range(D - 1)], data)
+        cache[(c0, c1)] = got
+        return got
+
+    def _chunk(self, c0, c1, xb, nu, derivs, weights=False, hessian=True):
+        """``(value, score, Hessian)`` per top-level unit ``c0:c1`` (and, with
+        ``weights``, each level's node weights given the path above it); the Hessian None
+        without ``hessian``."""
+        st, smp, data = self.structure, self.sampler, self.data
+        D, p = st.depth, data.k_fe
+        d = p + data.k_vc
+        cr = self._chunk_rows(c0, c1)
+        lo, hi_u = cr.lo, cr.hi
         # the leaf level in the kernel: the rows' linear predictors without the leaf at
         # every path of the ancestors' nodes
+        # (each level's nodes broadcast over the nodes of the levels below it, not repeated)
         Pa = int(np.prod(smp.K[:-1]))
-        e0 = np.repeat(xb[rows][:, None], Pa, axis=1)
+        n_r = cr.r1 - cr.r0
+        e0 = np.empty((n_r,) + tuple(smp.K[:-1]))
+        e0[...] = xb[cr.rows].reshape((n_r,) + (1,) * (D - 1))
         for lev in range(D - 1):
-            rep = int(np.prod(smp.K[lev + 1 : D - 1]))
-            a = smp.nodes[lev][st.row_unit[lev, r0:r1]]
-            e0 += st.row_z[lev, r0:r1][:, None] * np.repeat(a, rep, axis=1)
+            a = smp.nodes[lev][cr.unit[lev]]
+            e0 += (cr.z_anc[lev].reshape((n_r,) + (1,) * (D - 1))
+                   * a.reshape((n_r,) + tuple(smp.K[: lev + 1]) + (1,) * (D - 2 - lev)))
+        e0 = e0.reshape(n_r, Pa)
         leaf = D - 1
-        n_leaf = hi[leaf] - lo[leaf]
+        n_leaf = hi_u[leaf] - lo[leaf]
         t = int(st.comp[leaf])
         hessian = bool(derivs and hessian)
         # the leaves' scores and Hessians in the coordinates their terms involve: beta and
@@ -466,68 +546,46 @@ class DeepQuadratureEngine(EngineBase):
                       np.empty((n_leaf, e, Pa) if derivs else (0, 0, 0)),
                       np.empty((n_leaf, e * (e + 1) // 2, Pa) if hessian else (0, 0, 0)),
                       np.empty((n_leaf, Pa * smp.K[leaf]) if weights else (0, 0)))
-        leaf_level(data.family.kernel,
-                   LeafRows(st.row_ptr[lo[leaf] : hi[leaf] + 1] - r0, e0,
-                            np.ascontiguousarray(st.row_z[leaf, r0:r1]),
-                            np.ascontiguousarray(data.wy[rows], dtype=np.float64),
-                            np.ascontiguousarray(data.wn[rows], dtype=np.float64),
-                            np.ascontiguousarray(data.X[rows])),
-                   LeafRule(np.ascontiguousarray(smp.log_node[leaf][lo[leaf] : hi[leaf]]),
-                            float(nu[t]), t, smp.centres[leaf][lo[leaf] : hi[leaf]],
-                            smp.scales[leaf][lo[leaf] : hi[leaf]], smp.std_nodes[leaf]),
+        leaf_level(data.family.kernel, LeafRows(cr.ptr, e0, cr.z, cr.wy, cr.wn, cr.X),
+                   LeafRule(np.ascontiguousarray(smp.log_node[leaf][lo[leaf] : hi_u[leaf]]),
+                            float(nu[t]), t, smp.centres[leaf][lo[leaf] : hi_u[leaf]],
+                            smp.scales[leaf][lo[leaf] : hi_u[leaf]], smp.std_nodes[leaf]),
                    out, bool(derivs), hessian)
         cw = [out.cw] if weights else []
         val, g, Hn = out.val, out.g, out.H
+        # the entries of the level below's scores and Hessians: the leaves' coordinates,
+        # then (from the level above the leaves on) every coordinate
+        gi = coords
+        hi, hj = (coords[i] for i in _pair_index(e))
         for lev in range(D - 2, -1, -1):
-            # the level below summed into this level's units
-            cp = st.child_ptr[lev + 1][lo[lev] : hi[lev] + 1] - lo[lev + 1]
-            F = _segment_sum(val, cp)
-            if lev == D - 2:
-                # the leaves' sums, in their coordinates (zero in the others)
-                if derivs:
-                    Gc = _segment_sum(g, cp)
-                    G = np.zeros((Gc.shape[0], Gc.shape[2], d))
-                    G[:, :, coords] = Gc.transpose(0, 2, 1)
-                if hessian:
-                    Hc = _segment_sum(Hn, cp)
-                    Hs = np.zeros((Hc.shape[0], Hc.shape[2], d, d))
-                    for o, (i, j) in enumerate(packed_pairs(e)):
-                        Hs[:, :, coords[i], coords[j]] = Hc[:, o]
-                        Hs[:, :, coords[j], coords[i]] = Hc[:, o]
-            else:
-                if derivs:
-                    G = _segment_sum(g, cp)
-                if hessian:
-                    Hs = _segment_sum(Hn, cp)
-            t = st.comp[lev]
-            a = smp.nodes[lev][lo[lev] : hi[lev]]  # (n_l, P_l)
-            n_l = a.shape[0]
-            Kl = smp.K[lev]
-            Pl = a.shape[1]
-            F = F - HALF_LOG2PI - 0.5 * np.log(nu[t]) - 0.5 * a * a / nu[t]
-            F = F + np.tile(smp.log_node[lev][lo[lev] : hi[lev]], (1, Pl // Kl))
-            F3 = F.reshape(n_l, Pl // Kl, Kl)
-            mx = F3.max(axis=2, keepdims=True)
-            w = np.exp(F3 - mx)
-            tot = w.sum(axis=2, keepdims=True)
-            val = (mx + np.log(tot))[:, :, 0]
-            w = w / tot
+            # the level below (parent_level sums it over each unit's children)
+            cp = cr.child[lev]
+            sums = LevelSums(val, g if derivs else _EMPTY3, gi, Hn if hessian else _EMPTY3,
+                             hi, hj, cp)
+            t = int(st.comp[lev])
+            a = smp.nodes[lev][lo[lev] : hi_u[lev]]  # (n_l, P_l)
+            n_l, Pl = a.shape
+            Ql = Pl // smp.K[lev]
+            val = np.empty((n_l, Ql))
+            g = np.empty((n_l, d, Ql)) if derivs else _EMPTY3
+            Hn = np.empty((n_l, d * (d + 1) // 2, Ql)) if hessian else _EMPTY3
+            w = np.empty((n_l, Pl)) if weights else _EMPTY2
+            parent_level(LevelRule(a, np.ascontiguousarray(smp.log_node[lev][lo[lev] :
+                                                                             hi_u[lev]]),
+                                   float(nu[t]), p + t), sums, val, g, Hn, w)
             if weights:
-                cw.append(w.reshape(n_l, Pl))
-            if derivs:
-                G[..., p + t] += -0.5 / nu[t] + 0.5 * a * a / nu[t] ** 2
-                G4 = G.reshape(n_l, Pl // Kl, Kl, d)
-                g = np.einsum("npk,npki->npi", w, G4)
-            if hessian:
-                Hs[..., p + t, p + t] += 0.5 / nu[t] ** 2 - a * a / nu[t] ** 3
-                H5 = Hs.reshape(n_l, Pl // Kl, Kl, d, d)
-                Hn = (np.einsum("npk,npkij->npij", w, H5)
-                      + np.einsum("npk,npki,npkj->npij", w, G4, G4)
-                      - g[..., :, None] * g[..., None, :])
+                cw.append(w)
+            gi = np.arange(d, dtype=np.int64)
+            hi, hj = _pair_index(d)
         v = val[:, 0]
-        if derivs:
-            return v, g[:, 0], Hn[:, 0] if hessian else None, cw[::-1]
-        return v, None, None, cw[::-1]
+        if not derivs:
+            return v, None, None, cw[::-1]
+        if not hessian:
+            return v, g[:, :, 0], None, cw[::-1]
+        Hu = np.empty((v.size, d, d))
+        Hu[:, hi, hj] = Hn[:, :, 0]
+        Hu[:, hj, hi] = Hn[:, :, 0]
+        return v, g[:, :, 0], Hu, cw[::-1]
 
     def random_effect_moments(self, params):
         """Conditional means and SDs of every random effect (model column order), from the
@@ -544,17 +602,27 @@ class DeepQuadratureEngine(EngineBase):
             lo = [c0]
             for lev in range(1, D):
                 lo.append(int(st.child_ptr[lev][lo[-1]]))
+            # per level: each unit's nodes at a path of its ancestors' are ``c + s z_k``, so
+            # its moments given the path are ``c + s E[z]`` and ``c^2 + 2 c s E[z] + s^2
+            # E[z^2]`` under the nodes' weights (the nodes themselves not formed), summed
+            # over the paths by their posterior weights
             post = None
             for lev in range(D):
+                u0, n_l = lo[lev], cw[lev].shape[0]
+                cw3 = cw[lev].reshape(n_l, -1, smp.K[lev])
                 if post is None:
-                    post = cw[0]
+                    pp = np.ones((n_l, 1))
                 else:
-                    par = st.anc[lev][lo[lev] : lo[lev] + cw[lev].shape[0], lev - 1] - lo[lev - 1]
-                    post = np.repeat(post[par], smp.K[lev], axis=1) * cw[lev]
-                a = smp.level_nodes(lev)[lo[lev] : lo[lev] + post.shape[0]]
-                cols = st.cols[lev][lo[lev] : lo[lev] + post.shape[0]]
-                mean_l[cols] = (post * a).sum(axis=1)
-                m2_l[cols] = (post * a * a).sum(axis=1)
+                    pp = post[st.anc[lev][u0 : u0 + n_l, lev - 1] - lo[lev - 1]]
+                z = smp.std_nodes[lev]
+                c = smp.centres[lev][u0 : u0 + n_l]
+                sd = smp.scales[lev][u0 : u0 + n_l, None]
+                ez, ez2 = cw3 @ z, cw3 @ (z * z)
+                cols = st.cols[lev][u0 : u0 + n_l]
+                mean_l[cols] = (pp * (c + sd * ez)).sum(axis=1)
+                m2_l[cols] = (pp * (c * c + 2.0 * c * sd * ez + sd * sd * ez2)).sum(axis=1)
+                if lev < D - 1:
+                    post = (pp[:, :, None] * cw3).reshape(n_l, -1)
         q_model = data.arrays.Z.shape[1]
         mean = np.zeros(q_model)
         sd = np.sqrt(nu[data.arrays.ident])
@@ -648,13 +716,3 @@ class DeepQuadratureEngine(EngineBase):
             "nested fit does not have (every effect is summed by quadrature); refit with "
             "sampler='laplace', rao_blackwell=False for it")
 
-
-def _segment_sum(a, ptr):
-    """Sums of ``a`` over the row ranges ``ptr[i]:ptr[i+1]`` (none empty), in the numba
-    loop :func:`~glmm_sm.mcla.kernels.rb_deep.segment_rows` (``np.add.reduceat``'s sums
-    to rounding, 7 times faster on the leaves' Hessians of ``bench_nested.py``'s
-    sim-3level)."""
-    a2 = np.ascontiguousarray(a).reshape(a.shape[0], -1)
-    out = np.empty((ptr.size - 1, a2.shape[1]))
-    segment_rows(a2, np.ascontiguousarray(ptr, dtype=np.int64), out)
-    return out.reshape((ptr.size - 1,) + a.shape[1:])

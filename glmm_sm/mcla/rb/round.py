@@ -44,7 +44,7 @@ __all__ = ["rb_structure", "rb_round", "rb_record", "rb_m_start", "resolve_sampl
 #: Gauss-Hermite nodes of the first (pilot) round.  Its quadrature error moves the estimate
 #: by well under one MCSE (VerbAgg at m = 1000: 0.9 MCSE, 0.6% of an SE, against 0.003
 #: MCSE with 12 nodes), far less than that round's distance from the MLE, and the round
-#: costs half as much.
+#: costs half as much.  A deep tree's pilot takes it at every level, the top's included.
 PILOT_NODES = 6
 
 
@@ -224,7 +224,12 @@ def rb_round(model, structure, centre, mode, factorize, m, seed, opts, n_jobs, p
         quad = {k: v for k, v in opts.sampler_options.items()
                 if k in ("n_nodes", "outer_nodes")}
         if pilot:
+            # every level's, the top's included: the pilot's estimate only centres the
+            # next rule (on sim-3level the fit's rounds take the same steps as with the
+            # top level's DEEP_OUTER_NODES, at half the pilot's cost; benchmarks/README.md,
+            # "The three-level fit's warm cost")
             quad.setdefault("n_nodes", PILOT_NODES)
+            quad.setdefault("outer_nodes", PILOT_NODES)
         smp = DeepQuadratureSampler(system, centre, mode, structure, **quad)
         draws = DrawSet.from_sampler(smp, 1, seed, opts.memory_budget, n_jobs=n_jobs)
         return draws, DeepQuadratureEngine(draws, opts.chunk_size, n_jobs)
