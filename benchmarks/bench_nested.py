@@ -82,6 +82,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 from aghq_nested import NestedInterceptGLMM  # noqa: E402
+from fresh_fit import FIT  # noqa: E402
 
 from glmm_sm import MonteCarloGLMM  # noqa: E402
 
@@ -343,7 +344,7 @@ def main(argv=None):
             results = {}
             for label, kw in fits[:1] if args.default_only else fits:
                 t0 = time.process_time()
-                kw = {"random_state": 0, "disp": False, "time_budget": 300.0, **kw}
+                kw = {**FIT, **kw}
                 try:
                     res = mod.fit(**kw)
                 except ValueError as e:

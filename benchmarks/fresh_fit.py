@@ -24,7 +24,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import pandas as pd  # noqa: E402
 
-#: The fit's options, as bench_nested's default fit.
+#: The fit's options: bench_nested's default fit (which imports them from here).
 FIT = {"random_state": 0, "disp": False, "time_budget": 300.0}
 
 

@@ -15,12 +15,10 @@ cpu <- function(a, b) unname(sum((b - a)[c("user.self", "sys.self")]))
 t2 <- proc.time()
 f1 <- glmmTMB(form, data = d, family = family, weights = .w)
 t3 <- proc.time()
-f2 <- glmmTMB(form, data = d, family = family, weights = .w)
-t4 <- proc.time()
-again <- cpu(t3, t4)
-same <- identical(as.numeric(logLik(f1)), as.numeric(logLik(f2)))
+again <- numeric(0)
+same <- TRUE
 repeats <- as.integer(Sys.getenv("GLMM_SM_REPEATS", "2"))
-for (k in seq_len(max(repeats - 2, 0))) {
+for (k in seq_len(max(repeats - 1, 1))) {
   a <- proc.time()
   f <- glmmTMB(form, data = d, family = family, weights = .w)
   again <- c(again, cpu(a, proc.time()))

@@ -199,12 +199,40 @@ class DeepTree:
         # what the fit log and the split bookkeeping read
         self.split = np.full(data.n_blocks, -1)
         self.n_levels = int(sum(c.size for c in self.cols[1:]))
-        # the engines' reads per chunk of top-level units (DeepQuadratureEngine._chunk_rows)
+        # the engines' reads per chunk of top-level units (chunk_rows)
         self._chunk_rows = {}
 
     @property
     def depth(self) -> int:
         return len(self.comp)
+
+    def chunk_rows(self, c0, c1, data):
+        """What an evaluation of top-level units ``c0:c1`` reads of the tree and the
+        layout data ``data`` (a ``_ChunkRows`` record), formed once per range and kept:
+        every round's engine reads the same."""
+        got = self._chunk_rows.get((c0, c1))
+        if got is not None and got.data is data:
+            return got
+        D = self.depth
+        # the units of every level under c0:c1 (contiguous: sorted by their ancestors)
+        lo, hi = [c0], [c1]
+        for lev in range(1, D):
+            lo.append(int(self.child_ptr[lev][lo[-1]]))
+            hi.append(int(self.child_ptr[lev][hi[-1]]))
+        r0, r1 = int(self.row_ptr[lo[-1]]), int(self.row_ptr[hi[-1]])
+        rows = self.rows[r0:r1]
+        got = _ChunkRows(
+            lo, hi, r0, r1, rows, self.row_ptr[lo[-1] : hi[-1] + 1] - r0,
+            np.ascontiguousarray(self.row_z[D - 1, r0:r1]),
+            np.ascontiguousarray(data.wy[rows], dtype=np.float64),
+            np.ascontiguousarray(data.wn[rows], dtype=np.float64),
+            np.ascontiguousarray(data.X[rows]),
+            [self.row_unit[lev, r0:r1] for lev in range(D - 1)],
+            [self.row_z[lev, r0:r1] for lev in range(D - 1)],
+            [self.child_ptr[lev + 1][lo[lev] : hi[lev] + 1] - lo[lev + 1]
+             for lev in range(D - 1)], data)
+        self._chunk_rows[(c0, c1)] = got
+        return got
 
 
 class DeepQuadratureSampler:
@@ -369,7 +397,7 @@ def top_unit_numbers(structure, K, d):
 
 class _ChunkRows(NamedTuple):
     """What an evaluation of top-level units ``c0:c1`` reads of the tree and the data, the
-    same at every evaluation (:meth:`DeepQuadratureEngine._chunk_rows`): per level the
+    same at every evaluation (:meth:`DeepTree.chunk_rows`): per level the
     first unit and the end (``lo``, ``hi``), the rows ``r0:r1`` of the sorted layout
     (``rows``), the leaf kernel's rows (:class:`~glmm_sm.mcla.kernels.rb_deep.LeafRows`
     without ``e0``: ``ptr``, ``z``, ``wy``, ``wn``, ``X``), the ancestors' units and
@@ -484,35 +512,6 @@ class DeepQuadratureEngine(EngineBase):
         H = 0.5 * (H + H.T)
         return Evaluation(value, grad, H, np.zeros((d, d)), ess, block_values)
 
-    def _chunk_rows(self, c0, c1):
-        """The :class:`_ChunkRows` of top-level units ``c0:c1``, formed once per tree and
-        range (kept on the tree: every round's engine reads the same)."""
-        st, data = self.structure, self.data
-        cache = st._chunk_rows
-        got = cache.get((c0, c1))
-        if got is not None and got.data is data:
-            return got
-        D = st.depth
-        # the units of every level under c0:c1 (contiguous: sorted by their ancestors)
-        lo, hi = [c0], [c1]
-        for lev in range(1, D):
-            lo.append(int(st.child_ptr[lev][lo[-1]]))
-            hi.append(int(st.child_ptr[lev][hi[-1]]))
-        r0, r1 = int(st.row_ptr[lo[-1]]), int(st.row_ptr[hi[-1]])
-        rows = st.rows[r0:r1]
-        got = _ChunkRows(
-            lo, hi, r0, r1, rows, st.row_ptr[lo[-1] : hi[-1] + 1] - r0,
-            np.ascontiguousarray(st.row_z[D - 1, r0:r1]),
-            np.ascontiguousarray(data.wy[rows], dtype=np.float64),
-            np.ascontiguousarray(data.wn[rows], dtype=np.float64),
-            np.ascontiguousarray(data.X[rows]),
-            [st.row_unit[lev, r0:r1] for lev in range(D - 1)],
-            [st.row_z[lev, r0:r1] for lev in range(D - 1)],
-            [st.child_ptr[lev + 1][lo[lev] : hi[lev] + 1] - lo[lev + 1]
-             for lev in range(D - 1)], data)
-        cache[(c0, c1)] = got
-        return got
-
     def _chunk(self, c0, c1, xb, nu, derivs, weights=False, hessian=True):
         """``(value, score, Hessian)`` per top-level unit ``c0:c1`` (and, with
         ``weights``, each level's node weights given the path above it); the Hessian None
@@ -520,7 +519,7 @@ class DeepQuadratureEngine(EngineBase):
         st, smp, data = self.structure, self.sampler, self.data
         D, p = st.depth, data.k_fe
         d = p + data.k_vc
-        cr = self._chunk_rows(c0, c1)
+        cr = st.chunk_rows(c0, c1, data)
         lo, hi_u = cr.lo, cr.hi
         # the leaf level in the kernel: the rows' linear predictors without the leaf at
         # every path of the ancestors' nodes
